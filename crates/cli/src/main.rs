@@ -1,0 +1,2 @@
+//! The `flightlog` command (placeholder until the CLI lands).
+fn main() {}

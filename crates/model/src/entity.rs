@@ -1,0 +1,301 @@
+//! Experiments, runs, and the requests that create, change and find them; log slices, artifact listings and
+//! the commit events that live streams are made of.
+
+use crate::ids::{ExperimentId, RunId};
+use crate::metric::{MetricKind, SeriesInfo};
+use crate::status::RunStatus;
+use crate::time::WallTime;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Active or deleted (soft: a deleted experiment or run can be restored).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Lifecycle {
+    #[default]
+    Active,
+    Deleted,
+}
+
+impl Lifecycle {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lifecycle::Active => "active",
+            Lifecycle::Deleted => "deleted",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Experiment {
+    pub id: ExperimentId,
+    pub name: String,
+    pub created_time: WallTime,
+    pub last_update_time: WallTime,
+    pub lifecycle: Lifecycle,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// Where MLflow clients put this experiment's artifacts (kept for MLflow compatibility).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_location: Option<String>,
+    /// Runs in the experiment (active ones), and when the newest activity happened; filled by listings.
+    #[serde(default)]
+    pub run_count: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_activity: Option<WallTime>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct NewExperiment {
+    pub name: String,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_location: Option<String>,
+}
+
+/// Changes to an experiment; absent fields are left as they are.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ExperimentPatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<Lifecycle>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub set_tags: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove_tags: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ExperimentQuery {
+    /// Case-insensitive substring of the name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_contains: Option<String>,
+    #[serde(default)]
+    pub include_deleted: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_token: Option<String>,
+}
+
+/// Why a run failed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ErrorDetails {
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// Longer text: a traceback, the last lines of stderr...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    pub id: RunId,
+    pub experiment_id: ExperimentId,
+    pub display_name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<RunId>,
+    pub status: RunStatus,
+    pub lifecycle: Lifecycle,
+    pub created_time: WallTime,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<WallTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<WallTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorDetails>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    #[serde(default)]
+    pub user: String,
+    #[serde(default)]
+    pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// Latest value of each metric; filled by `get_run` and by listings that ask for it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<SeriesInfo>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct NewRun {
+    /// A client-chosen id makes creation idempotent (a replayed create returns the same run) and lets an
+    /// offline client log before the server has answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<RunId>,
+    #[serde(default)]
+    pub experiment_id: ExperimentId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<RunId>,
+    /// Default Running (interactive runs); NotStarted or Queued for submitted ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<RunStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<WallTime>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    #[serde(default)]
+    pub user: String,
+    #[serde(default)]
+    pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+}
+
+/// Changes to a run; absent fields are left as they are. Applied atomically: if any part is rejected
+/// (illegal transition, property rewrite, param change), nothing changes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunPatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Checked against the lifecycle; entering a terminal state sets `end_time` (unless given) and entering
+    /// Running sets `start_time` if unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<RunStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorDetails>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<WallTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<WallTime>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub set_tags: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove_tags: Vec<String>,
+    /// Properties are write-once: a key that exists with another value is a Conflict (same value is a no-op).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub add_properties: BTreeMap<String, String>,
+    /// Params are write-once like properties (MLflow's rule).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub add_params: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<Lifecycle>,
+}
+
+/// Which runs to list. All conditions must hold.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunQuery {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub experiment_ids: Vec<ExperimentId>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub statuses: Vec<RunStatus>,
+    /// Only the children of this run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<RunId>,
+    /// Only runs without a parent.
+    #[serde(default)]
+    pub top_level_only: bool,
+    /// Tag key → required value (None: the key must be present).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, Option<String>>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub properties: BTreeMap<String, Option<String>>,
+    #[serde(default)]
+    pub include_deleted: bool,
+    /// Fill `Run::metrics` with each run's latest values.
+    #[serde(default)]
+    pub with_metrics: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_token: Option<String>,
+}
+
+/// One page of a listing; `next_page_token` is opaque and absent on the last page.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+}
+
+/// A named text stream of a run (stdout, stderr, python...).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogStreamInfo {
+    pub name: String,
+    /// Total bytes appended so far.
+    pub length: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_time: Option<WallTime>,
+}
+
+/// Bytes of a log stream from `offset`; `next_offset` is where a reader resumes. `data` holds the bytes
+/// decoded as UTF-8 (invalid sequences replaced), and never ends inside a multi-byte character.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogSlice {
+    pub stream: String,
+    pub offset: u64,
+    pub next_offset: u64,
+    /// Total length of the stream when read.
+    pub length: u64,
+    pub data: String,
+}
+
+/// A file (or, in listings, a folder) in a run's artifact storage.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactInfo {
+    /// Relative to the run's artifact root, '/'-separated.
+    pub path: String,
+    pub is_dir: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified_time: Option<WallTime>,
+}
+
+/// Something committed to the store, announced to live streams. `seq` increases by one per event across the
+/// whole store and is the SSE event id: a reader that reconnects with its last seq misses nothing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub seq: u64,
+    pub time: WallTime,
+    pub experiment_id: ExperimentId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<RunId>,
+    #[serde(flatten)]
+    pub body: EventBody,
+}
+
+/// What an [`Event`] announces. Point data is not copied into events: a `Points` event names the index range,
+/// and a stream reader reads those points from the store.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventBody {
+    ExperimentCreated { name: String },
+    ExperimentUpdated { name: String, lifecycle: Lifecycle },
+    RunCreated { display_name: String, status: RunStatus, #[serde(default, skip_serializing_if = "Option::is_none")] parent_id: Option<RunId> },
+    /// Status, name, tags, properties or params changed; `status` is the status after the change.
+    RunUpdated { status: RunStatus, #[serde(default)] status_changed: bool },
+    /// Points `[from_index, from_index + count)` of metric `name` were appended.
+    Points { name: String, kind: MetricKind, from_index: u64, count: u64, #[serde(default, skip_serializing_if = "Option::is_none")] last_step: Option<i64>, #[serde(default)] last_value: serde_json::Value },
+    /// Bytes `[offset, offset + length)` were appended to log stream `stream`.
+    LogAppended { stream: String, offset: u64, length: u64 },
+    ArtifactWritten { path: String, size: u64 },
+    ArtifactDeleted { path: String },
+}
+
+/// Which events a stream reader wants.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EventFilter {
+    pub run_id: Option<RunId>,
+    pub experiment_id: Option<ExperimentId>,
+}

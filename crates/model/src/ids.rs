@@ -1,0 +1,142 @@
+//! Identifiers. A `RunId` is always 32 lowercase hex digits (a uuid4 without dashes, as MLflow uses), checked
+//! when parsed, so code holding one never re-validates it.
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+use std::str::FromStr;
+
+/// A run's id: 32 lowercase hex characters.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RunId(String);
+
+impl RunId {
+    /// A fresh random id.
+    pub fn new() -> Self {
+        RunId(uuid::Uuid::new_v4().simple().to_string())
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for RunId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FromStr for RunId {
+    type Err = Error;
+    /// Accepts 32 hex digits in either case (stored lowercase); anything else is an error naming the rule.
+    fn from_str(s: &str) -> Result<Self> {
+        if s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(RunId(s.to_ascii_lowercase()))
+        } else {
+            Err(Error::invalid("run_id", format!("'{}' is not a run id (32 hex characters)", truncate(s, 80))))
+        }
+    }
+}
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl fmt::Debug for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RunId({})", self.0)
+    }
+}
+
+impl Serialize for RunId {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+impl<'de> Deserialize<'de> for RunId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// An experiment's id: a non-negative integer (MLflow sends it as a string; "0" is the Default experiment).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default)]
+pub struct ExperimentId(pub i64);
+
+impl ExperimentId {
+    /// The experiment that always exists, named "Default".
+    pub const DEFAULT: ExperimentId = ExperimentId(0);
+}
+
+impl FromStr for ExperimentId {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        s.parse::<i64>()
+            .ok()
+            .filter(|v| *v >= 0)
+            .map(ExperimentId)
+            .ok_or_else(|| Error::invalid("experiment_id", format!("'{}' is not an experiment id (a non-negative integer)", truncate(s, 80))))
+    }
+}
+
+impl fmt::Display for ExperimentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Serialized as a string, as MLflow does, but read from a string or a number.
+impl Serialize for ExperimentId {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+impl<'de> Deserialize<'de> for ExperimentId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(i64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) if n >= 0 => Ok(ExperimentId(n)),
+            Raw::N(n) => Err(serde::de::Error::custom(format!("experiment id {n} is negative"))),
+            Raw::S(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+pub(crate) fn truncate(s: &str, max_chars: usize) -> String {
+    match s.char_indices().nth(max_chars) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_are_32_hex() {
+        let id = RunId::new();
+        assert_eq!(id.as_str().len(), 32);
+        assert_eq!(id.as_str().parse::<RunId>().unwrap(), id);
+        assert_eq!("ABCDEF0123456789abcdef0123456789".parse::<RunId>().unwrap().as_str(), "abcdef0123456789abcdef0123456789");
+        let err = "nope".parse::<RunId>().unwrap_err();
+        assert_eq!(err.to_string(), "invalid run_id: 'nope' is not a run id (32 hex characters)");
+    }
+
+    #[test]
+    fn experiment_ids_read_numbers_and_strings() {
+        let a: ExperimentId = serde_json::from_str("\"12\"").unwrap();
+        let b: ExperimentId = serde_json::from_str("12").unwrap();
+        assert_eq!(a, b);
+        assert_eq!(serde_json::to_string(&a).unwrap(), "\"12\"");
+        assert!(serde_json::from_str::<ExperimentId>("\"-1\"").is_err());
+        assert!("x".parse::<ExperimentId>().is_err());
+    }
+}

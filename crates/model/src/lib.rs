@@ -1,0 +1,17 @@
+//! The vocabulary of flightlog: ids, experiments, runs, metric kinds, events, and the validation rules that
+//! every API (native, MLflow, SDK) shares, so a bad value is rejected the same way whichever door it came in by.
+
+pub mod entity;
+pub mod error;
+pub mod ids;
+pub mod metric;
+pub mod status;
+pub mod time;
+pub mod validate;
+
+pub use entity::*;
+pub use error::{Entity, Error, Result};
+pub use ids::{ExperimentId, RunId};
+pub use metric::*;
+pub use status::RunStatus;
+pub use time::WallTime;

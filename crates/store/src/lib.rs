@@ -1,0 +1,86 @@
+//! Where run history is kept. [`Store`] is the one seam between the APIs and storage: the server, the SDK's
+//! local mode and the CLI talk to it only through this trait, so a PostgreSQL + object-storage implementation
+//! can follow without touching them. [`embedded`] is the default: SQLite (WAL) for metadata and compressed
+//! metric blocks, plain files for artifacts, all under one data directory.
+//!
+//! The trait is synchronous: the embedded store funnels writes through one writer thread that commits many
+//! callers' work per transaction (group commit), and async callers reach it through `spawn_blocking`.
+
+pub mod embedded;
+
+use flightlog_model::*;
+use std::io::Read;
+
+/// A byte source for artifact uploads and downloads, streamed rather than held in memory.
+pub type ByteReader = Box<dyn Read + Send>;
+
+/// Everything flightlog stores. Every method validates its input (names, lengths, ids, paths) itself, so no
+/// caller can store something that breaks the rules; a rejected call changes nothing. Every write that
+/// returns `Ok` is durable (survives kill -9 of the process) and has been announced to subscribers.
+pub trait Store: Send + Sync + 'static {
+    // --- experiments -----------------------------------------------------------------------------------
+    /// Creates an experiment; `AlreadyExists` if the name is taken (also by a deleted one).
+    fn create_experiment(&self, new: NewExperiment) -> Result<Experiment>;
+    fn get_experiment(&self, id: ExperimentId) -> Result<Experiment>;
+    fn get_experiment_by_name(&self, name: &str) -> Result<Experiment>;
+    /// Newest first; fills `run_count` and `last_activity`.
+    fn list_experiments(&self, query: &ExperimentQuery) -> Result<Page<Experiment>>;
+    fn update_experiment(&self, id: ExperimentId, patch: ExperimentPatch) -> Result<Experiment>;
+
+    // --- runs ------------------------------------------------------------------------------------------
+    /// Creates a run. With `new.id` set and a run of that id already in the same experiment, returns it
+    /// unchanged (idempotent replay); in another experiment → `AlreadyExists`. The parent must exist.
+    fn create_run(&self, new: NewRun) -> Result<Run>;
+    /// The run with `metrics` filled (latest value of every metric).
+    fn get_run(&self, id: &RunId) -> Result<Run>;
+    /// Newest first.
+    fn list_runs(&self, query: &RunQuery) -> Result<Page<Run>>;
+    /// Applies the patch atomically (see [`RunPatch`]); writes to a deleted run → `Deleted` unless the patch
+    /// restores it.
+    fn update_run(&self, id: &RunId, patch: RunPatch) -> Result<Run>;
+
+    // --- metrics ---------------------------------------------------------------------------------------
+    /// Appends a batch to one run, atomically: every entry is validated first (names, kinds, equal column
+    /// lengths, a metric logged as another kind than before → `Conflict`), then all are stored in one commit.
+    /// A `batch_id` seen before for this run returns the first ack with `duplicate: true`.
+    fn write_batch(&self, run: &RunId, batch: Batch) -> Result<BatchAck>;
+    /// Stores an image (PNG/JPEG/GIF/SVG, checked by its bytes) as an artifact under `images/` and records it
+    /// as a point of image metric `meta.name`.
+    fn write_image(&self, run: &RunId, meta: ImageWrite, bytes: &[u8]) -> Result<Record>;
+    /// Every metric of the run with its summary.
+    fn list_metrics(&self, run: &RunId) -> Result<Vec<SeriesInfo>>;
+    fn metric_info(&self, run: &RunId, name: &str) -> Result<SeriesInfo>;
+    /// Scalar points in logging order. `NotFound` for an unknown name; `InvalidArgument` if not a scalar.
+    fn read_scalars(&self, run: &RunId, name: &str, range: &ReadRange) -> Result<ScalarSeries>;
+    /// At most `2 * buckets` points of a scalar series within `range`'s steps: the series is cut into
+    /// `buckets` equal step intervals and each keeps its min and max point (in step order), so spikes never
+    /// vanish. A series with no more than `2 * buckets` points comes back whole.
+    fn read_downsampled(&self, run: &RunId, name: &str, range: &ReadRange, buckets: u32) -> Result<ScalarSeries>;
+    /// Records of a non-scalar metric (see [`Record`]) in logging order.
+    fn read_records(&self, run: &RunId, name: &str, range: &ReadRange) -> Result<Vec<Record>>;
+
+    // --- logs ------------------------------------------------------------------------------------------
+    /// Appends bytes to a log stream (created on first append); returns the stream's new length.
+    fn append_log(&self, run: &RunId, stream: &str, data: &[u8]) -> Result<u64>;
+    /// Up to `max_bytes` from `offset` (an offset past the end gives an empty slice at the end).
+    fn read_log(&self, run: &RunId, stream: &str, offset: u64, max_bytes: u64) -> Result<LogSlice>;
+    fn list_logs(&self, run: &RunId) -> Result<Vec<LogStreamInfo>>;
+
+    // --- artifacts -------------------------------------------------------------------------------------
+    /// Streams `data` into the run's artifact `path` (written to a temp file, synced, then renamed into
+    /// place, so a reader never sees half a file). Returns the stored file's info.
+    fn put_artifact(&self, run: &RunId, path: &str, data: &mut dyn Read) -> Result<ArtifactInfo>;
+    /// Opens a stored file for streaming; `NotFound` for a missing file or a folder.
+    fn open_artifact(&self, run: &RunId, path: &str) -> Result<(ArtifactInfo, ByteReader)>;
+    /// Files and folders under `prefix` (None: the root). Not recursive: one level, folders marked `is_dir`;
+    /// recursive: every file below, no folders.
+    fn list_artifacts(&self, run: &RunId, prefix: Option<&str>, recursive: bool) -> Result<Vec<ArtifactInfo>>;
+    /// Deletes a file or a folder with everything in it.
+    fn delete_artifact(&self, run: &RunId, path: &str) -> Result<()>;
+
+    // --- events ----------------------------------------------------------------------------------------
+    /// Events with `seq > after` matching the filter, oldest first, at most `limit`.
+    fn events_since(&self, filter: &EventFilter, after: u64, limit: usize) -> Result<Vec<Event>>;
+    /// The seq of the newest committed event; changes every commit (watch it to wake stream readers).
+    fn subscribe(&self) -> tokio::sync::watch::Receiver<u64>;
+}
