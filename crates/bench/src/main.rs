@@ -1,0 +1,292 @@
+//! `flightlog-bench`: starts the real `flightlog server` binary on a free loopback port with a temp data dir and
+//! prints the tracking-core figures: batch ingest rate, durable single-call latency, whole and downsampled
+//! history reads of a 1M-point series, disk bytes per point, and server memory idle and under load.
+//!
+//! Run with `cargo build --release && cargo run --release -p flightlog-bench` (or `scripts/bench`).
+
+use clap::Parser;
+use flightlog_model::{Batch, ScalarWrite, WallTime, F64};
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(about = "Benchmark the flightlog server (starts the real binary)")]
+struct Args {
+    /// The flightlog binary to benchmark.
+    #[arg(long, default_value = "target/release/flightlog")]
+    bin: PathBuf,
+    /// Points to ingest in the ingest scenario (also the "while ingesting" memory figure).
+    #[arg(long, default_value_t = 10_000_000)]
+    ingest_points: u64,
+    /// Points of the series read back in the history scenario.
+    #[arg(long, default_value_t = 1_000_000)]
+    history_points: u64,
+    /// Sequential one-point log calls in the latency scenario.
+    #[arg(long, default_value_t = 2_000)]
+    calls: usize,
+    /// Client threads posting batches concurrently.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Points per batch request in the ingest scenario.
+    #[arg(long, default_value_t = 20_000)]
+    batch_points: usize,
+}
+
+fn main() {
+    let args = Args::parse();
+    if !args.bin.exists() {
+        eprintln!("error: {} not found; build it first with `cargo build --release`", args.bin.display());
+        std::process::exit(2);
+    }
+    let mut figures = serde_json::Map::new();
+    let mut record = |key: &str, value: f64, text: String| {
+        println!("{text}");
+        figures.insert(key.to_string(), serde_json::json!(value));
+    };
+
+    let server = Server::start(&args.bin);
+    std::thread::sleep(Duration::from_millis(500));
+    let idle = server.memory_kb().0 as f64 / 1024.0;
+    record("rss_idle_mb", idle, format!("server RSS idle:                 {idle:8.1} MB   (target ≤ 50 MB)"));
+
+    let (p50, p99) = latency(&server, args.calls);
+    record("log_call_p50_ms", p50, format!("durable log call p50:            {p50:8.3} ms   (target ≤ 1 ms; MLflow 60 ms)"));
+    record("log_call_p99_ms", p99, format!("durable log call p99:            {p99:8.3} ms"));
+
+    let rate = ingest(&server, args.ingest_points, args.threads, args.batch_points);
+    let peak = server.memory_kb().1 as f64 / 1024.0;
+    record("ingest_points_per_s", rate, format!("batch ingest:                    {rate:8.0} points/s   (target ≥ 1,000,000; MLflow ~6,700)"));
+    record("rss_peak_ingest_mb", peak, format!("server peak RSS over {}M points: {peak:8.1} MB   (target ≤ 250 MB)", args.ingest_points / 1_000_000));
+    drop(server);
+
+    let mut server = Server::start(&args.bin);
+    let h = history(&mut server, args.history_points);
+    let n = args.history_points / 1000;
+    record("history_json_ms", h.json_ms, format!("read {n}k-point series, JSON:     {:8.1} ms   (target ≤ 150 ms; MLflow 5 s for 100k)", h.json_ms));
+    record("history_binary_ms", h.binary_ms, format!("read {n}k-point series, binary:   {:8.1} ms", h.binary_ms));
+    record("downsampled_ms", h.downsampled_ms, format!("downsampled read (≤2,000 pts):   {:8.2} ms   (target ≤ 10 ms)", h.downsampled_ms));
+    record("bytes_per_point", h.bytes_per_point, format!("disk per point:                  {:8.2} bytes (target ≤ 16; MLflow ~240)", h.bytes_per_point));
+    println!("{}", serde_json::Value::Object(figures));
+}
+
+/// A `flightlog server` child process on a free port with its own temp data dir; killed on drop.
+struct Server {
+    child: Child,
+    url: String,
+    data: tempfile::TempDir,
+    agent: ureq::Agent,
+}
+
+impl Server {
+    fn start(bin: &Path) -> Server {
+        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+        let data = tempfile::tempdir().expect("temp dir");
+        let child = Command::new(bin)
+            .args(["server", "--host", "127.0.0.1", "--port", &port.to_string(), "--data"])
+            .arg(data.path())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start flightlog server");
+        let server = Server { child, url: format!("http://127.0.0.1:{port}"), data, agent: ureq::Agent::new_with_defaults() };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while server.agent.get(&format!("{}/health", server.url)).call().is_err() {
+            assert!(Instant::now() < deadline, "server did not become healthy in 30 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    /// (current RSS, peak RSS) in KiB, from /proc.
+    fn memory_kb(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    fn post(&self, path: &str, body: &[u8]) -> Vec<u8> {
+        let mut resp = self
+            .agent
+            .post(&format!("{}{path}", self.url))
+            .content_type("application/json")
+            .send(body)
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+        resp.body_mut().with_config().limit(u64::MAX).read_to_vec().expect("read body")
+    }
+
+    fn get(&self, path: &str) -> Vec<u8> {
+        let mut resp = self.agent.get(&format!("{}{path}", self.url)).call().unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        resp.body_mut().with_config().limit(u64::MAX).read_to_vec().expect("read body")
+    }
+
+    fn new_run(&self) -> String {
+        let body = self.post("/api/v1/runs", br#"{"experiment_id":"0","display_name":"bench"}"#);
+        let run: serde_json::Value = serde_json::from_slice(&body).expect("run JSON");
+        run["id"].as_str().expect("run id").to_string()
+    }
+
+    /// SIGTERM, then wait: the store checkpoints its write-ahead log on a clean stop, so the data dir then
+    /// holds exactly what is kept.
+    fn stop_gracefully(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("warning: server did not stop within 20 s of SIGTERM");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn dir_size(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// A cheap deterministic pseudo-random source (xorshift), so values are incompressible like real losses.
+struct Noise(u64);
+impl Noise {
+    fn next(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// A batch of `series` scalar series with `per_series` points each, steps from `first_step`, encoded to JSON
+/// the way a client would send it.
+fn scalar_batch(series: usize, per_series: usize, first_step: i64, noise: &mut Noise) -> Vec<u8> {
+    let now = WallTime::now().0;
+    let scalars = (0..series)
+        .map(|s| ScalarWrite {
+            name: format!("metric_{s}"),
+            description: None,
+            steps: Some((0..per_series as i64).map(|i| Some(first_step + i)).collect()),
+            times: Some((0..per_series as i64).map(|i| WallTime(now + i)).collect()),
+            values: (0..per_series).map(|_| F64(noise.next())).collect(),
+        })
+        .collect();
+    let batch = Batch { batch_id: Some(format!("b{first_step}-{}", noise.0)), scalars, ..Default::default() };
+    serde_json::to_vec(&batch).expect("encode batch")
+}
+
+/// p50 and p99 in ms of sequential one-point batch calls, each acknowledged (durable) before the next.
+fn latency(server: &Server, calls: usize) -> (f64, f64) {
+    let run = server.new_run();
+    let path = format!("/api/v1/runs/{run}/batch");
+    let mut noise = Noise(42);
+    let mut times = Vec::with_capacity(calls);
+    for i in 0..calls + calls / 10 {
+        let body = scalar_batch(1, 1, i as i64, &mut noise);
+        let t = Instant::now();
+        server.post(&path, &body);
+        if i >= calls / 10 {
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    (times[times.len() / 2], times[times.len() * 99 / 100])
+}
+
+/// Points per second through the batch API with `threads` clients, each encoding and posting its own batches
+/// of 10 series to its own run.
+fn ingest(server: &Server, total: u64, threads: usize, batch_points: usize) -> f64 {
+    let per_thread = total / threads as u64;
+    let per_series = (batch_points / 10).max(1);
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            scope.spawn(move || {
+                let run = server.new_run();
+                let path = format!("/api/v1/runs/{run}/batch");
+                let mut noise = Noise(7 + t as u64);
+                let mut sent = 0u64;
+                while sent < per_thread {
+                    let body = scalar_batch(10, per_series, (sent / 10) as i64, &mut noise);
+                    server.post(&path, &body);
+                    sent += (10 * per_series) as u64;
+                }
+            });
+        }
+    });
+    (per_thread * threads as u64) as f64 / start.elapsed().as_secs_f64()
+}
+
+struct History {
+    json_ms: f64,
+    binary_ms: f64,
+    downsampled_ms: f64,
+    bytes_per_point: f64,
+}
+
+/// Logs one `points`-long series, then times whole reads (JSON, binary) and a 1,000-bucket downsampled read.
+/// Disk per point is the whole data dir after a clean stop, divided by the points: every overhead counted.
+fn history(server: &mut Server, points: u64) -> History {
+    let run = server.new_run();
+    let mut noise = Noise(99);
+    let chunk = 50_000u64;
+    for first in (0..points).step_by(chunk as usize) {
+        let n = chunk.min(points - first) as usize;
+        server.post(&format!("/api/v1/runs/{run}/batch"), &scalar_batch(1, n, first as i64, &mut noise));
+    }
+    let base = format!("/api/v1/runs/{run}/metrics/metric_0");
+    let json_ms = median_ms(5, || {
+        let body = server.get(&base);
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("history JSON");
+        assert_eq!(v["values"].as_array().map(Vec::len), Some(points as usize), "whole series returned");
+    });
+    let binary_ms = median_ms(5, || {
+        let body = server.get(&format!("{base}?format=binary"));
+        let mut count = [0u8; 8];
+        (&body[..]).read_exact(&mut count).expect("count");
+        assert_eq!(u64::from_le_bytes(count), points, "whole series returned");
+    });
+    let downsampled_ms = median_ms(21, || {
+        let body = server.get(&format!("{base}?buckets=1000"));
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("downsampled JSON");
+        let n = v["values"].as_array().map_or(0, Vec::len);
+        assert!(n > 0 && n <= 2000, "downsampled to {n} points");
+    });
+    server.stop_gracefully();
+    let bytes_per_point = dir_size(server.data.path()) as f64 / points as f64;
+    History { json_ms, binary_ms, downsampled_ms, bytes_per_point }
+}
+
+fn median_ms(repeat: usize, mut f: impl FnMut()) -> f64 {
+    let mut times: Vec<f64> = (0..repeat)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[repeat / 2]
+}
