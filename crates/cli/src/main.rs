@@ -1,2 +1,4 @@
-//! The `flightlog` command (placeholder until the CLI lands).
-fn main() {}
+//! The `flightlog` command. See `flightlog --help`; exit codes are documented in [`flightlog_cli::EXIT_CODES`].
+fn main() {
+    std::process::exit(flightlog_cli::main());
+}

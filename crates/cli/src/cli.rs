@@ -1,0 +1,153 @@
+//! Argument parsing (clap derive) and dispatch.
+
+use crate::{server_cmd, CliError, EXIT_CODES};
+use clap::{CommandFactory, Parser, Subcommand};
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "flightlog", version, about = "Self-hosted ML run history: server, runs, metrics, logs, artifacts", after_help = EXIT_CODES)]
+pub struct Cli {
+    /// URL of the flightlog server.
+    #[arg(long, global = true, env = "FLIGHTLOG_TRACKING_URI", default_value = "http://127.0.0.1:5000")]
+    pub server: String,
+    /// Machine-readable output: the API's JSON objects.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the flightlog server (HTTP API and portal) on a data folder.
+    Server {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// Port to listen on (0: any free port).
+        #[arg(long, default_value_t = 5000)]
+        port: u16,
+        /// Data folder (created if missing).
+        #[arg(long, env = "FLIGHTLOG_DATA", default_value = "./flightlog-data")]
+        data: PathBuf,
+    },
+    /// Experiments.
+    #[command(subcommand)]
+    Experiments(ExperimentsCmd),
+    /// Runs.
+    #[command(subcommand)]
+    Runs(RunsCmd),
+    /// A run's metrics: without NAME a table of metrics and their latest values; with NAME every point.
+    Metrics {
+        run: String,
+        name: Option<String>,
+        /// Points as CSV (step,time,value for scalars).
+        #[arg(long)]
+        csv: bool,
+    },
+    /// A run's logs.
+    Logs {
+        run: String,
+        /// The log stream (default: every stream; stdout first).
+        #[arg(long)]
+        stream: Option<String>,
+        /// Keep printing new output until the run ends.
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+    /// A run's artifacts (files).
+    #[command(subcommand)]
+    Artifacts(ArtifactsCmd),
+    /// Send data spooled while the server was unreachable.
+    Sync {
+        /// Spool folder (default: FLIGHTLOG_SPOOL or ~/.cache/flightlog/spool).
+        #[arg(long)]
+        spool: Option<PathBuf>,
+        /// Replay every journal to the server it was written for, not only those for --server.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Print a shell completion script.
+    Completions {
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ExperimentsCmd {
+    /// List experiments.
+    Ls {
+        /// Include deleted experiments.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RunsCmd {
+    /// List runs, newest first.
+    Ls {
+        /// Experiment name or id.
+        #[arg(long, short = 'e')]
+        experiment: Option<String>,
+        /// Only runs with this status (repeatable).
+        #[arg(long, short = 's')]
+        status: Vec<String>,
+        /// At most this many runs.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Show one run: status, times, tags, properties, params, metrics.
+    Show { run: String },
+    /// Cancel a run.
+    Cancel { run: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ArtifactsCmd {
+    /// List a run's files (one level; folders end with '/').
+    Ls {
+        run: String,
+        path: Option<String>,
+        /// Every file below, not only one level.
+        #[arg(long, short = 'r')]
+        recursive: bool,
+    },
+    /// Download a file, or every file below a folder.
+    Get {
+        run: String,
+        path: String,
+        /// Where to write (default: the file's name, or the folder's name, in the current folder).
+        #[arg(long, short = 'o')]
+        output: Option<PathBuf>,
+    },
+}
+
+pub fn run_from_args<I, T>(args: I) -> Result<(), CliError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = e.exit_code();
+            let _ = e.print();
+            return Err(CliError::new(code, String::new()));
+        }
+    };
+    dispatch(cli)
+}
+
+fn dispatch(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Server { host, port, data } => server_cmd::run(server_cmd::ServerArgs { host, port, data }),
+        Command::Completions { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "flightlog", &mut std::io::stdout());
+            Ok(())
+        }
+        _ => crate::commands::run(cli),
+    }
+}

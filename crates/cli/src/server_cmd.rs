@@ -1,0 +1,94 @@
+//! `flightlog server`: opens the embedded store and serves the HTTP API until SIGINT/SIGTERM.
+
+use crate::CliError;
+use flightlog_store::embedded::EmbeddedStore;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub struct ServerArgs {
+    pub host: String,
+    pub port: u16,
+    pub data: PathBuf,
+}
+
+/// Logging to stderr, `RUST_LOG` wins; default: info for flightlog's crates, warn for the rest.
+pub fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(
+            "warn,flightlog=info,flightlog_cli=info,flightlog_server=info,flightlog_store=info,flightlog_client=info",
+        )
+    });
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+pub fn run(args: ServerArgs) -> Result<(), CliError> {
+    init_tracing();
+    std::fs::create_dir_all(&args.data).map_err(|e| {
+        CliError::with_hint(
+            1,
+            format!("cannot create data directory '{}': {e}", args.data.display()),
+            "pass a writable folder with --data or FLIGHTLOG_DATA",
+        )
+    })?;
+    let store = EmbeddedStore::open(&args.data).map_err(|e| {
+        CliError::with_hint(
+            1,
+            format!("cannot open data directory '{}': {e}", args.data.display()),
+            "pass a writable flightlog data folder with --data or FLIGHTLOG_DATA",
+        )
+    })?;
+    tracing::info!(data = %args.data.display(), "store opened");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("flightlog-server")
+        .build()
+        .map_err(|e| CliError::new(1, format!("cannot start the async runtime: {e}")))?;
+    let host = args.host.clone();
+    let port = args.port;
+    let result = runtime.block_on(serve(host, port, Arc::new(store)));
+    result.map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+            "another process uses that port; pick another with --port"
+        } else {
+            "check --host and --port"
+        };
+        CliError::with_hint(1, format!("server failed on {}:{}: {e}", args.host, args.port), hint)
+    })
+}
+
+/// The one place that knows `flightlog_server::serve`'s signature.
+async fn serve(host: String, port: u16, store: Arc<EmbeddedStore>) -> std::io::Result<()> {
+    let config = flightlog_server::ServerConfig { host, port, ..Default::default() };
+    let on_ready = |addr: SocketAddr| {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "flightlog server listening on http://{addr}");
+        let _ = writeln!(out, "portal: http://{addr}/");
+        let _ = out.flush();
+    };
+    flightlog_server::serve(config, store, on_ready, shutdown_signal()).await
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received, shutting down"),
+        _ = term => tracing::info!("SIGTERM received, shutting down"),
+    }
+}
