@@ -1,1 +1,208 @@
-//! placeholder
+//! The flightlog HTTP server: the native JSON API of `docs/api.md`, live event streams (SSE), health and
+//! OpenAPI, all over a [`Store`].
+
+mod artifacts;
+mod error;
+mod events;
+mod experiments;
+mod extract;
+mod health;
+mod logs;
+mod metrics;
+mod openapi;
+mod runs;
+
+pub use error::ApiError;
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::serve::ListenerExt;
+use axum::Router;
+use flightlog_store::Store;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use tower_http::compression::CompressionLayer;
+use tower_http::trace::TraceLayer;
+
+/// Largest JSON request body (a batch of a few million points fits).
+pub const DEFAULT_JSON_BODY_BYTES: usize = 64 * 1024 * 1024;
+/// Largest artifact upload.
+pub const DEFAULT_ARTIFACT_BODY_BYTES: usize = 256 * 1024 * 1024;
+
+/// Where to listen and how big an upload may be.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub host: String,
+    pub port: u16,
+    /// Largest artifact PUT body; JSON endpoints stay at [`DEFAULT_JSON_BODY_BYTES`] (or this, if smaller).
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            host: "127.0.0.1".into(),
+            port: 5000,
+            max_body_bytes: DEFAULT_ARTIFACT_BODY_BYTES,
+        }
+    }
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub store: Arc<dyn Store>,
+    /// Largest artifact upload, enforced while streaming (the body never sits in memory whole).
+    pub artifact_limit: usize,
+    /// Cancelled on shutdown so that endless event streams end and graceful shutdown can finish.
+    pub shutdown: CancellationToken,
+}
+
+/// The API with default limits; event streams end only when their clients leave.
+pub fn router(store: Arc<dyn Store>) -> Router {
+    build_router(
+        store,
+        DEFAULT_JSON_BODY_BYTES,
+        DEFAULT_ARTIFACT_BODY_BYTES,
+        CancellationToken::new(),
+    )
+}
+
+fn build_router(
+    store: Arc<dyn Store>,
+    json_limit: usize,
+    artifact_limit: usize,
+    shutdown: CancellationToken,
+) -> Router {
+    let state = AppState {
+        store,
+        artifact_limit,
+        shutdown,
+    };
+    let api = Router::new()
+        .merge(experiments::routes())
+        .merge(runs::routes())
+        .merge(metrics::routes())
+        .merge(logs::routes())
+        .merge(events::routes())
+        .layer(DefaultBodyLimit::max(json_limit))
+        // Artifact uploads stream past the buffered-body limit; their own limit is counted while streaming.
+        .merge(artifacts::routes().layer(DefaultBodyLimit::disable()));
+    Router::new()
+        .route("/health", get(health::health))
+        .route("/api/v1/openapi.json", get(openapi::openapi))
+        .nest("/api/v1", api)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .layer(axum::middleware::from_fn(json_errors))
+        .layer(CompressionLayer::new().compress_when(compress_json))
+        .layer(TraceLayer::new_for_http())
+}
+
+/// Binds, calls `on_ready` with the bound address, and serves until `shutdown` resolves; requests in flight
+/// then finish and open event streams are closed.
+pub async fn serve(
+    config: ServerConfig,
+    store: Arc<dyn Store>,
+    on_ready: impl FnOnce(SocketAddr) + Send,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind((config.host.as_str(), config.port)).await?;
+    let addr = listener.local_addr()?;
+    let token = CancellationToken::new();
+    let json_limit = DEFAULT_JSON_BODY_BYTES.min(config.max_body_bytes);
+    let app = build_router(store, json_limit, config.max_body_bytes, token.clone());
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!("could not set TCP_NODELAY: {e}");
+        }
+    });
+    on_ready(addr);
+    let signal = async move {
+        shutdown.await;
+        token.cancel();
+    };
+    axum::serve(listener, app)
+        .with_graceful_shutdown(signal)
+        .await
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::http(
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        format!("no such endpoint: {} {}", req.method(), req.uri().path()),
+    )
+}
+
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::http(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+        format!(
+            "method {} is not allowed on {}",
+            req.method(),
+            req.uri().path()
+        ),
+    )
+}
+
+/// Turns any error response that is not JSON yet (a rejection made inside axum, e.g. a path that is not
+/// valid UTF-8) into the API's JSON error body, so clients only ever parse one error shape.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = match axum::body::to_bytes(body, 64 * 1024).await {
+        Ok(b) if !b.is_empty() => String::from_utf8_lossy(&b).into_owned(),
+        _ => status.canonical_reason().unwrap_or("error").to_string(),
+    };
+    let mut out = Response::from_parts(
+        parts,
+        Body::from(error::error_body(error::code_for_status(status), &text)),
+    );
+    out.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    out.headers_mut().remove(header::CONTENT_LENGTH);
+    out.into_response()
+}
+
+/// Gzip only JSON worth compressing: never event streams (they must flush each event), binary series or
+/// artifact downloads (those keep their Content-Length).
+fn compress_json(
+    _status: StatusCode,
+    _version: axum::http::Version,
+    headers: &axum::http::HeaderMap,
+    ext: &axum::http::Extensions,
+) -> bool {
+    if ext.get::<artifacts::NoCompress>().is_some() {
+        return false;
+    }
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let small = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n < 1024);
+    json && !small
+}

@@ -1,0 +1,234 @@
+//! Request plumbing shared by the handlers: JSON bodies with field-path errors, query strings with repeated
+//! keys, id parsing, and the bridge from async handlers to the synchronous store.
+
+use crate::error::{ApiError, ApiResult};
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{header, HeaderMap, StatusCode};
+use flightlog_model::{Error, ExperimentId, RunId};
+use serde::de::DeserializeOwned;
+use std::str::FromStr;
+
+/// A JSON request body. Unlike `axum::Json`, every rejection is a JSON error: a body that does not parse names
+/// the field path that failed (`scalars[0].values[2]`), a non-JSON content type is a 415, an oversized body 413.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> ApiResult<Self> {
+        let bytes = json_bytes(req, state).await?;
+        Ok(JsonBody(parse_json(&bytes)?))
+    }
+}
+
+/// The raw bytes of a JSON body, after the content-type check; for handlers that parse off the async runtime.
+pub async fn json_bytes<S: Send + Sync>(req: Request, state: &S) -> ApiResult<Bytes> {
+    check_json_content_type(req.headers())?;
+    body_bytes(req, state).await
+}
+
+/// The whole body, with the body limit's rejection turned into a JSON 413.
+pub async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> ApiResult<Bytes> {
+    Bytes::from_request(req, state).await.map_err(|rej| {
+        let status = rej.status();
+        let text = rej.body_text();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::http(
+                status,
+                "TOO_LARGE",
+                format!("request body is too large: {text}"),
+            )
+        } else {
+            ApiError::http(
+                status,
+                crate::error::code_for_status(status),
+                format!("could not read the body: {text}"),
+            )
+        }
+    })
+}
+
+/// A missing content type is accepted (curl without -H); any other than JSON is a 415.
+fn check_json_content_type(headers: &HeaderMap) -> ApiResult<()> {
+    let Some(ct) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
+    let essence = ct.split(';').next().unwrap_or("").trim();
+    if essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    {
+        Ok(())
+    } else {
+        Err(ApiError::http(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UNSUPPORTED_MEDIA_TYPE",
+            format!("expected Content-Type: application/json, got '{essence}'"),
+        ))
+    }
+}
+
+/// Parses JSON at full speed; only when that fails is it parsed again tracking the path, to name the field.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
+    match serde_json::from_slice(bytes) {
+        Ok(v) => Ok(v),
+        Err(_) => Err(json_error::<T>(bytes)),
+    }
+}
+
+fn json_error<T: DeserializeOwned>(bytes: &[u8]) -> ApiError {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize::<_, T>(&mut de) {
+        Ok(_) => ApiError::invalid("body", "the JSON body has trailing characters"),
+        Err(e) => {
+            let path = e.path().to_string();
+            let field = if path == "." || path.is_empty() {
+                "body".to_string()
+            } else {
+                path
+            };
+            let inner = e.into_inner();
+            let what = if inner.is_syntax() || inner.is_eof() {
+                "malformed JSON: "
+            } else {
+                ""
+            };
+            ApiError::invalid(field, format!("{what}{inner}"))
+        }
+    }
+}
+
+/// A query string as (key, value) pairs in order, keeping repeated keys (`status=Running&status=Failed`).
+pub struct Query(pub Vec<(String, String)>);
+
+impl Query {
+    pub fn parse(raw: Option<String>) -> Self {
+        let raw = raw.unwrap_or_default();
+        Query(
+            form_urlencoded::parse(raw.as_bytes())
+                .into_owned()
+                .collect(),
+        )
+    }
+
+    /// The last value of `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .filter(move |(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// `key` parsed as `T`; a value that does not parse is a 400 naming the parameter.
+    pub fn parsed<T: FromStr>(&self, key: &str) -> ApiResult<Option<T>> {
+        self.get(key).map(|v| parse_param(key, v)).transpose()
+    }
+
+    /// A flag: absent → false; `?flag`, `true`, `1`, `yes` → true; `false`, `0`, `no` → false.
+    pub fn flag(&self, key: &str) -> ApiResult<bool> {
+        match self.get(key).map(str::to_ascii_lowercase).as_deref() {
+            None => Ok(false),
+            Some("" | "true" | "1" | "yes") => Ok(true),
+            Some("false" | "0" | "no") => Ok(false),
+            Some(v) => Err(ApiError::invalid(
+                key,
+                format!("'{v}' is not a boolean (true or false)"),
+            )),
+        }
+    }
+}
+
+pub fn parse_param<T: FromStr>(key: &str, value: &str) -> ApiResult<T> {
+    value.parse().map_err(|_| {
+        let shown: String = value.chars().take(80).collect();
+        ApiError::invalid(
+            key,
+            format!("'{shown}' is not a valid {}", type_word::<T>()),
+        )
+    })
+}
+
+fn type_word<T>() -> &'static str {
+    let name = std::any::type_name::<T>();
+    if name.ends_with("u64") || name.ends_with("u32") || name.ends_with("usize") {
+        "non-negative integer"
+    } else if name.ends_with("i64") || name.ends_with("i32") {
+        "integer"
+    } else {
+        "value"
+    }
+}
+
+pub fn run_id(s: &str) -> ApiResult<RunId> {
+    Ok(s.parse::<RunId>()?)
+}
+
+pub fn experiment_id(s: &str) -> ApiResult<ExperimentId> {
+    Ok(s.parse::<ExperimentId>()?)
+}
+
+/// Runs a store call on the blocking pool: the store is synchronous and may wait on disk or on group commit.
+pub async fn blocking<T, F>(f: F) -> ApiResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> ApiResult<T> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) => Err(ApiError::Model(Error::storage(format!(
+            "internal task failed: {e}"
+        )))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flightlog_model::Batch;
+
+    #[test]
+    fn json_errors_name_the_field() {
+        let err = parse_json::<Batch>(br#"{"scalars":[{"name":"a","values":[1,"x"]}]}"#)
+            .err()
+            .unwrap();
+        assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+        assert!(
+            err.message().contains("scalars[0].values[1]"),
+            "{}",
+            err.message()
+        );
+        let err = parse_json::<Batch>(b"{not json").err().unwrap();
+        assert!(
+            err.message().contains("malformed JSON"),
+            "{}",
+            err.message()
+        );
+        let err = parse_json::<flightlog_model::NewExperiment>(b"{}")
+            .err()
+            .unwrap();
+        assert!(err.message().contains("name"), "{}", err.message());
+    }
+
+    #[test]
+    fn queries_keep_repeats_and_name_bad_values() {
+        let q = Query::parse(Some("status=Running&status=Failed&limit=x&flag".into()));
+        assert_eq!(q.all("status").collect::<Vec<_>>(), ["Running", "Failed"]);
+        assert!(q
+            .parsed::<u32>("limit")
+            .err()
+            .unwrap()
+            .message()
+            .contains("invalid limit"));
+        assert!(q.flag("flag").unwrap());
+        assert!(!q.flag("other").unwrap());
+    }
+}
