@@ -1,0 +1,590 @@
+//! The data plane: per-run accumulators that log calls append to (one uncontended mutex, no allocation per
+//! point once a metric's columns exist), the ordered outbox of sealed entries, the journal spill, and the
+//! background sender thread.
+
+use crate::http::{Http, SendError};
+use crate::journal::{JournalEntry, JournalRecord, JournalWriter};
+use crate::ClientConfig;
+use flightlog_model::*;
+use parking_lot::{Condvar, Mutex};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Retry delays double from this up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// After this many failed sends in a row everything pending goes to the journal, so a crash while the server
+/// is down loses nothing and memory stays flat.
+const SPILL_AFTER_FAILURES: u32 = 3;
+
+#[derive(Default)]
+struct ScalarCol {
+    name: String,
+    steps: Vec<Option<i64>>,
+    times: Vec<WallTime>,
+    values: Vec<F64>,
+}
+
+#[derive(Default)]
+pub(crate) struct RunAcc {
+    index: HashMap<String, usize>,
+    scalars: Vec<ScalarCol>,
+    metrics: Vec<MetricWrite>,
+    logs: Vec<LogAppend>,
+    points: usize,
+}
+
+impl RunAcc {
+    fn is_empty(&self) -> bool {
+        self.points == 0 && self.metrics.is_empty() && self.logs.is_empty()
+    }
+
+    /// Takes the pending data as batches of at most `max_points` points (scalar columns are split).
+    fn seal(&mut self, max_points: usize) -> Vec<Batch> {
+        let mut out = Vec::new();
+        let mut cur = Batch::default();
+        let mut cur_points = 0usize;
+        let max_points = max_points.max(1);
+        for col in &mut self.scalars {
+            if col.values.is_empty() {
+                continue;
+            }
+            let mut steps = std::mem::take(&mut col.steps);
+            let mut times = std::mem::take(&mut col.times);
+            let mut values = std::mem::take(&mut col.values);
+            while !values.is_empty() {
+                let room = max_points - cur_points;
+                let take = room.min(values.len());
+                let (s, t, v) = if take == values.len() {
+                    (std::mem::take(&mut steps), std::mem::take(&mut times), std::mem::take(&mut values))
+                } else {
+                    let rest_s = steps.split_off(take);
+                    let rest_t = times.split_off(take);
+                    let rest_v = values.split_off(take);
+                    (std::mem::replace(&mut steps, rest_s), std::mem::replace(&mut times, rest_t), std::mem::replace(&mut values, rest_v))
+                };
+                let steps = if s.iter().all(Option::is_none) { None } else { Some(s) };
+                cur.scalars.push(ScalarWrite { name: col.name.clone(), description: None, steps, times: Some(t), values: v });
+                cur_points += take;
+                if cur_points >= max_points {
+                    out.push(std::mem::take(&mut cur));
+                    cur_points = 0;
+                }
+            }
+        }
+        for m in self.metrics.drain(..) {
+            let n = m.point_count().max(1);
+            if cur_points > 0 && cur_points + n > max_points {
+                out.push(std::mem::take(&mut cur));
+                cur_points = 0;
+            }
+            cur.metrics.push(m);
+            cur_points += n;
+        }
+        cur.logs = std::mem::take(&mut self.logs);
+        if !cur.scalars.is_empty() || !cur.metrics.is_empty() || !cur.logs.is_empty() {
+            out.push(cur);
+        }
+        self.points = 0;
+        for b in &mut out {
+            b.batch_id = Some(uuid::Uuid::new_v4().simple().to_string());
+        }
+        out
+    }
+}
+
+/// A sealed entry waiting in memory.
+pub(crate) struct Queued {
+    seq: u64,
+    points: usize,
+    entry: Arc<JournalEntry>,
+}
+
+/// The memory entry being sent right now.
+struct Inflight {
+    seq: u64,
+    points: usize,
+    entry: Arc<JournalEntry>,
+    /// A copy went to the journal while it was in flight.
+    spilled: bool,
+}
+
+#[derive(Default)]
+pub(crate) struct State {
+    runs: HashMap<RunId, RunAcc>,
+    /// Points in accumulators (not yet sealed).
+    acc_points: usize,
+    /// Points held in memory: accumulators, outbox and the in-flight entry.
+    pub mem_points: usize,
+    outbox: VecDeque<Queued>,
+    inflight: Option<Inflight>,
+    next_seq: u64,
+    /// Every entry with seq <= done_seq is done (acknowledged or rejected).
+    pub done_seq: u64,
+    shutdown: bool,
+    closed: bool,
+    wake_requested: bool,
+    journal: Option<JournalWriter>,
+    /// Totals, for `status()`.
+    pub stats: Stats,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Stats {
+    pub enqueued_points: u64,
+    pub sent_points: u64,
+    pub sent_batches: u64,
+    pub duplicate_batches: u64,
+    pub rejected_entries: u64,
+    pub rejected_points: u64,
+    pub spooled_entries: u64,
+    pub spooled_points: u64,
+    pub send_failures: u64,
+    pub consecutive_failures: u32,
+    pub last_error: Option<String>,
+    pub last_rejection: Option<String>,
+}
+
+pub(crate) struct Shared {
+    pub http: Http,
+    pub config: ClientConfig,
+    pub client_id: String,
+    pub state: Mutex<State>,
+    /// Wakes the sender.
+    pub wake: Condvar,
+    /// Wakes flush waiters.
+    pub progress: Condvar,
+}
+
+impl Shared {
+    pub fn new(http: Http, config: ClientConfig) -> Shared {
+        Shared {
+            http,
+            config,
+            client_id: uuid::Uuid::new_v4().simple().to_string(),
+            state: Mutex::new(State { next_seq: 1, ..Default::default() }),
+            wake: Condvar::new(),
+            progress: Condvar::new(),
+        }
+    }
+
+    fn closed_error() -> Error {
+        Error::invalid("client", "the client is closed")
+    }
+
+    // --- enqueue (hot path) ---------------------------------------------------------------------------
+
+    #[inline]
+    pub fn log_scalar(&self, run: &RunId, name: &str, step: Option<i64>, value: f64, time: WallTime) -> Result<()> {
+        let mut guard = self.state.lock();
+        let st = &mut *guard;
+        if st.closed {
+            return Err(Self::closed_error());
+        }
+        let acc = match st.runs.get_mut(run) {
+            Some(a) => a,
+            None => st.runs.entry(run.clone()).or_default(),
+        };
+        let idx = match acc.index.get(name) {
+            Some(&i) => i,
+            None => {
+                validate::name("metric", name)?;
+                acc.scalars.push(ScalarCol { name: name.to_string(), ..Default::default() });
+                acc.index.insert(name.to_string(), acc.scalars.len() - 1);
+                acc.scalars.len() - 1
+            }
+        };
+        let col = &mut acc.scalars[idx];
+        col.steps.push(step);
+        col.times.push(time);
+        col.values.push(F64(value));
+        acc.points += 1;
+        st.acc_points += 1;
+        st.mem_points += 1;
+        st.stats.enqueued_points += 1;
+        self.after_enqueue(guard);
+        Ok(())
+    }
+
+    pub fn log_metric(&self, run: &RunId, write: MetricWrite) -> Result<()> {
+        let n = write.point_count();
+        let mut guard = self.state.lock();
+        let st = &mut *guard;
+        if st.closed {
+            return Err(Self::closed_error());
+        }
+        let acc = st.runs.entry(run.clone()).or_default();
+        acc.metrics.push(write);
+        acc.points += n;
+        st.acc_points += n.max(1);
+        st.mem_points += n.max(1);
+        st.stats.enqueued_points += n as u64;
+        self.after_enqueue(guard);
+        Ok(())
+    }
+
+    pub fn log_text(&self, run: &RunId, stream: &str, text: &str) -> Result<()> {
+        let mut guard = self.state.lock();
+        let st = &mut *guard;
+        if st.closed {
+            return Err(Self::closed_error());
+        }
+        let acc = st.runs.entry(run.clone()).or_default();
+        match acc.logs.last_mut() {
+            Some(last) if last.stream == stream && last.data.len() + text.len() <= 1 << 20 => last.data.push_str(text),
+            _ => acc.logs.push(LogAppend { stream: stream.to_string(), data: text.to_string() }),
+        }
+        // Count text as points too (one per 100 bytes), so the memory bound covers it.
+        let n = 1 + text.len() / 100;
+        st.acc_points += n;
+        st.mem_points += n;
+        self.after_enqueue(guard);
+        Ok(())
+    }
+
+    /// Queues a control entry after everything already logged (for its run and any other).
+    pub fn enqueue_entry(&self, entry: JournalEntry) -> Result<u64> {
+        let mut guard = self.state.lock();
+        if guard.closed {
+            return Err(Self::closed_error());
+        }
+        self.seal_all(&mut guard);
+        let seq = guard.next_seq;
+        guard.next_seq += 1;
+        guard.mem_points += 1;
+        guard.outbox.push_back(Queued { seq, points: 1, entry: Arc::new(entry) });
+        guard.wake_requested = true;
+        self.wake.notify_one();
+        self.after_enqueue(guard);
+        Ok(seq)
+    }
+
+    #[inline]
+    fn after_enqueue(&self, mut st: parking_lot::MutexGuard<'_, State>) {
+        if st.acc_points >= self.config.max_batch_points && !st.wake_requested {
+            st.wake_requested = true;
+            self.wake.notify_one();
+        }
+        if st.mem_points > self.config.max_memory_points {
+            self.spill(&mut st);
+        }
+    }
+
+    // --- sealing and spilling ----------------------------------------------------------------------------
+
+    /// Moves every accumulator's data into the outbox as batches (in run order of first use).
+    pub fn seal_all(&self, st: &mut State) {
+        if st.acc_points == 0 && st.runs.values().all(RunAcc::is_empty) {
+            return;
+        }
+        let max = self.config.max_batch_points;
+        let mut sealed = Vec::new();
+        for (run, acc) in st.runs.iter_mut() {
+            if acc.is_empty() {
+                continue;
+            }
+            for batch in acc.seal(max) {
+                sealed.push((run.clone(), batch));
+            }
+        }
+        for (run, batch) in sealed {
+            let points = batch.point_count() + batch.logs.len();
+            let seq = st.next_seq;
+            st.next_seq += 1;
+            st.outbox.push_back(Queued { seq, points, entry: Arc::new(JournalEntry::Batch { run, batch }) });
+        }
+        st.acc_points = 0;
+    }
+
+    /// Writes everything held in memory (the in-flight entry, the outbox, the accumulators) to the journal,
+    /// in order. On a write failure the data stays in memory.
+    pub fn spill(&self, st: &mut State) {
+        self.seal_all(st);
+        let mut records = Vec::new();
+        let mut points = 0usize;
+        if let Some(inf) = &st.inflight {
+            if !inf.spilled {
+                records.push(JournalRecord { seq: inf.seq, entry: (*inf.entry).clone() });
+                points += inf.points;
+            }
+        }
+        for q in &st.outbox {
+            records.push(JournalRecord { seq: q.seq, entry: (*q.entry).clone() });
+            points += q.points;
+        }
+        if records.is_empty() {
+            return;
+        }
+        if st.journal.is_none() {
+            match JournalWriter::create(&self.config.spool_dir, self.http.base(), &self.client_id) {
+                Ok(j) => st.journal = Some(j),
+                Err(e) => {
+                    let msg = format!("cannot create the spool journal in {}: {e}", self.config.spool_dir.display());
+                    tracing::error!("{msg}");
+                    st.stats.last_error = Some(msg);
+                    return;
+                }
+            }
+        }
+        let journal = st.journal.as_mut().expect("journal open");
+        if let Err(e) = journal.append(&records) {
+            let msg = format!("cannot write the spool journal {}: {e}", journal.path().display());
+            tracing::error!("{msg}");
+            st.stats.last_error = Some(msg);
+            return;
+        }
+        if let Some(inf) = &mut st.inflight {
+            if !inf.spilled {
+                inf.spilled = true;
+            }
+        }
+        st.outbox.clear();
+        st.stats.spooled_entries += records.len() as u64;
+        st.stats.spooled_points += points as u64;
+        st.mem_points = 0;
+        tracing::debug!(entries = records.len(), points, "spilled to the journal");
+    }
+
+    // --- flush / close ------------------------------------------------------------------------------
+
+    /// Seals what is pending and returns the seq that, once done, means everything before now is delivered.
+    pub fn flush_target(&self) -> u64 {
+        let mut st = self.state.lock();
+        self.seal_all(&mut st);
+        st.wake_requested = true;
+        self.wake.notify_one();
+        st.next_seq - 1
+    }
+
+    pub fn wait_done(&self, target: u64, deadline: Instant) -> bool {
+        let mut st = self.state.lock();
+        while st.done_seq < target {
+            if self.progress.wait_until(&mut st, deadline).timed_out() {
+                return st.done_seq >= target;
+            }
+        }
+        true
+    }
+
+    pub fn close_and_spill(&self) {
+        let mut st = self.state.lock();
+        st.closed = true;
+        self.spill(&mut st);
+        st.shutdown = true;
+        self.wake.notify_all();
+        self.progress.notify_all();
+    }
+
+    pub fn pending(&self) -> (u64, u64, u64) {
+        let st = self.state.lock();
+        let journal = st.journal.as_ref().map_or(0, |j| j.unsent());
+        let entries = st.outbox.len() as u64 + st.inflight.as_ref().map_or(0, |i| (!i.spilled) as u64);
+        (st.mem_points as u64, entries, journal)
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.state.lock().stats.clone()
+    }
+
+    // --- the sender thread ---------------------------------------------------------------------------
+
+    pub fn run_sender(self: Arc<Self>) {
+        let mut backoff = MIN_BACKOFF;
+        let mut last_seal = Instant::now();
+        loop {
+            // Wait for something to do.
+            {
+                let mut st = self.state.lock();
+                loop {
+                    if st.shutdown {
+                        return;
+                    }
+                    let has_journal = st.journal.as_ref().is_some_and(|j| j.unsent() > 0);
+                    if st.wake_requested || !st.outbox.is_empty() || has_journal {
+                        break;
+                    }
+                    let deadline = last_seal + self.config.flush_interval;
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                    self.wake.wait_until(&mut st, deadline);
+                }
+                st.wake_requested = false;
+                self.seal_all(&mut st);
+                last_seal = Instant::now();
+            }
+            // Send everything queued, oldest first.
+            loop {
+                match self.send_next() {
+                    Step::Idle => break,
+                    Step::Done => backoff = MIN_BACKOFF,
+                    Step::Failed => {
+                        let deadline = Instant::now() + backoff;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        let mut st = self.state.lock();
+                        while !st.shutdown && Instant::now() < deadline {
+                            self.wake.wait_until(&mut st, deadline);
+                        }
+                        if st.shutdown {
+                            return;
+                        }
+                    }
+                    Step::Shutdown => return,
+                }
+                // Keep a steady flow under heavy logging.
+                let mut st = self.state.lock();
+                if st.acc_points >= self.config.max_batch_points || Instant::now() >= last_seal + self.config.flush_interval {
+                    self.seal_all(&mut st);
+                    st.wake_requested = false;
+                    last_seal = Instant::now();
+                }
+            }
+            // A fully delivered journal is removed.
+            let mut st = self.state.lock();
+            if st.journal.as_ref().is_some_and(|j| j.unsent() == 0) && st.inflight.is_none() {
+                if let Some(j) = st.journal.take() {
+                    crate::journal::remove_journal(j.path());
+                }
+            }
+        }
+    }
+
+    fn send_next(&self) -> Step {
+        // 1. The journal holds the oldest entries.
+        let mut st = self.state.lock();
+        if st.shutdown {
+            return Step::Shutdown;
+        }
+        if let Some(j) = st.journal.as_mut().filter(|j| j.unsent() > 0) {
+            let rec = match j.peek_next() {
+                Ok(Some(r)) => r,
+                Ok(None) => return Step::Idle,
+                Err(e) => {
+                    let msg = format!("cannot read the spool journal {}: {e}; its remaining entries are left for `flightlog sync`", j.path().display());
+                    tracing::error!("{msg}");
+                    st.stats.last_error = Some(msg);
+                    // Leave the file for a later replay; carry on with a fresh journal.
+                    st.journal = None;
+                    return Step::Done;
+                }
+            };
+            drop(st);
+            let result = send_entry(&self.http, &rec.entry);
+            let mut st = self.state.lock();
+            return match result {
+                Err(SendError::Retry(e)) => self.note_failure(&mut st, e),
+                other => {
+                    let points = rec.entry.points();
+                    self.note_result(&mut st, other, points);
+                    if let Some(j) = st.journal.as_mut() {
+                        if let Err(e) = j.consume() {
+                            tracing::warn!("cannot record journal progress: {e}");
+                        }
+                    }
+                    st.done_seq = st.done_seq.max(rec.seq);
+                    self.progress.notify_all();
+                    Step::Done
+                }
+            };
+        }
+        // 2. Then memory, oldest first.
+        let Some(q) = st.outbox.pop_front() else { return Step::Idle };
+        let entry = q.entry.clone();
+        st.inflight = Some(Inflight { seq: q.seq, points: q.points, entry: q.entry, spilled: false });
+        drop(st);
+        let result = send_entry(&self.http, &entry);
+        let mut st = self.state.lock();
+        let inf = st.inflight.take().expect("inflight");
+        match result {
+            Err(SendError::Retry(e)) => {
+                if !inf.spilled {
+                    // Back to the front, to be retried before anything newer.
+                    st.outbox.push_front(Queued { seq: inf.seq, points: inf.points, entry: inf.entry });
+                }
+                self.note_failure(&mut st, e)
+            }
+            other => {
+                self.note_result(&mut st, other, inf.points);
+                if inf.spilled {
+                    // Its journal copy is the next record there: already delivered, skip it.
+                    if let Some(j) = st.journal.as_mut() {
+                        if let Err(e) = j.consume() {
+                            tracing::warn!("cannot record journal progress: {e}");
+                        }
+                    }
+                } else {
+                    st.mem_points = st.mem_points.saturating_sub(inf.points);
+                }
+                st.done_seq = st.done_seq.max(inf.seq);
+                self.progress.notify_all();
+                Step::Done
+            }
+        }
+    }
+
+    fn note_result(&self, st: &mut State, result: Result<Sent, SendError>, points: usize) {
+        st.stats.consecutive_failures = 0;
+        match result {
+            Ok(Sent::Batch { duplicate }) => {
+                st.stats.sent_batches += 1;
+                if duplicate {
+                    st.stats.duplicate_batches += 1;
+                }
+                st.stats.sent_points += points as u64;
+            }
+            Ok(Sent::Other) => {}
+            Err(SendError::Reject(e)) | Err(SendError::Retry(e)) => {
+                let msg = format!("the server rejected logged data: {e}");
+                tracing::warn!("{msg}");
+                st.stats.rejected_entries += 1;
+                st.stats.rejected_points += points as u64;
+                st.stats.last_rejection = Some(msg.clone());
+                st.stats.last_error = Some(msg);
+            }
+        }
+    }
+
+    fn note_failure(&self, st: &mut State, e: Error) -> Step {
+        st.stats.send_failures += 1;
+        st.stats.consecutive_failures += 1;
+        if st.stats.consecutive_failures == 1 {
+            tracing::warn!("cannot send logged data (will retry, spooling to disk meanwhile): {e}");
+        }
+        st.stats.last_error = Some(e.to_string());
+        if st.stats.consecutive_failures >= SPILL_AFTER_FAILURES || st.mem_points > self.config.max_memory_points {
+            self.spill(st);
+        }
+        Step::Failed
+    }
+}
+
+enum Step {
+    Idle,
+    Done,
+    Failed,
+    Shutdown,
+}
+
+pub(crate) enum Sent {
+    Batch { duplicate: bool },
+    Other,
+}
+
+/// Delivers one entry. Creating a run that exists (same id) answers 200 with it: success.
+pub(crate) fn send_entry(http: &Http, entry: &JournalEntry) -> Result<Sent, SendError> {
+    match entry {
+        JournalEntry::CreateRun(new) => {
+            let _: serde_json::Value = http.try_send_json("POST", "/api/v1/runs", new, Entity::Run)?;
+            Ok(Sent::Other)
+        }
+        JournalEntry::Batch { run, batch } => {
+            let ack: BatchAck = http.try_send_json("POST", &format!("/api/v1/runs/{run}/batch"), batch, Entity::Run)?;
+            Ok(Sent::Batch { duplicate: ack.duplicate })
+        }
+        JournalEntry::UpdateRun { run, patch } => {
+            let _: serde_json::Value = http.try_send_json("PATCH", &format!("/api/v1/runs/{run}"), patch, Entity::Run)?;
+            Ok(Sent::Other)
+        }
+    }
+}
