@@ -14,6 +14,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod output;
 pub mod server_cmd;
 
 use std::fmt;

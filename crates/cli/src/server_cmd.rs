@@ -21,7 +21,9 @@ pub fn init_tracing() {
             "warn,flightlog=info,flightlog_cli=info,flightlog_server=info,flightlog_store=info,flightlog_client=info",
         )
     });
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    use std::io::IsTerminal;
+    let ansi = std::io::stderr().is_terminal();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).try_init();
 }
 
 pub fn run(args: ServerArgs) -> Result<(), CliError> {

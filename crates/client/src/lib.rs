@@ -8,7 +8,7 @@
 mod http;
 pub mod journal;
 mod queue;
-mod replay;
+pub mod replay;
 
 pub use http::normalize_uri;
 pub use journal::JournalEntry;
@@ -488,6 +488,13 @@ impl Client {
             q.push(("max_bytes", m.to_string()));
         }
         self.shared.http.get_json(&format!("/api/v1/runs/{run}/logs/{stream}"), &q, Entity::LogStream)
+    }
+
+    /// Opens the run's live event stream (Server-Sent Events, `text/event-stream` lines), after event `after`.
+    pub fn run_events(&self, run: &RunId, after: Option<u64>) -> Result<Box<dyn std::io::BufRead + Send>> {
+        let q: Vec<(&str, String)> = after.map(|a| vec![("after", a.to_string())]).unwrap_or_default();
+        let resp = self.shared.http.get_raw(&format!("/api/v1/runs/{run}/events"), &q, Entity::Run)?;
+        Ok(Box::new(std::io::BufReader::new(resp.into_body().into_reader())))
     }
 
     // --- artifacts ---------------------------------------------------------------------------------------

@@ -1,0 +1,212 @@
+//! Human output helpers: aligned tables, times, durations, sizes.
+
+use flightlog_model::WallTime;
+use std::io::Write;
+
+/// A tiny aligned-table printer: columns are as wide as their widest cell; the last is not padded.
+pub struct Table {
+    headers: Vec<String>,
+    rows: Vec<Vec<String>>,
+    right: Vec<bool>,
+}
+
+impl Table {
+    pub fn new(headers: &[&str]) -> Table {
+        Table { headers: headers.iter().map(|s| s.to_string()).collect(), rows: Vec::new(), right: vec![false; headers.len()] }
+    }
+    /// Right-aligns column `i` (numbers).
+    pub fn align_right(mut self, cols: &[usize]) -> Table {
+        for &c in cols {
+            if c < self.right.len() {
+                self.right[c] = true;
+            }
+        }
+        self
+    }
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+    pub fn render(&self) -> String {
+        let n = self.headers.len();
+        let mut widths: Vec<usize> = self.headers.iter().map(|h| width(h)).collect();
+        for r in &self.rows {
+            for (i, c) in r.iter().enumerate().take(n) {
+                widths[i] = widths[i].max(width(c));
+            }
+        }
+        let mut out = String::new();
+        let mut line = |cells: &[String]| {
+            let mut s = String::new();
+            for (i, c) in cells.iter().enumerate().take(n) {
+                let pad = widths[i].saturating_sub(width(c));
+                let last = i + 1 == n;
+                if self.right[i] {
+                    s.push_str(&" ".repeat(pad));
+                    s.push_str(c);
+                } else {
+                    s.push_str(c);
+                    if !last {
+                        s.push_str(&" ".repeat(pad));
+                    }
+                }
+                if !last {
+                    s.push_str("  ");
+                }
+            }
+            out.push_str(s.trim_end());
+            out.push('\n');
+        };
+        line(&self.headers);
+        for r in &self.rows {
+            line(r);
+        }
+        out
+    }
+    pub fn print(&self) -> std::io::Result<()> {
+        let mut o = std::io::stdout().lock();
+        o.write_all(self.render().as_bytes())?;
+        o.flush()
+    }
+}
+
+fn width(s: &str) -> usize {
+    s.chars().count()
+}
+
+/// "2026-11-22 17:58:47" (UTC).
+pub fn time(t: WallTime) -> String {
+    let secs = t.0.div_euclid(1_000_000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// ISO 8601 with microseconds, for CSV.
+pub fn iso_time(t: WallTime) -> String {
+    let base = time(t).replace(' ', "T");
+    format!("{base}.{:06}Z", t.0.rem_euclid(1_000_000))
+}
+
+pub fn opt_time(t: Option<WallTime>) -> String {
+    t.map(time).unwrap_or_else(|| "-".into())
+}
+
+/// Howard Hinnant's days-from-civil inverse.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// "850ms", "12.3s", "4m 05s", "2h 03m", "3d 04h".
+pub fn duration_us(us: i64) -> String {
+    if us < 0 {
+        return "-".into();
+    }
+    let ms = us / 1000;
+    let s = us / 1_000_000;
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if s < 60 {
+        format!("{:.1}s", us as f64 / 1e6)
+    } else if s < 3600 {
+        format!("{}m {:02}s", s / 60, s % 60)
+    } else if s < 86_400 {
+        format!("{}h {:02}m", s / 3600, s % 3600 / 60)
+    } else {
+        format!("{}d {:02}h", s / 86_400, s % 86_400 / 3600)
+    }
+}
+
+/// "512 B", "1.5 KiB", "20.0 MiB".
+pub fn size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut v = bytes as f64 / 1024.0;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < UNITS.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    format!("{v:.1} {}", UNITS[i])
+}
+
+/// A metric value for a table: numbers short, strings quoted-free, others compact JSON, cut to `max` chars.
+pub fn value(v: &serde_json::Value, max: usize) -> String {
+    let s = match v {
+        serde_json::Value::Null => "-".to_string(),
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Number(n) => n.as_f64().map(number).unwrap_or_else(|| n.to_string()),
+        other => other.to_string(),
+    };
+    cut(&s.replace('\n', "\\n"), max)
+}
+
+pub fn number(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "Infinity".into() } else { "-Infinity".into() }
+    } else if v == v.trunc() && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else if v.abs() >= 1e-4 && v.abs() < 1e9 {
+        let s = format!("{v:.6}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        format!("{v:.6e}")
+    }
+}
+
+pub fn cut(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+        out.push('…');
+        out
+    }
+}
+
+/// Prints JSON (pretty) and a newline.
+pub fn print_json<T: serde::Serialize + ?Sized>(v: &T) -> std::io::Result<()> {
+    let mut o = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut o, v).map_err(std::io::Error::other)?;
+    o.write_all(b"\n")?;
+    o.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats() {
+        assert_eq!(time(WallTime(0)), "1970-01-01 00:00:00");
+        assert_eq!(time(WallTime(1_700_000_000_123_456)), "2023-11-14 22:13:20");
+        assert_eq!(iso_time(WallTime(1_700_000_000_123_456)), "2023-11-14T22:13:20.123456Z");
+        assert_eq!(duration_us(850_000), "850ms");
+        assert_eq!(duration_us(12_340_000), "12.3s");
+        assert_eq!(duration_us(245_000_000), "4m 05s");
+        assert_eq!(duration_us(7_380_000_000), "2h 03m");
+        assert_eq!(size(1536), "1.5 KiB");
+        assert_eq!(number(0.5), "0.5");
+        assert_eq!(number(3.0), "3");
+        assert_eq!(number(f64::NAN), "NaN");
+        let mut t = Table::new(&["A", "LONG HEADER", "N"]).align_right(&[2]);
+        t.row(vec!["xyz".into(), "1".into(), "10".into()]);
+        assert_eq!(t.render(), "A    LONG HEADER   N\nxyz  1            10\n");
+    }
+}
