@@ -1,0 +1,407 @@
+//! Artifact files under `<data>/artifacts/<run_id>/`: atomic streamed uploads (temp file, fsync, rename,
+//! fsync the folder), listings, deletion, and images. Every path is checked component by component so neither
+//! `..` nor a planted symbolic link can lead outside the run's folder.
+
+use super::events::emit;
+use super::{metrics, runs, Inner};
+use crate::ByteReader;
+use flightlog_model::*;
+use serde_json::json;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+/// What is at a checked path.
+enum Found {
+    Missing,
+    File(fs::Metadata),
+    Dir,
+}
+
+fn io_err(what: &'static str, path: &Path) -> impl Fn(io::Error) -> Error {
+    let path = path.display().to_string();
+    move |e| Error::storage(format!("{what} {path}: {e}"))
+}
+
+fn bad_path(rel: &str, reason: impl Into<String>) -> Error {
+    Error::InvalidPath {
+        path: rel.to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn run_root(inner: &Inner, run: &RunId) -> PathBuf {
+    inner.dirs.artifacts.join(run.as_str())
+}
+
+/// Walks `rel` under `root` without following links: a symbolic link anywhere (the root included) or a file
+/// where a folder is needed is `InvalidPath`. Says what the final component is.
+fn check(root: &Path, rel: &str) -> Result<Found> {
+    if kind_at(root, rel, "")?.is_none() {
+        return Ok(Found::Missing);
+    }
+    let parts: Vec<&str> = rel.split('/').collect();
+    let mut cur = root.to_path_buf();
+    for (i, part) in parts.iter().enumerate() {
+        cur.push(part);
+        let shown = parts[..=i].join("/");
+        let Some(meta) = kind_at(&cur, rel, &shown)? else {
+            return Ok(Found::Missing);
+        };
+        if i + 1 == parts.len() {
+            return Ok(if meta.is_dir() {
+                Found::Dir
+            } else {
+                Found::File(meta)
+            });
+        }
+        if !meta.is_dir() {
+            return Err(bad_path(
+                rel,
+                format!("'{shown}' is a file, so it cannot hold other files"),
+            ));
+        }
+    }
+    Ok(Found::Dir)
+}
+
+/// The metadata at `path` (not following links), `None` if nothing is there; a link is `InvalidPath`.
+fn kind_at(path: &Path, rel: &str, shown: &str) -> Result<Option<fs::Metadata>> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => {
+            let what = if shown.is_empty() {
+                "the run's artifact folder".to_string()
+            } else {
+                format!("'{shown}'")
+            };
+            Err(bad_path(
+                rel,
+                format!("{what} is a symbolic link; links are not followed"),
+            ))
+        }
+        Ok(m) => Ok(Some(m)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::storage(format!("checking {}: {e}", path.display()))),
+    }
+}
+
+/// Checks that the canonical form of `dir` is inside the canonical run root (a last line of defence).
+fn inside(root: &Path, dir: &Path, rel: &str) -> Result<()> {
+    let root = root.canonicalize().map_err(io_err("resolving", root))?;
+    let dir = dir.canonicalize().map_err(io_err("resolving", dir))?;
+    if dir.starts_with(&root) {
+        Ok(())
+    } else {
+        Err(bad_path(rel, "it leads outside the run's artifacts"))
+    }
+}
+
+/// Streams `data` into a synced temp file; returns its path and size.
+fn spool(inner: &Inner, data: &mut dyn Read) -> Result<(PathBuf, u64)> {
+    let tmp = inner
+        .dirs
+        .tmp
+        .join(uuid::Uuid::new_v4().simple().to_string());
+    let result = (|| {
+        let mut f = File::create(&tmp).map_err(io_err("creating", &tmp))?;
+        let size = io::copy(data, &mut f)
+            .map_err(|e| Error::storage(format!("receiving the upload: {e}")))?;
+        f.flush()
+            .and_then(|_| f.sync_all())
+            .map_err(io_err("syncing", &tmp))?;
+        Ok(size)
+    })();
+    match result {
+        Ok(size) => Ok((tmp, size)),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+/// Moves a spooled file to `rel` under `root` after re-checking the path, and syncs the folder.
+fn place(root: &Path, rel: &str, tmp: &Path) -> Result<fs::Metadata> {
+    if matches!(check(root, rel)?, Found::Dir) {
+        return Err(bad_path(rel, format!("'{rel}' is a folder")));
+    }
+    let target = root.join(rel);
+    let parent = target.parent().unwrap_or(root).to_path_buf();
+    fs::create_dir_all(&parent).map_err(io_err("creating", &parent))?;
+    check(root, rel)?;
+    inside(root, &parent, rel)?;
+    fs::rename(tmp, &target).map_err(io_err("storing", &target))?;
+    File::open(&parent)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("syncing", &parent))?;
+    fs::symlink_metadata(&target).map_err(io_err("reading", &target))
+}
+
+fn info(rel: String, meta: &fs::Metadata) -> ArtifactInfo {
+    let modified = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| WallTime(d.as_micros() as i64));
+    ArtifactInfo {
+        path: rel,
+        is_dir: meta.is_dir(),
+        size: (!meta.is_dir()).then_some(meta.len()),
+        modified_time: modified,
+    }
+}
+
+pub fn put(inner: &Inner, run: &RunId, path: &str, data: &mut dyn Read) -> Result<ArtifactInfo> {
+    let rel = validate::artifact_path(path)?;
+    inner.read(|c| runs::writable(c, run))?;
+    let root = run_root(inner, run);
+    if matches!(check(&root, &rel)?, Found::Dir) {
+        return Err(bad_path(&rel, format!("'{rel}' is a folder")));
+    }
+    let (tmp, size) = spool(inner, data)?;
+    let run = run.clone();
+    let tmp2 = tmp.clone();
+    let result = inner.write(move |ctx| {
+        let exp = runs::open_for_write(&ctx.conn, &run)?;
+        let meta = place(&root, &rel, &tmp2)?;
+        emit(
+            ctx,
+            exp,
+            Some(&run),
+            &EventBody::ArtifactWritten {
+                path: rel.clone(),
+                size,
+            },
+        )?;
+        Ok(info(rel, &meta))
+    });
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+pub fn open(inner: &Inner, run: &RunId, path: &str) -> Result<(ArtifactInfo, ByteReader)> {
+    let rel = validate::artifact_path(path)?;
+    inner.read(|c| runs::exists(c, run))?;
+    let root = run_root(inner, run);
+    let Found::File(meta) = check(&root, &rel)? else {
+        return Err(Error::not_found(Entity::Artifact, &rel));
+    };
+    let target = root.join(&rel);
+    let file = File::open(&target).map_err(io_err("opening", &target))?;
+    Ok((info(rel, &meta), Box::new(file)))
+}
+
+pub fn list(
+    inner: &Inner,
+    run: &RunId,
+    prefix: Option<&str>,
+    recursive: bool,
+) -> Result<Vec<ArtifactInfo>> {
+    inner.read(|c| runs::exists(c, run))?;
+    let root = run_root(inner, run);
+    let rel = match prefix.filter(|p| !p.trim_matches('/').is_empty()) {
+        Some(p) => Some(validate::artifact_path(p)?),
+        None => None,
+    };
+    let found = match &rel {
+        Some(rel) => check(&root, rel)?,
+        None => match fs::symlink_metadata(&root) {
+            Ok(m) if m.is_dir() => Found::Dir,
+            Ok(_) => return Err(bad_path("", "the run's artifact folder is not a folder")),
+            Err(_) => Found::Missing,
+        },
+    };
+    let mut out = Vec::new();
+    match found {
+        Found::Missing => {}
+        Found::File(meta) => out.push(info(rel.unwrap_or_default(), &meta)),
+        Found::Dir => walk(&root, rel.as_deref(), recursive, &mut out)?,
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
+
+/// Lists folder `rel` (None: the root); symbolic links are skipped, never followed.
+fn walk(
+    root: &Path,
+    rel: Option<&str>,
+    recursive: bool,
+    out: &mut Vec<ArtifactInfo>,
+) -> Result<()> {
+    let dir = rel.map_or_else(|| root.to_path_buf(), |r| root.join(r));
+    for entry in fs::read_dir(&dir).map_err(io_err("listing", &dir))? {
+        let entry = entry.map_err(io_err("listing", &dir))?;
+        let meta = entry.metadata().map_err(io_err("reading", &entry.path()))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = rel.map_or_else(|| name.clone(), |r| format!("{r}/{name}"));
+        if meta.file_type().is_symlink() {
+            continue;
+        }
+        match (meta.is_dir(), recursive) {
+            (true, true) => walk(root, Some(&path), true, out)?,
+            _ => out.push(info(path, &meta)),
+        }
+    }
+    Ok(())
+}
+
+pub fn delete(inner: &Inner, run: &RunId, path: &str) -> Result<()> {
+    let rel = validate::artifact_path(path)?;
+    let root = run_root(inner, run);
+    let run = run.clone();
+    inner.write(move |ctx| {
+        let exp = runs::open_for_write(&ctx.conn, &run)?;
+        let target = root.join(&rel);
+        match check(&root, &rel)? {
+            Found::Missing => return Err(Error::not_found(Entity::Artifact, &rel)),
+            Found::File(_) => fs::remove_file(&target).map_err(io_err("deleting", &target))?,
+            Found::Dir => fs::remove_dir_all(&target).map_err(io_err("deleting", &target))?,
+        }
+        emit(
+            ctx,
+            exp,
+            Some(&run),
+            &EventBody::ArtifactDeleted { path: rel },
+        )?;
+        Ok(())
+    })
+}
+
+// --- images ----------------------------------------------------------------------------------------------
+
+/// The file extension for `media_type`, if the bytes really are that kind of image.
+fn image_ext(media_type: &str, bytes: &[u8]) -> Result<&'static str> {
+    let head = String::from_utf8_lossy(&bytes[..bytes.len().min(4096)]);
+    let sniffed = if bytes.starts_with(b"\x89PNG") {
+        Some(("image/png", "png"))
+    } else if bytes.starts_with(b"\xFF\xD8\xFF") {
+        Some(("image/jpeg", "jpg"))
+    } else if bytes.starts_with(b"GIF87a") || bytes.starts_with(b"GIF89a") {
+        Some(("image/gif", "gif"))
+    } else if head.contains("<svg") {
+        Some(("image/svg+xml", "svg"))
+    } else {
+        None
+    };
+    let declared = match media_type {
+        "image/jpg" => "image/jpeg",
+        m => m,
+    };
+    match sniffed {
+        Some((m, ext)) if m == declared => Ok(ext),
+        Some((m, _)) => Err(Error::invalid("media_type", format!("the bytes are a {m} image but media_type says '{media_type}'"))),
+        None => Err(Error::invalid(
+            "media_type",
+            format!("the bytes are not a PNG, JPEG, GIF or SVG image (declared '{media_type}'); only those are accepted"),
+        )),
+    }
+}
+
+/// A metric name as one safe folder name.
+fn folder_name(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.starts_with('.') {
+        format!("_{s}")
+    } else {
+        s
+    }
+}
+
+pub fn write_image(inner: &Inner, run: &RunId, meta: ImageWrite, bytes: &[u8]) -> Result<Record> {
+    validate::name("metric name", &meta.name)?;
+    validate::description("description", meta.description.as_deref().unwrap_or(""))?;
+    let ext = image_ext(&meta.media_type, bytes)?;
+    inner.read(|c| runs::writable(c, run))?;
+    let (tmp, size) = spool(inner, &mut &bytes[..])?;
+    let root = run_root(inner, run);
+    let run = run.clone();
+    let tmp2 = tmp.clone();
+    let result = inner.write(move |ctx| {
+        let exp = runs::open_for_write(&ctx.conn, &run)?;
+        let series = metrics::open_series(
+            &ctx.conn,
+            &run,
+            &meta.name,
+            MetricKind::Image,
+            meta.description.as_deref(),
+        )?;
+        let step = meta
+            .step
+            .unwrap_or_else(|| series.last_step.map_or(0, |s| s.saturating_add(1)));
+        let rel = format!(
+            "images/{}/{step}_{}.{ext}",
+            folder_name(&meta.name),
+            series.count
+        );
+        let mut value = json!({"path": rel, "media_type": meta.media_type});
+        if let Some(d) = meta.description.filter(|d| !d.is_empty()) {
+            value["description"] = json!(d);
+        }
+        let record = Record {
+            index: series.count,
+            step,
+            time: meta.time.unwrap_or_else(WallTime::now),
+            value,
+        };
+        place(&root, &rel, &tmp2)?;
+        metrics::append_records(
+            ctx,
+            exp,
+            &run,
+            &meta.name,
+            MetricKind::Image,
+            &series,
+            vec![record.clone()],
+            None,
+            Vec::new(),
+        )?;
+        emit(
+            ctx,
+            exp,
+            Some(&run),
+            &EventBody::ArtifactWritten { path: rel, size },
+        )?;
+        Ok(record)
+    });
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_are_checked_by_their_bytes() {
+        assert_eq!(
+            image_ext("image/png", b"\x89PNG\r\n\x1a\nrest").unwrap(),
+            "png"
+        );
+        assert_eq!(image_ext("image/jpeg", b"\xFF\xD8\xFF\xE0").unwrap(), "jpg");
+        assert_eq!(image_ext("image/gif", b"GIF89a...").unwrap(), "gif");
+        assert_eq!(
+            image_ext("image/svg+xml", b"<?xml?><svg xmlns=''/>").unwrap(),
+            "svg"
+        );
+        assert!(image_ext("image/jpeg", b"\x89PNG\r\n")
+            .unwrap_err()
+            .to_string()
+            .contains("image/png image"));
+        assert!(image_ext("image/png", b"hello").is_err());
+        assert_eq!(folder_name("train/img é"), "train_img_é");
+        assert_eq!(folder_name(".."), "_..");
+    }
+}

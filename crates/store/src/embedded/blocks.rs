@@ -1,0 +1,519 @@
+//! Metric blocks: the columnar scalar encoding (varint deltas + raw f64 bits, lz4 when it pays), the JSON-lines
+//! record encoding, the writer's cache of each series' open tail block, and appending across block boundaries.
+
+use super::sql_err;
+use flightlog_model::{Error, Record, Result};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::HashMap;
+
+/// Points per block: big enough that per-block overhead vanishes, small enough that re-encoding the tail on
+/// every append stays cheap.
+pub const BLOCK_POINTS: usize = 4096;
+/// A record block is also closed once its JSON passes this size, so big text points do not make huge blobs.
+const RECORD_BLOCK_BYTES: usize = 1 << 20;
+/// Tails kept in the writer's cache before it is emptied (a cheap bound on its memory).
+const MAX_CACHED_TAILS: usize = 1024;
+
+/// `blocks.encoding`: scalar columns, plain or lz4-compressed; JSON-lines records, plain or lz4-compressed.
+const ENC_SCALAR: i64 = 1;
+const ENC_SCALAR_LZ4: i64 = 2;
+const ENC_RECORDS: i64 = 3;
+const ENC_RECORDS_LZ4: i64 = 4;
+
+/// Scalar points as columns; times are microseconds. Values are moved as `f64` but never computed on, so NaN
+/// payloads keep their exact bits.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Scalars {
+    pub steps: Vec<i64>,
+    pub times: Vec<i64>,
+    pub values: Vec<f64>,
+}
+
+impl Scalars {
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+    /// Appends points `range` of `other`.
+    pub fn extend_from(&mut self, other: &Scalars, range: std::ops::Range<usize>) {
+        self.steps.extend_from_slice(&other.steps[range.clone()]);
+        self.times.extend_from_slice(&other.times[range.clone()]);
+        self.values.extend_from_slice(&other.values[range]);
+    }
+    pub fn push(&mut self, step: i64, time: i64, value: f64) {
+        self.steps.push(step);
+        self.times.push(time);
+        self.values.push(value);
+    }
+    /// Bytes of memory held (for cache accounting).
+    pub fn heap_bytes(&self) -> usize {
+        self.len() * 24
+    }
+}
+
+/// A record line with its step, kept so a block knows its step range without parsing JSON.
+#[derive(Clone, Debug)]
+struct RecordLine {
+    step: i64,
+    json: String,
+}
+
+/// The contents of a block being filled.
+#[derive(Clone, Debug)]
+enum TailData {
+    Scalars(Scalars),
+    Records {
+        lines: Vec<RecordLine>,
+        bytes: usize,
+    },
+}
+
+/// The newest block of a series, decoded, so appends need not read it back from SQLite.
+#[derive(Clone, Debug)]
+struct Tail {
+    first_index: u64,
+    data: TailData,
+}
+
+impl Tail {
+    fn len(&self) -> usize {
+        match &self.data {
+            TailData::Scalars(s) => s.len(),
+            TailData::Records { lines, .. } => lines.len(),
+        }
+    }
+    fn is_full(&self) -> bool {
+        match &self.data {
+            TailData::Scalars(s) => s.len() >= BLOCK_POINTS,
+            TailData::Records { lines, bytes } => {
+                lines.len() >= BLOCK_POINTS || *bytes >= RECORD_BLOCK_BYTES
+            }
+        }
+    }
+    /// An empty block of the same kind starting after this one.
+    fn next_empty(&self) -> Tail {
+        let data = match self.data {
+            TailData::Scalars(_) => TailData::Scalars(Scalars::default()),
+            TailData::Records { .. } => TailData::Records {
+                lines: Vec::new(),
+                bytes: 0,
+            },
+        };
+        Tail {
+            first_index: self.first_index + self.len() as u64,
+            data,
+        }
+    }
+}
+
+/// The writer's cache of tails by series id. Entries touched by a job are forgotten if that job rolls back.
+#[derive(Default)]
+pub struct TailCache {
+    map: HashMap<i64, Tail>,
+    touched: Vec<i64>,
+}
+
+impl TailCache {
+    pub fn begin_job(&mut self) {
+        self.touched.clear();
+    }
+    pub fn forget_job(&mut self) {
+        for id in self.touched.drain(..) {
+            self.map.remove(&id);
+        }
+    }
+    pub fn clear(&mut self) {
+        self.map.clear();
+        self.touched.clear();
+    }
+    /// Takes the cached tail of `series_id` if it still ends at `count` (another process may have appended).
+    fn take(&mut self, series_id: i64, count: u64) -> Option<Tail> {
+        self.touched.push(series_id);
+        self.map
+            .remove(&series_id)
+            .filter(|t| t.first_index + t.len() as u64 == count)
+    }
+    fn put(&mut self, series_id: i64, tail: Tail) {
+        if self.map.len() >= MAX_CACHED_TAILS {
+            self.map.clear();
+        }
+        self.map.insert(series_id, tail);
+    }
+}
+
+/// An encoded block ready for the `blocks` table.
+struct Encoded {
+    count: usize,
+    min_step: i64,
+    max_step: i64,
+    min_value: Option<f64>,
+    max_value: Option<f64>,
+    encoding: i64,
+    data: Vec<u8>,
+}
+
+/// Appends scalar points to series `series_id`, which holds `count` points: fills the tail block, then new
+/// blocks of [`BLOCK_POINTS`].
+pub fn append_scalars(
+    conn: &Connection,
+    cache: &mut TailCache,
+    series_id: i64,
+    count: u64,
+    pts: &Scalars,
+) -> Result<()> {
+    let mut tail = open_tail(conn, cache, series_id, count, true)?;
+    let mut done = 0;
+    while done < pts.len() {
+        if tail.is_full() {
+            tail = tail.next_empty();
+        }
+        let TailData::Scalars(cols) = &mut tail.data else {
+            return Err(Error::storage(format!(
+                "series {series_id}: stored blocks are not scalar blocks"
+            )));
+        };
+        let take = (BLOCK_POINTS - cols.len()).min(pts.len() - done);
+        cols.extend_from(pts, done..done + take);
+        done += take;
+        save_block(conn, series_id, &tail)?;
+    }
+    cache.put(series_id, tail);
+    Ok(())
+}
+
+/// Appends records (with their steps) to series `series_id`, which holds `count` records.
+pub fn append_records(
+    conn: &Connection,
+    cache: &mut TailCache,
+    series_id: i64,
+    count: u64,
+    records: &[Record],
+) -> Result<()> {
+    let mut tail = open_tail(conn, cache, series_id, count, false)?;
+    let mut pending = false;
+    for r in records {
+        if tail.is_full() {
+            if pending {
+                save_block(conn, series_id, &tail)?;
+            }
+            tail = tail.next_empty();
+        }
+        let TailData::Records { lines, bytes } = &mut tail.data else {
+            return Err(Error::storage(format!(
+                "series {series_id}: stored blocks are not record blocks"
+            )));
+        };
+        let json = serde_json::to_string(r).map_err(Error::storage)?;
+        *bytes += json.len() + 1;
+        lines.push(RecordLine { step: r.step, json });
+        pending = true;
+    }
+    if pending {
+        save_block(conn, series_id, &tail)?;
+    }
+    cache.put(series_id, tail);
+    Ok(())
+}
+
+/// The tail to append to: the cached one, else the last stored block, else an empty first block.
+fn open_tail(
+    conn: &Connection,
+    cache: &mut TailCache,
+    series_id: i64,
+    count: u64,
+    scalar: bool,
+) -> Result<Tail> {
+    if let Some(t) = cache.take(series_id, count) {
+        return Ok(t);
+    }
+    let last: Option<(i64, i64, Vec<u8>)> = conn
+        .query_row(
+            "SELECT first_index, encoding, data FROM blocks WHERE series_id = ?1 ORDER BY first_index DESC LIMIT 1",
+            [series_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()
+        .map_err(sql_err("reading a tail block"))?;
+    let empty = if scalar {
+        TailData::Scalars(Scalars::default())
+    } else {
+        TailData::Records {
+            lines: Vec::new(),
+            bytes: 0,
+        }
+    };
+    let Some((first_index, encoding, data)) = last else {
+        return Ok(Tail {
+            first_index: 0,
+            data: empty,
+        });
+    };
+    let data = if scalar {
+        let mut s = Scalars::default();
+        decode_scalars(encoding, &data, &mut s)?;
+        TailData::Scalars(s)
+    } else {
+        let lines = decode_record_lines(encoding, &data)?;
+        let bytes = lines.iter().map(|l| l.json.len() + 1).sum();
+        TailData::Records { lines, bytes }
+    };
+    let tail = Tail {
+        first_index: first_index as u64,
+        data,
+    };
+    if tail.first_index + tail.len() as u64 != count {
+        return Err(Error::storage(format!(
+            "series {series_id}: blocks hold a different number of points than its count"
+        )));
+    }
+    Ok(tail)
+}
+
+/// Inserts or rewrites the block `tail`.
+fn save_block(conn: &Connection, series_id: i64, tail: &Tail) -> Result<()> {
+    let e = match &tail.data {
+        TailData::Scalars(s) => encode_scalars(s),
+        TailData::Records { lines, .. } => encode_records(lines),
+    };
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO blocks (series_id, first_index, count, min_step, max_step, min_value, max_value, \
+         encoding, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )
+    .and_then(|mut st| {
+        st.execute(params![
+            series_id,
+            tail.first_index as i64,
+            e.count as i64,
+            e.min_step,
+            e.max_step,
+            e.min_value,
+            e.max_value,
+            e.encoding,
+            e.data
+        ])
+    })
+    .map_err(sql_err("writing a metric block"))?;
+    Ok(())
+}
+
+/// Compresses `raw` with lz4 when that saves at least 10%.
+fn maybe_compress(raw: Vec<u8>, plain: i64, compressed: i64) -> (i64, Vec<u8>) {
+    let c = lz4_flex::compress_prepend_size(&raw);
+    if c.len() * 10 <= raw.len() * 9 {
+        (compressed, c)
+    } else {
+        (plain, raw)
+    }
+}
+
+fn decompress(data: &[u8]) -> Result<Vec<u8>> {
+    lz4_flex::decompress_size_prepended(data)
+        .map_err(|e| Error::storage(format!("corrupt metric block: {e}")))
+}
+
+/// Scalar block layout: varint n, n zigzag-varint step deltas, n zigzag-varint time deltas, n × 8 bytes f64 LE.
+fn encode_scalars(s: &Scalars) -> Encoded {
+    let n = s.len();
+    let mut buf = Vec::with_capacity(n * 12 + 8);
+    put_varint(&mut buf, n as u64);
+    put_deltas(&mut buf, &s.steps);
+    put_deltas(&mut buf, &s.times);
+    for v in &s.values {
+        buf.extend_from_slice(&v.to_bits().to_le_bytes());
+    }
+    let finite = s.values.iter().copied().filter(|v| !v.is_nan());
+    let min_value = finite.clone().reduce(f64::min);
+    let max_value = finite.reduce(f64::max);
+    let (encoding, data) = maybe_compress(buf, ENC_SCALAR, ENC_SCALAR_LZ4);
+    Encoded {
+        count: n,
+        min_step: s.steps.iter().copied().min().unwrap_or(0),
+        max_step: s.steps.iter().copied().max().unwrap_or(0),
+        min_value,
+        max_value,
+        encoding,
+        data,
+    }
+}
+
+/// Decodes a scalar block, appending its points to `out`.
+pub fn decode_scalars(encoding: i64, data: &[u8], out: &mut Scalars) -> Result<()> {
+    let owned;
+    let raw = match encoding {
+        ENC_SCALAR => data,
+        ENC_SCALAR_LZ4 => {
+            owned = decompress(data)?;
+            &owned[..]
+        }
+        _ => {
+            return Err(Error::storage(format!(
+                "a scalar series holds a block of encoding {encoding}"
+            )))
+        }
+    };
+    let mut r = Reader { buf: raw, pos: 0 };
+    let n = r.varint()? as usize;
+    if n > BLOCK_POINTS * 16 {
+        return Err(corrupt());
+    }
+    r.deltas(n, &mut out.steps)?;
+    r.deltas(n, &mut out.times)?;
+    let bytes = r.buf.get(r.pos..r.pos + n * 8).ok_or_else(corrupt)?;
+    out.values.extend(
+        bytes
+            .chunks_exact(8)
+            .map(|c| f64::from_bits(u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))),
+    );
+    Ok(())
+}
+
+/// Record block layout: one JSON [`Record`] per line.
+fn encode_records(lines: &[RecordLine]) -> Encoded {
+    let mut buf = Vec::with_capacity(lines.iter().map(|l| l.json.len() + 1).sum());
+    for l in lines {
+        buf.extend_from_slice(l.json.as_bytes());
+        buf.push(b'\n');
+    }
+    let (encoding, data) = maybe_compress(buf, ENC_RECORDS, ENC_RECORDS_LZ4);
+    Encoded {
+        count: lines.len(),
+        min_step: lines.iter().map(|l| l.step).min().unwrap_or(0),
+        max_step: lines.iter().map(|l| l.step).max().unwrap_or(0),
+        min_value: None,
+        max_value: None,
+        encoding,
+        data,
+    }
+}
+
+/// Decodes a record block into records.
+pub fn decode_records(encoding: i64, data: &[u8]) -> Result<Vec<Record>> {
+    decode_record_lines(encoding, data)?
+        .into_iter()
+        .map(|l| {
+            serde_json::from_str(&l.json)
+                .map_err(|e| Error::storage(format!("corrupt record: {e}")))
+        })
+        .collect()
+}
+
+fn decode_record_lines(encoding: i64, data: &[u8]) -> Result<Vec<RecordLine>> {
+    let raw = match encoding {
+        ENC_RECORDS => data.to_vec(),
+        ENC_RECORDS_LZ4 => decompress(data)?,
+        _ => {
+            return Err(Error::storage(format!(
+                "a record series holds a block of encoding {encoding}"
+            )))
+        }
+    };
+    let text = String::from_utf8(raw).map_err(|_| corrupt())?;
+    text.lines()
+        .map(|line| {
+            #[derive(serde::Deserialize)]
+            struct StepOnly {
+                step: i64,
+            }
+            let s: StepOnly = serde_json::from_str(line)
+                .map_err(|e| Error::storage(format!("corrupt record: {e}")))?;
+            Ok(RecordLine {
+                step: s.step,
+                json: line.to_string(),
+            })
+        })
+        .collect()
+}
+
+fn corrupt() -> Error {
+    Error::storage("corrupt metric block")
+}
+
+fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        buf.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.push(v as u8);
+}
+
+/// Writes each value's difference from the previous one (the first from 0), zigzag-varint encoded.
+fn put_deltas(buf: &mut Vec<u8>, vals: &[i64]) {
+    let mut prev = 0i64;
+    for &v in vals {
+        let d = v.wrapping_sub(prev);
+        put_varint(buf, ((d << 1) ^ (d >> 63)) as u64);
+        prev = v;
+    }
+}
+
+/// A bounds-checked cursor over a decoded block.
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn varint(&mut self) -> Result<u64> {
+        let mut v = 0u64;
+        let mut shift = 0;
+        loop {
+            let b = *self.buf.get(self.pos).ok_or_else(corrupt)?;
+            self.pos += 1;
+            v |= u64::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                return Ok(v);
+            }
+            shift += 7;
+            if shift > 63 {
+                return Err(corrupt());
+            }
+        }
+    }
+    fn deltas(&mut self, n: usize, out: &mut Vec<i64>) -> Result<()> {
+        out.reserve(n);
+        let mut prev = 0i64;
+        for _ in 0..n {
+            let z = self.varint()?;
+            let d = ((z >> 1) as i64) ^ -((z & 1) as i64);
+            prev = prev.wrapping_add(d);
+            out.push(prev);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scalar_blocks_round_trip_exact_bits() {
+        let mut s = Scalars::default();
+        let weird = f64::from_bits(0x7ff8_0000_dead_beef);
+        for (i, v) in [0.5, weird, f64::INFINITY, f64::NEG_INFINITY, -0.0, 1e308]
+            .into_iter()
+            .enumerate()
+        {
+            s.push(i as i64 * 3 - 5, 1_700_000_000_000_000 + i as i64 * 1000, v);
+        }
+        s.push(i64::MIN, i64::MAX, 2.0);
+        s.push(i64::MAX, i64::MIN, 3.0);
+        let e = encode_scalars(&s);
+        let mut back = Scalars::default();
+        decode_scalars(e.encoding, &e.data, &mut back).unwrap();
+        assert_eq!(back.steps, s.steps);
+        assert_eq!(back.times, s.times);
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&back.values), bits(&s.values));
+        assert_eq!(e.min_value, Some(f64::NEG_INFINITY));
+        assert_eq!(e.max_value, Some(f64::INFINITY));
+    }
+
+    #[test]
+    fn corrupt_blocks_are_errors_not_panics() {
+        let mut out = Scalars::default();
+        assert!(decode_scalars(ENC_SCALAR, &[0xff; 3], &mut out).is_err());
+        assert!(decode_scalars(ENC_SCALAR, &[5, 0, 0], &mut out).is_err());
+        assert!(decode_scalars(ENC_SCALAR_LZ4, &[1, 2, 3], &mut out).is_err());
+        assert!(decode_records(ENC_RECORDS, b"not json").is_err());
+    }
+}

@@ -1,0 +1,85 @@
+//! The event log: one row per committed change, written in the change's own transaction, so `seq` order is
+//! commit order and a stream reader that resumes from a seq misses nothing.
+
+use super::sql_err;
+use super::writer::WriteCtx;
+use flightlog_model::*;
+use rusqlite::{params, Connection};
+
+/// Records an event in the current transaction and remembers its seq for the post-commit wake-up.
+pub fn emit(
+    ctx: &mut WriteCtx,
+    experiment_id: ExperimentId,
+    run_id: Option<&RunId>,
+    body: &EventBody,
+) -> Result<u64> {
+    let json = serde_json::to_string(body).map_err(Error::storage)?;
+    ctx.conn
+        .prepare_cached(
+            "INSERT INTO events (time, experiment_id, run_id, body) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .and_then(|mut st| {
+            st.execute(params![
+                WallTime::now().0,
+                experiment_id.0,
+                run_id.map(RunId::as_str),
+                json
+            ])
+        })
+        .map_err(sql_err("recording an event"))?;
+    let seq = ctx.conn.last_insert_rowid() as u64;
+    ctx.last_seq = ctx.last_seq.max(seq);
+    Ok(seq)
+}
+
+/// Events after `after` matching `filter`, oldest first.
+pub fn since(
+    conn: &Connection,
+    filter: &EventFilter,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<Event>> {
+    let limit = limit.min(1_000_000) as i64;
+    let after = after.min(i64::MAX as u64) as i64;
+    // One statement per filter shape, so SQLite can use the (run_id, seq) / (experiment_id, seq) indexes.
+    let mut sql =
+        String::from("SELECT seq, time, experiment_id, run_id, body FROM events WHERE seq > ?1");
+    let mut args: Vec<rusqlite::types::Value> = vec![after.into()];
+    if let Some(run) = &filter.run_id {
+        args.push(run.as_str().to_string().into());
+        sql.push_str(&format!(" AND run_id = ?{}", args.len()));
+    }
+    if let Some(exp) = filter.experiment_id {
+        args.push(exp.0.into());
+        sql.push_str(&format!(" AND experiment_id = ?{}", args.len()));
+    }
+    args.push(limit.into());
+    sql.push_str(&format!(" ORDER BY seq LIMIT ?{}", args.len()));
+    let mut st = conn
+        .prepare_cached(&sql)
+        .map_err(sql_err("reading events"))?;
+    let rows = st
+        .query_map(rusqlite::params_from_iter(args), |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, String>(4)?,
+            ))
+        })
+        .map_err(sql_err("reading events"))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (seq, time, exp, run, body) = row.map_err(sql_err("reading events"))?;
+        out.push(Event {
+            seq: seq as u64,
+            time: WallTime(time),
+            experiment_id: ExperimentId(exp),
+            run_id: run.map(|r| r.parse()).transpose()?,
+            body: serde_json::from_str(&body)
+                .map_err(|e| Error::storage(format!("corrupt event {seq}: {e}")))?,
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,937 @@
+//! Metric series: validating and appending batches (all kinds), series summaries, and reads by index or step
+//! range, including min/max downsampling that never hides a spike.
+
+use super::blocks::{self, Scalars, BLOCK_POINTS};
+use super::events::emit;
+use super::writer::WriteCtx;
+use super::{logs, runs, sql_err, Inner};
+use flightlog_model::*;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+const SERIES_COLUMNS: &str =
+    "name, kind, description, count, first_time, last_time, last_step, last_value, min, max, schema, columns";
+
+/// A series as the writer needs it.
+pub struct Series {
+    pub id: i64,
+    pub count: u64,
+    pub last_step: Option<i64>,
+    min: Option<f64>,
+    max: Option<f64>,
+    columns: Vec<String>,
+}
+
+/// What one write added to a series, for its summary row and its `Points` event.
+pub struct Appended {
+    pub n: u64,
+    pub first_time: i64,
+    pub last_time: i64,
+    pub last_step: i64,
+    pub last_value: Value,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub schema: Option<String>,
+    pub new_columns: Vec<String>,
+}
+
+// --- writes ----------------------------------------------------------------------------------------------
+
+pub fn write_batch(inner: &Inner, run: &RunId, batch: Batch) -> Result<BatchAck> {
+    validate_batch(&batch)?;
+    let run = run.clone();
+    inner.write(move |ctx| apply_batch(ctx, &run, batch))
+}
+
+/// Every rule that needs no stored state, checked before anything is stored.
+fn validate_batch(b: &Batch) -> Result<()> {
+    if let Some(id) = &b.batch_id {
+        validate::name("batch_id", id)?;
+    }
+    for s in &b.scalars {
+        validate_common(&s.name, s.description.as_deref())?;
+        same_len(
+            &s.name,
+            "steps",
+            s.steps.as_ref().map(Vec::len),
+            s.values.len(),
+        )?;
+        same_len(
+            &s.name,
+            "times",
+            s.times.as_ref().map(Vec::len),
+            s.values.len(),
+        )?;
+    }
+    for m in &b.metrics {
+        validate_common(m.name(), m.description())?;
+        validate_metric(m)?;
+    }
+    for l in &b.logs {
+        logs::validate_append(&l.stream, l.data.len())?;
+    }
+    Ok(())
+}
+
+fn validate_common(name: &str, description: Option<&str>) -> Result<()> {
+    validate::name("metric name", name)?;
+    validate::description("description", description.unwrap_or(""))
+}
+
+fn same_len(name: &str, what: &str, len: Option<usize>, values: usize) -> Result<()> {
+    match len {
+        Some(n) if n != values => Err(Error::invalid(
+            what,
+            format!("metric '{name}' has {n} {what} for {values} values; the columns must have equal lengths"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn validate_metric(m: &MetricWrite) -> Result<()> {
+    match m {
+        MetricWrite::Text {
+            name,
+            steps,
+            times,
+            values,
+            ..
+        } => {
+            same_len(name, "steps", steps.as_ref().map(Vec::len), values.len())?;
+            same_len(name, "times", times.as_ref().map(Vec::len), values.len())?;
+            if let Some(v) = values
+                .iter()
+                .find(|v| v.len() > validate::MAX_TEXT_POINT_BYTES)
+            {
+                return Err(Error::TooLarge {
+                    what: format!("a text point of metric '{name}'"),
+                    size: v.len() as u64,
+                    limit: validate::MAX_TEXT_POINT_BYTES as u64,
+                });
+            }
+        }
+        MetricWrite::Row {
+            name, rows, times, ..
+        } => {
+            same_len(name, "times", times.as_ref().map(Vec::len), rows.len())?;
+            for col in rows.iter().flat_map(BTreeMap::keys) {
+                validate::name("column name", col)?;
+            }
+        }
+        MetricWrite::Table { name, columns, .. } => {
+            if columns.is_empty() {
+                return Err(Error::invalid(
+                    "columns",
+                    format!("table '{name}' has no columns"),
+                ));
+            }
+            let len = columns.values().next().map_or(0, Vec::len);
+            for (col, cells) in columns {
+                validate::name("column name", col)?;
+                if cells.len() != len {
+                    return Err(Error::invalid(
+                        "columns",
+                        format!("table '{name}': column '{col}' has {} cells, others have {len}; columns must have equal lengths", cells.len()),
+                    ));
+                }
+            }
+        }
+        MetricWrite::Json { schema, .. } => validate::name("schema", schema)?,
+        MetricWrite::Histogram {
+            name,
+            limits,
+            counts,
+            ..
+        } => {
+            if limits.len() != counts.len() {
+                return Err(Error::invalid(
+                    "counts",
+                    format!(
+                        "histogram '{name}' has {} limits and {} counts; they must be equally long",
+                        limits.len(),
+                        counts.len()
+                    ),
+                ));
+            }
+        }
+        MetricWrite::List { .. } => {}
+    }
+    Ok(())
+}
+
+/// Applies a validated batch inside the writer's transaction (the savepoint makes it all-or-nothing).
+fn apply_batch(ctx: &mut WriteCtx, run: &RunId, batch: Batch) -> Result<BatchAck> {
+    let points = batch.point_count() as u64;
+    if let Some(id) = &batch.batch_id {
+        if let Some(points) = stored_batch(&ctx.conn, run, id)? {
+            return Ok(BatchAck {
+                batch_id: batch.batch_id,
+                points,
+                duplicate: true,
+            });
+        }
+    }
+    let exp = runs::open_for_write(&ctx.conn, run)?;
+    let now = WallTime::now().0;
+    for s in batch.scalars {
+        write_scalars(ctx, exp, run, s, now)?;
+    }
+    for m in batch.metrics {
+        write_records(ctx, exp, run, m, now)?;
+    }
+    for l in batch.logs {
+        logs::append_in(ctx, exp, run, &l.stream, l.data.as_bytes())?;
+    }
+    if let Some(id) = &batch.batch_id {
+        ctx.conn
+            .execute(
+                "INSERT INTO batches (run_id, batch_id, points) VALUES (?1, ?2, ?3)",
+                params![run.as_str(), id, points as i64],
+            )
+            .map_err(sql_err("recording a batch"))?;
+    }
+    Ok(BatchAck {
+        batch_id: batch.batch_id,
+        points,
+        duplicate: false,
+    })
+}
+
+fn stored_batch(conn: &Connection, run: &RunId, id: &str) -> Result<Option<u64>> {
+    conn.query_row(
+        "SELECT points FROM batches WHERE run_id = ?1 AND batch_id = ?2",
+        params![run.as_str(), id],
+        |r| r.get::<_, i64>(0),
+    )
+    .optional()
+    .map(|p| p.map(|p| p as u64))
+    .map_err(sql_err("reading a batch"))
+}
+
+fn write_scalars(
+    ctx: &mut WriteCtx,
+    exp: ExperimentId,
+    run: &RunId,
+    w: ScalarWrite,
+    now: i64,
+) -> Result<()> {
+    let series = open_series(
+        &ctx.conn,
+        run,
+        &w.name,
+        MetricKind::Scalar,
+        w.description.as_deref(),
+    )?;
+    let n = w.values.len();
+    if n == 0 {
+        return Ok(());
+    }
+    let pts = Scalars {
+        steps: resolve_steps(w.steps, n, series.last_step),
+        times: w
+            .times
+            .map_or_else(|| vec![now; n], |t| t.into_iter().map(|t| t.0).collect()),
+        values: w.values.into_iter().map(|v| v.0).collect(),
+    };
+    blocks::append_scalars(&ctx.conn, &mut ctx.tails, series.id, series.count, &pts)?;
+    let finite = || pts.values.iter().copied().filter(|v| !v.is_nan());
+    let appended = Appended {
+        n: n as u64,
+        first_time: pts.times[0],
+        last_time: pts.times[n - 1],
+        last_step: pts.steps[n - 1],
+        last_value: serde_json::to_value(F64(pts.values[n - 1])).map_err(Error::storage)?,
+        min: finite().reduce(f64::min),
+        max: finite().reduce(f64::max),
+        schema: None,
+        new_columns: Vec::new(),
+    };
+    finish_append(
+        ctx,
+        exp,
+        run,
+        &w.name,
+        MetricKind::Scalar,
+        &series,
+        appended,
+    )
+}
+
+/// Steps for `n` new points: given ones as they are, missing ones the next integer after the previous step.
+fn resolve_steps(steps: Option<Vec<Option<i64>>>, n: usize, last: Option<i64>) -> Vec<i64> {
+    let mut next = last.map_or(0, |s| s.saturating_add(1));
+    let steps = steps.unwrap_or_else(|| vec![None; n]);
+    steps
+        .into_iter()
+        .map(|s| {
+            let step = s.unwrap_or(next);
+            next = step.saturating_add(1);
+            step
+        })
+        .collect()
+}
+
+/// Turns a non-scalar write into records and appends them.
+fn write_records(
+    ctx: &mut WriteCtx,
+    exp: ExperimentId,
+    run: &RunId,
+    m: MetricWrite,
+    now: i64,
+) -> Result<()> {
+    let kind = m.kind();
+    let name = m.name().to_string();
+    let series = open_series(&ctx.conn, run, &name, kind, m.description())?;
+    let (records, schema, columns) = to_records(m, &series, now)?;
+    append_records(
+        ctx, exp, run, &name, kind, &series, records, schema, columns,
+    )
+}
+
+/// Appends records to a series and updates its summary; shared by batches and images.
+#[allow(clippy::too_many_arguments)]
+pub fn append_records(
+    ctx: &mut WriteCtx,
+    exp: ExperimentId,
+    run: &RunId,
+    name: &str,
+    kind: MetricKind,
+    series: &Series,
+    records: Vec<Record>,
+    schema: Option<String>,
+    columns: Vec<String>,
+) -> Result<()> {
+    let (Some(first), Some(last)) = (records.first(), records.last()) else {
+        return Ok(());
+    };
+    let appended = Appended {
+        n: records.len() as u64,
+        first_time: first.time.0,
+        last_time: last.time.0,
+        last_step: last.step,
+        last_value: if kind == MetricKind::Text {
+            last.value.clone()
+        } else {
+            Value::Null
+        },
+        min: None,
+        max: None,
+        schema,
+        new_columns: columns
+            .into_iter()
+            .filter(|c| !series.columns.contains(c))
+            .collect(),
+    };
+    blocks::append_records(&ctx.conn, &mut ctx.tails, series.id, series.count, &records)?;
+    finish_append(ctx, exp, run, name, kind, series, appended)
+}
+
+type Converted = (Vec<Record>, Option<String>, Vec<String>);
+
+/// The records a write adds (indexes from the series' count), its json schema, and the columns it names in
+/// first-seen order.
+fn to_records(m: MetricWrite, series: &Series, now: i64) -> Result<Converted> {
+    let mut next_index = series.count;
+    let mut next_step = series.last_step.map_or(0, |s| s.saturating_add(1));
+    let mut record = |step: Option<i64>, time: Option<WallTime>, value: Value| {
+        let step = step.unwrap_or(next_step);
+        next_step = step.saturating_add(1);
+        next_index += 1;
+        Record {
+            index: next_index - 1,
+            step,
+            time: time.unwrap_or(WallTime(now)),
+            value,
+        }
+    };
+    let out = match m {
+        MetricWrite::Text {
+            steps,
+            times,
+            values,
+            ..
+        } => {
+            let n = values.len();
+            let steps = steps.unwrap_or_else(|| vec![None; n]);
+            let times: Vec<Option<WallTime>> =
+                times.map_or_else(|| vec![None; n], |t| t.into_iter().map(Some).collect());
+            let recs = values
+                .into_iter()
+                .zip(steps)
+                .zip(times)
+                .map(|((v, s), t)| record(s, t, Value::String(v)))
+                .collect();
+            (recs, None, Vec::new())
+        }
+        MetricWrite::List {
+            values, step, time, ..
+        } => (
+            vec![record(step, time, to_json(&values)?)],
+            None,
+            Vec::new(),
+        ),
+        MetricWrite::Row { rows, times, .. } => {
+            let mut columns: Vec<String> = Vec::new();
+            let times: Vec<Option<WallTime>> = times.map_or_else(
+                || vec![None; rows.len()],
+                |t| t.into_iter().map(Some).collect(),
+            );
+            let mut recs = Vec::with_capacity(rows.len());
+            for (row, t) in rows.into_iter().zip(times) {
+                for c in row.keys() {
+                    if !columns.contains(c) {
+                        columns.push(c.clone());
+                    }
+                }
+                recs.push(record(None, t, to_json(&row)?));
+            }
+            (recs, None, columns)
+        }
+        MetricWrite::Table { columns, time, .. } => {
+            let names = columns.keys().cloned().collect();
+            (vec![record(None, time, to_json(&columns)?)], None, names)
+        }
+        MetricWrite::Json {
+            schema,
+            value,
+            step,
+            time,
+            ..
+        } => (
+            vec![record(
+                step,
+                time,
+                json!({"schema": schema, "value": value}),
+            )],
+            Some(schema),
+            Vec::new(),
+        ),
+        MetricWrite::Histogram {
+            limits,
+            counts,
+            step,
+            time,
+            ..
+        } => (
+            vec![record(
+                step,
+                time,
+                json!({"limits": to_json(&limits)?, "counts": to_json(&counts)?}),
+            )],
+            None,
+            Vec::new(),
+        ),
+    };
+    Ok(out)
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<Value> {
+    serde_json::to_value(v).map_err(Error::storage)
+}
+
+/// The series `name` of `run`, created if new; `Conflict` if it exists with another kind.
+pub fn open_series(
+    conn: &Connection,
+    run: &RunId,
+    name: &str,
+    kind: MetricKind,
+    description: Option<&str>,
+) -> Result<Series> {
+    let found = conn
+        .prepare_cached("SELECT id, kind, count, last_step, min, max, columns FROM series WHERE run_id = ?1 AND name = ?2")
+        .and_then(|mut st| {
+            st.query_row(params![run.as_str(), name], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get::<_, String>(6)?))
+            })
+            .optional()
+        })
+        .map_err(sql_err("reading a series"))?;
+    let Some((id, stored, count, last_step, min, max, columns)) = found else {
+        conn.prepare_cached(
+            "INSERT INTO series (run_id, name, kind, description) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .and_then(|mut st| {
+            st.execute(params![
+                run.as_str(),
+                name,
+                kind.as_str(),
+                description.unwrap_or("")
+            ])
+        })
+        .map_err(sql_err("creating a series"))?;
+        let id = conn.last_insert_rowid();
+        return Ok(Series {
+            id,
+            count: 0,
+            last_step: None,
+            min: None,
+            max: None,
+            columns: Vec::new(),
+        });
+    };
+    let stored = parse_kind(&stored)?;
+    if stored != kind {
+        return Err(Error::conflict(format!(
+            "metric '{name}' is a {stored} series; it cannot take a {kind} value (use another name)"
+        )));
+    }
+    if let Some(d) = description.filter(|d| !d.is_empty()) {
+        conn.prepare_cached("UPDATE series SET description = ?2 WHERE id = ?1")
+            .and_then(|mut st| st.execute(params![id, d]))
+            .map_err(sql_err("updating a series"))?;
+    }
+    let columns = serde_json::from_str(&columns).map_err(Error::storage)?;
+    Ok(Series {
+        id,
+        count: count as u64,
+        last_step,
+        min,
+        max,
+        columns,
+    })
+}
+
+fn parse_kind(s: &str) -> Result<MetricKind> {
+    MetricKind::parse(s)
+        .ok_or_else(|| Error::storage(format!("unknown metric kind '{s}' in the database")))
+}
+
+/// Updates the series summary and announces the new points.
+fn finish_append(
+    ctx: &mut WriteCtx,
+    exp: ExperimentId,
+    run: &RunId,
+    name: &str,
+    kind: MetricKind,
+    s: &Series,
+    a: Appended,
+) -> Result<()> {
+    let min = [s.min, a.min].into_iter().flatten().reduce(f64::min);
+    let max = [s.max, a.max].into_iter().flatten().reduce(f64::max);
+    let columns = if a.new_columns.is_empty() {
+        None
+    } else {
+        let mut all = s.columns.clone();
+        all.extend(a.new_columns);
+        Some(serde_json::to_string(&all).map_err(Error::storage)?)
+    };
+    let last_value = a.last_value.to_string();
+    ctx.conn
+        .prepare_cached(
+            "UPDATE series SET count = ?2, first_time = coalesce(first_time, ?3), last_time = ?4, last_step = ?5, \
+             last_value = ?6, min = ?7, max = ?8, schema = coalesce(?9, schema), columns = coalesce(?10, columns) \
+             WHERE id = ?1",
+        )
+        .and_then(|mut st| {
+            st.execute(params![s.id, (s.count + a.n) as i64, a.first_time, a.last_time, a.last_step, last_value, min, max, a.schema, columns])
+        })
+        .map_err(sql_err("updating a series"))?;
+    let body = EventBody::Points {
+        name: name.to_string(),
+        kind,
+        from_index: s.count,
+        count: a.n,
+        last_step: Some(a.last_step),
+        last_value: a.last_value,
+    };
+    emit(ctx, exp, Some(run), &body)?;
+    Ok(())
+}
+
+// --- summaries -------------------------------------------------------------------------------------------
+
+fn info_from_row(r: &Row) -> rusqlite::Result<Result<SeriesInfo>> {
+    let kind: String = r.get(1)?;
+    let last_value: String = r.get(7)?;
+    let columns: String = r.get(11)?;
+    let info = SeriesInfo {
+        name: r.get(0)?,
+        kind: MetricKind::Scalar,
+        description: r.get(2)?,
+        count: r.get::<_, i64>(3)? as u64,
+        first_time: r.get::<_, Option<i64>>(4)?.map(WallTime),
+        last_time: r.get::<_, Option<i64>>(5)?.map(WallTime),
+        last_step: r.get(6)?,
+        last_value: Value::Null,
+        min: r.get::<_, Option<f64>>(8)?.map(F64),
+        max: r.get::<_, Option<f64>>(9)?.map(F64),
+        schema: r.get(10)?,
+        columns: Vec::new(),
+    };
+    Ok((|| {
+        Ok(SeriesInfo {
+            kind: parse_kind(&kind)?,
+            last_value: serde_json::from_str(&last_value).map_err(Error::storage)?,
+            columns: serde_json::from_str(&columns).map_err(Error::storage)?,
+            ..info
+        })
+    })())
+}
+
+/// Every metric of a run, by name; `NotFound` for an unknown run.
+pub fn list(conn: &Connection, run: &RunId) -> Result<Vec<SeriesInfo>> {
+    runs::exists(conn, run)?;
+    let mut st = conn
+        .prepare_cached(&format!(
+            "SELECT {SERIES_COLUMNS} FROM series WHERE run_id = ?1 ORDER BY name"
+        ))
+        .map_err(sql_err("listing metrics"))?;
+    let rows = st
+        .query_map([run.as_str()], info_from_row)
+        .map_err(sql_err("listing metrics"))?;
+    rows.map(|r| r.map_err(sql_err("listing metrics"))?)
+        .collect()
+}
+
+pub fn info(conn: &Connection, run: &RunId, name: &str) -> Result<SeriesInfo> {
+    Ok(find_series(conn, run, name)?.1)
+}
+
+/// Fills `metrics` of every run with one query.
+pub fn fill_metrics(conn: &Connection, runs: &mut [Run]) -> Result<()> {
+    if runs.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = runs.iter().map(|r| r.id.as_str()).collect();
+    let ids = serde_json::to_string(&ids).map_err(Error::storage)?;
+    let mut st = conn
+        .prepare_cached(&format!(
+            "SELECT {SERIES_COLUMNS}, run_id FROM series WHERE run_id IN (SELECT value FROM json_each(?1)) ORDER BY run_id, name"
+        ))
+        .map_err(sql_err("listing metrics"))?;
+    let mut rows = st.query([ids]).map_err(sql_err("listing metrics"))?;
+    let mut by_run: HashMap<String, Vec<SeriesInfo>> = HashMap::new();
+    while let Some(row) = rows.next().map_err(sql_err("listing metrics"))? {
+        let info = info_from_row(row).map_err(sql_err("listing metrics"))??;
+        let run: String = row.get(12).map_err(sql_err("listing metrics"))?;
+        by_run.entry(run).or_default().push(info);
+    }
+    for run in runs {
+        run.metrics = by_run.remove(run.id.as_str()).unwrap_or_default();
+    }
+    Ok(())
+}
+
+/// The series id and summary; `NotFound` naming the run or the metric.
+fn find_series(conn: &Connection, run: &RunId, name: &str) -> Result<(i64, SeriesInfo)> {
+    let found = conn
+        .prepare_cached(&format!(
+            "SELECT {SERIES_COLUMNS}, id FROM series WHERE run_id = ?1 AND name = ?2"
+        ))
+        .and_then(|mut st| {
+            st.query_row(params![run.as_str(), name], |r| {
+                Ok((r.get::<_, i64>(12)?, info_from_row(r)?))
+            })
+            .optional()
+        })
+        .map_err(sql_err("reading a series"))?;
+    match found {
+        Some((id, info)) => Ok((id, info?)),
+        None => {
+            runs::exists(conn, run)?;
+            Err(Error::not_found(Entity::Metric, name))
+        }
+    }
+}
+
+// --- reads -----------------------------------------------------------------------------------------------
+
+fn require_scalar(info: &SeriesInfo) -> Result<()> {
+    if info.kind == MetricKind::Scalar {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "name",
+            format!(
+                "metric '{}' is a {} series, not a scalar one; read its records",
+                info.name, info.kind
+            ),
+        ))
+    }
+}
+
+pub fn read_scalars(
+    inner: &Inner,
+    run: &RunId,
+    name: &str,
+    range: &ReadRange,
+) -> Result<ScalarSeries> {
+    let pts = inner.read(|conn| {
+        let (id, info) = find_series(conn, run, name)?;
+        require_scalar(&info)?;
+        if let Some(all) = inner.series_cache.get(id, info.count) {
+            return Ok(select(&all, range));
+        }
+        if *range == ReadRange::default() {
+            let all = Arc::new(load_scalars(conn, id, range)?);
+            inner.series_cache.put(id, info.count, all.clone());
+            return Ok(Arc::unwrap_or_clone(all));
+        }
+        load_scalars(conn, id, range)
+    })?;
+    Ok(to_series(&pts))
+}
+
+pub fn read_downsampled(
+    inner: &Inner,
+    run: &RunId,
+    name: &str,
+    range: &ReadRange,
+    buckets: u32,
+) -> Result<ScalarSeries> {
+    if buckets == 0 {
+        return Err(Error::invalid("buckets", "must be at least 1"));
+    }
+    let pts = inner.read(|conn| {
+        let (id, info) = find_series(conn, run, name)?;
+        require_scalar(&info)?;
+        if info.count <= 2 * u64::from(buckets) {
+            return load_scalars(conn, id, range);
+        }
+        let all = match inner.series_cache.get(id, info.count) {
+            Some(all) => all,
+            None => {
+                let all = Arc::new(load_scalars(conn, id, &ReadRange::default())?);
+                inner.series_cache.put(id, info.count, all.clone());
+                all
+            }
+        };
+        Ok(if *range == ReadRange::default() {
+            downsample(&all, buckets as usize)
+        } else {
+            downsample(&select(&all, range), buckets as usize)
+        })
+    })?;
+    Ok(to_series(&pts))
+}
+
+fn to_series(p: &Scalars) -> ScalarSeries {
+    ScalarSeries {
+        steps: p.steps.clone(),
+        times: p.times.iter().map(|&t| WallTime(t)).collect(),
+        values: p.values.iter().map(|&v| F64(v)).collect(),
+    }
+}
+
+/// Called per block with (first_index, encoding, data); returns whether to go on.
+type BlockVisitor<'a> = &'a mut dyn FnMut(u64, i64, &[u8]) -> Result<bool>;
+
+fn range_blocks(conn: &Connection, series: i64, range: &ReadRange, f: BlockVisitor) -> Result<()> {
+    let lowest = range
+        .start_index
+        .saturating_sub(BLOCK_POINTS as u64 - 1)
+        .min(i64::MAX as u64) as i64;
+    let mut st = conn
+        .prepare_cached(
+            "SELECT first_index, encoding, data FROM blocks WHERE series_id = ?1 AND first_index >= ?2 \
+             AND first_index + count > ?3 AND max_step >= ?4 AND min_step <= ?5 ORDER BY first_index",
+        )
+        .map_err(sql_err("reading metric blocks"))?;
+    let start = range.start_index.min(i64::MAX as u64) as i64;
+    let mut rows = st
+        .query(params![
+            series,
+            lowest,
+            start,
+            range.min_step.unwrap_or(i64::MIN),
+            range.max_step.unwrap_or(i64::MAX)
+        ])
+        .map_err(sql_err("reading metric blocks"))?;
+    while let Some(row) = rows.next().map_err(sql_err("reading metric blocks"))? {
+        let first: i64 = row.get(0).map_err(sql_err("reading metric blocks"))?;
+        let enc: i64 = row.get(1).map_err(sql_err("reading metric blocks"))?;
+        let data = row
+            .get_ref(2)
+            .and_then(|v| Ok(v.as_blob()?))
+            .map_err(sql_err("reading metric blocks"))?;
+        if !f(first as u64, enc, data)? {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Decodes only the blocks overlapping `range` and keeps the points in it.
+fn load_scalars(conn: &Connection, series: i64, range: &ReadRange) -> Result<Scalars> {
+    let mut out = Scalars::default();
+    let mut buf = Scalars::default();
+    let limit = range.limit.unwrap_or(u64::MAX);
+    range_blocks(conn, series, range, &mut |first, enc, data| {
+        buf.steps.clear();
+        buf.times.clear();
+        buf.values.clear();
+        blocks::decode_scalars(enc, data, &mut buf)?;
+        filter_into(&buf, first, range, limit, &mut out);
+        Ok((out.len() as u64) < limit)
+    })?;
+    Ok(out)
+}
+
+/// Appends the points of `block` (whose first point has index `first`) that fall in `range`, up to `limit`.
+fn filter_into(block: &Scalars, first: u64, range: &ReadRange, limit: u64, out: &mut Scalars) {
+    let skip = range
+        .start_index
+        .saturating_sub(first)
+        .min(block.len() as u64) as usize;
+    let room = limit.saturating_sub(out.len() as u64);
+    if range.min_step.is_none() && range.max_step.is_none() {
+        let end = block
+            .len()
+            .min(skip.saturating_add(room.min(usize::MAX as u64) as usize));
+        out.extend_from(block, skip..end);
+        return;
+    }
+    let (lo, hi) = (
+        range.min_step.unwrap_or(i64::MIN),
+        range.max_step.unwrap_or(i64::MAX),
+    );
+    for i in skip..block.len() {
+        if out.len() as u64 >= limit {
+            break;
+        }
+        let s = block.steps[i];
+        if s >= lo && s <= hi {
+            out.push(s, block.times[i], block.values[i]);
+        }
+    }
+}
+
+/// The points of a whole decoded series that fall in `range`.
+fn select(all: &Scalars, range: &ReadRange) -> Scalars {
+    let mut out = Scalars::default();
+    filter_into(all, 0, range, range.limit.unwrap_or(u64::MAX), &mut out);
+    out
+}
+
+/// Min/max downsampling: `buckets` equal step intervals over the points' step span, each keeping its min and
+/// max point and (if it has any) one NaN point, emitted bucket by bucket in step order.
+pub fn downsample(p: &Scalars, buckets: usize) -> Scalars {
+    if p.len() <= 2 * buckets {
+        return p.clone();
+    }
+    let (lo, hi) = p
+        .steps
+        .iter()
+        .fold((i64::MAX, i64::MIN), |(lo, hi), &s| (lo.min(s), hi.max(s)));
+    let span = (hi as f64 - lo as f64) + 1.0;
+    let scale = buckets as f64 / span;
+    const NONE: u32 = u32::MAX;
+    let mut min_i = vec![NONE; buckets];
+    let mut max_i = vec![NONE; buckets];
+    let mut nan_i = vec![NONE; buckets];
+    for (i, (&s, &v)) in p.steps.iter().zip(&p.values).enumerate() {
+        let b = (((s as f64 - lo as f64) * scale) as usize).min(buckets - 1);
+        if v.is_nan() {
+            if nan_i[b] == NONE {
+                nan_i[b] = i as u32;
+            }
+            continue;
+        }
+        if min_i[b] == NONE || v < p.values[min_i[b] as usize] {
+            min_i[b] = i as u32;
+        }
+        if max_i[b] == NONE || v > p.values[max_i[b] as usize] {
+            max_i[b] = i as u32;
+        }
+    }
+    let mut out = Scalars::default();
+    for b in 0..buckets {
+        let mut keep = [min_i[b], max_i[b], nan_i[b]];
+        keep.sort_by_key(|&i| {
+            if i == NONE {
+                (i64::MAX, i)
+            } else {
+                (p.steps[i as usize], i)
+            }
+        });
+        let mut prev = NONE;
+        for i in keep {
+            if i != NONE && i != prev {
+                out.push(
+                    p.steps[i as usize],
+                    p.times[i as usize],
+                    p.values[i as usize],
+                );
+                prev = i;
+            }
+        }
+    }
+    out
+}
+
+/// Records of a non-scalar series in `range`, decoding only the blocks that may hold them.
+pub fn read_records(
+    conn: &Connection,
+    run: &RunId,
+    name: &str,
+    range: &ReadRange,
+) -> Result<Vec<Record>> {
+    let (id, info) = find_series(conn, run, name)?;
+    if info.kind == MetricKind::Scalar {
+        return Err(Error::invalid(
+            "name",
+            format!("metric '{name}' is a scalar series; read it as scalars"),
+        ));
+    }
+    let limit = range.limit.unwrap_or(u64::MAX);
+    let (lo, hi) = (
+        range.min_step.unwrap_or(i64::MIN),
+        range.max_step.unwrap_or(i64::MAX),
+    );
+    let mut out = Vec::new();
+    range_blocks(conn, id, range, &mut |_, enc, data| {
+        for r in blocks::decode_records(enc, data)? {
+            if (out.len() as u64) < limit
+                && r.index >= range.start_index
+                && r.step >= lo
+                && r.step <= hi
+            {
+                out.push(r);
+            }
+        }
+        Ok((out.len() as u64) < limit)
+    })?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_steps_continue_after_the_last() {
+        assert_eq!(resolve_steps(None, 3, None), vec![0, 1, 2]);
+        assert_eq!(
+            resolve_steps(Some(vec![Some(10), None, Some(5), None]), 4, Some(3)),
+            vec![10, 11, 5, 6]
+        );
+        assert_eq!(resolve_steps(None, 2, Some(7)), vec![8, 9]);
+    }
+
+    #[test]
+    fn downsampling_keeps_extremes_and_nans() {
+        let mut p = Scalars::default();
+        for i in 0..1000 {
+            let v = if i == 500 {
+                1e9
+            } else if i == 700 {
+                f64::NAN
+            } else {
+                (i % 7) as f64
+            };
+            p.push(i, i, v);
+        }
+        let d = downsample(&p, 10);
+        assert!(d.len() <= 30);
+        assert!(d.values.contains(&1e9));
+        assert!(d.values.iter().any(|v| v.is_nan()));
+        assert!(d.steps.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(
+            downsample(&p, 500).steps,
+            p.steps,
+            "small series come back whole"
+        );
+    }
+}

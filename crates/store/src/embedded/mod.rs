@@ -1,0 +1,228 @@
+//! The embedded store: SQLite (WAL) in `<data>/flightlog.db` for metadata, compressed metric blocks, logs and
+//! events; plain files under `<data>/artifacts/<run_id>/` for artifacts; `<data>/tmp/` for uploads in flight.
+
+mod artifacts;
+mod blocks;
+mod events;
+mod experiments;
+mod logs;
+mod metrics;
+mod names;
+mod paging;
+mod runs;
+mod schema;
+mod series_cache;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+use crate::{ByteReader, Store};
+use flightlog_model::*;
+use parking_lot::Mutex;
+use rusqlite::{Connection, OpenFlags};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::watch;
+use writer::{WriteCtx, Writer};
+
+/// Idle read connections kept for reuse; more are opened on demand under load.
+const READ_POOL_SIZE: usize = 8;
+
+/// The default [`Store`]: everything under one data directory.
+pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+}
+
+/// What every operation needs; shared so helpers can take `&Inner`.
+struct Inner {
+    dirs: Dirs,
+    writer: Writer,
+    readers: Mutex<Vec<Connection>>,
+    seq: Arc<watch::Sender<u64>>,
+    series_cache: series_cache::SeriesCache,
+}
+
+/// The data directory's parts.
+#[derive(Clone)]
+struct Dirs {
+    db: PathBuf,
+    artifacts: PathBuf,
+    tmp: PathBuf,
+}
+
+impl EmbeddedStore {
+    /// Opens (creating if needed) the data directory: makes its folders, migrates the schema, ensures the
+    /// Default experiment, and starts the writer thread.
+    pub fn open(data_dir: &Path) -> Result<EmbeddedStore> {
+        let dirs = Dirs {
+            db: data_dir.join("flightlog.db"),
+            artifacts: data_dir.join("artifacts"),
+            tmp: data_dir.join("tmp"),
+        };
+        for d in [data_dir, &dirs.artifacts, &dirs.tmp] {
+            std::fs::create_dir_all(d)
+                .map_err(|e| Error::storage(format!("creating {}: {e}", d.display())))?;
+        }
+        let mut conn = open_connection(&dirs.db)?;
+        schema::migrate(&mut conn)?;
+        let newest: i64 = conn
+            .query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0))
+            .map_err(sql_err("reading the newest event"))?;
+        let seq = Arc::new(watch::Sender::new(newest as u64));
+        let writer = Writer::start(conn, seq.clone())?;
+        let inner = Inner {
+            dirs,
+            writer,
+            readers: Mutex::new(Vec::new()),
+            seq,
+            series_cache: Default::default(),
+        };
+        Ok(EmbeddedStore {
+            inner: Arc::new(inner),
+        })
+    }
+}
+
+/// Opens and configures one connection to the database file.
+fn open_connection(path: &Path) -> Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)
+        .map_err(|e| Error::storage(format!("opening {}: {e}", path.display())))?;
+    schema::configure(&conn)?;
+    Ok(conn)
+}
+
+/// Maps a SQLite error to `Error::Storage`, saying what was being done.
+fn sql_err(context: &'static str) -> impl Fn(rusqlite::Error) -> Error {
+    move |e| Error::storage(format!("{context}: {e}"))
+}
+
+impl Inner {
+    /// Runs `f` on a pooled read connection inside a read transaction (one consistent snapshot).
+    fn read<R>(&self, f: impl FnOnce(&Connection) -> Result<R>) -> Result<R> {
+        let conn = match self.readers.lock().pop() {
+            Some(c) => c,
+            None => open_connection(&self.dirs.db)?,
+        };
+        let result = (|| {
+            conn.execute_batch("BEGIN")
+                .map_err(sql_err("starting a read"))?;
+            let r = f(&conn);
+            let _ = conn.execute_batch("COMMIT");
+            r
+        })();
+        let mut pool = self.readers.lock();
+        if pool.len() < READ_POOL_SIZE {
+            pool.push(conn);
+        }
+        result
+    }
+
+    /// Runs `f` in the writer thread; see [`Writer::write`].
+    fn write<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut WriteCtx) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        self.writer.write(f)
+    }
+}
+
+impl Store for EmbeddedStore {
+    fn create_experiment(&self, new: NewExperiment) -> Result<Experiment> {
+        experiments::create(&self.inner, new)
+    }
+    fn get_experiment(&self, id: ExperimentId) -> Result<Experiment> {
+        self.inner.read(|c| experiments::get(c, id))
+    }
+    fn get_experiment_by_name(&self, name: &str) -> Result<Experiment> {
+        self.inner.read(|c| experiments::get_by_name(c, name))
+    }
+    fn list_experiments(&self, query: &ExperimentQuery) -> Result<Page<Experiment>> {
+        self.inner.read(|c| experiments::list(c, query))
+    }
+    fn update_experiment(&self, id: ExperimentId, patch: ExperimentPatch) -> Result<Experiment> {
+        experiments::update(&self.inner, id, patch)
+    }
+
+    fn create_run(&self, new: NewRun) -> Result<Run> {
+        runs::create(&self.inner, new)
+    }
+    fn get_run(&self, id: &RunId) -> Result<Run> {
+        self.inner.read(|c| runs::get_with_metrics(c, id))
+    }
+    fn list_runs(&self, query: &RunQuery) -> Result<Page<Run>> {
+        self.inner.read(|c| runs::list(c, query))
+    }
+    fn update_run(&self, id: &RunId, patch: RunPatch) -> Result<Run> {
+        runs::update(&self.inner, id, patch)
+    }
+
+    fn write_batch(&self, run: &RunId, batch: Batch) -> Result<BatchAck> {
+        metrics::write_batch(&self.inner, run, batch)
+    }
+    fn write_image(&self, run: &RunId, meta: ImageWrite, bytes: &[u8]) -> Result<Record> {
+        artifacts::write_image(&self.inner, run, meta, bytes)
+    }
+    fn list_metrics(&self, run: &RunId) -> Result<Vec<SeriesInfo>> {
+        self.inner.read(|c| metrics::list(c, run))
+    }
+    fn metric_info(&self, run: &RunId, name: &str) -> Result<SeriesInfo> {
+        self.inner.read(|c| metrics::info(c, run, name))
+    }
+    fn read_scalars(&self, run: &RunId, name: &str, range: &ReadRange) -> Result<ScalarSeries> {
+        metrics::read_scalars(&self.inner, run, name, range)
+    }
+    fn read_downsampled(
+        &self,
+        run: &RunId,
+        name: &str,
+        range: &ReadRange,
+        buckets: u32,
+    ) -> Result<ScalarSeries> {
+        metrics::read_downsampled(&self.inner, run, name, range, buckets)
+    }
+    fn read_records(&self, run: &RunId, name: &str, range: &ReadRange) -> Result<Vec<Record>> {
+        self.inner
+            .read(|c| metrics::read_records(c, run, name, range))
+    }
+
+    fn append_log(&self, run: &RunId, stream: &str, data: &[u8]) -> Result<u64> {
+        logs::append(&self.inner, run, stream, data)
+    }
+    fn read_log(&self, run: &RunId, stream: &str, offset: u64, max_bytes: u64) -> Result<LogSlice> {
+        self.inner
+            .read(|c| logs::read(c, run, stream, offset, max_bytes))
+    }
+    fn list_logs(&self, run: &RunId) -> Result<Vec<LogStreamInfo>> {
+        self.inner.read(|c| logs::list(c, run))
+    }
+
+    fn put_artifact(&self, run: &RunId, path: &str, data: &mut dyn Read) -> Result<ArtifactInfo> {
+        artifacts::put(&self.inner, run, path, data)
+    }
+    fn open_artifact(&self, run: &RunId, path: &str) -> Result<(ArtifactInfo, ByteReader)> {
+        artifacts::open(&self.inner, run, path)
+    }
+    fn list_artifacts(
+        &self,
+        run: &RunId,
+        prefix: Option<&str>,
+        recursive: bool,
+    ) -> Result<Vec<ArtifactInfo>> {
+        artifacts::list(&self.inner, run, prefix, recursive)
+    }
+    fn delete_artifact(&self, run: &RunId, path: &str) -> Result<()> {
+        artifacts::delete(&self.inner, run, path)
+    }
+
+    fn events_since(&self, filter: &EventFilter, after: u64, limit: usize) -> Result<Vec<Event>> {
+        self.inner.read(|c| events::since(c, filter, after, limit))
+    }
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.seq.subscribe()
+    }
+}

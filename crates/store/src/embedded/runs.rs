@@ -1,0 +1,473 @@
+//! Runs: creation (idempotent with a client-chosen id), the checked status machine, write-once properties and
+//! params, soft deletion, and fast filtered listings.
+
+use super::events::emit;
+use super::experiments::{from_json, json, parse_lifecycle, validate_tags};
+use super::writer::WriteCtx;
+use super::{metrics, names, paging, sql_err, Inner};
+use flightlog_model::*;
+use rusqlite::types::Value;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use std::collections::BTreeMap;
+
+const COLUMNS: &str =
+    "id, experiment_id, display_name, description, parent_id, status, lifecycle, created_time, \
+    start_time, end_time, error, tags, properties, params, user, host, command";
+
+pub fn create(inner: &Inner, new: NewRun) -> Result<Run> {
+    validate_new(&new)?;
+    inner.write(move |ctx| {
+        if let Some(id) = &new.id {
+            if let Some(existing) = find(&ctx.conn, id)? {
+                return if existing.experiment_id == new.experiment_id {
+                    with_metrics(&ctx.conn, existing)
+                } else {
+                    Err(Error::AlreadyExists {
+                        entity: Entity::Run,
+                        id: id.to_string(),
+                    })
+                };
+            }
+        }
+        insert(ctx, new)
+    })
+}
+
+fn validate_new(new: &NewRun) -> Result<()> {
+    if let Some(n) = &new.display_name {
+        validate::title("display_name", n)?;
+    }
+    if let Some(d) = &new.description {
+        validate::description("description", d)?;
+    }
+    validate_tags(&new.tags)?;
+    validate_map("property", &new.properties)?;
+    validate_map("param", &new.params)?;
+    validate::value("user", &new.user)?;
+    validate::value("host", &new.host)?;
+    if let Some(c) = &new.command {
+        validate::description("command", c)?;
+    }
+    Ok(())
+}
+
+fn validate_map(what: &str, map: &BTreeMap<String, String>) -> Result<()> {
+    for (k, v) in map {
+        validate::name(&format!("{what} key"), k)?;
+        validate::value(&format!("{what} value"), v)?;
+    }
+    Ok(())
+}
+
+/// Inserts a new run after checking its experiment and parent.
+fn insert(ctx: &mut WriteCtx, new: NewRun) -> Result<Run> {
+    let lifecycle: Option<String> = ctx
+        .conn
+        .query_row(
+            "SELECT lifecycle FROM experiments WHERE id = ?1",
+            [new.experiment_id.0],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(sql_err("reading an experiment"))?;
+    match lifecycle.as_deref() {
+        None => return Err(Error::not_found(Entity::Experiment, new.experiment_id)),
+        Some("deleted") => {
+            return Err(Error::Deleted {
+                entity: Entity::Experiment,
+                id: new.experiment_id.to_string(),
+            })
+        }
+        Some(_) => {}
+    }
+    if let Some(p) = &new.parent_id {
+        if find(&ctx.conn, p)?.is_none() {
+            return Err(Error::not_found(Entity::Run, p));
+        }
+    }
+    let now = WallTime::now();
+    let status = new.status.unwrap_or(RunStatus::Running);
+    let run = Run {
+        id: new.id.unwrap_or_default(),
+        experiment_id: new.experiment_id,
+        display_name: new.display_name.unwrap_or_else(names::generate),
+        description: new.description.unwrap_or_default(),
+        parent_id: new.parent_id,
+        status,
+        lifecycle: Lifecycle::Active,
+        created_time: now,
+        start_time: new
+            .start_time
+            .or((status == RunStatus::Running).then_some(now)),
+        end_time: status.is_terminal().then_some(now),
+        error: None,
+        tags: new.tags,
+        properties: new.properties,
+        params: new.params,
+        user: new.user,
+        host: new.host,
+        command: new.command,
+        metrics: Vec::new(),
+    };
+    ctx.conn
+        .execute(
+            &format!("INSERT INTO runs ({COLUMNS}, last_update_time) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?8)"),
+            rusqlite::params_from_iter(row_values(&run)?),
+        )
+        .map_err(sql_err("creating a run"))?;
+    let body = EventBody::RunCreated {
+        display_name: run.display_name.clone(),
+        status,
+        parent_id: run.parent_id.clone(),
+    };
+    emit(ctx, run.experiment_id, Some(&run.id), &body)?;
+    Ok(run)
+}
+
+/// The run's columns in [`COLUMNS`] order.
+fn row_values(r: &Run) -> Result<Vec<Value>> {
+    let opt = |t: Option<WallTime>| t.map_or(Value::Null, |t| Value::Integer(t.0));
+    Ok(vec![
+        Value::Text(r.id.to_string()),
+        Value::Integer(r.experiment_id.0),
+        Value::Text(r.display_name.clone()),
+        Value::Text(r.description.clone()),
+        r.parent_id
+            .as_ref()
+            .map_or(Value::Null, |p| Value::Text(p.to_string())),
+        Value::Text(r.status.as_str().into()),
+        Value::Text(r.lifecycle.as_str().into()),
+        Value::Integer(r.created_time.0),
+        opt(r.start_time),
+        opt(r.end_time),
+        r.error
+            .as_ref()
+            .map_or(Ok(Value::Null), |e| json(e).map(Value::Text))?,
+        Value::Text(json(&r.tags)?),
+        Value::Text(json(&r.properties)?),
+        Value::Text(json(&r.params)?),
+        Value::Text(r.user.clone()),
+        Value::Text(r.host.clone()),
+        r.command.clone().map_or(Value::Null, Value::Text),
+    ])
+}
+
+fn from_row(r: &Row) -> rusqlite::Result<Result<Run>> {
+    let text = |i: usize| r.get::<_, String>(i);
+    let opt_time = |i: usize| r.get::<_, Option<i64>>(i).map(|t| t.map(WallTime));
+    let (id, status, lifecycle, error, tags, props, params) = (
+        text(0)?,
+        text(5)?,
+        text(6)?,
+        r.get::<_, Option<String>>(10)?,
+        text(11)?,
+        text(12)?,
+        text(13)?,
+    );
+    let parent: Option<String> = r.get(4)?;
+    let base = (
+        ExperimentId(r.get(1)?),
+        text(2)?,
+        text(3)?,
+        WallTime(r.get(7)?),
+        opt_time(8)?,
+        opt_time(9)?,
+        text(14)?,
+        text(15)?,
+        r.get::<_, Option<String>>(16)?,
+    );
+    Ok((|| {
+        let (
+            experiment_id,
+            display_name,
+            description,
+            created_time,
+            start_time,
+            end_time,
+            user,
+            host,
+            command,
+        ) = base;
+        Ok(Run {
+            id: id.parse()?,
+            experiment_id,
+            display_name,
+            description,
+            parent_id: parent.map(|p| p.parse()).transpose()?,
+            status: status.parse()?,
+            lifecycle: parse_lifecycle(&lifecycle),
+            created_time,
+            start_time,
+            end_time,
+            error: error.as_deref().map(from_json).transpose()?,
+            tags: from_json(&tags)?,
+            properties: from_json(&props)?,
+            params: from_json(&params)?,
+            user,
+            host,
+            command,
+            metrics: Vec::new(),
+        })
+    })())
+}
+
+/// The run without metrics, if it exists.
+pub fn find(conn: &Connection, id: &RunId) -> Result<Option<Run>> {
+    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM runs WHERE id = ?1"))
+        .and_then(|mut st| st.query_row([id.as_str()], from_row).optional())
+        .map_err(sql_err("reading a run"))?
+        .transpose()
+}
+
+/// The run without metrics; `NotFound` if unknown.
+pub fn get(conn: &Connection, id: &RunId) -> Result<Run> {
+    find(conn, id)?.ok_or_else(|| Error::not_found(Entity::Run, id))
+}
+
+pub fn get_with_metrics(conn: &Connection, id: &RunId) -> Result<Run> {
+    with_metrics(conn, get(conn, id)?)
+}
+
+fn with_metrics(conn: &Connection, mut run: Run) -> Result<Run> {
+    run.metrics = metrics::list(conn, &run.id)?;
+    Ok(run)
+}
+
+/// Checks that `id` exists and is not deleted before a write to it, marks its activity, and returns its
+/// experiment (for events).
+pub fn open_for_write(conn: &Connection, id: &RunId) -> Result<ExperimentId> {
+    let exp = writable(conn, id)?;
+    conn.prepare_cached("UPDATE runs SET last_update_time = ?2 WHERE id = ?1")
+        .and_then(|mut st| st.execute(params![id.as_str(), WallTime::now().0]))
+        .map_err(sql_err("marking run activity"))?;
+    Ok(exp)
+}
+
+/// The run's experiment if the run exists and is not deleted; `NotFound` / `Deleted` otherwise.
+pub fn writable(conn: &Connection, id: &RunId) -> Result<ExperimentId> {
+    let row: Option<(i64, String)> = conn
+        .prepare_cached("SELECT experiment_id, lifecycle FROM runs WHERE id = ?1")
+        .and_then(|mut st| {
+            st.query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        })
+        .map_err(sql_err("reading a run"))?;
+    let (exp, lifecycle) = row.ok_or_else(|| Error::not_found(Entity::Run, id))?;
+    if lifecycle == "deleted" {
+        return Err(Error::Deleted {
+            entity: Entity::Run,
+            id: id.to_string(),
+        });
+    }
+    Ok(ExperimentId(exp))
+}
+
+/// Checks that a run exists (deleted or not): `NotFound` otherwise.
+pub fn exists(conn: &Connection, id: &RunId) -> Result<()> {
+    let found = conn
+        .prepare_cached("SELECT 1 FROM runs WHERE id = ?1")
+        .and_then(|mut st| st.exists([id.as_str()]))
+        .map_err(sql_err("reading a run"))?;
+    if found {
+        Ok(())
+    } else {
+        Err(Error::not_found(Entity::Run, id))
+    }
+}
+
+pub fn update(inner: &Inner, id: &RunId, patch: RunPatch) -> Result<Run> {
+    validate_patch(&patch)?;
+    let id = id.clone();
+    inner.write(move |ctx| {
+        let old = get(&ctx.conn, &id)?;
+        if old.lifecycle == Lifecycle::Deleted && patch.lifecycle != Some(Lifecycle::Active) {
+            return Err(Error::Deleted { entity: Entity::Run, id: id.to_string() });
+        }
+        let new = apply_patch(&old, patch)?;
+        if new != old {
+            let mut values = row_values(&new)?;
+            values.push(Value::Integer(WallTime::now().0));
+            ctx.conn
+                .execute(
+                    &format!("REPLACE INTO runs ({COLUMNS}, last_update_time) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"),
+                    rusqlite::params_from_iter(values),
+                )
+                .map_err(sql_err("updating a run"))?;
+            let body = EventBody::RunUpdated { status: new.status, status_changed: new.status != old.status };
+            emit(ctx, new.experiment_id, Some(&id), &body)?;
+        }
+        with_metrics(&ctx.conn, new)
+    })
+}
+
+fn validate_patch(p: &RunPatch) -> Result<()> {
+    if let Some(n) = &p.display_name {
+        validate::title("display_name", n)?;
+    }
+    if let Some(d) = &p.description {
+        validate::description("description", d)?;
+    }
+    if let Some(e) = &p.error {
+        validate::description("error.message", &e.message)?;
+        validate::description("error.details", e.details.as_deref().unwrap_or(""))?;
+        validate::value("error.code", e.code.as_deref().unwrap_or(""))?;
+    }
+    validate_tags(&p.set_tags)?;
+    for k in &p.remove_tags {
+        validate::name("tag key", k)?;
+    }
+    validate_map("property", &p.add_properties)?;
+    validate_map("param", &p.add_params)
+}
+
+/// The run after `patch`, or the first rule it breaks (then nothing is applied).
+fn apply_patch(old: &Run, p: RunPatch) -> Result<Run> {
+    let mut run = old.clone();
+    let now = WallTime::now();
+    if let Some(status) = p.status {
+        run.status = old.status.transition(status)?;
+        if status != old.status {
+            if status == RunStatus::Running && run.start_time.is_none() {
+                run.start_time = Some(now);
+            }
+            if status.is_terminal() && p.end_time.is_none() {
+                run.end_time = Some(now);
+            }
+        }
+    }
+    run.start_time = p.start_time.or(run.start_time);
+    run.end_time = p.end_time.or(run.end_time);
+    if let Some(n) = p.display_name {
+        run.display_name = n;
+    }
+    if let Some(d) = p.description {
+        run.description = d;
+    }
+    if p.error.is_some() {
+        run.error = p.error;
+    }
+    run.tags.extend(p.set_tags);
+    for k in &p.remove_tags {
+        run.tags.remove(k);
+    }
+    add_once(
+        &mut run.properties,
+        p.add_properties,
+        "property",
+        "properties",
+    )?;
+    add_once(&mut run.params, p.add_params, "param", "params")?;
+    if let Some(l) = p.lifecycle {
+        run.lifecycle = l;
+    }
+    Ok(run)
+}
+
+/// Adds write-once entries: an existing key with the same value is a no-op, another value a `Conflict`.
+fn add_once(
+    map: &mut BTreeMap<String, String>,
+    add: BTreeMap<String, String>,
+    what: &str,
+    plural: &str,
+) -> Result<()> {
+    for (k, v) in add {
+        match map.get(&k) {
+            Some(old) if *old != v => {
+                return Err(Error::conflict(format!(
+                    "{what} '{k}' is already '{old}' and cannot be changed to '{v}' ({plural} are write-once)"
+                )))
+            }
+            Some(_) => {}
+            None => {
+                map.insert(k, v);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Newest first, filtered in SQL; `with_metrics` fills every run's metrics with one more query.
+pub fn list(conn: &Connection, q: &RunQuery) -> Result<Page<Run>> {
+    let limit = paging::limit(q.limit);
+    let mut sql = format!("SELECT {COLUMNS} FROM runs r WHERE 1 = 1");
+    let mut args: Vec<Value> = Vec::new();
+    let arg = |v: Value, args: &mut Vec<Value>| {
+        args.push(v);
+        format!("?{}", args.len())
+    };
+    if !q.experiment_ids.is_empty() {
+        let ids: Vec<String> = q
+            .experiment_ids
+            .iter()
+            .map(|e| arg(Value::Integer(e.0), &mut args))
+            .collect();
+        sql.push_str(&format!(" AND r.experiment_id IN ({})", ids.join(",")));
+    }
+    if !q.statuses.is_empty() {
+        let s: Vec<String> = q
+            .statuses
+            .iter()
+            .map(|s| arg(Value::Text(s.as_str().into()), &mut args))
+            .collect();
+        sql.push_str(&format!(" AND r.status IN ({})", s.join(",")));
+    }
+    if let Some(p) = &q.parent_id {
+        sql.push_str(&format!(
+            " AND r.parent_id = {}",
+            arg(Value::Text(p.to_string()), &mut args)
+        ));
+    }
+    if q.top_level_only {
+        sql.push_str(" AND r.parent_id IS NULL");
+    }
+    for (column, filters) in [("tags", &q.tags), ("properties", &q.properties)] {
+        for (k, v) in filters {
+            let key = arg(Value::Text(k.clone()), &mut args);
+            let value = match v {
+                Some(v) => format!(" AND value = {}", arg(Value::Text(v.clone()), &mut args)),
+                None => String::new(),
+            };
+            sql.push_str(&format!(
+                " AND EXISTS (SELECT 1 FROM json_each(r.{column}) WHERE key = {key}{value})"
+            ));
+        }
+    }
+    if !q.include_deleted {
+        sql.push_str(" AND r.lifecycle = 'active'");
+    }
+    if let Some(token) = &q.page_token {
+        let (t, id) = paging::decode(token)?;
+        let (t, id) = (
+            arg(Value::Integer(t), &mut args),
+            arg(Value::Text(id), &mut args),
+        );
+        sql.push_str(&format!(
+            " AND (r.created_time < {t} OR (r.created_time = {t} AND r.id > {id}))"
+        ));
+    }
+    sql.push_str(&format!(
+        " ORDER BY r.created_time DESC, r.id LIMIT {}",
+        limit + 1
+    ));
+    let mut st = conn.prepare_cached(&sql).map_err(sql_err("listing runs"))?;
+    let mut items = st
+        .query_map(rusqlite::params_from_iter(args), from_row)
+        .map_err(sql_err("listing runs"))?
+        .map(|r| r.map_err(sql_err("listing runs"))?)
+        .collect::<Result<Vec<Run>>>()?;
+    let next_page_token = if items.len() > limit {
+        items.truncate(limit);
+        items
+            .last()
+            .map(|r| paging::encode(r.created_time.0, r.id.as_str()))
+    } else {
+        None
+    };
+    if q.with_metrics {
+        metrics::fill_metrics(conn, &mut items)?;
+    }
+    Ok(Page {
+        items,
+        next_page_token,
+    })
+}

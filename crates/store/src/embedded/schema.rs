@@ -1,0 +1,146 @@
+//! The SQLite schema and its migrations, applied in order up to [`VERSION`] (tracked in `PRAGMA user_version`).
+
+use super::sql_err;
+use flightlog_model::{Result, WallTime};
+use rusqlite::Connection;
+
+/// The schema version this build writes.
+pub const VERSION: i64 = 1;
+
+/// Version 1: experiments, runs, metric series and their blocks, batches, logs and events.
+const V1: &str = r#"
+CREATE TABLE experiments (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    created_time INTEGER NOT NULL,
+    last_update_time INTEGER NOT NULL,
+    lifecycle TEXT NOT NULL,
+    tags TEXT NOT NULL DEFAULT '{}',
+    artifact_location TEXT
+);
+CREATE TABLE runs (
+    id TEXT PRIMARY KEY,
+    experiment_id INTEGER NOT NULL REFERENCES experiments(id),
+    display_name TEXT NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    parent_id TEXT,
+    status TEXT NOT NULL,
+    lifecycle TEXT NOT NULL,
+    created_time INTEGER NOT NULL,
+    last_update_time INTEGER NOT NULL,
+    start_time INTEGER,
+    end_time INTEGER,
+    error TEXT,
+    tags TEXT NOT NULL DEFAULT '{}',
+    properties TEXT NOT NULL DEFAULT '{}',
+    params TEXT NOT NULL DEFAULT '{}',
+    user TEXT NOT NULL DEFAULT '',
+    host TEXT NOT NULL DEFAULT '',
+    command TEXT
+) WITHOUT ROWID;
+CREATE INDEX runs_by_time ON runs(created_time DESC, id);
+CREATE INDEX runs_by_experiment ON runs(experiment_id, created_time DESC, id);
+CREATE INDEX runs_by_parent ON runs(parent_id);
+CREATE TABLE series (
+    id INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    count INTEGER NOT NULL DEFAULT 0,
+    first_time INTEGER,
+    last_time INTEGER,
+    last_step INTEGER,
+    last_value TEXT NOT NULL DEFAULT 'null',
+    min REAL,
+    max REAL,
+    schema TEXT,
+    columns TEXT NOT NULL DEFAULT '[]',
+    UNIQUE(run_id, name)
+);
+CREATE TABLE blocks (
+    series_id INTEGER NOT NULL,
+    first_index INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    min_step INTEGER NOT NULL,
+    max_step INTEGER NOT NULL,
+    min_value REAL,
+    max_value REAL,
+    encoding INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY(series_id, first_index)
+) WITHOUT ROWID;
+CREATE TABLE batches (
+    run_id TEXT NOT NULL,
+    batch_id TEXT NOT NULL,
+    points INTEGER NOT NULL,
+    PRIMARY KEY(run_id, batch_id)
+) WITHOUT ROWID;
+CREATE TABLE log_streams (
+    run_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    length INTEGER NOT NULL,
+    last_time INTEGER,
+    PRIMARY KEY(run_id, name)
+) WITHOUT ROWID;
+CREATE TABLE log_chunks (
+    run_id TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    start_offset INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY(run_id, stream, start_offset)
+) WITHOUT ROWID;
+CREATE TABLE events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    time INTEGER NOT NULL,
+    experiment_id INTEGER NOT NULL,
+    run_id TEXT,
+    body TEXT NOT NULL
+);
+CREATE INDEX events_by_run ON events(run_id, seq);
+CREATE INDEX events_by_experiment ON events(experiment_id, seq);
+"#;
+
+/// Sets the per-connection pragmas: WAL, fully synced commits, and a busy timeout so that several processes
+/// sharing one data directory wait for each other instead of failing.
+pub fn configure(conn: &Connection) -> Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(sql_err("setting the busy timeout"))?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(sql_err("enabling WAL"))?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(sql_err("setting synchronous"))?;
+    conn.pragma_update(None, "foreign_keys", "OFF")
+        .map_err(sql_err("setting foreign_keys"))?;
+    Ok(())
+}
+
+/// Brings the database up to [`VERSION`] in one immediate transaction (so two processes opening a fresh data
+/// directory at once do not both migrate), and makes sure the Default experiment exists.
+pub fn migrate(conn: &mut Connection) -> Result<()> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(sql_err("starting the migration"))?;
+    let version: i64 = tx
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(sql_err("reading the schema version"))?;
+    if version > VERSION {
+        return Err(flightlog_model::Error::storage(format!(
+            "the data directory has schema version {version}, newer than this build's {VERSION}; upgrade flightlog"
+        )));
+    }
+    if version < 1 {
+        tx.execute_batch(V1)
+            .map_err(sql_err("creating the schema"))?;
+    }
+    tx.pragma_update(None, "user_version", VERSION)
+        .map_err(sql_err("writing the schema version"))?;
+    let now = WallTime::now().0;
+    tx.execute(
+        "INSERT OR IGNORE INTO experiments (id, name, created_time, last_update_time, lifecycle) \
+         VALUES (0, 'Default', ?1, ?1, 'active')",
+        [now],
+    )
+    .map_err(sql_err("creating the Default experiment"))?;
+    tx.commit().map_err(sql_err("committing the migration"))
+}

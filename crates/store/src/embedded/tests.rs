@@ -1,0 +1,1517 @@
+//! Behaviour tests of the embedded store through the `Store` trait.
+
+use super::EmbeddedStore;
+use crate::Store;
+use flightlog_model::*;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::sync::Arc;
+
+fn store() -> (tempfile::TempDir, EmbeddedStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = EmbeddedStore::open(dir.path()).unwrap();
+    (dir, s)
+}
+
+fn run(s: &EmbeddedStore) -> RunId {
+    s.create_run(NewRun::default()).unwrap().id
+}
+
+fn scalars(name: &str, values: &[f64]) -> ScalarWrite {
+    ScalarWrite {
+        name: name.into(),
+        values: values.iter().map(|&v| F64(v)).collect(),
+        ..Default::default()
+    }
+}
+
+fn batch(scalars: Vec<ScalarWrite>) -> Batch {
+    Batch {
+        scalars,
+        ..Default::default()
+    }
+}
+
+fn bits(v: &[F64]) -> Vec<u64> {
+    v.iter().map(|x| x.0.to_bits()).collect()
+}
+
+fn all() -> ReadRange {
+    ReadRange::default()
+}
+
+// --- experiments & runs ----------------------------------------------------------------------------------
+
+#[test]
+fn default_experiment_exists_and_experiments_work() {
+    let (_d, s) = store();
+    let d = s.get_experiment(ExperimentId::DEFAULT).unwrap();
+    assert_eq!(d.name, "Default");
+    let e = s
+        .create_experiment(NewExperiment {
+            name: "vision".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(e.id, ExperimentId(1));
+    assert!(matches!(
+        s.create_experiment(NewExperiment {
+            name: "vision".into(),
+            ..Default::default()
+        }),
+        Err(Error::AlreadyExists { .. })
+    ));
+    assert_eq!(s.get_experiment_by_name("vision").unwrap().id, e.id);
+    assert!(matches!(
+        s.get_experiment(ExperimentId(99)),
+        Err(Error::NotFound {
+            entity: Entity::Experiment,
+            ..
+        })
+    ));
+    s.create_run(NewRun {
+        experiment_id: e.id,
+        ..Default::default()
+    })
+    .unwrap();
+    let patch = ExperimentPatch {
+        name: Some("Vision".into()),
+        set_tags: [("a".into(), "1".into())].into(),
+        ..Default::default()
+    };
+    let e2 = s.update_experiment(e.id, patch).unwrap();
+    assert_eq!(e2.name, "Vision");
+    assert_eq!(e2.run_count, 1);
+    assert!(e2.last_activity.is_some());
+    let listed = s
+        .list_experiments(&ExperimentQuery {
+            name_contains: Some("visi".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(listed.items.len(), 1);
+    s.update_experiment(
+        e.id,
+        ExperimentPatch {
+            lifecycle: Some(Lifecycle::Deleted),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        s.list_experiments(&ExperimentQuery::default())
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    let with_deleted = ExperimentQuery {
+        include_deleted: true,
+        ..Default::default()
+    };
+    assert_eq!(s.list_experiments(&with_deleted).unwrap().items.len(), 2);
+    assert!(matches!(
+        s.create_run(NewRun {
+            experiment_id: e.id,
+            ..Default::default()
+        }),
+        Err(Error::Deleted {
+            entity: Entity::Experiment,
+            ..
+        })
+    ));
+    assert!(matches!(
+        s.create_experiment(NewExperiment {
+            name: "Vision".into(),
+            ..Default::default()
+        }),
+        Err(Error::AlreadyExists { .. })
+    ));
+}
+
+#[test]
+fn create_run_defaults_and_idempotency() {
+    let (_d, s) = store();
+    let r = s
+        .create_run(NewRun {
+            user: "ann".into(),
+            host: "box".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(r.status, RunStatus::Running);
+    assert!(r.start_time.is_some());
+    assert_eq!(r.display_name.split('-').count(), 3, "{}", r.display_name);
+    assert_eq!((r.user.as_str(), r.host.as_str()), ("ann", "box"));
+    let id = RunId::new();
+    let new = NewRun {
+        id: Some(id.clone()),
+        display_name: Some("first".into()),
+        ..Default::default()
+    };
+    let a = s.create_run(new.clone()).unwrap();
+    let b = s
+        .create_run(NewRun {
+            display_name: Some("second".into()),
+            ..new.clone()
+        })
+        .unwrap();
+    assert_eq!(a, b);
+    assert_eq!(b.display_name, "first");
+    let e = s
+        .create_experiment(NewExperiment {
+            name: "x".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(matches!(
+        s.create_run(NewRun {
+            experiment_id: e.id,
+            ..new
+        }),
+        Err(Error::AlreadyExists {
+            entity: Entity::Run,
+            ..
+        })
+    ));
+    let orphan = RunId::new();
+    let err = s
+        .create_run(NewRun {
+            parent_id: Some(orphan.clone()),
+            ..Default::default()
+        })
+        .unwrap_err();
+    assert_eq!(err, Error::not_found(Entity::Run, &orphan));
+    assert!(matches!(
+        s.create_run(NewRun {
+            experiment_id: ExperimentId(42),
+            ..Default::default()
+        }),
+        Err(Error::NotFound {
+            entity: Entity::Experiment,
+            ..
+        })
+    ));
+    let child = s
+        .create_run(NewRun {
+            parent_id: Some(r.id.clone()),
+            status: Some(RunStatus::Queued),
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(child.start_time.is_none());
+    assert!(matches!(
+        s.get_run(&RunId::new()),
+        Err(Error::NotFound {
+            entity: Entity::Run,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn status_machine_and_write_once_fields() {
+    let (_d, s) = store();
+    let id = s
+        .create_run(NewRun {
+            status: Some(RunStatus::Queued),
+            ..Default::default()
+        })
+        .unwrap()
+        .id;
+    let r = s
+        .update_run(
+            &id,
+            RunPatch {
+                status: Some(RunStatus::Running),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert!(r.start_time.is_some());
+    let props = |k: &str, v: &str| BTreeMap::from([(k.to_string(), v.to_string())]);
+    s.update_run(
+        &id,
+        RunPatch {
+            add_properties: props("git", "abc"),
+            add_params: props("lr", "0.1"),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    // Same value: no-op.
+    s.update_run(
+        &id,
+        RunPatch {
+            add_properties: props("git", "abc"),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    // A rejected patch changes nothing, not even its valid parts.
+    let before = s.get_run(&id).unwrap();
+    let err = s
+        .update_run(
+            &id,
+            RunPatch {
+                display_name: Some("renamed".into()),
+                add_properties: props("git", "def"),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::Conflict { .. }));
+    assert!(
+        msg.contains("git") && msg.contains("abc") && msg.contains("def"),
+        "{msg}"
+    );
+    let err = s
+        .update_run(
+            &id,
+            RunPatch {
+                add_params: props("lr", "0.2"),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("lr"));
+    assert_eq!(s.get_run(&id).unwrap(), before);
+    let done = s
+        .update_run(
+            &id,
+            RunPatch {
+                status: Some(RunStatus::Completed),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert!(done.end_time.is_some());
+    let err = s
+        .update_run(
+            &id,
+            RunPatch {
+                status: Some(RunStatus::Running),
+                set_tags: props("t", "1"),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::IllegalTransition { .. }));
+    assert_eq!(s.get_run(&id).unwrap().tags.len(), 0);
+    let failed = s.create_run(NewRun::default()).unwrap().id;
+    let end = WallTime(5);
+    let r = s
+        .update_run(
+            &failed,
+            RunPatch {
+                status: Some(RunStatus::Failed),
+                end_time: Some(end),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(r.end_time, Some(end));
+}
+
+#[test]
+fn deleted_runs_reject_writes_until_restored() {
+    let (_d, s) = store();
+    let id = run(&s);
+    s.update_run(
+        &id,
+        RunPatch {
+            lifecycle: Some(Lifecycle::Deleted),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let deleted = |r: Result<_>| {
+        matches!(
+            r,
+            Err(Error::Deleted {
+                entity: Entity::Run,
+                ..
+            })
+        )
+    };
+    assert!(deleted(
+        s.write_batch(&id, batch(vec![scalars("loss", &[1.0])]))
+            .map(|_| ())
+    ));
+    assert!(deleted(s.append_log(&id, "stdout", b"x").map(|_| ())));
+    assert!(deleted(
+        s.put_artifact(&id, "a.txt", &mut &b"x"[..]).map(|_| ())
+    ));
+    assert!(deleted(
+        s.update_run(
+            &id,
+            RunPatch {
+                display_name: Some("n".into()),
+                ..Default::default()
+            }
+        )
+        .map(|_| ())
+    ));
+    assert!(s.list_runs(&RunQuery::default()).unwrap().items.is_empty());
+    assert_eq!(
+        s.list_runs(&RunQuery {
+            include_deleted: true,
+            ..Default::default()
+        })
+        .unwrap()
+        .items
+        .len(),
+        1
+    );
+    s.update_run(
+        &id,
+        RunPatch {
+            lifecycle: Some(Lifecycle::Active),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    s.write_batch(&id, batch(vec![scalars("loss", &[1.0])]))
+        .unwrap();
+}
+
+#[test]
+fn list_runs_filters_and_pages() {
+    let (_d, s) = store();
+    let parent = run(&s);
+    let mut ids = vec![parent.clone()];
+    for i in 0..24 {
+        let new = NewRun {
+            parent_id: Some(parent.clone()),
+            tags: [("even".to_string(), (i % 2 == 0).to_string())].into(),
+            properties: [("i".to_string(), i.to_string())].into(),
+            ..Default::default()
+        };
+        ids.push(s.create_run(new).unwrap().id);
+    }
+    s.write_batch(&ids[3], batch(vec![scalars("loss", &[0.5, 0.25])]))
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut q = RunQuery {
+        limit: Some(7),
+        with_metrics: true,
+        ..Default::default()
+    };
+    loop {
+        let page = s.list_runs(&q).unwrap();
+        assert!(page.items.len() <= 7);
+        seen.extend(
+            page.items
+                .iter()
+                .map(|r| (r.created_time, r.id.clone(), r.metrics.len())),
+        );
+        match page.next_page_token {
+            Some(t) => q.page_token = Some(t),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 25);
+    assert!(seen.windows(2).all(|w| w[0].0 >= w[1].0), "newest first");
+    assert_eq!(seen.iter().find(|x| x.1 == ids[3]).unwrap().2, 1);
+    let q = |f: RunQuery| s.list_runs(&f).unwrap().items.len();
+    assert_eq!(
+        q(RunQuery {
+            tags: [("even".into(), Some("true".into()))].into(),
+            ..Default::default()
+        }),
+        12
+    );
+    assert_eq!(
+        q(RunQuery {
+            tags: [("even".into(), None)].into(),
+            ..Default::default()
+        }),
+        24
+    );
+    assert_eq!(
+        q(RunQuery {
+            properties: [("i".into(), Some("7".into()))].into(),
+            ..Default::default()
+        }),
+        1
+    );
+    assert_eq!(
+        q(RunQuery {
+            top_level_only: true,
+            ..Default::default()
+        }),
+        1
+    );
+    assert_eq!(
+        q(RunQuery {
+            parent_id: Some(parent.clone()),
+            ..Default::default()
+        }),
+        24
+    );
+    assert_eq!(
+        q(RunQuery {
+            statuses: vec![RunStatus::Completed],
+            ..Default::default()
+        }),
+        0
+    );
+    assert_eq!(
+        q(RunQuery {
+            experiment_ids: vec![ExperimentId(0)],
+            ..Default::default()
+        }),
+        25
+    );
+    let bad = s
+        .list_runs(&RunQuery {
+            page_token: Some("garbage!".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+    assert!(matches!(bad, Error::InvalidArgument { .. }));
+    let run = s.get_run(&ids[3]).unwrap();
+    assert_eq!(run.metrics[0].last_value, serde_json::json!(0.25));
+}
+
+#[test]
+fn listing_ten_thousand_runs() {
+    let (_d, s) = store();
+    let s = Arc::new(s);
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            let s = s.clone();
+            scope.spawn(move || {
+                for _ in 0..1250 {
+                    s.create_run(NewRun {
+                        tags: [("k".into(), "v".into())].into(),
+                        ..Default::default()
+                    })
+                    .unwrap();
+                }
+            });
+        }
+    });
+    let t = std::time::Instant::now();
+    let page = s
+        .list_runs(&RunQuery {
+            limit: Some(50_000),
+            with_metrics: true,
+            ..Default::default()
+        })
+        .unwrap();
+    println!("listing 10000 runs took {:?}", t.elapsed());
+    assert_eq!(page.items.len(), 10_000);
+}
+
+// --- metrics -----------------------------------------------------------------------------------------------
+
+#[test]
+fn scalars_round_trip_exactly_with_auto_steps() {
+    let (_d, s) = store();
+    let id = run(&s);
+    let nan = f64::from_bits(0x7ff8_0000_0000_1234);
+    let vals = [0.5, nan, f64::INFINITY, f64::NEG_INFINITY, -0.0];
+    s.write_batch(&id, batch(vec![scalars("損失/loss é", &vals)]))
+        .unwrap();
+    let w = ScalarWrite {
+        steps: Some(vec![Some(10), None]),
+        times: Some(vec![WallTime(1), WallTime(2)]),
+        ..scalars("損失/loss é", &[1.0, 2.0])
+    };
+    s.write_batch(&id, batch(vec![w])).unwrap();
+    s.write_batch(&id, batch(vec![scalars("損失/loss é", &[3.0])]))
+        .unwrap();
+    let got = s.read_scalars(&id, "損失/loss é", &all()).unwrap();
+    assert_eq!(got.steps, vec![0, 1, 2, 3, 4, 10, 11, 12]);
+    let mut want = vals.to_vec();
+    want.extend([1.0, 2.0, 3.0]);
+    assert_eq!(
+        bits(&got.values),
+        want.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    );
+    assert_eq!(&got.times[5..7], &[WallTime(1), WallTime(2)]);
+    let info = s.metric_info(&id, "損失/loss é").unwrap();
+    assert_eq!(
+        (info.count, info.last_step, info.kind),
+        (8, Some(12), MetricKind::Scalar)
+    );
+    assert_eq!(info.min, Some(F64(f64::NEG_INFINITY)));
+    assert_eq!(info.max, Some(F64(f64::INFINITY)));
+    assert_eq!(info.last_value, serde_json::json!(3.0));
+    s.write_batch(&id, batch(vec![scalars("n", &[f64::NAN])]))
+        .unwrap();
+    let n = s.metric_info(&id, "n").unwrap();
+    assert_eq!(
+        (n.min, n.max, n.last_value),
+        (None, None, serde_json::json!("NaN"))
+    );
+    assert!(matches!(
+        s.read_scalars(&id, "nope", &all()),
+        Err(Error::NotFound {
+            entity: Entity::Metric,
+            ..
+        })
+    ));
+    assert!(matches!(
+        s.read_scalars(&RunId::new(), "n", &all()),
+        Err(Error::NotFound {
+            entity: Entity::Run,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn every_record_kind_round_trips() {
+    let (_d, s) = store();
+    let id = run(&s);
+    let row = |a: f64, b: &str| {
+        BTreeMap::from([
+            ("b".to_string(), Cell::Text(b.into())),
+            ("a".to_string(), Cell::Number(F64(a))),
+        ])
+    };
+    let metrics = vec![
+        MetricWrite::Text {
+            name: "msg".into(),
+            description: Some("notes".into()),
+            steps: None,
+            times: None,
+            values: vec!["héllo".into(), "wörld".into()],
+        },
+        MetricWrite::List {
+            name: "l".into(),
+            description: None,
+            values: vec![F64(1.0), F64(f64::NAN)],
+            step: Some(7),
+            time: None,
+        },
+        MetricWrite::Row {
+            name: "r".into(),
+            description: None,
+            rows: vec![row(1.0, "x"), row(2.0, "y")],
+            times: None,
+        },
+        MetricWrite::Table {
+            name: "t".into(),
+            description: None,
+            columns: BTreeMap::from([("c".to_string(), vec![Cell::Bool(true), Cell::Null])]),
+            time: Some(WallTime(9)),
+        },
+        MetricWrite::Json {
+            name: "cm".into(),
+            description: None,
+            schema: "confusion_matrix".into(),
+            value: serde_json::json!({"m": [[1]]}),
+            step: None,
+            time: None,
+        },
+        MetricWrite::Histogram {
+            name: "h".into(),
+            description: None,
+            limits: vec![F64(1.0), F64(f64::INFINITY)],
+            counts: vec![F64(3.0), F64(0.0)],
+            step: Some(2),
+            time: None,
+        },
+    ];
+    s.write_batch(
+        &id,
+        Batch {
+            metrics,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let text = s.read_records(&id, "msg", &all()).unwrap();
+    assert_eq!(
+        text.iter()
+            .map(|r| (r.index, r.step, r.value.clone()))
+            .collect::<Vec<_>>(),
+        vec![
+            (0, 0, serde_json::json!("héllo")),
+            (1, 1, serde_json::json!("wörld"))
+        ]
+    );
+    let info = s.metric_info(&id, "msg").unwrap();
+    assert_eq!(
+        (
+            info.kind,
+            info.description.as_str(),
+            info.last_value.clone()
+        ),
+        (MetricKind::Text, "notes", serde_json::json!("wörld"))
+    );
+    assert_eq!(
+        s.read_records(&id, "l", &all()).unwrap()[0].value,
+        serde_json::json!([1.0, "NaN"])
+    );
+    assert_eq!(s.read_records(&id, "l", &all()).unwrap()[0].step, 7);
+    let rows = s.read_records(&id, "r", &all()).unwrap();
+    assert_eq!(rows[1].value, serde_json::json!({"a": 2.0, "b": "y"}));
+    assert_eq!(s.metric_info(&id, "r").unwrap().columns, vec!["a", "b"]);
+    let t = s.read_records(&id, "t", &all()).unwrap();
+    assert_eq!(
+        (t[0].value.clone(), t[0].time),
+        (serde_json::json!({"c": [true, null]}), WallTime(9))
+    );
+    let cm = s.read_records(&id, "cm", &all()).unwrap();
+    assert_eq!(
+        cm[0].value,
+        serde_json::json!({"schema": "confusion_matrix", "value": {"m": [[1]]}})
+    );
+    assert_eq!(
+        s.metric_info(&id, "cm").unwrap().schema.as_deref(),
+        Some("confusion_matrix")
+    );
+    let h = s.read_records(&id, "h", &all()).unwrap();
+    assert_eq!(
+        h[0].value,
+        serde_json::json!({"limits": [1.0, "Infinity"], "counts": [3.0, 0.0]})
+    );
+    assert_eq!(s.list_metrics(&id).unwrap().len(), 6);
+    assert!(matches!(
+        s.read_scalars(&id, "msg", &all()),
+        Err(Error::InvalidArgument { .. })
+    ));
+    s.write_batch(&id, batch(vec![scalars("x", &[1.0])]))
+        .unwrap();
+    assert!(matches!(
+        s.read_records(&id, "x", &all()),
+        Err(Error::InvalidArgument { .. })
+    ));
+}
+
+#[test]
+fn kind_conflicts_and_bad_entries_reject_the_whole_batch() {
+    let (_d, s) = store();
+    let id = run(&s);
+    s.write_batch(&id, batch(vec![scalars("loss", &[1.0])]))
+        .unwrap();
+    let row = MetricWrite::Row {
+        name: "loss".into(),
+        description: None,
+        rows: vec![BTreeMap::new()],
+        times: None,
+    };
+    let b = Batch {
+        scalars: vec![scalars("acc", &[0.9])],
+        metrics: vec![row],
+        ..Default::default()
+    };
+    let err = s.write_batch(&id, b).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "metric 'loss' is a scalar series; it cannot take a row value (use another name)"
+    );
+    assert!(
+        matches!(s.metric_info(&id, "acc"), Err(Error::NotFound { .. })),
+        "the valid part was not stored"
+    );
+    let bad_len = ScalarWrite {
+        steps: Some(vec![Some(1)]),
+        ..scalars("acc", &[1.0, 2.0])
+    };
+    let b = Batch {
+        scalars: vec![scalars("acc", &[0.9]), bad_len],
+        logs: vec![LogAppend {
+            stream: "stdout".into(),
+            data: "hi".into(),
+        }],
+        ..Default::default()
+    };
+    assert!(matches!(
+        s.write_batch(&id, b),
+        Err(Error::InvalidArgument { .. })
+    ));
+    let b = batch(vec![scalars("acc", &[0.9]), scalars("bad\nname", &[1.0])]);
+    assert!(matches!(
+        s.write_batch(&id, b),
+        Err(Error::InvalidArgument { .. })
+    ));
+    let table = MetricWrite::Table {
+        name: "t".into(),
+        description: None,
+        columns: BTreeMap::from([("a".into(), vec![Cell::Null]), ("b".into(), vec![])]),
+        time: None,
+    };
+    assert!(matches!(
+        s.write_batch(
+            &id,
+            Batch {
+                metrics: vec![table],
+                ..Default::default()
+            }
+        ),
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert_eq!(s.list_metrics(&id).unwrap().len(), 1);
+    assert!(s.list_logs(&id).unwrap().is_empty());
+    assert_eq!(s.read_scalars(&id, "loss", &all()).unwrap().len(), 1);
+    // The tail cache did not keep rolled-back points: the next append continues the committed series.
+    let b = batch(vec![scalars("loss", &[2.0]), scalars("loss2", &[1.0])]);
+    let mut broken = b.clone();
+    broken.metrics.push(MetricWrite::Text {
+        name: "loss2".into(),
+        description: None,
+        steps: None,
+        times: None,
+        values: vec!["x".into()],
+    });
+    assert!(s.write_batch(&id, broken).is_err());
+    s.write_batch(&id, b).unwrap();
+    assert_eq!(
+        s.read_scalars(&id, "loss", &all()).unwrap().steps,
+        vec![0, 1]
+    );
+}
+
+#[test]
+fn batch_ids_make_retries_harmless() {
+    let (_d, s) = store();
+    let id = run(&s);
+    let b = Batch {
+        batch_id: Some("b-1".into()),
+        logs: vec![LogAppend {
+            stream: "stdout".into(),
+            data: "line\n".into(),
+        }],
+        ..batch(vec![scalars("loss", &[1.0, 2.0])])
+    };
+    let first = s.write_batch(&id, b.clone()).unwrap();
+    assert_eq!((first.points, first.duplicate), (2, false));
+    let again = s.write_batch(&id, b).unwrap();
+    assert_eq!(
+        (again.points, again.duplicate, again.batch_id.as_deref()),
+        (2, true, Some("b-1"))
+    );
+    assert_eq!(s.read_scalars(&id, "loss", &all()).unwrap().len(), 2);
+    assert_eq!(s.read_log(&id, "stdout", 0, 100).unwrap().data, "line\n");
+    // Another run has its own batch ids.
+    let other = run(&s);
+    let b = Batch {
+        batch_id: Some("b-1".into()),
+        ..batch(vec![scalars("loss", &[1.0])])
+    };
+    assert!(!s.write_batch(&other, b).unwrap().duplicate);
+}
+
+#[test]
+fn blocks_split_and_ranges_read_by_index_and_step() {
+    let (_d, s) = store();
+    let id = run(&s);
+    let n = 10_000usize;
+    // Uneven batch sizes cross the 4096 boundaries at different offsets.
+    let mut i = 0;
+    for size in [1, 4094, 3, 5000, 902] {
+        let vals: Vec<f64> = (i..i + size).map(|x| x as f64).collect();
+        let w = ScalarWrite {
+            steps: Some((i..i + size).map(|x| Some(2 * x as i64)).collect()),
+            ..scalars("x", &vals)
+        };
+        s.write_batch(&id, batch(vec![w])).unwrap();
+        i += size;
+    }
+    assert_eq!(i, n);
+    let got = s.read_scalars(&id, "x", &all()).unwrap();
+    assert_eq!(got.len(), n);
+    assert!(got.values.iter().enumerate().all(|(i, v)| v.0 == i as f64));
+    let r = s
+        .read_scalars(
+            &id,
+            "x",
+            &ReadRange {
+                start_index: 4090,
+                limit: Some(10),
+                ..all()
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        r.values.iter().map(|v| v.0 as usize).collect::<Vec<_>>(),
+        (4090..4100).collect::<Vec<_>>()
+    );
+    let r = s
+        .read_scalars(
+            &id,
+            "x",
+            &ReadRange {
+                min_step: Some(8190),
+                max_step: Some(8200),
+                ..all()
+            },
+        )
+        .unwrap();
+    assert_eq!(r.steps, vec![8190, 8192, 8194, 8196, 8198, 8200]);
+    let r = s
+        .read_scalars(
+            &id,
+            "x",
+            &ReadRange {
+                start_index: 9998,
+                ..all()
+            },
+        )
+        .unwrap();
+    assert_eq!(r.len(), 2);
+    let r = s
+        .read_scalars(
+            &id,
+            "x",
+            &ReadRange {
+                start_index: 20_000,
+                ..all()
+            },
+        )
+        .unwrap();
+    assert!(r.is_empty());
+    let r = s
+        .read_scalars(
+            &id,
+            "x",
+            &ReadRange {
+                min_step: Some(100),
+                limit: Some(3),
+                ..all()
+            },
+        )
+        .unwrap();
+    assert_eq!(r.steps, vec![100, 102, 104]);
+    // Records split across blocks as well.
+    let texts: Vec<String> = (0..5000).map(|i| format!("t{i}")).collect();
+    let w = MetricWrite::Text {
+        name: "t".into(),
+        description: None,
+        steps: None,
+        times: None,
+        values: texts,
+    };
+    s.write_batch(
+        &id,
+        Batch {
+            metrics: vec![w],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let recs = s
+        .read_records(
+            &id,
+            "t",
+            &ReadRange {
+                start_index: 4095,
+                limit: Some(3),
+                ..all()
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        recs.iter().map(|r| r.index).collect::<Vec<_>>(),
+        vec![4095, 4096, 4097]
+    );
+    let recs = s
+        .read_records(
+            &id,
+            "t",
+            &ReadRange {
+                min_step: Some(4999),
+                ..all()
+            },
+        )
+        .unwrap();
+    assert_eq!(recs[0].value, serde_json::json!("t4999"));
+}
+
+#[test]
+fn downsampling_keeps_a_single_spike_in_a_million_points() {
+    let (_d, s) = store();
+    let id = run(&s);
+    let n = 1_000_000;
+    let spike = 654_321;
+    for chunk in (0..n).collect::<Vec<_>>().chunks(100_000) {
+        let vals: Vec<f64> = chunk
+            .iter()
+            .map(|&i| {
+                if i == spike {
+                    1e12
+                } else {
+                    (i % 100) as f64 / 100.0
+                }
+            })
+            .collect();
+        s.write_batch(&id, batch(vec![scalars("loss", &vals)]))
+            .unwrap();
+    }
+    let d = s.read_downsampled(&id, "loss", &all(), 1000).unwrap();
+    assert!(d.len() <= 2000, "{}", d.len());
+    assert!(d.values.contains(&F64(1e12)));
+    assert!(d.steps.contains(&(spike as i64)));
+    assert!(d.steps.windows(2).all(|w| w[0] < w[1]));
+    let d = s
+        .read_downsampled(
+            &id,
+            "loss",
+            &ReadRange {
+                min_step: Some(600_000),
+                max_step: Some(700_000),
+                ..all()
+            },
+            100,
+        )
+        .unwrap();
+    assert!(d.len() <= 200 && d.values.contains(&F64(1e12)));
+    let small = s
+        .read_downsampled(
+            &id,
+            "loss",
+            &ReadRange {
+                start_index: 10,
+                limit: Some(50),
+                ..all()
+            },
+            100,
+        )
+        .unwrap();
+    assert_eq!(small.len(), 50);
+    assert!(matches!(
+        s.read_downsampled(&id, "loss", &all(), 0),
+        Err(Error::InvalidArgument { .. })
+    ));
+}
+
+#[test]
+fn a_million_points_take_at_most_16_bytes_each() {
+    let (dir, s) = store();
+    let id = run(&s);
+    let n = 1_000_000usize;
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let t0 = 1_700_000_000_000_000i64;
+    for start in (0..n).step_by(50_000) {
+        let mut vals = Vec::with_capacity(50_000);
+        for _ in 0..50_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            vals.push((x >> 11) as f64 / (1u64 << 53) as f64);
+        }
+        let w = ScalarWrite {
+            steps: Some((start..start + 50_000).map(|i| Some(i as i64)).collect()),
+            times: Some(
+                (start..start + 50_000)
+                    .map(|i| WallTime(t0 + i as i64 * 1_500))
+                    .collect(),
+            ),
+            ..scalars("random", &vals)
+        };
+        s.write_batch(&id, batch(vec![w])).unwrap();
+    }
+    let conn = rusqlite::Connection::open(dir.path().join("flightlog.db")).unwrap();
+    let (bytes, count): (i64, i64) = conn
+        .query_row(
+            "SELECT sum(length(data)), sum(count) FROM blocks",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(count as usize, n);
+    let per_point = bytes as f64 / n as f64;
+    let db = std::fs::metadata(dir.path().join("flightlog.db"))
+        .unwrap()
+        .len();
+    let wal = std::fs::metadata(dir.path().join("flightlog.db-wal"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    println!("block data: {per_point:.2} bytes/point; db file {db} bytes, wal {wal} bytes");
+    assert!(per_point <= 16.0, "{per_point}");
+    let t = std::time::Instant::now();
+    assert_eq!(s.read_scalars(&id, "random", &all()).unwrap().len(), n);
+    println!(
+        "read_scalars of 1M points (this build profile): {:?}",
+        t.elapsed()
+    );
+}
+
+// --- logs --------------------------------------------------------------------------------------------------
+
+#[test]
+fn logs_resume_at_offsets_and_respect_utf8() {
+    let (_d, s) = store();
+    let id = run(&s);
+    assert_eq!(s.append_log(&id, "stdout", b"hello ").unwrap(), 6);
+    assert_eq!(
+        s.append_log(&id, "stdout", "wörld €\n".as_bytes()).unwrap(),
+        6 + 11
+    );
+    let all = s.read_log(&id, "stdout", 0, 1 << 20).unwrap();
+    assert_eq!(
+        (all.data.as_str(), all.next_offset, all.length),
+        ("hello wörld €\n", 17, 17)
+    );
+    // A window that ends inside 'ö' (bytes 7..9) backs off to its start.
+    let part = s.read_log(&id, "stdout", 0, 8).unwrap();
+    assert_eq!((part.data.as_str(), part.next_offset), ("hello w", 7));
+    let rest = s
+        .read_log(&id, "stdout", part.next_offset, 1 << 20)
+        .unwrap();
+    assert_eq!(rest.data, "örld €\n");
+    // Reading in 1-byte windows still advances and reassembles the text.
+    let (mut off, mut text) = (0, String::new());
+    while off < 17 {
+        let sl = s.read_log(&id, "stdout", off, 1).unwrap();
+        assert!(sl.next_offset > off);
+        text.push_str(&sl.data);
+        off = sl.next_offset;
+    }
+    assert_eq!(text, "hello wörld €\n");
+    let end = s.read_log(&id, "stdout", 1000, 10).unwrap();
+    assert_eq!(
+        (end.data.as_str(), end.next_offset, end.offset),
+        ("", 17, 17)
+    );
+    s.append_log(&id, "stderr", b"e").unwrap();
+    let logs = s.list_logs(&id).unwrap();
+    assert_eq!(
+        logs.iter()
+            .map(|l| (l.name.as_str(), l.length))
+            .collect::<Vec<_>>(),
+        vec![("stderr", 1), ("stdout", 17)]
+    );
+    assert!(matches!(
+        s.read_log(&id, "nope", 0, 1),
+        Err(Error::NotFound {
+            entity: Entity::LogStream,
+            ..
+        })
+    ));
+    assert!(matches!(
+        s.append_log(&id, "a/b", b"x"),
+        Err(Error::InvalidArgument { .. })
+    ));
+}
+
+// --- artifacts -----------------------------------------------------------------------------------------------
+
+fn read_all(mut r: crate::ByteReader) -> Vec<u8> {
+    let mut v = Vec::new();
+    r.read_to_end(&mut v).unwrap();
+    v
+}
+
+#[test]
+fn artifacts_put_open_list_delete() {
+    let (_d, s) = store();
+    let id = run(&s);
+    let info = s
+        .put_artifact(&id, "outputs/./model.bin", &mut &b"weights"[..])
+        .unwrap();
+    assert_eq!(
+        (info.path.as_str(), info.size, info.is_dir),
+        ("outputs/model.bin", Some(7), false)
+    );
+    s.put_artifact(&id, "outputs/sub/a.txt", &mut &b"a"[..])
+        .unwrap();
+    s.put_artifact(&id, "readme.md", &mut &b"r"[..]).unwrap();
+    s.put_artifact(&id, "readme.md", &mut &b"r2"[..]).unwrap();
+    let (info, reader) = s.open_artifact(&id, "readme.md").unwrap();
+    assert_eq!((read_all(reader), info.size), (b"r2".to_vec(), Some(2)));
+    let top = s.list_artifacts(&id, None, false).unwrap();
+    assert_eq!(
+        top.iter()
+            .map(|a| (a.path.as_str(), a.is_dir))
+            .collect::<Vec<_>>(),
+        vec![("outputs", true), ("readme.md", false)]
+    );
+    let rec = s.list_artifacts(&id, None, true).unwrap();
+    assert_eq!(
+        rec.iter().map(|a| a.path.as_str()).collect::<Vec<_>>(),
+        vec!["outputs/model.bin", "outputs/sub/a.txt", "readme.md"]
+    );
+    let sub = s.list_artifacts(&id, Some("outputs"), false).unwrap();
+    assert_eq!(
+        sub.iter().map(|a| a.path.as_str()).collect::<Vec<_>>(),
+        vec!["outputs/model.bin", "outputs/sub"]
+    );
+    assert!(s
+        .list_artifacts(&id, Some("missing"), true)
+        .unwrap()
+        .is_empty());
+    assert!(matches!(
+        s.list_artifacts(&RunId::new(), None, true),
+        Err(Error::NotFound {
+            entity: Entity::Run,
+            ..
+        })
+    ));
+    assert!(matches!(
+        s.open_artifact(&id, "outputs"),
+        Err(Error::NotFound {
+            entity: Entity::Artifact,
+            ..
+        })
+    ));
+    assert!(matches!(
+        s.open_artifact(&id, "nope"),
+        Err(Error::NotFound { .. })
+    ));
+    // A file where a folder is needed, and a folder where a file is needed.
+    assert!(matches!(
+        s.put_artifact(&id, "readme.md/x", &mut &b"x"[..]),
+        Err(Error::InvalidPath { .. })
+    ));
+    assert!(matches!(
+        s.put_artifact(&id, "outputs", &mut &b"x"[..]),
+        Err(Error::InvalidPath { .. })
+    ));
+    s.delete_artifact(&id, "outputs").unwrap();
+    assert_eq!(s.list_artifacts(&id, None, true).unwrap().len(), 1);
+    assert!(matches!(
+        s.delete_artifact(&id, "outputs"),
+        Err(Error::NotFound { .. })
+    ));
+    let events = s
+        .events_since(
+            &EventFilter {
+                run_id: Some(id.clone()),
+                ..Default::default()
+            },
+            0,
+            100,
+        )
+        .unwrap();
+    let kinds: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::ArtifactWritten { path, .. } => Some(format!("w:{path}")),
+            EventBody::ArtifactDeleted { path } => Some(format!("d:{path}")),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            "w:outputs/model.bin",
+            "w:outputs/sub/a.txt",
+            "w:readme.md",
+            "w:readme.md",
+            "d:outputs"
+        ]
+    );
+}
+
+#[test]
+fn artifact_paths_cannot_escape() {
+    let (dir, s) = store();
+    let id = run(&s);
+    for bad in ["../x", "a/../../x", "/etc/passwd", "a\\b", ""] {
+        assert!(
+            matches!(
+                s.put_artifact(&id, bad, &mut &b"x"[..]),
+                Err(Error::InvalidPath { .. })
+            ),
+            "{bad}"
+        );
+    }
+    let outside = tempfile::tempdir().unwrap();
+    let run_root = dir.path().join("artifacts").join(id.as_str());
+    std::fs::create_dir_all(&run_root).unwrap();
+    std::os::unix::fs::symlink(outside.path(), run_root.join("link")).unwrap();
+    let err = s
+        .put_artifact(&id, "link/evil.txt", &mut &b"x"[..])
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidPath { .. }), "{err}");
+    assert!(err.to_string().contains("symbolic link"));
+    assert!(
+        std::fs::read_dir(outside.path()).unwrap().next().is_none(),
+        "nothing written outside"
+    );
+    assert!(matches!(
+        s.open_artifact(&id, "link/x"),
+        Err(Error::InvalidPath { .. })
+    ));
+    assert!(matches!(
+        s.list_artifacts(&id, Some("link"), true),
+        Err(Error::InvalidPath { .. })
+    ));
+    assert!(matches!(
+        s.delete_artifact(&id, "link/x"),
+        Err(Error::InvalidPath { .. })
+    ));
+    std::fs::write(outside.path().join("secret"), b"s").unwrap();
+    std::os::unix::fs::symlink(outside.path().join("secret"), run_root.join("file-link")).unwrap();
+    assert!(matches!(
+        s.open_artifact(&id, "file-link"),
+        Err(Error::InvalidPath { .. })
+    ));
+    assert!(matches!(
+        s.put_artifact(&id, "file-link", &mut &b"x"[..]),
+        Err(Error::InvalidPath { .. })
+    ));
+    assert_eq!(std::fs::read(outside.path().join("secret")).unwrap(), b"s");
+    // Symlinks are skipped by listings, and no temp files are left behind.
+    assert!(s.list_artifacts(&id, None, true).unwrap().is_empty());
+    assert!(std::fs::read_dir(dir.path().join("tmp"))
+        .unwrap()
+        .next()
+        .is_none());
+}
+
+#[test]
+fn images_are_sniffed_and_recorded() {
+    let (_d, s) = store();
+    let id = run(&s);
+    let png = b"\x89PNG\r\n\x1a\n....";
+    let meta = ImageWrite {
+        name: "samples/pred".into(),
+        description: Some("d".into()),
+        step: None,
+        time: None,
+        media_type: "image/png".into(),
+    };
+    let r = s.write_image(&id, meta.clone(), png).unwrap();
+    assert_eq!(r.value["path"], "images/samples_pred/0_0.png");
+    let r2 = s
+        .write_image(
+            &id,
+            ImageWrite {
+                step: Some(5),
+                ..meta.clone()
+            },
+            png,
+        )
+        .unwrap();
+    assert_eq!((r2.index, r2.step), (1, 5));
+    let (_, bytes) = s
+        .open_artifact(&id, r2.value["path"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(read_all(bytes), png.to_vec());
+    let recs = s.read_records(&id, "samples/pred", &all()).unwrap();
+    assert_eq!(recs.len(), 2);
+    assert_eq!(
+        recs[0].value,
+        serde_json::json!({"path": "images/samples_pred/0_0.png", "media_type": "image/png", "description": "d"})
+    );
+    assert_eq!(
+        s.metric_info(&id, "samples/pred").unwrap().kind,
+        MetricKind::Image
+    );
+    let err = s
+        .write_image(
+            &id,
+            ImageWrite {
+                media_type: "image/jpeg".into(),
+                ..meta.clone()
+            },
+            png,
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument { .. }));
+    assert!(s.write_image(&id, meta, b"not an image").is_err());
+    assert_eq!(
+        s.read_records(&id, "samples/pred", &all()).unwrap().len(),
+        2
+    );
+}
+
+// --- events, durability, concurrency ----------------------------------------------------------------------
+
+#[test]
+fn events_are_ordered_and_filtered() {
+    let (_d, s) = store();
+    let rx = s.subscribe();
+    let exp = s
+        .create_experiment(NewExperiment {
+            name: "e".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    let a = s
+        .create_run(NewRun {
+            experiment_id: exp.id,
+            ..Default::default()
+        })
+        .unwrap()
+        .id;
+    let b = run(&s);
+    s.write_batch(
+        &a,
+        batch(vec![scalars("loss", &[1.0, 2.0]), scalars("acc", &[0.5])]),
+    )
+    .unwrap();
+    s.append_log(&b, "stdout", b"hi").unwrap();
+    s.update_run(
+        &a,
+        RunPatch {
+            status: Some(RunStatus::Completed),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let all_events = s.events_since(&EventFilter::default(), 0, 100).unwrap();
+    assert!(all_events.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+    assert_eq!(*rx.borrow(), all_events.last().unwrap().seq);
+    let of_a = s
+        .events_since(
+            &EventFilter {
+                run_id: Some(a.clone()),
+                ..Default::default()
+            },
+            0,
+            100,
+        )
+        .unwrap();
+    let bodies: Vec<_> = of_a.iter().map(|e| e.body.clone()).collect();
+    assert!(matches!(bodies[0], EventBody::RunCreated { .. }));
+    assert_eq!(
+        bodies[1],
+        EventBody::Points {
+            name: "loss".into(),
+            kind: MetricKind::Scalar,
+            from_index: 0,
+            count: 2,
+            last_step: Some(1),
+            last_value: serde_json::json!(2.0)
+        }
+    );
+    assert!(matches!(bodies[2], EventBody::Points { ref name, .. } if name == "acc"));
+    assert_eq!(
+        bodies[3],
+        EventBody::RunUpdated {
+            status: RunStatus::Completed,
+            status_changed: true
+        }
+    );
+    assert_eq!(bodies.len(), 4);
+    let of_exp = s
+        .events_since(
+            &EventFilter {
+                experiment_id: Some(exp.id),
+                ..Default::default()
+            },
+            0,
+            100,
+        )
+        .unwrap();
+    assert_eq!(
+        of_exp.len(),
+        5,
+        "experiment created + the 4 events of run a"
+    );
+    let later = s
+        .events_since(&EventFilter::default(), of_a[1].seq, 2)
+        .unwrap();
+    assert_eq!(
+        later.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![of_a[1].seq + 1, of_a[1].seq + 2]
+    );
+    let logs = s
+        .events_since(
+            &EventFilter {
+                run_id: Some(b),
+                ..Default::default()
+            },
+            0,
+            10,
+        )
+        .unwrap();
+    assert_eq!(
+        logs[1].body,
+        EventBody::LogAppended {
+            stream: "stdout".into(),
+            offset: 0,
+            length: 2
+        }
+    );
+}
+
+#[test]
+fn reopening_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let (id, seq) = {
+        let s = EmbeddedStore::open(dir.path()).unwrap();
+        let id = run(&s);
+        s.write_batch(
+            &id,
+            batch(vec![scalars(
+                "loss",
+                &(0..5000).map(f64::from).collect::<Vec<_>>(),
+            )]),
+        )
+        .unwrap();
+        s.append_log(&id, "stdout", b"abc").unwrap();
+        s.put_artifact(&id, "f.txt", &mut &b"f"[..]).unwrap();
+        (id, *s.subscribe().borrow())
+    };
+    let s = EmbeddedStore::open(dir.path()).unwrap();
+    assert_eq!(*s.subscribe().borrow(), seq);
+    assert_eq!(s.get_run(&id).unwrap().metrics[0].count, 5000);
+    s.write_batch(&id, batch(vec![scalars("loss", &[1.0])]))
+        .unwrap();
+    let got = s.read_scalars(&id, "loss", &all()).unwrap();
+    assert_eq!((got.len(), got.steps[5000]), (5001, 5000));
+    assert_eq!(s.read_log(&id, "stdout", 0, 10).unwrap().data, "abc");
+    assert_eq!(s.list_artifacts(&id, None, false).unwrap().len(), 1);
+    // Two stores on one directory (two processes in real life) see each other's commits.
+    let other = EmbeddedStore::open(dir.path()).unwrap();
+    other
+        .write_batch(&id, batch(vec![scalars("loss", &[2.0])]))
+        .unwrap();
+    s.write_batch(&id, batch(vec![scalars("loss", &[3.0])]))
+        .unwrap();
+    let got = s.read_scalars(&id, "loss", &all()).unwrap();
+    assert_eq!(&got.steps[5000..], &[5000, 5001, 5002]);
+    assert_eq!(schema_version(dir.path()), super::schema::VERSION);
+}
+
+fn schema_version(dir: &std::path::Path) -> i64 {
+    let c = rusqlite::Connection::open(dir.join("flightlog.db")).unwrap();
+    c.pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn concurrent_writers_lose_nothing() {
+    let (_d, s) = store();
+    let s = Arc::new(s);
+    let runs: Vec<RunId> = (0..4).map(|_| run(&s)).collect();
+    std::thread::scope(|scope| {
+        for t in 0..16 {
+            let (s, run) = (s.clone(), runs[t % 4].clone());
+            scope.spawn(move || {
+                for i in 0..100 {
+                    let b = Batch {
+                        batch_id: Some(format!("{t}-{i}")),
+                        logs: vec![LogAppend {
+                            stream: "stdout".into(),
+                            data: format!("{t}:{i}\n"),
+                        }],
+                        ..batch(vec![
+                            scalars("shared", &[i as f64]),
+                            scalars(&format!("own{t}"), &[i as f64, i as f64]),
+                        ])
+                    };
+                    s.write_batch(&run, b).unwrap();
+                }
+            });
+        }
+    });
+    for (r, run) in runs.iter().enumerate() {
+        assert_eq!(
+            s.read_scalars(run, "shared", &all()).unwrap().steps,
+            (0..400).collect::<Vec<_>>()
+        );
+        for t in (r..16).step_by(4) {
+            assert_eq!(
+                s.read_scalars(run, &format!("own{t}"), &all())
+                    .unwrap()
+                    .len(),
+                200
+            );
+        }
+        let log = s.read_log(run, "stdout", 0, 1 << 20).unwrap();
+        assert_eq!(log.data.lines().count(), 400);
+    }
+    let events = s.events_since(&EventFilter::default(), 0, 100_000).unwrap();
+    assert!(events.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+}

@@ -1,0 +1,161 @@
+//! The single writer thread: callers hand it closures, it runs everything pending in one transaction (each
+//! closure in its own savepoint), commits once, then answers them all: durable acks at a fraction of the fsyncs.
+
+use super::blocks::TailCache;
+use super::sql_err;
+use crossbeam_channel::{Receiver, Sender};
+use flightlog_model::{Error, Result};
+use rusqlite::Connection;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// Most commands run per transaction, so one commit never waits on an unbounded queue.
+const MAX_GROUP: usize = 512;
+
+/// What a command sees: the connection (inside the group's transaction) and the writer's caches.
+pub struct WriteCtx {
+    pub conn: Connection,
+    pub tails: TailCache,
+    /// The newest event seq inserted by the current group.
+    pub last_seq: u64,
+}
+
+/// Called after the group's commit (or its failure) with the commit's outcome.
+type Reply = Box<dyn FnOnce(Result<()>) + Send>;
+/// A command: runs inside its savepoint, says whether it succeeded, and returns how to answer its caller.
+type Job = Box<dyn FnOnce(&mut WriteCtx) -> (bool, Reply) + Send>;
+
+/// The handle callers use to submit writes.
+pub struct Writer {
+    tx: Option<Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    /// Starts the writer thread on `conn`, announcing every commit's newest seq on `seq_tx`.
+    pub fn start(conn: Connection, seq_tx: Arc<watch::Sender<u64>>) -> Result<Writer> {
+        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+        let ctx = WriteCtx {
+            conn,
+            tails: TailCache::default(),
+            last_seq: 0,
+        };
+        let thread = std::thread::Builder::new()
+            .name("flightlog-writer".into())
+            .spawn(move || run(ctx, rx, seq_tx))
+            .map_err(|e| Error::storage(format!("starting the writer thread: {e}")))?;
+        Ok(Writer {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Runs `f` in the writer thread and waits until its transaction is committed. An `Err` from `f` rolls back
+    /// only what `f` did.
+    pub fn write<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut WriteCtx) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        let (reply_tx, reply_rx) = crossbeam_channel::bounded::<Result<R>>(1);
+        let job: Job = Box::new(move |ctx| {
+            let result = f(ctx);
+            let ok = result.is_ok();
+            let reply: Reply = Box::new(move |commit| {
+                let _ = reply_tx.send(commit.and(result));
+            });
+            (ok, reply)
+        });
+        let sender = self
+            .tx
+            .as_ref()
+            .ok_or_else(|| Error::storage("the store is closed"))?;
+        sender
+            .send(job)
+            .map_err(|_| Error::storage("the writer thread has stopped"))?;
+        reply_rx.recv().map_err(|_| {
+            Error::storage("the write was not applied: the writer failed (see the server log)")
+        })?
+    }
+}
+
+impl Drop for Writer {
+    /// Closes the queue and waits for the writer to finish what was already submitted.
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The writer loop: block for one command, gather whatever else is queued, run them as one group.
+fn run(mut ctx: WriteCtx, rx: Receiver<Job>, seq_tx: Arc<watch::Sender<u64>>) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        run_group(&mut ctx, jobs, &seq_tx);
+    }
+}
+
+/// Runs one group in one transaction and answers every caller once the commit is durable. If the transaction
+/// cannot even start, the jobs are dropped unrun and their callers get an error.
+fn run_group(ctx: &mut WriteCtx, jobs: Vec<Job>, seq_tx: &watch::Sender<u64>) {
+    ctx.last_seq = 0;
+    if let Err(e) = ctx.conn.execute_batch("BEGIN IMMEDIATE") {
+        tracing::error!("cannot start a write transaction: {e}");
+        return;
+    }
+    let replies: Vec<Reply> = jobs
+        .into_iter()
+        .filter_map(|job| run_job(ctx, job))
+        .collect();
+    let commit = ctx
+        .conn
+        .execute_batch("COMMIT")
+        .map_err(sql_err("committing"));
+    if commit.is_err() {
+        let _ = ctx.conn.execute_batch("ROLLBACK");
+        ctx.tails.clear();
+    } else if ctx.last_seq > 0 {
+        let newest = ctx.last_seq;
+        seq_tx.send_if_modified(|cur| {
+            let newer = newest > *cur;
+            if newer {
+                *cur = newest;
+            }
+            newer
+        });
+    }
+    for reply in replies {
+        reply(commit.clone());
+    }
+}
+
+/// Runs one job in a savepoint; a failed job is rolled back alone and the tail cache forgets what it touched.
+/// A panicking job is rolled back too and its caller, whose reply is dropped, gets an error.
+fn run_job(ctx: &mut WriteCtx, job: Job) -> Option<Reply> {
+    if let Err(e) = ctx.conn.execute_batch("SAVEPOINT job") {
+        tracing::error!("cannot start a savepoint: {e}");
+        return None;
+    }
+    ctx.tails.begin_job();
+    let seq_before = ctx.last_seq;
+    let (ok, reply) = match catch_unwind(AssertUnwindSafe(|| job(ctx))) {
+        Ok((ok, reply)) => (ok, Some(reply)),
+        Err(_) => (false, None),
+    };
+    if ok {
+        let _ = ctx.conn.execute_batch("RELEASE job");
+    } else {
+        let _ = ctx.conn.execute_batch("ROLLBACK TO job; RELEASE job");
+        ctx.tails.forget_job();
+        ctx.last_seq = seq_before;
+    }
+    reply
+}
