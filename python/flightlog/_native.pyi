@@ -1,0 +1,42 @@
+"""Type stubs of the native module: the Rust client (batching, delivery, journal, embedded store)."""
+
+from typing import Any, Dict, List, Optional, Tuple
+
+class NativeClient:
+    """One destination (a server URI, or a local data folder) and its background sender."""
+
+    def __init__(self, uri: Optional[str], data_dir: Optional[str]) -> None: ...
+    def call(self, op: str, args: str) -> str:
+        """A control-plane request (JSON in, JSON out), with the GIL released; raises flightlog.errors.*."""
+    def run(self, run_id: str) -> NativeRun:
+        """A logging handle for run ``run_id``."""
+    def read_scalars(self, run_id: str, name: str) -> Tuple[List[int], List[int], List[float]]:
+        """Steps, times (µs) and values of a scalar series."""
+    def put_artifact_file(self, run_id: str, path: str, file: str) -> str:
+        """Uploads a local file as artifact ``path``; returns the ArtifactInfo JSON."""
+    def put_artifact_bytes(self, run_id: str, path: str, data: bytes) -> str:
+        """Uploads bytes as artifact ``path``; returns the ArtifactInfo JSON."""
+    def get_artifact_file(self, run_id: str, path: str, file: str) -> str:
+        """Downloads artifact ``path`` to local ``file``; returns the ArtifactInfo JSON."""
+    def flush(self, timeout_seconds: float) -> bool:
+        """Waits (GIL released) until everything enqueued is stored; False on timeout."""
+    def delivery(self) -> str:
+        """JSON delivery state: pending, delivered, spooled, last_error, rejected."""
+    def close(self, timeout_seconds: float) -> bool:
+        """Flushes and stops the sender (journaling whatever could not be sent)."""
+
+class NativeRun:
+    """Non-blocking logging into one run: every method enqueues and returns."""
+
+    @property
+    def id(self) -> str: ...
+    def log_scalar(self, name: str, value: float, step: Optional[int] = None, description: Optional[str] = None) -> None: ...
+    def log_text(self, name: str, value: str, step: Optional[int] = None, description: Optional[str] = None) -> None: ...
+    def log_list(self, name: str, values: List[float], step: Optional[int] = None, description: Optional[str] = None) -> None: ...
+    def log_row(self, name: str, row: Dict[str, Any], description: Optional[str] = None) -> None: ...
+    def log_table(self, name: str, columns: Dict[str, List[Any]], description: Optional[str] = None) -> None: ...
+    def log_json(self, name: str, schema: str, value_json: str, step: Optional[int] = None, description: Optional[str] = None) -> None: ...
+    def log_image(self, name: str, data: bytes, media_type: str, step: Optional[int] = None, description: Optional[str] = None) -> None: ...
+    def append_log(self, stream: str, text: str) -> None: ...
+    def seed_kinds(self, kinds: Dict[str, str]) -> None:
+        """Records the kinds of metrics already stored, so logging a name as another kind fails at once."""

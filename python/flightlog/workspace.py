@@ -1,0 +1,258 @@
+"""Where run history goes: a tracking server, or the embedded store in a local folder (local mode)."""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import threading
+import warnings
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any, Dict, Optional, Tuple
+
+from . import _native
+from .errors import DeliveryWarning, FlightlogError
+
+__all__ = ["Workspace", "CONFIG_RELATIVE_PATH"]
+
+#: Where :meth:`Workspace.from_config` looks, in the working directory and each of its parents.
+CONFIG_RELATIVE_PATH = os.path.join(".flightlog", "config.json")
+
+_clients: Dict[Tuple[Optional[str], Optional[str]], "_native.NativeClient"] = {}
+_clients_lock = threading.Lock()
+_monitor_started = False
+
+
+def _client_for(uri: Optional[str], data_dir: Optional[str]) -> "_native.NativeClient":
+    """One native client (one sender thread, one journal) per destination, shared by every Workspace."""
+    key = (uri, data_dir)
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            client = _native.NativeClient(uri, data_dir)
+            _clients[key] = client
+            if uri is not None:
+                _start_monitor()
+        return client
+
+
+def _start_monitor() -> None:
+    """A daemon thread that turns the first delivery problem of each client into one warning."""
+    global _monitor_started
+    if _monitor_started:
+        return
+    _monitor_started = True
+    warned: set = set()
+
+    def watch() -> None:
+        import time
+
+        while True:
+            time.sleep(0.5)
+            with _clients_lock:
+                clients = list(_clients.items())
+            for key, client in clients:
+                if key in warned:
+                    continue
+                try:
+                    state = json.loads(client.delivery())
+                except Exception:  # pragma: no cover - interpreter shutting down
+                    return
+                if state.get("last_error"):
+                    warned.add(key)
+                    warnings.warn(
+                        f"flightlog: cannot deliver to {key[0]} ({state['last_error']}); logged data is kept on "
+                        "disk and sent when the server is back (see run.get_details()['delivery'])",
+                        DeliveryWarning,
+                        stacklevel=2,
+                    )
+
+    threading.Thread(target=watch, name="flightlog-delivery-monitor", daemon=True).start()
+
+
+def _flush_all_at_exit() -> None:
+    with _clients_lock:
+        clients = list(_clients.values())
+    for client in clients:
+        try:
+            client.close(float(os.environ.get("FLIGHTLOG_EXIT_FLUSH_TIMEOUT", "30")))
+        except Exception:  # pragma: no cover - never fail interpreter exit
+            pass
+
+
+atexit.register(_flush_all_at_exit)
+
+
+def _find_config(start: Optional[str] = None) -> Optional[str]:
+    directory = os.path.abspath(start or os.getcwd())
+    while True:
+        candidate = os.path.join(directory, CONFIG_RELATIVE_PATH)
+        if os.path.isfile(candidate):
+            return candidate
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            return None
+        directory = parent
+
+
+def _local_dir(uri: str) -> Optional[str]:
+    """The data folder named by a local-mode URI (``file:///path``, ``file:path``, ``local``), else None."""
+    if uri == "local":
+        return os.environ.get("FLIGHTLOG_DATA") or "flightlog-data"
+    if uri.startswith("file://"):
+        return uri[len("file://") :]
+    if uri.startswith("file:"):
+        return uri[len("file:") :]
+    return None
+
+
+class Workspace:
+    """A place run history is recorded: a tracking server, or a local data folder.
+
+    ``Workspace(uri)`` resolves its destination in this order:
+
+    1. ``uri`` when given (``http://host:port`` for a server; ``file:///path`` or ``"local"`` for local mode);
+    2. the ``FLIGHTLOG_TRACKING_URI`` environment variable;
+    3. ``tracking_uri`` in a ``.flightlog/config.json`` found in the working directory or one of its parents
+       (see :meth:`from_config`);
+    4. otherwise local mode: runs are written through the embedded store into ``FLIGHTLOG_DATA`` or
+       ``./flightlog-data``, which ``flightlog server --data ./flightlog-data`` serves.
+    """
+
+    def __init__(self, uri: Optional[str] = None, *, data_dir: Optional[str] = None) -> None:
+        config_path = None
+        if uri is None and data_dir is None:
+            uri = os.environ.get("FLIGHTLOG_TRACKING_URI") or None
+            if uri is None:
+                config_path = _find_config()
+                if config_path is not None:
+                    uri, data_dir = self._read_config(config_path)
+        self._init(uri, data_dir, config_path)
+
+    def _init(self, uri: Optional[str], data_dir: Optional[str], config_path: Optional[str]) -> None:
+        if uri is not None:
+            local = _local_dir(uri)
+            if local is not None:
+                data_dir, uri = local, None
+            else:
+                uri = uri.rstrip("/")
+                if not (uri.startswith("http://") or uri.startswith("https://")):
+                    raise ValueError(f"tracking URI {uri!r} is not http(s)://host:port, file:///path or 'local'")
+        if uri is None:
+            data_dir = os.path.abspath(data_dir or os.environ.get("FLIGHTLOG_DATA") or "flightlog-data")
+        else:
+            data_dir = None
+        self._uri: Optional[str] = uri
+        self._data_dir: Optional[str] = data_dir
+        self._config_path = config_path
+        self._native_client: Optional["_native.NativeClient"] = None
+
+    @staticmethod
+    def _read_config(path: str) -> Tuple[Optional[str], Optional[str]]:
+        with open(path, encoding="utf-8") as f:
+            try:
+                config = json.load(f)
+            except ValueError as e:
+                raise ValueError(f"{path} is not valid JSON: {e}") from None
+        if not isinstance(config, dict):
+            raise ValueError(f"{path} must hold a JSON object like {{\"tracking_uri\": \"http://host:5000\"}}")
+        uri = config.get("tracking_uri") or config.get("uri")
+        data = config.get("data_dir") or config.get("data")
+        if data is not None and not os.path.isabs(data):
+            # relative to the folder holding .flightlog/
+            data = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(path))), data)
+        return uri, data
+
+    @classmethod
+    def from_config(cls, path: Optional[str] = None) -> "Workspace":
+        """The workspace described by a config file: ``path`` (a file, or a folder holding ``.flightlog/``), or
+        the first ``.flightlog/config.json`` found upward from the working directory.
+
+        The file is JSON: ``{"tracking_uri": "http://host:5000"}`` or, for local mode, ``{"data_dir": "runs"}``
+        (relative to the folder that holds ``.flightlog/``). Raises ``FileNotFoundError`` when there is none.
+        """
+        if path is not None and os.path.isdir(path):
+            found = os.path.join(path, CONFIG_RELATIVE_PATH)
+            if not os.path.isfile(found):
+                found = os.path.join(path, "config.json")
+        elif path is not None:
+            found = path
+        else:
+            found = _find_config()
+        if found is None or not os.path.isfile(found):
+            raise FileNotFoundError(
+                f"no {CONFIG_RELATIVE_PATH} found"
+                + (f" at {path}" if path else " in the working directory or its parents")
+                + "; write one like {\"tracking_uri\": \"http://localhost:5000\"}"
+            )
+        uri, data_dir = cls._read_config(found)
+        ws = cls.__new__(cls)
+        ws._init(uri, data_dir, found)
+        return ws
+
+    # --- identity ------------------------------------------------------------------------------------------
+    @property
+    def uri(self) -> Optional[str]:
+        """The tracking server's base URI, or None in local mode."""
+        return self._uri
+
+    @property
+    def data_dir(self) -> Optional[str]:
+        """The local data folder (local mode), or None when logging to a server."""
+        return self._data_dir
+
+    @property
+    def is_local(self) -> bool:
+        """True in local mode (the embedded store, no server)."""
+        return self._uri is None
+
+    def get_mlflow_tracking_uri(self) -> str:
+        """The URI to give ``mlflow.set_tracking_uri``: MLflow clients logging there write into this same run
+        history. In local mode there is no server: start one on the data folder (``flightlog server --data
+        DIR``) and use its URI; this raises a ``FlightlogError`` saying so."""
+        if self._uri is None:
+            raise FlightlogError(
+                f"local mode has no server for MLflow to log to; run `flightlog server --data {self._data_dir}` "
+                "and use its URI (e.g. Workspace('http://127.0.0.1:5000').get_mlflow_tracking_uri())"
+            )
+        return self._uri
+
+    def portal_url(self, path: str = "") -> Optional[str]:
+        """The web portal's URL for ``path`` (e.g. ``runs/<id>``), or None in local mode."""
+        if self._uri is None:
+            return None
+        return f"{self._uri}/{path.lstrip('/')}" if path else self._uri
+
+    # --- plumbing ------------------------------------------------------------------------------------------
+    @property
+    def _client(self) -> "_native.NativeClient":
+        client = self._native_client
+        if client is None:
+            client = self._native_client = _client_for(self._uri, self._data_dir)
+        return client
+
+    def _call(self, op: str, **args: Any) -> Any:
+        return json.loads(self._client.call(op, json.dumps(args)))
+
+    def flush(self, timeout_seconds: float = 300) -> bool:
+        """Waits until everything logged through this workspace is stored; False if ``timeout_seconds`` passed
+        first (the rest stays queued and journaled, and is sent later)."""
+        return self._client.flush(float(timeout_seconds))
+
+    def list_experiments(self) -> list:
+        """Every active experiment, newest first."""
+        from .experiment import Experiment
+
+        return [Experiment._from_info(self, e) for e in self._call("list_experiments")]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Workspace) and (self._uri, self._data_dir) == (other._uri, other._data_dir)
+
+    def __hash__(self) -> int:
+        return hash((self._uri, self._data_dir))
+
+    def __repr__(self) -> str:
+        if self._uri is None:
+            return f"Workspace(local: {self._data_dir!r})"
+        return f"Workspace({self._uri!r})"
