@@ -1,0 +1,204 @@
+"""Never lose, never block: server outage mid-logging, SIGKILL after a flush, interpreter exit, several
+processes at once, and network trouble reported without raising."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+
+import pytest
+
+from conftest import Server, run_script
+
+from flightlog import Experiment, Run, Workspace
+from flightlog.errors import DeliveryWarning
+
+
+def _series(run, name):
+    steps, _times, values = run.workspace._client.read_scalars(run.id, name)
+    return steps, values
+
+
+def test_server_outage_mid_logging_every_point_once(own_server):
+    ws = Workspace(own_server.uri)
+    run = Experiment(ws, "outage").start_logging()
+    n_before, n_during, n_after = 20_000, 30_000, 20_000
+    step = 0
+    for _ in range(n_before):
+        run.log("x", float(step), step=step)
+        step += 1
+    run.log_row("rows", i=0)
+    assert run.flush(30)
+    own_server.stop()
+    t0 = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(n_during):
+            run.log("x", float(step), step=step)  # never raises, never waits
+            step += 1
+        run.log("text", "during the outage")
+        run.log_row("rows", i=1)
+        logging_time = time.perf_counter() - t0
+        assert not run.flush(1.0)  # cannot be delivered now: reports False, does not raise
+        time.sleep(1.5)  # let the delivery monitor notice
+    assert logging_time < 5, f"logging during the outage took {logging_time:.1f}s"
+    state = ws._client.delivery()
+    assert '"last_error":null' not in state.replace(" ", "")
+    assert any(issubclass(w.category, DeliveryWarning) for w in caught)
+    own_server.start()  # same port, same data dir
+    for _ in range(n_after):
+        run.log("x", float(step), step=step)
+        step += 1
+    assert run.flush(60)
+    steps, values = _series(run, "x")
+    total = n_before + n_during + n_after
+    assert len(values) == total, f"{len(values)} points stored for {total} logged"
+    assert steps == list(range(total)) and values == [float(i) for i in range(total)]
+    m = run.get_metrics()
+    assert m["text"] == "during the outage" and m["rows"] == {"i": [0, 1]}
+    run.complete()
+    assert run.get_status() == "Completed"
+
+
+def test_outage_at_complete_is_delivered_later(own_server, tmp_path):
+    """Data logged while the server is down, then the process exits: the journal carries it to the next start."""
+    code = f"""
+import flightlog, os
+ws = flightlog.Workspace({own_server.uri!r})
+run = flightlog.Experiment(ws, "exit-outage").start_logging()
+run.log("before", 1.0)
+assert run.flush(30)
+print(run.id, flush=True)
+input()  # the test stops the server now
+for i in range(1000):
+    run.log("during", float(i), step=i)
+"""
+    env = dict(os.environ, FLIGHTLOG_SPOOL=str(tmp_path / "spool"), FLIGHTLOG_EXIT_FLUSH_TIMEOUT="2")
+    p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    run_id = p.stdout.readline().strip()
+    own_server.stop()
+    p.stdin.write("\n")
+    p.stdin.flush()
+    assert p.wait(60) == 0
+    assert any(f.endswith(".journal") for f in os.listdir(tmp_path / "spool"))
+    own_server.start()
+    # The next client for this server replays the journal on start.
+    r = run_script(
+        f"import flightlog; ws = flightlog.Workspace({own_server.uri!r}); flightlog.Experiment(ws, 'other');"
+        "import time; time.sleep(3)",
+        env={"FLIGHTLOG_SPOOL": str(tmp_path / "spool")},
+    )
+    assert r.returncode == 0, r.stderr
+    run = Run.get(Workspace(own_server.uri), run_id)
+    steps, values = _series(run, "during")
+    assert steps == list(range(1000)) and values == [float(i) for i in range(1000)]
+
+
+@pytest.mark.parametrize("mode", ["server", "local"])
+def test_sigkill_after_flush_keeps_everything_flushed(mode, server, tmp_path):
+    dest = f"flightlog.Workspace({server.uri!r})" if mode == "server" else f"flightlog.Workspace(data_dir={str(tmp_path / 'data')!r})"
+    code = f"""
+import flightlog, sys, time
+ws = {dest}
+run = flightlog.Experiment(ws, "sigkill").start_logging()
+for i in range(50_000):
+    run.log("x", float(i), step=i)
+run.log_table("t", {{"a": list(range(1000))}})
+assert run.flush(60)
+print(run.id, flush=True)
+i = 50_000
+while True:  # keep logging until killed
+    run.log("x", float(i), step=i)
+    i += 1
+    if i % 1000 == 0:
+        time.sleep(0.001)
+"""
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                         env=dict(os.environ, FLIGHTLOG_SPOOL=str(tmp_path / "spool")))
+    run_id = p.stdout.readline().strip()
+    assert len(run_id) == 32, run_id
+    time.sleep(0.5)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait(30)
+    ws = Workspace(server.uri) if mode == "server" else Workspace(data_dir=str(tmp_path / "data"))
+    run = Run.get(ws, run_id)
+    steps, values = _series(run, "x")
+    assert len(values) >= 50_000
+    assert steps == list(range(len(values))), "points arrive in order, none twice"
+    assert values[:50_000] == [float(i) for i in range(50_000)]
+    assert run.get_metrics("t")["t"] == {"a": list(range(1000))}
+
+
+@pytest.mark.parametrize("mode", ["server", "local"])
+def test_interpreter_exit_delivers_everything(mode, server, tmp_path):
+    dest = f"flightlog.Workspace({server.uri!r})" if mode == "server" else f"flightlog.Workspace(data_dir={str(tmp_path / 'data')!r})"
+    code = f"""
+import flightlog
+ws = {dest}
+run = flightlog.Experiment(ws, "atexit").start_logging()
+for i in range(100_000):
+    run.log("x", float(i), step=i)
+run.log("s", "last words")
+print(run.id, flush=True)
+"""
+    r = run_script(code)
+    assert r.returncode == 0, r.stderr
+    ws = Workspace(server.uri) if mode == "server" else Workspace(data_dir=str(tmp_path / "data"))
+    run = Run.get(ws, r.stdout.strip())
+    steps, values = _series(run, "x")
+    assert values == [float(i) for i in range(100_000)]
+    assert run.get_metrics("s") == {"s": "last words"}
+
+
+def test_local_mode_several_processes_at_once(tmp_path, server):
+    data = str(tmp_path / "shared-data")
+    code = f"""
+import flightlog, sys
+ws = flightlog.Workspace(data_dir={data!r})
+exp = flightlog.Experiment(ws, "parallel")
+with exp.start_logging(display_name=sys.argv[1]) as run:
+    for i in range(20_000):
+        run.log("x", float(i), step=i)
+        if i % 5000 == 0:
+            run.flush()
+    run.log_table("t", {{"a": list(range(100))}})
+"""
+    procs = [subprocess.Popen([sys.executable, "-c", code, f"worker-{k}"], stderr=subprocess.PIPE, text=True) for k in range(3)]
+    for p in procs:
+        _, err = p.communicate(timeout=180)
+        assert p.returncode == 0, err
+    ws = Workspace(data_dir=data)
+    runs = Experiment(ws, "parallel").get_runs()
+    assert sorted(r.display_name for r in runs) == ["worker-0", "worker-1", "worker-2"]
+    for run in runs:
+        assert run.get_status() == "Completed"
+        steps, values = _series(run, "x")
+        assert values == [float(i) for i in range(20_000)]
+        assert run.get_metrics("t")["t"] == {"a": list(range(100))}
+    # `flightlog server --data DIR` shows what local mode wrote.
+    srv = Server(data).start()
+    try:
+        remote = Experiment(Workspace(srv.uri), "parallel").get_runs()
+        assert sorted(r.id for r in remote) == sorted(r.id for r in runs)
+        assert len(remote[0].get_metrics()["x"]) == 20_000
+    finally:
+        srv.stop()
+
+
+def test_logging_never_raises_for_network_trouble(tmp_path):
+    ws = Workspace("http://127.0.0.1:9")  # nothing listens there
+    with pytest.raises(ConnectionError):
+        Experiment(ws, "unreachable")  # control-plane calls do raise
+    from flightlog.run import Run as R
+
+    run = R._from_info(ws, {"id": "0" * 32, "experiment_id": "0", "status": "Running"}, fresh=True)
+    t0 = time.perf_counter()
+    for i in range(10_000):
+        run.log("x", float(i))
+    run.log_row("r", a=1)
+    assert time.perf_counter() - t0 < 2
+    assert run.flush(0.5) is False
