@@ -308,3 +308,26 @@ fn artifacts_and_images_round_trip() {
     assert_eq!(c.append_log(&run, "stderr", b"abc").unwrap(), 3);
     assert_eq!(c.list_logs(&run).unwrap()[0].name, "stderr");
 }
+
+#[test]
+fn a_bad_entry_does_not_sink_the_valid_data_of_its_batch() {
+    let s = TestServer::start();
+    let spool = tempfile::tempdir().unwrap();
+    let c = client(&s.base(), spool.path());
+    let run = c.create_run(&NewRun::default()).unwrap().id;
+    for i in 0..100 {
+        c.log_scalar(&run, "fine", Some(i), 1.0, None).unwrap();
+    }
+    c.log_scalar(&run, "dual", Some(0), 1.0, None).unwrap();
+    // Same name as another kind, in the same batch: the server refuses the batch as a whole.
+    c.log(&run, MetricWrite::Text { name: "dual".into(), description: None, steps: None, times: None, values: vec!["x".into()] }).unwrap();
+    c.log_text_to_stream(&run, "stdout", "kept\n").unwrap();
+    let report = c.flush(Duration::from_secs(30)).unwrap();
+    assert!(report.complete);
+    assert_eq!(scalars(&c, &run, "fine").len(), 100);
+    assert_eq!(scalars(&c, &run, "dual").len(), 1);
+    assert_eq!(c.read_log(&run, "stdout", 0, None).unwrap().data, "kept\n");
+    let st = c.status();
+    assert_eq!(st.rejected_points, 1, "{st:?}");
+    assert!(st.last_error.unwrap().contains("dual"));
+}

@@ -526,12 +526,21 @@ impl Shared {
     fn note_result(&self, st: &mut State, result: Result<Sent, SendError>, points: usize) {
         st.stats.consecutive_failures = 0;
         match result {
-            Ok(Sent::Batch { duplicate }) => {
+            Ok(Sent::Batch { duplicate, rejected }) => {
                 st.stats.sent_batches += 1;
                 if duplicate {
                     st.stats.duplicate_batches += 1;
                 }
-                st.stats.sent_points += points as u64;
+                let lost = rejected.as_ref().map_or(0, |r| r.0);
+                st.stats.sent_points += points.saturating_sub(lost) as u64;
+                if let Some((n, e)) = rejected {
+                    let msg = format!("the server rejected part of the logged data ({n} points): {e}");
+                    tracing::warn!("{msg}");
+                    st.stats.rejected_entries += 1;
+                    st.stats.rejected_points += n as u64;
+                    st.stats.last_rejection = Some(msg.clone());
+                    st.stats.last_error = Some(msg);
+                }
             }
             Ok(Sent::Other) => {}
             Err(SendError::Reject(e)) | Err(SendError::Retry(e)) => {
@@ -567,11 +576,15 @@ enum Step {
 }
 
 pub(crate) enum Sent {
-    Batch { duplicate: bool },
+    /// A batch was stored (`duplicate`: it had been stored before). `rejected` holds the points of parts the
+    /// server refused and why, when a batch had to be split to save its valid parts.
+    Batch { duplicate: bool, rejected: Option<(usize, Error)> },
     Other,
 }
 
-/// Delivers one entry. Creating a run that exists (same id) answers 200 with it: success.
+/// Delivers one entry. Creating a run that exists (same id) answers 200 with it: success. A batch the server
+/// refuses as a whole (batches are atomic) is split into one batch per metric, each with a batch id derived
+/// from the original (so a replay deduplicates the same way), and the valid parts are stored.
 pub(crate) fn send_entry(http: &Http, entry: &JournalEntry) -> Result<Sent, SendError> {
     match entry {
         JournalEntry::CreateRun(new) => {
@@ -579,12 +592,54 @@ pub(crate) fn send_entry(http: &Http, entry: &JournalEntry) -> Result<Sent, Send
             Ok(Sent::Other)
         }
         JournalEntry::Batch { run, batch } => {
-            let ack: BatchAck = http.try_send_json("POST", &format!("/api/v1/runs/{run}/batch"), batch, Entity::Run)?;
-            Ok(Sent::Batch { duplicate: ack.duplicate })
+            let path = format!("/api/v1/runs/{run}/batch");
+            match http.try_send_json::<_, BatchAck>("POST", &path, batch, Entity::Run) {
+                Ok(ack) => Ok(Sent::Batch { duplicate: ack.duplicate, rejected: None }),
+                Err(SendError::Reject(e)) if splittable(&e) && batch.scalars.len() + batch.metrics.len() + (!batch.logs.is_empty()) as usize > 1 => {
+                    let mut duplicate = true;
+                    let mut rejected: Option<(usize, Error)> = None;
+                    for part in split_batch(batch) {
+                        let n = part.point_count() + part.logs.len();
+                        match http.try_send_json::<_, BatchAck>("POST", &path, &part, Entity::Run) {
+                            Ok(ack) => duplicate &= ack.duplicate,
+                            Err(SendError::Reject(e)) => {
+                                let total = rejected.as_ref().map_or(0, |r| r.0) + n;
+                                rejected = Some((total, rejected.map_or(e, |r| r.1)));
+                            }
+                            Err(retry) => return Err(retry),
+                        }
+                    }
+                    Ok(Sent::Batch { duplicate, rejected })
+                }
+                Err(e) => Err(e),
+            }
         }
         JournalEntry::UpdateRun { run, patch } => {
             let _: serde_json::Value = http.try_send_json("PATCH", &format!("/api/v1/runs/{run}"), patch, Entity::Run)?;
             Ok(Sent::Other)
         }
     }
+}
+
+/// Errors about the data in a batch (not about the run, which would fail every part alike).
+fn splittable(e: &Error) -> bool {
+    matches!(e, Error::InvalidArgument { .. } | Error::Conflict { .. } | Error::TooLarge { .. })
+}
+
+fn split_batch(batch: &Batch) -> Vec<Batch> {
+    let base = batch.batch_id.clone().unwrap_or_default();
+    let mut parts = Vec::new();
+    for s in &batch.scalars {
+        parts.push(Batch { scalars: vec![s.clone()], ..Default::default() });
+    }
+    for m in &batch.metrics {
+        parts.push(Batch { metrics: vec![m.clone()], ..Default::default() });
+    }
+    if !batch.logs.is_empty() {
+        parts.push(Batch { logs: batch.logs.clone(), ..Default::default() });
+    }
+    for (i, p) in parts.iter_mut().enumerate() {
+        p.batch_id = Some(format!("{base}.{i}"));
+    }
+    parts
 }

@@ -119,11 +119,15 @@ pub fn replay_spool_with_progress(
         let mut done = acked;
         for rec in contents.records.iter().skip(acked) {
             match send_with_retry(&http, &rec.entry) {
-                Ok(Sent::Batch { duplicate }) => {
+                Ok(Sent::Batch { duplicate, rejected }) => {
                     report.entries_sent += 1;
-                    report.points_sent += rec.entry.points() as u64;
+                    report.points_sent += rec.entry.points().saturating_sub(rejected.as_ref().map_or(0, |r| r.0)) as u64;
                     if duplicate {
                         report.duplicate_batches += 1;
+                    }
+                    if let Some((n, e)) = rejected {
+                        report.entries_rejected += 1;
+                        report.errors.push(format!("{}: {n} points of entry {} refused by the server: {e}", path.display(), rec.seq));
                     }
                 }
                 Ok(Sent::Other) => report.entries_sent += 1,
