@@ -114,6 +114,14 @@ pub enum ArtifactsCmd {
         #[arg(long, short = 'r')]
         recursive: bool,
     },
+    /// Upload a local file, or every file below a local folder.
+    Put {
+        run: String,
+        /// The local file or folder.
+        local: PathBuf,
+        /// Artifact path to upload to (default: the local file's or folder's name).
+        dest: Option<String>,
+    },
     /// Download a file, or every file below a folder.
     Get {
         run: String,

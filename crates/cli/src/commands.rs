@@ -26,6 +26,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Logs { run, stream, follow } => ctx.logs(&run, stream.as_deref(), follow),
         Command::Artifacts(ArtifactsCmd::Ls { run, path, recursive }) => ctx.artifacts_ls(&run, path.as_deref(), recursive),
         Command::Artifacts(ArtifactsCmd::Get { run, path, output }) => ctx.artifacts_get(&run, &path, output),
+        Command::Artifacts(ArtifactsCmd::Put { run, local, dest }) => ctx.artifacts_put(&run, &local, dest),
         Command::Sync { spool, all } => ctx.sync(spool, all),
         Command::Server { .. } | Command::Completions { .. } => unreachable!("handled by the caller"),
     };
@@ -400,6 +401,52 @@ impl Ctx {
                 d["file"].as_str().unwrap_or_default(),
                 output::size(d["size"].as_u64().unwrap_or(0))
             );
+        }
+        Ok(())
+    }
+
+    fn artifacts_put(&self, run: &str, local: &Path, dest: Option<String>) -> Result<(), CliError> {
+        let id = parse_run(run)?;
+        let name = local
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .ok_or_else(|| CliError::new(crate::EXIT_INVALID, format!("'{}' names no file", local.display())))?;
+        let dest = validate::artifact_path(dest.as_deref().unwrap_or(&name))?;
+        let meta = std::fs::metadata(local)
+            .map_err(|e| CliError::new(crate::EXIT_INVALID, format!("cannot read '{}': {e}", local.display())))?;
+        let mut files = Vec::new();
+        if meta.is_dir() {
+            let mut stack = vec![(local.to_path_buf(), dest.clone())];
+            while let Some((dir, prefix)) = stack.pop() {
+                let entries = std::fs::read_dir(&dir)
+                    .map_err(|e| CliError::new(crate::EXIT_INVALID, format!("cannot read '{}': {e}", dir.display())))?;
+                for e in entries.flatten() {
+                    let p = e.path();
+                    let child = format!("{prefix}/{}", e.file_name().to_string_lossy());
+                    if p.is_dir() {
+                        stack.push((p, child));
+                    } else if p.is_file() {
+                        files.push((p, child));
+                    }
+                }
+            }
+            files.sort();
+        } else {
+            files.push((local.to_path_buf(), dest));
+        }
+        let mut uploaded = Vec::new();
+        for (file, path) in &files {
+            let len = std::fs::metadata(file).map(|m| m.len()).ok();
+            let pb = progress_bar(len, path);
+            let info = self.client.put_artifact_with_progress(&id, path, file, &mut |done| pb.set_position(done));
+            pb.finish_and_clear();
+            uploaded.push(info?);
+        }
+        if self.json {
+            return Ok(print_json(&uploaded)?);
+        }
+        for (a, (file, _)) in uploaded.iter().zip(&files) {
+            println!("{} -> {} ({})", file.display(), a.path, output::size(a.size.unwrap_or(0)));
         }
         Ok(())
     }

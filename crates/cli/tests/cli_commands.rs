@@ -157,6 +157,20 @@ fn listing_and_showing() {
     assert_eq!(std::fs::read(folder.join("model.txt")).unwrap(), b"weights");
     assert_eq!(std::fs::read(folder.join("sub/a.txt")).unwrap(), b"AAA");
     cli.fails(&["artifacts", "get", id, "missing.bin", "-o", dest.to_str().unwrap()], 3);
+    // Upload a file and a folder, then read them back.
+    let up = dir.path().join("up");
+    std::fs::create_dir_all(up.join("deep")).unwrap();
+    std::fs::write(up.join("x.txt"), b"xx").unwrap();
+    std::fs::write(up.join("deep/y.txt"), b"yyy").unwrap();
+    let put = cli.json(&["artifacts", "put", id, up.to_str().unwrap(), "uploads"]);
+    assert_eq!(put.as_array().unwrap().len(), 2, "{put}");
+    let out = cli.ok(&["artifacts", "put", id, up.join("x.txt").to_str().unwrap()]);
+    assert!(out.contains("-> x.txt (2 B)"), "{out}");
+    let listed = cli.json(&["artifacts", "ls", id, "uploads", "--recursive"]);
+    let mut paths: Vec<&str> = listed.as_array().unwrap().iter().map(|a| a["path"].as_str().unwrap()).collect();
+    paths.sort();
+    assert_eq!(paths, vec!["uploads/deep/y.txt", "uploads/x.txt"]);
+    cli.fails(&["artifacts", "put", id, "/nonexistent/file"], 4);
     cli.fails(&["artifacts", "get", id, "../etc/passwd"], 4);
 
     // Cancel: a running run becomes Canceled; a finished one cannot change (exit 4).
