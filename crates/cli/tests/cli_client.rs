@@ -331,3 +331,49 @@ fn a_bad_entry_does_not_sink_the_valid_data_of_its_batch() {
     assert_eq!(st.rejected_points, 1, "{st:?}");
     assert!(st.last_error.unwrap().contains("dual"));
 }
+
+/// While the server is down, memory stays bounded (the excess goes to the journal); once it is back, the
+/// journal is sent before newer in-memory data, so every series arrives whole and in order.
+#[test]
+fn memory_stays_bounded_during_an_outage_and_order_survives_the_journal() {
+    let mut s = TestServer::start();
+    let spool = tempfile::tempdir().unwrap();
+    let c = Client::new(ClientConfig {
+        uri: s.base(),
+        spool_dir: spool.path().to_path_buf(),
+        flush_interval: Duration::from_millis(20),
+        max_batch_points: 2_000,
+        max_memory_points: 10_000,
+        request_timeout: Duration::from_secs(10),
+        replay_on_start: false,
+    });
+    let runs: Vec<RunId> = (0..3).map(|_| c.create_run(&NewRun::default()).unwrap().id).collect();
+    s.kill_9();
+    let n = 60_000i64;
+    let mut max_pending = 0;
+    for i in 0..n {
+        for r in &runs {
+            c.log_scalar(r, "v", Some(i), i as f64, None).unwrap();
+        }
+        if i % 1000 == 0 {
+            max_pending = max_pending.max(c.status().pending_points);
+        }
+        if i == n / 2 {
+            assert!(!journals(spool.path()).is_empty(), "the outage spilled to disk");
+        }
+        if i == 3 * n / 4 {
+            s.restart();
+        }
+    }
+    assert!(max_pending <= 10_000 + 3, "memory bound exceeded: {max_pending}");
+    let report = c.flush(Duration::from_secs(120)).unwrap();
+    assert!(report.complete, "{report:?}");
+    for r in &runs {
+        let v = scalars(&c, r, "v");
+        assert_eq!(v.steps, (0..n).collect::<Vec<_>>(), "run {r}: whole, once, in order");
+    }
+    let st = c.status();
+    assert!(st.spooled_total > 0 && st.rejected_entries == 0, "{st:?}");
+    c.close(Duration::from_secs(5)).unwrap();
+    assert!(journals(spool.path()).is_empty());
+}
