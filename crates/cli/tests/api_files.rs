@@ -1,0 +1,206 @@
+//! API suite, logs and artifacts against the real binary: appends and offset reads, streamed uploads and
+//! downloads, listings, deletes, and paths that try to leave the run's storage.
+
+mod common;
+
+use common::{assert_error, files_under, TestServer};
+use serde_json::json;
+
+#[test]
+fn logs_append_and_read_by_offset() {
+    let s = TestServer::start();
+    let id = s.new_run();
+    let path = format!("/api/v1/runs/{id}/logs/stdout");
+    let (status, r) = s.send_raw("POST", &path, "text/plain", "line one\n".as_bytes());
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["length"], 9);
+    let (_, r) = s.send_raw(
+        "POST",
+        &path,
+        "application/octet-stream",
+        "zwei – ü\n".as_bytes(),
+    );
+    let total = r["length"].as_u64().unwrap();
+    assert_eq!(total, 9 + "zwei – ü\n".len() as u64);
+
+    let (status, slice) = s.get(&path);
+    assert_eq!(status, 200);
+    assert_eq!(slice["data"], "line one\nzwei – ü\n");
+    assert_eq!(slice["next_offset"], total);
+    let (_, slice) = s.get(&format!("{path}?offset=9&max_bytes=4"));
+    assert_eq!(slice["data"], "zwei");
+    assert_eq!(slice["next_offset"], 13);
+    let (_, slice) = s.get(&format!("{path}?offset=1000"));
+    assert_eq!(slice["data"], "");
+
+    let (_, list) = s.get(&format!("/api/v1/runs/{id}/logs"));
+    assert_eq!(list["items"][0]["name"], "stdout");
+    assert_eq!(list["items"][0]["length"], total);
+
+    assert_error(
+        &s.get(&format!("{path}?offset=x")),
+        400,
+        "INVALID_ARGUMENT",
+        "offset",
+    );
+    let r = s.send_raw(
+        "POST",
+        &format!("/api/v1/runs/{id}/logs/bad%20name"),
+        "text/plain",
+        b"x",
+    );
+    assert_error(&r, 400, "INVALID_ARGUMENT", "stream");
+    let r = s.get(&format!("/api/v1/runs/{id}/logs/missing"));
+    assert_error(&r, 404, "NOT_FOUND", "missing");
+}
+
+#[test]
+fn artifacts_upload_download_list_delete() {
+    let s = TestServer::start();
+    let id = s.new_run();
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let (status, info) = s.send_raw(
+        "PUT",
+        &format!("/api/v1/runs/{id}/artifacts/model/weights.bin"),
+        "application/octet-stream",
+        &big,
+    );
+    assert_eq!(status, 200, "{info}");
+    assert_eq!(info["path"], "model/weights.bin");
+    assert_eq!(info["size"], big.len());
+    let (status, info) = s.send_raw(
+        "PUT",
+        &format!("/api/v1/runs/{id}/artifacts/outputs/report.json"),
+        "application/json",
+        br#"{"ok":true}"#,
+    );
+    assert_eq!(status, 200, "{info}");
+    let (status, _) = s.send_raw(
+        "PUT",
+        &format!("/api/v1/runs/{id}/artifacts/notes%20%C3%BC.txt"),
+        "text/plain",
+        b"hi",
+    );
+    assert_eq!(status, 200);
+
+    let (status, bytes, headers) =
+        s.get_bytes(&format!("/api/v1/runs/{id}/artifacts/model/weights.bin"));
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-length"], big.len().to_string().as_str());
+    assert_eq!(headers["content-type"], "application/octet-stream");
+    assert!(bytes == big, "download differs");
+    let (_, bytes, headers) =
+        s.get_bytes(&format!("/api/v1/runs/{id}/artifacts/outputs/report.json"));
+    assert_eq!(bytes, br#"{"ok":true}"#);
+    assert!(headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/json"));
+    let (_, bytes, _) = s.get_bytes(&format!("/api/v1/runs/{id}/artifacts/notes%20%C3%BC.txt"));
+    assert_eq!(bytes, b"hi");
+
+    let (status, top) = s.get(&format!("/api/v1/runs/{id}/artifacts"));
+    assert_eq!(status, 200);
+    let top: Vec<(String, bool)> = top["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["path"].as_str().unwrap().to_string(),
+                i["is_dir"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert!(top.contains(&("model".to_string(), true)), "{top:?}");
+    assert!(top.contains(&("notes ü.txt".to_string(), false)), "{top:?}");
+    let (_, all) = s.get(&format!("/api/v1/runs/{id}/artifacts?recursive=true"));
+    assert_eq!(all["items"].as_array().unwrap().len(), 3, "{all}");
+    let (_, under) = s.get(&format!("/api/v1/runs/{id}/artifacts?prefix=model"));
+    assert_eq!(under["items"][0]["path"], "model/weights.bin");
+
+    let (status, body) = s.delete(&format!("/api/v1/runs/{id}/artifacts/model"));
+    assert_eq!((status, body), (200, json!({})));
+    assert_error(
+        &s.get(&format!("/api/v1/runs/{id}/artifacts/model/weights.bin")),
+        404,
+        "NOT_FOUND",
+        "weights.bin",
+    );
+    let (_, all) = s.get(&format!("/api/v1/runs/{id}/artifacts?recursive=true"));
+    assert_eq!(all["items"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn artifact_paths_cannot_escape() {
+    let s = TestServer::start();
+    let id = s.new_run();
+    let (status, _) = s.send_raw(
+        "PUT",
+        &format!("/api/v1/runs/{id}/artifacts/ok.txt"),
+        "text/plain",
+        b"ok",
+    );
+    assert_eq!(status, 200);
+    let outside = tempfile::tempdir().unwrap();
+    let before = files_under(s.data_dir());
+
+    for bad in [
+        "..%2F..%2Fescape.txt",
+        "a/%2E%2E/%2E%2E/%2E%2E/escape.txt",
+        "%2Fetc%2Fescape.txt",
+        "/tmp/escape.txt",
+        "a%5Cb.txt",
+    ] {
+        let r = s.send_raw(
+            "PUT",
+            &format!("/api/v1/runs/{id}/artifacts/{bad}"),
+            "text/plain",
+            b"evil",
+        );
+        assert_error(&r, 400, "INVALID_PATH", "");
+    }
+
+    // A symlink planted inside the run's folder that points outside: writing through it is refused.
+    let run_dir = s.data_dir().join("artifacts").join(&id);
+    assert!(
+        run_dir.is_dir(),
+        "expected artifacts under {}",
+        run_dir.display()
+    );
+    std::os::unix::fs::symlink(outside.path(), run_dir.join("link")).unwrap();
+    let before_link = files_under(s.data_dir());
+    let r = s.send_raw(
+        "PUT",
+        &format!("/api/v1/runs/{id}/artifacts/link/escape.txt"),
+        "text/plain",
+        b"evil",
+    );
+    assert_error(&r, 400, "INVALID_PATH", "link");
+    assert_eq!(
+        std::fs::read_dir(outside.path()).unwrap().count(),
+        0,
+        "something was written outside"
+    );
+    assert_eq!(files_under(s.data_dir()), before_link);
+    assert!(!std::path::Path::new("/tmp/escape.txt").exists());
+    assert!(before
+        .iter()
+        .all(|p| !p.to_string_lossy().contains("escape")));
+}
+
+#[test]
+fn oversized_artifact_is_refused() {
+    let s = TestServer::start();
+    let id = s.new_run();
+    let huge = vec![7u8; 257 * 1024 * 1024];
+    let r = s.raw_request(
+        "PUT",
+        &format!("/api/v1/runs/{id}/artifacts/huge.bin"),
+        "application/octet-stream",
+        huge,
+    );
+    assert_error(&r, 413, "TOO_LARGE", "limit");
+    let (_, all) = s.get(&format!("/api/v1/runs/{id}/artifacts?recursive=true"));
+    assert_eq!(all["items"], json!([]));
+}
