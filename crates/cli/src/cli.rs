@@ -148,7 +148,19 @@ where
     dispatch(cli)
 }
 
+/// Client commands die quietly on a closed pipe (`flightlog metrics RUN x | head`), as Unix tools do. Not the
+/// server: a client hanging up mid-response must not kill it.
+fn default_sigpipe() {
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn dispatch(cli: Cli) -> Result<(), CliError> {
+    if !matches!(cli.command, Command::Server { .. }) {
+        default_sigpipe();
+    }
     match cli.command {
         Command::Server { host, port, data } => server_cmd::run(server_cmd::ServerArgs { host, port, data }),
         Command::Completions { shell } => {
