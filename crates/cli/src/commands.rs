@@ -681,20 +681,15 @@ impl LogFollower<'_> {
         let mut line = String::new();
         loop {
             line.clear();
-            let n = match reader.read_line(&mut line) {
-                Ok(n) => n,
-                Err(_) => 0,
-            };
+            let n = reader.read_line(&mut line).unwrap_or_default();
             if n == 0 {
                 // The stream ended (server restarting?): fall back to polling.
                 return self.follow_polling();
             }
             let l = line.trim_end_matches(['\r', '\n']);
             if l.is_empty() {
-                if !data.is_empty() {
-                    if self.on_event(&event_type, &data)? {
-                        return Ok(());
-                    }
+                if !data.is_empty() && self.on_event(&event_type, &data)? {
+                    return Ok(());
                 }
                 event_type.clear();
                 data.clear();
