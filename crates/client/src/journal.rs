@@ -284,6 +284,14 @@ impl JournalWriter {
     /// Reads the next unconsumed record (does not consume it: call [`Self::consume`] once it is done). Only
     /// records this writer wrote completely are read, so the reader never meets a partial one.
     pub fn peek_next(&mut self) -> io::Result<Option<JournalRecord>> {
+        match self.peek_next_raw()? {
+            Some(payload) => Ok(Some(decode_record(&payload)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The next unconsumed record's payload, undecoded (decode it with [`decode_record`] outside any lock).
+    pub fn peek_next_raw(&mut self) -> io::Result<Option<Vec<u8>>> {
         if self.unsent() == 0 {
             return Ok(None);
         }
@@ -291,8 +299,7 @@ impl JournalWriter {
         match read_record(&mut self.reader)? {
             ReadOutcome::Record(payload) => {
                 self.reader.seek(SeekFrom::Start(pos))?;
-                let rec: JournalRecord = serde_json::from_slice(&payload).map_err(io::Error::other)?;
-                Ok(Some(rec))
+                Ok(Some(payload))
             }
             other => Err(io::Error::other(format!("own journal unreadable: {other:?}"))),
         }
@@ -307,6 +314,10 @@ impl JournalWriter {
         self.consumed += 1;
         write_acked(&self.path, self.consumed)
     }
+}
+
+pub fn decode_record(payload: &[u8]) -> io::Result<JournalRecord> {
+    serde_json::from_slice(payload).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 // --- reading whole files (replay) ---------------------------------------------------------------------

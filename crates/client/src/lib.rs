@@ -5,11 +5,13 @@
 //!
 //! No async runtime: plain threads and a blocking keep-alive HTTP agent, so it can be embedded anywhere.
 
+pub mod backend;
 mod http;
 pub mod journal;
 mod queue;
 pub mod replay;
 
+pub use backend::Sink;
 pub use http::normalize_uri;
 pub use journal::JournalEntry;
 pub use queue::Stats;
@@ -177,6 +179,23 @@ impl Client {
                 });
             }
         }
+        Client { shared, sender: parking_lot::Mutex::new(Some(handle)) }
+    }
+
+    /// A client whose data plane delivers into `sink` (e.g. a store in this process) instead of a server:
+    /// the same batching, ordering, retries, memory bound and journal. Control-plane calls still go to
+    /// `config.uri`; journals are not replayed on start (the sender replays its own).
+    pub fn with_sink(mut config: ClientConfig, sink: Arc<dyn Sink>) -> Client {
+        config.replay_on_start = false;
+        let http = Http::new(&config.uri, config.request_timeout);
+        let mut shared = Shared::new(http, config);
+        shared.sink = Some(sink);
+        let shared = Arc::new(shared);
+        let s = shared.clone();
+        let handle = std::thread::Builder::new()
+            .name("flightlog-sender".into())
+            .spawn(move || s.run_sender())
+            .expect("spawn the flightlog sender thread");
         Client { shared, sender: parking_lot::Mutex::new(Some(handle)) }
     }
 
@@ -643,7 +662,7 @@ impl Client {
         let s = self.shared.stats();
         let (pending_points, pending_entries, spooled_entries) = self.shared.pending();
         ClientStatus {
-            uri: self.uri().to_string(),
+            uri: self.shared.destination().to_string(),
             enqueued_points: s.enqueued_points,
             sent_points: s.sent_points,
             sent_batches: s.sent_batches,

@@ -148,6 +148,8 @@ pub struct Stats {
 
 pub(crate) struct Shared {
     pub http: Http,
+    /// Delivers instead of `http` when set (see [`crate::backend::Sink`]).
+    pub sink: Option<Arc<dyn crate::backend::Sink>>,
     pub config: ClientConfig,
     pub client_id: String,
     pub state: Mutex<State>,
@@ -161,11 +163,24 @@ impl Shared {
     pub fn new(http: Http, config: ClientConfig) -> Shared {
         Shared {
             http,
+            sink: None,
             config,
             client_id: uuid::Uuid::new_v4().simple().to_string(),
             state: Mutex::new(State { next_seq: 1, ..Default::default() }),
             wake: Condvar::new(),
             progress: Condvar::new(),
+        }
+    }
+
+    /// Where entries go: the sink's name, or the server's URI.
+    pub fn destination(&self) -> &str {
+        self.sink.as_ref().map_or(self.http.base(), |s| s.destination())
+    }
+
+    fn deliver(&self, entry: &JournalEntry) -> Result<Sent, SendError> {
+        match &self.sink {
+            Some(sink) => send_entry(&crate::backend::SinkDeliver(&**sink), entry),
+            None => send_entry(&self.http, entry),
         }
     }
 
@@ -317,7 +332,7 @@ impl Shared {
             return;
         }
         if st.journal.is_none() {
-            match JournalWriter::create(&self.config.spool_dir, self.http.base(), &self.client_id) {
+            match JournalWriter::create(&self.config.spool_dir, self.destination(), &self.client_id) {
                 Ok(j) => st.journal = Some(j),
                 Err(e) => {
                     let msg = format!("cannot create the spool journal in {}: {e}", self.config.spool_dir.display());
@@ -457,20 +472,35 @@ impl Shared {
             return Step::Shutdown;
         }
         if let Some(j) = st.journal.as_mut().filter(|j| j.unsent() > 0) {
-            let rec = match j.peek_next() {
-                Ok(Some(r)) => r,
+            let decoded = match j.peek_next_raw() {
+                Ok(Some(raw)) => {
+                    // Decoded outside the lock: a big batch takes milliseconds to parse.
+                    drop(st);
+                    crate::journal::decode_record(&raw)
+                }
                 Ok(None) => return Step::Idle,
                 Err(e) => {
-                    let msg = format!("cannot read the spool journal {}: {e}; its remaining entries are left for `flightlog sync`", j.path().display());
-                    tracing::error!("{msg}");
-                    st.stats.last_error = Some(msg);
+                    drop(st);
+                    Err(e)
+                }
+            };
+            let rec = match decoded {
+                Ok(r) => r,
+                Err(e) => {
+                    let mut st = self.state.lock();
+                    if let Some(j) = st.journal.take() {
+                        let msg = format!(
+                            "cannot read the spool journal {}: {e}; its remaining entries are left for `flightlog sync`",
+                            j.path().display()
+                        );
+                        tracing::error!("{msg}");
+                        st.stats.last_error = Some(msg);
+                    }
                     // Leave the file for a later replay; carry on with a fresh journal.
-                    st.journal = None;
                     return Step::Done;
                 }
             };
-            drop(st);
-            let result = send_entry(&self.http, &rec.entry);
+            let result = self.deliver(&rec.entry);
             let mut st = self.state.lock();
             return match result {
                 Err(SendError::Retry(e)) => self.note_failure(&mut st, e),
@@ -493,7 +523,7 @@ impl Shared {
         let entry = q.entry.clone();
         st.inflight = Some(Inflight { seq: q.seq, points: q.points, entry: q.entry, spilled: false });
         drop(st);
-        let result = send_entry(&self.http, &entry);
+        let result = self.deliver(&entry);
         let mut st = self.state.lock();
         let inf = st.inflight.take().expect("inflight");
         match result {
@@ -585,22 +615,21 @@ pub(crate) enum Sent {
 /// Delivers one entry. Creating a run that exists (same id) answers 200 with it: success. A batch the server
 /// refuses as a whole (batches are atomic) is split into one batch per metric, each with a batch id derived
 /// from the original (so a replay deduplicates the same way), and the valid parts are stored.
-pub(crate) fn send_entry(http: &Http, entry: &JournalEntry) -> Result<Sent, SendError> {
+pub(crate) fn send_entry<D: crate::backend::Deliver + ?Sized>(to: &D, entry: &JournalEntry) -> Result<Sent, SendError> {
     match entry {
         JournalEntry::CreateRun(new) => {
-            let _: serde_json::Value = http.try_send_json("POST", "/api/v1/runs", new, Entity::Run)?;
+            to.create_run(new)?;
             Ok(Sent::Other)
         }
         JournalEntry::Batch { run, batch } => {
-            let path = format!("/api/v1/runs/{run}/batch");
-            match http.try_send_json::<_, BatchAck>("POST", &path, batch, Entity::Run) {
+            match to.write_batch(run, batch) {
                 Ok(ack) => Ok(Sent::Batch { duplicate: ack.duplicate, rejected: None }),
                 Err(SendError::Reject(e)) if splittable(&e) && batch.scalars.len() + batch.metrics.len() + (!batch.logs.is_empty()) as usize > 1 => {
                     let mut duplicate = true;
                     let mut rejected: Option<(usize, Error)> = None;
                     for part in split_batch(batch) {
                         let n = part.point_count() + part.logs.len();
-                        match http.try_send_json::<_, BatchAck>("POST", &path, &part, Entity::Run) {
+                        match to.write_batch(run, &part) {
                             Ok(ack) => duplicate &= ack.duplicate,
                             Err(SendError::Reject(e)) => {
                                 let total = rejected.as_ref().map_or(0, |r| r.0) + n;
@@ -615,7 +644,7 @@ pub(crate) fn send_entry(http: &Http, entry: &JournalEntry) -> Result<Sent, Send
             }
         }
         JournalEntry::UpdateRun { run, patch } => {
-            let _: serde_json::Value = http.try_send_json("PATCH", &format!("/api/v1/runs/{run}"), patch, Entity::Run)?;
+            to.update_run(run, patch)?;
             Ok(Sent::Other)
         }
     }

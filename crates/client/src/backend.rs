@@ -1,0 +1,66 @@
+//! Where the sender delivers what the data plane queued. By default that is a flightlog server over HTTP; a
+//! [`Sink`] (for example the embedded store, in the Python SDK's local mode) takes its place with
+//! [`crate::Client::with_sink`], so batching, ordering, retries, the memory bound and the journal are the same
+//! code whichever destination is used.
+
+use crate::http::{Http, SendError};
+use flightlog_model::*;
+
+/// A destination that applies the data plane's writes itself (no HTTP): what a store offers.
+///
+/// Errors are classified like HTTP answers: `Transport` and `Storage` errors are retried (with backoff, spooling
+/// to the journal meanwhile); every other error rejects the entry (a refused batch is split so that its valid
+/// parts are stored).
+pub trait Sink: Send + Sync + 'static {
+    /// Names the destination in journals and messages, e.g. `file:///home/me/flightlog-data`.
+    fn destination(&self) -> &str;
+    /// Creates a run (a run with the same id in the same experiment already existing is success).
+    fn create_run(&self, new: &NewRun) -> Result<()>;
+    /// Applies a batch atomically, deduplicating on its `batch_id`.
+    fn write_batch(&self, run: &RunId, batch: &Batch) -> Result<BatchAck>;
+    /// Changes a run.
+    fn update_run(&self, run: &RunId, patch: &RunPatch) -> Result<()>;
+}
+
+/// The three deliveries the sender makes, over HTTP or into a [`Sink`].
+pub(crate) trait Deliver {
+    fn create_run(&self, new: &NewRun) -> Result<(), SendError>;
+    fn write_batch(&self, run: &RunId, batch: &Batch) -> Result<BatchAck, SendError>;
+    fn update_run(&self, run: &RunId, patch: &RunPatch) -> Result<(), SendError>;
+}
+
+impl Deliver for Http {
+    fn create_run(&self, new: &NewRun) -> Result<(), SendError> {
+        let _: serde_json::Value = self.try_send_json("POST", "/api/v1/runs", new, Entity::Run)?;
+        Ok(())
+    }
+    fn write_batch(&self, run: &RunId, batch: &Batch) -> Result<BatchAck, SendError> {
+        self.try_send_json("POST", &format!("/api/v1/runs/{run}/batch"), batch, Entity::Run)
+    }
+    fn update_run(&self, run: &RunId, patch: &RunPatch) -> Result<(), SendError> {
+        let _: serde_json::Value = self.try_send_json("PATCH", &format!("/api/v1/runs/{run}"), patch, Entity::Run)?;
+        Ok(())
+    }
+}
+
+fn classify(e: Error) -> SendError {
+    match e {
+        Error::Transport(_) | Error::Storage(_) => SendError::Retry(e),
+        other => SendError::Reject(other),
+    }
+}
+
+/// A [`Sink`] seen as a delivery target.
+pub(crate) struct SinkDeliver<'a>(pub &'a dyn Sink);
+
+impl Deliver for SinkDeliver<'_> {
+    fn create_run(&self, new: &NewRun) -> Result<(), SendError> {
+        self.0.create_run(new).map_err(classify)
+    }
+    fn write_batch(&self, run: &RunId, batch: &Batch) -> Result<BatchAck, SendError> {
+        self.0.write_batch(run, batch).map_err(classify)
+    }
+    fn update_run(&self, run: &RunId, patch: &RunPatch) -> Result<(), SendError> {
+        self.0.update_run(run, patch).map_err(classify)
+    }
+}
