@@ -672,3 +672,42 @@ fn split_batch(batch: &Batch) -> Vec<Batch> {
     }
     parts
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealing_splits_columns_into_bounded_batches_in_order() {
+        let mut acc = RunAcc::default();
+        for (name, n) in [("a", 5), ("b", 3)] {
+            acc.index.insert(name.into(), acc.scalars.len());
+            let mut col = ScalarCol { name: name.into(), ..Default::default() };
+            for i in 0..n {
+                col.steps.push(if name == "a" { Some(i) } else { None });
+                col.times.push(WallTime(i));
+                col.values.push(F64(i as f64));
+            }
+            acc.scalars.push(col);
+            acc.points += n as usize;
+        }
+        acc.metrics.push(MetricWrite::List { name: "l".into(), description: None, values: vec![F64(1.0)], step: None, time: None });
+        acc.logs.push(LogAppend { stream: "stdout".into(), data: "x".into() });
+        let batches = acc.seal(3);
+        assert!(batches.iter().all(|b| b.point_count() <= 3), "{batches:?}");
+        assert_eq!(batches.iter().map(Batch::point_count).sum::<usize>(), 9);
+        let a: Vec<i64> = batches
+            .iter()
+            .flat_map(|b| b.scalars.iter().filter(|s| s.name == "a"))
+            .flat_map(|s| s.steps.clone().unwrap().into_iter().map(Option::unwrap))
+            .collect();
+        assert_eq!(a, vec![0, 1, 2, 3, 4]);
+        assert!(batches.iter().flat_map(|b| &b.scalars).filter(|s| s.name == "b").all(|s| s.steps.is_none()));
+        let mut ids: Vec<_> = batches.iter().map(|b| b.batch_id.clone().unwrap()).collect();
+        ids.dedup();
+        assert_eq!(ids.len(), batches.len());
+        assert!(acc.is_empty());
+        assert!(acc.seal(3).is_empty());
+        assert_eq!(acc.index.len(), 2, "names stay known (validated once)");
+    }
+}
