@@ -2,7 +2,7 @@
 //! through the client crate, or the embedded store in a local data folder. Both sides speak the model's types,
 //! so the Python layer cannot tell them apart.
 
-use flightlog_client::Client;
+use flightlog_client::{Client, ClientConfig, Sink};
 use flightlog_model::*;
 use flightlog_store::embedded::EmbeddedStore;
 use flightlog_store::Store;
@@ -118,9 +118,38 @@ impl LocalOps {
         Ok(LocalOps { store: Arc::new(store), dir: dir.to_path_buf() })
     }
 
-    /// The batching sender writing into this store.
+    /// The batching sender, delivering into this store (its journal, used only if the store fails or memory
+    /// fills up, lives in the data folder's `spool/`).
     pub fn data_client(&self) -> Result<Client> {
-        Err(Error::Storage("local mode's data plane is not available in this build".into()))
+        let config = ClientConfig {
+            uri: "http://127.0.0.1:0".into(),
+            spool_dir: self.dir.join("spool"),
+            replay_on_start: false,
+            ..Default::default()
+        };
+        let name = format!("file://{}", self.dir.display());
+        Ok(Client::with_sink(config, Arc::new(StoreSink { store: self.store.clone(), name })))
+    }
+}
+
+/// The client's data plane writing straight into the store.
+struct StoreSink {
+    store: Arc<dyn Store>,
+    name: String,
+}
+
+impl Sink for StoreSink {
+    fn destination(&self) -> &str {
+        &self.name
+    }
+    fn create_run(&self, new: &NewRun) -> Result<()> {
+        self.store.create_run(new.clone()).map(|_| ())
+    }
+    fn write_batch(&self, run: &RunId, batch: &Batch) -> Result<BatchAck> {
+        self.store.write_batch(run, batch.clone())
+    }
+    fn update_run(&self, run: &RunId, patch: &RunPatch) -> Result<()> {
+        self.store.update_run(run, patch.clone()).map(|_| ())
     }
 }
 
