@@ -65,7 +65,7 @@ def _start_monitor() -> None:
                         f"flightlog: cannot deliver to {key[0]} ({state['last_error']}); logged data is kept on "
                         "disk and sent when the server is back (see run.get_details()['delivery'])",
                         DeliveryWarning,
-                        stacklevel=2,
+                        stacklevel=1,
                     )
 
     threading.Thread(target=watch, name="flightlog-delivery-monitor", daemon=True).start()

@@ -1,0 +1,132 @@
+"""Workspace resolution, Run.get_context, the import contract (fast, no heavy imports), typing files."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pytest
+
+from conftest import run_script
+
+import flightlog
+from flightlog import Experiment, Run, Workspace
+from flightlog.errors import FlightlogError
+
+PKG = os.path.dirname(flightlog.__file__)
+
+
+def test_explicit_uri_and_local(tmp_path, server):
+    ws = Workspace(server.uri + "/")
+    assert ws.uri == server.uri and not ws.is_local and ws.data_dir is None
+    assert ws.get_mlflow_tracking_uri() == server.uri
+    local = Workspace(f"file://{tmp_path}/d")
+    assert local.is_local and local.data_dir == f"{tmp_path}/d" and local.uri is None
+    with pytest.raises(FlightlogError, match="flightlog server --data"):
+        local.get_mlflow_tracking_uri()
+    with pytest.raises(ValueError):
+        Workspace("ftp://nope")
+
+
+def test_resolution_order(tmp_path, server, monkeypatch):
+    project = tmp_path / "project"
+    deep = project / "src" / "deeper"
+    deep.mkdir(parents=True)
+    (project / ".flightlog").mkdir()
+    (project / ".flightlog" / "config.json").write_text(json.dumps({"tracking_uri": server.uri}))
+    monkeypatch.chdir(deep)
+    monkeypatch.delenv("FLIGHTLOG_TRACKING_URI", raising=False)
+    assert Workspace().uri == server.uri  # config found upward
+    assert Workspace.from_config().uri == server.uri
+    assert Workspace.from_config(str(project)).uri == server.uri
+    assert Workspace.from_config(str(project / ".flightlog" / "config.json")).uri == server.uri
+    monkeypatch.setenv("FLIGHTLOG_TRACKING_URI", "http://127.0.0.1:1")
+    assert Workspace().uri == "http://127.0.0.1:1"  # the environment beats the config
+    assert Workspace("http://127.0.0.1:2").uri == "http://127.0.0.1:2"  # the argument beats both
+    monkeypatch.delenv("FLIGHTLOG_TRACKING_URI")
+    (project / ".flightlog" / "config.json").write_text(json.dumps({"data_dir": "runs"}))
+    ws = Workspace()
+    assert ws.is_local and ws.data_dir == str(project / "runs")
+
+
+def test_local_mode_default_dirs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FLIGHTLOG_TRACKING_URI", raising=False)
+    monkeypatch.delenv("FLIGHTLOG_DATA", raising=False)
+    ws = Workspace()
+    assert ws.is_local and ws.data_dir == str(tmp_path / "flightlog-data")
+    monkeypatch.setenv("FLIGHTLOG_DATA", str(tmp_path / "elsewhere"))
+    assert Workspace().data_dir == str(tmp_path / "elsewhere")
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        Workspace.from_config()
+
+
+def test_get_context_inside_a_tracked_run(server):
+    ws = Workspace(server.uri)
+    parent = Experiment(ws, "context").start_logging(display_name="launched")
+    code = """
+from flightlog import Run
+run = Run.get_context()
+assert Run.get_context() is run
+run.log("from_script", 42.0)
+run.flush()
+print(run.id)
+"""
+    r = run_script(code, env={"FLIGHTLOG_RUN_ID": parent.id, "FLIGHTLOG_TRACKING_URI": server.uri})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == parent.id
+    assert parent.get_metrics() == {"from_script": 42.0}
+    assert parent.get_status() == "Running"  # the launcher owns the status
+
+
+def test_get_context_offline_records_into_local_mode(tmp_path):
+    code = """
+from flightlog import Run
+run = Run.get_context()
+run.log("offline_metric", 1.5)
+print(run.id)
+"""
+    env = {"FLIGHTLOG_DATA": str(tmp_path / "data")}
+    env_clear = {k: "" for k in ("FLIGHTLOG_RUN_ID", "FLIGHTLOG_TRACKING_URI")}
+    r = run_script(code, env={**env, **env_clear}, cwd=str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    run = Run.get(Workspace(data_dir=str(tmp_path / "data")), r.stdout.strip())
+    assert run.get_metrics() == {"offline_metric": 1.5}
+    assert run.get_status() == "Completed"  # completed at interpreter exit
+    assert run.experiment.name == "Default"
+
+
+def test_import_is_light_and_fast():
+    code = (
+        "import sys, time; t = time.perf_counter(); import flightlog; dt = time.perf_counter() - t;"
+        "heavy = [m for m in ('numpy', 'matplotlib', 'logging', 'typing') if m in sys.modules];"
+        "print(dt, ','.join(heavy))"
+    )
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}  # as users run it: with .pyc
+    best = None
+    for _ in range(4):
+        r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        dt, heavy = r.stdout.split()[0], r.stdout.split()[1:]
+        assert not heavy, f"import flightlog imported {heavy}"
+        best = min(best or 1e9, float(dt))
+    assert best < 0.5, f"import flightlog took {best * 1000:.0f} ms"  # ≤ 100 ms on an idle machine; see the bench
+
+
+def test_typing_files_and_docstrings():
+    assert os.path.isfile(os.path.join(PKG, "py.typed"))
+    assert os.path.isfile(os.path.join(PKG, "_native.pyi"))
+    for obj in (flightlog, Workspace, Experiment, Run, flightlog.errors):
+        assert obj.__doc__
+    for cls in (Workspace, Experiment, Run):
+        for name, member in vars(cls).items():
+            if name.startswith("_") and name not in ("__init__", "_repr_html_"):
+                continue
+            target = member.fget if isinstance(member, property) else getattr(member, "__func__", member)
+            if callable(target) or isinstance(member, property):
+                assert target.__doc__ or name == "__init__", f"{cls.__name__}.{name} has no docstring"
+    for name in flightlog.errors.__all__:
+        assert getattr(flightlog.errors, name).__doc__, name
