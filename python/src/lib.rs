@@ -426,8 +426,12 @@ impl NativeRun {
         step: Option<i64>,
         description: Option<String>,
     ) -> PyResult<()> {
-        let _ = description; // scalar series descriptions are not carried by the batch format yet
         let mut names = self.names.lock();
+        if let Some(d) = description.as_deref().filter(|d| !d.is_empty()) {
+            let text = name.to_cow()?;
+            self.check_kind(&text, MetricKind::Scalar)?;
+            self.client.describe_scalar(&self.id, &text, d).py()?;
+        }
         if let Some((_, cached)) = names.iter().find(|(obj, _)| obj.as_ptr() == name.as_ptr()) {
             return self.client.log_scalar(&self.id, cached, step, value, None).py();
         }

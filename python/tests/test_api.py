@@ -41,6 +41,24 @@ def test_scalar_series_steps_and_single_values(exp):
     assert run.get_metrics("nope") == {}
 
 
+def test_descriptions_are_kept(exp):
+    run = exp.start_logging()
+    run.log("described", 1.0, description="the loss of the thing")
+    run.log("described", 2.0)
+    run.log("text_d", "hello", description="a text series")
+    run.log_list("list_d", [1.0], description="a list")
+    run.log_row("row_d", description="rows", a=1)
+    run.log_table("table_d", {"a": [1]}, description="a table")
+    run.flush()
+    infos = {m["name"]: m for m in run.workspace._call("list_metrics", run=run.id)}
+    assert infos["described"]["description"] == "the loss of the thing"
+    assert infos["text_d"]["description"] == "a text series"
+    assert infos["list_d"]["description"] == "a list"
+    assert infos["row_d"]["description"] == "rows"
+    assert infos["table_d"]["description"] == "a table"
+    assert run.get_metrics("described") == {"described": [1.0, 2.0]}
+
+
 def test_default_steps_count_up(exp):
     run = exp.start_logging()
     for v in (3.0, 4.0, 5.0):

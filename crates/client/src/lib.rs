@@ -365,6 +365,12 @@ impl Client {
         self.shared.log_scalar(run, name, step, value, time)
     }
 
+    /// Sets the description of scalar series `name`, sent with its next points (call it before the first
+    /// point: a series keeps the description of its first write).
+    pub fn describe_scalar(&self, run: &RunId, name: &str, description: &str) -> Result<()> {
+        self.shared.describe_scalar(run, name, description)
+    }
+
     /// Queues a non-scalar write (text, list, row, table, json, histogram); missing times are filled with now.
     pub fn log(&self, run: &RunId, write: MetricWrite) -> Result<()> {
         let write = check_and_stamp(write)?;

@@ -21,6 +21,8 @@ const SPILL_AFTER_FAILURES: u32 = 3;
 #[derive(Default)]
 struct ScalarCol {
     name: String,
+    /// Sent with the next points (a series' description is kept from its first write).
+    description: Option<String>,
     steps: Vec<Option<i64>>,
     times: Vec<WallTime>,
     values: Vec<F64>,
@@ -65,7 +67,7 @@ impl RunAcc {
                     (std::mem::replace(&mut steps, rest_s), std::mem::replace(&mut times, rest_t), std::mem::replace(&mut values, rest_v))
                 };
                 let steps = if s.iter().all(Option::is_none) { None } else { Some(s) };
-                cur.scalars.push(ScalarWrite { name: col.name.clone(), description: None, steps, times: Some(t), values: v });
+                cur.scalars.push(ScalarWrite { name: col.name.clone(), description: col.description.take(), steps, times: Some(t), values: v });
                 cur_points += take;
                 if cur_points >= max_points {
                     out.push(std::mem::take(&mut cur));
@@ -219,6 +221,28 @@ impl Shared {
         st.mem_points += 1;
         st.stats.enqueued_points += 1;
         self.after_enqueue(guard);
+        Ok(())
+    }
+
+    /// Attaches a description to scalar series `name` of `run`; it travels with the series' next points.
+    pub fn describe_scalar(&self, run: &RunId, name: &str, description: &str) -> Result<()> {
+        validate::name("metric", name)?;
+        validate::description("description", description)?;
+        let mut guard = self.state.lock();
+        let st = &mut *guard;
+        if st.closed {
+            return Err(Self::closed_error());
+        }
+        let acc = st.runs.entry(run.clone()).or_default();
+        let idx = match acc.index.get(name) {
+            Some(&i) => i,
+            None => {
+                acc.scalars.push(ScalarCol { name: name.to_string(), ..Default::default() });
+                acc.index.insert(name.to_string(), acc.scalars.len() - 1);
+                acc.scalars.len() - 1
+            }
+        };
+        acc.scalars[idx].description = Some(description.to_string());
         Ok(())
     }
 
