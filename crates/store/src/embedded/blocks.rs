@@ -2,7 +2,7 @@
 //! record encoding, the writer's cache of each series' open tail block, and appending across block boundaries.
 
 use super::sql_err;
-use flightlog_model::{Error, Record, Result};
+use flightlog_model::{Error, Record, Result, ScalarSeries, WallTime, F64};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashMap;
 
@@ -20,32 +20,45 @@ const ENC_SCALAR_LZ4: i64 = 2;
 const ENC_RECORDS: i64 = 3;
 const ENC_RECORDS_LZ4: i64 = 4;
 
-/// Scalar points as columns; times are microseconds. Values are moved as `f64` but never computed on, so NaN
-/// payloads keep their exact bits.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Scalars {
-    pub steps: Vec<i64>,
-    pub times: Vec<i64>,
-    pub values: Vec<f64>,
+/// Scalar points as columns, decoded straight into the read API's type so reads copy nothing more. Values
+/// are moved but never computed on, so NaN payloads keep their exact bits.
+pub type Scalars = ScalarSeries;
+
+/// Column operations on [`Scalars`] used by blocks, reads and the cache.
+pub trait ScalarsExt {
+    fn with_capacity(n: usize) -> Self;
+    /// Appends points `range` of `other`.
+    fn extend_from(&mut self, other: &Scalars, range: std::ops::Range<usize>);
+    fn push(&mut self, step: i64, time: WallTime, value: F64);
+    fn clear(&mut self);
+    /// Bytes of memory held (for cache accounting).
+    fn heap_bytes(&self) -> usize;
 }
 
-impl Scalars {
-    pub fn len(&self) -> usize {
-        self.values.len()
+impl ScalarsExt for Scalars {
+    fn with_capacity(n: usize) -> Self {
+        Scalars {
+            steps: Vec::with_capacity(n),
+            times: Vec::with_capacity(n),
+            values: Vec::with_capacity(n),
+        }
     }
-    /// Appends points `range` of `other`.
-    pub fn extend_from(&mut self, other: &Scalars, range: std::ops::Range<usize>) {
+    fn extend_from(&mut self, other: &Scalars, range: std::ops::Range<usize>) {
         self.steps.extend_from_slice(&other.steps[range.clone()]);
         self.times.extend_from_slice(&other.times[range.clone()]);
         self.values.extend_from_slice(&other.values[range]);
     }
-    pub fn push(&mut self, step: i64, time: i64, value: f64) {
+    fn push(&mut self, step: i64, time: WallTime, value: F64) {
         self.steps.push(step);
         self.times.push(time);
         self.values.push(value);
     }
-    /// Bytes of memory held (for cache accounting).
-    pub fn heap_bytes(&self) -> usize {
+    fn clear(&mut self) {
+        self.steps.clear();
+        self.times.clear();
+        self.values.clear();
+    }
+    fn heap_bytes(&self) -> usize {
         self.len() * 24
     }
 }
@@ -315,12 +328,12 @@ fn encode_scalars(s: &Scalars) -> Encoded {
     let n = s.len();
     let mut buf = Vec::with_capacity(n * 12 + 8);
     put_varint(&mut buf, n as u64);
-    put_deltas(&mut buf, &s.steps);
-    put_deltas(&mut buf, &s.times);
+    put_deltas(&mut buf, s.steps.iter().copied());
+    put_deltas(&mut buf, s.times.iter().map(|t| t.0));
     for v in &s.values {
-        buf.extend_from_slice(&v.to_bits().to_le_bytes());
+        buf.extend_from_slice(&v.0.to_bits().to_le_bytes());
     }
-    let finite = s.values.iter().copied().filter(|v| !v.is_nan());
+    let finite = s.values.iter().map(|v| v.0).filter(|v| !v.is_nan());
     let min_value = finite.clone().reduce(f64::min);
     let max_value = finite.reduce(f64::max);
     let (encoding, data) = maybe_compress(buf, ENC_SCALAR, ENC_SCALAR_LZ4);
@@ -355,14 +368,12 @@ pub fn decode_scalars(encoding: i64, data: &[u8], out: &mut Scalars) -> Result<(
     if n > BLOCK_POINTS * 16 {
         return Err(corrupt());
     }
-    r.deltas(n, &mut out.steps)?;
-    r.deltas(n, &mut out.times)?;
+    r.deltas(n, &mut out.steps, |v| v)?;
+    r.deltas(n, &mut out.times, WallTime)?;
     let bytes = r.buf.get(r.pos..r.pos + n * 8).ok_or_else(corrupt)?;
-    out.values.extend(
-        bytes
-            .chunks_exact(8)
-            .map(|c| f64::from_bits(u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))),
-    );
+    let bits = |c: &[u8]| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]));
+    out.values
+        .extend(bytes.chunks_exact(8).map(|c| F64(f64::from_bits(bits(c)))));
     Ok(())
 }
 
@@ -436,9 +447,9 @@ fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
 }
 
 /// Writes each value's difference from the previous one (the first from 0), zigzag-varint encoded.
-fn put_deltas(buf: &mut Vec<u8>, vals: &[i64]) {
+fn put_deltas(buf: &mut Vec<u8>, vals: impl Iterator<Item = i64>) {
     let mut prev = 0i64;
-    for &v in vals {
+    for v in vals {
         let d = v.wrapping_sub(prev);
         put_varint(buf, ((d << 1) ^ (d >> 63)) as u64);
         prev = v;
@@ -468,14 +479,15 @@ impl Reader<'_> {
             }
         }
     }
-    fn deltas(&mut self, n: usize, out: &mut Vec<i64>) -> Result<()> {
+    /// Decodes `n` zigzag-varint deltas, pushing each running sum through `wrap`.
+    fn deltas<T>(&mut self, n: usize, out: &mut Vec<T>, wrap: impl Fn(i64) -> T) -> Result<()> {
         out.reserve(n);
         let mut prev = 0i64;
         for _ in 0..n {
             let z = self.varint()?;
             let d = ((z >> 1) as i64) ^ -((z & 1) as i64);
             prev = prev.wrapping_add(d);
-            out.push(prev);
+            out.push(wrap(prev));
         }
         Ok(())
     }
@@ -493,16 +505,20 @@ mod tests {
             .into_iter()
             .enumerate()
         {
-            s.push(i as i64 * 3 - 5, 1_700_000_000_000_000 + i as i64 * 1000, v);
+            s.push(
+                i as i64 * 3 - 5,
+                WallTime(1_700_000_000_000_000 + i as i64 * 1000),
+                F64(v),
+            );
         }
-        s.push(i64::MIN, i64::MAX, 2.0);
-        s.push(i64::MAX, i64::MIN, 3.0);
+        s.push(i64::MIN, WallTime(i64::MAX), F64(2.0));
+        s.push(i64::MAX, WallTime(i64::MIN), F64(3.0));
         let e = encode_scalars(&s);
         let mut back = Scalars::default();
         decode_scalars(e.encoding, &e.data, &mut back).unwrap();
         assert_eq!(back.steps, s.steps);
         assert_eq!(back.times, s.times);
-        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let bits = |v: &[F64]| v.iter().map(|x| x.0.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&back.values), bits(&s.values));
         assert_eq!(e.min_value, Some(f64::NEG_INFINITY));
         assert_eq!(e.max_value, Some(f64::INFINITY));

@@ -1,7 +1,7 @@
 //! Metric series: validating and appending batches (all kinds), series summaries, and reads by index or step
 //! range, including min/max downsampling that never hides a spike.
 
-use super::blocks::{self, Scalars, BLOCK_POINTS};
+use super::blocks::{self, Scalars, ScalarsExt, BLOCK_POINTS};
 use super::events::emit;
 use super::writer::WriteCtx;
 use super::{logs, runs, sql_err, Inner};
@@ -230,19 +230,17 @@ fn write_scalars(
     }
     let pts = Scalars {
         steps: resolve_steps(w.steps, n, series.last_step),
-        times: w
-            .times
-            .map_or_else(|| vec![now; n], |t| t.into_iter().map(|t| t.0).collect()),
-        values: w.values.into_iter().map(|v| v.0).collect(),
+        times: w.times.unwrap_or_else(|| vec![WallTime(now); n]),
+        values: w.values,
     };
     blocks::append_scalars(&ctx.conn, &mut ctx.tails, series.id, series.count, &pts)?;
-    let finite = || pts.values.iter().copied().filter(|v| !v.is_nan());
+    let finite = || pts.values.iter().map(|v| v.0).filter(|v| !v.is_nan());
     let appended = Appended {
         n: n as u64,
-        first_time: pts.times[0],
-        last_time: pts.times[n - 1],
+        first_time: pts.times[0].0,
+        last_time: pts.times[n - 1].0,
         last_step: pts.steps[n - 1],
-        last_value: serde_json::to_value(F64(pts.values[n - 1])).map_err(Error::storage)?,
+        last_value: to_json(&pts.values[n - 1])?,
         min: finite().reduce(f64::min),
         max: finite().reduce(f64::max),
         schema: None,
@@ -652,28 +650,25 @@ fn require_scalar(info: &SeriesInfo) -> Result<()> {
     }
 }
 
+/// Reads from the decoded-series cache when it holds this series, else decodes only the blocks in range.
 pub fn read_scalars(
     inner: &Inner,
     run: &RunId,
     name: &str,
     range: &ReadRange,
 ) -> Result<ScalarSeries> {
-    let pts = inner.read(|conn| {
+    inner.read(|conn| {
         let (id, info) = find_series(conn, run, name)?;
         require_scalar(&info)?;
-        if let Some(all) = inner.series_cache.get(id, info.count) {
-            return Ok(select(&all, range));
+        match inner.series_cache.get(id, info.count) {
+            Some(all) if *range == ReadRange::default() => Ok((*all).clone()),
+            Some(all) => Ok(select(&all, range)),
+            None => load_scalars(conn, id, info.count, range),
         }
-        if *range == ReadRange::default() {
-            let all = Arc::new(load_scalars(conn, id, range)?);
-            inner.series_cache.put(id, info.count, all.clone());
-            return Ok(Arc::unwrap_or_clone(all));
-        }
-        load_scalars(conn, id, range)
-    })?;
-    Ok(to_series(&pts))
+    })
 }
 
+/// Downsamples from the decoded-series cache (filling it on a miss), since charts re-read the same series.
 pub fn read_downsampled(
     inner: &Inner,
     run: &RunId,
@@ -684,16 +679,16 @@ pub fn read_downsampled(
     if buckets == 0 {
         return Err(Error::invalid("buckets", "must be at least 1"));
     }
-    let pts = inner.read(|conn| {
+    inner.read(|conn| {
         let (id, info) = find_series(conn, run, name)?;
         require_scalar(&info)?;
         if info.count <= 2 * u64::from(buckets) {
-            return load_scalars(conn, id, range);
+            return load_scalars(conn, id, info.count, range);
         }
         let all = match inner.series_cache.get(id, info.count) {
             Some(all) => all,
             None => {
-                let all = Arc::new(load_scalars(conn, id, &ReadRange::default())?);
+                let all = Arc::new(load_scalars(conn, id, info.count, &ReadRange::default())?);
                 inner.series_cache.put(id, info.count, all.clone());
                 all
             }
@@ -703,21 +698,13 @@ pub fn read_downsampled(
         } else {
             downsample(&select(&all, range), buckets as usize)
         })
-    })?;
-    Ok(to_series(&pts))
-}
-
-fn to_series(p: &Scalars) -> ScalarSeries {
-    ScalarSeries {
-        steps: p.steps.clone(),
-        times: p.times.iter().map(|&t| WallTime(t)).collect(),
-        values: p.values.iter().map(|&v| F64(v)).collect(),
-    }
+    })
 }
 
 /// Called per block with (first_index, encoding, data); returns whether to go on.
 type BlockVisitor<'a> = &'a mut dyn FnMut(u64, i64, &[u8]) -> Result<bool>;
 
+/// Visits the blocks that may hold points of `range`, in index order.
 fn range_blocks(conn: &Connection, series: i64, range: &ReadRange, f: BlockVisitor) -> Result<()> {
     let lowest = range
         .start_index
@@ -730,14 +717,12 @@ fn range_blocks(conn: &Connection, series: i64, range: &ReadRange, f: BlockVisit
         )
         .map_err(sql_err("reading metric blocks"))?;
     let start = range.start_index.min(i64::MAX as u64) as i64;
+    let (lo, hi) = (
+        range.min_step.unwrap_or(i64::MIN),
+        range.max_step.unwrap_or(i64::MAX),
+    );
     let mut rows = st
-        .query(params![
-            series,
-            lowest,
-            start,
-            range.min_step.unwrap_or(i64::MIN),
-            range.max_step.unwrap_or(i64::MAX)
-        ])
+        .query(params![series, lowest, start, lo, hi])
         .map_err(sql_err("reading metric blocks"))?;
     while let Some(row) = rows.next().map_err(sql_err("reading metric blocks"))? {
         let first: i64 = row.get(0).map_err(sql_err("reading metric blocks"))?;
@@ -753,20 +738,36 @@ fn range_blocks(conn: &Connection, series: i64, range: &ReadRange, f: BlockVisit
     Ok(())
 }
 
-/// Decodes only the blocks overlapping `range` and keeps the points in it.
-fn load_scalars(conn: &Connection, series: i64, range: &ReadRange) -> Result<Scalars> {
-    let mut out = Scalars::default();
-    let mut buf = Scalars::default();
+/// Decodes only the blocks overlapping `range` and keeps the points in it. Blocks wholly inside a plain index
+/// range are decoded straight into the result; others go through a per-block buffer and a filter.
+fn load_scalars(conn: &Connection, series: i64, count: u64, range: &ReadRange) -> Result<Scalars> {
     let limit = range.limit.unwrap_or(u64::MAX);
+    let expected = count
+        .saturating_sub(range.start_index)
+        .min(limit)
+        .min(1 << 26) as usize;
+    let mut out = Scalars::with_capacity(expected + BLOCK_POINTS);
+    let mut buf = Scalars::with_capacity(BLOCK_POINTS);
+    let by_step = range.min_step.is_some() || range.max_step.is_some();
     range_blocks(conn, series, range, &mut |first, enc, data| {
-        buf.steps.clear();
-        buf.times.clear();
-        buf.values.clear();
-        blocks::decode_scalars(enc, data, &mut buf)?;
-        filter_into(&buf, first, range, limit, &mut out);
+        if !by_step && first >= range.start_index {
+            blocks::decode_scalars(enc, data, &mut out)?;
+        } else {
+            buf.clear();
+            blocks::decode_scalars(enc, data, &mut buf)?;
+            filter_into(&buf, first, range, limit, &mut out);
+        }
         Ok((out.len() as u64) < limit)
     })?;
+    truncate(&mut out, limit);
     Ok(out)
+}
+
+fn truncate(p: &mut Scalars, limit: u64) {
+    let n = p.len().min(limit.min(usize::MAX as u64) as usize);
+    p.steps.truncate(n);
+    p.times.truncate(n);
+    p.values.truncate(n);
 }
 
 /// Appends the points of `block` (whose first point has index `first`) that fall in `range`, up to `limit`.
@@ -805,41 +806,44 @@ fn select(all: &Scalars, range: &ReadRange) -> Scalars {
     out
 }
 
+/// No point (in the downsampling tables).
+const NONE: u32 = u32::MAX;
+
+/// The points one bucket keeps: its min, its max, and its first NaN.
+#[derive(Clone, Copy)]
+struct Keep {
+    min: u32,
+    max: u32,
+    nan: u32,
+}
+
+const KEEP_NONE: Keep = Keep {
+    min: NONE,
+    max: NONE,
+    nan: NONE,
+};
+
 /// Min/max downsampling: `buckets` equal step intervals over the points' step span, each keeping its min and
 /// max point and (if it has any) one NaN point, emitted bucket by bucket in step order.
 pub fn downsample(p: &Scalars, buckets: usize) -> Scalars {
-    if p.len() <= 2 * buckets {
+    if p.len() <= 2 * buckets || p.len() >= NONE as usize {
         return p.clone();
     }
     let (lo, hi) = p
         .steps
         .iter()
         .fold((i64::MAX, i64::MIN), |(lo, hi), &s| (lo.min(s), hi.max(s)));
-    let span = (hi as f64 - lo as f64) + 1.0;
-    let scale = buckets as f64 / span;
-    const NONE: u32 = u32::MAX;
-    let mut min_i = vec![NONE; buckets];
-    let mut max_i = vec![NONE; buckets];
-    let mut nan_i = vec![NONE; buckets];
-    for (i, (&s, &v)) in p.steps.iter().zip(&p.values).enumerate() {
-        let b = (((s as f64 - lo as f64) * scale) as usize).min(buckets - 1);
-        if v.is_nan() {
-            if nan_i[b] == NONE {
-                nan_i[b] = i as u32;
-            }
-            continue;
-        }
-        if min_i[b] == NONE || v < p.values[min_i[b] as usize] {
-            min_i[b] = i as u32;
-        }
-        if max_i[b] == NONE || v > p.values[max_i[b] as usize] {
-            max_i[b] = i as u32;
-        }
-    }
-    let mut out = Scalars::default();
-    for b in 0..buckets {
-        let mut keep = [min_i[b], max_i[b], nan_i[b]];
-        keep.sort_by_key(|&i| {
+    let scale = buckets as f64 / ((hi as f64 - lo as f64) + 1.0);
+    let bucket = |s: i64| (((s as f64 - lo as f64) * scale) as usize).min(buckets - 1);
+    let keep = if p.steps.windows(2).all(|w| w[0] <= w[1]) {
+        keep_sorted(p, buckets, bucket)
+    } else {
+        keep_any(p, buckets, bucket)
+    };
+    let mut out = Scalars::with_capacity(2 * buckets);
+    for k in keep {
+        let mut idx = [k.min, k.max, k.nan];
+        idx.sort_by_key(|&i| {
             if i == NONE {
                 (i64::MAX, i)
             } else {
@@ -847,7 +851,7 @@ pub fn downsample(p: &Scalars, buckets: usize) -> Scalars {
             }
         });
         let mut prev = NONE;
-        for i in keep {
+        for i in idx {
             if i != NONE && i != prev {
                 out.push(
                     p.steps[i as usize],
@@ -859,6 +863,56 @@ pub fn downsample(p: &Scalars, buckets: usize) -> Scalars {
         }
     }
     out
+}
+
+/// Steps in order: each bucket is a contiguous run, scanned with the running extremes in registers.
+fn keep_sorted(p: &Scalars, buckets: usize, bucket: impl Fn(i64) -> usize) -> Vec<Keep> {
+    let mut keep = vec![KEEP_NONE; buckets];
+    let mut i = 0;
+    while i < p.len() {
+        let b = bucket(p.steps[i]);
+        let (mut k, mut lo, mut hi) = (KEEP_NONE, f64::INFINITY, f64::NEG_INFINITY);
+        while i < p.len() && bucket(p.steps[i]) == b {
+            let v = p.values[i].0;
+            if v.is_nan() {
+                if k.nan == NONE {
+                    k.nan = i as u32;
+                }
+            } else {
+                if k.min == NONE || v < lo {
+                    (k.min, lo) = (i as u32, v);
+                }
+                if k.max == NONE || v > hi {
+                    (k.max, hi) = (i as u32, v);
+                }
+            }
+            i += 1;
+        }
+        keep[b] = k;
+    }
+    keep
+}
+
+/// Steps in any order: every point updates its bucket's entry.
+fn keep_any(p: &Scalars, buckets: usize, bucket: impl Fn(i64) -> usize) -> Vec<Keep> {
+    let mut keep = vec![KEEP_NONE; buckets];
+    for (i, (&s, v)) in p.steps.iter().zip(&p.values).enumerate() {
+        let k = &mut keep[bucket(s)];
+        let v = v.0;
+        if v.is_nan() {
+            if k.nan == NONE {
+                k.nan = i as u32;
+            }
+            continue;
+        }
+        if k.min == NONE || v < p.values[k.min as usize].0 {
+            k.min = i as u32;
+        }
+        if k.max == NONE || v > p.values[k.max as usize].0 {
+            k.max = i as u32;
+        }
+    }
+    keep
 }
 
 /// Records of a non-scalar series in `range`, decoding only the blocks that may hold them.
@@ -914,19 +968,24 @@ mod tests {
     fn downsampling_keeps_extremes_and_nans() {
         let mut p = Scalars::default();
         for i in 0..1000 {
-            let v = if i == 500 {
-                1e9
-            } else if i == 700 {
-                f64::NAN
-            } else {
-                (i % 7) as f64
+            // Distinct values (7919 is coprime with 1000), so min and max have no ties.
+            let v = match i {
+                500 => 1e9,
+                700 => f64::NAN,
+                _ => ((i * 7919) % 1000) as f64,
             };
-            p.push(i, i, v);
+            p.push(i, WallTime(i), F64(v));
         }
         let d = downsample(&p, 10);
         assert!(d.len() <= 30);
-        assert!(d.values.contains(&1e9));
-        assert!(d.values.iter().any(|v| v.is_nan()));
+        assert!(d.values.contains(&F64(1e9)));
+        assert!(d.values.iter().any(|v| v.0.is_nan()));
+        // The same points in another order keep the same extremes.
+        let mut shuffled = Scalars::default();
+        for i in (0..1000).rev() {
+            shuffled.push(p.steps[i], p.times[i], p.values[i]);
+        }
+        assert_eq!(downsample(&shuffled, 10).steps, d.steps);
         assert!(d.steps.windows(2).all(|w| w[0] < w[1]));
         assert_eq!(
             downsample(&p, 500).steps,

@@ -152,70 +152,70 @@ fn row_values(r: &Run) -> Result<Vec<Value>> {
     ])
 }
 
-fn from_row(r: &Row) -> rusqlite::Result<Result<Run>> {
-    let text = |i: usize| r.get::<_, String>(i);
-    let opt_time = |i: usize| r.get::<_, Option<i64>>(i).map(|t| t.map(WallTime));
-    let (id, status, lifecycle, error, tags, props, params) = (
-        text(0)?,
-        text(5)?,
-        text(6)?,
-        r.get::<_, Option<String>>(10)?,
-        text(11)?,
-        text(12)?,
-        text(13)?,
-    );
-    let parent: Option<String> = r.get(4)?;
-    let base = (
-        ExperimentId(r.get(1)?),
-        text(2)?,
-        text(3)?,
-        WallTime(r.get(7)?),
-        opt_time(8)?,
-        opt_time(9)?,
-        text(14)?,
-        text(15)?,
-        r.get::<_, Option<String>>(16)?,
-    );
-    Ok((|| {
-        let (
-            experiment_id,
-            display_name,
-            description,
-            created_time,
-            start_time,
-            end_time,
-            user,
-            host,
-            command,
-        ) = base;
-        Ok(Run {
-            id: id.parse()?,
-            experiment_id,
-            display_name,
-            description,
-            parent_id: parent.map(|p| p.parse()).transpose()?,
-            status: status.parse()?,
-            lifecycle: parse_lifecycle(&lifecycle),
-            created_time,
-            start_time,
-            end_time,
-            error: error.as_deref().map(from_json).transpose()?,
-            tags: from_json(&tags)?,
-            properties: from_json(&props)?,
-            params: from_json(&params)?,
-            user,
-            host,
-            command,
-            metrics: Vec::new(),
-        })
-    })())
+/// A run from a row of [`COLUMNS`], borrowing the text columns rather than copying them: listings map
+/// thousands of rows, so this is their hot path.
+fn from_row(r: &Row) -> Result<Run> {
+    let err = sql_err("reading a run");
+    let text = |i: usize| r.get_ref(i).and_then(|v| Ok(v.as_str()?)).map_err(&err);
+    let opt_text = |i: usize| {
+        r.get_ref(i)
+            .and_then(|v| Ok(v.as_str_or_null()?))
+            .map_err(&err)
+    };
+    let int = |i: usize| r.get::<_, i64>(i).map_err(&err);
+    let opt_time = |i: usize| {
+        r.get::<_, Option<i64>>(i)
+            .map(|t| t.map(WallTime))
+            .map_err(&err)
+    };
+    Ok(Run {
+        id: text(0)?.parse()?,
+        experiment_id: ExperimentId(int(1)?),
+        display_name: text(2)?.to_string(),
+        description: text(3)?.to_string(),
+        parent_id: opt_text(4)?.map(str::parse).transpose()?,
+        status: parse_status(text(5)?)?,
+        lifecycle: parse_lifecycle(text(6)?),
+        created_time: WallTime(int(7)?),
+        start_time: opt_time(8)?,
+        end_time: opt_time(9)?,
+        error: opt_text(10)?.map(from_json).transpose()?,
+        tags: string_map(text(11)?)?,
+        properties: string_map(text(12)?)?,
+        params: string_map(text(13)?)?,
+        user: text(14)?.to_string(),
+        host: text(15)?.to_string(),
+        command: opt_text(16)?.map(str::to_string),
+        metrics: Vec::new(),
+    })
+}
+
+/// A stored status name (exact, so no allocation), falling back to the lenient parser.
+fn parse_status(s: &str) -> Result<RunStatus> {
+    RunStatus::ALL
+        .into_iter()
+        .find(|st| st.as_str() == s)
+        .map_or_else(|| s.parse(), Ok)
+}
+
+/// A JSON object of strings; most runs have none, so `{}` skips the parser.
+fn string_map(s: &str) -> Result<BTreeMap<String, String>> {
+    if s == "{}" {
+        Ok(BTreeMap::new())
+    } else {
+        from_json(s)
+    }
 }
 
 /// The run without metrics, if it exists.
 pub fn find(conn: &Connection, id: &RunId) -> Result<Option<Run>> {
-    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM runs WHERE id = ?1"))
-        .and_then(|mut st| st.query_row([id.as_str()], from_row).optional())
+    let mut st = conn
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM runs WHERE id = ?1"))
+        .map_err(sql_err("reading a run"))?;
+    let mut rows = st.query([id.as_str()]).map_err(sql_err("reading a run"))?;
+    rows.next()
         .map_err(sql_err("reading a run"))?
+        .map(from_row)
         .transpose()
 }
 
@@ -450,11 +450,13 @@ pub fn list(conn: &Connection, q: &RunQuery) -> Result<Page<Run>> {
         limit + 1
     ));
     let mut st = conn.prepare_cached(&sql).map_err(sql_err("listing runs"))?;
-    let mut items = st
-        .query_map(rusqlite::params_from_iter(args), from_row)
-        .map_err(sql_err("listing runs"))?
-        .map(|r| r.map_err(sql_err("listing runs"))?)
-        .collect::<Result<Vec<Run>>>()?;
+    let mut rows = st
+        .query(rusqlite::params_from_iter(args))
+        .map_err(sql_err("listing runs"))?;
+    let mut items = Vec::new();
+    while let Some(row) = rows.next().map_err(sql_err("listing runs"))? {
+        items.push(from_row(row)?);
+    }
     let next_page_token = if items.len() > limit {
         items.truncate(limit);
         items

@@ -102,16 +102,22 @@ CREATE INDEX events_by_experiment ON events(experiment_id, seq);
 "#;
 
 /// Sets the per-connection pragmas: WAL, fully synced commits, and a busy timeout so that several processes
-/// sharing one data directory wait for each other instead of failing.
+/// sharing one data directory wait for each other instead of failing. 16 KiB pages (effective for a new
+/// database only) keep a metric block's blob to a few pages; memory-mapped reads and a larger page cache make
+/// whole-series reads fast.
 pub fn configure(conn: &Connection) -> Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(10))
         .map_err(sql_err("setting the busy timeout"))?;
+    conn.pragma_update(None, "page_size", 16384)
+        .map_err(sql_err("setting the page size"))?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(sql_err("enabling WAL"))?;
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(sql_err("setting synchronous"))?;
-    conn.pragma_update(None, "foreign_keys", "OFF")
-        .map_err(sql_err("setting foreign_keys"))?;
+    conn.pragma_update(None, "mmap_size", 1i64 << 30)
+        .map_err(sql_err("setting mmap_size"))?;
+    conn.pragma_update(None, "cache_size", -16384)
+        .map_err(sql_err("setting cache_size"))?;
     Ok(())
 }
 

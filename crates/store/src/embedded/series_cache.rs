@@ -1,7 +1,7 @@
 //! A bounded LRU of fully decoded scalar series for repeated reads (charts re-downsample the same series on
 //! every zoom). Entries are keyed by series id *and* point count, so any append makes an entry unreachable.
 
-use super::blocks::Scalars;
+use super::blocks::{Scalars, ScalarsExt};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
