@@ -74,9 +74,13 @@ def _start_monitor() -> None:
 def _flush_all_at_exit() -> None:
     with _clients_lock:
         clients = list(_clients.values())
+    timeout = float(os.environ.get("FLIGHTLOG_EXIT_FLUSH_TIMEOUT", "30"))
     for client in clients:
         try:
-            client.close(float(os.environ.get("FLIGHTLOG_EXIT_FLUSH_TIMEOUT", "30")))
+            # A server that is down now is not waited for: what is unsent goes to the journal, replayed by the
+            # next start (or `flightlog sync`).
+            failing = json.loads(client.delivery()).get("consecutive_failures", 0) > 0
+            client.close(min(timeout, 2.0) if failing else timeout)
         except Exception:  # pragma: no cover - never fail interpreter exit
             pass
 
