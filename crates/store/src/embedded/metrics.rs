@@ -476,9 +476,11 @@ pub fn open_series(
         )));
     }
     if let Some(d) = description.filter(|d| !d.is_empty()) {
-        conn.prepare_cached("UPDATE series SET description = ?2 WHERE id = ?1")
-            .and_then(|mut st| st.execute(params![id, d]))
-            .map_err(sql_err("updating a series"))?;
+        conn.prepare_cached(
+            "UPDATE series SET description = ?2 WHERE id = ?1 AND description <> ?2",
+        )
+        .and_then(|mut st| st.execute(params![id, d]))
+        .map_err(sql_err("updating a series"))?;
     }
     let columns = serde_json::from_str(&columns).map_err(Error::storage)?;
     Ok(Series {

@@ -108,16 +108,15 @@ impl Inner {
             Some(c) => c,
             None => open_connection(&self.dirs.db)?,
         };
-        let result = (|| {
-            conn.execute_batch("BEGIN")
-                .map_err(sql_err("starting a read"))?;
-            let r = f(&conn);
-            let _ = conn.execute_batch("COMMIT");
-            r
-        })();
-        let mut pool = self.readers.lock();
-        if pool.len() < READ_POOL_SIZE {
-            pool.push(conn);
+        conn.execute_batch("BEGIN")
+            .map_err(sql_err("starting a read"))?;
+        let result = f(&conn);
+        // A connection whose read transaction did not close cleanly is dropped rather than reused.
+        if conn.execute_batch("COMMIT").is_ok() {
+            let mut pool = self.readers.lock();
+            if pool.len() < READ_POOL_SIZE {
+                pool.push(conn);
+            }
         }
         result
     }
