@@ -382,6 +382,11 @@ fn bad_input_is_a_json_4xx_naming_the_culprit() {
         "experiment_id",
     );
 
+    // A path that is not UTF-8 once decoded → 400 JSON, not axum's plain text.
+    let (status, body) = s.get("/api/v1/runs/%FF%FE");
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].is_string(), "{body}");
+
     // Unknown route → 404 JSON; wrong method → 405 JSON.
     assert_error(
         &s.get("/api/v1/nothing/here"),

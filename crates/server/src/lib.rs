@@ -27,7 +27,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
-use tower_http::compression::CompressionLayer;
+use tower_http::compression::{CompressionLayer, CompressionLevel};
 use tower_http::trace::TraceLayer;
 
 /// Largest JSON request body (a batch of a few million points fits).
@@ -102,7 +102,11 @@ fn build_router(
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(axum::middleware::from_fn(json_errors))
-        .layer(CompressionLayer::new().compress_when(compress_json))
+        .layer(
+            CompressionLayer::new()
+                .quality(CompressionLevel::Fastest)
+                .compress_when(compress_json),
+        )
         .layer(TraceLayer::new_for_http())
 }
 
