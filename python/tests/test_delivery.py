@@ -23,7 +23,8 @@ def _series(run, name):
     return steps, values
 
 
-def test_server_outage_mid_logging_every_point_once(own_server):
+@pytest.mark.parametrize("kill", [False, True], ids=["sigterm", "sigkill"])
+def test_server_outage_mid_logging_every_point_once(own_server, kill):
     ws = Workspace(own_server.uri)
     run = Experiment(ws, "outage").start_logging()
     n_before, n_during, n_after = 20_000, 30_000, 20_000
@@ -33,11 +34,12 @@ def test_server_outage_mid_logging_every_point_once(own_server):
         step += 1
     run.log_row("rows", i=0)
     assert run.flush(30)
-    own_server.stop()
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        for _ in range(n_during):
+        for k in range(n_during):
+            if k == 1000:
+                own_server.stop(kill=kill)  # while batches are in flight
             run.log("x", float(step), step=step)  # never raises, never waits
             step += 1
         run.log("text", "during the outage")
@@ -60,6 +62,8 @@ def test_server_outage_mid_logging_every_point_once(own_server):
     assert steps == list(range(total)) and values == [float(i) for i in range(total)]
     m = run.get_metrics()
     assert m["text"] == "during the outage" and m["rows"] == {"i": [0, 1]}
+    delivery = run.get_details()["delivery"]
+    assert delivery["send_failures"] > 0 and delivery["pending_points"] == 0 and delivery["rejected_entries"] == 0
     run.complete()
     assert run.get_status() == "Completed"
 
