@@ -14,9 +14,48 @@ fn main() -> Result<()> {
     if what != "list" {
         scalars(dir.path())?;
     }
-    if what != "scalars" {
+    if what != "scalars" && what != "writers" {
         listing(dir.path())?;
     }
+    if what.is_empty() || what == "writers" {
+        writers(dir.path())?;
+    }
+    Ok(())
+}
+
+/// 32 threads each sending 200 small batches (the server's many-clients shape): group commit at work.
+fn writers(dir: &Path) -> Result<()> {
+    let store = EmbeddedStore::open(dir)?;
+    let run = store.create_run(NewRun::default())?.id;
+    let t = Instant::now();
+    std::thread::scope(|scope| {
+        for thread in 0..32 {
+            let (store, run) = (&store, &run);
+            scope.spawn(move || {
+                for i in 0..200 {
+                    let w = ScalarWrite {
+                        name: format!("m{thread}"),
+                        values: vec![F64(i as f64)],
+                        ..Default::default()
+                    };
+                    store
+                        .write_batch(
+                            run,
+                            Batch {
+                                scalars: vec![w],
+                                ..Default::default()
+                            },
+                        )
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "32 threads x 200 batches: {:.0} durable batches/s",
+        6400.0 / secs
+    );
     Ok(())
 }
 
