@@ -275,3 +275,16 @@ fn streams_of_unknown_things_are_404() {
         "after",
     );
 }
+
+#[test]
+fn shutdown_closes_open_streams() {
+    let mut s = TestServer::start();
+    let run = s.new_run();
+    let stream = Stream::open(&s, &format!("/api/v1/runs/{run}/events?after=0"), None);
+    assert_eq!(stream.next().event, "run_created");
+    assert!(
+        s.terminate(Duration::from_secs(10)),
+        "server did not stop with a stream open:\n{}",
+        s.server_log()
+    );
+}

@@ -201,6 +201,35 @@ fn oversized_artifact_is_refused() {
         huge,
     );
     assert_error(&r, 413, "TOO_LARGE", "limit");
+    // Without a Content-Length the server counts while streaming, and the partial file is discarded.
+    let huge = vec![7u8; 257 * 1024 * 1024];
+    let r = s.raw_chunked_request(
+        "PUT",
+        &format!("/api/v1/runs/{id}/artifacts/huge.bin"),
+        "application/octet-stream",
+        huge,
+    );
+    assert_error(&r, 413, "TOO_LARGE", "limit");
     let (_, all) = s.get(&format!("/api/v1/runs/{id}/artifacts?recursive=true"));
     assert_eq!(all["items"], json!([]));
+    let leftovers: Vec<_> = files_under(s.data_dir())
+        .into_iter()
+        .filter(|p| std::fs::metadata(s.data_dir().join(p)).is_ok_and(|m| m.len() > 100 << 20))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "partial upload left behind: {leftovers:?}"
+    );
+    // A chunked upload within the limit is stored whole.
+    let body: Vec<u8> = (0..5_000_000u32).map(|i| (i % 253) as u8).collect();
+    let (status, info) = s.raw_chunked_request(
+        "PUT",
+        &format!("/api/v1/runs/{id}/artifacts/chunked.bin"),
+        "application/octet-stream",
+        body.clone(),
+    );
+    assert_eq!(status, 200, "{info}");
+    assert_eq!(info["size"], body.len());
+    let (_, back, _) = s.get_bytes(&format!("/api/v1/runs/{id}/artifacts/chunked.bin"));
+    assert!(back == body, "chunked upload differs");
 }

@@ -122,6 +122,26 @@ impl TestServer {
         }
     }
 
+    /// SIGTERM, then waits up to `within` for a graceful exit; true if it exited in time.
+    pub fn terminate(&mut self, within: Duration) -> bool {
+        let Some(mut c) = self.child.take() else {
+            return true;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = c.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        false
+    }
+
     /// Kills the server (if running) and starts it again on the same port and data folder.
     pub fn restart(&mut self) {
         self.kill_9();
@@ -285,19 +305,58 @@ impl TestServer {
         content_type: &str,
         body: Vec<u8>,
     ) -> (u16, Value) {
+        self.raw_exchange(method, path, content_type, body, false)
+    }
+
+    /// Like [`raw_request`](Self::raw_request) but with `Transfer-Encoding: chunked`, so the server cannot
+    /// know the size in advance.
+    pub fn raw_chunked_request(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> (u16, Value) {
+        self.raw_exchange(method, path, content_type, body, true)
+    }
+
+    fn raw_exchange(
+        &self,
+        method: &str,
+        path: &str,
+        ct: &str,
+        body: Vec<u8>,
+        chunked: bool,
+    ) -> (u16, Value) {
         use std::io::Write;
         let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        let framing = if chunked {
+            "Transfer-Encoding: chunked".to_string()
+        } else {
+            format!("Content-Length: {}", body.len())
+        };
         let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {ct}\r\n{framing}\r\nConnection: close\r\n\r\n"
         );
         let mut writer = stream.try_clone().expect("clone");
         let sender = std::thread::spawn(move || {
             let _ = writer.write_all(head.as_bytes());
             for chunk in body.chunks(1 << 20) {
-                if writer.write_all(chunk).is_err() {
+                let ok = if chunked {
+                    writer
+                        .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+                        .is_ok()
+                        && writer.write_all(chunk).is_ok()
+                        && writer.write_all(b"\r\n").is_ok()
+                } else {
+                    writer.write_all(chunk).is_ok()
+                };
+                if !ok {
                     return;
                 }
+            }
+            if chunked {
+                let _ = writer.write_all(b"0\r\n\r\n");
             }
         });
         let mut raw = Vec::new();
