@@ -45,7 +45,6 @@ struct Inner {
 }
 
 /// The data directory's parts.
-#[derive(Clone)]
 struct Dirs {
     db: PathBuf,
     artifacts: PathBuf,
