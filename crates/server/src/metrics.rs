@@ -32,9 +32,13 @@ async fn batch(
     let id = run_id(&id)?;
     let bytes = json_bytes(req, &()).await?;
     let ack = blocking(move || {
+        let started = std::time::Instant::now();
         let batch: Batch = parse_json(&bytes)?;
+        let (size, parsed) = (bytes.len(), started.elapsed());
         drop(bytes);
-        Ok(st.store.write_batch(&id, batch)?)
+        let ack = st.store.write_batch(&id, batch)?;
+        tracing::debug!(size, points = ack.points, ?parsed, stored = ?(started.elapsed() - parsed), "batch");
+        Ok(ack)
     })
     .await?;
     Ok(Json(ack))
