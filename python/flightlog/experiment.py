@@ -33,6 +33,9 @@ class Experiment:
     """A named group of runs in a workspace. ``Experiment(ws, name)`` gets the experiment called ``name``,
     creating it if it does not exist yet."""
 
+    _workspace: "Workspace"
+    _info: Dict[str, Any]
+
     def __init__(self, workspace: "Workspace", name: str) -> None:
         if not isinstance(name, str):
             raise TypeError(f"experiment name must be a str, not {type(name).__name__}")

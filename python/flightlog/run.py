@@ -15,7 +15,7 @@ from .errors import FlightlogError
 TYPE_CHECKING = False  # kept off the import path: `typing` costs milliseconds
 if TYPE_CHECKING:  # pragma: no cover
     import logging
-    from typing import Any, Dict, Iterable, List, Mapping, Optional, Union
+    from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
     from .experiment import Experiment
     from .workspace import Workspace
@@ -89,6 +89,16 @@ class Run:
     A run is a context manager: ``with exp.start_logging() as run:`` completes it at the end of the block, or
     fails it with the exception's text if the block raises.
     """
+
+    _workspace: "Workspace"
+    _info: Dict[str, Any]
+    _id: str
+    _experiment: Optional["Experiment"]
+    _handlers: List[Tuple["logging.Logger", "logging.Handler"]]
+    _native_run: Any
+    _fresh: bool
+    _offline: bool
+    _scalar: Any
 
     # --- construction ----------------------------------------------------------------------------------------
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -684,15 +694,14 @@ class Run:
     def __enter__(self) -> "Run":
         return self
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if self._info.get("status") in _TERMINAL:
             self._remove_handlers()
-            return False
+            return
         if exc is not None:
             self.fail(exc)
         else:
             self.complete()
-        return False
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Run) and other._id == self._id and other._workspace == self._workspace

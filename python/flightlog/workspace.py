@@ -176,6 +176,7 @@ class Workspace:
         The file is JSON: ``{"tracking_uri": "http://host:5000"}`` or, for local mode, ``{"data_dir": "runs"}``
         (relative to the folder that holds ``.flightlog/``). Raises ``FileNotFoundError`` when there is none.
         """
+        found: Optional[str]
         if path is not None and os.path.isdir(path):
             found = os.path.join(path, CONFIG_RELATIVE_PATH)
             if not os.path.isfile(found):
