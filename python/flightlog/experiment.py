@@ -129,3 +129,15 @@ class Experiment:
 
     def __repr__(self) -> str:
         return f"Experiment(name={self.name!r}, id={self.id!r}, workspace={self._workspace!r})"
+
+    def _repr_html_(self) -> str:
+        """A notebook cell's view: name, id, and a link to the experiment's page in the portal."""
+        import html
+
+        url = self._workspace.portal_url(f"experiments/{self.id}")
+        link = (f'<a href="{html.escape(url)}" target="_blank" rel="noopener">Open in flightlog portal</a>'
+                if url else f"local: {html.escape(str(self._workspace.data_dir))}")
+        return (
+            "<table><tr><th>Name</th><th>Id</th><th>Details page</th></tr>"
+            f"<tr><td>{html.escape(self.name)}</td><td>{html.escape(self.id)}</td><td>{link}</td></tr></table>"
+        )

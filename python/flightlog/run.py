@@ -178,6 +178,12 @@ class Run:
         return run
 
     @classmethod
+    def list(cls, experiment: "Experiment", tags: Any = None, properties: Any = None, status: Any = None,
+             include_children: bool = False) -> List["Run"]:
+        """The runs of ``experiment`` (same filters as :meth:`Experiment.get_runs`), newest first."""
+        return experiment.get_runs(tags=tags, properties=properties, status=status, include_children=include_children)
+
+    @classmethod
     def get(cls, workspace: "Workspace", run_id: str) -> "Run":
         """The existing run ``run_id`` (``NotFoundError`` if there is none)."""
         return cls._from_info(workspace, workspace._call("get_run", id=run_id))

@@ -366,6 +366,10 @@ def test_experiments(ws):
     b = Experiment(ws, name)  # get, not create again
     assert a.id == b.id and a.name == name and a == b
     assert name in [e.name for e in ws.list_experiments()]
+    assert name in a._repr_html_()
+    run = a.start_logging()
+    assert [r.id for r in Run.list(a)] == [run.id]
+    assert Run.list(a, status="Completed") == []
     with pytest.raises(ValueError):
         Experiment(ws, "")
     with pytest.raises(TypeError):
