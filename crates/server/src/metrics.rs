@@ -389,5 +389,13 @@ mod perf {
         eprintln!(
             "1M points to JSON, best of 10: two threads {par:.1} ms, one thread {single:.1} ms"
         );
+        let body = scalar_json(&info, &s);
+        let t = std::time::Instant::now();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        eprintln!(
+            "a client parsing it into serde_json::Value: {:?}",
+            t.elapsed()
+        );
+        assert_eq!(v["values"].as_array().map(Vec::len), Some(n));
     }
 }
