@@ -455,6 +455,16 @@ def test_bad_values(exp):
         run.log_table("t", {"bad\ncolumn": [1]})
     with pytest.raises(TypeError):
         run.tag(5, "x")
+    with pytest.raises(ValueError):
+        run.tag("big", "v" * (64 * 1024 + 1))  # over the value limit
+    with pytest.raises(ValueError):
+        run.tag("", "empty key")
+    with pytest.raises(ValueError):
+        run.display_name = "x" * 501
+    with pytest.raises(ValueError):
+        run.log("text_too_long", "t" * (1024 * 1024 + 1))
+    with pytest.raises(ValueError):
+        run.capture_logging("x")._append("bad/stream", "text")
     with pytest.raises(TypeError):
         run.add_properties(["a"])
     run.log("scalar_name", 1.0)
