@@ -486,3 +486,22 @@ def test_errors_are_flightlog_errors():
     assert issubclass(NotFoundError, LookupError)
     assert issubclass(flightlog.errors.TransportError, ConnectionError)
     assert flightlog.errors.from_code("CONFLICT", "m").__class__ is ConflictError
+
+
+def test_logging_from_several_threads(exp):
+    import threading
+
+    run = exp.start_logging()
+
+    def work(k):
+        for i in range(5000):
+            run.log(f"t{k}", float(i), step=i)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    run.flush()
+    m = run.get_metrics()
+    assert all(m[f"t{k}"] == [float(i) for i in range(5000)] for k in range(4))

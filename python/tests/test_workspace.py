@@ -130,3 +130,20 @@ def test_typing_files_and_docstrings():
                 assert target.__doc__ or name == "__init__", f"{cls.__name__}.{name} has no docstring"
     for name in flightlog.errors.__all__:
         assert getattr(flightlog.errors, name).__doc__, name
+
+
+def test_native_stub_matches_the_module():
+    import ast
+
+    from flightlog import _native
+
+    tree = ast.parse(open(os.path.join(PKG, "_native.pyi"), encoding="utf-8").read())
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef):
+            cls = getattr(_native, node.name)
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef) and item.name != "__init__":
+                    assert hasattr(cls, item.name), f"{node.name}.{item.name} is in the stub but not the module"
+            names = {i.name for i in node.body if isinstance(i, ast.FunctionDef)}
+            public = {n for n in dir(cls) if not n.startswith("_")}
+            assert public <= names, f"{node.name}: {public - names} missing from the stub"
