@@ -161,12 +161,86 @@ async fn read(
         let resp = if rq.binary {
             binary_response(&series)
         } else {
-            parts_response(scalar_json_parts(&info, &series))
+            scalar_json_response(info, series)
         };
-        tracing::debug!(points = series.len(), ?read, encoded = ?(started.elapsed() - read), "scalar read");
+        tracing::debug!(?read, encoded = ?(started.elapsed() - read), "scalar read");
         Ok(resp)
     })
     .await
+}
+
+/// Above this many points the JSON body is streamed in chunks as it is written, so a huge read never holds
+/// its whole text in memory (a million points is about 45 MB of JSON).
+const STREAM_POINTS: usize = 2_000_000;
+/// Points per chunk of a streamed body.
+const STREAM_CHUNK: usize = 65_536;
+
+fn scalar_json_response(info: SeriesInfo, series: ScalarSeries) -> Response {
+    if series.len() <= STREAM_POINTS {
+        return parts_response(scalar_json_parts(&info, &series));
+    }
+    let (tx, rx) =
+        tokio::sync::mpsc::channel::<Result<axum::body::Bytes, std::convert::Infallible>>(4);
+    tokio::task::spawn_blocking(move || {
+        for chunk in scalar_json_chunks(&info, &series) {
+            if tx.blocking_send(Ok(chunk.into())).is_err() {
+                return; // the client went away
+            }
+        }
+    });
+    let mut resp = Response::new(Body::from_stream(
+        tokio_stream::wrappers::ReceiverStream::new(rx),
+    ));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// The same text as [`scalar_json_parts`], written lazily a chunk of points at a time.
+fn scalar_json_chunks<'a>(
+    info: &'a SeriesInfo,
+    s: &'a ScalarSeries,
+) -> impl Iterator<Item = Vec<u8>> + 'a {
+    let n = s.len();
+    let head = std::iter::once_with(move || {
+        let mut out = b"{\"info\":".to_vec();
+        if serde_json::to_writer(&mut out, info).is_err() {
+            out.extend_from_slice(b"null");
+        }
+        out
+    });
+    let column = move |col: usize| {
+        (0..n.div_ceil(STREAM_CHUNK).max(1)).map(move |c| {
+            let (from, to) = (c * STREAM_CHUNK, ((c + 1) * STREAM_CHUNK).min(n));
+            let mut out = Vec::with_capacity(STREAM_CHUNK * 24 + 16);
+            if c == 0 {
+                out.extend_from_slice(
+                    [&b",\"steps\":["[..], b",\"times\":[", b",\"values\":["][col],
+                );
+            }
+            let (mut ib, mut fb) = (itoa::Buffer::new(), ryu::Buffer::new());
+            for i in from..to {
+                if i > 0 {
+                    out.push(b',');
+                }
+                match col {
+                    0 => out.extend_from_slice(ib.format(s.steps[i]).as_bytes()),
+                    1 => out.extend_from_slice(ib.format(s.times[i].0).as_bytes()),
+                    _ => write_f64(&mut out, &mut fb, s.values[i].0),
+                }
+            }
+            if to == n {
+                out.push(b']');
+            }
+            out
+        })
+    };
+    head.chain(column(0))
+        .chain(column(1))
+        .chain(column(2))
+        .chain(std::iter::once(b"}".to_vec()))
 }
 
 /// A JSON body sent as the pieces it was written in, with its exact length.
@@ -335,8 +409,25 @@ mod tests {
             times: (0..200_000).map(WallTime).collect(),
             values: (0..200_000).map(|i| F64(i as f64 / 7.0)).collect(),
         };
-        let parts: Value =
-            serde_json::from_slice(&scalar_json_parts(&info(), &big).concat()).unwrap();
+        let whole = scalar_json_parts(&info(), &big).concat();
+        assert_eq!(
+            scalar_json_chunks(&info(), &big)
+                .collect::<Vec<_>>()
+                .concat(),
+            whole
+        );
+        assert_eq!(
+            scalar_json_chunks(&info(), &s).collect::<Vec<_>>().concat(),
+            scalar_json(&info(), &s)
+        );
+        let empty = ScalarSeries::default();
+        assert_eq!(
+            scalar_json_chunks(&info(), &empty)
+                .collect::<Vec<_>>()
+                .concat(),
+            scalar_json(&info(), &empty)
+        );
+        let parts: Value = serde_json::from_slice(&whole).unwrap();
         assert_eq!(parts["values"].as_array().unwrap().len(), 200_000);
         assert_eq!(parts["times"][199_999], 199_999);
         let slow = json!({"info": info(), "steps": s.steps, "times": s.times, "values": s.values});
