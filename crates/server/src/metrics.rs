@@ -203,7 +203,8 @@ fn scalar_json_chunks<'a>(
     info: &'a SeriesInfo,
     s: &'a ScalarSeries,
 ) -> impl Iterator<Item = Vec<u8>> + 'a {
-    let n = s.len();
+    // Equal by contract; the shortest bounds the indexing below, so a store bug cannot panic here.
+    let n = s.steps.len().min(s.times.len()).min(s.values.len());
     let head = std::iter::once_with(move || {
         let mut out = b"{\"info\":".to_vec();
         if serde_json::to_writer(&mut out, info).is_err() {
@@ -261,7 +262,8 @@ fn parts_response(parts: Vec<Vec<u8>>) -> Response {
 
 /// u64 LE count, then the steps, times and values columns, each n little-endian 8-byte words.
 pub fn scalar_binary(s: &ScalarSeries) -> Vec<u8> {
-    let n = s.len();
+    // Equal by contract; the shortest bounds the indexing below, so a store bug cannot panic here.
+    let n = s.steps.len().min(s.times.len()).min(s.values.len());
     let mut out = Vec::with_capacity(8 + 24 * n);
     out.extend_from_slice(&(n as u64).to_le_bytes());
     s.steps
