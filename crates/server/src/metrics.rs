@@ -262,18 +262,21 @@ fn parts_response(parts: Vec<Vec<u8>>) -> Response {
 
 /// u64 LE count, then the steps, times and values columns, each n little-endian 8-byte words.
 pub fn scalar_binary(s: &ScalarSeries) -> Vec<u8> {
-    // Equal by contract; the shortest bounds the indexing below, so a store bug cannot panic here.
+    // Equal by contract; if a store bug made them differ, the shortest keeps the layout consistent.
     let n = s.steps.len().min(s.times.len()).min(s.values.len());
     let mut out = Vec::with_capacity(8 + 24 * n);
     out.extend_from_slice(&(n as u64).to_le_bytes());
     s.steps
         .iter()
+        .take(n)
         .for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
     s.times
         .iter()
+        .take(n)
         .for_each(|v| out.extend_from_slice(&v.0.to_le_bytes()));
     s.values
         .iter()
+        .take(n)
         .for_each(|v| out.extend_from_slice(&v.0.to_bits().to_le_bytes()));
     out
 }
