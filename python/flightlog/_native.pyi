@@ -21,7 +21,7 @@ class NativeClient:
     def flush(self, timeout_seconds: float) -> bool:
         """Waits (GIL released) until everything enqueued is stored; False on timeout."""
     def delivery(self) -> str:
-        """JSON delivery state: pending, delivered, spooled, last_error, rejected."""
+        """JSON delivery state: enqueued/sent/pending points, spooled entries, rejections, last_error."""
     def close(self, timeout_seconds: float) -> bool:
         """Flushes and stops the sender (journaling whatever could not be sent)."""
 

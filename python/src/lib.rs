@@ -8,14 +8,14 @@ mod ops;
 use flightlog_client::{Client, ClientConfig};
 use flightlog_model::*;
 use ops::{LocalOps, Ops};
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A flightlog error as the matching `flightlog.errors` exception (a `ValueError` subclass for caller errors,
 /// `LookupError` for unknown ids, `ConnectionError` for transport trouble).
@@ -46,113 +46,6 @@ fn parse_run(id: &str) -> PyResult<RunId> {
     id.parse::<RunId>().py()
 }
 
-// --- images: uploaded by a worker so log_image never waits on the network ------------------------------------
-
-struct ImageJob {
-    run: RunId,
-    meta: ImageWrite,
-    bytes: Vec<u8>,
-}
-
-#[derive(Default)]
-struct ImageState {
-    queue: VecDeque<ImageJob>,
-    busy: bool,
-    /// Jobs taken so far / finished so far (flush waits until finished catches up with what it saw queued).
-    queued_total: u64,
-    done_total: u64,
-    rejected: u64,
-    last_error: Option<String>,
-    stop: bool,
-}
-
-struct Images {
-    state: Mutex<ImageState>,
-    wake: Condvar,
-    done: Condvar,
-}
-
-impl Images {
-    fn start(ops: Arc<dyn Ops>) -> Arc<Images> {
-        let images = Arc::new(Images { state: Mutex::new(ImageState::default()), wake: Condvar::new(), done: Condvar::new() });
-        let me = images.clone();
-        std::thread::Builder::new()
-            .name("flightlog-images".into())
-            .spawn(move || me.work(ops))
-            .expect("spawn the image uploader");
-        images
-    }
-
-    fn push(&self, job: ImageJob) {
-        let mut st = self.state.lock();
-        st.queue.push_back(job);
-        st.queued_total += 1;
-        self.wake.notify_one();
-    }
-
-    fn work(&self, ops: Arc<dyn Ops>) {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let job = {
-                let mut st = self.state.lock();
-                loop {
-                    if let Some(j) = st.queue.pop_front() {
-                        st.busy = true;
-                        break j;
-                    }
-                    if st.stop {
-                        return;
-                    }
-                    self.wake.wait(&mut st);
-                }
-            };
-            let result = ops.write_image(&job.run, &job.meta, &job.bytes);
-            let mut st = self.state.lock();
-            st.busy = false;
-            match result {
-                Err(Error::Transport(e)) => {
-                    // Server away: keep it at the front and retry with backoff.
-                    st.last_error = Some(format!("image upload failed (will retry): {e}"));
-                    st.queue.push_front(job);
-                    let deadline = Instant::now() + backoff;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    while !st.stop && Instant::now() < deadline {
-                        self.wake.wait_until(&mut st, deadline);
-                    }
-                    if st.stop {
-                        return;
-                    }
-                    continue;
-                }
-                Err(e) => {
-                    st.rejected += 1;
-                    st.last_error = Some(format!("image '{}' was rejected: {e}", job.meta.name));
-                }
-                Ok(_) => {}
-            }
-            backoff = Duration::from_millis(100);
-            st.done_total += 1;
-            self.done.notify_all();
-        }
-    }
-
-    fn wait(&self, deadline: Instant) -> bool {
-        let mut st = self.state.lock();
-        let target = st.queued_total;
-        while st.done_total < target {
-            if self.done.wait_until(&mut st, deadline).timed_out() {
-                return st.done_total >= target;
-            }
-        }
-        true
-    }
-
-    fn stop(&self) {
-        self.state.lock().stop = true;
-        self.wake.notify_all();
-    }
-}
-
 // --- the client ------------------------------------------------------------------------------------------
 
 /// One destination (a tracking server, or a local data folder) with its background sender and journal.
@@ -160,7 +53,6 @@ impl Images {
 struct NativeClient {
     ops: Arc<dyn Ops>,
     client: Arc<Client>,
-    images: Arc<Images>,
 }
 
 fn arg<'a>(a: &'a serde_json::Value, key: &str) -> Result<&'a serde_json::Value> {
@@ -226,8 +118,7 @@ impl NativeClient {
             }
             (None, None) => return Err(PyTypeError::new_err("NativeClient needs a uri or a data_dir")),
         };
-        let images = Images::start(ops.clone());
-        Ok(NativeClient { ops, client, images })
+        Ok(NativeClient { ops, client })
     }
 
     /// A control-plane request: `args` is a JSON object, the answer is JSON. Releases the GIL while it runs.
@@ -248,7 +139,6 @@ impl NativeClient {
         Ok(NativeRun {
             id: parse_run(run_id)?,
             client: self.client.clone(),
-            images: self.images.clone(),
             kinds: Mutex::new(HashMap::new()),
             names: Mutex::new(Vec::new()),
         })
@@ -288,21 +178,13 @@ impl NativeClient {
     /// Waits (GIL released) until everything enqueued so far is stored; False if the timeout passed first.
     fn flush(&self, py: Python<'_>, timeout_seconds: f64) -> PyResult<bool> {
         let timeout = Duration::from_secs_f64(timeout_seconds.clamp(0.0, 1e9));
-        py.detach(|| {
-            let deadline = Instant::now() + timeout;
-            let report = self.client.flush(timeout)?;
-            let images = self.images.wait(deadline);
-            Ok(report.complete && images)
-        })
-        .py()
+        py.detach(|| Ok(self.client.flush(timeout)?.complete)).py()
     }
 
     /// The delivery state as JSON: points enqueued/sent/pending, entries spooled to disk, rejections, last
     /// error (None while all is well).
     fn delivery(&self) -> String {
         let s = self.client.status();
-        let img = self.images.state.lock();
-        let last_error = img.last_error.clone().or(s.last_error.clone());
         serde_json::json!({
             "destination": s.uri,
             "enqueued_points": s.enqueued_points,
@@ -313,12 +195,11 @@ impl NativeClient {
             "pending_entries": s.pending_entries,
             "spooled_entries": s.spooled_entries,
             "spooled_total": s.spooled_total,
-            "rejected_entries": s.rejected_entries + img.rejected,
+            "rejected_entries": s.rejected_entries,
             "rejected_points": s.rejected_points,
             "send_failures": s.send_failures,
             "consecutive_failures": s.consecutive_failures,
-            "pending_images": img.queue.len() as u64 + img.busy as u64,
-            "last_error": last_error,
+            "last_error": s.last_error,
         })
         .to_string()
     }
@@ -327,14 +208,7 @@ impl NativeClient {
     /// the next client for this destination (or `flightlog sync`).
     fn close(&self, py: Python<'_>, timeout_seconds: f64) -> PyResult<bool> {
         let timeout = Duration::from_secs_f64(timeout_seconds.clamp(0.0, 1e9));
-        py.detach(|| {
-            let deadline = Instant::now() + timeout;
-            let images = self.images.wait(deadline);
-            self.images.stop();
-            let report = self.client.close(deadline.saturating_duration_since(Instant::now()))?;
-            Ok(report.complete && images)
-        })
-        .py()
+        py.detach(|| Ok(self.client.close(timeout)?.complete)).py()
     }
 }
 
@@ -345,7 +219,6 @@ impl NativeClient {
 struct NativeRun {
     id: RunId,
     client: Arc<Client>,
-    images: Arc<Images>,
     /// The kind of every metric name used so far, so logging a name as another kind fails at once (the server
     /// would reject the whole batch later).
     kinds: Mutex<HashMap<String, MetricKind>>,
@@ -525,7 +398,7 @@ impl NativeRun {
         self.client.log(&self.id, write).py()
     }
 
-    /// Queues an image (PNG/JPEG/GIF/SVG bytes) for upload by the background uploader.
+    /// Queues an image (PNG/JPEG/GIF/SVG bytes), delivered in order with the run's data (journaled too).
     #[pyo3(signature = (name, data, media_type, step=None, description=None))]
     fn log_image(
         &self,
@@ -543,8 +416,7 @@ impl NativeRun {
             time: Some(WallTime::now()),
             media_type: media_type.to_string(),
         };
-        self.images.push(ImageJob { run: self.id.clone(), meta, bytes: data.as_bytes().to_vec() });
-        Ok(())
+        self.client.log_image(&self.id, meta, data.as_bytes().to_vec()).py()
     }
 
     /// Queues text for one of the run's log streams (`python`, `stdout`...).

@@ -22,7 +22,6 @@ pub trait Ops: Send + Sync + 'static {
     fn list_metrics(&self, run: &RunId) -> Result<Vec<SeriesInfo>>;
     fn read_scalars(&self, run: &RunId, name: &str) -> Result<ScalarSeries>;
     fn read_records(&self, run: &RunId, name: &str) -> Result<Vec<Record>>;
-    fn write_image(&self, run: &RunId, meta: &ImageWrite, bytes: &[u8]) -> Result<Record>;
     fn list_artifacts(&self, run: &RunId, prefix: Option<&str>, recursive: bool) -> Result<Vec<ArtifactInfo>>;
     fn put_artifact_file(&self, run: &RunId, path: &str, file: &Path) -> Result<ArtifactInfo>;
     fn put_artifact_bytes(&self, run: &RunId, path: &str, bytes: &[u8]) -> Result<ArtifactInfo>;
@@ -79,9 +78,6 @@ impl Ops for HttpOps {
     }
     fn read_records(&self, run: &RunId, name: &str) -> Result<Vec<Record>> {
         self.0.read_records(run, name, &ReadRange::default())
-    }
-    fn write_image(&self, run: &RunId, meta: &ImageWrite, bytes: &[u8]) -> Result<Record> {
-        self.0.write_image(run, meta, bytes)
     }
     fn list_artifacts(&self, run: &RunId, prefix: Option<&str>, recursive: bool) -> Result<Vec<ArtifactInfo>> {
         self.0.list_artifacts(run, prefix, recursive)
@@ -151,6 +147,9 @@ impl Sink for StoreSink {
     fn update_run(&self, run: &RunId, patch: &RunPatch) -> Result<()> {
         self.store.update_run(run, patch.clone()).map(|_| ())
     }
+    fn write_image(&self, run: &RunId, meta: &ImageWrite, bytes: &[u8]) -> Result<()> {
+        self.store.write_image(run, meta.clone(), bytes).map(|_| ())
+    }
 }
 
 impl Ops for LocalOps {
@@ -199,9 +198,6 @@ impl Ops for LocalOps {
     }
     fn read_records(&self, run: &RunId, name: &str) -> Result<Vec<Record>> {
         self.store.read_records(run, name, &ReadRange::default())
-    }
-    fn write_image(&self, run: &RunId, meta: &ImageWrite, bytes: &[u8]) -> Result<Record> {
-        self.store.write_image(run, meta.clone(), bytes)
     }
     fn list_artifacts(&self, run: &RunId, prefix: Option<&str>, recursive: bool) -> Result<Vec<ArtifactInfo>> {
         let prefix = prefix.filter(|p| !p.is_empty() && *p != "/" && *p != ".");

@@ -126,6 +126,21 @@ def exp(ws):
     return Experiment(ws, f"test-{uuid.uuid4().hex[:8]}")
 
 
+def tiny_png(path: str) -> str:
+    """Writes a valid 1x1 PNG to `path` (no imaging library needed)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0))
+    png += chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00")) + chunk(b"IEND", b"")
+    with open(path, "wb") as f:
+        f.write(png)
+    return path
+
+
 def run_script(code: str, env: dict | None = None, cwd: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     """Runs Python `code` in a fresh interpreter (same venv), returning the completed process."""
     full_env = dict(os.environ)

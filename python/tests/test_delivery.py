@@ -12,7 +12,7 @@ import warnings
 
 import pytest
 
-from conftest import Server, run_script
+from conftest import Server, run_script, tiny_png
 
 from flightlog import Experiment, Run, Workspace
 from flightlog.errors import DeliveryWarning
@@ -24,7 +24,7 @@ def _series(run, name):
 
 
 @pytest.mark.parametrize("kill", [False, True], ids=["sigterm", "sigkill"])
-def test_server_outage_mid_logging_every_point_once(own_server, kill):
+def test_server_outage_mid_logging_every_point_once(own_server, kill, tmp_path):
     ws = Workspace(own_server.uri)
     run = Experiment(ws, "outage").start_logging()
     n_before, n_during, n_after = 20_000, 30_000, 20_000
@@ -44,6 +44,7 @@ def test_server_outage_mid_logging_every_point_once(own_server, kill):
             step += 1
         run.log("text", "during the outage")
         run.log_row("rows", i=1)
+        run.log_image("img", path=tiny_png(str(tmp_path / "x.png")), step=7)
         logging_time = time.perf_counter() - t0
         assert not run.flush(1.0)  # cannot be delivered now: reports False, does not raise
         time.sleep(1.5)  # let the delivery monitor notice
@@ -62,6 +63,7 @@ def test_server_outage_mid_logging_every_point_once(own_server, kill):
     assert steps == list(range(total)) and values == [float(i) for i in range(total)]
     m = run.get_metrics()
     assert m["text"] == "during the outage" and m["rows"] == {"i": [0, 1]}
+    assert m["img"] in run.get_file_names()
     delivery = run.get_details()["delivery"]
     assert delivery["send_failures"] > 0 and delivery["pending_points"] == 0 and delivery["rejected_entries"] == 0
     run.complete()
@@ -70,6 +72,7 @@ def test_server_outage_mid_logging_every_point_once(own_server, kill):
 
 def test_outage_at_complete_is_delivered_later(own_server, tmp_path):
     """Data logged while the server is down, then the process exits: the journal carries it to the next start."""
+    png = tiny_png(str(tmp_path / "x.png"))
     code = f"""
 import flightlog, os
 ws = flightlog.Workspace({own_server.uri!r})
@@ -80,6 +83,7 @@ print(run.id, flush=True)
 input()  # the test stops the server now
 for i in range(1000):
     run.log("during", float(i), step=i)
+run.log_image("img", path={png!r})
 """
     env = dict(os.environ, FLIGHTLOG_SPOOL=str(tmp_path / "spool"), FLIGHTLOG_EXIT_FLUSH_TIMEOUT="2")
     p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
@@ -100,6 +104,8 @@ for i in range(1000):
     run = Run.get(Workspace(own_server.uri), run_id)
     steps, values = _series(run, "during")
     assert steps == list(range(1000)) and values == [float(i) for i in range(1000)]
+    img = run.get_metrics("img")["img"]
+    assert img in run.get_file_names()  # images are journaled too
 
 
 @pytest.mark.parametrize("mode", ["server", "local"])

@@ -20,13 +20,31 @@ pub trait Sink: Send + Sync + 'static {
     fn write_batch(&self, run: &RunId, batch: &Batch) -> Result<BatchAck>;
     /// Changes a run.
     fn update_run(&self, run: &RunId, patch: &RunPatch) -> Result<()>;
+    /// Stores an image and records it as a point of image metric `meta.name`.
+    fn write_image(&self, run: &RunId, meta: &ImageWrite, bytes: &[u8]) -> Result<()>;
 }
 
-/// The three deliveries the sender makes, over HTTP or into a [`Sink`].
+/// The deliveries the sender makes, over HTTP or into a [`Sink`].
 pub(crate) trait Deliver {
     fn create_run(&self, new: &NewRun) -> Result<(), SendError>;
     fn write_batch(&self, run: &RunId, batch: &Batch) -> Result<BatchAck, SendError>;
     fn update_run(&self, run: &RunId, patch: &RunPatch) -> Result<(), SendError>;
+    fn write_image(&self, run: &RunId, meta: &ImageWrite, bytes: &[u8]) -> Result<(), SendError>;
+}
+
+/// The query of `POST /api/v1/runs/{id}/images`.
+pub(crate) fn image_query(meta: &ImageWrite) -> Vec<(&'static str, String)> {
+    let mut q = vec![("name", meta.name.clone())];
+    if let Some(s) = meta.step {
+        q.push(("step", s.to_string()));
+    }
+    if let Some(d) = &meta.description {
+        q.push(("description", d.clone()));
+    }
+    if let Some(t) = meta.time {
+        q.push(("time", t.0.to_string()));
+    }
+    q
 }
 
 impl Deliver for Http {
@@ -39,6 +57,12 @@ impl Deliver for Http {
     }
     fn update_run(&self, run: &RunId, patch: &RunPatch) -> Result<(), SendError> {
         let _: serde_json::Value = self.try_send_json("PATCH", &format!("/api/v1/runs/{run}"), patch, Entity::Run)?;
+        Ok(())
+    }
+    fn write_image(&self, run: &RunId, meta: &ImageWrite, bytes: &[u8]) -> Result<(), SendError> {
+        let path = format!("/api/v1/runs/{run}/images");
+        let _: serde_json::Value =
+            self.try_send_bytes("POST", &path, &image_query(meta), bytes, &meta.media_type, Entity::Metric)?;
         Ok(())
     }
 }
@@ -62,5 +86,8 @@ impl Deliver for SinkDeliver<'_> {
     }
     fn update_run(&self, run: &RunId, patch: &RunPatch) -> Result<(), SendError> {
         self.0.update_run(run, patch).map_err(classify)
+    }
+    fn write_image(&self, run: &RunId, meta: &ImageWrite, bytes: &[u8]) -> Result<(), SendError> {
+        self.0.write_image(run, meta, bytes).map_err(classify)
     }
 }

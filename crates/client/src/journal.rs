@@ -17,7 +17,7 @@
 //! so a replay resumes after the last confirmed entry; a re-sent batch keeps its `batch_id` and the server
 //! drops it as a duplicate, so a crash between sending and recording progress loses and doubles nothing.
 
-use flightlog_model::{Batch, NewRun, RunId, RunPatch, WallTime};
+use flightlog_model::{Batch, ImageWrite, NewRun, RunId, RunPatch, WallTime};
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
@@ -37,13 +37,51 @@ pub enum JournalEntry {
     Batch { run: RunId, batch: Batch },
     /// Idempotent: applying a patch twice leaves the run as applying it once.
     UpdateRun { run: RunId, patch: RunPatch },
+    /// An image and its metric point (the bytes travel hex-encoded in the journal).
+    Image {
+        run: RunId,
+        meta: ImageWrite,
+        #[serde(with = "hex_bytes")]
+        data: Vec<u8>,
+    },
+}
+
+/// Bytes as a lowercase hex string (journals are JSON records).
+mod hex_bytes {
+    use serde::{de, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = String::with_capacity(bytes.len() * 2);
+        for b in bytes {
+            out.push(HEX[(b >> 4) as usize] as char);
+            out.push(HEX[(b & 15) as usize] as char);
+        }
+        s.serialize_str(&out)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        let digit = |c: u8| match c {
+            b'0'..=b'9' => Ok(c - b'0'),
+            b'a'..=b'f' => Ok(c - b'a' + 10),
+            b'A'..=b'F' => Ok(c - b'A' + 10),
+            _ => Err(de::Error::custom("bad hex digit in image data")),
+        };
+        if text.len() % 2 != 0 {
+            return Err(de::Error::custom("odd-length hex image data"));
+        }
+        text.as_bytes().chunks(2).map(|p| Ok(digit(p[0])? << 4 | digit(p[1])?)).collect()
+    }
 }
 
 impl JournalEntry {
     pub fn run_id(&self) -> Option<&RunId> {
         match self {
             JournalEntry::CreateRun(n) => n.id.as_ref(),
-            JournalEntry::Batch { run, .. } | JournalEntry::UpdateRun { run, .. } => Some(run),
+            JournalEntry::Batch { run, .. } | JournalEntry::UpdateRun { run, .. } | JournalEntry::Image { run, .. } => {
+                Some(run)
+            }
         }
     }
     pub fn points(&self) -> usize {

@@ -389,6 +389,19 @@ impl Client {
         self.shared.log_text(run, stream, text)
     }
 
+    /// Queues an image (stored as an artifact under `images/` and a point of `meta.name`), delivered in order
+    /// with the run's other data and journaled like it while the server is away; returns at once. `meta.time`
+    /// None: now.
+    pub fn log_image(&self, run: &RunId, mut meta: ImageWrite, bytes: Vec<u8>) -> Result<()> {
+        validate::name("metric", &meta.name)?;
+        if let Some(d) = &meta.description {
+            validate::description("description", d)?;
+        }
+        meta.time.get_or_insert_with(WallTime::now);
+        self.shared.enqueue_entry(JournalEntry::Image { run: run.clone(), meta, data: bytes })?;
+        Ok(())
+    }
+
     /// Writes an image now (synchronously): stored as an artifact under `images/` and a point of `meta.name`.
     pub fn write_image(&self, run: &RunId, meta: &ImageWrite, bytes: &[u8]) -> Result<Record> {
         validate::name("metric", &meta.name)?;

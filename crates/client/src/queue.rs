@@ -671,6 +671,10 @@ pub(crate) fn send_entry<D: crate::backend::Deliver + ?Sized>(to: &D, entry: &Jo
             to.update_run(run, patch)?;
             Ok(Sent::Other)
         }
+        JournalEntry::Image { run, meta, data } => {
+            to.write_image(run, meta, data)?;
+            Ok(Sent::Other)
+        }
     }
 }
 
