@@ -95,13 +95,19 @@ run.log_image("img", path={png!r})
     assert any(f.endswith(".journal") for f in os.listdir(tmp_path / "spool"))
     own_server.start()
     # The next client for this server replays the journal on start.
-    r = run_script(
-        f"import flightlog; ws = flightlog.Workspace({own_server.uri!r}); flightlog.Experiment(ws, 'other');"
-        "import time; time.sleep(3)",
-        env={"FLIGHTLOG_SPOOL": str(tmp_path / "spool")},
+    replayer = subprocess.Popen(
+        [sys.executable, "-c", f"import flightlog, time; ws = flightlog.Workspace({own_server.uri!r}); "
+         "flightlog.Experiment(ws, 'other'); time.sleep(120)"],
+        env=env,
     )
-    assert r.returncode == 0, r.stderr
-    run = Run.get(Workspace(own_server.uri), run_id)
+    try:
+        run = Run.get(Workspace(own_server.uri), run_id)
+        deadline = time.time() + 60
+        while time.time() < deadline and "img" not in run.get_metrics():
+            time.sleep(0.2)
+    finally:
+        replayer.terminate()
+        replayer.wait(30)
     steps, values = _series(run, "during")
     assert steps == list(range(1000)) and values == [float(i) for i in range(1000)]
     img = run.get_metrics("img")["img"]
