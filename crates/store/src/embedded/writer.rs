@@ -101,6 +101,11 @@ fn run(mut ctx: WriteCtx, rx: Receiver<Job>, seq_tx: Arc<watch::Sender<u64>>) {
         }
         run_group(&mut ctx, jobs, &seq_tx);
     }
+    // A clean stop folds the write-ahead log back into the database file, so the data dir holds only what is
+    // kept (and the next open has no log to replay).
+    if let Err(e) = ctx.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
+        tracing::warn!("checkpoint on close failed (the log is replayed on the next open): {e}");
+    }
 }
 
 /// Runs one group in one transaction and answers every caller once the commit is durable. If the transaction
