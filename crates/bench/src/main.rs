@@ -38,7 +38,10 @@ struct Args {
 fn main() {
     let args = Args::parse();
     if !args.bin.exists() {
-        eprintln!("error: {} not found; build it first with `cargo build --release`", args.bin.display());
+        eprintln!(
+            "error: {} not found; build it first with `cargo build --release`",
+            args.bin.display()
+        );
         std::process::exit(2);
     }
     let mut figures = serde_json::Map::new();
@@ -50,25 +53,69 @@ fn main() {
     let server = Server::start(&args.bin);
     std::thread::sleep(Duration::from_millis(500));
     let idle = server.memory_kb().0 as f64 / 1024.0;
-    record("rss_idle_mb", idle, format!("server RSS idle:                 {idle:8.1} MB   (target ≤ 50 MB)"));
+    record(
+        "rss_idle_mb",
+        idle,
+        format!("server RSS idle:                 {idle:8.1} MB   (target ≤ 50 MB)"),
+    );
 
     let (p50, p99) = latency(&server, args.calls);
-    record("log_call_p50_ms", p50, format!("durable log call p50:            {p50:8.3} ms   (target ≤ 1 ms; MLflow 60 ms)"));
-    record("log_call_p99_ms", p99, format!("durable log call p99:            {p99:8.3} ms"));
+    record(
+        "log_call_p50_ms",
+        p50,
+        format!("durable log call p50:            {p50:8.3} ms   (target ≤ 1 ms; MLflow 60 ms)"),
+    );
+    record(
+        "log_call_p99_ms",
+        p99,
+        format!("durable log call p99:            {p99:8.3} ms"),
+    );
 
     let rate = ingest(&server, args.ingest_points, args.threads, args.batch_points);
     let peak = server.memory_kb().1 as f64 / 1024.0;
     record("ingest_points_per_s", rate, format!("batch ingest:                    {rate:8.0} points/s   (target ≥ 1,000,000; MLflow ~6,700)"));
-    record("rss_peak_ingest_mb", peak, format!("server peak RSS over {}M points: {peak:8.1} MB   (target ≤ 250 MB)", args.ingest_points / 1_000_000));
+    record(
+        "rss_peak_ingest_mb",
+        peak,
+        format!(
+            "server peak RSS over {}M points: {peak:8.1} MB   (target ≤ 250 MB)",
+            args.ingest_points / 1_000_000
+        ),
+    );
     drop(server);
 
     let mut server = Server::start(&args.bin);
     let h = history(&mut server, args.history_points);
     let n = args.history_points / 1000;
-    record("history_json_ms", h.json_ms, format!("read {n}k-point series, JSON:     {:8.1} ms   (target ≤ 150 ms; MLflow 5 s for 100k)", h.json_ms));
-    record("history_binary_ms", h.binary_ms, format!("read {n}k-point series, binary:   {:8.1} ms", h.binary_ms));
-    record("downsampled_ms", h.downsampled_ms, format!("downsampled read (≤2,000 pts):   {:8.2} ms   (target ≤ 10 ms)", h.downsampled_ms));
-    record("bytes_per_point", h.bytes_per_point, format!("disk per point:                  {:8.2} bytes (target ≤ 16; MLflow ~240)", h.bytes_per_point));
+    record(
+        "history_json_ms",
+        h.json_ms,
+        format!(
+            "read {n}k-point series, JSON:     {:8.1} ms   (target ≤ 150 ms; MLflow 5 s for 100k)",
+            h.json_ms
+        ),
+    );
+    record(
+        "history_binary_ms",
+        h.binary_ms,
+        format!("read {n}k-point series, binary:   {:8.1} ms", h.binary_ms),
+    );
+    record(
+        "downsampled_ms",
+        h.downsampled_ms,
+        format!(
+            "downsampled read (≤2,000 pts):   {:8.2} ms   (target ≤ 10 ms)",
+            h.downsampled_ms
+        ),
+    );
+    record(
+        "bytes_per_point",
+        h.bytes_per_point,
+        format!(
+            "disk per point:                  {:8.2} bytes (target ≤ 16; MLflow ~240)",
+            h.bytes_per_point
+        ),
+    );
     println!("{}", serde_json::Value::Object(figures));
 }
 
@@ -82,19 +129,42 @@ struct Server {
 
 impl Server {
     fn start(bin: &Path) -> Server {
-        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
         let data = tempfile::tempdir().expect("temp dir");
         let child = Command::new(bin)
-            .args(["server", "--host", "127.0.0.1", "--port", &port.to_string(), "--data"])
+            .args([
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--data",
+            ])
             .arg(data.path())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
             .expect("start flightlog server");
-        let server = Server { child, url: format!("http://127.0.0.1:{port}"), data, agent: ureq::Agent::new_with_defaults() };
+        let server = Server {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            data,
+            agent: ureq::Agent::new_with_defaults(),
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while server.agent.get(&format!("{}/health", server.url)).call().is_err() {
-            assert!(Instant::now() < deadline, "server did not become healthy in 30 s");
+        while server
+            .agent
+            .get(&format!("{}/health", server.url))
+            .call()
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "server did not become healthy in 30 s"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         server
@@ -102,7 +172,8 @@ impl Server {
 
     /// (current RSS, peak RSS) in KiB, from /proc.
     fn memory_kb(&self) -> (u64, u64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
         let field = |name: &str| {
             status
                 .lines()
@@ -121,16 +192,31 @@ impl Server {
             .content_type("application/json")
             .send(body)
             .unwrap_or_else(|e| panic!("POST {path}: {e}"));
-        resp.body_mut().with_config().limit(u64::MAX).read_to_vec().expect("read body")
+        resp.body_mut()
+            .with_config()
+            .limit(u64::MAX)
+            .read_to_vec()
+            .expect("read body")
     }
 
     fn get(&self, path: &str) -> Vec<u8> {
-        let mut resp = self.agent.get(&format!("{}{path}", self.url)).call().unwrap_or_else(|e| panic!("GET {path}: {e}"));
-        resp.body_mut().with_config().limit(u64::MAX).read_to_vec().expect("read body")
+        let mut resp = self
+            .agent
+            .get(&format!("{}{path}", self.url))
+            .call()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        resp.body_mut()
+            .with_config()
+            .limit(u64::MAX)
+            .read_to_vec()
+            .expect("read body")
     }
 
     fn new_run(&self) -> String {
-        let body = self.post("/api/v1/runs", br#"{"experiment_id":"0","display_name":"bench"}"#);
+        let body = self.post(
+            "/api/v1/runs",
+            br#"{"experiment_id":"0","display_name":"bench"}"#,
+        );
         let run: serde_json::Value = serde_json::from_slice(&body).expect("run JSON");
         run["id"].as_str().expect("run id").to_string()
     }
@@ -138,7 +224,9 @@ impl Server {
     /// SIGTERM, then wait: the store checkpoints its write-ahead log on a clean stop, so the data dir then
     /// holds exactly what is kept.
     fn stop_gracefully(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -158,7 +246,9 @@ impl Drop for Server {
 }
 
 fn dir_size(path: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(path) else { return 0 };
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
     entries
         .flatten()
         .map(|e| match e.metadata() {
@@ -188,12 +278,20 @@ fn scalar_batch(series: usize, per_series: usize, first_step: i64, noise: &mut N
         .map(|s| ScalarWrite {
             name: format!("metric_{s}"),
             description: None,
-            steps: Some((0..per_series as i64).map(|i| Some(first_step + i)).collect()),
+            steps: Some(
+                (0..per_series as i64)
+                    .map(|i| Some(first_step + i))
+                    .collect(),
+            ),
             times: Some((0..per_series as i64).map(|i| WallTime(now + i)).collect()),
             values: (0..per_series).map(|_| F64(noise.next())).collect(),
         })
         .collect();
-    let batch = Batch { batch_id: Some(format!("b{first_step}-{}", noise.0)), scalars, ..Default::default() };
+    let batch = Batch {
+        batch_id: Some(format!("b{first_step}-{}", noise.0)),
+        scalars,
+        ..Default::default()
+    };
     serde_json::to_vec(&batch).expect("encode batch")
 }
 
@@ -262,20 +360,34 @@ fn history(server: &mut Server, points: u64) -> History {
     let chunk = 50_000u64;
     for first in (0..points).step_by(chunk as usize) {
         let n = chunk.min(points - first) as usize;
-        server.post(&format!("/api/v1/runs/{run}/batch"), &scalar_batch(1, n, first as i64, &mut noise));
+        server.post(
+            &format!("/api/v1/runs/{run}/batch"),
+            &scalar_batch(1, n, first as i64, &mut noise),
+        );
     }
     let base = format!("/api/v1/runs/{run}/metrics/metric_0");
     // Timed: request to last byte received. Checked after the clock stops: the body parses into the full series.
     let mut body = Vec::new();
     let json_ms = median_ms(5, || body = server.get(&base));
     let series: ScalarBody = serde_json::from_slice(&body).expect("history JSON");
-    assert_eq!(series.values.len(), points as usize, "whole series returned");
-    assert_eq!((series.steps.len(), series.times.len()), (points as usize, points as usize));
+    assert_eq!(
+        series.values.len(),
+        points as usize,
+        "whole series returned"
+    );
+    assert_eq!(
+        (series.steps.len(), series.times.len()),
+        (points as usize, points as usize)
+    );
     let binary_ms = median_ms(5, || body = server.get(&format!("{base}?format=binary")));
     let mut count = [0u8; 8];
     (&body[..]).read_exact(&mut count).expect("count");
     assert_eq!(u64::from_le_bytes(count), points, "whole series returned");
-    assert_eq!(body.len() as u64, 8 + 24 * points, "binary body is count + three columns");
+    assert_eq!(
+        body.len() as u64,
+        8 + 24 * points,
+        "binary body is count + three columns"
+    );
     let downsampled_ms = median_ms(21, || {
         let body = server.get(&format!("{base}?buckets=1000"));
         let v: serde_json::Value = serde_json::from_slice(&body).expect("downsampled JSON");
@@ -284,7 +396,12 @@ fn history(server: &mut Server, points: u64) -> History {
     });
     server.stop_gracefully();
     let bytes_per_point = dir_size(server.data.path()) as f64 / points as f64;
-    History { json_ms, binary_ms, downsampled_ms, bytes_per_point }
+    History {
+        json_ms,
+        binary_ms,
+        downsampled_ms,
+        bytes_per_point,
+    }
 }
 
 fn median_ms(repeat: usize, mut f: impl FnMut()) -> f64 {

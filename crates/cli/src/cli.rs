@@ -9,7 +9,12 @@ use std::path::PathBuf;
 #[command(name = "flightlog", version, about = "Self-hosted ML run history: server, runs, metrics, logs, artifacts", after_help = EXIT_CODES)]
 pub struct Cli {
     /// URL of the flightlog server.
-    #[arg(long, global = true, env = "FLIGHTLOG_TRACKING_URI", default_value = "http://127.0.0.1:5000")]
+    #[arg(
+        long,
+        global = true,
+        env = "FLIGHTLOG_TRACKING_URI",
+        default_value = "http://127.0.0.1:5000"
+    )]
     pub server: String,
     /// Machine-readable output: the API's JSON objects.
     #[arg(long, global = true)]
@@ -69,9 +74,7 @@ pub enum Command {
         all: bool,
     },
     /// Print a shell completion script.
-    Completions {
-        shell: clap_complete::Shell,
-    },
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Subcommand, Debug)]
@@ -162,7 +165,9 @@ fn dispatch(cli: Cli) -> Result<(), CliError> {
         default_sigpipe();
     }
     match cli.command {
-        Command::Server { host, port, data } => server_cmd::run(server_cmd::ServerArgs { host, port, data }),
+        Command::Server { host, port, data } => {
+            server_cmd::run(server_cmd::ServerArgs { host, port, data })
+        }
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "flightlog", &mut std::io::stdout());

@@ -16,19 +16,41 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         replay_on_start: false,
         ..Default::default()
     });
-    let ctx = Ctx { client, json: cli.json, server: flightlog_client::normalize_uri(&cli.server) };
+    let ctx = Ctx {
+        client,
+        json: cli.json,
+        server: flightlog_client::normalize_uri(&cli.server),
+    };
     let result = match cli.command {
         Command::Experiments(ExperimentsCmd::Ls { all }) => ctx.experiments_ls(all),
-        Command::Runs(RunsCmd::Ls { experiment, status, limit }) => ctx.runs_ls(experiment, status, limit),
+        Command::Runs(RunsCmd::Ls {
+            experiment,
+            status,
+            limit,
+        }) => ctx.runs_ls(experiment, status, limit),
         Command::Runs(RunsCmd::Show { run }) => ctx.runs_show(&run),
         Command::Runs(RunsCmd::Cancel { run }) => ctx.runs_cancel(&run),
         Command::Metrics { run, name, csv } => ctx.metrics(&run, name.as_deref(), csv),
-        Command::Logs { run, stream, follow } => ctx.logs(&run, stream.as_deref(), follow),
-        Command::Artifacts(ArtifactsCmd::Ls { run, path, recursive }) => ctx.artifacts_ls(&run, path.as_deref(), recursive),
-        Command::Artifacts(ArtifactsCmd::Get { run, path, output }) => ctx.artifacts_get(&run, &path, output),
-        Command::Artifacts(ArtifactsCmd::Put { run, local, dest }) => ctx.artifacts_put(&run, &local, dest),
+        Command::Logs {
+            run,
+            stream,
+            follow,
+        } => ctx.logs(&run, stream.as_deref(), follow),
+        Command::Artifacts(ArtifactsCmd::Ls {
+            run,
+            path,
+            recursive,
+        }) => ctx.artifacts_ls(&run, path.as_deref(), recursive),
+        Command::Artifacts(ArtifactsCmd::Get { run, path, output }) => {
+            ctx.artifacts_get(&run, &path, output)
+        }
+        Command::Artifacts(ArtifactsCmd::Put { run, local, dest }) => {
+            ctx.artifacts_put(&run, &local, dest)
+        }
         Command::Sync { spool, all } => ctx.sync(spool, all),
-        Command::Server { .. } | Command::Completions { .. } => unreachable!("handled by the caller"),
+        Command::Server { .. } | Command::Completions { .. } => {
+            unreachable!("handled by the caller")
+        }
     };
     result.map_err(|e| ctx.explain(e))
 }
@@ -51,9 +73,11 @@ fn progress_bar(len: Option<u64>, what: &str) -> ProgressBar {
         Some(l) => ProgressBar::new(l),
         None => ProgressBar::no_length(),
     };
-    let style = ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ");
+    let style = ProgressStyle::with_template(
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ");
     pb.set_style(style);
     pb.set_message(what.to_string());
     pb
@@ -63,7 +87,13 @@ impl Ctx {
     /// Adds the server URL to transport errors.
     fn explain(&self, e: CliError) -> CliError {
         if e.code == EXIT_UNREACHABLE && !e.message.contains(&self.server) {
-            CliError { message: format!("cannot reach the flightlog server at {}: {}", self.server, e.message), ..e }
+            CliError {
+                message: format!(
+                    "cannot reach the flightlog server at {}: {}",
+                    self.server, e.message
+                ),
+                ..e
+            }
         } else {
             e
         }
@@ -72,17 +102,27 @@ impl Ctx {
     // --- experiments ------------------------------------------------------------------------------------
 
     fn experiments_ls(&self, all: bool) -> Result<(), CliError> {
-        let items = self.client.list_all_experiments(&ExperimentQuery { include_deleted: all, ..Default::default() })?;
+        let items = self.client.list_all_experiments(&ExperimentQuery {
+            include_deleted: all,
+            ..Default::default()
+        })?;
         if self.json {
             return Ok(print_json(&items)?);
         }
-        let mut t = Table::new(&["ID", "NAME", "RUNS", "LAST ACTIVITY", "CREATED"]).align_right(&[0, 2]);
+        let mut t =
+            Table::new(&["ID", "NAME", "RUNS", "LAST ACTIVITY", "CREATED"]).align_right(&[0, 2]);
         for e in &items {
             let mut name = e.name.clone();
             if e.lifecycle == Lifecycle::Deleted {
                 name.push_str(" (deleted)");
             }
-            t.row(vec![e.id.to_string(), name, e.run_count.to_string(), output::opt_time(e.last_activity), output::time(e.created_time)]);
+            t.row(vec![
+                e.id.to_string(),
+                name,
+                e.run_count.to_string(),
+                output::opt_time(e.last_activity),
+                output::time(e.created_time),
+            ]);
         }
         Ok(t.print()?)
     }
@@ -99,8 +139,16 @@ impl Ctx {
         Ok(self.client.get_experiment_by_name(s)?)
     }
 
-    fn runs_ls(&self, experiment: Option<String>, status: Vec<String>, limit: u32) -> Result<(), CliError> {
-        let mut q = RunQuery { limit: Some(limit.clamp(1, 10_000)), ..Default::default() };
+    fn runs_ls(
+        &self,
+        experiment: Option<String>,
+        status: Vec<String>,
+        limit: u32,
+    ) -> Result<(), CliError> {
+        let mut q = RunQuery {
+            limit: Some(limit.clamp(1, 10_000)),
+            ..Default::default()
+        };
         let mut exp_names = std::collections::HashMap::new();
         if let Some(e) = experiment {
             let exp = self.resolve_experiment(&e)?;
@@ -117,14 +165,20 @@ impl Ctx {
             return Ok(print_json(&page.items)?);
         }
         if exp_names.is_empty() {
-            if let Ok(exps) = self.client.list_all_experiments(&ExperimentQuery { include_deleted: true, ..Default::default() }) {
+            if let Ok(exps) = self.client.list_all_experiments(&ExperimentQuery {
+                include_deleted: true,
+                ..Default::default()
+            }) {
                 exp_names.extend(exps.into_iter().map(|e| (e.id, e.name)));
             }
         }
         let now = WallTime::now();
         let mut t = Table::new(&["ID", "NAME", "STATUS", "EXPERIMENT", "CREATED", "DURATION"]);
         for r in &page.items {
-            let exp = exp_names.get(&r.experiment_id).cloned().unwrap_or_else(|| r.experiment_id.to_string());
+            let exp = exp_names
+                .get(&r.experiment_id)
+                .cloned()
+                .unwrap_or_else(|| r.experiment_id.to_string());
             t.row(vec![
                 r.id.to_string(),
                 output::cut(&r.display_name, 40),
@@ -147,7 +201,11 @@ impl Ctx {
         if self.json {
             return Ok(print_json(&r)?);
         }
-        let exp = self.client.get_experiment(r.experiment_id).map(|e| e.name).unwrap_or_default();
+        let exp = self
+            .client
+            .get_experiment(r.experiment_id)
+            .map(|e| e.name)
+            .unwrap_or_default();
         let mut o = std::io::stdout().lock();
         let now = WallTime::now();
         writeln!(o, "Run:         {}", r.id)?;
@@ -181,7 +239,11 @@ impl Ctx {
                 }
             }
         }
-        for (title, map) in [("Tags", &r.tags), ("Params", &r.params), ("Properties", &r.properties)] {
+        for (title, map) in [
+            ("Tags", &r.tags),
+            ("Params", &r.params),
+            ("Properties", &r.properties),
+        ] {
             if !map.is_empty() {
                 writeln!(o, "{title}:")?;
                 let w = map.keys().map(|k| k.chars().count()).max().unwrap_or(0);
@@ -205,7 +267,13 @@ impl Ctx {
 
     fn runs_cancel(&self, run: &str) -> Result<(), CliError> {
         let id = parse_run(run)?;
-        let r = self.client.update_run(&id, &RunPatch { status: Some(RunStatus::Canceled), ..Default::default() })?;
+        let r = self.client.update_run(
+            &id,
+            &RunPatch {
+                status: Some(RunStatus::Canceled),
+                ..Default::default()
+            },
+        )?;
         if self.json {
             return Ok(print_json(&r)?);
         }
@@ -245,7 +313,9 @@ impl Ctx {
             }
             return Ok(metrics_table(&items).print()?);
         };
-        let raw = self.client.read_metric_raw(&id, name, &ReadRange::default())?;
+        let raw = self
+            .client
+            .read_metric_raw(&id, name, &ReadRange::default())?;
         if self.json {
             return Ok(print_json(&raw)?);
         }
@@ -257,34 +327,58 @@ impl Ctx {
                 times: Vec<WallTime>,
                 values: Vec<F64>,
             }
-            let s: S = serde_json::from_value(raw).map_err(|e| CliError::new(EXIT_ERROR, format!("unexpected answer: {e}")))?;
+            let s: S = serde_json::from_value(raw)
+                .map_err(|e| CliError::new(EXIT_ERROR, format!("unexpected answer: {e}")))?;
             if csv {
                 writeln!(o, "step,time,value")?;
                 for i in 0..s.values.len() {
-                    writeln!(o, "{},{},{}", s.steps[i], output::iso_time(s.times[i]), csv_number(s.values[i].0))?;
+                    writeln!(
+                        o,
+                        "{},{},{}",
+                        s.steps[i],
+                        output::iso_time(s.times[i]),
+                        csv_number(s.values[i].0)
+                    )?;
                 }
                 return Ok(o.flush()?);
             }
             drop(o);
             let mut t = Table::new(&["STEP", "TIME", "VALUE"]).align_right(&[0, 2]);
             for i in 0..s.values.len() {
-                t.row(vec![s.steps[i].to_string(), output::time(s.times[i]), output::number(s.values[i].0)]);
+                t.row(vec![
+                    s.steps[i].to_string(),
+                    output::time(s.times[i]),
+                    output::number(s.values[i].0),
+                ]);
             }
             return Ok(t.print()?);
         }
-        let records: Vec<Record> = serde_json::from_value(raw.get("records").cloned().unwrap_or_default())
-            .map_err(|e| CliError::new(EXIT_ERROR, format!("unexpected answer: {e}")))?;
+        let records: Vec<Record> =
+            serde_json::from_value(raw.get("records").cloned().unwrap_or_default())
+                .map_err(|e| CliError::new(EXIT_ERROR, format!("unexpected answer: {e}")))?;
         if csv {
             writeln!(o, "index,step,time,value")?;
             for r in &records {
-                writeln!(o, "{},{},{},{}", r.index, r.step, output::iso_time(r.time), csv_field(&csv_value(&r.value)))?;
+                writeln!(
+                    o,
+                    "{},{},{},{}",
+                    r.index,
+                    r.step,
+                    output::iso_time(r.time),
+                    csv_field(&csv_value(&r.value))
+                )?;
             }
             return Ok(o.flush()?);
         }
         drop(o);
         let mut t = Table::new(&["INDEX", "STEP", "TIME", "VALUE"]).align_right(&[0, 1]);
         for r in &records {
-            t.row(vec![r.index.to_string(), r.step.to_string(), output::time(r.time), output::value(&r.value, 100)]);
+            t.row(vec![
+                r.index.to_string(),
+                r.step.to_string(),
+                output::time(r.time),
+                output::value(&r.value, 100),
+            ]);
         }
         Ok(t.print()?)
     }
@@ -297,7 +391,13 @@ impl Ctx {
             validate::stream_name(s)?;
         }
         let run = self.client.get_run(&id)?;
-        let mut follower = LogFollower { client: &self.client, run: id.clone(), only: stream.map(str::to_string), offsets: Default::default(), json: self.json };
+        let mut follower = LogFollower {
+            client: &self.client,
+            run: id.clone(),
+            only: stream.map(str::to_string),
+            offsets: Default::default(),
+            json: self.json,
+        };
         if !follow {
             let streams = follower.streams()?;
             if self.json {
@@ -320,7 +420,11 @@ impl Ctx {
             return Ok(());
         }
         // Follow: subscribe first, then print what exists, then what arrives (deduplicated by offset).
-        let events = if run.status.is_terminal() { None } else { self.client_events(&id).ok() };
+        let events = if run.status.is_terminal() {
+            None
+        } else {
+            self.client_events(&id).ok()
+        };
         for s in follower.streams()? {
             follower.catch_up(&s)?;
         }
@@ -347,8 +451,19 @@ impl Ctx {
         }
         let mut t = Table::new(&["PATH", "SIZE", "MODIFIED"]).align_right(&[1]);
         for a in &items {
-            let p = if a.is_dir { format!("{}/", a.path) } else { a.path.clone() };
-            t.row(vec![p, a.size.filter(|_| !a.is_dir).map(output::size).unwrap_or_else(|| "-".into()), output::opt_time(a.modified_time)]);
+            let p = if a.is_dir {
+                format!("{}/", a.path)
+            } else {
+                a.path.clone()
+            };
+            t.row(vec![
+                p,
+                a.size
+                    .filter(|_| !a.is_dir)
+                    .map(output::size)
+                    .unwrap_or_else(|| "-".into()),
+                output::opt_time(a.modified_time),
+            ]);
         }
         if t.is_empty() {
             eprintln!("no artifacts");
@@ -369,7 +484,9 @@ impl Ctx {
         };
         let mut downloaded: Vec<serde_json::Value> = Vec::new();
         match self.download_one(&id, &path, &file_dest) {
-            Ok(n) => downloaded.push(serde_json::json!({"path": path, "file": file_dest, "size": n})),
+            Ok(n) => {
+                downloaded.push(serde_json::json!({"path": path, "file": file_dest, "size": n}))
+            }
             Err(Error::NotFound { .. }) => {
                 // A folder: every file below it.
                 let files = self.client.list_artifacts(&id, Some(&path), true)?;
@@ -410,16 +527,29 @@ impl Ctx {
         let name = local
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
-            .ok_or_else(|| CliError::new(crate::EXIT_INVALID, format!("'{}' names no file", local.display())))?;
+            .ok_or_else(|| {
+                CliError::new(
+                    crate::EXIT_INVALID,
+                    format!("'{}' names no file", local.display()),
+                )
+            })?;
         let dest = validate::artifact_path(dest.as_deref().unwrap_or(&name))?;
-        let meta = std::fs::metadata(local)
-            .map_err(|e| CliError::new(crate::EXIT_INVALID, format!("cannot read '{}': {e}", local.display())))?;
+        let meta = std::fs::metadata(local).map_err(|e| {
+            CliError::new(
+                crate::EXIT_INVALID,
+                format!("cannot read '{}': {e}", local.display()),
+            )
+        })?;
         let mut files = Vec::new();
         if meta.is_dir() {
             let mut stack = vec![(local.to_path_buf(), dest.clone())];
             while let Some((dir, prefix)) = stack.pop() {
-                let entries = std::fs::read_dir(&dir)
-                    .map_err(|e| CliError::new(crate::EXIT_INVALID, format!("cannot read '{}': {e}", dir.display())))?;
+                let entries = std::fs::read_dir(&dir).map_err(|e| {
+                    CliError::new(
+                        crate::EXIT_INVALID,
+                        format!("cannot read '{}': {e}", dir.display()),
+                    )
+                })?;
                 for e in entries.flatten() {
                     let p = e.path();
                     let child = format!("{prefix}/{}", e.file_name().to_string_lossy());
@@ -438,7 +568,9 @@ impl Ctx {
         for (file, path) in &files {
             let len = std::fs::metadata(file).map(|m| m.len()).ok();
             let pb = progress_bar(len, path);
-            let info = self.client.put_artifact_with_progress(&id, path, file, &mut |done| pb.set_position(done));
+            let info = self
+                .client
+                .put_artifact_with_progress(&id, path, file, &mut |done| pb.set_position(done));
             pb.finish_and_clear();
             uploaded.push(info?);
         }
@@ -446,19 +578,26 @@ impl Ctx {
             return Ok(print_json(&uploaded)?);
         }
         for (a, (file, _)) in uploaded.iter().zip(&files) {
-            println!("{} -> {} ({})", file.display(), a.path, output::size(a.size.unwrap_or(0)));
+            println!(
+                "{} -> {} ({})",
+                file.display(),
+                a.path,
+                output::size(a.size.unwrap_or(0))
+            );
         }
         Ok(())
     }
 
     fn download_one(&self, id: &RunId, path: &str, dest: &Path) -> Result<u64, Error> {
         let pb = progress_bar(None, path);
-        let r = self.client.download_artifact_with_progress(id, path, dest, &mut |done, total| {
-            if let Some(t) = total {
-                pb.set_length(t);
-            }
-            pb.set_position(done);
-        });
+        let r = self
+            .client
+            .download_artifact_with_progress(id, path, dest, &mut |done, total| {
+                if let Some(t) = total {
+                    pb.set_length(t);
+                }
+                pb.set_position(done);
+            });
         pb.finish_and_clear();
         r
     }
@@ -469,16 +608,27 @@ impl Ctx {
         let dir = spool.unwrap_or_else(flightlog_client::default_spool_dir);
         let pb = if std::io::stderr().is_terminal() {
             let pb = ProgressBar::new(0);
-            pb.set_style(ProgressStyle::with_template("sync [{bar:30}] {pos}/{len} entries").unwrap_or_else(|_| ProgressStyle::default_bar()));
+            pb.set_style(
+                ProgressStyle::with_template("sync [{bar:30}] {pos}/{len} entries")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
             pb
         } else {
             ProgressBar::hidden()
         };
-        let filter = if all { None } else { Some(self.server.as_str()) };
-        let report = flightlog_client::replay::replay_spool_with_progress(&dir, filter, &mut |done, total| {
-            pb.set_length(total);
-            pb.set_position(done);
-        })?;
+        let filter = if all {
+            None
+        } else {
+            Some(self.server.as_str())
+        };
+        let report = flightlog_client::replay::replay_spool_with_progress(
+            &dir,
+            filter,
+            &mut |done, total| {
+                pb.set_length(total);
+                pb.set_position(done);
+            },
+        )?;
         pb.finish_and_clear();
         if self.json {
             print_json(&report)?;
@@ -492,16 +642,28 @@ impl Ctx {
                 dir.display()
             );
             if report.duplicate_batches > 0 {
-                println!("{} batch(es) were already stored (not stored twice)", report.duplicate_batches);
+                println!(
+                    "{} batch(es) were already stored (not stored twice)",
+                    report.duplicate_batches
+                );
             }
             if report.files_locked > 0 {
-                println!("{} journal file(s) skipped: in use by a running client or another sync", report.files_locked);
+                println!(
+                    "{} journal file(s) skipped: in use by a running client or another sync",
+                    report.files_locked
+                );
             }
             if report.files_other_server > 0 {
-                println!("{} journal file(s) are for another server (use --all to send each to its own)", report.files_other_server);
+                println!(
+                    "{} journal file(s) are for another server (use --all to send each to its own)",
+                    report.files_other_server
+                );
             }
             if report.torn_records > 0 {
-                println!("{} torn record(s) ignored (a process was killed mid-write)", report.torn_records);
+                println!(
+                    "{} torn record(s) ignored (a process was killed mid-write)",
+                    report.torn_records
+                );
             }
             for e in &report.errors {
                 eprintln!("warning: {e}");
@@ -515,7 +677,13 @@ impl Ctx {
             ));
         }
         if report.entries_rejected > 0 {
-            return Err(CliError::new(EXIT_ERROR, format!("the server refused {} spooled entries (see the warnings)", report.entries_rejected)));
+            return Err(CliError::new(
+                EXIT_ERROR,
+                format!(
+                    "the server refused {} spooled entries (see the warnings)",
+                    report.entries_rejected
+                ),
+            ));
         }
         Ok(())
     }
@@ -524,22 +692,39 @@ impl Ctx {
 fn run_duration(r: &Run, now: WallTime) -> String {
     match (r.start_time, r.end_time) {
         (Some(s), Some(e)) => output::duration_us(e.0 - s.0),
-        (Some(s), None) if !r.status.is_terminal() => format!("{} (running)", output::duration_us(now.0 - s.0)),
+        (Some(s), None) if !r.status.is_terminal() => {
+            format!("{} (running)", output::duration_us(now.0 - s.0))
+        }
         _ => "-".into(),
     }
 }
 
 fn metrics_table(items: &[SeriesInfo]) -> Table {
-    let mut t = Table::new(&["NAME", "KIND", "COUNT", "LAST STEP", "LAST VALUE", "MIN", "MAX"]).align_right(&[2, 3]);
+    let mut t = Table::new(&[
+        "NAME",
+        "KIND",
+        "COUNT",
+        "LAST STEP",
+        "LAST VALUE",
+        "MIN",
+        "MAX",
+    ])
+    .align_right(&[2, 3]);
     for m in items {
         t.row(vec![
             m.name.clone(),
             m.kind.to_string(),
             m.count.to_string(),
-            m.last_step.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+            m.last_step
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "-".into()),
             output::value(&m.last_value, 40),
-            m.min.map(|v| output::number(v.0)).unwrap_or_else(|| "-".into()),
-            m.max.map(|v| output::number(v.0)).unwrap_or_else(|| "-".into()),
+            m.min
+                .map(|v| output::number(v.0))
+                .unwrap_or_else(|| "-".into()),
+            m.max
+                .map(|v| output::number(v.0))
+                .unwrap_or_else(|| "-".into()),
         ]);
     }
     t
@@ -565,7 +750,11 @@ fn csv_number(v: f64) -> String {
     if v.is_nan() {
         "NaN".into()
     } else if v.is_infinite() {
-        if v > 0.0 { "Infinity".into() } else { "-Infinity".into() }
+        if v > 0.0 {
+            "Infinity".into()
+        } else {
+            "-Infinity".into()
+        }
     } else {
         format!("{v}")
     }
@@ -590,7 +779,12 @@ impl LogFollower<'_> {
         if let Some(s) = &self.only {
             return Ok(vec![s.clone()]);
         }
-        let mut names: Vec<String> = self.client.list_logs(&self.run)?.into_iter().map(|l| l.name).collect();
+        let mut names: Vec<String> = self
+            .client
+            .list_logs(&self.run)?
+            .into_iter()
+            .map(|l| l.name)
+            .collect();
         names.sort_by_key(|n| (n != "stdout", n != "stderr", n.clone()));
         Ok(names)
     }
@@ -601,8 +795,17 @@ impl LogFollower<'_> {
         loop {
             let s = match self.client.read_log(&self.run, stream, offset, None) {
                 Ok(s) => s,
-                Err(Error::NotFound { entity: Entity::LogStream, .. }) if offset == 0 => {
-                    return Ok(LogSlice { stream: stream.into(), offset: 0, next_offset: 0, length: 0, data })
+                Err(Error::NotFound {
+                    entity: Entity::LogStream,
+                    ..
+                }) if offset == 0 => {
+                    return Ok(LogSlice {
+                        stream: stream.into(),
+                        offset: 0,
+                        next_offset: 0,
+                        length: 0,
+                        data,
+                    })
                 }
                 Err(e) => return Err(e.into()),
             };
@@ -610,7 +813,13 @@ impl LogFollower<'_> {
             let done = s.next_offset >= s.length || s.next_offset == offset;
             offset = s.next_offset;
             if done {
-                return Ok(LogSlice { stream: stream.into(), offset: 0, next_offset: offset, length: s.length, data });
+                return Ok(LogSlice {
+                    stream: stream.into(),
+                    offset: 0,
+                    next_offset: offset,
+                    length: s.length,
+                    data,
+                });
             }
         }
     }
@@ -641,8 +850,11 @@ impl LogFollower<'_> {
         }
         let mut o = std::io::stdout().lock();
         if self.json {
-            serde_json::to_writer(&mut o, &serde_json::json!({"stream": stream, "offset": offset, "data": data}))
-                .map_err(std::io::Error::other)?;
+            serde_json::to_writer(
+                &mut o,
+                &serde_json::json!({"stream": stream, "offset": offset, "data": data}),
+            )
+            .map_err(std::io::Error::other)?;
             o.write_all(b"\n")?;
         } else {
             o.write_all(data.as_bytes())?;
@@ -652,7 +864,13 @@ impl LogFollower<'_> {
     }
 
     /// One `log_appended` event: prints what is new in it; fetches any gap first.
-    fn on_append(&mut self, stream: &str, offset: u64, length: u64, data: Option<&str>) -> Result<(), CliError> {
+    fn on_append(
+        &mut self,
+        stream: &str,
+        offset: u64,
+        length: u64,
+        data: Option<&str>,
+    ) -> Result<(), CliError> {
         if !self.wants(stream) {
             return Ok(());
         }
@@ -706,8 +924,14 @@ impl LogFollower<'_> {
 
     /// Handles one SSE message; `true` when the run has ended.
     fn on_event(&mut self, event_type: &str, data: &str) -> Result<bool, CliError> {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(data) else { return Ok(false) };
-        let ty = if event_type.is_empty() { v["type"].as_str().unwrap_or_default().to_string() } else { event_type.to_string() };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(data) else {
+            return Ok(false);
+        };
+        let ty = if event_type.is_empty() {
+            v["type"].as_str().unwrap_or_default().to_string()
+        } else {
+            event_type.to_string()
+        };
         match ty.as_str() {
             "log_appended" => {
                 let stream = v["stream"].as_str().unwrap_or_default().to_string();
@@ -717,7 +941,9 @@ impl LogFollower<'_> {
                 Ok(false)
             }
             "run_updated" => {
-                let status = v["status"].as_str().and_then(|s| s.parse::<RunStatus>().ok());
+                let status = v["status"]
+                    .as_str()
+                    .and_then(|s| s.parse::<RunStatus>().ok());
                 if status.is_some_and(RunStatus::is_terminal) {
                     self.final_catch_up()?;
                     return Ok(true);

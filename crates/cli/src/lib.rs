@@ -52,10 +52,18 @@ pub struct CliError {
 
 impl CliError {
     pub fn new(code: i32, message: impl Into<String>) -> Self {
-        CliError { code, message: message.into(), hint: None }
+        CliError {
+            code,
+            message: message.into(),
+            hint: None,
+        }
     }
     pub fn with_hint(code: i32, message: impl Into<String>, hint: impl Into<String>) -> Self {
-        CliError { code, message: message.into(), hint: Some(hint.into()) }
+        CliError {
+            code,
+            message: message.into(),
+            hint: Some(hint.into()),
+        }
     }
 }
 
@@ -69,10 +77,18 @@ impl fmt::Display for CliError {
 pub fn exit_code(e: &flightlog_model::Error) -> (i32, Option<&'static str>) {
     use flightlog_model::Error::*;
     match e {
-        NotFound { .. } => (EXIT_NOT_FOUND, Some("check the id or name (`flightlog runs ls`, `flightlog experiments ls`)")),
+        NotFound { .. } => (
+            EXIT_NOT_FOUND,
+            Some("check the id or name (`flightlog runs ls`, `flightlog experiments ls`)"),
+        ),
         InvalidArgument { .. } | InvalidPath { .. } | TooLarge { .. } => (EXIT_INVALID, None),
-        AlreadyExists { .. } | Conflict { .. } | IllegalTransition { .. } | Deleted { .. } => (EXIT_INVALID, None),
-        Storage(_) => (EXIT_ERROR, Some("the server failed to read or write its data; see its log")),
+        AlreadyExists { .. } | Conflict { .. } | IllegalTransition { .. } | Deleted { .. } => {
+            (EXIT_INVALID, None)
+        }
+        Storage(_) => (
+            EXIT_ERROR,
+            Some("the server failed to read or write its data; see its log"),
+        ),
         Transport(_) => (
             EXIT_UNREACHABLE,
             Some("is `flightlog server` running? set --server or FLIGHTLOG_TRACKING_URI"),
@@ -83,7 +99,11 @@ pub fn exit_code(e: &flightlog_model::Error) -> (i32, Option<&'static str>) {
 impl From<flightlog_model::Error> for CliError {
     fn from(e: flightlog_model::Error) -> Self {
         let (code, hint) = exit_code(&e);
-        CliError { code, message: e.to_string(), hint: hint.map(str::to_string) }
+        CliError {
+            code,
+            message: e.to_string(),
+            hint: hint.map(str::to_string),
+        }
     }
 }
 

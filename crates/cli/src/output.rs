@@ -12,7 +12,11 @@ pub struct Table {
 
 impl Table {
     pub fn new(headers: &[&str]) -> Table {
-        Table { headers: headers.iter().map(|s| s.to_string()).collect(), rows: Vec::new(), right: vec![false; headers.len()] }
+        Table {
+            headers: headers.iter().map(|s| s.to_string()).collect(),
+            rows: Vec::new(),
+            right: vec![false; headers.len()],
+        }
     }
     /// Right-aligns column `i` (numbers).
     pub fn align_right(mut self, cols: &[usize]) -> Table {
@@ -82,7 +86,12 @@ pub fn time(t: WallTime) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// ISO 8601 with microseconds, for CSV.
@@ -159,7 +168,11 @@ pub fn number(v: f64) -> String {
     if v.is_nan() {
         "NaN".into()
     } else if v.is_infinite() {
-        if v > 0.0 { "Infinity".into() } else { "-Infinity".into() }
+        if v > 0.0 {
+            "Infinity".into()
+        } else {
+            "-Infinity".into()
+        }
     } else if v == v.trunc() && v.abs() < 1e15 {
         format!("{}", v as i64)
     } else if v.abs() >= 1e-4 && v.abs() < 1e9 {
@@ -196,7 +209,10 @@ mod tests {
     fn formats() {
         assert_eq!(time(WallTime(0)), "1970-01-01 00:00:00");
         assert_eq!(time(WallTime(1_700_000_000_123_456)), "2023-11-14 22:13:20");
-        assert_eq!(iso_time(WallTime(1_700_000_000_123_456)), "2023-11-14T22:13:20.123456Z");
+        assert_eq!(
+            iso_time(WallTime(1_700_000_000_123_456)),
+            "2023-11-14T22:13:20.123456Z"
+        );
         assert_eq!(duration_us(850_000), "850ms");
         assert_eq!(duration_us(12_340_000), "12.3s");
         assert_eq!(duration_us(245_000_000), "4m 05s");

@@ -23,7 +23,11 @@ pub fn init_tracing() {
     });
     use std::io::IsTerminal;
     let ansi = std::io::stderr().is_terminal();
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .try_init();
 }
 
 pub fn run(args: ServerArgs) -> Result<(), CliError> {
@@ -31,7 +35,10 @@ pub fn run(args: ServerArgs) -> Result<(), CliError> {
     std::fs::create_dir_all(&args.data).map_err(|e| {
         CliError::with_hint(
             1,
-            format!("cannot create data directory '{}': {e}", args.data.display()),
+            format!(
+                "cannot create data directory '{}': {e}",
+                args.data.display()
+            ),
             "pass a writable folder with --data or FLIGHTLOG_DATA",
         )
     })?;
@@ -57,13 +64,21 @@ pub fn run(args: ServerArgs) -> Result<(), CliError> {
         } else {
             "check --host and --port"
         };
-        CliError::with_hint(1, format!("server failed on {}:{}: {e}", args.host, args.port), hint)
+        CliError::with_hint(
+            1,
+            format!("server failed on {}:{}: {e}", args.host, args.port),
+            hint,
+        )
     })
 }
 
 /// The one place that knows `flightlog_server::serve`'s signature.
 async fn serve(host: String, port: u16, store: Arc<EmbeddedStore>) -> std::io::Result<()> {
-    let config = flightlog_server::ServerConfig { host, port, ..Default::default() };
+    let config = flightlog_server::ServerConfig {
+        host,
+        port,
+        ..Default::default()
+    };
     let on_ready = |addr: SocketAddr| {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "flightlog server listening on http://{addr}");

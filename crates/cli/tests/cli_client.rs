@@ -24,19 +24,29 @@ fn client(uri: &str, spool: &Path) -> Client {
 
 fn journals(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "journal")).collect())
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "journal"))
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v
 }
 
 fn flightlog(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_flightlog")).args(args).env_remove("FLIGHTLOG_TRACKING_URI").output().expect("run flightlog")
+    Command::new(env!("CARGO_BIN_EXE_flightlog"))
+        .args(args)
+        .env_remove("FLIGHTLOG_TRACKING_URI")
+        .output()
+        .expect("run flightlog")
 }
 
 /// Every point of a scalar series, in logging order.
 fn scalars(c: &Client, run: &RunId, name: &str) -> ScalarSeries {
-    c.read_scalars(run, name, &ReadRange::default()).expect("read scalars")
+    c.read_scalars(run, name, &ReadRange::default())
+        .expect("read scalars")
 }
 
 #[test]
@@ -45,28 +55,54 @@ fn batching_delivers_everything_exactly_once() {
     let spool = tempfile::tempdir().unwrap();
     let c = client(&s.base(), spool.path());
     let exp = c.get_or_create_experiment("client-batching").unwrap();
-    assert_eq!(c.get_or_create_experiment("client-batching").unwrap().id, exp.id);
-    let run = c.create_run(&NewRun { experiment_id: exp.id, display_name: Some("batching".into()), ..Default::default() }).unwrap();
+    assert_eq!(
+        c.get_or_create_experiment("client-batching").unwrap().id,
+        exp.id
+    );
+    let run = c
+        .create_run(&NewRun {
+            experiment_id: exp.id,
+            display_name: Some("batching".into()),
+            ..Default::default()
+        })
+        .unwrap();
     let n = 120_000i64;
     let t0 = Instant::now();
     for i in 0..n {
-        c.log_scalar(&run.id, "loss", Some(i), 1.0 / (i + 1) as f64, None).unwrap();
+        c.log_scalar(&run.id, "loss", Some(i), 1.0 / (i + 1) as f64, None)
+            .unwrap();
         if i % 3 == 0 {
             c.log_scalar(&run.id, "acc", None, i as f64, None).unwrap();
         }
     }
     let enqueue = t0.elapsed();
-    c.log(&run.id, MetricWrite::Text { name: "note".into(), description: None, steps: None, times: None, values: vec!["a".into(), "b".into()] })
-        .unwrap();
+    c.log(
+        &run.id,
+        MetricWrite::Text {
+            name: "note".into(),
+            description: None,
+            steps: None,
+            times: None,
+            values: vec!["a".into(), "b".into()],
+        },
+    )
+    .unwrap();
     for i in 0..100 {
-        c.log_text_to_stream(&run.id, "stdout", &format!("line {i}\n")).unwrap();
+        c.log_text_to_stream(&run.id, "stdout", &format!("line {i}\n"))
+            .unwrap();
     }
-    c.log_scalar(&run.id, "special", Some(0), f64::NAN, None).unwrap();
-    c.log_scalar(&run.id, "special", Some(1), f64::NEG_INFINITY, None).unwrap();
+    c.log_scalar(&run.id, "special", Some(0), f64::NAN, None)
+        .unwrap();
+    c.log_scalar(&run.id, "special", Some(1), f64::NEG_INFINITY, None)
+        .unwrap();
     let report = c.flush(Duration::from_secs(60)).unwrap();
     let total = t0.elapsed();
     assert!(report.complete, "{report:?}");
-    eprintln!("enqueued {} points in {enqueue:?} ({:.0} ns/point), delivered in {total:?}", n + n / 3, enqueue.as_nanos() as f64 / (n + n / 3) as f64);
+    eprintln!(
+        "enqueued {} points in {enqueue:?} ({:.0} ns/point), delivered in {total:?}",
+        n + n / 3,
+        enqueue.as_nanos() as f64 / (n + n / 3) as f64
+    );
 
     let loss = scalars(&c, &run.id, "loss");
     assert_eq!(loss.len(), n as usize);
@@ -74,37 +110,100 @@ fn batching_delivers_everything_exactly_once() {
     assert_eq!(loss.values[10], F64(1.0 / 11.0));
     let acc = scalars(&c, &run.id, "acc");
     assert_eq!(acc.len(), (n as usize).div_ceil(3));
-    assert_eq!(acc.steps, (0..acc.len() as i64).collect::<Vec<_>>(), "auto steps count up");
+    assert_eq!(
+        acc.steps,
+        (0..acc.len() as i64).collect::<Vec<_>>(),
+        "auto steps count up"
+    );
     // Times are the logging times, in order.
     assert!(loss.times.windows(2).all(|w| w[0] <= w[1]));
     let special = scalars(&c, &run.id, "special");
     assert!(special.values[0].0.is_nan());
     assert_eq!(special.values[1].0, f64::NEG_INFINITY);
-    let bin = c.read_scalars_binary(&run.id, "loss", &ReadRange { start_index: 5, limit: Some(10), ..Default::default() }).unwrap();
+    let bin = c
+        .read_scalars_binary(
+            &run.id,
+            "loss",
+            &ReadRange {
+                start_index: 5,
+                limit: Some(10),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     assert_eq!(bin.steps, (5..15).collect::<Vec<_>>());
     assert_eq!(bin.values, loss.values[5..15].to_vec());
-    let down = c.read_downsampled(&run.id, "loss", &ReadRange::default(), 50).unwrap();
+    let down = c
+        .read_downsampled(&run.id, "loss", &ReadRange::default(), 50)
+        .unwrap();
     assert!(down.len() <= 100 && !down.is_empty());
-    let text = c.read_records(&run.id, "note", &ReadRange::default()).unwrap();
-    assert_eq!(text.iter().map(|r| r.value.as_str().unwrap()).collect::<Vec<_>>(), vec!["a", "b"]);
+    let text = c
+        .read_records(&run.id, "note", &ReadRange::default())
+        .unwrap();
+    assert_eq!(
+        text.iter()
+            .map(|r| r.value.as_str().unwrap())
+            .collect::<Vec<_>>(),
+        vec!["a", "b"]
+    );
     let log = c.read_log(&run.id, "stdout", 0, None).unwrap();
-    assert_eq!(log.data, (0..100).map(|i| format!("line {i}\n")).collect::<String>());
+    assert_eq!(
+        log.data,
+        (0..100).map(|i| format!("line {i}\n")).collect::<String>()
+    );
     let metrics = c.list_metrics(&run.id).unwrap();
-    assert_eq!(metrics.iter().find(|m| m.name == "loss").unwrap().count, n as u64);
+    assert_eq!(
+        metrics.iter().find(|m| m.name == "loss").unwrap().count,
+        n as u64
+    );
 
     let st = c.status();
     assert_eq!(st.duplicate_batches, 0);
     assert_eq!(st.rejected_entries, 0);
     assert_eq!(st.spooled_total, 0);
-    assert!(st.sent_batches >= (n as u64 + n as u64 / 3) / 20_000, "{st:?}");
+    assert!(
+        st.sent_batches >= (n as u64 + n as u64 / 3) / 20_000,
+        "{st:?}"
+    );
     // A caller mistake fails at once, and nothing is queued for it.
-    assert!(matches!(c.log_scalar(&run.id, " bad", None, 1.0, None), Err(Error::InvalidArgument { .. })));
+    assert!(matches!(
+        c.log_scalar(&run.id, " bad", None, 1.0, None),
+        Err(Error::InvalidArgument { .. })
+    ));
     // Errors map back to their variants.
-    assert!(matches!(c.get_run(&RunId::new()), Err(Error::NotFound { entity: Entity::Run, .. })));
-    let e = c.update_run(&run.id, &RunPatch { status: Some(RunStatus::Completed), ..Default::default() }).unwrap();
+    assert!(matches!(
+        c.get_run(&RunId::new()),
+        Err(Error::NotFound {
+            entity: Entity::Run,
+            ..
+        })
+    ));
+    let e = c
+        .update_run(
+            &run.id,
+            &RunPatch {
+                status: Some(RunStatus::Completed),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     assert_eq!(e.status, RunStatus::Completed);
-    let err = c.update_run(&run.id, &RunPatch { status: Some(RunStatus::Running), ..Default::default() }).unwrap_err();
-    assert_eq!(err, Error::IllegalTransition { from: "Completed".into(), to: "Running".into() });
+    let err = c
+        .update_run(
+            &run.id,
+            &RunPatch {
+                status: Some(RunStatus::Running),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert_eq!(
+        err,
+        Error::IllegalTransition {
+            from: "Completed".into(),
+            to: "Running".into()
+        }
+    );
     c.close(Duration::from_secs(5)).unwrap();
     assert!(journals(spool.path()).is_empty());
 }
@@ -144,7 +243,10 @@ fn server_killed_and_restarted_mid_logging_loses_and_doubles_nothing() {
     assert!(st.send_failures > 0, "the outage was noticed: {st:?}");
     assert_eq!(st.rejected_entries, 0);
     c.close(Duration::from_secs(5)).unwrap();
-    assert!(journals(spool.path()).is_empty(), "a delivered journal is removed");
+    assert!(
+        journals(spool.path()).is_empty(),
+        "a delivered journal is removed"
+    );
 }
 
 /// Server down from the start: the run creation, points and final status go to the journal; `flightlog sync`
@@ -155,15 +257,29 @@ fn server_down_at_start_then_sync_delivers_in_order_exactly_once() {
     s.kill_9();
     let spool = tempfile::tempdir().unwrap();
     let c = client(&s.base(), spool.path());
-    let run = c.create_run_async(NewRun { display_name: Some("offline".into()), ..Default::default() }).unwrap();
+    let run = c
+        .create_run_async(NewRun {
+            display_name: Some("offline".into()),
+            ..Default::default()
+        })
+        .unwrap();
     let other = c.create_run_async(NewRun::default()).unwrap();
     for i in 0..5000 {
-        c.log_scalar(&run, "y", Some(i), i as f64 * 2.0, None).unwrap();
+        c.log_scalar(&run, "y", Some(i), i as f64 * 2.0, None)
+            .unwrap();
         c.log_scalar(&other, "z", None, i as f64, None).unwrap();
     }
-    c.log_text_to_stream(&run, "stdout", "hello offline\n").unwrap();
-    c.update_run_async(&run, RunPatch { status: Some(RunStatus::Completed), set_tags: [("k".to_string(), "v".to_string())].into(), ..Default::default() })
+    c.log_text_to_stream(&run, "stdout", "hello offline\n")
         .unwrap();
+    c.update_run_async(
+        &run,
+        RunPatch {
+            status: Some(RunStatus::Completed),
+            set_tags: [("k".to_string(), "v".to_string())].into(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let report = c.close(Duration::from_millis(500)).unwrap();
     assert!(!report.complete);
     assert!(report.spooled_entries >= 4, "{report:?}");
@@ -173,13 +289,36 @@ fn server_down_at_start_then_sync_delivers_in_order_exactly_once() {
     let saved = std::fs::read(&files[0]).unwrap();
 
     // Sync with the server still down: exit 5, nothing lost.
-    let out = flightlog(&["sync", "--spool", spool.path().to_str().unwrap(), "--server", &s.base()]);
-    assert_eq!(out.status.code(), Some(5), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = flightlog(&[
+        "sync",
+        "--spool",
+        spool.path().to_str().unwrap(),
+        "--server",
+        &s.base(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(journals(spool.path()).len(), 1);
 
     s.restart();
-    let out = flightlog(&["sync", "--spool", spool.path().to_str().unwrap(), "--server", &s.base(), "--json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = flightlog(&[
+        "sync",
+        "--spool",
+        spool.path().to_str().unwrap(),
+        "--server",
+        &s.base(),
+        "--json",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(rep["files_completed"], 1);
     assert!(rep["points_sent"].as_u64().unwrap() >= 10_000, "{rep}");
@@ -188,23 +327,45 @@ fn server_down_at_start_then_sync_delivers_in_order_exactly_once() {
     let c = client(&s.base(), spool.path());
     let r = c.get_run(&run).unwrap();
     assert_eq!(r.display_name, "offline");
-    assert_eq!(r.status, RunStatus::Completed, "the final status came after the data");
+    assert_eq!(
+        r.status,
+        RunStatus::Completed,
+        "the final status came after the data"
+    );
     assert_eq!(r.tags.get("k").map(String::as_str), Some("v"));
     let y = scalars(&c, &run, "y");
     assert_eq!(y.steps, (0..5000).collect::<Vec<_>>());
     assert_eq!(y.values[4999], F64(9998.0));
     assert_eq!(scalars(&c, &other, "z").len(), 5000);
-    assert_eq!(c.read_log(&run, "stdout", 0, None).unwrap().data, "hello offline\n");
+    assert_eq!(
+        c.read_log(&run, "stdout", 0, None).unwrap().data,
+        "hello offline\n"
+    );
 
     // The same journal again (as if the process died before recording progress): all duplicates.
     std::fs::write(&files[0], &saved).unwrap();
-    let out = flightlog(&["sync", "--spool", spool.path().to_str().unwrap(), "--server", &s.base(), "--json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = flightlog(&[
+        "sync",
+        "--spool",
+        spool.path().to_str().unwrap(),
+        "--server",
+        &s.base(),
+        "--json",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(rep["duplicate_batches"].as_u64().unwrap() >= 2, "{rep}");
     assert_eq!(scalars(&c, &run, "y").len(), 5000);
     assert_eq!(scalars(&c, &other, "z").len(), 5000);
-    assert_eq!(c.read_log(&run, "stdout", 0, None).unwrap().data, "hello offline\n");
+    assert_eq!(
+        c.read_log(&run, "stdout", 0, None).unwrap().data,
+        "hello offline\n"
+    );
 }
 
 #[test]
@@ -220,11 +381,17 @@ fn torn_journal_record_is_ignored_and_locked_journals_are_skipped() {
     let _ = c.close(Duration::from_millis(300)).unwrap();
     drop(c);
     let file = journals(spool.path()).pop().unwrap();
-    let good = journal::read_journal(&mut std::fs::File::open(&file).unwrap()).unwrap().records.len();
+    let good = journal::read_journal(&mut std::fs::File::open(&file).unwrap())
+        .unwrap()
+        .records
+        .len();
     // Half a record at the end, as a process killed mid-write leaves it.
     let mut tail = Vec::new();
     journal::encode_record(br#"{"seq":999,"entry":{"op":"update_run","run":"00000000000000000000000000000000","patch":{}}}"#, &mut tail);
-    let mut f = std::fs::OpenOptions::new().append(true).open(&file).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&file)
+        .unwrap();
     std::io::Write::write_all(&mut f, &tail[..tail.len() - 7]).unwrap();
     drop(f);
 
@@ -259,7 +426,12 @@ fn client_start_replays_old_journals_in_the_background() {
     drop(c); // unsent data goes to the journal on drop
     assert_eq!(journals(spool.path()).len(), 1);
     s.restart();
-    let c = Client::new(ClientConfig { uri: s.base(), spool_dir: spool.path().to_path_buf(), replay_on_start: true, ..Default::default() });
+    let c = Client::new(ClientConfig {
+        uri: s.base(),
+        spool_dir: spool.path().to_path_buf(),
+        replay_on_start: true,
+        ..Default::default()
+    });
     let deadline = Instant::now() + Duration::from_secs(20);
     while !journals(spool.path()).is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
@@ -280,7 +452,8 @@ fn artifacts_and_images_round_trip() {
     std::fs::write(&src, &data).unwrap();
     let info = c.put_artifact(&run, "outputs/model.bin", &src).unwrap();
     assert_eq!(info.size, Some(data.len() as u64));
-    c.put_artifact_bytes(&run, "outputs/sub/notes.txt", b"hi").unwrap();
+    c.put_artifact_bytes(&run, "outputs/sub/notes.txt", b"hi")
+        .unwrap();
     let ls = c.list_artifacts(&run, None, false).unwrap();
     assert!(ls.iter().any(|a| a.path == "outputs" && a.is_dir), "{ls:?}");
     let all = c.list_artifacts(&run, Some("outputs"), true).unwrap();
@@ -288,21 +461,45 @@ fn artifacts_and_images_round_trip() {
     paths.sort();
     assert_eq!(paths, vec!["outputs/model.bin", "outputs/sub/notes.txt"]);
     let dest = dir.path().join("down/model.bin");
-    assert_eq!(c.download_artifact(&run, "outputs/model.bin", &dest).unwrap(), data.len() as u64);
+    assert_eq!(
+        c.download_artifact(&run, "outputs/model.bin", &dest)
+            .unwrap(),
+        data.len() as u64
+    );
     assert_eq!(std::fs::read(&dest).unwrap(), data);
-    assert!(matches!(c.download_artifact(&run, "nope.txt", &dest), Err(Error::NotFound { .. })));
-    assert!(matches!(c.put_artifact_bytes(&run, "../x", b""), Err(Error::InvalidPath { .. })));
+    assert!(matches!(
+        c.download_artifact(&run, "nope.txt", &dest),
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        c.put_artifact_bytes(&run, "../x", b""),
+        Err(Error::InvalidPath { .. })
+    ));
     c.delete_artifact(&run, "outputs/sub").unwrap();
-    assert_eq!(c.list_artifacts(&run, Some("outputs"), true).unwrap().len(), 1);
+    assert_eq!(
+        c.list_artifacts(&run, Some("outputs"), true).unwrap().len(),
+        1
+    );
     // A 1x1 PNG.
     let png: &[u8] = &[
-        0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0x00, 0x00, 0x00, 0x0D, 0x49, 0x48, 0x44, 0x52, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00,
-        0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1F, 0x15, 0xC4, 0x89, 0x00, 0x00, 0x00, 0x0D, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9C, 0x63,
-        0x00, 0x01, 0x00, 0x00, 0x05, 0x00, 0x01, 0x0D, 0x0A, 0x2D, 0xB4, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4E, 0x44, 0xAE, 0x42, 0x60,
-        0x82,
+        0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0x00, 0x00, 0x00, 0x0D, 0x49, 0x48, 0x44,
+        0x52, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1F,
+        0x15, 0xC4, 0x89, 0x00, 0x00, 0x00, 0x0D, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9C, 0x63, 0x00,
+        0x01, 0x00, 0x00, 0x05, 0x00, 0x01, 0x0D, 0x0A, 0x2D, 0xB4, 0x00, 0x00, 0x00, 0x00, 0x49,
+        0x45, 0x4E, 0x44, 0xAE, 0x42, 0x60, 0x82,
     ];
     let rec = c
-        .write_image(&run, &ImageWrite { name: "img".into(), description: None, step: Some(3), time: None, media_type: "image/png".into() }, png)
+        .write_image(
+            &run,
+            &ImageWrite {
+                name: "img".into(),
+                description: None,
+                step: Some(3),
+                time: None,
+                media_type: "image/png".into(),
+            },
+            png,
+        )
         .unwrap();
     assert_eq!(rec.step, 3);
     assert_eq!(c.append_log(&run, "stderr", b"abc").unwrap(), 3);
@@ -320,7 +517,17 @@ fn a_bad_entry_does_not_sink_the_valid_data_of_its_batch() {
     }
     c.log_scalar(&run, "dual", Some(0), 1.0, None).unwrap();
     // Same name as another kind, in the same batch: the server refuses the batch as a whole.
-    c.log(&run, MetricWrite::Text { name: "dual".into(), description: None, steps: None, times: None, values: vec!["x".into()] }).unwrap();
+    c.log(
+        &run,
+        MetricWrite::Text {
+            name: "dual".into(),
+            description: None,
+            steps: None,
+            times: None,
+            values: vec!["x".into()],
+        },
+    )
+    .unwrap();
     c.log_text_to_stream(&run, "stdout", "kept\n").unwrap();
     let report = c.flush(Duration::from_secs(30)).unwrap();
     assert!(report.complete);
@@ -347,7 +554,9 @@ fn memory_stays_bounded_during_an_outage_and_order_survives_the_journal() {
         request_timeout: Duration::from_secs(10),
         replay_on_start: false,
     });
-    let runs: Vec<RunId> = (0..3).map(|_| c.create_run(&NewRun::default()).unwrap().id).collect();
+    let runs: Vec<RunId> = (0..3)
+        .map(|_| c.create_run(&NewRun::default()).unwrap().id)
+        .collect();
     s.kill_9();
     let n = 60_000i64;
     let mut max_pending = 0;
@@ -359,18 +568,28 @@ fn memory_stays_bounded_during_an_outage_and_order_survives_the_journal() {
             max_pending = max_pending.max(c.status().pending_points);
         }
         if i == n / 2 {
-            assert!(!journals(spool.path()).is_empty(), "the outage spilled to disk");
+            assert!(
+                !journals(spool.path()).is_empty(),
+                "the outage spilled to disk"
+            );
         }
         if i == 3 * n / 4 {
             s.restart();
         }
     }
-    assert!(max_pending <= 10_000 + 3, "memory bound exceeded: {max_pending}");
+    assert!(
+        max_pending <= 10_000 + 3,
+        "memory bound exceeded: {max_pending}"
+    );
     let report = c.flush(Duration::from_secs(120)).unwrap();
     assert!(report.complete, "{report:?}");
     for r in &runs {
         let v = scalars(&c, r, "v");
-        assert_eq!(v.steps, (0..n).collect::<Vec<_>>(), "run {r}: whole, once, in order");
+        assert_eq!(
+            v.steps,
+            (0..n).collect::<Vec<_>>(),
+            "run {r}: whole, once, in order"
+        );
     }
     let st = c.status();
     assert!(st.spooled_total > 0 && st.rejected_entries == 0, "{st:?}");

@@ -17,7 +17,9 @@ struct Cli<'a> {
 impl Cli<'_> {
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_flightlog"));
-        c.args(args).env("FLIGHTLOG_TRACKING_URI", self.server.base()).env("FLIGHTLOG_SPOOL", "/nonexistent-flightlog-spool");
+        c.args(args)
+            .env("FLIGHTLOG_TRACKING_URI", self.server.base())
+            .env("FLIGHTLOG_SPOOL", "/nonexistent-flightlog-spool");
         c
     }
     fn run(&self, args: &[&str]) -> Output {
@@ -27,7 +29,12 @@ impl Cli<'_> {
     #[track_caller]
     fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert_eq!(out.status.code(), Some(0), "flightlog {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "flightlog {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).expect("utf-8 output")
     }
     #[track_caller]
@@ -35,7 +42,8 @@ impl Cli<'_> {
         let mut a = args.to_vec();
         a.push("--json");
         let out = self.ok(&a);
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("flightlog {a:?} printed no JSON ({e}): {out}"))
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("flightlog {a:?} printed no JSON ({e}): {out}"))
     }
     #[track_caller]
     fn fails(&self, args: &[&str], code: i32) -> String {
@@ -48,7 +56,12 @@ impl Cli<'_> {
 
 fn client(s: &TestServer) -> Client {
     let spool = std::env::temp_dir().join("flightlog-cli-test-spool");
-    Client::new(ClientConfig { uri: s.base(), spool_dir: spool, replay_on_start: false, ..Default::default() })
+    Client::new(ClientConfig {
+        uri: s.base(),
+        spool_dir: spool,
+        replay_on_start: false,
+        ..Default::default()
+    })
 }
 
 /// An experiment with one run holding metrics, logs, params, tags and artifacts.
@@ -65,15 +78,28 @@ fn fixture(s: &TestServer) -> (Client, RunId) {
         })
         .unwrap();
     for i in 0..10 {
-        c.log_scalar(&run.id, "loss", Some(i), 1.0 / (i + 1) as f64, None).unwrap();
+        c.log_scalar(&run.id, "loss", Some(i), 1.0 / (i + 1) as f64, None)
+            .unwrap();
     }
-    c.log(&run.id, MetricWrite::Text { name: "phase".into(), description: None, steps: None, times: None, values: vec!["warmup".into(), "train, fast".into()] })
+    c.log(
+        &run.id,
+        MetricWrite::Text {
+            name: "phase".into(),
+            description: None,
+            steps: None,
+            times: None,
+            values: vec!["warmup".into(), "train, fast".into()],
+        },
+    )
+    .unwrap();
+    c.log_text_to_stream(&run.id, "stdout", "hello\nworld\n")
         .unwrap();
-    c.log_text_to_stream(&run.id, "stdout", "hello\nworld\n").unwrap();
     c.log_text_to_stream(&run.id, "stderr", "oops\n").unwrap();
     assert!(c.flush(Duration::from_secs(30)).unwrap().complete);
-    c.put_artifact_bytes(&run.id, "outputs/model.txt", b"weights").unwrap();
-    c.put_artifact_bytes(&run.id, "outputs/sub/a.txt", b"AAA").unwrap();
+    c.put_artifact_bytes(&run.id, "outputs/model.txt", b"weights")
+        .unwrap();
+    c.put_artifact_bytes(&run.id, "outputs/sub/a.txt", b"AAA")
+        .unwrap();
     (c, run.id)
 }
 
@@ -86,24 +112,52 @@ fn listing_and_showing() {
 
     let out = cli.ok(&["experiments", "ls"]);
     let line = out.lines().find(|l| l.contains("cli-exp")).expect(&out);
-    assert!(line.split_whitespace().any(|w| w == "1"), "run count in {line:?}");
+    assert!(
+        line.split_whitespace().any(|w| w == "1"),
+        "run count in {line:?}"
+    );
     assert!(out.lines().next().unwrap().starts_with("ID"));
     let exps = cli.json(&["experiments", "ls"]);
-    let e = exps.as_array().unwrap().iter().find(|e| e["name"] == "cli-exp").expect("experiment listed");
+    let e = exps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "cli-exp")
+        .expect("experiment listed");
     assert_eq!(e["run_count"], 1);
 
     let out = cli.ok(&["runs", "ls", "--experiment", "cli-exp"]);
-    assert!(out.contains(id) && out.contains("cli run") && out.contains("Running") && out.contains("cli-exp"), "{out}");
+    assert!(
+        out.contains(id)
+            && out.contains("cli run")
+            && out.contains("Running")
+            && out.contains("cli-exp"),
+        "{out}"
+    );
     let runs = cli.json(&["runs", "ls", "-e", "cli-exp"]);
     assert_eq!(runs.as_array().unwrap().len(), 1);
     assert_eq!(runs[0]["id"], id);
-    assert_eq!(cli.json(&["runs", "ls", "--status", "Completed"]).as_array().unwrap().len(), 0);
-    assert_eq!(cli.json(&["runs", "ls", "--status", "running"]).as_array().unwrap().len(), 1);
+    assert_eq!(
+        cli.json(&["runs", "ls", "--status", "Completed"])
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    assert_eq!(
+        cli.json(&["runs", "ls", "--status", "running"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     cli.fails(&["runs", "ls", "--experiment", "no-such-exp"], 3);
     cli.fails(&["runs", "ls", "--status", "done"], 4);
 
     let out = cli.ok(&["runs", "show", id]);
-    for needle in ["cli run", "cli-exp", "Running", "lr", "0.01", "team", "vision", "loss", "0.1"] {
+    for needle in [
+        "cli run", "cli-exp", "Running", "lr", "0.01", "team", "vision", "loss", "0.1",
+    ] {
         assert!(out.contains(needle), "{needle:?} missing from:\n{out}");
     }
     let r = cli.json(&["runs", "show", id]);
@@ -113,28 +167,52 @@ fn listing_and_showing() {
     // Metrics: table of latest values, all points, CSV, JSON.
     let out = cli.ok(&["metrics", id]);
     let loss = out.lines().find(|l| l.starts_with("loss")).expect(&out);
-    assert!(loss.contains("scalar") && loss.contains("10") && loss.contains("0.1"), "{loss}");
-    assert!(out.lines().any(|l| l.starts_with("phase") && l.contains("train, fast")), "{out}");
+    assert!(
+        loss.contains("scalar") && loss.contains("10") && loss.contains("0.1"),
+        "{loss}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("phase") && l.contains("train, fast")),
+        "{out}"
+    );
     let csv = cli.ok(&["metrics", id, "loss", "--csv"]);
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines[0], "step,time,value");
     assert_eq!(lines.len(), 11);
-    assert!(lines[2].starts_with("1,") && lines[2].ends_with(",0.5"), "{}", lines[2]);
+    assert!(
+        lines[2].starts_with("1,") && lines[2].ends_with(",0.5"),
+        "{}",
+        lines[2]
+    );
     let table = cli.ok(&["metrics", id, "loss"]);
-    assert!(table.lines().nth(4).unwrap().trim_end().ends_with("0.25"), "{table}");
+    assert!(
+        table.lines().nth(4).unwrap().trim_end().ends_with("0.25"),
+        "{table}"
+    );
     let pts = cli.json(&["metrics", id, "loss"]);
     assert_eq!(pts["values"].as_array().unwrap().len(), 10);
     assert_eq!(pts["steps"][9], 9);
     let text_csv = cli.ok(&["metrics", id, "phase", "--csv"]);
     assert!(text_csv.contains("\"train, fast\""), "{text_csv}");
     let infos = cli.json(&["metrics", id]);
-    assert!(infos.as_array().unwrap().iter().any(|m| m["name"] == "loss" && m["count"] == 10));
+    assert!(infos
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["name"] == "loss" && m["count"] == 10));
     cli.fails(&["metrics", id, "nope"], 3);
 
     // Logs.
-    assert_eq!(cli.ok(&["logs", id, "--stream", "stdout"]), "hello\nworld\n");
+    assert_eq!(
+        cli.ok(&["logs", id, "--stream", "stdout"]),
+        "hello\nworld\n"
+    );
     let all = cli.ok(&["logs", id]);
-    assert!(all.contains("==> stdout <==\nhello\nworld\n") && all.contains("==> stderr <==\noops\n"), "{all}");
+    assert!(
+        all.contains("==> stdout <==\nhello\nworld\n") && all.contains("==> stderr <==\noops\n"),
+        "{all}"
+    );
     assert!(all.find("stdout").unwrap() < all.find("stderr").unwrap());
     let slices = cli.json(&["logs", id, "--stream", "stderr"]);
     assert_eq!(slices[0]["data"], "oops\n");
@@ -144,19 +222,46 @@ fn listing_and_showing() {
     let out = cli.ok(&["artifacts", "ls", id]);
     assert!(out.contains("outputs/"), "{out}");
     let out = cli.ok(&["artifacts", "ls", id, "outputs"]);
-    assert!(out.contains("outputs/model.txt") && out.contains("7 B") && out.contains("outputs/sub/"), "{out}");
+    assert!(
+        out.contains("outputs/model.txt") && out.contains("7 B") && out.contains("outputs/sub/"),
+        "{out}"
+    );
     let items = cli.json(&["artifacts", "ls", id, "outputs", "-r"]);
     assert_eq!(items.as_array().unwrap().len(), 2);
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("m.txt");
-    cli.ok(&["artifacts", "get", id, "outputs/model.txt", "-o", dest.to_str().unwrap()]);
+    cli.ok(&[
+        "artifacts",
+        "get",
+        id,
+        "outputs/model.txt",
+        "-o",
+        dest.to_str().unwrap(),
+    ]);
     assert_eq!(std::fs::read(&dest).unwrap(), b"weights");
     let folder = dir.path().join("out");
-    let got = cli.json(&["artifacts", "get", id, "outputs", "-o", folder.to_str().unwrap()]);
+    let got = cli.json(&[
+        "artifacts",
+        "get",
+        id,
+        "outputs",
+        "-o",
+        folder.to_str().unwrap(),
+    ]);
     assert_eq!(got.as_array().unwrap().len(), 2);
     assert_eq!(std::fs::read(folder.join("model.txt")).unwrap(), b"weights");
     assert_eq!(std::fs::read(folder.join("sub/a.txt")).unwrap(), b"AAA");
-    cli.fails(&["artifacts", "get", id, "missing.bin", "-o", dest.to_str().unwrap()], 3);
+    cli.fails(
+        &[
+            "artifacts",
+            "get",
+            id,
+            "missing.bin",
+            "-o",
+            dest.to_str().unwrap(),
+        ],
+        3,
+    );
     // Upload a file and a folder, then read them back.
     let up = dir.path().join("up");
     std::fs::create_dir_all(up.join("deep")).unwrap();
@@ -167,7 +272,12 @@ fn listing_and_showing() {
     let out = cli.ok(&["artifacts", "put", id, up.join("x.txt").to_str().unwrap()]);
     assert!(out.contains("-> x.txt (2 B)"), "{out}");
     let listed = cli.json(&["artifacts", "ls", id, "uploads", "--recursive"]);
-    let mut paths: Vec<&str> = listed.as_array().unwrap().iter().map(|a| a["path"].as_str().unwrap()).collect();
+    let mut paths: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["path"].as_str().unwrap())
+        .collect();
     paths.sort();
     assert_eq!(paths, vec!["uploads/deep/y.txt", "uploads/x.txt"]);
     cli.fails(&["artifacts", "put", id, "/nonexistent/file"], 4);
@@ -179,9 +289,19 @@ fn listing_and_showing() {
     assert!(cli.ok(&["runs", "show", id]).contains("Canceled"));
     let c = client(&s);
     let done = c.create_run(&NewRun::default()).unwrap();
-    c.update_run(&done.id, &RunPatch { status: Some(RunStatus::Completed), ..Default::default() }).unwrap();
+    c.update_run(
+        &done.id,
+        &RunPatch {
+            status: Some(RunStatus::Completed),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let err = cli.fails(&["runs", "cancel", done.id.as_str()], 4);
-    assert!(err.contains("error: run status cannot change from Completed to Canceled"), "{err}");
+    assert!(
+        err.contains("error: run status cannot change from Completed to Canceled"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -190,7 +310,10 @@ fn exit_codes_and_messages() {
     let cli = Cli { server: &s };
     let missing = RunId::new();
     let err = cli.fails(&["runs", "show", missing.as_str()], 3);
-    assert!(err.contains(&format!("error: run '{missing}' not found")), "{err}");
+    assert!(
+        err.contains(&format!("error: run '{missing}' not found")),
+        "{err}"
+    );
     assert!(err.contains("hint:"));
     cli.fails(&["runs", "show", "not-a-run-id"], 4);
     cli.fails(&["runs", "frobnicate"], 2);
@@ -198,8 +321,14 @@ fn exit_codes_and_messages() {
     let out = cli.run(&["--server", "http://127.0.0.1:1", "experiments", "ls"]);
     assert_eq!(out.status.code(), Some(5));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cannot reach the flightlog server at http://127.0.0.1:1"), "{err}");
-    assert!(err.contains("is `flightlog server` running? set --server or FLIGHTLOG_TRACKING_URI"), "{err}");
+    assert!(
+        err.contains("cannot reach the flightlog server at http://127.0.0.1:1"),
+        "{err}"
+    );
+    assert!(
+        err.contains("is `flightlog server` running? set --server or FLIGHTLOG_TRACKING_URI"),
+        "{err}"
+    );
     let help = cli.ok(&["--help"]);
     assert!(help.contains("Exit codes:") && help.contains("5  cannot reach the server"));
     let bash = cli.ok(&["completions", "bash"]);
@@ -209,7 +338,9 @@ fn exit_codes_and_messages() {
     let spool = tempfile::tempdir().unwrap();
     let rep = cli.json(&["sync", "--spool", spool.path().to_str().unwrap()]);
     assert_eq!(rep["files_found"], 0);
-    assert!(cli.ok(&["sync", "--spool", spool.path().to_str().unwrap()]).contains("sent 0 entries"));
+    assert!(cli
+        .ok(&["sync", "--spool", spool.path().to_str().unwrap()])
+        .contains("sent 0 entries"));
 }
 
 #[test]
@@ -223,7 +354,10 @@ fn server_subcommand_prints_address_and_rejects_bad_data_dir() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("error: cannot") && err.contains(&f.path().display().to_string()), "{err}");
+    assert!(
+        err.contains("error: cannot") && err.contains(&f.path().display().to_string()),
+        "{err}"
+    );
 
     // Port 0: the real address is printed, then SIGTERM stops it cleanly.
     let data = tempfile::tempdir().unwrap();
@@ -237,12 +371,19 @@ fn server_subcommand_prints_address_and_rejects_bad_data_dir() {
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
-    assert!(line.starts_with("flightlog server listening on http://127.0.0.1:"), "{line}");
+    assert!(
+        line.starts_with("flightlog server listening on http://127.0.0.1:"),
+        "{line}"
+    );
     let uri = line.trim().rsplit(' ').next().unwrap().to_string();
     let mut portal = String::new();
     std::io::BufRead::read_line(&mut stdout, &mut portal).unwrap();
     assert_eq!(portal.trim(), format!("portal: {uri}/"));
-    let c = Client::new(ClientConfig { uri: uri.clone(), replay_on_start: false, ..Default::default() });
+    let c = Client::new(ClientConfig {
+        uri: uri.clone(),
+        replay_on_start: false,
+        ..Default::default()
+    });
     assert_eq!(c.health().unwrap()["status"], "ok");
     unsafe { libc_kill(child.id() as i32, 15) };
     let status = child.wait().unwrap();
@@ -261,7 +402,12 @@ fn logs_follow_streams_until_the_run_ends() {
     let c = client(&s);
     let run = c.create_run(&NewRun::default()).unwrap().id;
     c.append_log(&run, "stdout", b"before\n").unwrap();
-    let child = cli.cmd(&["logs", run.as_str(), "--follow"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let child = cli
+        .cmd(&["logs", run.as_str(), "--follow"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(700));
     let mut expected = String::from("before\n");
     for i in 0..20 {
@@ -270,13 +416,28 @@ fn logs_follow_streams_until_the_run_ends() {
         expected.push_str(&line);
         std::thread::sleep(Duration::from_millis(20));
     }
-    c.update_run(&run, &RunPatch { status: Some(RunStatus::Completed), ..Default::default() }).unwrap();
+    c.update_run(
+        &run,
+        &RunPatch {
+            status: Some(RunStatus::Completed),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(child.wait_with_output());
     });
-    let out = rx.recv_timeout(Duration::from_secs(20)).expect("logs --follow did not exit when the run completed").unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("logs --follow did not exit when the run completed")
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8(out.stdout).unwrap(), expected);
     // On a finished run, --follow prints everything and exits.
     assert_eq!(cli.ok(&["logs", run.as_str(), "-f"]), expected);

@@ -53,16 +53,28 @@ impl Deliver for Http {
         Ok(())
     }
     fn write_batch(&self, run: &RunId, batch: &Batch) -> Result<BatchAck, SendError> {
-        self.try_send_json("POST", &format!("/api/v1/runs/{run}/batch"), batch, Entity::Run)
+        self.try_send_json(
+            "POST",
+            &format!("/api/v1/runs/{run}/batch"),
+            batch,
+            Entity::Run,
+        )
     }
     fn update_run(&self, run: &RunId, patch: &RunPatch) -> Result<(), SendError> {
-        let _: serde_json::Value = self.try_send_json("PATCH", &format!("/api/v1/runs/{run}"), patch, Entity::Run)?;
+        let _: serde_json::Value =
+            self.try_send_json("PATCH", &format!("/api/v1/runs/{run}"), patch, Entity::Run)?;
         Ok(())
     }
     fn write_image(&self, run: &RunId, meta: &ImageWrite, bytes: &[u8]) -> Result<(), SendError> {
         let path = format!("/api/v1/runs/{run}/images");
-        let _: serde_json::Value =
-            self.try_send_bytes("POST", &path, &image_query(meta), bytes, &meta.media_type, Entity::Metric)?;
+        let _: serde_json::Value = self.try_send_bytes(
+            "POST",
+            &path,
+            &image_query(meta),
+            bytes,
+            &meta.media_type,
+            Entity::Metric,
+        )?;
         Ok(())
     }
 }

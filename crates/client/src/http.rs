@@ -42,7 +42,10 @@ impl Http {
             .max_idle_connections_per_host(8)
             .user_agent(concat!("flightlog-client/", env!("CARGO_PKG_VERSION")))
             .build();
-        Http { agent: config.new_agent(), base: normalize_uri(uri) }
+        Http {
+            agent: config.new_agent(),
+            base: normalize_uri(uri),
+        }
     }
 
     pub fn base(&self) -> &str {
@@ -53,8 +56,14 @@ impl Http {
         format!("{}{}", self.base, path)
     }
 
-    pub fn get_json<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)], entity: Entity) -> Result<T> {
-        self.try_get_json(path, query, entity).map_err(SendError::into_error)
+    pub fn get_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        entity: Entity,
+    ) -> Result<T> {
+        self.try_get_json(path, query, entity)
+            .map_err(SendError::into_error)
     }
 
     pub fn try_get_json<T: DeserializeOwned>(
@@ -71,7 +80,12 @@ impl Http {
         read_json(resp, entity)
     }
 
-    pub fn get_raw(&self, path: &str, query: &[(&str, String)], entity: Entity) -> Result<ureq::http::Response<ureq::Body>> {
+    pub fn get_raw(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        entity: Entity,
+    ) -> Result<ureq::http::Response<ureq::Body>> {
         let mut req = self.agent.get(&self.url(path));
         for (k, v) in query {
             req = req.query(*k, v);
@@ -80,8 +94,15 @@ impl Http {
         check(resp, entity).map_err(SendError::into_error)
     }
 
-    pub fn send_json<B: Serialize, T: DeserializeOwned>(&self, method: &str, path: &str, body: &B, entity: Entity) -> Result<T> {
-        self.try_send_json(method, path, body, entity).map_err(SendError::into_error)
+    pub fn send_json<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: &B,
+        entity: Entity,
+    ) -> Result<T> {
+        self.try_send_json(method, path, body, entity)
+            .map_err(SendError::into_error)
     }
 
     pub fn try_send_json<B: Serialize, T: DeserializeOwned>(
@@ -91,7 +112,8 @@ impl Http {
         body: &B,
         entity: Entity,
     ) -> Result<T, SendError> {
-        let bytes = serde_json::to_vec(body).map_err(|e| SendError::Reject(Error::invalid("body", e.to_string())))?;
+        let bytes = serde_json::to_vec(body)
+            .map_err(|e| SendError::Reject(Error::invalid("body", e.to_string())))?;
         self.try_send_bytes(method, path, &[], &bytes, "application/json", entity)
     }
 
@@ -114,12 +136,21 @@ impl Http {
         for (k, v) in query {
             req = req.query(*k, v);
         }
-        let resp = req.header("Content-Type", content_type).send(bytes).map_err(transport)?;
+        let resp = req
+            .header("Content-Type", content_type)
+            .send(bytes)
+            .map_err(transport)?;
         read_json(resp, entity)
     }
 
     /// PUT with a streamed body (artifact upload).
-    pub fn put_reader<T: DeserializeOwned>(&self, path: &str, reader: &mut dyn Read, len: u64, entity: Entity) -> Result<T> {
+    pub fn put_reader<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        reader: &mut dyn Read,
+        len: u64,
+        entity: Entity,
+    ) -> Result<T> {
         let body = ureq::SendBody::from_reader(reader);
         let resp = self
             .agent
@@ -132,7 +163,11 @@ impl Http {
     }
 
     pub fn delete(&self, path: &str, entity: Entity) -> Result<()> {
-        let resp = self.agent.delete(&self.url(path)).call().map_err(|e| transport(e).into_error())?;
+        let resp = self
+            .agent
+            .delete(&self.url(path))
+            .call()
+            .map_err(|e| transport(e).into_error())?;
         let _: serde_json::Value = read_json(resp, entity).map_err(SendError::into_error)?;
         Ok(())
     }
@@ -141,7 +176,11 @@ impl Http {
 /// `http://host:port` without a trailing slash; a scheme is added if missing.
 pub fn normalize_uri(uri: &str) -> String {
     let uri = uri.trim();
-    let uri = if uri.contains("://") { uri.to_string() } else { format!("http://{uri}") };
+    let uri = if uri.contains("://") {
+        uri.to_string()
+    } else {
+        format!("http://{uri}")
+    };
     uri.trim_end_matches('/').to_string()
 }
 
@@ -155,13 +194,21 @@ fn transport(e: ureq::Error) -> SendError {
     }))
 }
 
-fn check(resp: ureq::http::Response<ureq::Body>, entity: Entity) -> Result<ureq::http::Response<ureq::Body>, SendError> {
+fn check(
+    resp: ureq::http::Response<ureq::Body>,
+    entity: Entity,
+) -> Result<ureq::http::Response<ureq::Body>, SendError> {
     let status = resp.status().as_u16();
     if (200..300).contains(&status) {
         return Ok(resp);
     }
     let mut body = resp.into_body();
-    let text = body.with_config().limit(1 << 20).lossy_utf8(true).read_to_string().unwrap_or_default();
+    let text = body
+        .with_config()
+        .limit(1 << 20)
+        .lossy_utf8(true)
+        .read_to_string()
+        .unwrap_or_default();
     let err = error_from_body(status, &text, entity);
     if status >= 500 || status == 429 || status == 408 {
         Err(SendError::Retry(err))
@@ -170,14 +217,21 @@ fn check(resp: ureq::http::Response<ureq::Body>, entity: Entity) -> Result<ureq:
     }
 }
 
-fn read_json<T: DeserializeOwned>(resp: ureq::http::Response<ureq::Body>, entity: Entity) -> Result<T, SendError> {
+fn read_json<T: DeserializeOwned>(
+    resp: ureq::http::Response<ureq::Body>,
+    entity: Entity,
+) -> Result<T, SendError> {
     let resp = check(resp, entity)?;
     let mut body = resp.into_body();
     let bytes = body
         .with_config()
         .limit(MAX_JSON_RESPONSE)
         .read_to_vec()
-        .map_err(|e| SendError::Retry(Error::Transport(format!("reading the server's answer failed: {e}"))))?;
+        .map_err(|e| {
+            SendError::Retry(Error::Transport(format!(
+                "reading the server's answer failed: {e}"
+            )))
+        })?;
     serde_json::from_slice(&bytes).map_err(|e| {
         SendError::Reject(Error::Transport(format!(
             "the server's answer is not what this client expects ({e}); is the server a flightlog server of the same version?"
@@ -202,13 +256,25 @@ pub(crate) fn error_from_body(status: u16, body: &str, entity: Entity) -> Error 
         Ok(w) => error_from_code(&w.error.code, &w.error.message, entity),
         Err(_) => {
             let text = body.trim();
-            let text = if text.len() > 300 { &text[..text.floor_char_boundary_compat(300)] } else { text };
-            let msg = if text.is_empty() { format!("HTTP {status}") } else { format!("HTTP {status}: {text}") };
+            let text = if text.len() > 300 {
+                &text[..text.floor_char_boundary_compat(300)]
+            } else {
+                text
+            };
+            let msg = if text.is_empty() {
+                format!("HTTP {status}")
+            } else {
+                format!("HTTP {status}: {text}")
+            };
             match status {
                 404 => Error::NotFound { entity, id: msg },
                 400 | 422 => Error::invalid("request", msg),
                 409 => Error::conflict(msg),
-                413 => Error::TooLarge { what: "request".into(), size: 0, limit: 0 },
+                413 => Error::TooLarge {
+                    what: "request".into(),
+                    size: 0,
+                    limit: 0,
+                },
                 _ => Error::Transport(format!("unexpected answer from the server: {msg}")),
             }
         }
@@ -261,31 +327,66 @@ pub(crate) fn error_from_code(code: &str, message: &str, entity: Entity) -> Erro
             Some((entity, id)) => Error::AlreadyExists { entity, id },
             None => Error::AlreadyExists { entity, id: msg },
         },
-        "DELETED" => match parse_entity_id(message, " is deleted; restore it before writing to it") {
+        "DELETED" => match parse_entity_id(message, " is deleted; restore it before writing to it")
+        {
             Some((entity, id)) => Error::Deleted { entity, id },
             None => Error::Deleted { entity, id: msg },
         },
-        "INVALID_ARGUMENT" => match message.strip_prefix("invalid ").and_then(|r| r.split_once(": ")) {
+        "INVALID_ARGUMENT" => match message
+            .strip_prefix("invalid ")
+            .and_then(|r| r.split_once(": "))
+        {
             Some((field, m)) => Error::invalid(field, m),
             None => Error::invalid("request", msg),
         },
         "CONFLICT" => Error::conflict(msg),
         "ILLEGAL_TRANSITION" => {
-            match message.strip_prefix("run status cannot change from ").and_then(|r| r.split_once(" to ")) {
-                Some((from, to)) => Error::IllegalTransition { from: from.into(), to: to.into() },
-                None => Error::IllegalTransition { from: "?".into(), to: msg },
+            match message
+                .strip_prefix("run status cannot change from ")
+                .and_then(|r| r.split_once(" to "))
+            {
+                Some((from, to)) => Error::IllegalTransition {
+                    from: from.into(),
+                    to: to.into(),
+                },
+                None => Error::IllegalTransition {
+                    from: "?".into(),
+                    to: msg,
+                },
             }
         }
         "INVALID_PATH" => {
-            let parsed = message.strip_prefix("invalid artifact path '").and_then(|r| r.rsplit_once("': "));
+            let parsed = message
+                .strip_prefix("invalid artifact path '")
+                .and_then(|r| r.rsplit_once("': "));
             match parsed {
-                Some((path, reason)) => Error::InvalidPath { path: path.into(), reason: reason.into() },
-                None => Error::InvalidPath { path: String::new(), reason: msg },
+                Some((path, reason)) => Error::InvalidPath {
+                    path: path.into(),
+                    reason: reason.into(),
+                },
+                None => Error::InvalidPath {
+                    path: String::new(),
+                    reason: msg,
+                },
             }
         }
-        "TOO_LARGE" => parse_too_large(message).unwrap_or(Error::TooLarge { what: msg, size: 0, limit: 0 }),
-        "STORAGE_ERROR" => Error::Storage(message.strip_prefix("storage error: ").unwrap_or(message).to_string()),
-        "TRANSPORT_ERROR" => Error::Transport(message.strip_prefix("transport error: ").unwrap_or(message).to_string()),
+        "TOO_LARGE" => parse_too_large(message).unwrap_or(Error::TooLarge {
+            what: msg,
+            size: 0,
+            limit: 0,
+        }),
+        "STORAGE_ERROR" => Error::Storage(
+            message
+                .strip_prefix("storage error: ")
+                .unwrap_or(message)
+                .to_string(),
+        ),
+        "TRANSPORT_ERROR" => Error::Transport(
+            message
+                .strip_prefix("transport error: ")
+                .unwrap_or(message)
+                .to_string(),
+        ),
         _ => Error::Transport(format!("server error {code}: {message}")),
     }
 }
@@ -294,7 +395,11 @@ fn parse_too_large(message: &str) -> Option<Error> {
     let (what, rest) = message.split_once(" is too large: ")?;
     let (size, rest) = rest.split_once(" bytes, the limit is ")?;
     let limit = rest.strip_suffix(" bytes")?;
-    Some(Error::TooLarge { what: what.into(), size: size.parse().ok()?, limit: limit.parse().ok()? })
+    Some(Error::TooLarge {
+        what: what.into(),
+        size: size.parse().ok()?,
+        limit: limit.parse().ok()?,
+    })
 }
 
 /// Percent-encodes one path segment (everything but unreserved characters).
@@ -312,7 +417,10 @@ pub fn encode_segment(s: &str) -> String {
 
 /// Percent-encodes a '/'-separated path, keeping the slashes (wildcard routes: metric names, artifact paths).
 pub fn encode_path(s: &str) -> String {
-    s.split('/').map(encode_segment).collect::<Vec<_>>().join("/")
+    s.split('/')
+        .map(encode_segment)
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 #[cfg(test)]
@@ -323,24 +431,48 @@ mod tests {
     fn error_bodies_map_back_to_variants() {
         let cases = vec![
             Error::not_found(Entity::Run, "0123"),
-            Error::AlreadyExists { entity: Entity::Experiment, id: "exp 1".into() },
+            Error::AlreadyExists {
+                entity: Entity::Experiment,
+                id: "exp 1".into(),
+            },
             Error::invalid("metric", "must not be empty"),
             Error::conflict("metric 'loss' is a scalar, not text"),
-            Error::IllegalTransition { from: "Completed".into(), to: "Running".into() },
-            Error::Deleted { entity: Entity::Run, id: "ab".into() },
-            Error::InvalidPath { path: "../x".into(), reason: "'..' is not allowed".into() },
-            Error::TooLarge { what: "body".into(), size: 10, limit: 5 },
+            Error::IllegalTransition {
+                from: "Completed".into(),
+                to: "Running".into(),
+            },
+            Error::Deleted {
+                entity: Entity::Run,
+                id: "ab".into(),
+            },
+            Error::InvalidPath {
+                path: "../x".into(),
+                reason: "'..' is not allowed".into(),
+            },
+            Error::TooLarge {
+                what: "body".into(),
+                size: 10,
+                limit: 5,
+            },
             Error::Storage("disk full".into()),
         ];
         for e in cases {
-            let body = serde_json::json!({"error": {"code": e.code(), "message": e.to_string()}}).to_string();
+            let body = serde_json::json!({"error": {"code": e.code(), "message": e.to_string()}})
+                .to_string();
             let back = error_from_body(400, &body, Entity::Metric);
             assert_eq!(back, e, "{body}");
             assert_eq!(back.to_string(), e.to_string());
         }
-        let e = error_from_body(404, r#"{"error":{"code":"NOT_FOUND","message":"no such endpoint: GET /x"}}"#, Entity::Run);
+        let e = error_from_body(
+            404,
+            r#"{"error":{"code":"NOT_FOUND","message":"no such endpoint: GET /x"}}"#,
+            Entity::Run,
+        );
         assert!(matches!(e, Error::NotFound { .. }));
-        assert!(matches!(error_from_body(502, "Bad gateway", Entity::Run), Error::Transport(_)));
+        assert!(matches!(
+            error_from_body(502, "Bad gateway", Entity::Run),
+            Error::Transport(_)
+        ));
     }
 
     #[test]

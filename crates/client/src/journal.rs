@@ -71,7 +71,10 @@ mod hex_bytes {
         if text.len() % 2 != 0 {
             return Err(de::Error::custom("odd-length hex image data"));
         }
-        text.as_bytes().chunks(2).map(|p| Ok(digit(p[0])? << 4 | digit(p[1])?)).collect()
+        text.as_bytes()
+            .chunks(2)
+            .map(|p| Ok(digit(p[0])? << 4 | digit(p[1])?))
+            .collect()
     }
 }
 
@@ -79,9 +82,9 @@ impl JournalEntry {
     pub fn run_id(&self) -> Option<&RunId> {
         match self {
             JournalEntry::CreateRun(n) => n.id.as_ref(),
-            JournalEntry::Batch { run, .. } | JournalEntry::UpdateRun { run, .. } | JournalEntry::Image { run, .. } => {
-                Some(run)
-            }
+            JournalEntry::Batch { run, .. }
+            | JournalEntry::UpdateRun { run, .. }
+            | JournalEntry::Image { run, .. } => Some(run),
         }
     }
     pub fn points(&self) -> usize {
@@ -116,7 +119,11 @@ const fn crc_table() -> [u32; 256] {
         let mut c = i as u32;
         let mut k = 0;
         while k < 8 {
-            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
             k += 1;
         }
         table[i] = c;
@@ -159,17 +166,23 @@ pub fn read_record(r: &mut impl Read) -> io::Result<ReadOutcome> {
         return Ok(ReadOutcome::End);
     }
     if n < 8 {
-        return Ok(ReadOutcome::Torn(format!("record header cut short ({n} of 8 bytes)")));
+        return Ok(ReadOutcome::Torn(format!(
+            "record header cut short ({n} of 8 bytes)"
+        )));
     }
     let len = u32::from_le_bytes(head[0..4].try_into().unwrap());
     let crc = u32::from_le_bytes(head[4..8].try_into().unwrap());
     if len > MAX_RECORD_BYTES {
-        return Ok(ReadOutcome::Torn(format!("record length {len} is not plausible")));
+        return Ok(ReadOutcome::Torn(format!(
+            "record length {len} is not plausible"
+        )));
     }
     let mut payload = vec![0u8; len as usize];
     let got = read_full(r, &mut payload)?;
     if got < payload.len() {
-        return Ok(ReadOutcome::Torn(format!("record cut short ({got} of {len} bytes)")));
+        return Ok(ReadOutcome::Torn(format!(
+            "record cut short ({got} of {len} bytes)"
+        )));
     }
     if crc32(&payload) != crc {
         return Ok(ReadOutcome::Torn("record checksum mismatch".into()));
@@ -224,7 +237,10 @@ pub fn acked_path(journal: &Path) -> PathBuf {
 
 /// How many entry records of `journal` the server has confirmed (0 when no sidecar).
 pub fn read_acked(journal: &Path) -> u64 {
-    std::fs::read_to_string(acked_path(journal)).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+    std::fs::read_to_string(acked_path(journal))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 pub fn write_acked(journal: &Path, n: u64) -> io::Result<()> {
@@ -263,14 +279,22 @@ impl JournalWriter {
         let mut n = 0u32;
         let (path, file) = loop {
             let path = dir.join(format!("{client_id}-{n}.journal"));
-            match OpenOptions::new().read(true).write(true).create_new(true).open(&path) {
+            match OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
                 Ok(f) => break (path, f),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < 100_000 => n += 1,
                 Err(e) => return Err(e),
             }
         };
         if !try_lock(&file)? {
-            return Err(io::Error::other(format!("journal {} is locked by another process", path.display())));
+            return Err(io::Error::other(format!(
+                "journal {} is locked by another process",
+                path.display()
+            )));
         }
         let header = JournalHeader {
             version: 1,
@@ -280,7 +304,10 @@ impl JournalWriter {
             pid: std::process::id(),
         };
         let mut buf = MAGIC.to_vec();
-        encode_record(&serde_json::to_vec(&header).map_err(io::Error::other)?, &mut buf);
+        encode_record(
+            &serde_json::to_vec(&header).map_err(io::Error::other)?,
+            &mut buf,
+        );
         let mut w = &file;
         w.write_all(&buf)?;
         file.sync_all()?;
@@ -289,7 +316,13 @@ impl JournalWriter {
         }
         let mut reader = BufReader::new(File::open(&path)?);
         reader.seek(SeekFrom::Start(buf.len() as u64))?;
-        Ok(JournalWriter { path, file, reader, written: 0, consumed: 0 })
+        Ok(JournalWriter {
+            path,
+            file,
+            reader,
+            written: 0,
+            consumed: 0,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -339,7 +372,9 @@ impl JournalWriter {
                 self.reader.seek(SeekFrom::Start(pos))?;
                 Ok(Some(payload))
             }
-            other => Err(io::Error::other(format!("own journal unreadable: {other:?}"))),
+            other => Err(io::Error::other(format!(
+                "own journal unreadable: {other:?}"
+            ))),
         }
     }
 
@@ -373,11 +408,21 @@ pub fn read_journal(file: &mut impl Read) -> io::Result<JournalContents> {
     let mut r = BufReader::new(file);
     let mut magic = [0u8; 8];
     if read_full(&mut r, &mut magic)? < 8 || &magic != MAGIC {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "not a flightlog journal (bad magic)"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a flightlog journal (bad magic)",
+        ));
     }
     let header: JournalHeader = match read_record(&mut r)? {
-        ReadOutcome::Record(p) => serde_json::from_slice(&p).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?,
-        other => return Err(io::Error::new(io::ErrorKind::InvalidData, format!("journal header unreadable: {other:?}"))),
+        ReadOutcome::Record(p) => {
+            serde_json::from_slice(&p).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
+        }
+        other => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("journal header unreadable: {other:?}"),
+            ))
+        }
     };
     let mut records = Vec::new();
     let mut torn = None;
@@ -386,7 +431,10 @@ pub fn read_journal(file: &mut impl Read) -> io::Result<JournalContents> {
             ReadOutcome::Record(p) => match serde_json::from_slice::<JournalRecord>(&p) {
                 Ok(rec) => records.push(rec),
                 Err(e) => {
-                    torn = Some(format!("record {} is not a journal entry: {e}", records.len()));
+                    torn = Some(format!(
+                        "record {} is not a journal entry: {e}",
+                        records.len()
+                    ));
                     break;
                 }
             },
@@ -397,7 +445,11 @@ pub fn read_journal(file: &mut impl Read) -> io::Result<JournalContents> {
             }
         }
     }
-    Ok(JournalContents { header, records, torn })
+    Ok(JournalContents {
+        header,
+        records,
+        torn,
+    })
 }
 
 #[cfg(test)]
@@ -409,7 +461,10 @@ mod tests {
     fn crc32_known_values() {
         assert_eq!(crc32(b""), 0);
         assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
-        assert_eq!(crc32(b"The quick brown fox jumps over the lazy dog"), 0x414F_A339);
+        assert_eq!(
+            crc32(b"The quick brown fox jumps over the lazy dog"),
+            0x414F_A339
+        );
     }
 
     fn sample(seq: u64) -> JournalRecord {
@@ -425,7 +480,10 @@ mod tests {
             }],
             ..Default::default()
         };
-        JournalRecord { seq, entry: JournalEntry::Batch { run, batch } }
+        JournalRecord {
+            seq,
+            entry: JournalEntry::Batch { run, batch },
+        }
     }
 
     #[test]
@@ -434,12 +492,21 @@ mod tests {
         let mut w = JournalWriter::create(dir.path(), "http://x:1", "cid").unwrap();
         let recs = vec![
             sample(1),
-            JournalRecord { seq: 2, entry: JournalEntry::CreateRun(NewRun { id: Some(RunId::new()), ..Default::default() }) },
+            JournalRecord {
+                seq: 2,
+                entry: JournalEntry::CreateRun(NewRun {
+                    id: Some(RunId::new()),
+                    ..Default::default()
+                }),
+            },
             JournalRecord {
                 seq: 3,
                 entry: JournalEntry::UpdateRun {
                     run: RunId::new(),
-                    patch: RunPatch { status: Some(flightlog_model::RunStatus::Completed), ..Default::default() },
+                    patch: RunPatch {
+                        status: Some(flightlog_model::RunStatus::Completed),
+                        ..Default::default()
+                    },
                 },
             },
         ];

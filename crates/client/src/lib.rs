@@ -65,7 +65,10 @@ impl Default for ClientConfig {
 
 impl ClientConfig {
     pub fn new(uri: impl Into<String>) -> Self {
-        ClientConfig { uri: uri.into(), ..Default::default() }
+        ClientConfig {
+            uri: uri.into(),
+            ..Default::default()
+        }
     }
 }
 
@@ -77,7 +80,9 @@ pub fn default_spool_dir() -> PathBuf {
     if let Some(p) = std::env::var_os("XDG_CACHE_HOME").filter(|p| !p.is_empty()) {
         return PathBuf::from(p).join("flightlog").join("spool");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
     home.join(".cache").join("flightlog").join("spool")
 }
 
@@ -159,7 +164,9 @@ impl Client {
     /// Does not contact the server: a client can log while the server is down.
     pub fn new(config: ClientConfig) -> Client {
         let http = Http::new(&config.uri, config.request_timeout);
-        let replay = config.replay_on_start.then(|| (config.spool_dir.clone(), http.base().to_string()));
+        let replay = config
+            .replay_on_start
+            .then(|| (config.spool_dir.clone(), http.base().to_string()));
         let shared = Arc::new(Shared::new(http, config));
         let s = shared.clone();
         let handle = std::thread::Builder::new()
@@ -168,18 +175,25 @@ impl Client {
             .expect("spawn the flightlog sender thread");
         if let Some((dir, uri)) = replay {
             if dir.is_dir() {
-                let _ = std::thread::Builder::new().name("flightlog-replay".into()).spawn(move || {
-                    match replay_spool(&dir, Some(&uri)) {
+                let _ = std::thread::Builder::new()
+                    .name("flightlog-replay".into())
+                    .spawn(move || match replay_spool(&dir, Some(&uri)) {
                         Ok(r) if r.entries_sent > 0 || r.entries_rejected > 0 => {
-                            tracing::info!("replayed {} spooled entries from {}", r.entries_sent, dir.display())
+                            tracing::info!(
+                                "replayed {} spooled entries from {}",
+                                r.entries_sent,
+                                dir.display()
+                            )
                         }
                         Ok(_) => {}
                         Err(e) => tracing::debug!("spool replay: {e}"),
-                    }
-                });
+                    });
             }
         }
-        Client { shared, sender: parking_lot::Mutex::new(Some(handle)) }
+        Client {
+            shared,
+            sender: parking_lot::Mutex::new(Some(handle)),
+        }
     }
 
     /// A client whose data plane delivers into `sink` (e.g. a store in this process) instead of a server:
@@ -196,7 +210,10 @@ impl Client {
             .name("flightlog-sender".into())
             .spawn(move || s.run_sender())
             .expect("spawn the flightlog sender thread");
-        Client { shared, sender: parking_lot::Mutex::new(Some(handle)) }
+        Client {
+            shared,
+            sender: parking_lot::Mutex::new(Some(handle)),
+        }
     }
 
     /// A client for `uri` with default settings.
@@ -222,15 +239,25 @@ impl Client {
     // --- experiments -----------------------------------------------------------------------------------
 
     pub fn create_experiment(&self, new: &NewExperiment) -> Result<Experiment> {
-        self.shared.http.send_json("POST", "/api/v1/experiments", new, Entity::Experiment)
+        self.shared
+            .http
+            .send_json("POST", "/api/v1/experiments", new, Entity::Experiment)
     }
 
     pub fn get_experiment(&self, id: ExperimentId) -> Result<Experiment> {
-        self.shared.http.get_json(&format!("/api/v1/experiments/{id}"), &[], Entity::Experiment)
+        self.shared.http.get_json(
+            &format!("/api/v1/experiments/{id}"),
+            &[],
+            Entity::Experiment,
+        )
     }
 
     pub fn get_experiment_by_name(&self, name: &str) -> Result<Experiment> {
-        self.shared.http.get_json(&format!("/api/v1/experiments/by-name/{}", encode_segment(name)), &[], Entity::Experiment)
+        self.shared.http.get_json(
+            &format!("/api/v1/experiments/by-name/{}", encode_segment(name)),
+            &[],
+            Entity::Experiment,
+        )
     }
 
     /// The experiment of that name, created if it does not exist (a concurrent creator wins harmlessly).
@@ -239,7 +266,10 @@ impl Client {
             Err(Error::NotFound { .. }) => {}
             other => return other,
         }
-        match self.create_experiment(&NewExperiment { name: name.to_string(), ..Default::default() }) {
+        match self.create_experiment(&NewExperiment {
+            name: name.to_string(),
+            ..Default::default()
+        }) {
             Err(Error::AlreadyExists { .. }) => self.get_experiment_by_name(name),
             other => other,
         }
@@ -259,7 +289,9 @@ impl Client {
         if let Some(t) = &query.page_token {
             q.push(("page_token", t.clone()));
         }
-        self.shared.http.get_json("/api/v1/experiments", &q, Entity::Experiment)
+        self.shared
+            .http
+            .get_json("/api/v1/experiments", &q, Entity::Experiment)
     }
 
     /// Every experiment, following page tokens.
@@ -276,15 +308,26 @@ impl Client {
         }
     }
 
-    pub fn update_experiment(&self, id: ExperimentId, patch: &ExperimentPatch) -> Result<Experiment> {
-        self.shared.http.send_json("PATCH", &format!("/api/v1/experiments/{id}"), patch, Entity::Experiment)
+    pub fn update_experiment(
+        &self,
+        id: ExperimentId,
+        patch: &ExperimentPatch,
+    ) -> Result<Experiment> {
+        self.shared.http.send_json(
+            "PATCH",
+            &format!("/api/v1/experiments/{id}"),
+            patch,
+            Entity::Experiment,
+        )
     }
 
     // --- runs ----------------------------------------------------------------------------------------
 
     /// Creates a run now (synchronously). With `new.id` set, a repeat returns the existing run.
     pub fn create_run(&self, new: &NewRun) -> Result<Run> {
-        self.shared.http.send_json("POST", "/api/v1/runs", new, Entity::Run)
+        self.shared
+            .http
+            .send_json("POST", "/api/v1/runs", new, Entity::Run)
     }
 
     /// Queues the creation of a run (an id is chosen if `new.id` is None) and returns its id at once; the
@@ -299,7 +342,9 @@ impl Client {
     }
 
     pub fn get_run(&self, id: &RunId) -> Result<Run> {
-        self.shared.http.get_json(&format!("/api/v1/runs/{id}"), &[], Entity::Run)
+        self.shared
+            .http
+            .get_json(&format!("/api/v1/runs/{id}"), &[], Entity::Run)
     }
 
     pub fn list_runs(&self, query: &RunQuery) -> Result<Page<Run>> {
@@ -317,10 +362,22 @@ impl Client {
             q.push(("top_level_only", "true".into()));
         }
         for (k, v) in &query.tags {
-            q.push(("tag", match v { Some(v) => format!("{k}={v}"), None => k.clone() }));
+            q.push((
+                "tag",
+                match v {
+                    Some(v) => format!("{k}={v}"),
+                    None => k.clone(),
+                },
+            ));
         }
         for (k, v) in &query.properties {
-            q.push(("property", match v { Some(v) => format!("{k}={v}"), None => k.clone() }));
+            q.push((
+                "property",
+                match v {
+                    Some(v) => format!("{k}={v}"),
+                    None => k.clone(),
+                },
+            ));
         }
         if query.include_deleted {
             q.push(("include_deleted", "true".into()));
@@ -339,7 +396,9 @@ impl Client {
 
     /// Changes a run now (synchronously).
     pub fn update_run(&self, id: &RunId, patch: &RunPatch) -> Result<Run> {
-        self.shared.http.send_json("PATCH", &format!("/api/v1/runs/{id}"), patch, Entity::Run)
+        self.shared
+            .http
+            .send_json("PATCH", &format!("/api/v1/runs/{id}"), patch, Entity::Run)
     }
 
     /// Queues a run change after everything logged so far; it survives a server outage (journal) and is
@@ -349,7 +408,10 @@ impl Client {
             validate::name("tag", k)?;
             validate::value("tag", v)?;
         }
-        self.shared.enqueue_entry(JournalEntry::UpdateRun { run: id.clone(), patch })?;
+        self.shared.enqueue_entry(JournalEntry::UpdateRun {
+            run: id.clone(),
+            patch,
+        })?;
         Ok(())
     }
 
@@ -357,7 +419,14 @@ impl Client {
 
     /// Queues one scalar point; returns at once. `time` None: now. `step` None: the series' next step.
     #[inline]
-    pub fn log_scalar(&self, run: &RunId, name: &str, step: Option<i64>, value: f64, time: Option<WallTime>) -> Result<()> {
+    pub fn log_scalar(
+        &self,
+        run: &RunId,
+        name: &str,
+        step: Option<i64>,
+        value: f64,
+        time: Option<WallTime>,
+    ) -> Result<()> {
         let time = match time {
             Some(t) => t,
             None => WallTime::now(),
@@ -381,7 +450,11 @@ impl Client {
     pub fn log_text_to_stream(&self, run: &RunId, stream: &str, text: &str) -> Result<()> {
         validate::stream_name(stream)?;
         if text.len() > validate::MAX_LOG_APPEND_BYTES {
-            return Err(Error::TooLarge { what: "log text".into(), size: text.len() as u64, limit: validate::MAX_LOG_APPEND_BYTES as u64 });
+            return Err(Error::TooLarge {
+                what: "log text".into(),
+                size: text.len() as u64,
+                limit: validate::MAX_LOG_APPEND_BYTES as u64,
+            });
         }
         if text.is_empty() {
             return Ok(());
@@ -398,7 +471,11 @@ impl Client {
             validate::description("description", d)?;
         }
         meta.time.get_or_insert_with(WallTime::now);
-        self.shared.enqueue_entry(JournalEntry::Image { run: run.clone(), meta, data: bytes })?;
+        self.shared.enqueue_entry(JournalEntry::Image {
+            run: run.clone(),
+            meta,
+            data: bytes,
+        })?;
         Ok(())
     }
 
@@ -417,7 +494,14 @@ impl Client {
         }
         self.shared
             .http
-            .try_send_bytes("POST", &format!("/api/v1/runs/{run}/images"), &q, bytes, &meta.media_type, Entity::Metric)
+            .try_send_bytes(
+                "POST",
+                &format!("/api/v1/runs/{run}/images"),
+                &q,
+                bytes,
+                &meta.media_type,
+                Entity::Metric,
+            )
             .map_err(http::SendError::into_error)
     }
 
@@ -431,7 +515,14 @@ impl Client {
         let r: Len = self
             .shared
             .http
-            .try_send_bytes("POST", &format!("/api/v1/runs/{run}/logs/{stream}"), &[], data, "application/octet-stream", Entity::LogStream)
+            .try_send_bytes(
+                "POST",
+                &format!("/api/v1/runs/{run}/logs/{stream}"),
+                &[],
+                data,
+                "application/octet-stream",
+                Entity::LogStream,
+            )
             .map_err(http::SendError::into_error)?;
         Ok(r.length)
     }
@@ -439,7 +530,10 @@ impl Client {
     // --- metrics: reading -----------------------------------------------------------------------------
 
     pub fn list_metrics(&self, run: &RunId) -> Result<Vec<SeriesInfo>> {
-        let r: ItemsOf<SeriesInfo> = self.shared.http.get_json(&format!("/api/v1/runs/{run}/metrics"), &[], Entity::Run)?;
+        let r: ItemsOf<SeriesInfo> =
+            self.shared
+                .http
+                .get_json(&format!("/api/v1/runs/{run}/metrics"), &[], Entity::Run)?;
         Ok(r.items)
     }
 
@@ -467,14 +561,27 @@ impl Client {
             &Self::range_query(range),
             Entity::Metric,
         )?;
-        Ok(ScalarSeries { steps: a.steps, times: a.times, values: a.values })
+        Ok(ScalarSeries {
+            steps: a.steps,
+            times: a.times,
+            values: a.values,
+        })
     }
 
     /// Scalar points in logging order, read in the binary form (faster for big series; NaN payloads exact).
-    pub fn read_scalars_binary(&self, run: &RunId, name: &str, range: &ReadRange) -> Result<ScalarSeries> {
+    pub fn read_scalars_binary(
+        &self,
+        run: &RunId,
+        name: &str,
+        range: &ReadRange,
+    ) -> Result<ScalarSeries> {
         let mut q = Self::range_query(range);
         q.push(("format", "binary".into()));
-        let resp = self.shared.http.get_raw(&format!("/api/v1/runs/{run}/metrics/{}", encode_path(name)), &q, Entity::Metric)?;
+        let resp = self.shared.http.get_raw(
+            &format!("/api/v1/runs/{run}/metrics/{}", encode_path(name)),
+            &q,
+            Entity::Metric,
+        )?;
         let bytes = resp
             .into_body()
             .with_config()
@@ -485,12 +592,25 @@ impl Client {
     }
 
     /// At most `2 * buckets` points within the range's steps (each bucket keeps its min and max).
-    pub fn read_downsampled(&self, run: &RunId, name: &str, range: &ReadRange, buckets: u32) -> Result<ScalarSeries> {
+    pub fn read_downsampled(
+        &self,
+        run: &RunId,
+        name: &str,
+        range: &ReadRange,
+        buckets: u32,
+    ) -> Result<ScalarSeries> {
         let mut q = Self::range_query(range);
         q.push(("buckets", buckets.to_string()));
-        let a: ScalarAnswer =
-            self.shared.http.get_json(&format!("/api/v1/runs/{run}/metrics/{}", encode_path(name)), &q, Entity::Metric)?;
-        Ok(ScalarSeries { steps: a.steps, times: a.times, values: a.values })
+        let a: ScalarAnswer = self.shared.http.get_json(
+            &format!("/api/v1/runs/{run}/metrics/{}", encode_path(name)),
+            &q,
+            Entity::Metric,
+        )?;
+        Ok(ScalarSeries {
+            steps: a.steps,
+            times: a.times,
+            values: a.values,
+        })
     }
 
     /// Records of a non-scalar metric.
@@ -504,7 +624,12 @@ impl Client {
     }
 
     /// A metric's points as the server sends them: `{"info", "steps","times","values"}` or `{"info","records"}`.
-    pub fn read_metric_raw(&self, run: &RunId, name: &str, range: &ReadRange) -> Result<serde_json::Value> {
+    pub fn read_metric_raw(
+        &self,
+        run: &RunId,
+        name: &str,
+        range: &ReadRange,
+    ) -> Result<serde_json::Value> {
         self.shared.http.get_json(
             &format!("/api/v1/runs/{run}/metrics/{}", encode_path(name)),
             &Self::range_query(range),
@@ -515,24 +640,48 @@ impl Client {
     // --- logs --------------------------------------------------------------------------------------------
 
     pub fn list_logs(&self, run: &RunId) -> Result<Vec<LogStreamInfo>> {
-        let r: ItemsOf<LogStreamInfo> = self.shared.http.get_json(&format!("/api/v1/runs/{run}/logs"), &[], Entity::Run)?;
+        let r: ItemsOf<LogStreamInfo> =
+            self.shared
+                .http
+                .get_json(&format!("/api/v1/runs/{run}/logs"), &[], Entity::Run)?;
         Ok(r.items)
     }
 
-    pub fn read_log(&self, run: &RunId, stream: &str, offset: u64, max_bytes: Option<u64>) -> Result<LogSlice> {
+    pub fn read_log(
+        &self,
+        run: &RunId,
+        stream: &str,
+        offset: u64,
+        max_bytes: Option<u64>,
+    ) -> Result<LogSlice> {
         validate::stream_name(stream)?;
         let mut q = vec![("offset", offset.to_string())];
         if let Some(m) = max_bytes {
             q.push(("max_bytes", m.to_string()));
         }
-        self.shared.http.get_json(&format!("/api/v1/runs/{run}/logs/{stream}"), &q, Entity::LogStream)
+        self.shared.http.get_json(
+            &format!("/api/v1/runs/{run}/logs/{stream}"),
+            &q,
+            Entity::LogStream,
+        )
     }
 
     /// Opens the run's live event stream (Server-Sent Events, `text/event-stream` lines), after event `after`.
-    pub fn run_events(&self, run: &RunId, after: Option<u64>) -> Result<Box<dyn std::io::BufRead + Send>> {
-        let q: Vec<(&str, String)> = after.map(|a| vec![("after", a.to_string())]).unwrap_or_default();
-        let resp = self.shared.http.get_raw(&format!("/api/v1/runs/{run}/events"), &q, Entity::Run)?;
-        Ok(Box::new(std::io::BufReader::new(resp.into_body().into_reader())))
+    pub fn run_events(
+        &self,
+        run: &RunId,
+        after: Option<u64>,
+    ) -> Result<Box<dyn std::io::BufRead + Send>> {
+        let q: Vec<(&str, String)> = after
+            .map(|a| vec![("after", a.to_string())])
+            .unwrap_or_default();
+        let resp =
+            self.shared
+                .http
+                .get_raw(&format!("/api/v1/runs/{run}/events"), &q, Entity::Run)?;
+        Ok(Box::new(std::io::BufReader::new(
+            resp.into_body().into_reader(),
+        )))
     }
 
     // --- artifacts ---------------------------------------------------------------------------------------
@@ -551,15 +700,30 @@ impl Client {
         progress: &mut dyn FnMut(u64),
     ) -> Result<ArtifactInfo> {
         let path = validate::artifact_path(path)?;
-        let f = std::fs::File::open(file)
-            .map_err(|e| Error::invalid("file", format!("cannot open '{}': {e}", file.display())))?;
+        let f = std::fs::File::open(file).map_err(|e| {
+            Error::invalid("file", format!("cannot open '{}': {e}", file.display()))
+        })?;
         let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-        let mut reader = ProgressReader { inner: f, done: 0, progress };
-        self.shared.http.put_reader(&format!("/api/v1/runs/{run}/artifacts/{}", encode_path(&path)), &mut reader, len, Entity::Artifact)
+        let mut reader = ProgressReader {
+            inner: f,
+            done: 0,
+            progress,
+        };
+        self.shared.http.put_reader(
+            &format!("/api/v1/runs/{run}/artifacts/{}", encode_path(&path)),
+            &mut reader,
+            len,
+            Entity::Artifact,
+        )
     }
 
     /// Uploads bytes held in memory.
-    pub fn put_artifact_bytes(&self, run: &RunId, path: &str, bytes: &[u8]) -> Result<ArtifactInfo> {
+    pub fn put_artifact_bytes(
+        &self,
+        run: &RunId,
+        path: &str,
+        bytes: &[u8],
+    ) -> Result<ArtifactInfo> {
         let path = validate::artifact_path(path)?;
         let mut r = bytes;
         self.shared.http.put_reader(
@@ -570,7 +734,12 @@ impl Client {
         )
     }
 
-    pub fn list_artifacts(&self, run: &RunId, prefix: Option<&str>, recursive: bool) -> Result<Vec<ArtifactInfo>> {
+    pub fn list_artifacts(
+        &self,
+        run: &RunId,
+        prefix: Option<&str>,
+        recursive: bool,
+    ) -> Result<Vec<ArtifactInfo>> {
         let mut q = Vec::new();
         if let Some(p) = prefix.filter(|p| !p.is_empty() && *p != "/" && *p != ".") {
             q.push(("prefix", validate::artifact_path(p)?));
@@ -578,7 +747,10 @@ impl Client {
         if recursive {
             q.push(("recursive", "true".to_string()));
         }
-        let r: ItemsOf<ArtifactInfo> = self.shared.http.get_json(&format!("/api/v1/runs/{run}/artifacts"), &q, Entity::Run)?;
+        let r: ItemsOf<ArtifactInfo> =
+            self.shared
+                .http
+                .get_json(&format!("/api/v1/runs/{run}/artifacts"), &q, Entity::Run)?;
         Ok(r.items)
     }
 
@@ -596,13 +768,32 @@ impl Client {
         progress: &mut dyn FnMut(u64, Option<u64>),
     ) -> Result<u64> {
         let path = validate::artifact_path(path)?;
-        let resp = self.shared.http.get_raw(&format!("/api/v1/runs/{run}/artifacts/{}", encode_path(&path)), &[], Entity::Artifact)?;
-        let total = resp.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+        let resp = self.shared.http.get_raw(
+            &format!("/api/v1/runs/{run}/artifacts/{}", encode_path(&path)),
+            &[],
+            Entity::Artifact,
+        )?;
+        let total = resp
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
         let mut body = resp.into_body().into_reader();
-        let dir = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(|e| Error::invalid("output", format!("cannot create '{}': {e}", dir.display())))?;
-        let file_name = dest.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "download".into());
-        let tmp = dir.join(format!(".{file_name}.{}.part", uuid::Uuid::new_v4().simple()));
+        let dir = dest
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::invalid("output", format!("cannot create '{}': {e}", dir.display()))
+        })?;
+        let file_name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_else(|| "download".into());
+        let tmp = dir.join(format!(
+            ".{file_name}.{}.part",
+            uuid::Uuid::new_v4().simple()
+        ));
         let result = (|| -> std::io::Result<u64> {
             let mut out = std::fs::File::create(&tmp)?;
             let mut buf = vec![0u8; 256 * 1024];
@@ -624,7 +815,9 @@ impl Client {
                 if let Some(t) = total {
                     if t != n {
                         let _ = std::fs::remove_file(&tmp);
-                        return Err(Error::Transport(format!("download of '{path}' ended early: {n} of {t} bytes")));
+                        return Err(Error::Transport(format!(
+                            "download of '{path}' ended early: {n} of {t} bytes"
+                        )));
                     }
                 }
                 std::fs::rename(&tmp, dest).map_err(|e| {
@@ -635,14 +828,19 @@ impl Client {
             }
             Err(e) => {
                 let _ = std::fs::remove_file(&tmp);
-                Err(Error::Transport(format!("download of '{path}' failed: {e}")))
+                Err(Error::Transport(format!(
+                    "download of '{path}' failed: {e}"
+                )))
             }
         }
     }
 
     pub fn delete_artifact(&self, run: &RunId, path: &str) -> Result<()> {
         let path = validate::artifact_path(path)?;
-        self.shared.http.delete(&format!("/api/v1/runs/{run}/artifacts/{}", encode_path(&path)), Entity::Artifact)
+        self.shared.http.delete(
+            &format!("/api/v1/runs/{run}/artifacts/{}", encode_path(&path)),
+            Entity::Artifact,
+        )
     }
 
     // --- delivery ------------------------------------------------------------------------------------------
@@ -673,7 +871,10 @@ impl Client {
             let _ = h.join();
         }
         let (_, _, spooled) = self.shared.pending();
-        Ok(FlushReport { spooled_entries: spooled, ..report })
+        Ok(FlushReport {
+            spooled_entries: spooled,
+            ..report
+        })
     }
 
     /// Counters: enqueued, sent, pending, spooled, last error.
@@ -732,30 +933,67 @@ fn check_and_stamp(write: MetricWrite) -> Result<MetricWrite> {
     validate::name("metric", write.name())?;
     let now = WallTime::now();
     Ok(match write {
-        MetricWrite::Text { name, description, steps, times, values } => {
+        MetricWrite::Text {
+            name,
+            description,
+            steps,
+            times,
+            values,
+        } => {
             for v in &values {
                 if v.len() > validate::MAX_TEXT_POINT_BYTES {
-                    return Err(Error::TooLarge { what: "text point".into(), size: v.len() as u64, limit: validate::MAX_TEXT_POINT_BYTES as u64 });
+                    return Err(Error::TooLarge {
+                        what: "text point".into(),
+                        size: v.len() as u64,
+                        limit: validate::MAX_TEXT_POINT_BYTES as u64,
+                    });
                 }
             }
             if let Some(s) = &steps {
                 if s.len() != values.len() {
-                    return Err(Error::invalid("steps", format!("has {} entries for {} values", s.len(), values.len())));
+                    return Err(Error::invalid(
+                        "steps",
+                        format!("has {} entries for {} values", s.len(), values.len()),
+                    ));
                 }
             }
             let times = match times {
                 Some(t) if t.len() != values.len() => {
-                    return Err(Error::invalid("times", format!("has {} entries for {} values", t.len(), values.len())))
+                    return Err(Error::invalid(
+                        "times",
+                        format!("has {} entries for {} values", t.len(), values.len()),
+                    ))
                 }
                 Some(t) => Some(t),
                 None => Some(vec![now; values.len()]),
             };
-            MetricWrite::Text { name, description, steps, times, values }
+            MetricWrite::Text {
+                name,
+                description,
+                steps,
+                times,
+                values,
+            }
         }
-        MetricWrite::List { name, description, values, step, time } => {
-            MetricWrite::List { name, description, values, step, time: time.or(Some(now)) }
-        }
-        MetricWrite::Row { name, description, rows, times } => {
+        MetricWrite::List {
+            name,
+            description,
+            values,
+            step,
+            time,
+        } => MetricWrite::List {
+            name,
+            description,
+            values,
+            step,
+            time: time.or(Some(now)),
+        },
+        MetricWrite::Row {
+            name,
+            description,
+            rows,
+            times,
+        } => {
             for row in &rows {
                 for k in row.keys() {
                     validate::name("column", k)?;
@@ -763,36 +1001,88 @@ fn check_and_stamp(write: MetricWrite) -> Result<MetricWrite> {
             }
             let times = match times {
                 Some(t) if t.len() != rows.len() => {
-                    return Err(Error::invalid("times", format!("has {} entries for {} rows", t.len(), rows.len())))
+                    return Err(Error::invalid(
+                        "times",
+                        format!("has {} entries for {} rows", t.len(), rows.len()),
+                    ))
                 }
                 Some(t) => Some(t),
                 None => Some(vec![now; rows.len()]),
             };
-            MetricWrite::Row { name, description, rows, times }
+            MetricWrite::Row {
+                name,
+                description,
+                rows,
+                times,
+            }
         }
-        MetricWrite::Table { name, description, columns, time } => {
+        MetricWrite::Table {
+            name,
+            description,
+            columns,
+            time,
+        } => {
             let mut len = None;
             for (k, col) in &columns {
                 validate::name("column", k)?;
                 match len {
                     None => len = Some(col.len()),
                     Some(l) if l != col.len() => {
-                        return Err(Error::invalid("columns", format!("column '{k}' has {} cells, others have {l}", col.len())))
+                        return Err(Error::invalid(
+                            "columns",
+                            format!("column '{k}' has {} cells, others have {l}", col.len()),
+                        ))
                     }
                     _ => {}
                 }
             }
-            MetricWrite::Table { name, description, columns, time: time.or(Some(now)) }
-        }
-        MetricWrite::Json { name, description, schema, value, step, time } => {
-            validate::name("schema", &schema)?;
-            MetricWrite::Json { name, description, schema, value, step, time: time.or(Some(now)) }
-        }
-        MetricWrite::Histogram { name, description, limits, counts, step, time } => {
-            if limits.len() != counts.len() {
-                return Err(Error::invalid("counts", format!("has {} entries for {} limits", counts.len(), limits.len())));
+            MetricWrite::Table {
+                name,
+                description,
+                columns,
+                time: time.or(Some(now)),
             }
-            MetricWrite::Histogram { name, description, limits, counts, step, time: time.or(Some(now)) }
+        }
+        MetricWrite::Json {
+            name,
+            description,
+            schema,
+            value,
+            step,
+            time,
+        } => {
+            validate::name("schema", &schema)?;
+            MetricWrite::Json {
+                name,
+                description,
+                schema,
+                value,
+                step,
+                time: time.or(Some(now)),
+            }
+        }
+        MetricWrite::Histogram {
+            name,
+            description,
+            limits,
+            counts,
+            step,
+            time,
+        } => {
+            if limits.len() != counts.len() {
+                return Err(Error::invalid(
+                    "counts",
+                    format!("has {} entries for {} limits", counts.len(), limits.len()),
+                ));
+            }
+            MetricWrite::Histogram {
+                name,
+                description,
+                limits,
+                counts,
+                step,
+                time: time.or(Some(now)),
+            }
         }
     })
 }
@@ -809,9 +1099,17 @@ pub fn decode_binary_scalars(bytes: &[u8]) -> Result<ScalarSeries> {
     }
     let word = |i: usize| -> [u8; 8] { bytes[8 + i * 8..16 + i * 8].try_into().unwrap() };
     let steps = (0..n).map(|i| i64::from_le_bytes(word(i))).collect();
-    let times = (0..n).map(|i| WallTime(i64::from_le_bytes(word(n + i)))).collect();
-    let values = (0..n).map(|i| F64(f64::from_le_bytes(word(2 * n + i)))).collect();
-    Ok(ScalarSeries { steps, times, values })
+    let times = (0..n)
+        .map(|i| WallTime(i64::from_le_bytes(word(n + i))))
+        .collect();
+    let values = (0..n)
+        .map(|i| F64(f64::from_le_bytes(word(2 * n + i))))
+        .collect();
+    Ok(ScalarSeries {
+        steps,
+        times,
+        values,
+    })
 }
 
 #[cfg(test)]
@@ -848,13 +1146,22 @@ mod tests {
             ..Default::default()
         });
         let run = RunId::new();
-        assert!(matches!(client.log_scalar(&run, "", None, 1.0, None), Err(Error::InvalidArgument { .. })));
+        assert!(matches!(
+            client.log_scalar(&run, "", None, 1.0, None),
+            Err(Error::InvalidArgument { .. })
+        ));
         assert!(client.log_text_to_stream(&run, "a/b", "x").is_err());
         let t = Instant::now();
         for i in 0..100_000 {
-            client.log_scalar(&run, "loss", Some(i), i as f64, None).unwrap();
+            client
+                .log_scalar(&run, "loss", Some(i), i as f64, None)
+                .unwrap();
         }
-        assert!(t.elapsed() < Duration::from_secs(2), "logging took {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "logging took {:?}",
+            t.elapsed()
+        );
         let report = client.flush(Duration::from_millis(300)).unwrap();
         assert!(!report.complete);
         drop(client);
@@ -865,7 +1172,8 @@ mod tests {
             .filter(|e| e.path().extension().is_some_and(|x| x == "journal"))
             .collect();
         assert_eq!(files.len(), 1);
-        let contents = journal::read_journal(&mut std::fs::File::open(files[0].path()).unwrap()).unwrap();
+        let contents =
+            journal::read_journal(&mut std::fs::File::open(files[0].path()).unwrap()).unwrap();
         let points: usize = contents.records.iter().map(|r| r.entry.points()).sum();
         assert_eq!(points, 100_000);
         let mut seqs: Vec<u64> = contents.records.iter().map(|r| r.seq).collect();

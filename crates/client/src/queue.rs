@@ -59,15 +59,33 @@ impl RunAcc {
                 let room = max_points - cur_points;
                 let take = room.min(values.len());
                 let (s, t, v) = if take == values.len() {
-                    (std::mem::take(&mut steps), std::mem::take(&mut times), std::mem::take(&mut values))
+                    (
+                        std::mem::take(&mut steps),
+                        std::mem::take(&mut times),
+                        std::mem::take(&mut values),
+                    )
                 } else {
                     let rest_s = steps.split_off(take);
                     let rest_t = times.split_off(take);
                     let rest_v = values.split_off(take);
-                    (std::mem::replace(&mut steps, rest_s), std::mem::replace(&mut times, rest_t), std::mem::replace(&mut values, rest_v))
+                    (
+                        std::mem::replace(&mut steps, rest_s),
+                        std::mem::replace(&mut times, rest_t),
+                        std::mem::replace(&mut values, rest_v),
+                    )
                 };
-                let steps = if s.iter().all(Option::is_none) { None } else { Some(s) };
-                cur.scalars.push(ScalarWrite { name: col.name.clone(), description: col.description.take(), steps, times: Some(t), values: v });
+                let steps = if s.iter().all(Option::is_none) {
+                    None
+                } else {
+                    Some(s)
+                };
+                cur.scalars.push(ScalarWrite {
+                    name: col.name.clone(),
+                    description: col.description.take(),
+                    steps,
+                    times: Some(t),
+                    values: v,
+                });
                 cur_points += take;
                 if cur_points >= max_points {
                     out.push(std::mem::take(&mut cur));
@@ -168,7 +186,10 @@ impl Shared {
             sink: None,
             config,
             client_id: uuid::Uuid::new_v4().simple().to_string(),
-            state: Mutex::new(State { next_seq: 1, ..Default::default() }),
+            state: Mutex::new(State {
+                next_seq: 1,
+                ..Default::default()
+            }),
             wake: Condvar::new(),
             progress: Condvar::new(),
         }
@@ -176,7 +197,9 @@ impl Shared {
 
     /// Where entries go: the sink's name, or the server's URI.
     pub fn destination(&self) -> &str {
-        self.sink.as_ref().map_or(self.http.base(), |s| s.destination())
+        self.sink
+            .as_ref()
+            .map_or(self.http.base(), |s| s.destination())
     }
 
     fn deliver(&self, entry: &JournalEntry) -> Result<Sent, SendError> {
@@ -193,7 +216,14 @@ impl Shared {
     // --- enqueue (hot path) ---------------------------------------------------------------------------
 
     #[inline]
-    pub fn log_scalar(&self, run: &RunId, name: &str, step: Option<i64>, value: f64, time: WallTime) -> Result<()> {
+    pub fn log_scalar(
+        &self,
+        run: &RunId,
+        name: &str,
+        step: Option<i64>,
+        value: f64,
+        time: WallTime,
+    ) -> Result<()> {
         let mut guard = self.state.lock();
         let st = &mut *guard;
         if st.closed {
@@ -207,7 +237,10 @@ impl Shared {
             Some(&i) => i,
             None => {
                 validate::name("metric", name)?;
-                acc.scalars.push(ScalarCol { name: name.to_string(), ..Default::default() });
+                acc.scalars.push(ScalarCol {
+                    name: name.to_string(),
+                    ..Default::default()
+                });
                 acc.index.insert(name.to_string(), acc.scalars.len() - 1);
                 acc.scalars.len() - 1
             }
@@ -237,7 +270,10 @@ impl Shared {
         let idx = match acc.index.get(name) {
             Some(&i) => i,
             None => {
-                acc.scalars.push(ScalarCol { name: name.to_string(), ..Default::default() });
+                acc.scalars.push(ScalarCol {
+                    name: name.to_string(),
+                    ..Default::default()
+                });
                 acc.index.insert(name.to_string(), acc.scalars.len() - 1);
                 acc.scalars.len() - 1
             }
@@ -271,8 +307,13 @@ impl Shared {
         }
         let acc = st.runs.entry(run.clone()).or_default();
         match acc.logs.last_mut() {
-            Some(last) if last.stream == stream && last.data.len() + text.len() <= 1 << 20 => last.data.push_str(text),
-            _ => acc.logs.push(LogAppend { stream: stream.to_string(), data: text.to_string() }),
+            Some(last) if last.stream == stream && last.data.len() + text.len() <= 1 << 20 => {
+                last.data.push_str(text)
+            }
+            _ => acc.logs.push(LogAppend {
+                stream: stream.to_string(),
+                data: text.to_string(),
+            }),
         }
         // Count text as points too (one per 100 bytes), so the memory bound covers it.
         let n = 1 + text.len() / 100;
@@ -292,7 +333,11 @@ impl Shared {
         let seq = guard.next_seq;
         guard.next_seq += 1;
         guard.mem_points += 1;
-        guard.outbox.push_back(Queued { seq, points: 1, entry: Arc::new(entry) });
+        guard.outbox.push_back(Queued {
+            seq,
+            points: 1,
+            entry: Arc::new(entry),
+        });
         guard.wake_requested = true;
         self.wake.notify_one();
         self.after_enqueue(guard);
@@ -331,7 +376,11 @@ impl Shared {
             let points = batch.point_count() + batch.logs.len();
             let seq = st.next_seq;
             st.next_seq += 1;
-            st.outbox.push_back(Queued { seq, points, entry: Arc::new(JournalEntry::Batch { run, batch }) });
+            st.outbox.push_back(Queued {
+                seq,
+                points,
+                entry: Arc::new(JournalEntry::Batch { run, batch }),
+            });
         }
         st.acc_points = 0;
     }
@@ -344,22 +393,32 @@ impl Shared {
         let mut points = 0usize;
         if let Some(inf) = &st.inflight {
             if !inf.spilled {
-                records.push(JournalRecord { seq: inf.seq, entry: (*inf.entry).clone() });
+                records.push(JournalRecord {
+                    seq: inf.seq,
+                    entry: (*inf.entry).clone(),
+                });
                 points += inf.points;
             }
         }
         for q in &st.outbox {
-            records.push(JournalRecord { seq: q.seq, entry: (*q.entry).clone() });
+            records.push(JournalRecord {
+                seq: q.seq,
+                entry: (*q.entry).clone(),
+            });
             points += q.points;
         }
         if records.is_empty() {
             return;
         }
         if st.journal.is_none() {
-            match JournalWriter::create(&self.config.spool_dir, self.destination(), &self.client_id) {
+            match JournalWriter::create(&self.config.spool_dir, self.destination(), &self.client_id)
+            {
                 Ok(j) => st.journal = Some(j),
                 Err(e) => {
-                    let msg = format!("cannot create the spool journal in {}: {e}", self.config.spool_dir.display());
+                    let msg = format!(
+                        "cannot create the spool journal in {}: {e}",
+                        self.config.spool_dir.display()
+                    );
                     tracing::error!("{msg}");
                     st.stats.last_error = Some(msg);
                     return;
@@ -368,7 +427,10 @@ impl Shared {
         }
         let journal = st.journal.as_mut().expect("journal open");
         if let Err(e) = journal.append(&records) {
-            let msg = format!("cannot write the spool journal {}: {e}", journal.path().display());
+            let msg = format!(
+                "cannot write the spool journal {}: {e}",
+                journal.path().display()
+            );
             tracing::error!("{msg}");
             st.stats.last_error = Some(msg);
             return;
@@ -418,7 +480,8 @@ impl Shared {
     pub fn pending(&self) -> (u64, u64, u64) {
         let st = self.state.lock();
         let journal = st.journal.as_ref().map_or(0, |j| j.unsent());
-        let entries = st.outbox.len() as u64 + st.inflight.as_ref().map_or(0, |i| (!i.spilled) as u64);
+        let entries =
+            st.outbox.len() as u64 + st.inflight.as_ref().map_or(0, |i| (!i.spilled) as u64);
         (st.mem_points as u64, entries, journal)
     }
 
@@ -473,7 +536,9 @@ impl Shared {
                 }
                 // Keep a steady flow under heavy logging.
                 let mut st = self.state.lock();
-                if st.acc_points >= self.config.max_batch_points || Instant::now() >= last_seal + self.config.flush_interval {
+                if st.acc_points >= self.config.max_batch_points
+                    || Instant::now() >= last_seal + self.config.flush_interval
+                {
                     self.seal_all(&mut st);
                     st.wake_requested = false;
                     last_seal = Instant::now();
@@ -543,9 +608,16 @@ impl Shared {
             };
         }
         // 2. Then memory, oldest first.
-        let Some(q) = st.outbox.pop_front() else { return Step::Idle };
+        let Some(q) = st.outbox.pop_front() else {
+            return Step::Idle;
+        };
         let entry = q.entry.clone();
-        st.inflight = Some(Inflight { seq: q.seq, points: q.points, entry: q.entry, spilled: false });
+        st.inflight = Some(Inflight {
+            seq: q.seq,
+            points: q.points,
+            entry: q.entry,
+            spilled: false,
+        });
         drop(st);
         let result = self.deliver(&entry);
         let mut st = self.state.lock();
@@ -554,7 +626,11 @@ impl Shared {
             Err(SendError::Retry(e)) => {
                 if !inf.spilled {
                     // Back to the front, to be retried before anything newer.
-                    st.outbox.push_front(Queued { seq: inf.seq, points: inf.points, entry: inf.entry });
+                    st.outbox.push_front(Queued {
+                        seq: inf.seq,
+                        points: inf.points,
+                        entry: inf.entry,
+                    });
                 }
                 self.note_failure(&mut st, e)
             }
@@ -580,7 +656,10 @@ impl Shared {
     fn note_result(&self, st: &mut State, result: Result<Sent, SendError>, points: usize) {
         st.stats.consecutive_failures = 0;
         match result {
-            Ok(Sent::Batch { duplicate, rejected }) => {
+            Ok(Sent::Batch {
+                duplicate,
+                rejected,
+            }) => {
                 st.stats.sent_batches += 1;
                 if duplicate {
                     st.stats.duplicate_batches += 1;
@@ -588,7 +667,8 @@ impl Shared {
                 let lost = rejected.as_ref().map_or(0, |r| r.0);
                 st.stats.sent_points += points.saturating_sub(lost) as u64;
                 if let Some((n, e)) = rejected {
-                    let msg = format!("the server rejected part of the logged data ({n} points): {e}");
+                    let msg =
+                        format!("the server rejected part of the logged data ({n} points): {e}");
                     tracing::warn!("{msg}");
                     st.stats.rejected_entries += 1;
                     st.stats.rejected_points += n as u64;
@@ -615,7 +695,9 @@ impl Shared {
             tracing::warn!("cannot send logged data (will retry, spooling to disk meanwhile): {e}");
         }
         st.stats.last_error = Some(e.to_string());
-        if st.stats.consecutive_failures >= SPILL_AFTER_FAILURES || st.mem_points > self.config.max_memory_points {
+        if st.stats.consecutive_failures >= SPILL_AFTER_FAILURES
+            || st.mem_points > self.config.max_memory_points
+        {
             self.spill(st);
         }
         Step::Failed
@@ -632,41 +714,57 @@ enum Step {
 pub(crate) enum Sent {
     /// A batch was stored (`duplicate`: it had been stored before). `rejected` holds the points of parts the
     /// server refused and why, when a batch had to be split to save its valid parts.
-    Batch { duplicate: bool, rejected: Option<(usize, Error)> },
+    Batch {
+        duplicate: bool,
+        rejected: Option<(usize, Error)>,
+    },
     Other,
 }
 
 /// Delivers one entry. Creating a run that exists (same id) answers 200 with it: success. A batch the server
 /// refuses as a whole (batches are atomic) is split into one batch per metric, each with a batch id derived
 /// from the original (so a replay deduplicates the same way), and the valid parts are stored.
-pub(crate) fn send_entry<D: crate::backend::Deliver + ?Sized>(to: &D, entry: &JournalEntry) -> Result<Sent, SendError> {
+pub(crate) fn send_entry<D: crate::backend::Deliver + ?Sized>(
+    to: &D,
+    entry: &JournalEntry,
+) -> Result<Sent, SendError> {
     match entry {
         JournalEntry::CreateRun(new) => {
             to.create_run(new)?;
             Ok(Sent::Other)
         }
-        JournalEntry::Batch { run, batch } => {
-            match to.write_batch(run, batch) {
-                Ok(ack) => Ok(Sent::Batch { duplicate: ack.duplicate, rejected: None }),
-                Err(SendError::Reject(e)) if splittable(&e) && batch.scalars.len() + batch.metrics.len() + (!batch.logs.is_empty()) as usize > 1 => {
-                    let mut duplicate = true;
-                    let mut rejected: Option<(usize, Error)> = None;
-                    for part in split_batch(batch) {
-                        let n = part.point_count() + part.logs.len();
-                        match to.write_batch(run, &part) {
-                            Ok(ack) => duplicate &= ack.duplicate,
-                            Err(SendError::Reject(e)) => {
-                                let total = rejected.as_ref().map_or(0, |r| r.0) + n;
-                                rejected = Some((total, rejected.map_or(e, |r| r.1)));
-                            }
-                            Err(retry) => return Err(retry),
+        JournalEntry::Batch { run, batch } => match to.write_batch(run, batch) {
+            Ok(ack) => Ok(Sent::Batch {
+                duplicate: ack.duplicate,
+                rejected: None,
+            }),
+            Err(SendError::Reject(e))
+                if splittable(&e)
+                    && batch.scalars.len()
+                        + batch.metrics.len()
+                        + (!batch.logs.is_empty()) as usize
+                        > 1 =>
+            {
+                let mut duplicate = true;
+                let mut rejected: Option<(usize, Error)> = None;
+                for part in split_batch(batch) {
+                    let n = part.point_count() + part.logs.len();
+                    match to.write_batch(run, &part) {
+                        Ok(ack) => duplicate &= ack.duplicate,
+                        Err(SendError::Reject(e)) => {
+                            let total = rejected.as_ref().map_or(0, |r| r.0) + n;
+                            rejected = Some((total, rejected.map_or(e, |r| r.1)));
                         }
+                        Err(retry) => return Err(retry),
                     }
-                    Ok(Sent::Batch { duplicate, rejected })
                 }
-                Err(e) => Err(e),
+                Ok(Sent::Batch {
+                    duplicate,
+                    rejected,
+                })
             }
-        }
+            Err(e) => Err(e),
+        },
         JournalEntry::UpdateRun { run, patch } => {
             to.update_run(run, patch)?;
             Ok(Sent::Other)
@@ -680,20 +778,32 @@ pub(crate) fn send_entry<D: crate::backend::Deliver + ?Sized>(to: &D, entry: &Jo
 
 /// Errors about the data in a batch (not about the run, which would fail every part alike).
 fn splittable(e: &Error) -> bool {
-    matches!(e, Error::InvalidArgument { .. } | Error::Conflict { .. } | Error::TooLarge { .. })
+    matches!(
+        e,
+        Error::InvalidArgument { .. } | Error::Conflict { .. } | Error::TooLarge { .. }
+    )
 }
 
 fn split_batch(batch: &Batch) -> Vec<Batch> {
     let base = batch.batch_id.clone().unwrap_or_default();
     let mut parts = Vec::new();
     for s in &batch.scalars {
-        parts.push(Batch { scalars: vec![s.clone()], ..Default::default() });
+        parts.push(Batch {
+            scalars: vec![s.clone()],
+            ..Default::default()
+        });
     }
     for m in &batch.metrics {
-        parts.push(Batch { metrics: vec![m.clone()], ..Default::default() });
+        parts.push(Batch {
+            metrics: vec![m.clone()],
+            ..Default::default()
+        });
     }
     if !batch.logs.is_empty() {
-        parts.push(Batch { logs: batch.logs.clone(), ..Default::default() });
+        parts.push(Batch {
+            logs: batch.logs.clone(),
+            ..Default::default()
+        });
     }
     for (i, p) in parts.iter_mut().enumerate() {
         p.batch_id = Some(format!("{base}.{i}"));
@@ -710,7 +820,10 @@ mod tests {
         let mut acc = RunAcc::default();
         for (name, n) in [("a", 5), ("b", 3)] {
             acc.index.insert(name.into(), acc.scalars.len());
-            let mut col = ScalarCol { name: name.into(), ..Default::default() };
+            let mut col = ScalarCol {
+                name: name.into(),
+                ..Default::default()
+            };
             for i in 0..n {
                 col.steps.push(if name == "a" { Some(i) } else { None });
                 col.times.push(WallTime(i));
@@ -719,8 +832,17 @@ mod tests {
             acc.scalars.push(col);
             acc.points += n as usize;
         }
-        acc.metrics.push(MetricWrite::List { name: "l".into(), description: None, values: vec![F64(1.0)], step: None, time: None });
-        acc.logs.push(LogAppend { stream: "stdout".into(), data: "x".into() });
+        acc.metrics.push(MetricWrite::List {
+            name: "l".into(),
+            description: None,
+            values: vec![F64(1.0)],
+            step: None,
+            time: None,
+        });
+        acc.logs.push(LogAppend {
+            stream: "stdout".into(),
+            data: "x".into(),
+        });
         let batches = acc.seal(3);
         assert!(batches.iter().all(|b| b.point_count() <= 3), "{batches:?}");
         assert_eq!(batches.iter().map(Batch::point_count).sum::<usize>(), 9);
@@ -730,8 +852,15 @@ mod tests {
             .flat_map(|s| s.steps.clone().unwrap().into_iter().map(Option::unwrap))
             .collect();
         assert_eq!(a, vec![0, 1, 2, 3, 4]);
-        assert!(batches.iter().flat_map(|b| &b.scalars).filter(|s| s.name == "b").all(|s| s.steps.is_none()));
-        let mut ids: Vec<_> = batches.iter().map(|b| b.batch_id.clone().unwrap()).collect();
+        assert!(batches
+            .iter()
+            .flat_map(|b| &b.scalars)
+            .filter(|s| s.name == "b")
+            .all(|s| s.steps.is_none()));
+        let mut ids: Vec<_> = batches
+            .iter()
+            .map(|b| b.batch_id.clone().unwrap())
+            .collect();
         ids.dedup();
         assert_eq!(ids.len(), batches.len());
         assert!(acc.is_empty());

@@ -55,13 +55,25 @@ pub fn replay_spool_with_progress(
     let entries = match std::fs::read_dir(spool_dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(report),
-        Err(e) => return Err(Error::storage(format!("cannot read the spool folder {}: {e}", spool_dir.display()))),
+        Err(e) => {
+            return Err(Error::storage(format!(
+                "cannot read the spool folder {}: {e}",
+                spool_dir.display()
+            )))
+        }
     };
     let mut files: Vec<(std::time::SystemTime, PathBuf)> = entries
         .filter_map(|e| e.ok())
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "journal"))
-        .map(|p| (std::fs::metadata(&p).and_then(|m| m.modified()).unwrap_or(std::time::UNIX_EPOCH), p))
+        .map(|p| {
+            (
+                std::fs::metadata(&p)
+                    .and_then(|m| m.modified())
+                    .unwrap_or(std::time::UNIX_EPOCH),
+                p,
+            )
+        })
         .collect();
     files.sort();
     report.files_found = files.len() as u64;
@@ -87,7 +99,9 @@ pub fn replay_spool_with_progress(
                 continue;
             }
             Err(e) => {
-                report.errors.push(format!("{}: cannot lock: {e}", path.display()));
+                report
+                    .errors
+                    .push(format!("{}: cannot lock: {e}", path.display()));
                 continue;
             }
         }
@@ -110,7 +124,10 @@ pub fn replay_spool_with_progress(
             }
         }
         if let Some(why) = &contents.torn {
-            tracing::warn!("{}: ignoring a torn or corrupt tail ({why})", path.display());
+            tracing::warn!(
+                "{}: ignoring a torn or corrupt tail ({why})",
+                path.display()
+            );
             report.torn_records += 1;
         }
         let acked = read_acked(&path) as usize;
@@ -119,21 +136,36 @@ pub fn replay_spool_with_progress(
         let mut done = acked;
         for rec in contents.records.iter().skip(acked) {
             match send_with_retry(&http, &rec.entry) {
-                Ok(Sent::Batch { duplicate, rejected }) => {
+                Ok(Sent::Batch {
+                    duplicate,
+                    rejected,
+                }) => {
                     report.entries_sent += 1;
-                    report.points_sent += rec.entry.points().saturating_sub(rejected.as_ref().map_or(0, |r| r.0)) as u64;
+                    report.points_sent += rec
+                        .entry
+                        .points()
+                        .saturating_sub(rejected.as_ref().map_or(0, |r| r.0))
+                        as u64;
                     if duplicate {
                         report.duplicate_batches += 1;
                     }
                     if let Some((n, e)) = rejected {
                         report.entries_rejected += 1;
-                        report.errors.push(format!("{}: {n} points of entry {} refused by the server: {e}", path.display(), rec.seq));
+                        report.errors.push(format!(
+                            "{}: {n} points of entry {} refused by the server: {e}",
+                            path.display(),
+                            rec.seq
+                        ));
                     }
                 }
                 Ok(Sent::Other) => report.entries_sent += 1,
                 Err(SendError::Reject(e)) => {
                     report.entries_rejected += 1;
-                    report.errors.push(format!("{}: entry {} refused by the server: {e}", path.display(), rec.seq));
+                    report.errors.push(format!(
+                        "{}: entry {} refused by the server: {e}",
+                        path.display(),
+                        rec.seq
+                    ));
                 }
                 Err(SendError::Retry(e)) => {
                     report.entries_left += (contents.records.len() - done) as u64;

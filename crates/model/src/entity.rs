@@ -280,17 +280,49 @@ pub struct Event {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventBody {
-    ExperimentCreated { name: String },
-    ExperimentUpdated { name: String, lifecycle: Lifecycle },
-    RunCreated { display_name: String, status: RunStatus, #[serde(default, skip_serializing_if = "Option::is_none")] parent_id: Option<RunId> },
+    ExperimentCreated {
+        name: String,
+    },
+    ExperimentUpdated {
+        name: String,
+        lifecycle: Lifecycle,
+    },
+    RunCreated {
+        display_name: String,
+        status: RunStatus,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parent_id: Option<RunId>,
+    },
     /// Status, name, tags, properties or params changed; `status` is the status after the change.
-    RunUpdated { status: RunStatus, #[serde(default)] status_changed: bool },
+    RunUpdated {
+        status: RunStatus,
+        #[serde(default)]
+        status_changed: bool,
+    },
     /// Points `[from_index, from_index + count)` of metric `name` were appended.
-    Points { name: String, kind: MetricKind, from_index: u64, count: u64, #[serde(default, skip_serializing_if = "Option::is_none")] last_step: Option<i64>, #[serde(default)] last_value: serde_json::Value },
+    Points {
+        name: String,
+        kind: MetricKind,
+        from_index: u64,
+        count: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_step: Option<i64>,
+        #[serde(default)]
+        last_value: serde_json::Value,
+    },
     /// Bytes `[offset, offset + length)` were appended to log stream `stream`.
-    LogAppended { stream: String, offset: u64, length: u64 },
-    ArtifactWritten { path: String, size: u64 },
-    ArtifactDeleted { path: String },
+    LogAppended {
+        stream: String,
+        offset: u64,
+        length: u64,
+    },
+    ArtifactWritten {
+        path: String,
+        size: u64,
+    },
+    ArtifactDeleted {
+        path: String,
+    },
 }
 
 /// Which events a stream reader wants.

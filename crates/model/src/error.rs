@@ -79,13 +79,21 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::InvalidArgument { field: field.into(), message: message.into() }
+        Error::InvalidArgument {
+            field: field.into(),
+            message: message.into(),
+        }
     }
     pub fn not_found(entity: Entity, id: impl fmt::Display) -> Self {
-        Error::NotFound { entity, id: id.to_string() }
+        Error::NotFound {
+            entity,
+            id: id.to_string(),
+        }
     }
     pub fn conflict(message: impl Into<String>) -> Self {
-        Error::Conflict { message: message.into() }
+        Error::Conflict {
+            message: message.into(),
+        }
     }
     pub fn storage(e: impl fmt::Display) -> Self {
         Error::Storage(e.to_string())
@@ -113,15 +121,29 @@ mod tests {
 
     #[test]
     fn messages_name_the_problem() {
-        assert_eq!(Error::not_found(Entity::Run, "abc").to_string(), "run 'abc' not found");
         assert_eq!(
-            Error::IllegalTransition { from: "Completed".into(), to: "Running".into() }.to_string(),
+            Error::not_found(Entity::Run, "abc").to_string(),
+            "run 'abc' not found"
+        );
+        assert_eq!(
+            Error::IllegalTransition {
+                from: "Completed".into(),
+                to: "Running".into()
+            }
+            .to_string(),
             "run status cannot change from Completed to Running"
         );
         assert_eq!(
-            Error::Deleted { entity: Entity::Experiment, id: "3".into() }.to_string(),
+            Error::Deleted {
+                entity: Entity::Experiment,
+                id: "3".into()
+            }
+            .to_string(),
             "experiment '3' is deleted; restore it before writing to it"
         );
-        assert_eq!(Error::invalid("name", "must not be empty").to_string(), "invalid name: must not be empty");
+        assert_eq!(
+            Error::invalid("name", "must not be empty").to_string(),
+            "invalid name: must not be empty"
+        );
     }
 }

@@ -33,7 +33,10 @@ impl FromStr for RunId {
         if s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
             Ok(RunId(s.to_ascii_lowercase()))
         } else {
-            Err(Error::invalid("run_id", format!("'{}' is not a run id (32 hex characters)", truncate(s, 80))))
+            Err(Error::invalid(
+                "run_id",
+                format!("'{}' is not a run id (32 hex characters)", truncate(s, 80)),
+            ))
         }
     }
 }
@@ -77,7 +80,15 @@ impl FromStr for ExperimentId {
             .ok()
             .filter(|v| *v >= 0)
             .map(ExperimentId)
-            .ok_or_else(|| Error::invalid("experiment_id", format!("'{}' is not an experiment id (a non-negative integer)", truncate(s, 80))))
+            .ok_or_else(|| {
+                Error::invalid(
+                    "experiment_id",
+                    format!(
+                        "'{}' is not an experiment id (a non-negative integer)",
+                        truncate(s, 80)
+                    ),
+                )
+            })
     }
 }
 
@@ -103,7 +114,9 @@ impl<'de> Deserialize<'de> for ExperimentId {
         }
         match Raw::deserialize(d)? {
             Raw::N(n) if n >= 0 => Ok(ExperimentId(n)),
-            Raw::N(n) => Err(serde::de::Error::custom(format!("experiment id {n} is negative"))),
+            Raw::N(n) => Err(serde::de::Error::custom(format!(
+                "experiment id {n} is negative"
+            ))),
             Raw::S(s) => s.parse().map_err(serde::de::Error::custom),
         }
     }
@@ -125,9 +138,18 @@ mod tests {
         let id = RunId::new();
         assert_eq!(id.as_str().len(), 32);
         assert_eq!(id.as_str().parse::<RunId>().unwrap(), id);
-        assert_eq!("ABCDEF0123456789abcdef0123456789".parse::<RunId>().unwrap().as_str(), "abcdef0123456789abcdef0123456789");
+        assert_eq!(
+            "ABCDEF0123456789abcdef0123456789"
+                .parse::<RunId>()
+                .unwrap()
+                .as_str(),
+            "abcdef0123456789abcdef0123456789"
+        );
         let err = "nope".parse::<RunId>().unwrap_err();
-        assert_eq!(err.to_string(), "invalid run_id: 'nope' is not a run id (32 hex characters)");
+        assert_eq!(
+            err.to_string(),
+            "invalid run_id: 'nope' is not a run id (32 hex characters)"
+        );
     }
 
     #[test]

@@ -118,7 +118,9 @@ impl<'de> Deserialize<'de> for F64 {
                 Ok(F64(v as f64))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<F64, E> {
-                parse_non_finite(v).map(F64).ok_or_else(|| E::invalid_value(de::Unexpected::Str(v), &self))
+                parse_non_finite(v)
+                    .map(F64)
+                    .ok_or_else(|| E::invalid_value(de::Unexpected::Str(v), &self))
             }
         }
         d.deserialize_any(V)
@@ -256,7 +258,9 @@ impl MetricWrite {
             MetricWrite::Text { values, .. } => values.len(),
             MetricWrite::Row { rows, .. } => rows.len(),
             MetricWrite::Table { columns, .. } => columns.values().next().map_or(0, Vec::len),
-            MetricWrite::List { .. } | MetricWrite::Json { .. } | MetricWrite::Histogram { .. } => 1,
+            MetricWrite::List { .. } | MetricWrite::Json { .. } | MetricWrite::Histogram { .. } => {
+                1
+            }
         }
     }
 }
@@ -287,7 +291,11 @@ impl Batch {
     /// Points, rows and records the batch adds, all kinds together.
     pub fn point_count(&self) -> usize {
         self.scalars.iter().map(|s| s.values.len()).sum::<usize>()
-            + self.metrics.iter().map(MetricWrite::point_count).sum::<usize>()
+            + self
+                .metrics
+                .iter()
+                .map(MetricWrite::point_count)
+                .sum::<usize>()
     }
 }
 
@@ -396,7 +404,12 @@ mod tests {
 
     #[test]
     fn non_finite_values_travel_as_strings() {
-        let v = vec![F64(1.5), F64(f64::NAN), F64(f64::INFINITY), F64(f64::NEG_INFINITY)];
+        let v = vec![
+            F64(1.5),
+            F64(f64::NAN),
+            F64(f64::INFINITY),
+            F64(f64::NEG_INFINITY),
+        ];
         let s = serde_json::to_string(&v).unwrap();
         assert_eq!(s, r#"[1.5,"NaN","Infinity","-Infinity"]"#);
         let back: Vec<F64> = serde_json::from_str(&s).unwrap();
@@ -416,7 +429,9 @@ mod tests {
         assert_eq!(b.scalars[0].steps, Some(vec![Some(0), None]));
         assert_eq!(b.metrics[0].kind(), MetricKind::Text);
         assert_eq!(b.point_count(), 2 + 2 + 1 + 1);
-        let MetricWrite::Row { rows, .. } = &b.metrics[1] else { panic!("row expected") };
+        let MetricWrite::Row { rows, .. } = &b.metrics[1] else {
+            panic!("row expected")
+        };
         assert_eq!(rows[0]["a"], Cell::Number(F64(1.0)));
         assert_eq!(rows[0]["b"], Cell::Text("x".into()));
         assert_eq!(rows[0]["c"], Cell::Null);

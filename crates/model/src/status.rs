@@ -22,8 +22,17 @@ pub enum RunStatus {
 use RunStatus::*;
 
 impl RunStatus {
-    pub const ALL: [RunStatus; 9] =
-        [NotStarted, Queued, Preparing, Running, Finalizing, CancelRequested, Completed, Failed, Canceled];
+    pub const ALL: [RunStatus; 9] = [
+        NotStarted,
+        Queued,
+        Preparing,
+        Running,
+        Finalizing,
+        CancelRequested,
+        Completed,
+        Failed,
+        Canceled,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -51,9 +60,18 @@ impl RunStatus {
         }
         match self {
             NotStarted => true,
-            Queued => matches!(next, Preparing | Running | CancelRequested | Completed | Failed | Canceled),
-            Preparing => matches!(next, Running | CancelRequested | Completed | Failed | Canceled),
-            Running => matches!(next, Finalizing | CancelRequested | Completed | Failed | Canceled),
+            Queued => matches!(
+                next,
+                Preparing | Running | CancelRequested | Completed | Failed | Canceled
+            ),
+            Preparing => matches!(
+                next,
+                Running | CancelRequested | Completed | Failed | Canceled
+            ),
+            Running => matches!(
+                next,
+                Finalizing | CancelRequested | Completed | Failed | Canceled
+            ),
             Finalizing => matches!(next, Completed | Failed | Canceled),
             // A process asked to stop may still finish on its own before it is stopped.
             CancelRequested => matches!(next, Finalizing | Canceled | Completed | Failed),
@@ -66,7 +84,10 @@ impl RunStatus {
         if self.can_become(next) {
             Ok(next)
         } else {
-            Err(Error::IllegalTransition { from: self.to_string(), to: next.to_string() })
+            Err(Error::IllegalTransition {
+                from: self.to_string(),
+                to: next.to_string(),
+            })
         }
     }
 }
@@ -82,11 +103,24 @@ impl FromStr for RunStatus {
     /// Case-insensitive; "Cancelled" is accepted for "Canceled".
     fn from_str(s: &str) -> Result<Self> {
         let lower = s.to_ascii_lowercase();
-        let lower = if lower == "cancelled" { "canceled".to_string() } else { lower };
-        RunStatus::ALL.into_iter().find(|st| st.as_str().to_ascii_lowercase() == lower).ok_or_else(|| {
-            let names: Vec<&str> = RunStatus::ALL.iter().map(|s| s.as_str()).collect();
-            Error::invalid("status", format!("'{s}' is not a run status; expected one of {}", names.join(", ")))
-        })
+        let lower = if lower == "cancelled" {
+            "canceled".to_string()
+        } else {
+            lower
+        };
+        RunStatus::ALL
+            .into_iter()
+            .find(|st| st.as_str().to_ascii_lowercase() == lower)
+            .ok_or_else(|| {
+                let names: Vec<&str> = RunStatus::ALL.iter().map(|s| s.as_str()).collect();
+                Error::invalid(
+                    "status",
+                    format!(
+                        "'{s}' is not a run status; expected one of {}",
+                        names.join(", ")
+                    ),
+                )
+            })
     }
 }
 
@@ -105,13 +139,20 @@ mod tests {
         assert!(!Failed.can_become(Completed));
         assert!(CancelRequested.can_become(Canceled));
         let err = Completed.transition(Running).unwrap_err();
-        assert_eq!(err.to_string(), "run status cannot change from Completed to Running");
+        assert_eq!(
+            err.to_string(),
+            "run status cannot change from Completed to Running"
+        );
     }
 
     #[test]
     fn parses_names() {
         assert_eq!("completed".parse::<RunStatus>().unwrap(), Completed);
         assert_eq!("Cancelled".parse::<RunStatus>().unwrap(), Canceled);
-        assert!("done".parse::<RunStatus>().unwrap_err().to_string().contains("expected one of NotStarted"));
+        assert!("done"
+            .parse::<RunStatus>()
+            .unwrap_err()
+            .to_string()
+            .contains("expected one of NotStarted"));
     }
 }

@@ -28,7 +28,13 @@ pub fn name(field: &str, value: &str) -> Result<()> {
         return Err(Error::invalid(field, "must not be empty"));
     }
     if value.trim() != value {
-        return Err(Error::invalid(field, format!("'{}' has leading or trailing whitespace", truncate(value, 80))));
+        return Err(Error::invalid(
+            field,
+            format!(
+                "'{}' has leading or trailing whitespace",
+                truncate(value, 80)
+            ),
+        ));
     }
     bounded(field, value, MAX_NAME_BYTES)?;
     no_control_chars(field, value)
@@ -53,14 +59,19 @@ pub fn description(field: &str, value: &str) -> Result<()> {
 pub fn stream_name(value: &str) -> Result<()> {
     let ok = !value.is_empty()
         && value.len() <= MAX_STREAM_NAME_BYTES
-        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
         && !value.starts_with('.');
     if ok {
         Ok(())
     } else {
         Err(Error::invalid(
             "stream",
-            format!("'{}' is not a log stream name (1-100 of letters, digits, '_', '-', '.')", truncate(value, 80)),
+            format!(
+                "'{}' is not a log stream name (1-100 of letters, digits, '_', '-', '.')",
+                truncate(value, 80)
+            ),
         ))
     }
 }
@@ -68,7 +79,10 @@ pub fn stream_name(value: &str) -> Result<()> {
 /// Checks an artifact path and returns it normalized ('/'-separated, no empty or '.' segments). Rejects
 /// absolute paths, `..`, backslashes, NUL and control characters: a path can never leave the run's storage.
 pub fn artifact_path(path: &str) -> Result<String> {
-    let bad = |reason: &str| Error::InvalidPath { path: truncate(path, 200), reason: reason.to_string() };
+    let bad = |reason: &str| Error::InvalidPath {
+        path: truncate(path, 200),
+        reason: reason.to_string(),
+    };
     if path.is_empty() {
         return Err(bad("the path is empty"));
     }
@@ -76,7 +90,9 @@ pub fn artifact_path(path: &str) -> Result<String> {
         return Err(bad(&format!("longer than {MAX_PATH_BYTES} bytes")));
     }
     if path.starts_with('/') || path.starts_with('\\') || path.get(1..2) == Some(":") {
-        return Err(bad("absolute paths are not allowed; give a path relative to the run's artifacts"));
+        return Err(bad(
+            "absolute paths are not allowed; give a path relative to the run's artifacts",
+        ));
     }
     if path.contains('\\') {
         return Err(bad("use '/' to separate folders, not '\\'"));
@@ -100,7 +116,10 @@ pub fn artifact_path(path: &str) -> Result<String> {
 
 fn bounded(field: &str, value: &str, max: usize) -> Result<()> {
     if value.len() > max {
-        Err(Error::invalid(field, format!("is {} bytes long, the limit is {max}", value.len())))
+        Err(Error::invalid(
+            field,
+            format!("is {} bytes long, the limit is {max}", value.len()),
+        ))
     } else {
         Ok(())
     }
@@ -108,7 +127,13 @@ fn bounded(field: &str, value: &str, max: usize) -> Result<()> {
 
 fn no_control_chars(field: &str, value: &str) -> Result<()> {
     if value.chars().any(|c| c.is_control()) {
-        Err(Error::invalid(field, format!("'{}' contains control characters", truncate(value, 80).escape_debug())))
+        Err(Error::invalid(
+            field,
+            format!(
+                "'{}' contains control characters",
+                truncate(value, 80).escape_debug()
+            ),
+        ))
     } else {
         Ok(())
     }
@@ -122,17 +147,38 @@ mod tests {
     fn names() {
         assert!(name("metric", "loss").is_ok());
         assert!(name("metric", "train/loss é 損失").is_ok());
-        assert_eq!(name("metric", "").unwrap_err().to_string(), "invalid metric: must not be empty");
+        assert_eq!(
+            name("metric", "").unwrap_err().to_string(),
+            "invalid metric: must not be empty"
+        );
         assert!(name("metric", " x").is_err());
-        assert!(name("metric", "a\nb").unwrap_err().to_string().contains("control characters"));
-        assert!(name("metric", &"x".repeat(501)).unwrap_err().to_string().contains("the limit is 500"));
+        assert!(name("metric", "a\nb")
+            .unwrap_err()
+            .to_string()
+            .contains("control characters"));
+        assert!(name("metric", &"x".repeat(501))
+            .unwrap_err()
+            .to_string()
+            .contains("the limit is 500"));
     }
 
     #[test]
     fn artifact_paths_cannot_escape() {
         assert_eq!(artifact_path("a/./b//c.txt").unwrap(), "a/b/c.txt");
-        for bad in ["", "/etc/passwd", "../x", "a/../../x", "a\\b", "C:/x", "a/\0b", "./."] {
-            assert!(matches!(artifact_path(bad), Err(Error::InvalidPath { .. })), "{bad:?} accepted");
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a\\b",
+            "C:/x",
+            "a/\0b",
+            "./.",
+        ] {
+            assert!(
+                matches!(artifact_path(bad), Err(Error::InvalidPath { .. })),
+                "{bad:?} accepted"
+            );
         }
     }
 

@@ -55,7 +55,13 @@ pub trait Store: Send + Sync + 'static {
     /// At most `2 * buckets` points of a scalar series within `range`'s steps: the series is cut into
     /// `buckets` equal step intervals and each keeps its min and max point (in step order), so spikes never
     /// vanish. A series with no more than `2 * buckets` points comes back whole.
-    fn read_downsampled(&self, run: &RunId, name: &str, range: &ReadRange, buckets: u32) -> Result<ScalarSeries>;
+    fn read_downsampled(
+        &self,
+        run: &RunId,
+        name: &str,
+        range: &ReadRange,
+        buckets: u32,
+    ) -> Result<ScalarSeries>;
     /// Records of a non-scalar metric (see [`Record`]) in logging order.
     fn read_records(&self, run: &RunId, name: &str, range: &ReadRange) -> Result<Vec<Record>>;
 
@@ -74,7 +80,12 @@ pub trait Store: Send + Sync + 'static {
     fn open_artifact(&self, run: &RunId, path: &str) -> Result<(ArtifactInfo, ByteReader)>;
     /// Files and folders under `prefix` (None: the root). Not recursive: one level, folders marked `is_dir`;
     /// recursive: every file below, no folders.
-    fn list_artifacts(&self, run: &RunId, prefix: Option<&str>, recursive: bool) -> Result<Vec<ArtifactInfo>>;
+    fn list_artifacts(
+        &self,
+        run: &RunId,
+        prefix: Option<&str>,
+        recursive: bool,
+    ) -> Result<Vec<ArtifactInfo>>;
     /// Deletes a file or a folder with everything in it.
     fn delete_artifact(&self, run: &RunId, path: &str) -> Result<()>;
 
