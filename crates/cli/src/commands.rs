@@ -747,17 +747,7 @@ fn csv_value(v: &serde_json::Value) -> String {
 }
 
 fn csv_number(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v.is_infinite() {
-        if v > 0.0 {
-            "Infinity".into()
-        } else {
-            "-Infinity".into()
-        }
-    } else {
-        format!("{v}")
-    }
+    flightlog_model::non_finite_name(v).map_or_else(|| v.to_string(), str::to_string)
 }
 
 /// Prints log streams from remembered offsets, so nothing is printed twice whichever way new data is learned of.

@@ -165,14 +165,8 @@ pub fn value(v: &serde_json::Value, max: usize) -> String {
 }
 
 pub fn number(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v.is_infinite() {
-        if v > 0.0 {
-            "Infinity".into()
-        } else {
-            "-Infinity".into()
-        }
+    if let Some(name) = flightlog_model::non_finite_name(v) {
+        name.to_string()
     } else if v == v.trunc() && v.abs() < 1e15 {
         format!("{}", v as i64)
     } else if v.abs() >= 1e-4 && v.abs() < 1e9 {

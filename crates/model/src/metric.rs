@@ -77,16 +77,24 @@ impl PartialEq for F64 {
 
 impl Serialize for F64 {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let v = self.0;
-        if v.is_finite() {
-            s.serialize_f64(v)
-        } else if v.is_nan() {
-            s.serialize_str("NaN")
-        } else if v > 0.0 {
-            s.serialize_str("Infinity")
-        } else {
-            s.serialize_str("-Infinity")
+        match non_finite_name(self.0) {
+            None => s.serialize_f64(self.0),
+            Some(name) => s.serialize_str(name),
         }
+    }
+}
+
+/// How flightlog spells a non-finite value everywhere it is written as text (JSON, CSV, tables): "NaN",
+/// "Infinity" or "-Infinity"; `None` for finite values.
+pub fn non_finite_name(v: f64) -> Option<&'static str> {
+    if v.is_finite() {
+        None
+    } else if v.is_nan() {
+        Some("NaN")
+    } else if v > 0.0 {
+        Some("Infinity")
+    } else {
+        Some("-Infinity")
     }
 }
 
@@ -329,7 +337,8 @@ pub struct SeriesInfo {
     pub kind: MetricKind,
     #[serde(default)]
     pub description: String,
-    /// Points (scalar/text), rows (row/table) or records (list/image/json/histogram) stored.
+    /// Points (scalar/text), rows (row), tables logged (table: each `log_table` call is one record holding its
+    /// columns) or records (list/image/json/histogram) stored.
     pub count: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_time: Option<WallTime>,
