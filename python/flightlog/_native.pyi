@@ -8,6 +8,8 @@ class NativeClient:
     def __init__(self, uri: Optional[str], data_dir: Optional[str]) -> None: ...
     def call(self, op: str, args: str) -> str:
         """A control-plane request (JSON in, JSON out), with the GIL released; raises flightlog.errors.*."""
+    def update_run_async(self, run_id: str, patch: str) -> None:
+        """Queues a run change (RunPatch JSON) after everything logged so far, journaled while unreachable."""
     def run(self, run_id: str) -> NativeRun:
         """A logging handle for run ``run_id``."""
     def read_scalars(self, run_id: str, name: str) -> Tuple[List[int], List[int], List[float]]:

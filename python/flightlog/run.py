@@ -10,7 +10,7 @@ import threading
 import time
 
 from . import _values
-from .errors import FlightlogError
+from .errors import FlightlogError, TransportError
 
 TYPE_CHECKING = False  # kept off the import path: `typing` costs milliseconds
 if TYPE_CHECKING:  # pragma: no cover
@@ -647,12 +647,40 @@ class Run:
 
     def _end(self, status: str, error: Optional[Dict[str, Any]] = None) -> None:
         self._remove_handlers()
+        client = self._workspace._client
+        delivered = True
         if self._native_run is not None:
-            self._workspace._client.flush(300.0)
+            # Deliver what was logged first; a server that keeps failing is not waited for.
+            from .workspace import _deliver
+
+            delivered = _deliver(client, 300.0)
         patch: Dict[str, Any] = {"status": status}
         if error is not None:
             patch["error"] = error
-        self._patch(**patch)
+        if delivered:
+            try:
+                self._patch(**patch)
+                return
+            except TransportError:
+                pass
+        # The server cannot be reached: the status change is queued after the data and journaled with it.
+        import warnings
+
+        from .errors import DeliveryWarning
+
+        current = self._info.get("status")
+        if current in _TERMINAL and current != status:
+            from .errors import IllegalTransitionError
+
+            raise IllegalTransitionError(f"run status cannot change from {current} to {status}")
+        client.update_run_async(self._id, json.dumps(patch))
+        self._info = dict(self._info, status=status)
+        warnings.warn(
+            f"flightlog: the server cannot be reached; run {self._id} will be marked {status} when the queued data "
+            "is delivered (it is journaled on disk meanwhile)",
+            DeliveryWarning,
+            stacklevel=3,
+        )
 
     def get_status(self) -> str:
         """The run's status name, freshly read: NotStarted, Queued, Preparing, Running, Finalizing,

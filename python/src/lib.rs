@@ -134,6 +134,14 @@ impl NativeClient {
         .py()
     }
 
+    /// Queues a run change (JSON RunPatch) after everything logged so far: delivered in order, journaled while
+    /// the server is away. For the final status when the server cannot be reached.
+    fn update_run_async(&self, run_id: &str, patch: &str) -> PyResult<()> {
+        let run = parse_run(run_id)?;
+        let patch: RunPatch = serde_json::from_str(patch).map_err(|e| to_py(Error::invalid("patch", e.to_string())))?;
+        self.client.update_run_async(&run, patch).py()
+    }
+
     /// A logging handle for one run.
     fn run(&self, run_id: &str) -> PyResult<NativeRun> {
         Ok(NativeRun {

@@ -70,6 +70,24 @@ def test_server_outage_mid_logging_every_point_once(own_server, kill, tmp_path):
     assert run.get_status() == "Completed"
 
 
+def test_complete_during_an_outage_neither_blocks_nor_raises(own_server):
+    ws = Workspace(own_server.uri)
+    run = Experiment(ws, "complete-outage").start_logging()
+    run.log("x", 0.0)
+    assert run.flush(30)
+    own_server.stop()
+    t0 = time.perf_counter()
+    with pytest.warns(DeliveryWarning, match="Completed"):
+        with run:
+            for i in range(1, 1000):
+                run.log("x", float(i))
+    assert time.perf_counter() - t0 < 20
+    own_server.start()
+    assert run.flush(60)
+    assert run.get_status() == "Completed"
+    assert _series(run, "x")[1] == [float(i) for i in range(1000)]
+
+
 def test_outage_at_complete_is_delivered_later(own_server, tmp_path):
     """Data logged while the server is down, then the process exits: the journal carries it to the next start."""
     png = tiny_png(str(tmp_path / "x.png"))
