@@ -101,6 +101,19 @@ def _flush_all_at_exit() -> None:
 atexit.register(_flush_all_at_exit)
 
 
+def _forget_clients_in_child() -> None:
+    """A forked child has no sender threads: it must not wait on its parent's clients at exit. Workspaces
+    created in the child get fresh clients; runs inherited from the parent should not be logged to there."""
+    global _clients_lock, _monitor_started
+    _clients_lock = threading.Lock()
+    _clients.clear()
+    _monitor_started = False
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_clients_in_child)
+
+
 def _find_config(start: Optional[str] = None) -> Optional[str]:
     directory = os.path.abspath(start or os.getcwd())
     while True:

@@ -147,3 +147,29 @@ def test_native_stub_matches_the_module():
             names = {i.name for i in node.body if isinstance(i, ast.FunctionDef)}
             public = {n for n in dir(cls) if not n.startswith("_")}
             assert public <= names, f"{node.name}: {public - names} missing from the stub"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_child_exits_promptly_and_can_log(tmp_path):
+    code = f"""
+import os, sys, time
+import flightlog
+ws = flightlog.Workspace(data_dir={str(tmp_path / 'data')!r})
+run = flightlog.Experiment(ws, "fork").start_logging()
+run.log("parent", 1.0)
+pid = os.fork()
+if pid == 0:
+    child_ws = flightlog.Workspace(data_dir={str(tmp_path / 'data')!r})
+    child = flightlog.Run.get(child_ws, run.id)
+    child.log("from_child", 2.0)
+    sys.exit(0)  # atexit runs here: must not hang on the parent's client
+t = time.time()
+_, status = os.waitpid(pid, 0)
+assert status == 0 and time.time() - t < 20, (status, time.time() - t)
+run.flush()
+print(run.id)
+"""
+    r = run_script(code, timeout=60)
+    assert r.returncode == 0, r.stderr
+    run = Run.get(Workspace(data_dir=str(tmp_path / "data")), r.stdout.strip())
+    assert run.get_metrics() == {"parent": 1.0, "from_child": 2.0}
