@@ -189,6 +189,11 @@ pub struct RunPatch {
     pub add_params: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lifecycle: Option<Lifecycle>,
+    /// Moves a finished run (Completed, Failed, Canceled) back to Running and clears its end time, before
+    /// `status` is applied. The one way out of a terminal state, and explicit, so that a stray or replayed
+    /// status change never revives a run; MLflow's `start_run(run_id=...)` resume uses it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reopen: bool,
 }
 
 /// Which runs to list. All conditions must hold.

@@ -83,7 +83,7 @@ async fn upload(
 }
 
 /// The body's data as an `io` stream that fails once more than `limit` bytes have come.
-fn counted(
+pub(crate) fn counted(
     body: Body,
     limit: u64,
     exceeded: Arc<AtomicBool>,
@@ -102,7 +102,7 @@ fn counted(
     })
 }
 
-fn too_large(size: u64, limit: u64) -> ApiError {
+pub(crate) fn too_large(size: u64, limit: u64) -> ApiError {
     ApiError::Model(Error::TooLarge {
         what: "artifact upload".into(),
         size,
@@ -131,7 +131,10 @@ async fn download(
 }
 
 /// Reads chunks until the end, the first error, or the client going away (the channel closes).
-fn pump(mut reader: Box<dyn Read + Send>, tx: tokio::sync::mpsc::Sender<io::Result<Bytes>>) {
+pub(crate) fn pump(
+    mut reader: Box<dyn Read + Send>,
+    tx: tokio::sync::mpsc::Sender<io::Result<Bytes>>,
+) {
     loop {
         let mut buf = vec![0u8; CHUNK];
         match reader.read(&mut buf) {

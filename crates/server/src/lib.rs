@@ -9,6 +9,7 @@ mod extract;
 mod health;
 mod logs;
 mod metrics;
+mod mlflow;
 mod openapi;
 mod runs;
 
@@ -98,6 +99,7 @@ fn build_router(
         .route("/health", get(health::health))
         .route("/api/v1/openapi.json", get(openapi::openapi))
         .nest("/api/v1", api)
+        .merge(mlflow::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

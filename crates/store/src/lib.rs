@@ -94,4 +94,16 @@ pub trait Store: Send + Sync + 'static {
     fn events_since(&self, filter: &EventFilter, after: u64, limit: usize) -> Result<Vec<Event>>;
     /// The seq of the newest committed event; changes every commit (watch it to wake stream readers).
     fn subscribe(&self) -> tokio::sync::watch::Receiver<u64>;
+
+    // --- documents -------------------------------------------------------------------------------------
+    /// Stores (replacing) a small JSON document under (kind, id): records that API layers need but flightlog
+    /// has no type for, such as MLflow logged models and dataset inputs. Kinds are namespaced by the layer
+    /// (`mlflow.logged_model`).
+    fn put_document(&self, kind: &str, id: &str, body: &serde_json::Value) -> Result<()>;
+    /// The document, or `None` if there is none.
+    fn get_document(&self, kind: &str, id: &str) -> Result<Option<serde_json::Value>>;
+    /// Every document of a kind, ordered by id.
+    fn list_documents(&self, kind: &str) -> Result<Vec<(String, serde_json::Value)>>;
+    /// Deletes a document; `false` if there was none.
+    fn delete_document(&self, kind: &str, id: &str) -> Result<bool>;
 }

@@ -3,6 +3,7 @@
 
 mod artifacts;
 mod blocks;
+mod documents;
 mod events;
 mod experiments;
 mod logs;
@@ -222,5 +223,18 @@ impl Store for EmbeddedStore {
     }
     fn subscribe(&self) -> watch::Receiver<u64> {
         self.inner.seq.subscribe()
+    }
+
+    fn put_document(&self, kind: &str, id: &str, body: &serde_json::Value) -> Result<()> {
+        documents::put(&self.inner, kind, id, body)
+    }
+    fn get_document(&self, kind: &str, id: &str) -> Result<Option<serde_json::Value>> {
+        self.inner.read(|c| documents::get(c, kind, id))
+    }
+    fn list_documents(&self, kind: &str) -> Result<Vec<(String, serde_json::Value)>> {
+        self.inner.read(|c| documents::list(c, kind))
+    }
+    fn delete_document(&self, kind: &str, id: &str) -> Result<bool> {
+        documents::delete(&self.inner, kind, id)
     }
 }

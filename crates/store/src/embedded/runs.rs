@@ -324,9 +324,14 @@ fn validate_patch(p: &RunPatch) -> Result<()> {
 fn apply_patch(old: &Run, p: RunPatch) -> Result<Run> {
     let mut run = old.clone();
     let now = WallTime::now();
+    if p.reopen && old.status.is_terminal() {
+        run.status = RunStatus::Running;
+        run.end_time = None;
+    }
     if let Some(status) = p.status {
-        run.status = old.status.transition(status)?;
-        if status != old.status {
+        let from = run.status;
+        run.status = from.transition(status)?;
+        if status != from {
             if status == RunStatus::Running && run.start_time.is_none() {
                 run.start_time = Some(now);
             }

@@ -5,7 +5,7 @@ use flightlog_model::{Result, WallTime};
 use rusqlite::Connection;
 
 /// The schema version this build writes.
-pub const VERSION: i64 = 1;
+pub const VERSION: i64 = 2;
 
 /// Version 1: experiments, runs, metric series and their blocks, batches, logs and events.
 const V1: &str = r#"
@@ -101,6 +101,17 @@ CREATE INDEX events_by_run ON events(run_id, seq);
 CREATE INDEX events_by_experiment ON events(experiment_id, seq);
 "#;
 
+/// Version 2: documents (small JSON records keyed by kind and id, e.g. MLflow logged models).
+const V2: &str = r#"
+CREATE TABLE documents (
+    kind TEXT NOT NULL,
+    id TEXT NOT NULL,
+    body TEXT NOT NULL,
+    updated_time INTEGER NOT NULL,
+    PRIMARY KEY(kind, id)
+) WITHOUT ROWID;
+"#;
+
 /// Sets the per-connection pragmas: WAL, fully synced commits, and a busy timeout so that several processes
 /// sharing one data directory wait for each other instead of failing. Pages stay at SQLite's 4 KiB: every page
 /// a commit touches is written whole to the log, so small pages keep a one-point write cheap. Statement journals
@@ -139,6 +150,9 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
     if version < 1 {
         tx.execute_batch(V1)
             .map_err(sql_err("creating the schema"))?;
+    }
+    if version < 2 {
+        tx.execute_batch(V2).map_err(sql_err("adding documents"))?;
     }
     tx.pragma_update(None, "user_version", VERSION)
         .map_err(sql_err("writing the schema version"))?;

@@ -1515,3 +1515,56 @@ fn concurrent_writers_lose_nothing() {
     let events = s.events_since(&EventFilter::default(), 0, 100_000).unwrap();
     assert!(events.windows(2).all(|w| w[1].seq == w[0].seq + 1));
 }
+
+#[test]
+fn reopen_is_the_only_way_out_of_a_terminal_state() {
+    let (_d, s) = store();
+    let id = run(&s);
+    let done = RunPatch {
+        status: Some(RunStatus::Completed),
+        ..Default::default()
+    };
+    s.update_run(&id, done.clone()).unwrap();
+    let again = RunPatch {
+        status: Some(RunStatus::Running),
+        ..Default::default()
+    };
+    assert!(matches!(
+        s.update_run(&id, again.clone()),
+        Err(Error::IllegalTransition { .. })
+    ));
+    let reopened = s
+        .update_run(
+            &id,
+            RunPatch {
+                reopen: true,
+                ..again
+            },
+        )
+        .unwrap();
+    assert_eq!(reopened.status, RunStatus::Running);
+    assert_eq!(reopened.end_time, None);
+    let finished = s.update_run(&id, done).unwrap();
+    assert_eq!(finished.status, RunStatus::Completed);
+    assert!(finished.end_time.is_some());
+}
+
+#[test]
+fn documents_round_trip_by_kind() {
+    let (_d, s) = store();
+    let body = serde_json::json!({"name": "m", "n": 1});
+    s.put_document("k", "b", &body).unwrap();
+    s.put_document("k", "a", &serde_json::json!({})).unwrap();
+    s.put_document("other", "a", &serde_json::json!(1)).unwrap();
+    assert_eq!(s.get_document("k", "b").unwrap(), Some(body));
+    assert_eq!(s.get_document("k", "zz").unwrap(), None);
+    let ids: Vec<String> = s
+        .list_documents("k")
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(ids, ["a", "b"]);
+    assert!(s.delete_document("k", "a").unwrap());
+    assert!(!s.delete_document("k", "a").unwrap());
+}

@@ -1,0 +1,179 @@
+//! The proxied artifact API (`mlflow-artifacts:/`): `<exp>/<run>/artifacts/<path>` is the run's own artifact
+//! storage (the same files the native API serves), `<exp>/models/<model>/artifacts/<path>` a logged model's
+//! files, kept in its source run's storage under `models/<model>/`.
+
+use super::error::{MlError, MlResult};
+use super::models;
+use super::runs::find;
+use super::{blocking, empty};
+use crate::artifacts::{content_type, counted, pump, too_large, NoCompress};
+use crate::AppState;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::Response;
+use axum::routing::get;
+use axum::{Json, Router};
+use flightlog_model::{validate, Error, RunId};
+use flightlog_store::Store;
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::io::{StreamReader, SyncIoBridge};
+
+pub fn routes() -> Router<AppState> {
+    let mut r = Router::new();
+    for base in [
+        "/api/2.0/mlflow-artifacts/artifacts",
+        "/ajax-api/2.0/mlflow-artifacts/artifacts",
+    ] {
+        r = r.route(base, get(list)).route(
+            &format!("{base}/{{*path}}"),
+            get(download).put(upload).delete(remove),
+        );
+    }
+    r
+}
+
+/// Where a proxied path lives: a run's storage and the path inside it (None: the root).
+struct Target {
+    run: RunId,
+    path: Option<String>,
+}
+
+/// Resolves `<exp>/<run>/artifacts[/p]` or `<exp>/models/<id>/artifacts[/p]`; a path that would escape is a
+/// 400, one that names no run or model a 404.
+fn resolve(store: &dyn Store, raw: &str) -> MlResult<Target> {
+    let norm = validate::artifact_path(raw)?;
+    let parts: Vec<&str> = norm.split('/').collect();
+    let unknown = || {
+        MlError::not_found(format!(
+            "No artifact location '{raw}': expected <experiment>/<run>/artifacts/<path>"
+        ))
+    };
+    let (exp, run, rest, prefix) = match parts.as_slice() {
+        [exp, "models", model, "artifacts", rest @ ..] => {
+            let run = models::source_run(store, model)?;
+            (*exp, run, rest, Some(format!("models/{model}")))
+        }
+        [exp, run, "artifacts", rest @ ..] => {
+            let run: RunId = run.parse().map_err(|_| unknown())?;
+            (*exp, run, rest, None)
+        }
+        _ => return Err(unknown()),
+    };
+    let stored = find(store, &run)?;
+    if stored.experiment_id.to_string() != exp {
+        return Err(unknown());
+    }
+    let mut segments: Vec<&str> = prefix.iter().map(String::as_str).collect();
+    segments.extend(rest);
+    let path = (!segments.is_empty()).then(|| segments.join("/"));
+    Ok(Target { run, path })
+}
+
+async fn list(State(st): State<AppState>, RawQuery(raw): RawQuery) -> MlResult<Json<Value>> {
+    let q = crate::extract::Query::parse(raw);
+    let Some(path) = q.get("path").filter(|p| !p.is_empty()).map(str::to_string) else {
+        return Ok(empty());
+    };
+    let files = blocking(move || {
+        let t = resolve(st.store.as_ref(), &path)?;
+        let items = match st.store.list_artifacts(&t.run, t.path.as_deref(), false) {
+            Ok(items) => items,
+            Err(Error::NotFound { .. }) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(items
+            .iter()
+            .filter(|i| t.path.as_deref() != Some(i.path.as_str()))
+            .map(|i| {
+                let name = i.path.rsplit('/').next().unwrap_or(&i.path);
+                match (i.is_dir, i.size) {
+                    (false, Some(size)) => {
+                        json!({ "path": name, "is_dir": false, "file_size": size })
+                    }
+                    _ => json!({ "path": name, "is_dir": i.is_dir }),
+                }
+            })
+            .collect::<Vec<Value>>())
+    })
+    .await?;
+    Ok(Json(if files.is_empty() {
+        json!({})
+    } else {
+        json!({ "files": files })
+    }))
+}
+
+/// The file named by the path (a folder or the artifact root is not a file).
+fn file_target(store: &dyn Store, raw: &str) -> MlResult<(RunId, String)> {
+    let t = resolve(store, raw)?;
+    let path = t
+        .path
+        .ok_or_else(|| MlError::invalid(format!("'{raw}' names a folder, not a file")))?;
+    Ok((t.run, path))
+}
+
+async fn download(State(st): State<AppState>, Path(raw): Path<String>) -> MlResult<Response> {
+    let ct = content_type(&raw);
+    let (info, reader) = blocking(move || {
+        let (run, path) = file_target(st.store.as_ref(), &raw)?;
+        Ok(st.store.open_artifact(&run, &path)?)
+    })
+    .await?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+    tokio::task::spawn_blocking(move || pump(reader, tx));
+    let mut resp = Response::new(Body::from_stream(ReceiverStream::new(rx)));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    if let Some(size) = info.size {
+        resp.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    }
+    resp.extensions_mut().insert(NoCompress);
+    Ok(resp)
+}
+
+/// Streams the body into the run's storage, counted against the artifact limit like native uploads.
+async fn upload(
+    State(st): State<AppState>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> MlResult<Json<Value>> {
+    let limit = st.artifact_limit as u64;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(size) = declared.filter(|n| *n > limit) {
+        return Err(too_large(size, limit).into());
+    }
+    let store = st.store.clone();
+    let (run, path) = blocking(move || file_target(store.as_ref(), &raw)).await?;
+    let exceeded = Arc::new(AtomicBool::new(false));
+    let reader = SyncIoBridge::new(StreamReader::new(counted(body, limit, exceeded.clone())));
+    blocking(move || {
+        let mut reader = reader;
+        match st.store.put_artifact(&run, &path, &mut reader) {
+            Err(_) if exceeded.load(Ordering::SeqCst) => Err(too_large(limit + 1, limit).into()),
+            r => Ok(r?),
+        }
+    })
+    .await?;
+    Ok(empty())
+}
+
+async fn remove(State(st): State<AppState>, Path(raw): Path<String>) -> MlResult<Json<Value>> {
+    blocking(move || {
+        let t = resolve(st.store.as_ref(), &raw)?;
+        let path = t
+            .path
+            .ok_or_else(|| MlError::invalid("the artifact root cannot be deleted"))?;
+        Ok(st.store.delete_artifact(&t.run, &path)?)
+    })
+    .await?;
+    Ok(empty())
+}

@@ -1,0 +1,367 @@
+//! flightlog types ↔ MLflow JSON, and MLflow's rules on incoming keys and values (validation.py).
+
+use super::error::{MlError, MlResult};
+use flightlog_model::{Experiment, Lifecycle, MetricKind, Run, RunStatus, SeriesInfo, WallTime};
+use serde::{Deserialize, Deserializer};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+/// The default artifact root: artifacts are proxied by this server and kept in the run's artifact store.
+pub const ARTIFACT_SCHEME: &str = "mlflow-artifacts:/";
+/// The tag MLflow keeps the run name in; here it is the run's display name.
+pub const RUN_NAME_TAG: &str = "mlflow.runName";
+/// The tag MLflow keeps the parent run in; here it is the run's parent id.
+pub const PARENT_TAG: &str = "mlflow.parentRunId";
+/// MLflow's limits (mlflow/utils/validation.py).
+pub const MAX_KEY: usize = 250;
+pub const MAX_PARAM_VALUE: usize = 6000;
+pub const MAX_TAG_VALUE: usize = 8000;
+pub const MAX_EXPERIMENT_NAME: usize = 500;
+pub const MAX_EXPERIMENT_TAG_VALUE: usize = 20000;
+/// Largest finite double: MLflow stores ±Inf as these.
+const MAX_DOUBLE: f64 = f64::MAX;
+
+/// A `{key, value}` pair as MLflow sends params and tags.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+pub struct KeyValue {
+    #[serde(default)]
+    pub key: Option<String>,
+    #[serde(default)]
+    pub value: Option<String>,
+}
+
+pub fn millis(t: WallTime) -> i64 {
+    t.millis()
+}
+
+/// A double as MLflow writes it: NaN and ±Inf as strings.
+pub fn double(v: f64) -> Value {
+    match flightlog_model::non_finite_name(v) {
+        Some(name) => json!(name),
+        None => json!(v),
+    }
+}
+
+/// ±Inf become ±max double, as MLflow stores them; NaN is kept (and read back as "NaN").
+pub fn clamp_infinite(v: f64) -> f64 {
+    if v.is_infinite() {
+        MAX_DOUBLE.copysign(v)
+    } else {
+        v
+    }
+}
+
+/// MLflow status names. Statuses MLflow has no word for map to the nearest: not yet running → SCHEDULED,
+/// still running (finalizing, asked to cancel) → RUNNING.
+pub fn status_name(s: RunStatus) -> &'static str {
+    match s {
+        RunStatus::NotStarted | RunStatus::Queued | RunStatus::Preparing => "SCHEDULED",
+        RunStatus::Running | RunStatus::Finalizing | RunStatus::CancelRequested => "RUNNING",
+        RunStatus::Completed => "FINISHED",
+        RunStatus::Failed => "FAILED",
+        RunStatus::Canceled => "KILLED",
+    }
+}
+
+pub fn parse_status(s: &str) -> MlResult<RunStatus> {
+    match s {
+        "RUNNING" => Ok(RunStatus::Running),
+        "SCHEDULED" => Ok(RunStatus::Queued),
+        "FINISHED" => Ok(RunStatus::Completed),
+        "FAILED" => Ok(RunStatus::Failed),
+        "KILLED" => Ok(RunStatus::Canceled),
+        other => Err(MlError::invalid(format!(
+            "Invalid value '{other}' for parameter 'status': expected one of RUNNING, SCHEDULED, FINISHED, FAILED, KILLED"
+        ))),
+    }
+}
+
+pub fn lifecycle_name(l: Lifecycle) -> &'static str {
+    l.as_str()
+}
+
+pub fn key_values(map: &BTreeMap<String, String>) -> Vec<Value> {
+    map.iter()
+        .map(|(k, v)| json!({ "key": k, "value": v }))
+        .collect()
+}
+
+pub fn experiment_artifact_location(e: &Experiment) -> String {
+    e.artifact_location
+        .clone()
+        .unwrap_or_else(|| format!("{ARTIFACT_SCHEME}{}", e.id))
+}
+
+pub fn experiment_json(e: &Experiment) -> Value {
+    json!({
+        "experiment_id": e.id.to_string(),
+        "name": e.name,
+        "artifact_location": experiment_artifact_location(e),
+        "lifecycle_stage": lifecycle_name(e.lifecycle),
+        "creation_time": millis(e.created_time),
+        "last_update_time": millis(e.last_update_time),
+        "tags": key_values(&e.tags),
+    })
+}
+
+pub fn run_artifact_uri(run: &Run) -> String {
+    format!(
+        "{ARTIFACT_SCHEME}{}/{}/artifacts",
+        run.experiment_id, run.id
+    )
+}
+
+/// The run's tags as MLflow shows them: the stored ones plus the run name and parent, which flightlog keeps
+/// as fields.
+pub fn run_tags(run: &Run) -> BTreeMap<String, String> {
+    let mut tags = run.tags.clone();
+    tags.insert(RUN_NAME_TAG.into(), run.display_name.clone());
+    if let Some(p) = &run.parent_id {
+        tags.entry(PARENT_TAG.into())
+            .or_insert_with(|| p.to_string());
+    }
+    tags
+}
+
+/// The latest value of a scalar series: (value, timestamp ms, step). Other kinds are not MLflow metrics.
+pub fn latest_scalar(s: &SeriesInfo) -> Option<(f64, i64, i64)> {
+    if s.kind != MetricKind::Scalar {
+        return None;
+    }
+    let value = match &s.last_value {
+        Value::Number(n) => n.as_f64()?,
+        Value::String(t) => flightlog_model::parse_non_finite(t)?,
+        _ => return None,
+    };
+    Some((
+        value,
+        s.last_time.map_or(0, millis),
+        s.last_step.unwrap_or(0),
+    ))
+}
+
+pub fn run_info_json(run: &Run) -> Value {
+    let mut info = json!({
+        "run_id": run.id.as_str(),
+        "run_uuid": run.id.as_str(),
+        "run_name": run.display_name,
+        "experiment_id": run.experiment_id.to_string(),
+        "user_id": run.user,
+        "status": status_name(run.status),
+        "start_time": millis(run.start_time.unwrap_or(run.created_time)),
+        "artifact_uri": run_artifact_uri(run),
+        "lifecycle_stage": lifecycle_name(run.lifecycle),
+    });
+    if let Some(end) = run.end_time {
+        info["end_time"] = json!(millis(end));
+    }
+    info
+}
+
+/// A whole run; `inputs`/`outputs` are the MLflow-only records kept as documents.
+pub fn run_json(run: &Run, inputs: Option<Value>, outputs: Option<Value>) -> Value {
+    let metrics: Vec<Value> = run
+        .metrics
+        .iter()
+        .filter_map(|s| {
+            let (v, ts, step) = latest_scalar(s)?;
+            Some(json!({ "key": s.name, "value": double(v), "timestamp": ts, "step": step }))
+        })
+        .collect();
+    json!({
+        "info": run_info_json(run),
+        "data": {
+            "metrics": metrics,
+            "params": key_values(&run.params),
+            "tags": key_values(&run_tags(run)),
+        },
+        "inputs": inputs.unwrap_or_else(|| json!({})),
+        "outputs": outputs.unwrap_or_else(|| json!({})),
+    })
+}
+
+/// MLflow's name rule: `^[/\w.\- :]*$`, a normalized relative path, at most 250 characters.
+pub fn validate_key(what: &str, key: &str) -> MlResult<()> {
+    if key.is_empty() {
+        return Err(MlError::missing("key"));
+    }
+    let chars_ok = key
+        .chars()
+        .all(|c| c.is_alphanumeric() || matches!(c, '_' | '/' | '.' | '-' | ' ' | ':'));
+    if !chars_ok {
+        return Err(MlError::invalid(format!(
+            "Invalid {what} name: '{key}'. Names may only contain alphanumerics, underscores (_), \
+             dashes (-), periods (.), spaces ( ), colon(:) and slashes (/)."
+        )));
+    }
+    let normalized = key.starts_with('/')
+        || key.ends_with('/')
+        || key
+            .split('/')
+            .any(|p| p.is_empty() || p == "." || p == "..");
+    if normalized {
+        return Err(MlError::invalid(format!(
+            "Invalid {what} name: '{key}'. Names cannot contain '..', '.' or empty path segments, \
+             or start or end with '/'."
+        )));
+    }
+    let len = key.chars().count();
+    if len > MAX_KEY {
+        return Err(MlError::invalid(format!(
+            "{} '{key}' had length {len}, which exceeded length limit of {MAX_KEY}",
+            capitalized(what)
+        )));
+    }
+    Ok(())
+}
+
+fn capitalized(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
+}
+
+/// Over-long param and tag values are truncated, as MLflow's server does by default.
+pub fn truncate_value(v: &str, max_chars: usize) -> String {
+    match v.char_indices().nth(max_chars) {
+        Some((i, _)) => v[..i].to_string(),
+        None => v.to_string(),
+    }
+}
+
+/// A key/value entry with both parts present and the key valid.
+pub fn checked_pair(what: &str, kv: &KeyValue) -> MlResult<(String, String)> {
+    let key = kv.key.as_deref().ok_or_else(|| MlError::missing("key"))?;
+    validate_key(what, key)?;
+    let value = kv
+        .value
+        .as_deref()
+        .ok_or_else(|| MlError::missing("value"))?;
+    Ok((key.to_string(), value.to_string()))
+}
+
+/// An int64 that may come as a JSON number, a numeric string (GET query values) or be absent.
+pub fn opt_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        I(i64),
+        F(f64),
+        S(String),
+    }
+    match Option::<Raw>::deserialize(d)? {
+        None => Ok(None),
+        Some(Raw::I(v)) => Ok(Some(v)),
+        Some(Raw::F(v)) if v.fract() == 0.0 && v.abs() < 9.2e18 => Ok(Some(v as i64)),
+        Some(Raw::F(v)) => Err(serde::de::Error::custom(format!("{v} is not an integer"))),
+        Some(Raw::S(s)) => s
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom(format!("'{s}' is not an integer"))),
+    }
+}
+
+/// A list that a GET query may carry as one value (`order_by=x`) or several.
+pub fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Option::<Raw>::deserialize(d)? {
+        None => Vec::new(),
+        Some(Raw::One(s)) => vec![s],
+        Some(Raw::Many(v)) => v,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flightlog_model::{ExperimentId, RunId};
+
+    fn run() -> Run {
+        Run {
+            id: RunId::new(),
+            experiment_id: ExperimentId(3),
+            display_name: "r".into(),
+            description: String::new(),
+            parent_id: Some(RunId::new()),
+            status: RunStatus::Completed,
+            lifecycle: Lifecycle::Active,
+            created_time: WallTime(5_000),
+            start_time: Some(WallTime(7_000)),
+            end_time: Some(WallTime(9_999)),
+            error: None,
+            tags: BTreeMap::from([("a".to_string(), "b".to_string())]),
+            properties: BTreeMap::new(),
+            params: BTreeMap::from([("p".to_string(), "1".to_string())]),
+            user: "me".into(),
+            host: String::new(),
+            command: None,
+            metrics: vec![SeriesInfo {
+                name: "loss".into(),
+                kind: MetricKind::Scalar,
+                description: String::new(),
+                count: 2,
+                first_time: None,
+                last_time: Some(WallTime(12_000)),
+                last_step: Some(4),
+                last_value: json!("NaN"),
+                min: None,
+                max: None,
+                schema: None,
+                columns: vec![],
+            }],
+        }
+    }
+
+    #[test]
+    fn runs_convert_with_mlflow_names_and_units() {
+        let r = run();
+        let j = run_json(&r, None, None);
+        assert_eq!(j["info"]["status"], "FINISHED");
+        assert_eq!(j["info"]["start_time"], 7);
+        assert_eq!(j["info"]["end_time"], 9);
+        assert_eq!(j["info"]["experiment_id"], "3");
+        assert_eq!(
+            j["info"]["artifact_uri"],
+            format!("mlflow-artifacts:/3/{}/artifacts", r.id)
+        );
+        assert_eq!(j["data"]["metrics"][0]["value"], "NaN");
+        assert_eq!(j["data"]["metrics"][0]["timestamp"], 12);
+        let tags = run_tags(&r);
+        assert_eq!(tags[RUN_NAME_TAG], "r");
+        assert_eq!(tags[PARENT_TAG], r.parent_id.unwrap().to_string());
+    }
+
+    #[test]
+    fn statuses_round_trip() {
+        for name in ["RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED"] {
+            assert_eq!(status_name(parse_status(name).unwrap()), name);
+        }
+        assert!(parse_status("DONE").unwrap_err().message.contains("'DONE'"));
+    }
+
+    #[test]
+    fn keys_follow_mlflow_rules() {
+        assert!(validate_key("metric", "train/loss 1:a-b.c").is_ok());
+        for bad in ["a!b", "../x", "/abs", "a//b", "a/./b"] {
+            assert_eq!(
+                validate_key("metric", bad).unwrap_err().code,
+                "INVALID_PARAMETER_VALUE"
+            );
+        }
+        let long = "k".repeat(251);
+        assert!(validate_key("param", &long)
+            .unwrap_err()
+            .message
+            .contains("exceeded length limit of 250"));
+        assert_eq!(truncate_value("héllo", 2), "hé");
+        assert_eq!(clamp_infinite(f64::NEG_INFINITY), -f64::MAX);
+        assert_eq!(double(f64::INFINITY), json!("Infinity"));
+    }
+}

@@ -1,0 +1,346 @@
+//! MLflow 3 logged models: create, get, finalize, tags, params, search, delete. Kept as documents (kind
+//! `mlflow.logged_model`); their files live in the source run's artifact storage under `models/<id>/`.
+
+use super::convert::{checked_pair, opt_i64, KeyValue, ARTIFACT_SCHEME};
+use super::error::{MlError, MlResult};
+use super::experiments::{self, max_results};
+use super::search::{self, Kind, Row};
+use super::{blocking, empty, Req};
+use crate::AppState;
+use axum::extract::{Path, State};
+use axum::routing::{delete, get, patch, post};
+use axum::{Json, Router};
+use flightlog_model::{Lifecycle, RunId, WallTime};
+use flightlog_store::Store;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+pub const MODEL_DOC: &str = "mlflow.logged_model";
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/logged-models", post(create))
+        .route("/logged-models/search", post(search_models))
+        .route(
+            "/logged-models/{id}",
+            get(get_one).patch(finalize).delete(remove),
+        )
+        .route("/logged-models/{id}/tags", patch(set_tags))
+        .route("/logged-models/{id}/tags/{key}", delete(delete_tag))
+        .route("/logged-models/{id}/params", post(log_params))
+}
+
+/// The stored model, or MLflow's 404.
+fn load(store: &dyn Store, id: &str) -> MlResult<Value> {
+    store
+        .get_document(MODEL_DOC, id)?
+        .ok_or_else(|| MlError::not_found(format!("Logged model with ID '{id}' not found.")))
+}
+
+/// The run whose artifact storage holds a model's files.
+pub fn source_run(store: &dyn Store, id: &str) -> MlResult<RunId> {
+    let model = load(store, id)?;
+    model["info"]["source_run_id"]
+        .as_str()
+        .and_then(|r| r.parse().ok())
+        .ok_or_else(|| {
+            MlError::invalid(format!(
+                "Logged model '{id}' has no source run; flightlog keeps model files in their run's artifacts"
+            ))
+        })
+}
+
+#[derive(Deserialize, Default)]
+struct CreateReq {
+    #[serde(default)]
+    experiment_id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    model_type: Option<String>,
+    #[serde(default)]
+    source_run_id: Option<String>,
+    #[serde(default)]
+    params: Vec<KeyValue>,
+    #[serde(default)]
+    tags: Vec<KeyValue>,
+}
+
+fn pairs(what: &str, kvs: &[KeyValue]) -> MlResult<Vec<Value>> {
+    kvs.iter()
+        .map(|kv| checked_pair(what, kv).map(|(k, v)| json!({ "key": k, "value": v })))
+        .collect()
+}
+
+async fn create(State(st): State<AppState>, Req(r): Req<CreateReq>) -> MlResult<Json<Value>> {
+    let exp = experiments::experiment_id(r.experiment_id.as_deref())?;
+    let params = pairs("param", &r.params)?;
+    let tags = pairs("tag", &r.tags)?;
+    let model = blocking(move || {
+        let e = experiments::find(st.store.as_ref(), exp)?;
+        if e.lifecycle == Lifecycle::Deleted {
+            return Err(MlError::invalid(format!(
+                "The experiment {exp} must be in the 'active' state. Current state is deleted."
+            )));
+        }
+        if let Some(run) = r.source_run_id.as_deref().filter(|s| !s.is_empty()) {
+            let id = super::runs::run_id(Some(run), None)?;
+            super::runs::find(st.store.as_ref(), &id)?;
+        }
+        let id = format!("m-{}", RunId::new());
+        let now = WallTime::now().millis();
+        let name = r
+            .name
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| format!("model-{}", &id[2..10]));
+        let model = json!({
+            "info": {
+                "model_id": id,
+                "experiment_id": exp.to_string(),
+                "name": name,
+                "artifact_uri": format!("{ARTIFACT_SCHEME}{exp}/models/{id}/artifacts"),
+                "creation_timestamp_ms": now,
+                "last_updated_timestamp_ms": now,
+                "model_type": r.model_type.unwrap_or_default(),
+                "source_run_id": r.source_run_id.unwrap_or_default(),
+                "status": "LOGGED_MODEL_PENDING",
+                "tags": tags,
+            },
+            "data": { "params": params, "metrics": [] },
+        });
+        st.store.put_document(MODEL_DOC, &id, &model)?;
+        Ok(model)
+    })
+    .await?;
+    Ok(Json(json!({ "model": model })))
+}
+
+async fn get_one(State(st): State<AppState>, Path(id): Path<String>) -> MlResult<Json<Value>> {
+    let model = blocking(move || load(st.store.as_ref(), &id)).await?;
+    Ok(Json(json!({ "model": model })))
+}
+
+/// Read-modify-write of one model document.
+async fn modify(
+    st: AppState,
+    id: String,
+    f: impl FnOnce(&mut Value) -> MlResult<()> + Send + 'static,
+) -> MlResult<Value> {
+    blocking(move || {
+        let mut model = load(st.store.as_ref(), &id)?;
+        f(&mut model)?;
+        model["info"]["last_updated_timestamp_ms"] = json!(WallTime::now().millis());
+        st.store.put_document(MODEL_DOC, &id, &model)?;
+        Ok(model)
+    })
+    .await
+}
+
+#[derive(Deserialize, Default)]
+struct FinalizeReq {
+    #[serde(default)]
+    status: Option<String>,
+}
+
+async fn finalize(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    Req(r): Req<FinalizeReq>,
+) -> MlResult<Json<Value>> {
+    let status = r.status.ok_or_else(|| MlError::missing("status"))?;
+    if !matches!(
+        status.as_str(),
+        "LOGGED_MODEL_READY" | "LOGGED_MODEL_UPLOAD_FAILED" | "LOGGED_MODEL_PENDING"
+    ) {
+        return Err(MlError::invalid(format!(
+            "Invalid logged model status '{status}'"
+        )));
+    }
+    let model = modify(st, id, move |m| {
+        m["info"]["status"] = json!(status);
+        Ok(())
+    })
+    .await?;
+    Ok(Json(json!({ "model": model })))
+}
+
+/// Sets `entries` into the key/value list at `m[section][field]`, replacing values of existing keys.
+fn upsert(list: &mut Value, entries: Vec<Value>) {
+    if !list.is_array() {
+        *list = json!([]);
+    }
+    if let Some(items) = list.as_array_mut() {
+        for e in entries {
+            match items.iter_mut().find(|i| i["key"] == e["key"]) {
+                Some(i) => *i = e,
+                None => items.push(e),
+            }
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct ListReq {
+    #[serde(default)]
+    tags: Vec<KeyValue>,
+    #[serde(default)]
+    params: Vec<KeyValue>,
+}
+
+async fn set_tags(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    Req(r): Req<ListReq>,
+) -> MlResult<Json<Value>> {
+    let tags = pairs("tag", &r.tags)?;
+    modify(st, id, move |m| {
+        upsert(&mut m["info"]["tags"], tags);
+        Ok(())
+    })
+    .await?;
+    Ok(empty())
+}
+
+async fn log_params(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    Req(r): Req<ListReq>,
+) -> MlResult<Json<Value>> {
+    let params = pairs("param", &r.params)?;
+    modify(st, id, move |m| {
+        upsert(&mut m["data"]["params"], params);
+        Ok(())
+    })
+    .await?;
+    Ok(empty())
+}
+
+async fn delete_tag(
+    State(st): State<AppState>,
+    Path((id, key)): Path<(String, String)>,
+) -> MlResult<Json<Value>> {
+    modify(st, id, move |m| {
+        if let Some(tags) = m["info"]["tags"].as_array_mut() {
+            tags.retain(|t| t["key"] != key.as_str());
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(empty())
+}
+
+async fn remove(State(st): State<AppState>, Path(id): Path<String>) -> MlResult<Json<Value>> {
+    blocking(move || {
+        if st.store.delete_document(MODEL_DOC, &id)? {
+            Ok(())
+        } else {
+            Err(MlError::not_found(format!(
+                "Logged model with ID '{id}' not found."
+            )))
+        }
+    })
+    .await?;
+    Ok(empty())
+}
+
+#[derive(Deserialize, Default)]
+struct OrderReq {
+    #[serde(default)]
+    field_name: Option<String>,
+    #[serde(default)]
+    ascending: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+struct SearchReq {
+    #[serde(default)]
+    experiment_ids: Vec<String>,
+    #[serde(default)]
+    filter: Option<String>,
+    #[serde(default, deserialize_with = "opt_i64")]
+    max_results: Option<i64>,
+    #[serde(default)]
+    order_by: Vec<OrderReq>,
+    #[serde(default)]
+    page_token: Option<String>,
+}
+
+async fn search_models(
+    State(st): State<AppState>,
+    Req(r): Req<SearchReq>,
+) -> MlResult<Json<Value>> {
+    let limit = max_results(r.max_results, 100, experiments::MAX_RESULTS)?;
+    let conds = search::parse_filter(&search::LOGGED_MODELS, r.filter.as_deref().unwrap_or(""))?;
+    let order: Vec<_> = r
+        .order_by
+        .iter()
+        .map(|o| {
+            let field = o
+                .field_name
+                .as_deref()
+                .ok_or_else(|| MlError::missing("order_by.field_name"))?;
+            let mut clause = search::parse_order_by(&search::LOGGED_MODELS, field)?;
+            clause.ascending = o.ascending.unwrap_or(true);
+            Ok(clause)
+        })
+        .collect::<MlResult<_>>()?;
+    let exps = r.experiment_ids;
+    let models = blocking(move || Ok(st.store.list_documents(MODEL_DOC)?)).await?;
+    let mut items: Vec<(Row, Value)> = models
+        .into_iter()
+        .map(|(_, m)| m)
+        .filter(|m| {
+            exps.is_empty()
+                || exps
+                    .iter()
+                    .any(|e| m["info"]["experiment_id"] == e.as_str())
+        })
+        .map(|m| (row(&m), m))
+        .filter(|(row, _)| search::matches_all(row, &conds))
+        .collect();
+    let ties = [
+        search::attr_order(Kind::NumberAttr, "creation_timestamp", false),
+        search::attr_order(Kind::TextAttr, "model_id", true),
+    ];
+    search::sort(&mut items, &order, &ties);
+    let (page, next) = search::page(items, limit, r.page_token.as_deref())?;
+    let models: Vec<Value> = page.into_iter().map(|(_, m)| m).collect();
+    let mut out = json!({ "models": models });
+    if let Some(t) = next {
+        out["next_page_token"] = json!(t);
+    }
+    Ok(Json(out))
+}
+
+fn row(m: &Value) -> Row {
+    let info = &m["info"];
+    let mut row = Row::default();
+    for f in ["name", "model_id", "model_type", "status", "source_run_id"] {
+        if let Some(v) = info[f].as_str() {
+            row.text.insert(f, v.to_string());
+        }
+    }
+    for (f, src) in [
+        ("creation_timestamp", "creation_timestamp_ms"),
+        ("last_updated_timestamp", "last_updated_timestamp_ms"),
+    ] {
+        if let Some(v) = info[src].as_f64() {
+            row.numbers.insert(f, v);
+        }
+    }
+    let kvs = |v: &Value| {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|kv| {
+                Some((
+                    kv["key"].as_str()?.to_string(),
+                    kv["value"].as_str()?.to_string(),
+                ))
+            })
+            .collect()
+    };
+    row.tags = kvs(&info["tags"]);
+    row.params = kvs(&m["data"]["params"]);
+    row
+}

@@ -1,0 +1,875 @@
+//! MLflow runs: create, get, update (incl. resume), delete, restore, search, and every logging call (metric,
+//! param, tag, batch, inputs, outputs, legacy log-model).
+
+use super::convert::{
+    self, checked_pair, clamp_infinite, latest_scalar, millis, one_or_many, opt_i64, parse_status,
+    run_info_json, run_json, run_tags, truncate_value, validate_key, KeyValue, MAX_PARAM_VALUE,
+    MAX_TAG_VALUE, PARENT_TAG, RUN_NAME_TAG,
+};
+use super::error::{MlError, MlResult};
+use super::experiments::{experiment_id, max_results, view_type, MAX_RESULTS};
+use super::search::{self, Kind, Row};
+use super::{blocking, empty, Req};
+use crate::AppState;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use flightlog_model::{
+    Batch, Error, Lifecycle, NewRun, Run, RunId, RunPatch, RunQuery, RunStatus, ScalarWrite,
+    WallTime, F64,
+};
+use flightlog_store::Store;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+
+/// Document kinds holding what MLflow records about a run that flightlog has no field for.
+pub const INPUTS_DOC: &str = "mlflow.run_inputs";
+pub const OUTPUTS_DOC: &str = "mlflow.run_outputs";
+/// log-batch limits (validation.py).
+const MAX_BATCH_METRICS: usize = 1000;
+const MAX_BATCH_PARAMS: usize = 100;
+const MAX_BATCH_TAGS: usize = 100;
+const MAX_BATCH_ENTITIES: usize = 1000;
+const MAX_BATCH_BYTES: usize = 1_000_000;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/runs/create", post(create))
+        .route("/runs/get", get(get_one))
+        .route("/runs/update", post(update))
+        .route("/runs/delete", post(delete))
+        .route("/runs/restore", post(restore))
+        .route("/runs/search", post(search_runs).get(search_runs))
+        .route("/runs/log-metric", post(log_metric))
+        .route("/runs/log-parameter", post(log_param))
+        .route("/runs/set-tag", post(set_tag))
+        .route("/runs/delete-tag", post(delete_tag))
+        .route("/runs/log-batch", post(log_batch))
+        .route("/runs/log-inputs", post(log_inputs))
+        .route("/runs/outputs", post(log_outputs))
+        .route("/runs/log-model", post(log_model))
+}
+
+/// The run id of a request: `run_id`, else the legacy `run_uuid`.
+pub fn run_id(id: Option<&str>, uuid: Option<&str>) -> MlResult<RunId> {
+    let raw = id
+        .filter(|s| !s.is_empty())
+        .or(uuid.filter(|s| !s.is_empty()))
+        .ok_or_else(|| MlError::missing("run_id"))?;
+    raw.parse()
+        .map_err(|_| MlError::not_found(format!("Run with id={raw} not found")))
+}
+
+/// The run, or MLflow's 404 wording.
+pub fn find(store: &dyn Store, id: &RunId) -> MlResult<Run> {
+    store.get_run(id).map_err(|e| match e {
+        Error::NotFound { .. } => MlError::not_found(format!("Run with id={id} not found")),
+        e => e.into(),
+    })
+}
+
+/// Writes need an active run, as in MLflow.
+fn active(run: &Run) -> MlResult<()> {
+    if run.lifecycle == Lifecycle::Deleted {
+        return Err(MlError::invalid(format!(
+            "The run {} must be in the 'active' state. Current state is deleted.",
+            run.id
+        )));
+    }
+    Ok(())
+}
+
+/// A run's MLflow JSON with its inputs and outputs documents.
+pub fn full_run_json(store: &dyn Store, run: &Run) -> MlResult<Value> {
+    let inputs = store.get_document(INPUTS_DOC, run.id.as_str())?;
+    let outputs = store.get_document(OUTPUTS_DOC, run.id.as_str())?;
+    Ok(run_json(run, inputs, outputs))
+}
+
+#[derive(Deserialize, Default)]
+struct CreateReq {
+    #[serde(default)]
+    experiment_id: Option<String>,
+    #[serde(default)]
+    user_id: Option<String>,
+    #[serde(default)]
+    run_name: Option<String>,
+    #[serde(default, deserialize_with = "opt_i64")]
+    start_time: Option<i64>,
+    #[serde(default)]
+    tags: Vec<KeyValue>,
+}
+
+async fn create(State(st): State<AppState>, Req(r): Req<CreateReq>) -> MlResult<Json<Value>> {
+    let exp = match r.experiment_id.as_deref() {
+        None | Some("") => flightlog_model::ExperimentId::DEFAULT,
+        raw => experiment_id(raw)?,
+    };
+    let mut tags = BTreeMap::new();
+    for kv in &r.tags {
+        let (k, v) = checked_pair("tag", kv)?;
+        tags.insert(k, truncate_value(&v, MAX_TAG_VALUE));
+    }
+    let name = r
+        .run_name
+        .filter(|n| !n.is_empty())
+        .or_else(|| tags.remove(RUN_NAME_TAG));
+    tags.remove(RUN_NAME_TAG);
+    let user = r
+        .user_id
+        .filter(|u| !u.is_empty())
+        .or_else(|| tags.get("mlflow.user").cloned())
+        .unwrap_or_default();
+    let run = blocking(move || {
+        let parent = tags
+            .get(PARENT_TAG)
+            .and_then(|p| p.parse::<RunId>().ok())
+            .filter(|p| st.store.get_run(p).is_ok());
+        if parent.is_some() {
+            tags.remove(PARENT_TAG);
+        }
+        let new = NewRun {
+            experiment_id: exp,
+            display_name: name,
+            parent_id: parent,
+            status: Some(RunStatus::Running),
+            start_time: r.start_time.map(WallTime::from_millis),
+            tags,
+            user,
+            ..Default::default()
+        };
+        let run = st.store.create_run(new).map_err(|e| match e {
+            Error::NotFound { .. } => {
+                MlError::not_found(format!("No Experiment with id={exp} exists"))
+            }
+            Error::Deleted { .. } => MlError::invalid(format!(
+                "The experiment {exp} must be in the 'active' state. Current state is deleted."
+            )),
+            e => e.into(),
+        })?;
+        full_run_json(st.store.as_ref(), &run)
+    })
+    .await?;
+    Ok(Json(json!({ "run": run })))
+}
+
+#[derive(Deserialize, Default)]
+struct RunReq {
+    #[serde(default)]
+    run_id: Option<String>,
+    #[serde(default)]
+    run_uuid: Option<String>,
+}
+
+async fn get_one(State(st): State<AppState>, Req(r): Req<RunReq>) -> MlResult<Json<Value>> {
+    let id = run_id(r.run_id.as_deref(), r.run_uuid.as_deref())?;
+    let run = blocking(move || {
+        let run = find(st.store.as_ref(), &id)?;
+        full_run_json(st.store.as_ref(), &run)
+    })
+    .await?;
+    Ok(Json(json!({ "run": run })))
+}
+
+#[derive(Deserialize, Default)]
+struct UpdateReq {
+    #[serde(default)]
+    run_id: Option<String>,
+    #[serde(default)]
+    run_uuid: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default, deserialize_with = "opt_i64")]
+    end_time: Option<i64>,
+    #[serde(default)]
+    run_name: Option<String>,
+}
+
+/// Status and name changes. RUNNING on a finished run is MLflow's resume (`start_run(run_id=...)`): flightlog
+/// re-opens the run explicitly ([`RunPatch::reopen`]) and drops the old end time the client echoes back.
+async fn update(State(st): State<AppState>, Req(r): Req<UpdateReq>) -> MlResult<Json<Value>> {
+    let id = run_id(r.run_id.as_deref(), r.run_uuid.as_deref())?;
+    let status = r.status.as_deref().map(parse_status).transpose()?;
+    let info = blocking(move || {
+        let run = find(st.store.as_ref(), &id)?;
+        active(&run)?;
+        let patch = update_patch(&run, status, r.end_time, r.run_name);
+        let run = st.store.update_run(&id, patch)?;
+        Ok(run_info_json(&run))
+    })
+    .await?;
+    Ok(Json(json!({ "run_info": info })))
+}
+
+fn update_patch(
+    run: &Run,
+    status: Option<RunStatus>,
+    end_ms: Option<i64>,
+    name: Option<String>,
+) -> RunPatch {
+    let reopen = status == Some(RunStatus::Running) && run.status.is_terminal();
+    let end_time = match status {
+        Some(s) if s.is_terminal() => end_ms.map(WallTime::from_millis),
+        _ => None,
+    };
+    RunPatch {
+        status,
+        reopen,
+        end_time,
+        display_name: name.filter(|n| !n.is_empty()),
+        ..Default::default()
+    }
+}
+
+async fn set_lifecycle(st: AppState, r: RunReq, lifecycle: Lifecycle) -> MlResult<Json<Value>> {
+    let id = run_id(r.run_id.as_deref(), r.run_uuid.as_deref())?;
+    blocking(move || {
+        find(st.store.as_ref(), &id)?;
+        let patch = RunPatch {
+            lifecycle: Some(lifecycle),
+            ..Default::default()
+        };
+        Ok(st.store.update_run(&id, patch)?)
+    })
+    .await?;
+    Ok(empty())
+}
+
+async fn delete(State(st): State<AppState>, Req(r): Req<RunReq>) -> MlResult<Json<Value>> {
+    set_lifecycle(st, r, Lifecycle::Deleted).await
+}
+
+async fn restore(State(st): State<AppState>, Req(r): Req<RunReq>) -> MlResult<Json<Value>> {
+    set_lifecycle(st, r, Lifecycle::Active).await
+}
+
+// --- logging ---------------------------------------------------------------------------------------------
+
+#[derive(Deserialize, Default, Clone)]
+pub struct MetricReq {
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    value: Option<F64>,
+    #[serde(default, deserialize_with = "opt_i64")]
+    timestamp: Option<i64>,
+    #[serde(default, deserialize_with = "opt_i64")]
+    step: Option<i64>,
+}
+
+/// A checked metric point: (key, value with ±Inf clamped, timestamp ms, step).
+fn checked_metric(m: &MetricReq) -> MlResult<(String, f64, i64, i64)> {
+    let key = m.key.clone().ok_or_else(|| MlError::missing("key"))?;
+    validate_key("metric", &key)?;
+    let value = m.value.ok_or_else(|| MlError::missing("value"))?.0;
+    let ts = m.timestamp.ok_or_else(|| MlError::missing("timestamp"))?;
+    Ok((key, clamp_infinite(value), ts, m.step.unwrap_or(0)))
+}
+
+/// Metric points as a flightlog batch, one scalar series per key, points in request order. The batch id is
+/// derived from the run and the request bytes, so a request the client retries after a 5xx is stored once.
+fn metric_batch(run: &RunId, body: &[u8], points: Vec<(String, f64, i64, i64)>) -> Batch {
+    let mut order: Vec<String> = Vec::new();
+    let mut series: HashMap<String, ScalarWrite> = HashMap::new();
+    for (key, value, ts, step) in points {
+        let s = series.entry(key.clone()).or_insert_with(|| {
+            order.push(key.clone());
+            ScalarWrite {
+                name: key,
+                steps: Some(Vec::new()),
+                times: Some(Vec::new()),
+                ..Default::default()
+            }
+        });
+        s.steps.get_or_insert_with(Vec::new).push(Some(step));
+        s.times
+            .get_or_insert_with(Vec::new)
+            .push(WallTime::from_millis(ts));
+        s.values.push(F64(value));
+    }
+    Batch {
+        batch_id: Some(batch_id(run, body)),
+        scalars: order.iter().filter_map(|k| series.remove(k)).collect(),
+        ..Default::default()
+    }
+}
+
+/// `mlflow-` and 32 hex digits: two FNV-1a hashes (different offsets) of the run id and the body. Stable
+/// across builds, unlike std's hasher.
+pub fn batch_id(run: &RunId, body: &[u8]) -> String {
+    let fnv = |seed: u64| {
+        let mut h = seed;
+        for b in run
+            .as_str()
+            .bytes()
+            .chain([0u8])
+            .chain(body.iter().copied())
+        {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x100_0000_01b3);
+        }
+        h
+    };
+    format!(
+        "mlflow-{:016x}{:016x}",
+        fnv(0xcbf2_9ce4_8422_2325),
+        fnv(0x6c62_272e_07bb_0142)
+    )
+}
+
+#[derive(Deserialize, Default)]
+struct LogMetricReq {
+    #[serde(default)]
+    run_id: Option<String>,
+    #[serde(default)]
+    run_uuid: Option<String>,
+    #[serde(flatten)]
+    metric: MetricReq,
+}
+
+async fn log_metric(State(st): State<AppState>, body: Bytes) -> MlResult<Json<Value>> {
+    let r: LogMetricReq = parse(&body)?;
+    let id = run_id(r.run_id.as_deref(), r.run_uuid.as_deref())?;
+    let point = checked_metric(&r.metric)?;
+    let batch = metric_batch(&id, &body, vec![point]);
+    blocking(move || write_metrics(st.store.as_ref(), &id, batch)).await?;
+    Ok(empty())
+}
+
+fn write_metrics(store: &dyn Store, id: &RunId, batch: Batch) -> MlResult<()> {
+    store.write_batch(id, batch).map_err(|e| match e {
+        Error::NotFound { .. } => MlError::not_found(format!("Run with id={id} not found")),
+        Error::Deleted { .. } => MlError::invalid(format!(
+            "The run {id} must be in the 'active' state. Current state is deleted."
+        )),
+        e => e.into(),
+    })?;
+    Ok(())
+}
+
+/// A JSON body parsed with MLflow's error code (for handlers that also need the raw bytes).
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> MlResult<T> {
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        body
+    };
+    crate::extract::parse_json(body).map_err(|e| MlError::invalid(e.message()))
+}
+
+#[derive(Deserialize, Default)]
+struct KeyValueReq {
+    #[serde(default)]
+    run_id: Option<String>,
+    #[serde(default)]
+    run_uuid: Option<String>,
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    value: Option<String>,
+}
+
+async fn log_param(State(st): State<AppState>, Req(r): Req<KeyValueReq>) -> MlResult<Json<Value>> {
+    let id = run_id(r.run_id.as_deref(), r.run_uuid.as_deref())?;
+    let kv = KeyValue {
+        key: r.key,
+        value: r.value,
+    };
+    let (k, v) = checked_pair("param", &kv)?;
+    let params = BTreeMap::from([(k, truncate_value(&v, MAX_PARAM_VALUE))]);
+    blocking(move || write_params_tags(st.store.as_ref(), &id, params, BTreeMap::new())).await?;
+    Ok(empty())
+}
+
+async fn set_tag(State(st): State<AppState>, Req(r): Req<KeyValueReq>) -> MlResult<Json<Value>> {
+    let id = run_id(r.run_id.as_deref(), r.run_uuid.as_deref())?;
+    let kv = KeyValue {
+        key: r.key,
+        value: r.value,
+    };
+    let (k, v) = checked_pair("tag", &kv)?;
+    let tags = BTreeMap::from([(k, truncate_value(&v, MAX_TAG_VALUE))]);
+    blocking(move || write_params_tags(st.store.as_ref(), &id, BTreeMap::new(), tags)).await?;
+    Ok(empty())
+}
+
+/// Params (write-once, with MLflow's message for a changed value) and tags in one atomic patch; the
+/// `mlflow.runName` tag renames the run.
+fn write_params_tags(
+    store: &dyn Store,
+    id: &RunId,
+    params: BTreeMap<String, String>,
+    mut tags: BTreeMap<String, String>,
+) -> MlResult<()> {
+    let run = find(store, id)?;
+    active(&run)?;
+    for (k, v) in &params {
+        if let Some(old) = run.params.get(k).filter(|old| *old != v) {
+            return Err(MlError::invalid(format!(
+                "Changing param values is not allowed. Param with key='{k}' was already logged with \
+                 value='{old}' for run ID='{id}'. Attempted logging new value '{v}'."
+            )));
+        }
+    }
+    let name = tags.remove(RUN_NAME_TAG).filter(|n| !n.is_empty());
+    let params: BTreeMap<_, _> = params
+        .into_iter()
+        .filter(|(k, _)| !run.params.contains_key(k))
+        .collect();
+    tags.retain(|k, v| run.tags.get(k) != Some(v));
+    if params.is_empty() && tags.is_empty() && name.as_ref().is_none_or(|n| *n == run.display_name)
+    {
+        return Ok(());
+    }
+    let patch = RunPatch {
+        display_name: name,
+        set_tags: tags,
+        add_params: params,
+        ..Default::default()
+    };
+    store.update_run(id, patch)?;
+    Ok(())
+}
+
+async fn delete_tag(State(st): State<AppState>, Req(r): Req<KeyValueReq>) -> MlResult<Json<Value>> {
+    let id = run_id(r.run_id.as_deref(), r.run_uuid.as_deref())?;
+    let key = r.key.ok_or_else(|| MlError::missing("key"))?;
+    blocking(move || {
+        let run = find(st.store.as_ref(), &id)?;
+        active(&run)?;
+        if !run.tags.contains_key(&key) {
+            return Err(MlError::not_found(format!(
+                "No tag with name: {key} in run with id {id}"
+            )));
+        }
+        let patch = RunPatch {
+            remove_tags: vec![key],
+            ..Default::default()
+        };
+        Ok(st.store.update_run(&id, patch)?)
+    })
+    .await?;
+    Ok(empty())
+}
+
+#[derive(Deserialize, Default)]
+struct BatchReq {
+    #[serde(default)]
+    run_id: Option<String>,
+    #[serde(default)]
+    metrics: Vec<MetricReq>,
+    #[serde(default)]
+    params: Vec<KeyValue>,
+    #[serde(default)]
+    tags: Vec<KeyValue>,
+}
+
+async fn log_batch(State(st): State<AppState>, body: Bytes) -> MlResult<Json<Value>> {
+    if body.len() > MAX_BATCH_BYTES {
+        return Err(MlError::invalid(format!(
+            "Batched logging API requests must be at most {MAX_BATCH_BYTES} bytes, got a request of {} bytes",
+            body.len()
+        )));
+    }
+    let r: BatchReq = parse(&body)?;
+    let id = run_id(r.run_id.as_deref(), None)?;
+    check_batch_limits(&r)?;
+    let points = r
+        .metrics
+        .iter()
+        .map(checked_metric)
+        .collect::<MlResult<Vec<_>>>()?;
+    let params = batch_params(&r.params)?;
+    let mut tags = BTreeMap::new();
+    for kv in &r.tags {
+        let (k, v) = checked_pair("tag", kv)?;
+        tags.insert(k, truncate_value(&v, MAX_TAG_VALUE));
+    }
+    let batch = (!points.is_empty()).then(|| metric_batch(&id, &body, points));
+    blocking(move || {
+        if !params.is_empty() || !tags.is_empty() {
+            write_params_tags(st.store.as_ref(), &id, params, tags)?;
+        }
+        match batch {
+            Some(b) => write_metrics(st.store.as_ref(), &id, b),
+            None => find(st.store.as_ref(), &id).and_then(|run| active(&run)),
+        }
+    })
+    .await?;
+    Ok(empty())
+}
+
+fn check_batch_limits(r: &BatchReq) -> MlResult<()> {
+    let limits = [
+        ("metrics", r.metrics.len(), MAX_BATCH_METRICS),
+        ("params", r.params.len(), MAX_BATCH_PARAMS),
+        ("tags", r.tags.len(), MAX_BATCH_TAGS),
+    ];
+    for (what, n, max) in limits {
+        if n > max {
+            return Err(MlError::invalid(format!(
+                "A batch logging request can contain at most {max} {what}. Got {n} {what}. \
+                 Please split up {what} across multiple requests and try again."
+            )));
+        }
+    }
+    let total = r.metrics.len() + r.params.len() + r.tags.len();
+    if total > MAX_BATCH_ENTITIES {
+        return Err(MlError::invalid(format!(
+            "A batch logging request can contain at most {MAX_BATCH_ENTITIES} total metrics, params \
+             and tags. Got {total} in total."
+        )));
+    }
+    Ok(())
+}
+
+/// Batch params: valid keys, each key once.
+fn batch_params(kvs: &[KeyValue]) -> MlResult<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    let mut dupes = Vec::new();
+    for kv in kvs {
+        let (k, v) = checked_pair("param", kv)?;
+        if out
+            .insert(k.clone(), truncate_value(&v, MAX_PARAM_VALUE))
+            .is_some()
+        {
+            dupes.push(k);
+        }
+    }
+    if !dupes.is_empty() {
+        return Err(MlError::invalid(format!(
+            "Duplicate parameter keys have been submitted: {dupes:?}. Please ensure the request \
+             contains only one param value per param key."
+        )));
+    }
+    Ok(out)
+}
+
+#[derive(Deserialize, Default)]
+struct InputsReq {
+    #[serde(default)]
+    run_id: Option<String>,
+    #[serde(default)]
+    datasets: Vec<Value>,
+    #[serde(default)]
+    models: Vec<Value>,
+}
+
+/// Dataset and model inputs are kept as one document per run, deduplicated (a re-logged dataset is one
+/// input, as in MLflow).
+async fn log_inputs(State(st): State<AppState>, Req(r): Req<InputsReq>) -> MlResult<Json<Value>> {
+    let id = run_id(r.run_id.as_deref(), None)?;
+    for d in &r.datasets {
+        let ds = &d["dataset"];
+        for field in ["name", "digest", "source_type", "source"] {
+            if !ds[field].is_string() {
+                return Err(MlError::missing(&format!("dataset.{field}")));
+            }
+        }
+    }
+    blocking(move || {
+        let run = find(st.store.as_ref(), &id)?;
+        active(&run)?;
+        let mut doc = st
+            .store
+            .get_document(INPUTS_DOC, id.as_str())?
+            .unwrap_or_else(|| json!({}));
+        append_unique(&mut doc, "dataset_inputs", r.datasets);
+        append_unique(&mut doc, "model_inputs", r.models);
+        Ok(st.store.put_document(INPUTS_DOC, id.as_str(), &doc)?)
+    })
+    .await?;
+    Ok(empty())
+}
+
+#[derive(Deserialize, Default)]
+struct OutputsReq {
+    #[serde(default)]
+    run_id: Option<String>,
+    #[serde(default)]
+    models: Vec<Value>,
+}
+
+async fn log_outputs(State(st): State<AppState>, Req(r): Req<OutputsReq>) -> MlResult<Json<Value>> {
+    let id = run_id(r.run_id.as_deref(), None)?;
+    blocking(move || {
+        let run = find(st.store.as_ref(), &id)?;
+        active(&run)?;
+        let mut doc = st
+            .store
+            .get_document(OUTPUTS_DOC, id.as_str())?
+            .unwrap_or_else(|| json!({}));
+        append_unique(&mut doc, "model_outputs", r.models);
+        Ok(st.store.put_document(OUTPUTS_DOC, id.as_str(), &doc)?)
+    })
+    .await?;
+    Ok(empty())
+}
+
+fn append_unique(doc: &mut Value, field: &str, items: Vec<Value>) {
+    if items.is_empty() {
+        return;
+    }
+    if !doc[field].is_array() {
+        doc[field] = json!([]);
+    }
+    if let Some(list) = doc[field].as_array_mut() {
+        for item in items {
+            if !list.contains(&item) {
+                list.push(item);
+            }
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct LogModelReq {
+    #[serde(default)]
+    run_id: Option<String>,
+    #[serde(default)]
+    model_json: Option<String>,
+}
+
+/// The legacy log-model call appends the model's JSON to the `mlflow.log-model.history` tag, as MLflow does.
+async fn log_model(State(st): State<AppState>, Req(r): Req<LogModelReq>) -> MlResult<Json<Value>> {
+    let id = run_id(r.run_id.as_deref(), None)?;
+    let model: Value = serde_json::from_str(r.model_json.as_deref().unwrap_or(""))
+        .map_err(|e| MlError::invalid(format!("Invalid model_json: {e}")))?;
+    blocking(move || {
+        let run = find(st.store.as_ref(), &id)?;
+        active(&run)?;
+        const TAG: &str = "mlflow.log-model.history";
+        let mut history: Vec<Value> = run
+            .tags
+            .get(TAG)
+            .and_then(|t| serde_json::from_str(t).ok())
+            .unwrap_or_default();
+        history.push(model);
+        let text = serde_json::to_string(&history).map_err(Error::storage)?;
+        let patch = RunPatch {
+            set_tags: BTreeMap::from([(TAG.to_string(), text)]),
+            ..Default::default()
+        };
+        Ok(st.store.update_run(&id, patch)?)
+    })
+    .await?;
+    Ok(empty())
+}
+
+// --- search ----------------------------------------------------------------------------------------------
+
+#[derive(Deserialize, Default)]
+struct SearchReq {
+    #[serde(default, deserialize_with = "one_or_many")]
+    experiment_ids: Vec<String>,
+    #[serde(default)]
+    filter: Option<String>,
+    #[serde(default)]
+    run_view_type: Option<String>,
+    #[serde(default, deserialize_with = "opt_i64")]
+    max_results: Option<i64>,
+    #[serde(default, deserialize_with = "one_or_many")]
+    order_by: Vec<String>,
+    #[serde(default)]
+    page_token: Option<String>,
+}
+
+async fn search_runs(State(st): State<AppState>, Req(r): Req<SearchReq>) -> MlResult<Json<Value>> {
+    let limit = max_results(r.max_results, 1000, MAX_RESULTS)?;
+    let lifecycles = view_type(r.run_view_type.as_deref())?;
+    let conds = search::parse_filter(&search::RUNS, r.filter.as_deref().unwrap_or(""))?;
+    let order: Vec<_> = r
+        .order_by
+        .iter()
+        .map(|o| search::parse_order_by(&search::RUNS, o))
+        .collect::<MlResult<_>>()?;
+    let exps = r
+        .experiment_ids
+        .iter()
+        .map(|e| experiment_id(Some(e)))
+        .collect::<MlResult<Vec<_>>>()?;
+    let token = r.page_token;
+    let out = blocking(move || {
+        let store = st.store.as_ref();
+        let runs = all_runs(store, exps, lifecycles.contains(&Lifecycle::Deleted))?;
+        let inputs: HashMap<String, Value> =
+            store.list_documents(INPUTS_DOC)?.into_iter().collect();
+        let mut items: Vec<(Row, Run)> = runs
+            .into_iter()
+            .filter(|run| lifecycles.contains(&run.lifecycle))
+            .map(|run| (row(&run, inputs.get(run.id.as_str())), run))
+            .filter(|(row, _)| search::matches_all(row, &conds))
+            .collect();
+        let ties = [
+            search::attr_order(Kind::NumberAttr, "start_time", false),
+            search::attr_order(Kind::TextAttr, "run_id", true),
+        ];
+        search::sort(&mut items, &order, &ties);
+        let (page, next) = search::page(items, limit, token.as_deref())?;
+        let runs: Vec<Value> = page
+            .iter()
+            .map(|(_, run)| {
+                let doc = inputs.get(run.id.as_str()).cloned();
+                let outputs = store.get_document(OUTPUTS_DOC, run.id.as_str())?;
+                Ok(run_json(run, doc, outputs))
+            })
+            .collect::<MlResult<_>>()?;
+        let mut out = json!({ "runs": runs });
+        if let Some(t) = next {
+            out["next_page_token"] = json!(t);
+        }
+        Ok(out)
+    })
+    .await?;
+    Ok(Json(out))
+}
+
+fn all_runs(
+    store: &dyn Store,
+    experiment_ids: Vec<flightlog_model::ExperimentId>,
+    include_deleted: bool,
+) -> MlResult<Vec<Run>> {
+    let mut out = Vec::new();
+    let mut token = None;
+    loop {
+        let page = store.list_runs(&RunQuery {
+            experiment_ids: experiment_ids.clone(),
+            include_deleted,
+            with_metrics: true,
+            limit: Some(MAX_RESULTS as u32),
+            page_token: token,
+            ..Default::default()
+        })?;
+        out.extend(page.items);
+        match page.next_page_token {
+            Some(t) => token = Some(t),
+            None => return Ok(out),
+        }
+    }
+}
+
+/// What a filter or sort sees of a run.
+fn row(run: &Run, inputs: Option<&Value>) -> Row {
+    let mut row = Row {
+        params: run.params.clone(),
+        tags: run_tags(run),
+        ..Default::default()
+    };
+    for s in &run.metrics {
+        if let Some((v, _, _)) = latest_scalar(s) {
+            row.metrics.insert(s.name.clone(), v);
+        }
+    }
+    let text = [
+        ("run_id", run.id.to_string()),
+        ("run_name", run.display_name.clone()),
+        ("status", convert::status_name(run.status).to_string()),
+        ("user_id", run.user.clone()),
+        ("artifact_uri", convert::run_artifact_uri(run)),
+        ("lifecycle_stage", run.lifecycle.as_str().to_string()),
+    ];
+    row.text.extend(text);
+    row.numbers.insert(
+        "start_time",
+        millis(run.start_time.unwrap_or(run.created_time)) as f64,
+    );
+    if let Some(end) = run.end_time {
+        row.numbers.insert("end_time", millis(end) as f64);
+    }
+    for d in inputs
+        .and_then(|i| i["dataset_inputs"].as_array())
+        .into_iter()
+        .flatten()
+    {
+        let context = d["tags"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|t| t["key"] == "mlflow.data.context")
+            .and_then(|t| t["value"].as_str())
+            .unwrap_or("")
+            .to_string();
+        let field = |f: &str| d["dataset"][f].as_str().unwrap_or("").to_string();
+        row.datasets.push([field("name"), field("digest"), context]);
+    }
+    row
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_ids_are_deterministic_per_run_and_body() {
+        let a = RunId::new();
+        let b = RunId::new();
+        assert_eq!(batch_id(&a, b"x"), batch_id(&a, b"x"));
+        assert_ne!(batch_id(&a, b"x"), batch_id(&a, b"y"));
+        assert_ne!(batch_id(&a, b"x"), batch_id(&b, b"x"));
+        assert_eq!(batch_id(&a, b"x").len(), "mlflow-".len() + 32);
+    }
+
+    #[test]
+    fn metrics_group_by_key_in_order() {
+        let id = RunId::new();
+        let pts = vec![
+            ("b".to_string(), 1.0, 1000, 0),
+            ("a".to_string(), 2.0, 2000, 1),
+            ("b".to_string(), 3.0, 3000, 2),
+        ];
+        let batch = metric_batch(&id, b"{}", pts);
+        assert_eq!(batch.scalars.len(), 2);
+        assert_eq!(batch.scalars[0].name, "b");
+        assert_eq!(batch.scalars[0].steps, Some(vec![Some(0), Some(2)]));
+        assert_eq!(
+            batch.scalars[0].times.as_ref().unwrap()[1],
+            WallTime(3_000_000)
+        );
+    }
+
+    #[test]
+    fn resume_reopens_only_finished_runs() {
+        let mut run = convert_test_run();
+        run.status = RunStatus::Completed;
+        let p = update_patch(&run, Some(RunStatus::Running), Some(5), None);
+        assert!(p.reopen);
+        assert_eq!(p.end_time, None);
+        run.status = RunStatus::Running;
+        let p = update_patch(&run, Some(RunStatus::Completed), Some(5), Some("n".into()));
+        assert!(!p.reopen);
+        assert_eq!(p.end_time, Some(WallTime(5000)));
+        assert_eq!(p.display_name.as_deref(), Some("n"));
+    }
+
+    fn convert_test_run() -> Run {
+        serde_json::from_value(json!({
+            "id": RunId::new(), "experiment_id": "0", "display_name": "r", "status": "Running",
+            "lifecycle": "active", "created_time": 1
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn batch_limits_and_duplicate_params() {
+        let kv = |k: &str| KeyValue {
+            key: Some(k.into()),
+            value: Some("v".into()),
+        };
+        let e = batch_params(&[kv("a"), kv("a")]).unwrap_err();
+        assert!(
+            e.message.contains("Duplicate parameter keys"),
+            "{}",
+            e.message
+        );
+        let r = BatchReq {
+            params: (0..101).map(|i| kv(&format!("p{i}"))).collect(),
+            ..Default::default()
+        };
+        assert!(check_batch_limits(&r)
+            .unwrap_err()
+            .message
+            .contains("at most 100 params"));
+    }
+}

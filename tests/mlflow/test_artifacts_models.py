@@ -1,0 +1,93 @@
+"""Artifacts through the proxied artifact API (stored with native uploads), and MLflow 3 logged models:
+pyfunc log_model / load_model("runs:/...") round trip."""
+
+import json
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import mlflow  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from conftest import api  # noqa: E402
+
+
+def test_artifact_calls_land_in_native_storage(client, experiment, server, tmp_path):
+    (tmp_path / "hello.txt").write_text("hi")
+    sub = tmp_path / "dir"
+    (sub / "nested").mkdir(parents=True)
+    (sub / "a.txt").write_text("a")
+    (sub / "nested" / "b.txt").write_text("bb")
+    fig, ax = plt.subplots()
+    ax.plot([1, 2, 3])
+    with mlflow.start_run() as run:
+        mlflow.log_artifact(str(tmp_path / "hello.txt"))
+        mlflow.log_artifacts(str(sub), artifact_path="data")
+        mlflow.log_dict({"k": [1, 2]}, "config/params.json")
+        mlflow.log_text("some text", "notes.txt")
+        mlflow.log_figure(fig, "plots/curve.png")
+        mlflow.log_image(np.zeros((8, 8, 3), dtype=np.uint8), "images/black.png")
+        mlflow.log_table(data=pd.DataFrame({"a": [1, 2], "b": ["x", "y"]}), artifact_file="tables/t.json")
+    rid = run.info.run_id
+    top = {f.path: f.is_dir for f in client.list_artifacts(rid)}
+    assert top == {"hello.txt": False, "data": True, "config": True, "notes.txt": False,
+                   "plots": True, "images": True, "tables": True}
+    assert {f.path for f in client.list_artifacts(rid, "data")} == {"data/a.txt", "data/nested"}
+    sizes = {f.path: f.file_size for f in client.list_artifacts(rid, "data/nested")}
+    assert sizes == {"data/nested/b.txt": 2}
+    out = client.download_artifacts(rid, "config/params.json", str(tmp_path / "dl"))
+    assert json.load(open(out)) == {"k": [1, 2]}
+    assert mlflow.artifacts.load_text(f"runs:/{rid}/notes.txt") == "some text"
+    whole = client.download_artifacts(rid, "data", str(tmp_path / "dl2"))
+    assert open(os.path.join(whole, "nested", "b.txt")).read() == "bb"
+    native = api(server, "GET", f"/api/v1/runs/{rid}/artifacts", params={"recursive": "true"}).json()["items"]
+    paths = {i["path"] for i in native}
+    assert {"hello.txt", "data/nested/b.txt", "plots/curve.png", "images/black.png", "tables/t.json"} <= paths
+    assert api(server, "GET", f"/api/v1/runs/{rid}/artifacts/notes.txt").text == "some text"
+
+
+def test_proxied_artifact_api_on_the_wire(client, experiment, server):
+    r = client.create_run(experiment.experiment_id)
+    base = f"/api/2.0/mlflow-artifacts/artifacts/{experiment.experiment_id}/{r.info.run_id}/artifacts"
+    assert api(server, "PUT", f"{base}/x/y.bin", data=b"\x00\x01").status_code == 200
+    assert api(server, "GET", f"{base}/x/y.bin").content == b"\x00\x01"
+    listing = api(server, "GET", "/api/2.0/mlflow-artifacts/artifacts",
+                  params={"path": f"{experiment.experiment_id}/{r.info.run_id}/artifacts/x"}).json()
+    assert listing == {"files": [{"path": "y.bin", "is_dir": False, "file_size": 2}]}
+    empty = api(server, "GET", "/api/2.0/mlflow-artifacts/artifacts",
+                params={"path": f"{experiment.experiment_id}/{r.info.run_id}/artifacts/none"}).json()
+    assert empty == {}
+    assert api(server, "GET", f"{base}/x").status_code == 404
+    escape = api(server, "PUT", f"{base}/..%2F..%2Fescape.txt", data=b"no")
+    assert escape.status_code == 400 and escape.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+    wrong_exp = api(server, "GET", f"/api/2.0/mlflow-artifacts/artifacts/999/{r.info.run_id}/artifacts/x/y.bin")
+    assert wrong_exp.status_code == 404
+    assert api(server, "DELETE", f"{base}/x/y.bin").status_code == 200
+    assert api(server, "GET", f"{base}/x/y.bin").status_code == 404
+
+
+class AddN(mlflow.pyfunc.PythonModel):
+    def __init__(self, n):
+        self.n = n
+
+    def predict(self, context, model_input, params=None):
+        return model_input.apply(lambda col: col + self.n)
+
+
+def test_pyfunc_log_and_load_model(client, experiment):
+    with mlflow.start_run() as run:
+        info = mlflow.pyfunc.log_model(name="model", python_model=AddN(5), pip_requirements=["mlflow"])
+    assert info.model_id.startswith("m-")
+    model = client.get_logged_model(info.model_id)
+    assert model.status.to_proto() == 2 or str(model.status).endswith("READY")
+    assert model.source_run_id == run.info.run_id
+    loaded = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    out = loaded.predict(pd.DataFrame({"a": [1, 2]}))
+    assert list(out["a"]) == [6, 7]
+    again = mlflow.pyfunc.load_model(f"models:/{info.model_id}")
+    assert list(again.predict(pd.DataFrame({"a": [0]}))["a"]) == [5]
+    found = client.search_logged_models(experiment_ids=[experiment.experiment_id], filter_string="name = 'model'")
+    assert [m.model_id for m in found] == [info.model_id]

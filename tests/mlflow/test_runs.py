@@ -1,0 +1,176 @@
+"""Runs and logging through the fluent API and MlflowClient: metrics (sync and async), params, tags, nesting,
+statuses, resume, delete/restore, history paging, validation errors and idempotent log-batch."""
+
+import math
+import time
+
+import mlflow
+import pytest
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+
+from conftest import api
+
+
+def test_fluent_run_with_nesting(client, experiment):
+    with mlflow.start_run(run_name="parent") as parent:
+        mlflow.log_param("lr", 0.01)
+        mlflow.log_params({"opt": "adam", "layers": 3})
+        mlflow.set_tag("team", "vision")
+        mlflow.set_tags({"a": "1", "b": "2"})
+        mlflow.log_metric("loss", 0.5, step=0)
+        mlflow.log_metric("loss", 0.25, step=1)
+        mlflow.log_metrics({"acc": 0.9, "f1": 0.8}, step=1)
+        with mlflow.start_run(run_name="child", nested=True) as child:
+            mlflow.log_metric("x", 1.0)
+    run = client.get_run(parent.info.run_id)
+    assert run.info.status == "FINISHED" and run.info.run_name == "parent"
+    assert run.info.experiment_id == experiment.experiment_id
+    assert run.info.end_time >= run.info.start_time
+    assert run.data.params == {"lr": "0.01", "opt": "adam", "layers": "3"}
+    assert run.data.metrics == {"loss": 0.25, "acc": 0.9, "f1": 0.8}
+    assert run.data.tags["team"] == "vision" and run.data.tags["mlflow.runName"] == "parent"
+    assert run.info.artifact_uri == f"mlflow-artifacts:/{experiment.experiment_id}/{run.info.run_id}/artifacts"
+    kid = client.get_run(child.info.run_id)
+    assert kid.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert kid.info.run_name == "child"
+    kids = mlflow.search_runs(filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'", output_format="list")
+    assert [r.info.run_id for r in kids] == [child.info.run_id]
+
+
+def test_async_logging(client, experiment):
+    with mlflow.start_run() as run:
+        for step in range(50):
+            mlflow.log_metric("async_loss", 1.0 / (step + 1), step=step, synchronous=False)
+        mlflow.log_metrics({"m1": 1.0, "m2": 2.0}, step=0, synchronous=False)
+        mlflow.log_param("p", "v", synchronous=False)
+        mlflow.set_tag("t", "v", synchronous=False)
+        mlflow.flush_async_logging()
+    hist = client.get_metric_history(run.info.run_id, "async_loss")
+    assert [m.step for m in hist] == list(range(50))
+    data = client.get_run(run.info.run_id).data
+    assert data.metrics["m2"] == 2.0 and data.params["p"] == "v" and data.tags["t"] == "v"
+
+
+def test_end_run_statuses_and_update(client, experiment):
+    r = client.create_run(experiment.experiment_id, run_name="manual")
+    client.set_terminated(r.info.run_id, "KILLED")
+    assert client.get_run(r.info.run_id).info.status == "KILLED"
+    r = client.create_run(experiment.experiment_id)
+    client.update_run(r.info.run_id, status="FAILED", name="renamed")
+    got = client.get_run(r.info.run_id)
+    assert got.info.status == "FAILED" and got.info.run_name == "renamed"
+    mlflow.start_run()
+    mlflow.end_run(status="FAILED")
+    assert client.get_run(mlflow.last_active_run().info.run_id).info.status == "FAILED"
+
+
+def test_resume_finished_run(client, experiment, server):
+    with mlflow.start_run() as run:
+        mlflow.log_metric("m", 1.0, step=0)
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
+    with mlflow.start_run(run_id=run.info.run_id):
+        assert client.get_run(run.info.run_id).info.status == "RUNNING"
+        assert client.get_run(run.info.run_id).info.end_time is None
+        mlflow.log_metric("m", 2.0, step=1)
+    got = client.get_run(run.info.run_id)
+    assert got.info.status == "FINISHED" and got.data.metrics["m"] == 2.0
+    native = api(server, "GET", f"/api/v1/runs/{run.info.run_id}").json()
+    assert native["status"] == "Completed"
+
+
+def test_delete_and_restore_run(client, experiment):
+    with mlflow.start_run() as run:
+        pass
+    rid = run.info.run_id
+    client.delete_run(rid)
+    assert client.get_run(rid).info.lifecycle_stage == "deleted"
+    ids = lambda vt: [r.info.run_id for r in client.search_runs([experiment.experiment_id], run_view_type=vt)]
+    assert rid not in ids(mlflow.entities.ViewType.ACTIVE_ONLY)
+    assert rid in ids(mlflow.entities.ViewType.DELETED_ONLY)
+    with pytest.raises(MlflowException) as e:
+        client.log_metric(rid, "m", 1.0)
+    assert e.value.error_code == "INVALID_PARAMETER_VALUE" and e.value.get_http_status_code() == 400
+    with pytest.raises(MlflowException) as e:
+        client.log_param(rid, "p", "1")
+    assert e.value.get_http_status_code() == 400
+    client.restore_run(rid)
+    assert rid in ids(mlflow.entities.ViewType.ACTIVE_ONLY)
+    client.log_metric(rid, "m", 1.0)
+
+
+def test_tags_set_and_delete(client, experiment):
+    r = client.create_run(experiment.experiment_id)
+    client.set_tag(r.info.run_id, "k", "v")
+    client.set_tag(r.info.run_id, "mlflow.runName", "renamed-by-tag")
+    got = client.get_run(r.info.run_id)
+    assert got.data.tags["k"] == "v" and got.info.run_name == "renamed-by-tag"
+    client.delete_tag(r.info.run_id, "k")
+    assert "k" not in client.get_run(r.info.run_id).data.tags
+    with pytest.raises(MlflowException) as e:
+        client.delete_tag(r.info.run_id, "k")
+    assert e.value.error_code == "RESOURCE_DOES_NOT_EXIST"
+
+
+def test_validation_matches_mlflow(client, experiment, server):
+    r = client.create_run(experiment.experiment_id)
+    rid = r.info.run_id
+    client.log_param(rid, "p", "1")
+    client.log_param(rid, "p", "1")  # same value: fine
+    with pytest.raises(MlflowException) as e:
+        client.log_param(rid, "p", "2")
+    assert e.value.error_code == "INVALID_PARAMETER_VALUE"
+    assert "Changing param values is not allowed" in e.value.message
+    for bad in ["bad!key", "../up", "k" * 251]:
+        with pytest.raises(MlflowException) as e:
+            client.log_metric(rid, bad, 1.0)
+        assert e.value.error_code == "INVALID_PARAMETER_VALUE", bad
+    client.log_param(rid, "long", "x" * 7000)  # truncated, as MLflow does
+    assert len(client.get_run(rid).data.params["long"]) == 6000
+    body = {"run_id": rid, "metrics": [{"key": "m", "value": 1, "timestamp": 1, "step": i} for i in range(1001)]}
+    resp = api(server, "POST", "/api/2.0/mlflow/runs/log-batch", json=body)
+    assert resp.status_code == 400 and resp.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+    body = {"run_id": rid, "params": [{"key": "d", "value": "1"}, {"key": "d", "value": "1"}]}
+    resp = api(server, "POST", "/api/2.0/mlflow/runs/log-batch", json=body)
+    assert resp.status_code == 400 and "Duplicate parameter keys" in resp.json()["message"]
+    resp = api(server, "GET", "/api/2.0/mlflow/runs/get", params={"run_id": "0" * 32})
+    assert resp.status_code == 404 and resp.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
+    resp = api(server, "POST", "/api/2.0/mlflow/runs/log-metric", json={"run_id": rid, "key": "m", "value": 1})
+    assert resp.status_code == 400 and "timestamp" in resp.json()["message"]
+
+
+def test_nan_and_infinity(client, experiment):
+    r = client.create_run(experiment.experiment_id)
+    rid = r.info.run_id
+    client.log_metric(rid, "v", float("nan"), step=0)
+    client.log_metric(rid, "v", float("inf"), step=1)
+    client.log_metric(rid, "v", float("-inf"), step=2)
+    hist = client.get_metric_history(rid, "v")
+    assert math.isnan(hist[0].value)
+    assert hist[1].value == 1.7976931348623157e308 and hist[2].value == -1.7976931348623157e308
+
+
+def test_log_batch_history_paging_and_idempotent_replay(client, experiment, server):
+    r = client.create_run(experiment.experiment_id)
+    rid = r.info.run_id
+    now = int(time.time() * 1000)
+    for chunk in range(3):
+        metrics = [Metric("h", float(i), now + i, i) for i in range(chunk * 1000, (chunk + 1) * 1000)]
+        client.log_batch(rid, metrics=metrics, params=[Param(f"p{chunk}", "v")], tags=[RunTag("t", "v")])
+    hist = client.get_metric_history(rid, "h")
+    assert [m.step for m in hist] == list(range(3000))
+    page = api(server, "GET", "/api/2.0/mlflow/metrics/get-history",
+               params={"run_id": rid, "metric_key": "h", "max_results": 1000}).json()
+    assert len(page["metrics"]) == 1000 and page["next_page_token"]
+    page2 = api(server, "GET", "/api/2.0/mlflow/metrics/get-history",
+                params={"run_id": rid, "metric_key": "h", "max_results": 1000, "page_token": page["next_page_token"]}).json()
+    assert page2["metrics"][0]["step"] == 1000
+    # A retried request (same body) is stored once.
+    body = {"run_id": rid, "metrics": [{"key": "r", "value": 1.5, "timestamp": now, "step": 7}]}
+    for _ in range(2):
+        assert api(server, "POST", "/api/2.0/mlflow/runs/log-batch", json=body).status_code == 200
+    assert len(client.get_metric_history(rid, "r")) == 1
+    bulk = api(server, "GET", "/api/2.0/mlflow/metrics/get-history-bulk-interval",
+               params={"run_ids": [rid], "metric_key": "h", "max_results": 100, "start_step": 0, "end_step": 2999}).json()
+    assert 0 < len(bulk["metrics"]) <= 100 and bulk["metrics"][0]["run_id"] == rid
+    assert client.get_metric_history(rid, "unknown") == []
