@@ -174,3 +174,21 @@ def test_log_batch_history_paging_and_idempotent_replay(client, experiment, serv
                params={"run_ids": [rid], "metric_key": "h", "max_results": 100, "start_step": 0, "end_step": 2999}).json()
     assert 0 < len(bulk["metrics"]) <= 100 and bulk["metrics"][0]["run_id"] == rid
     assert client.get_metric_history(rid, "unknown") == []
+
+
+def test_note_is_the_description_and_names_must_agree(client, experiment, server):
+    r = client.create_run(experiment.experiment_id, tags={"mlflow.note.content": "first"})
+    rid = r.info.run_id
+    assert api(server, "GET", f"/api/v1/runs/{rid}").json()["description"] == "first"
+    client.set_tag(rid, "mlflow.note.content", "# Notes\nsecond")
+    assert api(server, "GET", f"/api/v1/runs/{rid}").json()["description"] == "# Notes\nsecond"
+    assert client.get_run(rid).data.tags["mlflow.note.content"] == "# Notes\nsecond"
+    client.delete_tag(rid, "mlflow.note.content")
+    assert "mlflow.note.content" not in client.get_run(rid).data.tags
+    with pytest.raises(MlflowException) as e:
+        client.create_run(experiment.experiment_id, run_name="a", tags={"mlflow.runName": "b"})
+    assert e.value.error_code == "INVALID_PARAMETER_VALUE"
+    client.delete_run(rid)
+    client.delete_run(rid)  # deleting twice is harmless
+    client.restore_run(rid)
+    client.restore_run(rid)

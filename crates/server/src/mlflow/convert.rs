@@ -12,6 +12,8 @@ pub const ARTIFACT_SCHEME: &str = "mlflow-artifacts:/";
 pub const RUN_NAME_TAG: &str = "mlflow.runName";
 /// The tag MLflow keeps the parent run in; here it is the run's parent id.
 pub const PARENT_TAG: &str = "mlflow.parentRunId";
+/// The tag MLflow keeps a run's description in (the UI's notes); here it is the run's description.
+pub const NOTE_TAG: &str = "mlflow.note.content";
 /// MLflow's limits (mlflow/utils/validation.py).
 pub const MAX_KEY: usize = 250;
 pub const MAX_PARAM_VALUE: usize = 6000;
@@ -111,11 +113,14 @@ pub fn run_artifact_uri(run: &Run) -> String {
     )
 }
 
-/// The run's tags as MLflow shows them: the stored ones plus the run name and parent, which flightlog keeps
-/// as fields.
+/// The run's tags as MLflow shows them: the stored ones plus the run name, description and parent, which
+/// flightlog keeps as fields.
 pub fn run_tags(run: &Run) -> BTreeMap<String, String> {
     let mut tags = run.tags.clone();
     tags.insert(RUN_NAME_TAG.into(), run.display_name.clone());
+    if !run.description.is_empty() {
+        tags.insert(NOTE_TAG.into(), run.description.clone());
+    }
     if let Some(p) = &run.parent_id {
         tags.entry(PARENT_TAG.into())
             .or_insert_with(|| p.to_string());

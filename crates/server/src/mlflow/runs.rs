@@ -4,7 +4,7 @@
 use super::convert::{
     self, checked_pair, clamp_infinite, latest_scalar, millis, one_or_many, opt_i64, parse_status,
     run_info_json, run_json, run_tags, truncate_value, validate_key, KeyValue, MAX_PARAM_VALUE,
-    MAX_TAG_VALUE, PARENT_TAG, RUN_NAME_TAG,
+    MAX_TAG_VALUE, NOTE_TAG, PARENT_TAG, RUN_NAME_TAG,
 };
 use super::error::{MlError, MlResult};
 use super::experiments::{experiment_id, max_results, view_type, MAX_RESULTS};
@@ -112,11 +112,18 @@ async fn create(State(st): State<AppState>, Req(r): Req<CreateReq>) -> MlResult<
         let (k, v) = checked_pair("tag", kv)?;
         tags.insert(k, truncate_value(&v, MAX_TAG_VALUE));
     }
-    let name = r
-        .run_name
-        .filter(|n| !n.is_empty())
-        .or_else(|| tags.remove(RUN_NAME_TAG));
-    tags.remove(RUN_NAME_TAG);
+    let tag_name = tags.remove(RUN_NAME_TAG);
+    let name = r.run_name.filter(|n| !n.is_empty());
+    if let (Some(n), Some(t)) = (&name, &tag_name) {
+        if n != t {
+            return Err(MlError::invalid(format!(
+                "Both 'run_name' argument and 'mlflow.runName' tag are specified, but with different \
+                 values (run_name='{n}', mlflow.runName='{t}')."
+            )));
+        }
+    }
+    let name = name.or(tag_name);
+    let description = tags.remove(NOTE_TAG);
     let user = r
         .user_id
         .filter(|u| !u.is_empty())
@@ -133,6 +140,7 @@ async fn create(State(st): State<AppState>, Req(r): Req<CreateReq>) -> MlResult<
         let new = NewRun {
             experiment_id: exp,
             display_name: name,
+            description,
             parent_id: parent,
             status: Some(RunStatus::Running),
             start_time: r.start_time.map(WallTime::from_millis),
@@ -226,12 +234,16 @@ fn update_patch(
 async fn set_lifecycle(st: AppState, r: RunReq, lifecycle: Lifecycle) -> MlResult<Json<Value>> {
     let id = run_id(r.run_id.as_deref(), r.run_uuid.as_deref())?;
     blocking(move || {
-        find(st.store.as_ref(), &id)?;
+        // Deleting a deleted run (or restoring an active one) changes nothing and is not an error.
+        if find(st.store.as_ref(), &id)?.lifecycle == lifecycle {
+            return Ok(());
+        }
         let patch = RunPatch {
             lifecycle: Some(lifecycle),
             ..Default::default()
         };
-        Ok(st.store.update_run(&id, patch)?)
+        st.store.update_run(&id, patch)?;
+        Ok(())
     })
     .await?;
     Ok(empty())
@@ -414,17 +426,19 @@ fn write_params_tags(
         }
     }
     let name = tags.remove(RUN_NAME_TAG).filter(|n| !n.is_empty());
+    let description = tags.remove(NOTE_TAG).filter(|d| *d != run.description);
     let params: BTreeMap<_, _> = params
         .into_iter()
         .filter(|(k, _)| !run.params.contains_key(k))
         .collect();
     tags.retain(|k, v| run.tags.get(k) != Some(v));
-    if params.is_empty() && tags.is_empty() && name.as_ref().is_none_or(|n| *n == run.display_name)
-    {
+    let renamed = name.as_ref().is_some_and(|n| *n != run.display_name);
+    if params.is_empty() && tags.is_empty() && !renamed && description.is_none() {
         return Ok(());
     }
     let patch = RunPatch {
         display_name: name,
+        description,
         set_tags: tags,
         add_params: params,
         ..Default::default()
@@ -439,6 +453,13 @@ async fn delete_tag(State(st): State<AppState>, Req(r): Req<KeyValueReq>) -> MlR
     blocking(move || {
         let run = find(st.store.as_ref(), &id)?;
         active(&run)?;
+        if key == NOTE_TAG && !run.description.is_empty() {
+            let patch = RunPatch {
+                description: Some(String::new()),
+                ..Default::default()
+            };
+            return Ok(st.store.update_run(&id, patch)?);
+        }
         if !run.tags.contains_key(&key) {
             return Err(MlError::not_found(format!(
                 "No tag with name: {key} in run with id {id}"
