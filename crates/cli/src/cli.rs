@@ -1,6 +1,6 @@
 //! Argument parsing (clap derive) and dispatch.
 
-use crate::{server_cmd, CliError, EXIT_CODES};
+use crate::{server_cmd, tensorboard_cmd, CliError, EXIT_CODES};
 use clap::{CommandFactory, Parser, Subcommand};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -73,6 +73,12 @@ pub enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Export runs to another tool's format (TensorBoard).
+    #[command(subcommand)]
+    Export(tensorboard_cmd::ExportCmd),
+    /// Import runs from another tool's files (TensorBoard).
+    #[command(subcommand)]
+    Import(tensorboard_cmd::ImportCmd),
     /// Print a shell completion script.
     Completions { shell: clap_complete::Shell },
 }
@@ -168,6 +174,8 @@ fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Server { host, port, data } => {
             server_cmd::run(server_cmd::ServerArgs { host, port, data })
         }
+        Command::Export(c) => tensorboard_cmd::export(&cli.server, cli.json, c),
+        Command::Import(c) => tensorboard_cmd::import(&cli.server, cli.json, c),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "flightlog", &mut std::io::stdout());

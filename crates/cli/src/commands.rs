@@ -48,7 +48,10 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             ctx.artifacts_put(&run, &local, dest)
         }
         Command::Sync { spool, all } => ctx.sync(spool, all),
-        Command::Server { .. } | Command::Completions { .. } => {
+        Command::Server { .. }
+        | Command::Completions { .. }
+        | Command::Export(_)
+        | Command::Import(_) => {
             unreachable!("handled by the caller")
         }
     };

@@ -16,6 +16,9 @@ pub mod cli;
 pub mod commands;
 pub mod output;
 pub mod server_cmd;
+pub mod tb_export;
+pub mod tb_import;
+pub mod tensorboard_cmd;
 
 use std::fmt;
 

@@ -1,0 +1,512 @@
+//! `flightlog import tensorboard`: every folder holding event files becomes a run (sub-folders child runs),
+//! and its summaries ordinary flightlog metrics. Importing again adds only what was appended since.
+
+use crate::output::{print_json, Table};
+use crate::tensorboard_cmd::{Bridge, ImportArgs};
+use crate::{CliError, EXIT_NOT_FOUND};
+use flightlog_model::*;
+use flightlog_tensorboard::proto::event::What;
+use flightlog_tensorboard::Event as TbEvent;
+use flightlog_tensorboard::{is_event_file_name, Datum, EventFileReader, ValueDecoder};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+/// Where a run remembers how far each of its event files was imported (file name → byte offset).
+pub const STATE_ARTIFACT: &str = "tensorboard/import-state.json";
+/// A batch is sent when it holds this many points...
+const BATCH_POINTS: usize = 20_000;
+/// ...or this many bytes of text.
+const BATCH_TEXT_BYTES: usize = 16 << 20;
+
+/// What one run's import did.
+#[derive(Debug, Default, Serialize)]
+struct RunReport {
+    run_id: String,
+    name: String,
+    dir: String,
+    files: usize,
+    scalar_points: u64,
+    other_points: u64,
+    images: u64,
+    /// Values skipped (audio, unknown plugins, a tag logged as two kinds), by reason.
+    skipped: BTreeMap<String, u64>,
+    /// Damaged or truncated records (file and offset), reported and skipped.
+    errors: Vec<String>,
+}
+
+pub(crate) fn run(b: &Bridge, args: ImportArgs) -> Result<(), CliError> {
+    let root = std::fs::canonicalize(&args.logdir)
+        .map_err(|e| CliError::new(EXIT_NOT_FOUND, format!("{}: {e}", args.logdir.display())))?;
+    let dirs = run_dirs(&root)?;
+    if dirs.is_empty() {
+        return Err(CliError::new(
+            EXIT_NOT_FOUND,
+            format!(
+                "no TensorBoard event files (*tfevents*) under {}",
+                root.display()
+            ),
+        ));
+    }
+    let experiment = match &args.experiment {
+        Some(name) => b.client.get_or_create_experiment(name)?.id,
+        None => ExperimentId::DEFAULT,
+    };
+    let mut ids: BTreeMap<String, RunId> = BTreeMap::new();
+    let mut reports = Vec::new();
+    for (rel, files) in dirs {
+        let parent = ancestor(&rel, &ids);
+        let id = derive_run_id(experiment, &root, &rel);
+        let name = if rel.is_empty() {
+            base_name(&root)
+        } else {
+            rel.clone()
+        };
+        create_run(b, &id, experiment, &name, parent, &root.join(&rel))?;
+        reports.push(import_run(b, &id, &name, &rel, &files)?);
+        ids.insert(rel, id);
+    }
+    print_report(b.json, &root, &reports)
+}
+
+fn print_report(json: bool, root: &Path, reports: &[RunReport]) -> Result<(), CliError> {
+    for r in reports {
+        for e in &r.errors {
+            eprintln!("warning: {e}");
+        }
+        for (why, n) in &r.skipped {
+            eprintln!("warning: {}: skipped {n} value(s): {why}", r.name);
+        }
+    }
+    if json {
+        let out = serde_json::json!({"logdir": root.display().to_string(), "runs": reports});
+        return Ok(print_json(&out)?);
+    }
+    let mut t = Table::new(&["RUN", "NAME", "FILES", "SCALARS", "OTHER", "IMAGES"])
+        .align_right(&[2, 3, 4, 5]);
+    for r in reports {
+        t.row(vec![
+            r.run_id.clone(),
+            r.name.clone(),
+            r.files.to_string(),
+            r.scalar_points.to_string(),
+            r.other_points.to_string(),
+            r.images.to_string(),
+        ]);
+    }
+    t.print()?;
+    println!("imported {} run(s) from {}", reports.len(), root.display());
+    Ok(())
+}
+
+// --- runs ---------------------------------------------------------------------------------------------------
+
+/// Every folder under `root` (itself included) that directly holds event files: its '/'-separated path
+/// relative to `root` ("" for root) and its event files in name order (TensorBoard's reading order).
+/// Symbolic links to folders are not followed (no cycles).
+pub fn run_dirs(root: &Path) -> std::io::Result<Vec<(String, Vec<PathBuf>)>> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(&dir)?.flatten() {
+            let ft = entry.file_type()?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if ft.is_dir() {
+                stack.push(entry.path());
+            } else if ft.is_file() && is_event_file_name(&name) {
+                files.push(entry.path());
+            }
+        }
+        if !files.is_empty() {
+            files.sort();
+            let rel = dir.strip_prefix(root).unwrap_or(&dir);
+            let rel: Vec<String> = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            out.push((rel.join("/"), files));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// The nearest enclosing folder that is a run.
+fn ancestor(rel: &str, ids: &BTreeMap<String, RunId>) -> Option<RunId> {
+    let mut cur = rel;
+    while !cur.is_empty() {
+        cur = cur.rfind('/').map_or("", |i| &cur[..i]);
+        if let Some(id) = ids.get(cur) {
+            return Some(id.clone());
+        }
+    }
+    None
+}
+
+fn base_name(root: &Path) -> String {
+    root.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(|| "tensorboard".to_string())
+}
+
+/// The same logdir folder imported into the same experiment is always the same run (128-bit FNV-1a of both).
+pub fn derive_run_id(experiment: ExperimentId, root: &Path, rel: &str) -> RunId {
+    let key = format!(
+        "flightlog-tensorboard\0{experiment}\0{}\0{rel}",
+        root.display()
+    );
+    format!("{:032x}", fnv1a128(key.as_bytes()))
+        .parse()
+        .unwrap_or_default()
+}
+
+fn fnv1a128(bytes: &[u8]) -> u128 {
+    let mut h: u128 = 0x6c62272e07bb014262b821756295c58d;
+    for &b in bytes {
+        h ^= b as u128;
+        h = h.wrapping_mul(0x0000000001000000000000000000013B);
+    }
+    h
+}
+
+/// A run name that passes validation: trimmed, never empty, at most 500 bytes.
+fn clean_name(s: &str) -> String {
+    let s: String = s
+        .chars()
+        .map(|c| if c.is_control() { '_' } else { c })
+        .collect();
+    let mut s = s.trim().to_string();
+    while s.len() > validate::MAX_NAME_BYTES {
+        s.pop();
+    }
+    if s.trim().is_empty() {
+        "_".to_string()
+    } else {
+        s.trim().to_string()
+    }
+}
+
+fn create_run(
+    b: &Bridge,
+    id: &RunId,
+    experiment: ExperimentId,
+    name: &str,
+    parent: Option<RunId>,
+    dir: &Path,
+) -> Result<(), CliError> {
+    let mut tags = BTreeMap::new();
+    tags.insert("tensorboard.logdir".to_string(), dir.display().to_string());
+    b.client.create_run(&NewRun {
+        id: Some(id.clone()),
+        experiment_id: experiment,
+        display_name: Some(clean_name(name)),
+        parent_id: parent,
+        tags,
+        ..Default::default()
+    })?;
+    Ok(())
+}
+
+// --- one run ------------------------------------------------------------------------------------------------
+
+fn load_state(b: &Bridge, run: &RunId) -> Result<BTreeMap<String, u64>, CliError> {
+    match b.artifact_bytes(run, STATE_ARTIFACT) {
+        Ok(bytes) => Ok(serde_json::from_slice(&bytes).unwrap_or_default()),
+        Err(Error::NotFound { .. }) => Ok(BTreeMap::new()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn import_run(
+    b: &Bridge,
+    id: &RunId,
+    name: &str,
+    rel: &str,
+    files: &[PathBuf],
+) -> Result<RunReport, CliError> {
+    let mut rep = RunReport {
+        run_id: id.to_string(),
+        name: name.to_string(),
+        dir: rel.to_string(),
+        files: files.len(),
+        ..Default::default()
+    };
+    let mut state = load_state(b, id)?;
+    let mut kinds: HashMap<String, MetricKind> = b
+        .client
+        .list_metrics(id)?
+        .into_iter()
+        .map(|m| (m.name, m.kind))
+        .collect();
+    let mut span: Option<(f64, f64)> = None;
+    for path in files {
+        let file = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let from = state.get(&file).copied().unwrap_or(0);
+        let mut reader = EventFileReader::new(path);
+        let mut imp = FileImport::new(b, id, &file, &mut kinds, &mut rep);
+        let mut failure = None;
+        let errors = reader.poll_each(|offset, event| {
+            let new = offset >= from;
+            if new && event.wall_time > 0.0 {
+                let t = event.wall_time;
+                span = Some(span.map_or((t, t), |(a, z): (f64, f64)| (a.min(t), z.max(t))));
+            }
+            if failure.is_none() {
+                failure = imp.event(offset, &event, new).err();
+            }
+        })?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        imp.flush()?;
+        rep.errors.extend(errors.iter().map(|e| e.to_string()));
+        rep.errors
+            .extend(reader.trailing_error().map(|e| e.to_string()));
+        state.insert(file, reader.offset());
+    }
+    let state_json = serde_json::to_vec(&state).unwrap_or_default();
+    b.client
+        .put_artifact_bytes(id, STATE_ARTIFACT, &state_json)?;
+    finish_run(b, id, span)?;
+    Ok(rep)
+}
+
+/// Marks the run Completed (with the first and last event times) unless it already ended.
+fn finish_run(b: &Bridge, id: &RunId, span: Option<(f64, f64)>) -> Result<(), CliError> {
+    let run = b.client.get_run(id)?;
+    if run.status.is_terminal() {
+        return Ok(());
+    }
+    let (start, end) = span.map_or((None, None), |(a, z)| {
+        (WallTime::from_seconds(a), WallTime::from_seconds(z))
+    });
+    b.client.update_run(
+        id,
+        &RunPatch {
+            status: Some(RunStatus::Completed),
+            start_time: start,
+            end_time: end,
+            ..Default::default()
+        },
+    )?;
+    Ok(())
+}
+
+/// Turns one file's events into batches (ids from the file name and record offsets, so the server stores a
+/// re-sent batch once) and images.
+struct FileImport<'a> {
+    b: &'a Bridge,
+    run: &'a RunId,
+    file_key: String,
+    kinds: &'a mut HashMap<String, MetricKind>,
+    rep: &'a mut RunReport,
+    decoder: ValueDecoder,
+    batch: Pending,
+}
+
+/// Steps, times and values of one text series in a batch.
+type TextColumns = (Vec<Option<i64>>, Vec<WallTime>, Vec<String>);
+
+#[derive(Default)]
+struct Pending {
+    first: Option<u64>,
+    last: u64,
+    points: usize,
+    text_bytes: usize,
+    scalars: BTreeMap<String, ScalarWrite>,
+    texts: BTreeMap<String, TextColumns>,
+    others: Vec<MetricWrite>,
+}
+
+impl<'a> FileImport<'a> {
+    fn new(
+        b: &'a Bridge,
+        run: &'a RunId,
+        file: &str,
+        kinds: &'a mut HashMap<String, MetricKind>,
+        rep: &'a mut RunReport,
+    ) -> Self {
+        FileImport {
+            b,
+            run,
+            file_key: format!("{:016x}", fnv1a128(file.as_bytes()) as u64),
+            kinds,
+            rep,
+            decoder: ValueDecoder::default(),
+            batch: Pending::default(),
+        }
+    }
+
+    /// Reads one event; only events past the import watermark (`new`) are stored, but every event is decoded
+    /// so that a tag's plugin (sent only with its first value) is known.
+    fn event(&mut self, offset: u64, e: &TbEvent, new: bool) -> Result<(), CliError> {
+        let Some(What::Summary(s)) = &e.what else {
+            return Ok(());
+        };
+        let time = WallTime::from_seconds(e.wall_time).unwrap_or_default();
+        for v in &s.value {
+            let datum = self.decoder.decode(v);
+            if new {
+                self.datum(offset, &clean_name(&v.tag), e.step, time, datum)?;
+            }
+        }
+        if self.batch.points >= BATCH_POINTS || self.batch.text_bytes >= BATCH_TEXT_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Whether `tag` may hold `kind` (a tag keeps the kind it was first stored as).
+    fn claim(&mut self, tag: &str, kind: MetricKind) -> bool {
+        let k = *self.kinds.entry(tag.to_string()).or_insert(kind);
+        if k != kind {
+            *self
+                .rep
+                .skipped
+                .entry(format!("tag '{tag}' already holds {k} values, not {kind}"))
+                .or_default() += 1;
+        }
+        k == kind
+    }
+
+    fn datum(
+        &mut self,
+        offset: u64,
+        tag: &str,
+        step: i64,
+        time: WallTime,
+        d: Datum,
+    ) -> Result<(), CliError> {
+        let kind = match &d {
+            Datum::Scalar(_) => MetricKind::Scalar,
+            Datum::Text(_) => MetricKind::Text,
+            Datum::Images(_) => MetricKind::Image,
+            Datum::Histogram { .. } => MetricKind::Histogram,
+            Datum::Unsupported(why) => {
+                *self.rep.skipped.entry((*why).to_string()).or_default() += 1;
+                return Ok(());
+            }
+        };
+        if !self.claim(tag, kind) {
+            return Ok(());
+        }
+        let p = &mut self.batch;
+        p.first.get_or_insert(offset);
+        p.last = offset;
+        p.points += 1;
+        match d {
+            Datum::Scalar(v) => {
+                let w = p
+                    .scalars
+                    .entry(tag.to_string())
+                    .or_insert_with(|| ScalarWrite {
+                        name: tag.to_string(),
+                        steps: Some(Vec::new()),
+                        times: Some(Vec::new()),
+                        ..Default::default()
+                    });
+                w.steps.get_or_insert_with(Vec::new).push(Some(step));
+                w.times.get_or_insert_with(Vec::new).push(time);
+                w.values.push(F64(v));
+                self.rep.scalar_points += 1;
+            }
+            Datum::Text(s) => {
+                p.text_bytes += s.len();
+                let t = p.texts.entry(tag.to_string()).or_default();
+                t.0.push(Some(step));
+                t.1.push(time);
+                t.2.push(s);
+                self.rep.other_points += 1;
+            }
+            Datum::Histogram { limits, counts } => {
+                p.others.push(MetricWrite::Histogram {
+                    name: tag.to_string(),
+                    description: None,
+                    limits: limits.into_iter().map(F64).collect(),
+                    counts: counts.into_iter().map(F64).collect(),
+                    step: Some(step),
+                    time: Some(time),
+                });
+                self.rep.other_points += 1;
+            }
+            Datum::Images(images) => self.images(tag, step, time, images)?,
+            Datum::Unsupported(_) => {}
+        }
+        Ok(())
+    }
+
+    fn images(
+        &mut self,
+        tag: &str,
+        step: i64,
+        time: WallTime,
+        images: Vec<Vec<u8>>,
+    ) -> Result<(), CliError> {
+        for bytes in images {
+            let Some(media_type) = media_type(&bytes) else {
+                *self
+                    .rep
+                    .skipped
+                    .entry("image that is not PNG, JPEG or GIF".into())
+                    .or_default() += 1;
+                continue;
+            };
+            let meta = ImageWrite {
+                name: tag.to_string(),
+                description: None,
+                step: Some(step),
+                time: Some(time),
+                media_type: media_type.to_string(),
+            };
+            self.b.client.write_image(self.run, &meta, &bytes)?;
+            self.rep.images += 1;
+        }
+        Ok(())
+    }
+
+    /// Sends the pending batch (if any).
+    fn flush(&mut self) -> Result<(), CliError> {
+        let p = std::mem::take(&mut self.batch);
+        let Some(first) = p.first else {
+            return Ok(());
+        };
+        let mut batch = Batch {
+            batch_id: Some(format!("tb-{}-{first}-{}", self.file_key, p.last)),
+            scalars: p.scalars.into_values().collect(),
+            metrics: p.others,
+            logs: Vec::new(),
+        };
+        for (name, (steps, times, values)) in p.texts {
+            batch.metrics.push(MetricWrite::Text {
+                name,
+                description: None,
+                steps: Some(steps),
+                times: Some(times),
+                values,
+            });
+        }
+        if batch.scalars.is_empty() && batch.metrics.is_empty() {
+            return Ok(());
+        }
+        self.b.write_batch(self.run, &batch)?;
+        Ok(())
+    }
+}
+
+/// The media type of encoded image bytes, by their signature.
+fn media_type(b: &[u8]) -> Option<&'static str> {
+    if b.starts_with(b"\x89PNG\r\n\x1a\n") {
+        Some("image/png")
+    } else if b.starts_with(&[0xff, 0xd8, 0xff]) {
+        Some("image/jpeg")
+    } else if b.starts_with(b"GIF87a") || b.starts_with(b"GIF89a") {
+        Some("image/gif")
+    } else {
+        None
+    }
+}

@@ -1,0 +1,225 @@
+//! Reading event files, including one still being written: complete records are returned, a partial last
+//! record is left for the next poll, and damaged records are reported (file and offset) and skipped.
+
+use crate::proto::Event;
+use crate::record::{decode_frame, Frame, FRAME_OVERHEAD};
+use prost::Message;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+/// Records longer than this are taken for damaged framing rather than waited for.
+pub const MAX_RECORD_BYTES: u64 = 1 << 30;
+
+/// A record that could not be read; reading went on after it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    /// The length field's checksum is wrong: bytes up to the next valid record were skipped.
+    #[error("{file}: offset {offset}: record length checksum mismatch, skipped {skipped} bytes")]
+    BadLength {
+        file: String,
+        offset: u64,
+        skipped: u64,
+    },
+    /// The data's checksum is wrong: this one record was skipped.
+    #[error(
+        "{file}: offset {offset}: record data checksum mismatch, skipped the record ({size} bytes)"
+    )]
+    BadData {
+        file: String,
+        offset: u64,
+        size: u64,
+    },
+    /// The file ends inside a record (or in damage with no valid record after it).
+    #[error("{file}: offset {offset}: file ends inside a record, ignored the last {bytes} bytes")]
+    Truncated {
+        file: String,
+        offset: u64,
+        bytes: u64,
+    },
+    /// The checksums match but the data is not an Event message.
+    #[error("{file}: offset {offset}: record is not a valid Event: {reason}")]
+    Undecodable {
+        file: String,
+        offset: u64,
+        reason: String,
+    },
+}
+
+/// What one parse of a buffer gave.
+#[derive(Debug, Default, PartialEq)]
+pub struct Parsed {
+    /// Events with the file offset of their record, in file order.
+    pub events: Vec<(u64, Event)>,
+    pub errors: Vec<RecordError>,
+    /// Bytes of the buffer used; the rest is an incomplete record (or damage not yet resolvable).
+    pub consumed: usize,
+}
+
+/// Parses the records at the start of `buf` (which begins at file offset `base`) into a list. See
+/// [`visit_events`].
+pub fn parse_events(buf: &[u8], base: u64, file: &str) -> Parsed {
+    let mut events = Vec::new();
+    let (errors, consumed) = visit_events(buf, base, file, |o, e| events.push((o, e)));
+    Parsed {
+        events,
+        errors,
+        consumed,
+    }
+}
+
+/// Hands each complete record's event (with its file offset) to `f`, in file order, without keeping them.
+/// Stops before an incomplete record. After a bad length checksum it looks for the next offset where a whole
+/// valid record starts; if none is in the buffer yet, it stops there (the bytes may still be arriving)
+/// without reporting. Returns the damaged records and the bytes used. Never panics.
+pub fn visit_events(
+    buf: &[u8],
+    base: u64,
+    file: &str,
+    mut f: impl FnMut(u64, Event),
+) -> (Vec<RecordError>, usize) {
+    let mut errors = Vec::new();
+    let mut pos = 0usize;
+    while pos < buf.len() {
+        let offset = base + pos as u64;
+        match frame_at(&buf[pos..]) {
+            Frame::Record { data, size } => {
+                match Event::decode(data) {
+                    Ok(e) => f(offset, e),
+                    Err(e) => errors.push(RecordError::Undecodable {
+                        file: file.to_string(),
+                        offset,
+                        reason: e.to_string(),
+                    }),
+                }
+                pos += size;
+            }
+            Frame::Incomplete => break,
+            Frame::BadDataCrc { size } => {
+                errors.push(RecordError::BadData {
+                    file: file.to_string(),
+                    offset,
+                    size: size as u64,
+                });
+                pos += size;
+            }
+            Frame::BadLengthCrc => match resync(&buf[pos..]) {
+                Some(skip) => {
+                    errors.push(RecordError::BadLength {
+                        file: file.to_string(),
+                        offset,
+                        skipped: skip as u64,
+                    });
+                    pos += skip;
+                }
+                None => break,
+            },
+        }
+    }
+    (errors, pos)
+}
+
+/// [`decode_frame`] with oversized lengths treated as damage.
+fn frame_at(buf: &[u8]) -> Frame<'_> {
+    if buf.len() >= 8 {
+        let mut len = [0u8; 8];
+        len.copy_from_slice(&buf[..8]);
+        if u64::from_le_bytes(len) > MAX_RECORD_BYTES {
+            return Frame::BadLengthCrc;
+        }
+    }
+    decode_frame(buf)
+}
+
+/// The distance to the next offset where a complete, valid record starts.
+fn resync(buf: &[u8]) -> Option<usize> {
+    (1..buf.len().saturating_sub(FRAME_OVERHEAD - 1))
+        .find(|&i| matches!(frame_at(&buf[i..]), Frame::Record { .. }))
+}
+
+/// Follows one event file: each [`EventFileReader::poll`] returns the records completed since the last one.
+#[derive(Debug)]
+pub struct EventFileReader {
+    path: PathBuf,
+    name: String,
+    file: Option<File>,
+    /// File offset of `pending[0]`.
+    offset: u64,
+    pending: Vec<u8>,
+}
+
+impl EventFileReader {
+    /// A reader starting at the beginning of `path` (opened lazily: the file may not exist yet).
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self::starting_at(path, 0)
+    }
+
+    /// A reader that resumes at `offset`, a record boundary returned earlier by [`Self::offset`].
+    pub fn starting_at(path: impl Into<PathBuf>, offset: u64) -> Self {
+        let path = path.into();
+        EventFileReader {
+            name: path.display().to_string(),
+            path,
+            file: None,
+            offset,
+            pending: Vec::new(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The offset of the first byte not yet returned as an event or an error (a record boundary).
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Bytes read but not yet usable: a record still being written (or damage not yet resolvable).
+    pub fn pending_bytes(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// For a file that is complete (its writer is gone): the bytes left after the last record, as an error.
+    pub fn trailing_error(&self) -> Option<RecordError> {
+        (!self.pending.is_empty()).then(|| RecordError::Truncated {
+            file: self.name.clone(),
+            offset: self.offset,
+            bytes: self.pending.len() as u64,
+        })
+    }
+
+    /// Reads what was appended since the last poll and returns the records it completes.
+    pub fn poll(&mut self) -> std::io::Result<Parsed> {
+        let before = self.offset;
+        let mut events = Vec::new();
+        let errors = self.poll_each(|o, e| events.push((o, e)))?;
+        Ok(Parsed {
+            consumed: (self.offset - before) as usize,
+            events,
+            errors,
+        })
+    }
+
+    /// Like [`Self::poll`], handing each event to `f` instead of collecting them (a large file is not held
+    /// decoded in memory). Returns the damaged records.
+    pub fn poll_each(&mut self, f: impl FnMut(u64, Event)) -> std::io::Result<Vec<RecordError>> {
+        self.read_more()?;
+        let (errors, consumed) = visit_events(&self.pending, self.offset, &self.name, f);
+        self.pending.drain(..consumed);
+        self.offset += consumed as u64;
+        Ok(errors)
+    }
+
+    fn read_more(&mut self) -> std::io::Result<()> {
+        if self.file.is_none() {
+            let mut f = File::open(&self.path)?;
+            f.seek(SeekFrom::Start(self.offset))?;
+            self.file = Some(f);
+        }
+        if let Some(f) = self.file.as_mut() {
+            f.read_to_end(&mut self.pending)?;
+        }
+        Ok(())
+    }
+}
