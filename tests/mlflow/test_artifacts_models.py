@@ -91,3 +91,14 @@ def test_pyfunc_log_and_load_model(client, experiment):
     assert list(again.predict(pd.DataFrame({"a": [0]}))["a"]) == [5]
     found = client.search_logged_models(experiment_ids=[experiment.experiment_id], filter_string="name = 'model'")
     assert [m.model_id for m in found] == [info.model_id]
+
+
+def test_artifacts_list_by_run(client, experiment, server):
+    r = client.create_run(experiment.experiment_id)
+    base = f"/api/2.0/mlflow-artifacts/artifacts/{experiment.experiment_id}/{r.info.run_id}/artifacts"
+    api(server, "PUT", f"{base}/d/f.txt", data=b"abc")
+    out = api(server, "GET", "/api/2.0/mlflow/artifacts/list", params={"run_id": r.info.run_id, "path": "d"}).json()
+    assert out["files"] == [{"path": "d/f.txt", "is_dir": False, "file_size": 3}]
+    assert out["root_uri"] == r.info.artifact_uri
+    top = api(server, "GET", "/ajax-api/2.0/mlflow/artifacts/list", params={"run_id": r.info.run_id}).json()
+    assert top["files"] == [{"path": "d", "is_dir": True}]

@@ -5,7 +5,7 @@
 use super::error::{MlError, MlResult};
 use super::models;
 use super::runs::find;
-use super::{blocking, empty};
+use super::{blocking, empty, Req};
 use crate::artifacts::{content_type, counted, pump, too_large, NoCompress};
 use crate::AppState;
 use axum::body::{Body, Bytes};
@@ -34,6 +34,51 @@ pub fn routes() -> Router<AppState> {
         );
     }
     r
+}
+
+/// `artifacts/list` under `/api/2.0/mlflow` (the UI's listing, by run id rather than by artifact path).
+pub fn api_routes() -> Router<AppState> {
+    Router::new().route("/artifacts/list", get(list_by_run))
+}
+
+#[derive(serde::Deserialize, Default)]
+struct ListReq {
+    #[serde(default)]
+    run_id: Option<String>,
+    #[serde(default)]
+    run_uuid: Option<String>,
+    #[serde(default)]
+    path: Option<String>,
+}
+
+/// One level under `path`, with paths relative to the run's artifact root, as MLflow's ListArtifacts answers.
+async fn list_by_run(State(st): State<AppState>, Req(r): Req<ListReq>) -> MlResult<Json<Value>> {
+    let id = super::runs::run_id(r.run_id.as_deref(), r.run_uuid.as_deref())?;
+    let prefix = match r.path.as_deref().filter(|p| !p.is_empty()) {
+        Some(p) => Some(validate::artifact_path(p)?),
+        None => None,
+    };
+    let out = blocking(move || {
+        let run = find(st.store.as_ref(), &id)?;
+        let items = match st.store.list_artifacts(&id, prefix.as_deref(), false) {
+            Ok(items) => items,
+            Err(Error::NotFound { .. }) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        let files: Vec<Value> = items
+            .iter()
+            .filter(|i| prefix.as_deref() != Some(i.path.as_str()))
+            .map(|i| match (i.is_dir, i.size) {
+                (false, Some(size)) => {
+                    json!({ "path": i.path, "is_dir": false, "file_size": size })
+                }
+                _ => json!({ "path": i.path, "is_dir": i.is_dir }),
+            })
+            .collect();
+        Ok(json!({ "root_uri": super::convert::run_artifact_uri(&run), "files": files }))
+    })
+    .await?;
+    Ok(Json(out))
 }
 
 /// Where a proxied path lives: a run's storage and the path inside it (None: the root).

@@ -30,6 +30,7 @@ pub fn routes() -> Router<AppState> {
         .merge(runs::routes())
         .merge(metrics::routes())
         .merge(models::routes())
+        .merge(artifacts::api_routes())
         .route("/{*rest}", any(endpoint_not_found))
         .layer(DefaultBodyLimit::max(crate::DEFAULT_JSON_BODY_BYTES));
     Router::new()
