@@ -1,6 +1,4 @@
-//! The proxied artifact API (`mlflow-artifacts:/`): `<exp>/<run>/artifacts/<path>` is the run's own artifact
-//! storage (the same files the native API serves), `<exp>/models/<model>/artifacts/<path>` a logged model's
-//! files, kept in its source run's storage under `models/<model>/`.
+//! The proxied artifact API (`mlflow-artifacts:/`), served from the runs' own artifact storage.
 
 use super::error::{MlError, MlResult};
 use super::models;
@@ -22,6 +20,9 @@ use std::sync::Arc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
+/// `<exp>/<run>/artifacts/<path>` is the run's own artifact storage (the same files the native API serves);
+/// `<exp>/models/<model>/artifacts/<path>` a logged model's files, kept in its source run's storage under
+/// `models/<model>/`.
 pub fn routes() -> Router<AppState> {
     let mut r = Router::new();
     for base in [

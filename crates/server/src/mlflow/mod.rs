@@ -1,5 +1,4 @@
-//! The MLflow tracking REST API (`/api/2.0/mlflow/...`, also under `/ajax-api/2.0/`), served from the same store
-//! as the native API: an MLflow run is a flightlog run.
+//! The MLflow tracking REST API (`/api/2.0/mlflow/...`, `/ajax-api/2.0/...`): an MLflow run is a flightlog run.
 
 mod artifacts;
 mod convert;

@@ -1,5 +1,4 @@
-//! MLflow 3 logged models: create, get, finalize, tags, params, search, delete. Kept as documents (kind
-//! `mlflow.logged_model`); their files live in the source run's artifact storage under `models/<id>/`.
+//! MLflow 3 logged models: create, get, finalize, tags, params, search, delete.
 
 use super::convert::{checked_pair, opt_i64, KeyValue, ARTIFACT_SCHEME};
 use super::error::{MlError, MlResult};
@@ -15,6 +14,8 @@ use flightlog_store::Store;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+/// Logged models are documents of this kind; their files live in the source run's artifact storage under
+/// `models/<id>/`.
 pub const MODEL_DOC: &str = "mlflow.logged_model";
 
 pub fn routes() -> Router<AppState> {

@@ -1,5 +1,4 @@
-//! MLflow runs: create, get, update (incl. resume), delete, restore, search, and every logging call (metric,
-//! param, tag, batch, inputs, outputs, legacy log-model).
+//! MLflow runs: create, get, update (incl. resume), delete, restore, search, and every logging call.
 
 use super::convert::{
     self, checked_pair, clamp_infinite, latest_scalar, millis, one_or_many, opt_i64, parse_status,
@@ -690,43 +689,66 @@ struct SearchReq {
 }
 
 async fn search_runs(State(st): State<AppState>, Req(r): Req<SearchReq>) -> MlResult<Json<Value>> {
-    let limit = max_results(r.max_results, 1000, MAX_RESULTS)?;
-    let lifecycles = view_type(r.run_view_type.as_deref())?;
-    let conds = search::parse_filter(&search::RUNS, r.filter.as_deref().unwrap_or(""))?;
-    let order: Vec<_> = r
-        .order_by
-        .iter()
-        .map(|o| search::parse_order_by(&search::RUNS, o))
-        .collect::<MlResult<_>>()?;
-    let exps = r
-        .experiment_ids
-        .iter()
-        .map(|e| experiment_id(Some(e)))
-        .collect::<MlResult<Vec<_>>>()?;
-    let token = r.page_token;
-    let out = blocking(move || {
-        let store = st.store.as_ref();
-        let runs = all_runs(store, exps, lifecycles.contains(&Lifecycle::Deleted))?;
+    let search = RunSearch::parse(r)?;
+    Ok(Json(
+        blocking(move || search.execute(st.store.as_ref())).await?,
+    ))
+}
+
+/// A checked runs/search request.
+struct RunSearch {
+    limit: usize,
+    lifecycles: &'static [Lifecycle],
+    conditions: Vec<search::Condition>,
+    order: Vec<search::OrderBy>,
+    experiments: Vec<flightlog_model::ExperimentId>,
+    token: Option<String>,
+}
+
+impl RunSearch {
+    /// Everything that can be wrong with the request is found here, before the store is read.
+    fn parse(r: SearchReq) -> MlResult<Self> {
+        Ok(RunSearch {
+            limit: max_results(r.max_results, 1000, MAX_RESULTS)?,
+            lifecycles: view_type(r.run_view_type.as_deref())?,
+            conditions: search::parse_filter(&search::RUNS, r.filter.as_deref().unwrap_or(""))?,
+            order: r
+                .order_by
+                .iter()
+                .map(|o| search::parse_order_by(&search::RUNS, o))
+                .collect::<MlResult<_>>()?,
+            experiments: r
+                .experiment_ids
+                .iter()
+                .map(|e| experiment_id(Some(e)))
+                .collect::<MlResult<_>>()?,
+            token: r.page_token,
+        })
+    }
+
+    /// Filters, sorts (ties: newest start first, then run id) and pages the runs of the experiments.
+    fn execute(&self, store: &dyn Store) -> MlResult<Value> {
+        let with_deleted = self.lifecycles.contains(&Lifecycle::Deleted);
+        let runs = all_runs(store, self.experiments.clone(), with_deleted)?;
         let inputs: HashMap<String, Value> =
             store.list_documents(INPUTS_DOC)?.into_iter().collect();
         let mut items: Vec<(Row, Run)> = runs
             .into_iter()
-            .filter(|run| lifecycles.contains(&run.lifecycle))
+            .filter(|run| self.lifecycles.contains(&run.lifecycle))
             .map(|run| (row(&run, inputs.get(run.id.as_str())), run))
-            .filter(|(row, _)| search::matches_all(row, &conds))
+            .filter(|(row, _)| search::matches_all(row, &self.conditions))
             .collect();
         let ties = [
             search::attr_order(Kind::NumberAttr, "start_time", false),
             search::attr_order(Kind::TextAttr, "run_id", true),
         ];
-        search::sort(&mut items, &order, &ties);
-        let (page, next) = search::page(items, limit, token.as_deref())?;
+        search::sort(&mut items, &self.order, &ties);
+        let (page, next) = search::page(items, self.limit, self.token.as_deref())?;
         let runs: Vec<Value> = page
             .iter()
             .map(|(_, run)| {
-                let doc = inputs.get(run.id.as_str()).cloned();
                 let outputs = store.get_document(OUTPUTS_DOC, run.id.as_str())?;
-                Ok(run_json(run, doc, outputs))
+                Ok(run_json(run, inputs.get(run.id.as_str()).cloned(), outputs))
             })
             .collect::<MlResult<_>>()?;
         let mut out = json!({ "runs": runs });
@@ -734,9 +756,7 @@ async fn search_runs(State(st): State<AppState>, Req(r): Req<SearchReq>) -> MlRe
             out["next_page_token"] = json!(t);
         }
         Ok(out)
-    })
-    .await?;
-    Ok(Json(out))
+    }
 }
 
 fn all_runs(

@@ -1,5 +1,4 @@
-//! MLflow's search grammar (search_utils.py): `filter` conjunctions over metrics, params, tags, attributes and
-//! datasets, `order_by` clauses with MLflow's NaN/missing ordering, evaluated in memory over [`Row`]s.
+//! MLflow's search grammar (search_utils.py): filters and order_by, evaluated in memory over [`Row`]s.
 
 use super::error::{MlError, MlResult};
 use std::cmp::Ordering;
