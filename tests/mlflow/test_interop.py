@@ -35,3 +35,32 @@ def test_native_run_is_readable_with_mlflow_client(client, experiment, server):
     assert [m.step for m in hist] == [0, 1, 2]
     found = mlflow.search_runs(filter_string="params.bs = '32'", output_format="list")
     assert [r.info.run_id for r in found] == [run["id"]]
+
+
+def test_lightning_style_logger_flow(client, server):
+    """What PyTorch Lightning's MLFlowLogger does: look up or create the experiment, create a run, params in
+    chunks of 100, one log-batch per step, then terminate the run."""
+    from mlflow.entities import Metric, Param
+
+    name = "lightning-like"
+    exp = client.get_experiment_by_name(name)
+    eid = exp.experiment_id if exp else client.create_experiment(name)
+    run = client.create_run(eid, tags={"mlflow.user": "trainer", "mlflow.source.name": "train.py"})
+    rid = run.info.run_id
+    params = [Param(f"hp{i}", str(i)[:250]) for i in range(250)]
+    for i in range(0, len(params), 100):
+        client.log_batch(rid, params=params[i : i + 100])
+    for step in range(20):
+        client.log_batch(rid, metrics=[Metric("train_loss", 1.0 / (step + 1), 1_700_000_000_000 + step, step),
+                                       Metric("lr", 0.1, 1_700_000_000_000 + step, step)])
+    client.set_terminated(rid, "FINISHED")
+    got = client.get_run(rid)
+    assert len(got.data.params) == 250 and got.info.user_id == "trainer"
+    assert got.data.metrics["train_loss"] == 1.0 / 20 and got.info.status == "FINISHED"
+    assert len(client.get_metric_history(rid, "train_loss")) == 20
+    # A name the native API logged as another kind cannot be logged as an MLflow metric.
+    batch = {"metrics": [{"kind": "text", "name": "note", "values": ["x"]}]}
+    assert api(server, "POST", f"/api/v1/runs/{rid}/batch", json=batch).ok
+    body = {"run_id": rid, "metrics": [{"key": "note", "value": 1, "timestamp": 1, "step": 0}]}
+    r = api(server, "POST", "/api/2.0/mlflow/runs/log-batch", json=body)
+    assert r.status_code == 400 and r.json()["error_code"] == "INVALID_PARAMETER_VALUE"
