@@ -79,6 +79,8 @@ pub enum Command {
     /// Import runs from another tool's files (TensorBoard).
     #[command(subcommand)]
     Import(tensorboard_cmd::ImportCmd),
+    /// Show runs in TensorBoard: export them, start `tensorboard` on the export, print its URL; Ctrl-C stops it.
+    Tensorboard(tensorboard_cmd::LaunchArgs),
     /// Print a shell completion script.
     Completions { shell: clap_complete::Shell },
 }
@@ -176,6 +178,7 @@ fn dispatch(cli: Cli) -> Result<(), CliError> {
         }
         Command::Export(c) => tensorboard_cmd::export(&cli.server, cli.json, c),
         Command::Import(c) => tensorboard_cmd::import(&cli.server, cli.json, c),
+        Command::Tensorboard(a) => tensorboard_cmd::launch(&cli.server, cli.json, a),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "flightlog", &mut std::io::stdout());

@@ -51,7 +51,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Server { .. }
         | Command::Completions { .. }
         | Command::Export(_)
-        | Command::Import(_) => {
+        | Command::Import(_)
+        | Command::Tensorboard(_) => {
             unreachable!("handled by the caller")
         }
     };

@@ -18,6 +18,7 @@ pub mod output;
 pub mod server_cmd;
 pub mod tb_export;
 pub mod tb_import;
+pub mod tb_launch;
 pub mod tensorboard_cmd;
 
 use std::fmt;

@@ -27,8 +27,8 @@ struct Planned {
 
 /// What was written for one run.
 #[derive(Debug, Default, Serialize)]
-struct RunReport {
-    run_id: String,
+pub(crate) struct RunReport {
+    pub run_id: String,
     name: String,
     dir: String,
     file: String,
@@ -44,24 +44,48 @@ struct Manifest {
     files: Vec<String>,
 }
 
+/// Which runs to export.
+pub(crate) struct Selection {
+    /// Run ids; empty: the experiment's top-level runs.
+    pub runs: Vec<String>,
+    pub experiment: Option<String>,
+    /// Child runs too, nested in their parent's folder.
+    pub recursive: bool,
+}
+
 pub(crate) fn run(b: &Bridge, args: ExportArgs) -> Result<(), CliError> {
-    let plan = plan_runs(b, &args)?;
-    std::fs::create_dir_all(&args.logdir)?;
-    remove_previous(&args.logdir, &plan)?;
+    let sel = Selection {
+        runs: args.run.into_iter().collect(),
+        experiment: args.experiment,
+        recursive: !args.no_recursive,
+    };
+    let reports = export(b, &args.logdir, &sel)?;
+    print_report(b.json, &args.logdir, &reports)
+}
+
+/// Exports the selected runs into `logdir`, replacing what an earlier export wrote there.
+pub(crate) fn export(
+    b: &Bridge,
+    logdir: &Path,
+    sel: &Selection,
+) -> Result<Vec<RunReport>, CliError> {
+    let plan = plan_runs(b, sel)?;
+    std::fs::create_dir_all(logdir)?;
+    remove_previous(logdir, &plan)?;
     let mut reports = Vec::new();
     for p in &plan {
-        reports.push(export_run(b, &args.logdir, p)?);
+        reports.push(export_run(b, logdir, p)?);
     }
     let manifest = Manifest {
         files: reports.iter().map(|r| r.file.clone()).collect(),
     };
-    let tmp = args.logdir.join(format!("{MANIFEST}.tmp"));
+    let tmp = logdir.join(format!("{MANIFEST}.tmp"));
     std::fs::write(
         &tmp,
         serde_json::to_vec_pretty(&manifest).unwrap_or_default(),
     )?;
-    std::fs::rename(&tmp, args.logdir.join(MANIFEST))?;
-    print_report(b.json, &args.logdir, &reports)
+    std::fs::rename(&tmp, logdir.join(MANIFEST))?;
+    Ok(reports)
 }
 
 fn print_report(json: bool, logdir: &Path, reports: &[RunReport]) -> Result<(), CliError> {
@@ -89,10 +113,14 @@ fn print_report(json: bool, logdir: &Path, reports: &[RunReport]) -> Result<(), 
 
 // --- which runs, in which folders -----------------------------------------------------------------------
 
-fn plan_runs(b: &Bridge, args: &ExportArgs) -> Result<Vec<Planned>, CliError> {
-    let tops = match (&args.run, &args.experiment) {
-        (Some(r), _) => vec![b.client.get_run(&r.trim().parse::<RunId>()?)?],
-        (None, Some(e)) => {
+fn plan_runs(b: &Bridge, sel: &Selection) -> Result<Vec<Planned>, CliError> {
+    let tops = match &sel.experiment {
+        _ if !sel.runs.is_empty() => sel
+            .runs
+            .iter()
+            .map(|r| Ok(b.client.get_run(&r.trim().parse::<RunId>()?)?))
+            .collect::<Result<Vec<Run>, CliError>>()?,
+        Some(e) => {
             let exp = resolve_experiment(b, e)?;
             list_all(
                 b,
@@ -103,7 +131,7 @@ fn plan_runs(b: &Bridge, args: &ExportArgs) -> Result<Vec<Planned>, CliError> {
                 },
             )?
         }
-        (None, None) => {
+        None => {
             return Err(CliError::new(
                 crate::EXIT_USAGE,
                 "give a RUN or --experiment",
@@ -112,14 +140,7 @@ fn plan_runs(b: &Bridge, args: &ExportArgs) -> Result<Vec<Planned>, CliError> {
     };
     let mut out = Vec::new();
     let mut seen = HashSet::new();
-    place(
-        b,
-        tops,
-        Path::new(""),
-        !args.no_recursive,
-        &mut out,
-        &mut seen,
-    )?;
+    place(b, tops, Path::new(""), sel.recursive, &mut out, &mut seen)?;
     Ok(out)
 }
 

@@ -1,4 +1,4 @@
-//! `flightlog export tensorboard` and `flightlog import tensorboard`: arguments, dispatch, and the few HTTP
+//! `flightlog export tensorboard`, `flightlog import tensorboard` and `flightlog tensorboard`: arguments, dispatch, and the few HTTP
 //! calls the bridge makes beyond `flightlog_client` (batches with chosen ids, raw artifact bytes).
 
 use crate::{CliError, EXIT_UNREACHABLE};
@@ -43,6 +43,28 @@ pub struct ImportArgs {
     /// The experiment to import into (created if missing; default: Default).
     #[arg(long, short = 'e')]
     pub experiment: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct LaunchArgs {
+    /// Runs to show (ids).
+    #[arg(required_unless_present = "experiment", conflicts_with = "experiment")]
+    pub runs: Vec<String>,
+    /// Show every top-level run of this experiment (name or id) instead.
+    #[arg(long, short = 'e')]
+    pub experiment: Option<String>,
+    /// Port TensorBoard listens on (0: any free port).
+    #[arg(long, default_value_t = 6006)]
+    pub port: u16,
+    /// Folder to export into (default: a temporary folder, removed on exit).
+    #[arg(long)]
+    pub logdir: Option<PathBuf>,
+    /// Leave child runs out.
+    #[arg(long)]
+    pub no_recursive: bool,
+    /// Seconds between checks for new data while runs are active.
+    #[arg(long, default_value_t = 5)]
+    pub interval: u64,
 }
 
 /// What both directions share: the client, the output mode, and a plain HTTP agent for the extra calls.
@@ -161,6 +183,11 @@ pub fn export(server: &str, json: bool, cmd: ExportCmd) -> std::result::Result<(
     let bridge = Bridge::new(server, json);
     let ExportCmd::Tensorboard(args) = cmd;
     crate::tb_export::run(&bridge, args).map_err(|e| bridge.explain(e))
+}
+
+pub fn launch(server: &str, json: bool, args: LaunchArgs) -> std::result::Result<(), CliError> {
+    let bridge = Bridge::new(server, json);
+    crate::tb_launch::run(&bridge, args).map_err(|e| bridge.explain(e))
 }
 
 pub fn import(server: &str, json: bool, cmd: ImportCmd) -> std::result::Result<(), CliError> {
