@@ -11,6 +11,7 @@ use flightlog_tensorboard::{is_event_file_name, Datum, EventFileReader, ValueDec
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// Where a run remembers how far each of its event files was imported (file name → byte offset).
 pub const STATE_ARTIFACT: &str = "tensorboard/import-state.json";
@@ -38,8 +39,7 @@ struct RunReport {
 pub(crate) fn run(b: &Bridge, args: ImportArgs) -> Result<(), CliError> {
     let root = std::fs::canonicalize(&args.logdir)
         .map_err(|e| CliError::new(EXIT_NOT_FOUND, format!("{}: {e}", args.logdir.display())))?;
-    let dirs = run_dirs(&root)?;
-    if dirs.is_empty() {
+    if !args.follow && run_dirs(&root)?.is_empty() {
         return Err(CliError::new(
             EXIT_NOT_FOUND,
             format!(
@@ -52,20 +52,25 @@ pub(crate) fn run(b: &Bridge, args: ImportArgs) -> Result<(), CliError> {
         Some(name) => b.client.get_or_create_experiment(name)?.id,
         None => ExperimentId::DEFAULT,
     };
-    let mut ids: BTreeMap<String, RunId> = BTreeMap::new();
-    let mut reports = Vec::new();
-    for (rel, files) in dirs {
-        let parent = ancestor(&rel, &ids);
-        let id = derive_run_id(experiment, &root, &rel);
-        let name = if rel.is_empty() {
-            base_name(&root)
-        } else {
-            rel.clone()
-        };
-        create_run(b, &id, experiment, &name, parent, &root.join(&rel))?;
-        reports.push(import_run(b, &id, &name, &rel, &files)?);
-        ids.insert(rel, id);
+    let mut imp = Importer {
+        b,
+        root: root.clone(),
+        experiment,
+        runs: BTreeMap::new(),
+    };
+    if args.follow {
+        crate::tensorboard_cmd::stop_on_signals();
+        let pause = Duration::from_secs_f64(args.interval.clamp(0.05, 3600.0));
+        while !crate::tensorboard_cmd::stop_requested() {
+            imp.sync()?;
+            let until = Instant::now() + pause;
+            while Instant::now() < until && !crate::tensorboard_cmd::stop_requested() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
     }
+    imp.sync()?;
+    let reports = imp.finish()?;
     print_report(b.json, &root, &reports)
 }
 
@@ -130,18 +135,6 @@ pub fn run_dirs(root: &Path) -> std::io::Result<Vec<(String, Vec<PathBuf>)>> {
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
-}
-
-/// The nearest enclosing folder that is a run.
-fn ancestor(rel: &str, ids: &BTreeMap<String, RunId>) -> Option<RunId> {
-    let mut cur = rel;
-    while !cur.is_empty() {
-        cur = cur.rfind('/').map_or("", |i| &cur[..i]);
-        if let Some(id) = ids.get(cur) {
-            return Some(id.clone());
-        }
-    }
-    None
 }
 
 fn base_name(root: &Path) -> String {
@@ -219,61 +212,149 @@ fn load_state(b: &Bridge, run: &RunId) -> Result<BTreeMap<String, u64>, CliError
     }
 }
 
-fn import_run(
-    b: &Bridge,
-    id: &RunId,
-    name: &str,
-    rel: &str,
-    files: &[PathBuf],
-) -> Result<RunReport, CliError> {
-    let mut rep = RunReport {
-        run_id: id.to_string(),
-        name: name.to_string(),
-        dir: rel.to_string(),
-        files: files.len(),
-        ..Default::default()
-    };
-    let mut state = load_state(b, id)?;
-    let mut kinds: HashMap<String, MetricKind> = b
-        .client
-        .list_metrics(id)?
-        .into_iter()
-        .map(|m| (m.name, m.kind))
-        .collect();
-    let mut span: Option<(f64, f64)> = None;
-    for path in files {
-        let file = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let from = state.get(&file).copied().unwrap_or(0);
-        let mut reader = EventFileReader::new(path);
-        let mut imp = FileImport::new(b, id, &file, &mut kinds, &mut rep);
-        let mut failure = None;
-        let errors = reader.poll_each(|offset, event| {
-            let new = offset >= from;
-            if new && event.wall_time > 0.0 {
-                let t = event.wall_time;
-                span = Some(span.map_or((t, t), |(a, z): (f64, f64)| (a.min(t), z.max(t))));
+/// Imports a logdir, once or again and again (`--follow`): the runs found so far and, per event file, a
+/// reader and a decoder that persist, so each sync reads only what was appended.
+struct Importer<'a> {
+    b: &'a Bridge,
+    root: PathBuf,
+    experiment: ExperimentId,
+    runs: BTreeMap<String, RunImport>,
+}
+
+/// One run being imported.
+struct RunImport {
+    id: RunId,
+    report: RunReport,
+    /// How far each file was imported (stored as [`STATE_ARTIFACT`]).
+    state: BTreeMap<String, u64>,
+    kinds: HashMap<String, MetricKind>,
+    files: BTreeMap<String, (EventFileReader, ValueDecoder)>,
+    span: Option<(f64, f64)>,
+}
+
+impl Importer<'_> {
+    /// Finds new run folders and files, and imports what was appended to every file since the last sync.
+    fn sync(&mut self) -> Result<(), CliError> {
+        for (rel, files) in run_dirs(&self.root)? {
+            if !self.runs.contains_key(&rel) {
+                let parent = self.ancestor(&rel);
+                let run = self.open_run(&rel, parent)?;
+                self.runs.insert(rel.clone(), run);
             }
-            if failure.is_none() {
-                failure = imp.event(offset, &event, new).err();
+            if let Some(run) = self.runs.get_mut(&rel) {
+                run.sync(self.b, &files)?;
             }
-        })?;
-        if let Some(e) = failure {
-            return Err(e);
         }
-        imp.flush()?;
-        rep.errors.extend(errors.iter().map(|e| e.to_string()));
-        rep.errors
-            .extend(reader.trailing_error().map(|e| e.to_string()));
-        state.insert(file, reader.offset());
+        Ok(())
     }
-    let state_json = serde_json::to_vec(&state).unwrap_or_default();
-    b.client
-        .put_artifact_bytes(id, STATE_ARTIFACT, &state_json)?;
-    finish_run(b, id, span)?;
-    Ok(rep)
+
+    /// The nearest enclosing folder that is a run.
+    fn ancestor(&self, rel: &str) -> Option<RunId> {
+        let mut cur = rel;
+        while !cur.is_empty() {
+            cur = cur.rfind('/').map_or("", |i| &cur[..i]);
+            if let Some(r) = self.runs.get(cur) {
+                return Some(r.id.clone());
+            }
+        }
+        None
+    }
+
+    fn open_run(&self, rel: &str, parent: Option<RunId>) -> Result<RunImport, CliError> {
+        let b = self.b;
+        let id = derive_run_id(self.experiment, &self.root, rel);
+        let name = if rel.is_empty() {
+            base_name(&self.root)
+        } else {
+            rel.to_string()
+        };
+        create_run(b, &id, self.experiment, &name, parent, &self.root.join(rel))?;
+        let kinds = b.client.list_metrics(&id)?;
+        Ok(RunImport {
+            report: RunReport {
+                run_id: id.to_string(),
+                name,
+                dir: rel.to_string(),
+                ..Default::default()
+            },
+            state: load_state(b, &id)?,
+            kinds: kinds.into_iter().map(|m| (m.name, m.kind)).collect(),
+            files: BTreeMap::new(),
+            span: None,
+            id,
+        })
+    }
+
+    /// Reports what is left at the end of each file and marks the runs Completed.
+    fn finish(self) -> Result<Vec<RunReport>, CliError> {
+        let mut out = Vec::new();
+        for (_, mut run) in self.runs {
+            for (reader, _) in run.files.values() {
+                run.report
+                    .errors
+                    .extend(reader.trailing_error().map(|e| e.to_string()));
+            }
+            run.report.files = run.files.len();
+            finish_run(self.b, &run.id, run.span)?;
+            out.push(run.report);
+        }
+        Ok(out)
+    }
+}
+
+impl RunImport {
+    fn sync(&mut self, b: &Bridge, files: &[PathBuf]) -> Result<(), CliError> {
+        let mut changed = false;
+        for path in files {
+            let file = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let (reader, decoder) = self
+                .files
+                .entry(file.clone())
+                .or_insert_with(|| (EventFileReader::new(path), ValueDecoder::default()));
+            let before = reader.offset();
+            let from = self.state.get(&file).copied().unwrap_or(0);
+            let mut imp = FileImport::new(
+                b,
+                &self.id,
+                &file,
+                &mut self.kinds,
+                &mut self.report,
+                decoder,
+            );
+            let mut failure = None;
+            let span = &mut self.span;
+            let errors = reader.poll_each(|offset, event| {
+                let new = offset >= from;
+                if new && event.wall_time > 0.0 {
+                    let t = event.wall_time;
+                    *span = Some(span.map_or((t, t), |(a, z): (f64, f64)| (a.min(t), z.max(t))));
+                }
+                if failure.is_none() {
+                    failure = imp.event(offset, &event, new).err();
+                }
+            })?;
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            imp.flush()?;
+            self.report
+                .errors
+                .extend(errors.iter().map(|e| e.to_string()));
+            if reader.offset() != before {
+                self.state.insert(file, reader.offset().max(from));
+                changed = true;
+            }
+        }
+        if changed {
+            let json = serde_json::to_vec(&self.state).unwrap_or_default();
+            b.client
+                .put_artifact_bytes(&self.id, STATE_ARTIFACT, &json)?;
+        }
+        Ok(())
+    }
 }
 
 /// Marks the run Completed (with the first and last event times) unless it already ended.
@@ -305,7 +386,7 @@ struct FileImport<'a> {
     file_key: String,
     kinds: &'a mut HashMap<String, MetricKind>,
     rep: &'a mut RunReport,
-    decoder: ValueDecoder,
+    decoder: &'a mut ValueDecoder,
     batch: Pending,
 }
 
@@ -330,6 +411,7 @@ impl<'a> FileImport<'a> {
         file: &str,
         kinds: &'a mut HashMap<String, MetricKind>,
         rep: &'a mut RunReport,
+        decoder: &'a mut ValueDecoder,
     ) -> Self {
         FileImport {
             b,
@@ -337,7 +419,7 @@ impl<'a> FileImport<'a> {
             file_key: format!("{:016x}", fnv1a128(file.as_bytes()) as u64),
             kinds,
             rep,
-            decoder: ValueDecoder::default(),
+            decoder,
             batch: Pending::default(),
         }
     }

@@ -2,22 +2,14 @@
 //! its URL, re-exports while the runs are still logging, and on Ctrl-C stops it and cleans up.
 
 use crate::tb_export::{export, RunReport, Selection};
-use crate::tensorboard_cmd::{Bridge, LaunchArgs};
+use crate::tensorboard_cmd::{stop_on_signals, stop_requested, Bridge, LaunchArgs};
 use crate::{CliError, EXIT_ERROR};
 use flightlog_model::*;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-/// Set by SIGINT/SIGTERM: the wait loop stops TensorBoard and returns.
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
 
 /// How long TensorBoard may take to print its URL.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -56,6 +48,8 @@ fn serve(
     sel: &Selection,
     args: &LaunchArgs,
 ) -> Result<(), CliError> {
+    // Before anything is announced: a Ctrl-C from then on stops TensorBoard and cleans up.
+    stop_on_signals();
     let reports = export(b, logdir, sel)?;
     let mut child = Command::new(exe)
         .arg("--logdir")
@@ -74,10 +68,6 @@ fn serve(
         }
     };
     announce(b.json, &url, logdir, &child, reports.len())?;
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-    }
     let result = keep_in_sync(b, logdir, sel, &reports, &mut child, args.interval);
     stop(&mut child);
     result
@@ -169,9 +159,9 @@ fn keep_in_sync(
 ) -> Result<(), CliError> {
     let mut last = fingerprint(b, reports).ok();
     let mut next = Instant::now() + Duration::from_secs(interval.max(1));
-    while !STOP.load(Ordering::SeqCst) {
+    while !stop_requested() {
         std::thread::sleep(Duration::from_millis(100));
-        if STOP.load(Ordering::SeqCst) {
+        if stop_requested() {
             break;
         }
         if let Ok(Some(status)) = child.try_wait() {

@@ -43,6 +43,12 @@ pub struct ImportArgs {
     /// The experiment to import into (created if missing; default: Default).
     #[arg(long, short = 'e')]
     pub experiment: Option<String>,
+    /// Keep importing what is appended (a script still writing) until Ctrl-C; runs stay Running until then.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Seconds between looks for new data with --follow.
+    #[arg(long, default_value_t = 1.0)]
+    pub interval: f64,
 }
 
 #[derive(Args, Debug)]
@@ -65,6 +71,25 @@ pub struct LaunchArgs {
     /// Seconds between checks for new data while runs are active.
     #[arg(long, default_value_t = 5)]
     pub interval: u64,
+}
+
+/// Set by SIGINT/SIGTERM once [`stop_on_signals`] ran: long-running commands end cleanly.
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Makes Ctrl-C (and SIGTERM) set a flag instead of killing the process, so cleanup runs.
+pub(crate) fn stop_on_signals() {
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+}
+
+pub(crate) fn stop_requested() -> bool {
+    STOP.load(std::sync::atomic::Ordering::SeqCst)
 }
 
 /// What both directions share: the client, the output mode, and a plain HTTP agent for the extra calls.

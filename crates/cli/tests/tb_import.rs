@@ -301,3 +301,88 @@ fn a_logdir_without_event_files_is_an_error() {
     let out = flightlog(&s.base(), &["import", "tensorboard", "/nonexistent/logdir"]);
     assert_eq!(out.status.code(), Some(3));
 }
+
+#[test]
+fn follow_imports_what_a_running_writer_appends() {
+    let s = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.out.tfevents.1.host.1.0");
+    let record = |step: i64| {
+        let mut out = Vec::new();
+        let e = event(
+            1000.0 + step as f64,
+            step,
+            summary::scalar("live", step as f32),
+        );
+        flightlog_tensorboard::record::encode_record(&prost::Message::encode_to_vec(&e), &mut out);
+        out
+    };
+    std::fs::write(&path, record(0)).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_flightlog"))
+        .args([
+            "import",
+            "tensorboard",
+            dir.path().to_str().unwrap(),
+            "-e",
+            "live",
+            "--follow",
+            "--interval",
+            "0.05",
+        ])
+        .env("FLIGHTLOG_TRACKING_URI", s.base())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let steps = |s: &TestServer| -> Option<Json> {
+        let (st, v) = s.get("/api/v1/experiments/by-name/live");
+        if st != 200 {
+            return None;
+        }
+        let (_, page) = s.get(&format!("/api/v1/runs?experiment_id={}", v["id"].as_str()?));
+        let id = page["items"][0]["id"].as_str()?.to_string();
+        let (st, m) = s.get(&format!("/api/v1/runs/{id}/metrics/live"));
+        (st == 200).then(|| m["steps"].clone())
+    };
+    let wait_for = |want: Json| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while steps(&s) != Some(want.clone()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never saw {want}: {:?}",
+                steps(&s)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    wait_for(serde_json::json!([0]));
+    let (_, v) = s.get("/api/v1/experiments/by-name/live");
+    let (_, page) = s.get(&format!(
+        "/api/v1/runs?experiment_id={}",
+        v["id"].as_str().unwrap()
+    ));
+    assert_eq!(page["items"][0]["status"], "Running");
+    // Half a record, then the rest and one more: nothing is lost or read twice.
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    let one = record(1);
+    f.write_all(&one[..10]).unwrap();
+    f.flush().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    f.write_all(&one[10..]).unwrap();
+    f.write_all(&record(2)).unwrap();
+    f.flush().unwrap();
+    wait_for(serde_json::json!([0, 1, 2]));
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let (_, page) = s.get(&format!(
+        "/api/v1/runs?experiment_id={}",
+        v["id"].as_str().unwrap()
+    ));
+    assert_eq!(page["items"][0]["status"], "Completed");
+}
