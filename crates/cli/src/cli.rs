@@ -1,6 +1,6 @@
 //! Argument parsing (clap derive) and dispatch.
 
-use crate::{server_cmd, tensorboard_cmd, CliError, EXIT_CODES};
+use crate::{server_cmd, submit_cmd, tensorboard_cmd, CliError, EXIT_CODES};
 use clap::{CommandFactory, Parser, Subcommand};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -79,6 +79,8 @@ pub enum Command {
     /// Import runs from another tool's files (TensorBoard).
     #[command(subcommand)]
     Import(tensorboard_cmd::ImportCmd),
+    /// Run a command as a tracked run: snapshot, live stdout/stderr, outputs, outcome.
+    Submit(submit_cmd::SubmitArgs),
     /// Show runs in TensorBoard: export them, start `tensorboard` on the export, print its URL; Ctrl-C stops it.
     Tensorboard(tensorboard_cmd::LaunchArgs),
     /// Print a shell completion script.
@@ -111,8 +113,10 @@ pub enum RunsCmd {
     },
     /// Show one run: status, times, tags, properties, params, metrics.
     Show { run: String },
-    /// Cancel a run.
+    /// Cancel a run (a submitted run is stopped by its submitter: CancelRequested, then Canceled).
     Cancel { run: String },
+    /// Wait for a run to end, optionally printing its output; exits 0 Completed, 1 Failed, 130 Canceled.
+    Wait(submit_cmd::WaitArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -179,6 +183,7 @@ fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Export(c) => tensorboard_cmd::export(&cli.server, cli.json, c),
         Command::Import(c) => tensorboard_cmd::import(&cli.server, cli.json, c),
         Command::Tensorboard(a) => tensorboard_cmd::launch(&cli.server, cli.json, a),
+        Command::Submit(a) => submit_cmd::submit(&cli.server, cli.json, a),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "flightlog", &mut std::io::stdout());

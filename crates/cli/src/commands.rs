@@ -30,6 +30,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         }) => ctx.runs_ls(experiment, status, limit),
         Command::Runs(RunsCmd::Show { run }) => ctx.runs_show(&run),
         Command::Runs(RunsCmd::Cancel { run }) => ctx.runs_cancel(&run),
+        Command::Runs(RunsCmd::Wait(a)) => crate::submit_cmd::wait(&ctx.client, ctx.json, a),
         Command::Metrics { run, name, csv } => ctx.metrics(&run, name.as_deref(), csv),
         Command::Logs {
             run,
@@ -49,6 +50,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Sync { spool, all } => ctx.sync(spool, all),
         Command::Server { .. }
+        | Command::Submit(_)
         | Command::Completions { .. }
         | Command::Export(_)
         | Command::Import(_)
@@ -269,20 +271,54 @@ impl Ctx {
         Ok(())
     }
 
+    /// A submitted run that is still active is asked to stop (CancelRequested): its submitter stops the
+    /// process group and records Canceled, which this waits a while for. Any other run (an interactive one,
+    /// or a submitted one asked before whose submitter is gone) is marked Canceled at once.
     fn runs_cancel(&self, run: &str) -> Result<(), CliError> {
         let id = parse_run(run)?;
-        let r = self.client.update_run(
+        let current = self.client.get_run(&id)?;
+        let submitted = current
+            .properties
+            .contains_key(flightlog_runner::lifecycle::TARGET_PROPERTY);
+        let ask = submitted
+            && !current.status.is_terminal()
+            && current.status != RunStatus::CancelRequested;
+        let status = if ask {
+            RunStatus::CancelRequested
+        } else {
+            RunStatus::Canceled
+        };
+        let mut r = self.client.update_run(
             &id,
             &RunPatch {
-                status: Some(RunStatus::Canceled),
+                status: Some(status),
                 ..Default::default()
             },
         )?;
+        if ask {
+            r = self.wait_terminal(&id, r, Duration::from_secs(20))?;
+        }
         if self.json {
             return Ok(print_json(&r)?);
         }
-        println!("run {} is {}", r.id, r.status);
+        match r.status {
+            RunStatus::CancelRequested => println!(
+                "run {} is CancelRequested: its submitting process stops it (cancel again to mark it Canceled now)",
+                r.id
+            ),
+            s => println!("run {} is {s}", r.id),
+        }
         Ok(())
+    }
+
+    /// Polls (briefly, a few times a second) until the run is terminal or `within` passes.
+    fn wait_terminal(&self, id: &RunId, mut r: Run, within: Duration) -> Result<Run, CliError> {
+        let deadline = std::time::Instant::now() + within;
+        while !r.status.is_terminal() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+            r = self.client.get_run(id)?;
+        }
+        Ok(r)
     }
 
     // --- metrics ------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ pub mod cli;
 pub mod commands;
 pub mod output;
 pub mod server_cmd;
+pub mod submit_cmd;
 pub mod tb_export;
 pub mod tb_import;
 pub mod tb_launch;

@@ -1,0 +1,644 @@
+//! End-to-end tests of `flightlog submit` and `flightlog runs wait` against the real binary and server: the
+//! lifecycle, captured output, properties, outputs, failure, timeout, cancel of the whole process group,
+//! unexecutable commands, snapshot rules and limits, attaching from a second process, the script's env.
+
+mod common;
+
+use common::TestServer;
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+fn cmd(server: &TestServer, spool: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_flightlog"));
+    c.arg("--server")
+        .arg(server.base())
+        .env("FLIGHTLOG_SPOOL", spool)
+        .env_remove("FLIGHTLOG_TRACKING_URI");
+    c
+}
+
+fn run_cli(server: &TestServer, spool: &Path, args: &[&str]) -> Output {
+    cmd(server, spool)
+        .args(args)
+        .output()
+        .expect("run flightlog")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).to_string()
+}
+
+/// The run id announced on stderr ("flightlog: run <id> submitted").
+fn announced_id(stderr: &str) -> String {
+    stderr
+        .lines()
+        .find_map(|l| {
+            let (id, rest) = l.strip_prefix("flightlog: run ")?.split_once(' ')?;
+            rest.starts_with("submitted (").then(|| id.to_string())
+        })
+        .unwrap_or_else(|| panic!("no run announced in: {stderr}"))
+}
+
+fn get_run(s: &TestServer, id: &str) -> Value {
+    let (status, run) = s.get(&format!("/api/v1/runs/{id}"));
+    assert_eq!(status, 200, "{run}");
+    run
+}
+
+fn log(s: &TestServer, id: &str, stream: &str) -> String {
+    let (status, v) = s.get(&format!(
+        "/api/v1/runs/{id}/logs/{stream}?max_bytes=16777216"
+    ));
+    if status == 404 {
+        return String::new();
+    }
+    assert_eq!(status, 200, "{v}");
+    v["data"].as_str().unwrap_or_default().to_string()
+}
+
+fn artifacts(s: &TestServer, id: &str, prefix: &str) -> Vec<String> {
+    let (status, v) = s.get(&format!(
+        "/api/v1/runs/{id}/artifacts?prefix={prefix}&recursive=true"
+    ));
+    assert_eq!(status, 200, "{v}");
+    let mut out: Vec<String> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| !a["is_dir"].as_bool().unwrap_or(false))
+        .map(|a| a["path"].as_str().unwrap().to_string())
+        .collect();
+    out.sort();
+    out
+}
+
+/// Both streams merged back into write order by their time stamps: (stream, text).
+fn merged(s: &TestServer, id: &str) -> Vec<(String, String)> {
+    let mut lines = Vec::new();
+    for stream in ["stdout", "stderr"] {
+        for l in log(s, id, stream).lines() {
+            let (t, rest) = l.split_once(' ').expect("stamped line");
+            assert_eq!(t.len(), 27, "stamp of {l:?}");
+            lines.push((t.to_string(), stream.to_string(), rest.to_string()));
+        }
+    }
+    lines.sort();
+    lines.into_iter().map(|(_, s, t)| (s, t)).collect()
+}
+
+fn write(dir: &Path, rel: &str, content: &str) {
+    let p = dir.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, content).unwrap();
+}
+
+fn run_count(s: &TestServer) -> usize {
+    let (_, v) = s.get("/api/v1/runs");
+    v["items"].as_array().map(|a| a.len()).unwrap_or(0)
+}
+
+#[test]
+fn a_successful_script_is_recorded_with_output_properties_and_outputs() {
+    let s = TestServer::start();
+    let spool = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    write(
+        src.path(),
+        "train.sh",
+        "echo out1\nsleep 0.1\necho err1 >&2\nsleep 0.1\necho out2\n\
+         echo \"run=$FLIGHTLOG_RUN_ID mlflow=$MLFLOW_RUN_ID exp=$MLFLOW_EXPERIMENT_ID uri=$FLIGHTLOG_TRACKING_URI\"\n\
+         mkdir -p outputs logs\necho weights > outputs/model.txt\necho step1 > logs/train.log\n",
+    );
+    let out = run_cli(
+        &s,
+        spool.path(),
+        &[
+            "submit",
+            "--experiment",
+            "scripts",
+            "--name",
+            "first",
+            "--tag",
+            "team=ml",
+            "--source-dir",
+            src.path().to_str().unwrap(),
+            "--show-output",
+            "--",
+            "sh",
+            "train.sh",
+        ],
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let id = announced_id(&stderr);
+    assert!(
+        stderr.contains(&format!("run {id} Completed (exit code 0)")),
+        "{stderr}"
+    );
+    // --show-output echoes the script's stdout on ours.
+    assert!(
+        text(&out.stdout).contains("out1\nout2\n"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let run = get_run(&s, &id);
+    assert_eq!(run["status"], "Completed");
+    assert_eq!(run["display_name"], "first");
+    assert_eq!(run["tags"]["team"], "ml");
+    assert_eq!(run["command"], "sh train.sh");
+    let props = &run["properties"];
+    assert_eq!(props["command"], "sh train.sh");
+    assert_eq!(props["compute_target"], "local");
+    let dir = src.path().canonicalize().unwrap();
+    assert_eq!(props["working_dir"], dir.to_str().unwrap());
+    assert!(props["hostname"].as_str().is_some_and(|h| !h.is_empty()));
+    assert!(props["os"].as_str().is_some_and(|o| !o.is_empty()));
+
+    let lines = merged(&s, &id);
+    let pairs: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    assert_eq!(
+        &pairs[..3],
+        &[("stdout", "out1"), ("stderr", "err1"), ("stdout", "out2")]
+    );
+    let exp_id = run["experiment_id"].as_str().unwrap();
+    assert_eq!(
+        pairs[3].1,
+        format!("run={id} mlflow={id} exp={exp_id} uri={}", s.base())
+    );
+
+    assert_eq!(artifacts(&s, &id, "outputs"), vec!["outputs/model.txt"]);
+    assert_eq!(artifacts(&s, &id, "logs"), vec!["logs/train.log"]);
+    assert_eq!(artifacts(&s, &id, "snapshot"), vec!["snapshot/train.sh"]);
+}
+
+#[test]
+fn a_failing_script_propagates_its_exit_code_and_stderr_tail() {
+    let s = TestServer::start();
+    let spool = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let script = "for i in $(seq 1 30); do echo \"problem $i\" >&2; done; exit 7";
+    let out = run_cli(
+        &s,
+        spool.path(),
+        &[
+            "submit",
+            "--source-dir",
+            src.path().to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            script,
+        ],
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(7), "{stderr}");
+    let run = get_run(&s, &announced_id(&stderr));
+    assert_eq!(run["status"], "Failed");
+    assert_eq!(run["error"]["message"], "the command exited with code 7");
+    let details = run["error"]["details"].as_str().unwrap();
+    assert!(details.ends_with("problem 29\nproblem 30"), "{details}");
+    assert!(
+        details.contains("problem 11\n") && !details.contains("problem 10\n"),
+        "{details}"
+    );
+}
+
+#[test]
+fn a_timeout_stops_the_script_and_fails_the_run() {
+    let s = TestServer::start();
+    let spool = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let t = Instant::now();
+    let out = run_cli(
+        &s,
+        spool.path(),
+        &[
+            "submit",
+            "--timeout",
+            "1",
+            "--source-dir",
+            src.path().to_str().unwrap(),
+            "--",
+            "sleep",
+            "60",
+        ],
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(124), "{stderr}");
+    assert!(t.elapsed() < Duration::from_secs(20));
+    let run = get_run(&s, &announced_id(&stderr));
+    assert_eq!(run["status"], "Failed");
+    assert_eq!(run["error"]["message"], "timed out after 1 s");
+}
+
+#[test]
+fn unexecutable_commands_fail_the_run_with_the_os_reason() {
+    let s = TestServer::start();
+    let spool = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    write(src.path(), "notes.txt", "not a program");
+    let dir = src.path().to_str().unwrap();
+    let out = run_cli(
+        &s,
+        spool.path(),
+        &["submit", "--source-dir", dir, "--", "./notes.txt"],
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(126), "{stderr}");
+    let run = get_run(&s, &announced_id(&stderr));
+    assert_eq!(run["status"], "Failed");
+    let msg = run["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with("cannot execute './notes.txt': Permission denied"),
+        "{msg}"
+    );
+
+    let out = run_cli(
+        &s,
+        spool.path(),
+        &["submit", "--source-dir", dir, "--", "no-such-program-xyz"],
+    );
+    assert_eq!(out.status.code(), Some(127), "{}", text(&out.stderr));
+}
+
+#[test]
+fn bad_input_is_refused_before_any_run_or_process_exists() {
+    let s = TestServer::start();
+    let spool = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let dir = src.path().to_str().unwrap();
+    let out = run_cli(&s, spool.path(), &["submit", "--source-dir", dir]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("error: no command given"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = run_cli(
+        &s,
+        spool.path(),
+        &["submit", "--source-dir", "/nonexistent/dir", "--", "true"],
+    );
+    assert_eq!(out.status.code(), Some(4));
+    assert!(text(&out.stderr).contains("cannot read the source directory '/nonexistent/dir'"));
+
+    let out = run_cli(
+        &s,
+        spool.path(),
+        &[
+            "submit",
+            "--no-create",
+            "-e",
+            "nope",
+            "--source-dir",
+            dir,
+            "--",
+            "touch",
+            "ran",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&out.stderr).contains("experiment 'nope' does not exist"));
+    assert!(!src.path().join("ran").exists());
+    assert_eq!(run_count(&s), 0);
+}
+
+#[test]
+fn the_snapshot_honours_ignore_files_and_refuses_too_many_files() {
+    let s = TestServer::start();
+    let spool = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    write(src.path(), "train.py", "print(1)");
+    write(src.path(), ".gitignore", "data/\n*.ckpt\n");
+    write(src.path(), ".flightlogignore", "notes.md\n");
+    write(src.path(), "data/big.csv", "1,2");
+    write(src.path(), "model.ckpt", "w");
+    write(src.path(), "notes.md", "n");
+    write(src.path(), "lib/util.py", "u");
+    let dir = src.path().to_str().unwrap();
+    let out = run_cli(
+        &s,
+        spool.path(),
+        &["submit", "--source-dir", dir, "--", "true"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let id = announced_id(&text(&out.stderr));
+    assert_eq!(
+        artifacts(&s, &id, "snapshot"),
+        vec![
+            "snapshot/.flightlogignore",
+            "snapshot/.gitignore",
+            "snapshot/lib/util.py",
+            "snapshot/train.py"
+        ]
+    );
+
+    for i in 0..2001 {
+        write(src.path(), &format!("venv/f{i}.py"), "");
+    }
+    let out = run_cli(
+        &s,
+        spool.path(),
+        &["submit", "--source-dir", dir, "--", "touch", "ran"],
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("2005 files (limit 2000)"), "{stderr}");
+    assert!(stderr.contains("biggest: venv/ (2001 files"), "{stderr}");
+    assert!(!src.path().join("ran").exists());
+    assert_eq!(run_count(&s), 1);
+}
+
+/// A background `flightlog submit` whose announced run id arrives on a channel.
+fn spawn_submit(s: &TestServer, spool: &Path, args: &[&str]) -> (Child, String) {
+    let mut child = cmd(s, spool)
+        .arg("submit")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let err = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("announcement");
+    (child, announced_id(&line))
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> Option<i32> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st.code();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    panic!("flightlog submit did not exit in {within:?}");
+}
+
+fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Alive and not a zombie.
+fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            let state = s.rsplit(')').next().unwrap_or("").trim_start();
+            !state.starts_with('Z') && !state.starts_with('X')
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn runs_cancel_from_another_process_stops_the_whole_process_group() {
+    let s = TestServer::start();
+    let spool = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let dir = src.path().to_str().unwrap();
+    let script = "sleep 300 & echo \"child $!\"; wait";
+    let (mut child, id) = spawn_submit(
+        &s,
+        spool.path(),
+        &[
+            "--grace",
+            "2",
+            "--source-dir",
+            dir,
+            "--",
+            "sh",
+            "-c",
+            script,
+        ],
+    );
+    let mut pid = 0u32;
+    wait_for("the child's pid in stdout", Duration::from_secs(20), || {
+        pid = log(&s, &id, "stdout")
+            .split("child ")
+            .nth(1)
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or(0);
+        pid != 0
+    });
+    assert!(process_alive(pid));
+    let out = run_cli(&s, spool.path(), &["runs", "cancel", &id]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(&format!("run {id} is Canceled")),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(20)), Some(130));
+    assert_eq!(get_run(&s, &id)["status"], "Canceled");
+    wait_for("the child sleep to be gone", Duration::from_secs(5), || {
+        !process_alive(pid)
+    });
+}
+
+#[test]
+fn sigterm_to_submit_cancels_the_run() {
+    let s = TestServer::start();
+    let spool = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let dir = src.path().to_str().unwrap();
+    let (mut child, id) = spawn_submit(
+        &s,
+        spool.path(),
+        &["--source-dir", dir, "--", "sleep", "300"],
+    );
+    wait_for("Running", Duration::from_secs(20), || {
+        get_run(&s, &id)["status"] == "Running"
+    });
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(20)), Some(130));
+    assert_eq!(get_run(&s, &id)["status"], "Canceled");
+}
+
+#[test]
+fn runs_wait_from_another_process_sees_all_output_and_the_outcome() {
+    let s = TestServer::start();
+    let spool = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let dir = src.path().to_str().unwrap();
+    let script = "for i in 1 2 3 4 5; do echo \"line $i\"; sleep 0.3; done; echo oops >&2; exit 3";
+    let (mut child, id) = spawn_submit(
+        &s,
+        spool.path(),
+        &["--source-dir", dir, "--", "sh", "-c", script],
+    );
+    let waited = run_cli(&s, spool.path(), &["runs", "wait", &id, "--show-output"]);
+    assert_eq!(waited.status.code(), Some(1), "{}", text(&waited.stderr));
+    assert_eq!(
+        text(&waited.stdout),
+        "line 1\nline 2\nline 3\nline 4\nline 5\n"
+    );
+    let werr = text(&waited.stderr);
+    assert!(werr.contains("oops\n"), "{werr}");
+    assert!(werr.contains(&format!("run {id} Failed")), "{werr}");
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(20)), Some(3));
+
+    // Attaching after the end replays the output and the outcome.
+    let again = run_cli(&s, spool.path(), &["runs", "wait", &id, "--show-output"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert_eq!(
+        text(&again.stdout),
+        "line 1\nline 2\nline 3\nline 4\nline 5\n"
+    );
+
+    let out = run_cli(
+        &s,
+        spool.path(),
+        &["submit", "--source-dir", dir, "--", "true"],
+    );
+    let ok = announced_id(&text(&out.stderr));
+    let waited = run_cli(&s, spool.path(), &["runs", "wait", &ok]);
+    assert_eq!(waited.status.code(), Some(0), "{}", text(&waited.stderr));
+}
+
+#[test]
+fn a_sweep_runs_one_child_per_combination_and_fails_the_parent_if_one_fails() {
+    let s = TestServer::start();
+    let spool = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let dir = src.path().to_str().unwrap();
+    let out = run_cli(
+        &s,
+        spool.path(),
+        &[
+            "submit",
+            "--sweep",
+            "a=1,2",
+            "--sweep",
+            "b=x,y",
+            "--parallel",
+            "2",
+            "--source-dir",
+            dir,
+            "--",
+            "sh",
+            "-c",
+            "echo run-{a}-{b}; test {a}{b} != 2y",
+        ],
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let parent = announced_id(&stderr);
+    let run = get_run(&s, &parent);
+    assert_eq!(run["status"], "Failed");
+    assert_eq!(run["properties"]["sweep"], "a=1,2 b=x,y");
+    assert_eq!(
+        run["error"]["message"],
+        "1 of 4 child runs did not complete"
+    );
+    let (_, kids) = s.get(&format!("/api/v1/runs?parent_id={parent}"));
+    let kids = kids["items"].as_array().unwrap();
+    assert_eq!(kids.len(), 4);
+    for k in kids {
+        let (a, b) = (
+            k["params"]["a"].as_str().unwrap(),
+            k["params"]["b"].as_str().unwrap(),
+        );
+        let id = k["id"].as_str().unwrap();
+        let want = if (a, b) == ("2", "y") {
+            "Failed"
+        } else {
+            "Completed"
+        };
+        assert_eq!(k["status"], want, "{k}");
+        assert!(log(&s, id, "stdout").ends_with(&format!(" run-{a}-{b}\n")));
+    }
+    let summary = log(&s, &parent, "stdout");
+    assert!(
+        summary.contains("RUN") && summary.contains("STATUS"),
+        "{summary}"
+    );
+    assert_eq!(summary.matches("Completed").count(), 3, "{summary}");
+    assert_eq!(
+        artifacts(&s, &parent, "sweep_summary.json"),
+        vec!["sweep_summary.json"]
+    );
+
+    let out = run_cli(
+        &s,
+        spool.path(),
+        &[
+            "submit",
+            "--sweep",
+            "c=1",
+            "--source-dir",
+            dir,
+            "--",
+            "true",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("bad --sweep: the command has no {c} placeholder"));
+}
+
+#[test]
+fn runs_wait_resumes_after_the_server_restarts_without_repeating_output() {
+    let mut s = TestServer::start();
+    let spool = tempfile::tempdir().unwrap();
+    let (st, run) = s.post("/api/v1/runs", &serde_json::json!({"status": "Running"}));
+    assert_eq!(st, 201, "{run}");
+    let id = run["id"].as_str().unwrap().to_string();
+    let append = |s: &TestServer, text: &str| {
+        let path = format!("/api/v1/runs/{id}/logs/stdout");
+        let (st, v) = s.send_raw("POST", &path, "application/octet-stream", text.as_bytes());
+        assert_eq!(st, 200, "{v}");
+    };
+    append(&s, "before 1\nbefore 2\n");
+    let mut waiter = cmd(&s, spool.path())
+        .args(["runs", "wait", &id, "--show-output"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = waiter.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(20)).unwrap(),
+        "before 1"
+    );
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(20)).unwrap(),
+        "before 2"
+    );
+    s.restart();
+    append(&s, "after 1\n");
+    let (st, v) = s.patch(
+        &format!("/api/v1/runs/{id}"),
+        &serde_json::json!({"status": "Completed"}),
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(wait_exit(&mut waiter, Duration::from_secs(60)), Some(0));
+    let rest: Vec<String> = rx.iter().collect();
+    assert_eq!(rest, vec!["after 1".to_string()]);
+}

@@ -1,0 +1,258 @@
+//! Output capture: a job's stdout/stderr read line by line, stamped, and sent to the run's log streams.
+//!
+//! Each stored line is `<ISO-8601 UTC time with µs> <text>\n`, so the two streams can be merged back into the
+//! order the lines were written in. Text is decoded lossily: binary output is stored (as U+FFFD) and never
+//! breaks the capture; a line longer than [`MAX_PIECE`] is stored in pieces.
+
+use crate::tracker::Tracker;
+use flightlog_model::{RunId, WallTime};
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::sync::{Arc, Mutex};
+
+/// The longest piece of one line sent at once (well under the server's append limit).
+pub const MAX_PIECE: usize = 1 << 20;
+
+/// How many lines of stderr a failed run's error details quote.
+pub const TAIL_LINES: usize = 20;
+
+/// The last lines of a stream, for error details.
+#[derive(Clone, Default)]
+pub struct Tail(Arc<Mutex<VecDeque<String>>>);
+
+impl Tail {
+    fn push(&self, line: &str) {
+        let Ok(mut q) = self.0.lock() else { return };
+        if q.len() == TAIL_LINES {
+            q.pop_front();
+        }
+        q.push_back(line.trim_end_matches(['\n', '\r']).to_string());
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .map(|q| q.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Where captured bytes are echoed (the terminal with `--show-output`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Echo {
+    None,
+    Stdout,
+    Stderr,
+}
+
+/// Reads `reader` to its end, sending stamped lines to `stream`; returns when the job closes it. Lines that
+/// arrive together are stamped with the same time and sent as one piece of text, so a chatty job is not
+/// slowed down by per-line overhead.
+pub fn pump(
+    reader: Box<dyn Read + Send>,
+    tracker: Arc<dyn Tracker>,
+    run: RunId,
+    stream: &str,
+    echo: Echo,
+    tail: Option<Tail>,
+) {
+    let mut r = BufReader::with_capacity(256 * 1024, reader);
+    let mut lines = LineStamper::new(tail);
+    loop {
+        let (text, n) = match r.fill_buf() {
+            Ok([]) => (lines.finish(WallTime::now()), 0),
+            Ok(buf) => {
+                echo_bytes(echo, buf);
+                (lines.feed(buf, WallTime::now()), buf.len())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => (lines.finish(WallTime::now()), 0),
+        };
+        if !text.is_empty() {
+            if let Err(e) = tracker.log_text(&run, stream, &text) {
+                tracing::warn!("cannot record {stream} output: {e}");
+            }
+        }
+        if n == 0 {
+            return;
+        }
+        r.consume(n);
+    }
+}
+
+/// Splits bytes into lines and stamps them; a line longer than [`MAX_PIECE`] is cut into pieces.
+pub struct LineStamper {
+    partial: Vec<u8>,
+    tail: Option<Tail>,
+}
+
+impl LineStamper {
+    pub fn new(tail: Option<Tail>) -> Self {
+        LineStamper {
+            partial: Vec::new(),
+            tail,
+        }
+    }
+
+    /// The complete lines (and full pieces) in `partial + bytes`, stamped with `now`.
+    pub fn feed(&mut self, mut bytes: &[u8], now: WallTime) -> String {
+        let stamp_text = iso_time(now);
+        let mut out = String::new();
+        while !bytes.is_empty() {
+            let room = MAX_PIECE - self.partial.len();
+            let window = &bytes[..bytes.len().min(room)];
+            match window.iter().position(|&b| b == b'\n') {
+                Some(i) if self.partial.is_empty() => {
+                    self.emit(&window[..=i], &stamp_text, &mut out);
+                    bytes = &bytes[i + 1..];
+                }
+                Some(i) => {
+                    self.partial.extend_from_slice(&window[..=i]);
+                    let line = std::mem::take(&mut self.partial);
+                    self.emit(&line, &stamp_text, &mut out);
+                    bytes = &bytes[i + 1..];
+                }
+                None => {
+                    self.partial.extend_from_slice(window);
+                    bytes = &bytes[window.len()..];
+                    if self.partial.len() >= MAX_PIECE {
+                        let piece = std::mem::take(&mut self.partial);
+                        self.emit(&piece, &stamp_text, &mut out);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// What is left when the stream ends (a last line without a newline).
+    pub fn finish(&mut self, now: WallTime) -> String {
+        let mut out = String::new();
+        if !self.partial.is_empty() {
+            let piece = std::mem::take(&mut self.partial);
+            self.emit(&piece, &iso_time(now), &mut out);
+        }
+        out
+    }
+
+    fn emit(&self, line: &[u8], stamp_text: &str, out: &mut String) {
+        let text = String::from_utf8_lossy(line);
+        if let Some(t) = &self.tail {
+            t.push(&text);
+        }
+        out.push_str(stamp_text);
+        out.push(' ');
+        out.push_str(&text);
+        if !text.ends_with('\n') {
+            out.push('\n');
+        }
+    }
+}
+
+fn echo_bytes(echo: Echo, bytes: &[u8]) {
+    let _ = match echo {
+        Echo::None => Ok(()),
+        Echo::Stdout => {
+            let mut o = std::io::stdout().lock();
+            o.write_all(bytes).and_then(|_| o.flush())
+        }
+        Echo::Stderr => std::io::stderr().lock().write_all(bytes),
+    };
+}
+
+/// `2026-11-22T18:45:08.123456Z text\n` (a newline is added when the piece has none).
+pub fn stamp(t: WallTime, text: &str) -> String {
+    let mut s = String::with_capacity(text.len() + 29);
+    s.push_str(&iso_time(t));
+    s.push(' ');
+    s.push_str(text);
+    if !s.ends_with('\n') {
+        s.push('\n');
+    }
+    s
+}
+
+/// Splits a stored line into its time and text; `None` for a line without a stamp.
+pub fn unstamp(line: &str) -> Option<(&str, &str)> {
+    let (t, rest) = line.split_once(' ')?;
+    let ok = t.len() == 27 && t.ends_with('Z') && t.as_bytes().get(10) == Some(&b'T');
+    ok.then_some((t, rest))
+}
+
+/// ISO 8601 UTC with microseconds (sorts as text in time order).
+pub fn iso_time(t: WallTime) -> String {
+    let secs = t.0.div_euclid(1_000_000);
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+    let s = secs.rem_euclid(86_400);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
+        s / 3600,
+        s / 60 % 60,
+        s % 60,
+        t.0.rem_euclid(1_000_000)
+    )
+}
+
+/// Howard Hinnant's days-from-civil inverse.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_round_trip() {
+        let t = WallTime(1_700_000_000_123_456);
+        assert_eq!(iso_time(t), "2023-11-14T22:13:20.123456Z");
+        let s = stamp(t, "hello world");
+        assert_eq!(s, "2023-11-14T22:13:20.123456Z hello world\n");
+        assert_eq!(
+            unstamp(s.trim_end()),
+            Some(("2023-11-14T22:13:20.123456Z", "hello world"))
+        );
+        assert_eq!(unstamp("no stamp here"), None);
+    }
+
+    #[test]
+    fn long_lines_come_in_pieces_and_binary_is_lossy() {
+        let t = WallTime(1_700_000_000_000_000);
+        let mut st = LineStamper::new(None);
+        let mut data = vec![b'a'; MAX_PIECE + 10];
+        data.extend_from_slice(b"\n\xff\xfe bin\nla");
+        let mut out = String::new();
+        for chunk in data.chunks(4096) {
+            out.push_str(&st.feed(chunk, t));
+        }
+        out.push_str(&st.feed(b"st", t));
+        out.push_str(&st.finish(t));
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 4);
+        assert_eq!(lines[0].len(), 28 + MAX_PIECE);
+        assert_eq!(lines[1], format!("{} {}", iso_time(t), "a".repeat(10)));
+        assert_eq!(lines[2], format!("{} \u{fffd}\u{fffd} bin", iso_time(t)));
+        assert_eq!(lines[3], format!("{} last", iso_time(t)));
+    }
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        let t = Tail::default();
+        for i in 0..30 {
+            t.push(&format!("line {i}\n"));
+        }
+        let l = t.lines();
+        assert_eq!(l.len(), TAIL_LINES);
+        assert_eq!(l[0], "line 10");
+        assert_eq!(l[19], "line 29");
+    }
+}

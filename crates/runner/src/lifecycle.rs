@@ -1,0 +1,637 @@
+//! The run lifecycle of a submitted command: Queued → Preparing → Running → Finalizing → an outcome.
+
+use crate::capture::{self, Echo, Tail};
+use crate::error::RunnerError;
+use crate::folders::FolderSync;
+use crate::snapshot::{self, Snapshot, SnapshotLimits, SNAPSHOT_PREFIX};
+use crate::target::{self, ComputeTarget, Job, JobExit, JobSpec};
+use crate::tracker::Tracker;
+use crate::{props, signals};
+use flightlog_model::{ErrorDetails, NewRun, Run, RunId, RunPatch, RunStatus};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+/// The property that marks a run as submitted (its value is the compute target): `runs cancel` asks such a
+/// run's submitter to stop it instead of marking it Canceled itself.
+pub const TARGET_PROPERTY: &str = "compute_target";
+
+/// The exit code of a submission stopped by `--timeout` (as `timeout(1)`).
+pub const EXIT_TIMEOUT: i32 = 124;
+/// The exit code of a canceled submission (as a shell after Ctrl-C).
+pub const EXIT_CANCELED: i32 = 130;
+
+/// How often `./logs` is looked at for changes.
+const LOGS_POLL: Duration = Duration::from_secs(2);
+
+/// What to run and how to record it.
+#[derive(Clone, Debug)]
+pub struct Submission {
+    /// Experiment name; `None`: the Default experiment.
+    pub experiment: Option<String>,
+    /// Create the experiment when it does not exist (else it is an error).
+    pub create_experiment: bool,
+    pub display_name: Option<String>,
+    pub source_dir: PathBuf,
+    pub command: Vec<String>,
+    pub tags: BTreeMap<String, String>,
+    pub params: BTreeMap<String, String>,
+    pub parent_id: Option<RunId>,
+    pub timeout: Option<Duration>,
+    /// Between SIGTERM and SIGKILL when the run is stopped.
+    pub grace: Duration,
+    /// Echo the job's output to this process's stdout/stderr.
+    pub show_output: bool,
+    pub limits: SnapshotLimits,
+    /// Upload the snapshot (a sweep's children share their parent's).
+    pub snapshot: bool,
+}
+
+impl Submission {
+    pub fn new(command: Vec<String>) -> Self {
+        Submission {
+            experiment: None,
+            create_experiment: true,
+            display_name: None,
+            source_dir: PathBuf::from("."),
+            command,
+            tags: BTreeMap::new(),
+            params: BTreeMap::new(),
+            parent_id: None,
+            timeout: None,
+            grace: Duration::from_secs(10),
+            show_output: false,
+            limits: SnapshotLimits::default(),
+            snapshot: true,
+        }
+    }
+}
+
+/// The outcome of a submission that got as far as creating its run.
+#[derive(Clone, Debug)]
+pub struct Finished {
+    pub run_id: RunId,
+    pub status: RunStatus,
+    /// What the submitting command should exit with: the job's own code, 124 on timeout, 130 when canceled,
+    /// 126/127 when the command could not be executed.
+    pub exit_code: i32,
+    pub error: Option<ErrorDetails>,
+}
+
+/// Checked input: what [`execute`] needs, found before any run or process exists.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    pub experiment_id: String,
+    pub source_dir: PathBuf,
+    pub snapshot: Snapshot,
+}
+
+/// Checks the input (command, source directory and its snapshot, experiment) without starting anything.
+pub fn prepare(tracker: &dyn Tracker, sub: &Submission) -> Result<Prepared, RunnerError> {
+    if sub.command.is_empty() || sub.command[0].is_empty() {
+        return Err(RunnerError::NoCommand);
+    }
+    let source_dir = sub
+        .source_dir
+        .canonicalize()
+        .map_err(|e| RunnerError::SourceDir {
+            path: sub.source_dir.display().to_string(),
+            reason: e.to_string(),
+        })?;
+    let snapshot = snapshot::scan(&source_dir)?;
+    snapshot.check(&source_dir, sub.limits)?;
+    let experiment_id = match &sub.experiment {
+        None => "0".to_string(),
+        Some(name) => tracker
+            .get_experiment_id(name, sub.create_experiment)?
+            .ok_or_else(|| RunnerError::UnknownExperiment(name.clone()))?,
+    };
+    Ok(Prepared {
+        experiment_id,
+        source_dir,
+        snapshot,
+    })
+}
+
+/// Runs a submission from start to outcome: [`prepare`], then [`execute`].
+pub fn submit(
+    tracker: Arc<dyn Tracker>,
+    target: &dyn ComputeTarget,
+    sub: &Submission,
+    on_created: &mut dyn FnMut(&Run),
+) -> Result<Finished, RunnerError> {
+    let prepared = prepare(tracker.as_ref(), sub)?;
+    execute(tracker, target, sub, prepared, on_created)
+}
+
+/// Creates the run (Queued), snapshots and records properties (Preparing), runs the job (Running), uploads
+/// its outputs (Finalizing) and records the outcome. `on_created` learns the run as soon as it exists (so a
+/// user can attach to it from elsewhere while it prepares).
+pub fn execute(
+    tracker: Arc<dyn Tracker>,
+    target: &dyn ComputeTarget,
+    sub: &Submission,
+    prepared: Prepared,
+    on_created: &mut dyn FnMut(&Run),
+) -> Result<Finished, RunnerError> {
+    let run = create_run(tracker.as_ref(), target, sub, &prepared)?;
+    on_created(&run);
+    let id = run.id.clone();
+    set_status(tracker.as_ref(), &id, RunStatus::Preparing)?;
+    if sub.snapshot {
+        upload_snapshot(tracker.as_ref(), &id, &prepared.snapshot)?;
+    }
+    let properties = props::collect(&sub.command, &prepared.source_dir, target.name());
+    tracker.update_run(
+        &id,
+        &RunPatch {
+            add_properties: properties,
+            ..Default::default()
+        },
+    )?;
+    let cancel = Arc::new(AtomicBool::new(false));
+    let stop_watch = Arc::new(AtomicBool::new(false));
+    tracker.watch_cancel(&id, cancel.clone(), stop_watch.clone());
+    let spec = job_spec(tracker.as_ref(), sub, &prepared, &id);
+    set_status(tracker.as_ref(), &id, RunStatus::Running)?;
+    let ending = if signals::requested() || cancel.load(Ordering::SeqCst) {
+        // Canceled while it prepared: nothing to start.
+        Ending::Canceled
+    } else {
+        match target.start(&spec) {
+            Ok(job) => supervise(
+                tracker.clone(),
+                sub,
+                &prepared.source_dir,
+                &id,
+                job,
+                &cancel,
+            ),
+            Err(f) => Ending::NotStarted(f),
+        }
+    };
+    stop_watch.store(true, Ordering::SeqCst);
+    let _ = set_status(tracker.as_ref(), &id, RunStatus::Finalizing);
+    FolderSync::new(prepared.source_dir.join("outputs"), "outputs").sync(tracker.as_ref(), &id);
+    tracker.flush(Duration::from_secs(30));
+    finish(tracker.as_ref(), &id, ending)
+}
+
+pub(crate) fn create_run(
+    tracker: &dyn Tracker,
+    target: &dyn ComputeTarget,
+    sub: &Submission,
+    prepared: &Prepared,
+) -> Result<Run, RunnerError> {
+    let command = props::command_line(&sub.command);
+    let new = NewRun {
+        experiment_id: prepared.experiment_id.parse()?,
+        display_name: sub.display_name.clone(),
+        parent_id: sub.parent_id.clone(),
+        status: Some(RunStatus::Queued),
+        tags: sub.tags.clone(),
+        params: sub.params.clone(),
+        properties: BTreeMap::from([(TARGET_PROPERTY.to_string(), target.name().to_string())]),
+        user: std::env::var("USER").unwrap_or_default(),
+        host: props::hostname(),
+        command: Some(command),
+        ..Default::default()
+    };
+    Ok(tracker.create_run(&new)?)
+}
+
+/// Moves the run on; a run canceled meanwhile by someone else is left as it is (the outcome says so).
+fn set_status(tracker: &dyn Tracker, id: &RunId, status: RunStatus) -> Result<(), RunnerError> {
+    let patch = RunPatch {
+        status: Some(status),
+        ..Default::default()
+    };
+    match tracker.update_run(id, &patch) {
+        Ok(_) | Err(flightlog_model::Error::IllegalTransition { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub(crate) fn upload_snapshot(
+    tracker: &dyn Tracker,
+    id: &RunId,
+    snap: &Snapshot,
+) -> Result<(), RunnerError> {
+    for f in &snap.files {
+        tracker.put_file(id, &format!("{SNAPSHOT_PREFIX}/{}", f.rel), &f.path)?;
+    }
+    Ok(())
+}
+
+fn job_spec(tracker: &dyn Tracker, sub: &Submission, prepared: &Prepared, id: &RunId) -> JobSpec {
+    let uri = tracker.tracking_uri();
+    let mut env = BTreeMap::new();
+    env.insert("FLIGHTLOG_TRACKING_URI".to_string(), uri.clone());
+    env.insert("FLIGHTLOG_RUN_ID".to_string(), id.to_string());
+    env.insert(
+        "FLIGHTLOG_EXPERIMENT_ID".to_string(),
+        prepared.experiment_id.clone(),
+    );
+    env.insert("MLFLOW_TRACKING_URI".to_string(), uri);
+    env.insert("MLFLOW_RUN_ID".to_string(), id.to_string());
+    env.insert(
+        "MLFLOW_EXPERIMENT_ID".to_string(),
+        prepared.experiment_id.clone(),
+    );
+    if std::env::var_os("PYTHONUNBUFFERED").is_none() {
+        // Live output from Python scripts, whose stdout is a pipe here.
+        env.insert("PYTHONUNBUFFERED".to_string(), "1".to_string());
+    }
+    JobSpec {
+        command: sub.command.clone(),
+        working_dir: prepared.source_dir.clone(),
+        env,
+    }
+}
+
+/// How the job ended, before it is recorded.
+#[derive(Debug)]
+enum Ending {
+    Exited {
+        exit: JobExit,
+        stderr_tail: Vec<String>,
+    },
+    TimedOut(Duration),
+    Canceled,
+    NotStarted(target::StartFailure),
+}
+
+/// Captures the job's output, syncs `./logs`, and waits for it to end, to time out, or to be canceled.
+fn supervise(
+    tracker: Arc<dyn Tracker>,
+    sub: &Submission,
+    dir: &Path,
+    id: &RunId,
+    mut job: Box<dyn Job>,
+    cancel: &AtomicBool,
+) -> Ending {
+    let tail = Tail::default();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let (out, err) = job.take_output();
+    let streams = [
+        (out, "stdout", Echo::Stdout, None),
+        (err, "stderr", Echo::Stderr, Some(tail.clone())),
+    ];
+    let mut readers = 0;
+    for (reader, name, echo, tail) in streams {
+        let Some(reader) = reader else { continue };
+        let (t, run, done) = (tracker.clone(), id.clone(), done_tx.clone());
+        let echo = if sub.show_output { echo } else { Echo::None };
+        readers += 1;
+        std::thread::spawn(move || {
+            capture::pump(reader, t, run, name, echo, tail);
+            let _ = done.send(());
+        });
+    }
+    let mut logs = FolderSync::new(dir.join("logs"), "logs");
+    let started = Instant::now();
+    let mut last_logs = Instant::now();
+    let ending = loop {
+        if let Ok(Some(exit)) = job.try_wait() {
+            break Ending::Exited {
+                exit,
+                stderr_tail: Vec::new(),
+            };
+        }
+        if signals::requested() || cancel.load(Ordering::SeqCst) {
+            target::stop(job.as_mut(), sub.grace);
+            break Ending::Canceled;
+        }
+        if let Some(limit) = sub.timeout.filter(|t| started.elapsed() >= *t) {
+            target::stop(job.as_mut(), sub.grace);
+            break Ending::TimedOut(limit);
+        }
+        if last_logs.elapsed() >= LOGS_POLL {
+            logs.sync(tracker.as_ref(), id);
+            last_logs = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // Output still in the pipes is read to its end; a background process that keeps them open is not
+    // waited for long.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for _ in 0..readers {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if done_rx.recv_timeout(left).is_err() {
+            break;
+        }
+    }
+    logs.sync(tracker.as_ref(), id);
+    match ending {
+        Ending::Exited { exit, .. } => Ending::Exited {
+            exit,
+            stderr_tail: tail.lines(),
+        },
+        other => other,
+    }
+}
+
+/// Records the outcome; the run's final status is what the server ends up with (a cancel by someone else
+/// while the job finished wins as the lifecycle allows).
+fn finish(tracker: &dyn Tracker, id: &RunId, ending: Ending) -> Result<Finished, RunnerError> {
+    let (status, exit_code, error) = outcome(ending);
+    let patch = RunPatch {
+        status: Some(status),
+        error: error.clone(),
+        ..Default::default()
+    };
+    let run = match tracker.update_run(id, &patch) {
+        Ok(r) => r,
+        Err(flightlog_model::Error::IllegalTransition { .. }) => tracker.get_run(id)?,
+        Err(e) => return Err(e.into()),
+    };
+    let exit_code = match run.status {
+        RunStatus::Canceled if status != RunStatus::Canceled => EXIT_CANCELED,
+        _ => exit_code,
+    };
+    Ok(Finished {
+        run_id: id.clone(),
+        status: run.status,
+        exit_code,
+        error: run.error,
+    })
+}
+
+/// Status, exit code and error details of an ending.
+fn outcome(ending: Ending) -> (RunStatus, i32, Option<ErrorDetails>) {
+    match ending {
+        Ending::Exited {
+            exit: JobExit::Code(0),
+            ..
+        } => (RunStatus::Completed, 0, None),
+        Ending::Exited { exit, stderr_tail } => {
+            let message = match exit {
+                JobExit::Code(c) => format!("the command exited with code {c}"),
+                JobExit::Signal(s) => format!("the command was killed by signal {s}"),
+            };
+            let details = (!stderr_tail.is_empty())
+                .then(|| format!("last lines of stderr:\n{}", stderr_tail.join("\n")));
+            let error = ErrorDetails {
+                message,
+                code: Some(format!("exit_code={}", exit.shell_code())),
+                details,
+            };
+            (RunStatus::Failed, exit.shell_code(), Some(error))
+        }
+        Ending::TimedOut(limit) => {
+            let error = ErrorDetails {
+                message: format!("timed out after {} s", limit.as_secs_f64()),
+                code: Some("timeout".into()),
+                details: None,
+            };
+            (RunStatus::Failed, EXIT_TIMEOUT, Some(error))
+        }
+        Ending::Canceled => (RunStatus::Canceled, EXIT_CANCELED, None),
+        Ending::NotStarted(f) => {
+            let error = ErrorDetails {
+                message: f.reason,
+                code: Some("not_started".into()),
+                details: None,
+            };
+            (RunStatus::Failed, f.code, Some(error))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::target::LocalProcess;
+    use flightlog_model::{ExperimentId, Lifecycle, WallTime};
+    use parking_lot::Mutex;
+
+    /// Records what the lifecycle does, in order, and answers like a server would.
+    #[derive(Default)]
+    struct Recorder {
+        calls: Mutex<Vec<String>>,
+        logs: Mutex<Vec<(String, String)>>,
+        status: Mutex<Option<RunStatus>>,
+        cancel_after_running: bool,
+    }
+
+    impl Recorder {
+        fn run(&self, id: &RunId) -> Run {
+            Run {
+                id: id.clone(),
+                experiment_id: ExperimentId::default(),
+                display_name: String::new(),
+                description: String::new(),
+                parent_id: None,
+                status: self.status.lock().unwrap_or(RunStatus::NotStarted),
+                lifecycle: Lifecycle::Active,
+                created_time: WallTime::now(),
+                start_time: None,
+                end_time: None,
+                error: None,
+                tags: Default::default(),
+                properties: Default::default(),
+                params: Default::default(),
+                user: String::new(),
+                host: String::new(),
+                command: None,
+                metrics: Vec::new(),
+            }
+        }
+    }
+
+    impl Tracker for Recorder {
+        fn tracking_uri(&self) -> String {
+            "http://127.0.0.1:9".into()
+        }
+        fn get_experiment_id(
+            &self,
+            name: &str,
+            create: bool,
+        ) -> flightlog_model::Result<Option<String>> {
+            Ok((create || name == "known").then(|| "3".to_string()))
+        }
+        fn create_run(&self, new: &NewRun) -> flightlog_model::Result<Run> {
+            *self.status.lock() = new.status;
+            self.calls
+                .lock()
+                .push(format!("create {:?}", new.status.unwrap()));
+            Ok(self.run(&RunId::new()))
+        }
+        fn update_run(&self, id: &RunId, patch: &RunPatch) -> flightlog_model::Result<Run> {
+            if let Some(s) = patch.status {
+                let cur = self.status.lock().unwrap();
+                cur.transition(s)?;
+                *self.status.lock() = Some(s);
+                self.calls.lock().push(format!("status {s:?}"));
+            }
+            if !patch.add_properties.is_empty() {
+                self.calls.lock().push("properties".into());
+            }
+            let mut r = self.run(id);
+            r.error = patch.error.clone();
+            Ok(r)
+        }
+        fn get_run(&self, id: &RunId) -> flightlog_model::Result<Run> {
+            Ok(self.run(id))
+        }
+        fn log_text(&self, _: &RunId, stream: &str, text: &str) -> flightlog_model::Result<()> {
+            self.logs.lock().push((stream.into(), text.into()));
+            Ok(())
+        }
+        fn put_file(&self, _: &RunId, path: &str, _: &Path) -> flightlog_model::Result<()> {
+            self.calls.lock().push(format!("put {path}"));
+            Ok(())
+        }
+        fn put_bytes(&self, _: &RunId, path: &str, _: &[u8]) -> flightlog_model::Result<()> {
+            self.calls.lock().push(format!("put {path}"));
+            Ok(())
+        }
+        fn flush(&self, _: Duration) {}
+        fn watch_cancel(&self, _: &RunId, flag: Arc<AtomicBool>, _: Arc<AtomicBool>) {
+            if self.cancel_after_running {
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(300));
+                    flag.store(true, Ordering::SeqCst);
+                });
+            }
+        }
+    }
+
+    fn sub(dir: &Path, cmd: &[&str]) -> Submission {
+        let mut s = Submission::new(cmd.iter().map(|s| s.to_string()).collect());
+        s.source_dir = dir.to_path_buf();
+        s.grace = Duration::from_millis(500);
+        s
+    }
+
+    fn statuses(r: &Recorder) -> Vec<String> {
+        r.calls
+            .lock()
+            .iter()
+            .filter(|c| !c.starts_with("put snapshot/"))
+            .cloned()
+            .collect()
+    }
+
+    #[test]
+    fn a_successful_command_walks_the_whole_lifecycle() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("train.sh"),
+            "echo hi; mkdir -p outputs; echo m > outputs/model.txt",
+        )
+        .unwrap();
+        let rec = Arc::new(Recorder::default());
+        let f = submit(
+            rec.clone(),
+            &LocalProcess,
+            &sub(d.path(), &["sh", "train.sh"]),
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!(f.status, RunStatus::Completed);
+        assert_eq!(f.exit_code, 0);
+        assert_eq!(
+            statuses(&rec),
+            vec![
+                "create Queued",
+                "status Preparing",
+                "properties",
+                "status Running",
+                "status Finalizing",
+                "put outputs/model.txt",
+                "status Completed"
+            ]
+        );
+        assert!(rec
+            .calls
+            .lock()
+            .contains(&"put snapshot/train.sh".to_string()));
+        let logs = rec.logs.lock();
+        assert_eq!(logs.len(), 1);
+        assert_eq!(logs[0].0, "stdout");
+        assert!(logs[0].1.ends_with("Z hi\n"), "{:?}", logs[0].1);
+    }
+
+    #[test]
+    fn a_failing_command_records_its_code_and_stderr_tail() {
+        let d = tempfile::tempdir().unwrap();
+        let rec = Arc::new(Recorder::default());
+        let f = submit(
+            rec.clone(),
+            &LocalProcess,
+            &sub(d.path(), &["sh", "-c", "echo boom >&2; exit 3"]),
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!(f.status, RunStatus::Failed);
+        assert_eq!(f.exit_code, 3);
+        let e = f.error.unwrap();
+        assert_eq!(e.message, "the command exited with code 3");
+        assert_eq!(e.details.unwrap(), "last lines of stderr:\nboom");
+    }
+
+    #[test]
+    fn timeout_cancel_and_unexecutable_commands() {
+        let d = tempfile::tempdir().unwrap();
+        let rec = Arc::new(Recorder::default());
+        let mut s = sub(d.path(), &["sleep", "30"]);
+        s.timeout = Some(Duration::from_millis(300));
+        let f = submit(rec.clone(), &LocalProcess, &s, &mut |_| {}).unwrap();
+        assert_eq!((f.status, f.exit_code), (RunStatus::Failed, EXIT_TIMEOUT));
+        assert_eq!(f.error.unwrap().message, "timed out after 0.3 s");
+
+        let rec = Arc::new(Recorder {
+            cancel_after_running: true,
+            ..Default::default()
+        });
+        let f = submit(
+            rec.clone(),
+            &LocalProcess,
+            &sub(d.path(), &["sleep", "30"]),
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!(
+            (f.status, f.exit_code),
+            (RunStatus::Canceled, EXIT_CANCELED)
+        );
+
+        let rec = Arc::new(Recorder::default());
+        let f = submit(
+            rec.clone(),
+            &LocalProcess,
+            &sub(d.path(), &["./nope"]),
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!((f.status, f.exit_code), (RunStatus::Failed, 127));
+        assert!(f.error.unwrap().message.contains("cannot execute './nope'"));
+    }
+
+    #[test]
+    fn bad_input_is_refused_before_any_run_exists() {
+        let d = tempfile::tempdir().unwrap();
+        let rec = Arc::new(Recorder::default());
+        let e = submit(rec.clone(), &LocalProcess, &sub(d.path(), &[]), &mut |_| {}).unwrap_err();
+        assert!(matches!(e, RunnerError::NoCommand));
+        let e = submit(
+            rec.clone(),
+            &LocalProcess,
+            &sub(Path::new("/nonexistent"), &["true"]),
+            &mut |_| {},
+        )
+        .unwrap_err();
+        assert!(e
+            .to_string()
+            .starts_with("cannot read the source directory '/nonexistent'"));
+        let mut s = sub(d.path(), &["true"]);
+        s.experiment = Some("unknown".into());
+        s.create_experiment = false;
+        let e = submit(rec.clone(), &LocalProcess, &s, &mut |_| {}).unwrap_err();
+        assert!(matches!(e, RunnerError::UnknownExperiment(_)));
+        assert!(rec.calls.lock().is_empty());
+    }
+}
