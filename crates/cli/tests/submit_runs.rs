@@ -642,3 +642,31 @@ fn runs_wait_resumes_after_the_server_restarts_without_repeating_output() {
     let rest: Vec<String> = rx.iter().collect();
     assert_eq!(rest, vec!["after 1".to_string()]);
 }
+
+#[test]
+fn binary_output_and_a_long_line_are_stored_safely() {
+    let s = TestServer::start();
+    let spool = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let dir = src.path().to_str().unwrap();
+    let script = "printf 'bin \\377\\376\\000 end\\n'; head -c 3000000 /dev/zero | tr '\\0' a; echo; echo done";
+    let out = run_cli(
+        &s,
+        spool.path(),
+        &["submit", "--source-dir", dir, "--", "sh", "-c", script],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let id = announced_id(&text(&out.stderr));
+    let stdout = log(&s, &id, "stdout");
+    let lines: Vec<&str> = stdout
+        .lines()
+        .map(|l| l.split_once(' ').unwrap().1)
+        .collect();
+    assert_eq!(lines[0], "bin \u{fffd}\u{fffd}\u{0} end");
+    let a_count: usize = lines[1..lines.len() - 1].iter().map(|l| l.len()).sum();
+    assert_eq!(
+        a_count, 3_000_000,
+        "the long line is stored whole, in 1 MiB pieces"
+    );
+    assert_eq!(*lines.last().unwrap(), "done");
+}
