@@ -7,6 +7,8 @@ use super::search;
 use super::{blocking, Req};
 use crate::AppState;
 use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use flightlog_model::{Error, ReadRange, RunId, ScalarSeries};
@@ -70,7 +72,7 @@ fn read(
 }
 
 /// The whole history ordered by timestamp, step, value (MLflow's order), paged when asked.
-async fn history(State(st): State<AppState>, Req(r): Req<HistoryReq>) -> MlResult<Json<Value>> {
+async fn history(State(st): State<AppState>, Req(r): Req<HistoryReq>) -> MlResult<Response> {
     let id = run_id(r.run_id.as_deref(), r.run_uuid.as_deref())?;
     let key = r
         .metric_key
@@ -86,24 +88,54 @@ async fn history(State(st): State<AppState>, Req(r): Req<HistoryReq>) -> MlResul
         }
     };
     // Like MLflow's server, an unknown run has an empty history rather than a 404.
-    let out = blocking(move || {
+    let body = blocking(move || {
         let mut pts = read(st.store.as_ref(), &id, &key, &ReadRange::default(), None)?;
         if !pts.windows(2).all(|w| (w[0].0, w[0].1) <= (w[1].0, w[1].1)) {
             pts.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)).then(a.2.total_cmp(&b.2)));
         }
         let (page, next) = search::page(pts, limit, r.page_token.as_deref())?;
-        let metrics: Vec<Value> = page
-            .iter()
-            .map(|(ts, step, v)| json!({ "key": key, "value": double(*v), "timestamp": ts, "step": step }))
-            .collect();
-        let mut out = json!({ "metrics": metrics });
-        if let Some(t) = next {
-            out["next_page_token"] = json!(t);
-        }
-        Ok(out)
+        Ok(history_json(&key, &page, next.as_deref()))
     })
     .await?;
-    Ok(Json(out))
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// The get-history body, written directly: a page holds up to 25,000 points and building a JSON value per
+/// point costs several times more than the store read.
+fn history_json(key: &str, page: &[Point], next: Option<&str>) -> String {
+    let key = serde_json::to_string(key).unwrap_or_else(|_| "\"\"".into());
+    let mut out = String::with_capacity(32 + page.len() * (key.len() + 64));
+    out.push_str("{\"metrics\":[");
+    let (mut ints, mut floats) = (itoa::Buffer::new(), ryu::Buffer::new());
+    for (i, (ts, step, v)) in page.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"key\":");
+        out.push_str(&key);
+        out.push_str(",\"value\":");
+        match flightlog_model::non_finite_name(*v) {
+            Some(name) => {
+                out.push('"');
+                out.push_str(name);
+                out.push('"');
+            }
+            None => out.push_str(floats.format_finite(*v)),
+        }
+        out.push_str(",\"timestamp\":");
+        out.push_str(ints.format(*ts));
+        out.push_str(",\"step\":");
+        out.push_str(ints.format(*step));
+        out.push('}');
+    }
+    out.push(']');
+    if let Some(t) = next {
+        out.push_str(",\"next_page_token\":\"");
+        out.push_str(t);
+        out.push('"');
+    }
+    out.push('}');
+    out
 }
 
 #[derive(Deserialize, Default)]
@@ -175,4 +207,26 @@ async fn bulk_interval(State(st): State<AppState>, Req(r): Req<BulkReq>) -> MlRe
     })
     .await?;
     Ok(Json(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_json_matches_the_value_form() {
+        let page = [(1, 0, 0.5), (2, 1, f64::NAN), (3, 2, 1e-7), (4, 3, -2.0)];
+        let text = history_json("a\"b", &page, Some("7a"));
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            v["metrics"][0],
+            json!({"key": "a\"b", "value": 0.5, "timestamp": 1, "step": 0})
+        );
+        assert_eq!(v["metrics"][1]["value"], "NaN");
+        assert_eq!(v["metrics"][2]["value"], 1e-7);
+        assert_eq!(v["metrics"][3]["value"], -2.0);
+        assert_eq!(v["next_page_token"], "7a");
+        let empty: Value = serde_json::from_str(&history_json("k", &[], None)).unwrap();
+        assert_eq!(empty, json!({"metrics": []}));
+    }
 }
