@@ -342,20 +342,29 @@ fn finish(tracker: &dyn Tracker, id: &RunId, ending: Ending) -> Result<Finished,
         error: error.clone(),
         ..Default::default()
     };
-    let run = match tracker.update_run(id, &patch) {
-        Ok(r) => r,
-        Err(flightlog_model::Error::IllegalTransition { .. }) => tracker.get_run(id)?,
+    let (final_status, error) = match tracker.update_run(id, &patch) {
+        Ok(r) => (r.status, r.error),
+        Err(flightlog_model::Error::IllegalTransition { .. }) => {
+            let r = tracker.get_run(id)?;
+            (r.status, r.error)
+        }
+        Err(flightlog_model::Error::Transport(e)) => {
+            // The job has ended: its outcome is queued (and journaled) rather than lost.
+            tracing::warn!("cannot reach the server to record the outcome now ({e}); queued");
+            tracker.update_run_later(id, patch)?;
+            (status, error)
+        }
         Err(e) => return Err(e.into()),
     };
-    let exit_code = match run.status {
+    let exit_code = match final_status {
         RunStatus::Canceled if status != RunStatus::Canceled => EXIT_CANCELED,
         _ => exit_code,
     };
     Ok(Finished {
         run_id: id.clone(),
-        status: run.status,
+        status: final_status,
         exit_code,
-        error: run.error,
+        error,
     })
 }
 
@@ -414,6 +423,8 @@ mod tests {
         logs: Mutex<Vec<(String, String)>>,
         status: Mutex<Option<RunStatus>>,
         cancel_after_running: bool,
+        /// The server is gone when the outcome is recorded.
+        unreachable_at_the_end: bool,
     }
 
     impl Recorder {
@@ -461,6 +472,11 @@ mod tests {
         }
         fn update_run(&self, id: &RunId, patch: &RunPatch) -> flightlog_model::Result<Run> {
             if let Some(s) = patch.status {
+                if self.unreachable_at_the_end && s.is_terminal() {
+                    return Err(flightlog_model::Error::Transport(
+                        "connection refused".into(),
+                    ));
+                }
                 let cur = self.status.lock().unwrap();
                 cur.transition(s)?;
                 *self.status.lock() = Some(s);
@@ -472,6 +488,12 @@ mod tests {
             let mut r = self.run(id);
             r.error = patch.error.clone();
             Ok(r)
+        }
+        fn update_run_later(&self, _: &RunId, patch: RunPatch) -> flightlog_model::Result<()> {
+            self.calls
+                .lock()
+                .push(format!("later {:?}", patch.status.unwrap()));
+            Ok(())
         }
         fn get_run(&self, id: &RunId) -> flightlog_model::Result<Run> {
             Ok(self.run(id))
@@ -633,5 +655,18 @@ mod tests {
         let e = submit(rec.clone(), &LocalProcess, &s, &mut |_| {}).unwrap_err();
         assert!(matches!(e, RunnerError::UnknownExperiment(_)));
         assert!(rec.calls.lock().is_empty());
+    }
+
+    #[test]
+    fn the_outcome_is_queued_when_the_server_is_gone_at_the_end() {
+        let d = tempfile::tempdir().unwrap();
+        let rec = Arc::new(Recorder {
+            unreachable_at_the_end: true,
+            ..Default::default()
+        });
+        let s = sub(d.path(), &["sh", "-c", "exit 4"]);
+        let f = submit(rec.clone(), &LocalProcess, &s, &mut |_| {}).unwrap();
+        assert_eq!((f.status, f.exit_code), (RunStatus::Failed, 4));
+        assert_eq!(rec.calls.lock().last().unwrap(), "later Failed");
     }
 }

@@ -15,6 +15,11 @@ pub trait Tracker: Send + Sync {
     fn get_experiment_id(&self, name: &str, create: bool) -> Result<Option<String>>;
     fn create_run(&self, new: &NewRun) -> Result<Run>;
     fn update_run(&self, id: &RunId, patch: &RunPatch) -> Result<Run>;
+    /// Queues a change for delivery after everything logged (journaled while the server is away), so a
+    /// finished job's outcome is not lost to a network blip. The default sends it now.
+    fn update_run_later(&self, id: &RunId, patch: RunPatch) -> Result<()> {
+        self.update_run(id, &patch).map(|_| ())
+    }
     fn get_run(&self, id: &RunId) -> Result<Run>;
     /// Queues text for a log stream (non-blocking).
     fn log_text(&self, id: &RunId, stream: &str, text: &str) -> Result<()>;
@@ -51,6 +56,10 @@ impl Tracker for Arc<Client> {
 
     fn update_run(&self, id: &RunId, patch: &RunPatch) -> Result<Run> {
         Client::update_run(self, id, patch)
+    }
+
+    fn update_run_later(&self, id: &RunId, patch: RunPatch) -> Result<()> {
+        self.update_run_async(id, patch)
     }
 
     fn get_run(&self, id: &RunId) -> Result<Run> {
