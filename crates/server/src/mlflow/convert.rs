@@ -246,26 +246,47 @@ pub fn checked_pair(what: &str, kv: &KeyValue) -> MlResult<(String, String)> {
     Ok((key.to_string(), value.to_string()))
 }
 
-/// An int64 that may come as a JSON number, a numeric string (GET query values) or be absent.
+/// An int64 that may come as a JSON number, a numeric string (GET query values) or be absent. A visitor
+/// rather than an untagged enum: log-batch bodies carry thousands of these, and untagged enums buffer each.
 pub fn opt_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        I(i64),
-        F(f64),
-        S(String),
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Option<i64>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an integer")
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D2: Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            d.deserialize_any(V)
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            i64::try_from(v)
+                .map(Some)
+                .map_err(|_| E::custom(format!("{v} is out of range")))
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            if v.fract() == 0.0 && v.abs() < 9.2e18 {
+                Ok(Some(v as i64))
+            } else {
+                Err(E::custom(format!("{v} is not an integer")))
+            }
+        }
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Self::Value, E> {
+            s.trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| E::custom(format!("'{s}' is not an integer")))
+        }
     }
-    match Option::<Raw>::deserialize(d)? {
-        None => Ok(None),
-        Some(Raw::I(v)) => Ok(Some(v)),
-        Some(Raw::F(v)) if v.fract() == 0.0 && v.abs() < 9.2e18 => Ok(Some(v as i64)),
-        Some(Raw::F(v)) => Err(serde::de::Error::custom(format!("{v} is not an integer"))),
-        Some(Raw::S(s)) => s
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|_| serde::de::Error::custom(format!("'{s}' is not an integer"))),
-    }
+    d.deserialize_option(V)
 }
 
 /// A list that a GET query may carry as one value (`order_by=x`) or several.
@@ -341,6 +362,23 @@ mod tests {
         let tags = run_tags(&r);
         assert_eq!(tags[RUN_NAME_TAG], "r");
         assert_eq!(tags[PARENT_TAG], r.parent_id.unwrap().to_string());
+    }
+
+    #[test]
+    fn int64_fields_take_numbers_and_strings() {
+        #[derive(Deserialize)]
+        struct T {
+            #[serde(default, deserialize_with = "opt_i64")]
+            n: Option<i64>,
+        }
+        let n = |s: &str| serde_json::from_str::<T>(s).map(|t| t.n);
+        assert_eq!(n(r#"{"n": 5}"#).unwrap(), Some(5));
+        assert_eq!(n(r#"{"n": "-7"}"#).unwrap(), Some(-7));
+        assert_eq!(n(r#"{"n": 3.0}"#).unwrap(), Some(3));
+        assert_eq!(n(r#"{"n": null}"#).unwrap(), None);
+        assert_eq!(n("{}").unwrap(), None);
+        assert!(n(r#"{"n": "x"}"#).is_err());
+        assert!(n(r#"{"n": 1.5}"#).is_err());
     }
 
     #[test]

@@ -279,21 +279,51 @@ fn checked_metric(m: &MetricReq) -> MlResult<(String, f64, i64, i64)> {
     Ok((key, clamp_infinite(value), ts, m.step.unwrap_or(0)))
 }
 
+/// Checked points of a batch; each distinct key is validated once (a batch repeats few keys many times).
+fn checked_metrics(metrics: &[MetricReq]) -> MlResult<Vec<(String, f64, i64, i64)>> {
+    let mut valid: Vec<&str> = Vec::new();
+    metrics
+        .iter()
+        .map(|m| {
+            let key = m.key.as_deref().ok_or_else(|| MlError::missing("key"))?;
+            if !valid.contains(&key) {
+                validate_key("metric", key)?;
+                if valid.len() < 64 {
+                    valid.push(key);
+                }
+            }
+            let value = m.value.ok_or_else(|| MlError::missing("value"))?.0;
+            let ts = m.timestamp.ok_or_else(|| MlError::missing("timestamp"))?;
+            Ok((
+                key.to_string(),
+                clamp_infinite(value),
+                ts,
+                m.step.unwrap_or(0),
+            ))
+        })
+        .collect()
+}
+
 /// Metric points as a flightlog batch, one scalar series per key, points in request order. The batch id is
 /// derived from the run and the request bytes, so a request the client retries after a 5xx is stored once.
 fn metric_batch(run: &RunId, body: &[u8], points: Vec<(String, f64, i64, i64)>) -> Batch {
-    let mut order: Vec<String> = Vec::new();
-    let mut series: HashMap<String, ScalarWrite> = HashMap::new();
+    let mut scalars: Vec<ScalarWrite> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
     for (key, value, ts, step) in points {
-        let s = series.entry(key.clone()).or_insert_with(|| {
-            order.push(key.clone());
-            ScalarWrite {
-                name: key,
-                steps: Some(Vec::new()),
-                times: Some(Vec::new()),
-                ..Default::default()
+        let i = match index.get(&key) {
+            Some(&i) => i,
+            None => {
+                index.insert(key.clone(), scalars.len());
+                scalars.push(ScalarWrite {
+                    name: key,
+                    steps: Some(Vec::new()),
+                    times: Some(Vec::new()),
+                    ..Default::default()
+                });
+                scalars.len() - 1
             }
-        });
+        };
+        let s = &mut scalars[i];
         s.steps.get_or_insert_with(Vec::new).push(Some(step));
         s.times
             .get_or_insert_with(Vec::new)
@@ -302,7 +332,7 @@ fn metric_batch(run: &RunId, body: &[u8], points: Vec<(String, f64, i64, i64)>) 
     }
     Batch {
         batch_id: Some(batch_id(run, body)),
-        scalars: order.iter().filter_map(|k| series.remove(k)).collect(),
+        scalars,
         ..Default::default()
     }
 }
@@ -496,11 +526,7 @@ async fn log_batch(State(st): State<AppState>, body: Bytes) -> MlResult<Json<Val
     let r: BatchReq = parse(&body)?;
     let id = run_id(r.run_id.as_deref(), None)?;
     check_batch_limits(&r)?;
-    let points = r
-        .metrics
-        .iter()
-        .map(checked_metric)
-        .collect::<MlResult<Vec<_>>>()?;
+    let points = checked_metrics(&r.metrics)?;
     let params = batch_params(&r.params)?;
     let mut tags = BTreeMap::new();
     for kv in &r.tags {
