@@ -770,13 +770,17 @@ impl RunSearch {
         ];
         search::sort(&mut items, &self.order, &ties);
         let (page, next) = search::page(items, self.limit, self.token.as_deref())?;
+        let mut outputs: HashMap<String, Value> = HashMap::new();
+        if !page.is_empty() {
+            outputs.extend(store.list_documents(OUTPUTS_DOC)?);
+        }
         let runs: Vec<Value> = page
             .iter()
             .map(|(_, run)| {
-                let outputs = store.get_document(OUTPUTS_DOC, run.id.as_str())?;
-                Ok(run_json(run, inputs.get(run.id.as_str()).cloned(), outputs))
+                let id = run.id.as_str();
+                run_json(run, inputs.get(id).cloned(), outputs.get(id).cloned())
             })
-            .collect::<MlResult<_>>()?;
+            .collect();
         let mut out = json!({ "runs": runs });
         if let Some(t) = next {
             out["next_page_token"] = json!(t);
