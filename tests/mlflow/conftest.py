@@ -40,6 +40,7 @@ def server():
         except requests.RequestException:
             pass
         if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
             raise RuntimeError(f"flightlog server did not start; see {log.name}")
         time.sleep(0.1)
     os.environ["MLFLOW_TRACKING_URI"] = url

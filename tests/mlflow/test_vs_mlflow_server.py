@@ -3,6 +3,7 @@ and `error_code` must agree."""
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -80,28 +81,30 @@ def mlflow_server():
         [mlflow_bin, "server", "--backend-store-uri", f"sqlite:///{tmp}/mlflow.db",
          "--default-artifact-root", "mlflow-artifacts:/", "--artifacts-destination", f"{tmp}/artifacts",
          "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT,
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            if requests.get(f"{url}/health", timeout=1).ok:
-                break
-        except requests.RequestException:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail(f"MLflow's server did not start; see {log.name}")
-        time.sleep(0.2)
-    yield url
-    proc.terminate()
     try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                if requests.get(f"{url}/health", timeout=1).ok:
+                    break
+            except requests.RequestException:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                pytest.fail(f"MLflow's server did not start; see {log.name}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        # The server forks workers and may linger on SIGTERM: end the whole process group it leads, at once.
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
-    shutil.rmtree(tmp, ignore_errors=True)
+        log.close()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def fill(value, names):
