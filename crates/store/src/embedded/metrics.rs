@@ -831,13 +831,17 @@ pub fn downsample(p: &Scalars, buckets: usize) -> Scalars {
     if p.len() <= 2 * buckets || p.len() >= NONE as usize {
         return p.clone();
     }
-    let (lo, hi) = p
-        .steps
-        .iter()
-        .fold((i64::MAX, i64::MIN), |(lo, hi), &s| (lo.min(s), hi.max(s)));
+    let sorted = p.steps.windows(2).all(|w| w[0] <= w[1]);
+    let (lo, hi) = match (sorted, p.steps.first(), p.steps.last()) {
+        (true, Some(&first), Some(&last)) => (first, last),
+        _ => p
+            .steps
+            .iter()
+            .fold((i64::MAX, i64::MIN), |(lo, hi), &s| (lo.min(s), hi.max(s))),
+    };
     let scale = buckets as f64 / ((hi as f64 - lo as f64) + 1.0);
     let bucket = |s: i64| (((s as f64 - lo as f64) * scale) as usize).min(buckets - 1);
-    let keep = if p.steps.windows(2).all(|w| w[0] <= w[1]) {
+    let keep = if sorted {
         keep_sorted(p, buckets, bucket)
     } else {
         keep_any(p, buckets, bucket)
@@ -867,32 +871,39 @@ pub fn downsample(p: &Scalars, buckets: usize) -> Scalars {
     out
 }
 
-/// Steps in order: each bucket is a contiguous run, scanned with the running extremes in registers.
+/// Steps in order: each bucket is a contiguous run whose end is found by binary search, so the scan itself
+/// touches only values, with the running extremes in registers.
 fn keep_sorted(p: &Scalars, buckets: usize, bucket: impl Fn(i64) -> usize) -> Vec<Keep> {
     let mut keep = vec![KEEP_NONE; buckets];
     let mut i = 0;
     while i < p.len() {
         let b = bucket(p.steps[i]);
-        let (mut k, mut lo, mut hi) = (KEEP_NONE, f64::INFINITY, f64::NEG_INFINITY);
-        while i < p.len() && bucket(p.steps[i]) == b {
-            let v = p.values[i].0;
-            if v.is_nan() {
-                if k.nan == NONE {
-                    k.nan = i as u32;
-                }
-            } else {
-                if k.min == NONE || v < lo {
-                    (k.min, lo) = (i as u32, v);
-                }
-                if k.max == NONE || v > hi {
-                    (k.max, hi) = (i as u32, v);
-                }
-            }
-            i += 1;
-        }
-        keep[b] = k;
+        let end = i + p.steps[i..].partition_point(|&s| bucket(s) <= b);
+        keep[b] = extremes(&p.values[i..end], i);
+        i = end;
     }
     keep
+}
+
+/// Min, max and first NaN of `values`, as indexes offset by `base`.
+fn extremes(values: &[F64], base: usize) -> Keep {
+    let (mut k, mut lo, mut hi) = (KEEP_NONE, f64::INFINITY, f64::NEG_INFINITY);
+    for (j, v) in values.iter().enumerate() {
+        let v = v.0;
+        if v.is_nan() {
+            if k.nan == NONE {
+                k.nan = (base + j) as u32;
+            }
+            continue;
+        }
+        if k.min == NONE || v < lo {
+            (k.min, lo) = ((base + j) as u32, v);
+        }
+        if k.max == NONE || v > hi {
+            (k.max, hi) = ((base + j) as u32, v);
+        }
+    }
+    k
 }
 
 /// Steps in any order: every point updates its bucket's entry.
