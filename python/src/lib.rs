@@ -59,7 +59,9 @@ fn arg<'a>(a: &'a serde_json::Value, key: &str) -> Result<&'a serde_json::Value>
     a.get(key).ok_or_else(|| Error::invalid(key, "missing"))
 }
 fn str_arg<'a>(a: &'a serde_json::Value, key: &str) -> Result<&'a str> {
-    arg(a, key)?.as_str().ok_or_else(|| Error::invalid(key, "must be a string"))
+    arg(a, key)?
+        .as_str()
+        .ok_or_else(|| Error::invalid(key, "must be a string"))
 }
 fn run_arg(a: &serde_json::Value) -> Result<RunId> {
     str_arg(a, "run").or_else(|_| str_arg(a, "id"))?.parse()
@@ -86,13 +88,19 @@ impl NativeClient {
             "read_records" => json(ops.read_records(&run_arg(a)?, str_arg(a, "name")?)?),
             "list_artifacts" => {
                 let prefix = a.get("prefix").and_then(|p| p.as_str());
-                let recursive = a.get("recursive").and_then(|r| r.as_bool()).unwrap_or(false);
+                let recursive = a
+                    .get("recursive")
+                    .and_then(|r| r.as_bool())
+                    .unwrap_or(false);
                 json(ops.list_artifacts(&run_arg(a)?, prefix, recursive)?)
             }
             "list_logs" => json(ops.list_logs(&run_arg(a)?)?),
             "read_log" => {
                 let offset = a.get("offset").and_then(|o| o.as_u64()).unwrap_or(0);
-                let max = a.get("max_bytes").and_then(|o| o.as_u64()).unwrap_or(1 << 20);
+                let max = a
+                    .get("max_bytes")
+                    .and_then(|o| o.as_u64())
+                    .unwrap_or(1 << 20);
                 json(ops.read_log(&run_arg(a)?, str_arg(a, "stream")?, offset, max)?)
             }
             other => Err(Error::invalid("op", format!("unknown operation '{other}'"))),
@@ -116,7 +124,11 @@ impl NativeClient {
                 let client = Arc::new(local.data_client().py()?);
                 (Arc::new(local), client)
             }
-            (None, None) => return Err(PyTypeError::new_err("NativeClient needs a uri or a data_dir")),
+            (None, None) => {
+                return Err(PyTypeError::new_err(
+                    "NativeClient needs a uri or a data_dir",
+                ))
+            }
         };
         Ok(NativeClient { ops, client })
     }
@@ -138,7 +150,8 @@ impl NativeClient {
     /// the server is away. For the final status when the server cannot be reached.
     fn update_run_async(&self, run_id: &str, patch: &str) -> PyResult<()> {
         let run = parse_run(run_id)?;
-        let patch: RunPatch = serde_json::from_str(patch).map_err(|e| to_py(Error::invalid("patch", e.to_string())))?;
+        let patch: RunPatch = serde_json::from_str(patch)
+            .map_err(|e| to_py(Error::invalid("patch", e.to_string())))?;
         self.client.update_run_async(&run, patch).py()
     }
 
@@ -153,34 +166,66 @@ impl NativeClient {
     }
 
     /// Steps, times (µs) and values of a scalar series, in logging order (NaN payloads exact).
-    fn read_scalars(&self, py: Python<'_>, run_id: &str, name: &str) -> PyResult<(Vec<i64>, Vec<i64>, Vec<f64>)> {
+    fn read_scalars(
+        &self,
+        py: Python<'_>,
+        run_id: &str,
+        name: &str,
+    ) -> PyResult<(Vec<i64>, Vec<i64>, Vec<f64>)> {
         let run = parse_run(run_id)?;
         let name = name.to_string();
         let s = py.detach(|| self.ops.read_scalars(&run, &name)).py()?;
-        Ok((s.steps, s.times.into_iter().map(|t| t.0).collect(), s.values.into_iter().map(|v| v.0).collect()))
+        Ok((
+            s.steps,
+            s.times.into_iter().map(|t| t.0).collect(),
+            s.values.into_iter().map(|v| v.0).collect(),
+        ))
     }
 
     /// Uploads the local file `file` as artifact `path` (streamed); returns the ArtifactInfo as JSON.
-    fn put_artifact_file(&self, py: Python<'_>, run_id: &str, path: &str, file: &str) -> PyResult<String> {
+    fn put_artifact_file(
+        &self,
+        py: Python<'_>,
+        run_id: &str,
+        path: &str,
+        file: &str,
+    ) -> PyResult<String> {
         let run = parse_run(run_id)?;
         let (path, file) = (path.to_string(), file.to_string());
-        let info = py.detach(|| self.ops.put_artifact_file(&run, &path, Path::new(&file))).py()?;
+        let info = py
+            .detach(|| self.ops.put_artifact_file(&run, &path, Path::new(&file)))
+            .py()?;
         Ok(serde_json::to_string(&info).unwrap_or_default())
     }
 
     /// Uploads `data` as artifact `path`; returns the ArtifactInfo as JSON.
-    fn put_artifact_bytes(&self, py: Python<'_>, run_id: &str, path: &str, data: Vec<u8>) -> PyResult<String> {
+    fn put_artifact_bytes(
+        &self,
+        py: Python<'_>,
+        run_id: &str,
+        path: &str,
+        data: Vec<u8>,
+    ) -> PyResult<String> {
         let run = parse_run(run_id)?;
         let path = path.to_string();
-        let info = py.detach(|| self.ops.put_artifact_bytes(&run, &path, &data)).py()?;
+        let info = py
+            .detach(|| self.ops.put_artifact_bytes(&run, &path, &data))
+            .py()?;
         Ok(serde_json::to_string(&info).unwrap_or_default())
     }
 
     /// Downloads artifact `path` to the local file `file` (written whole, then renamed into place).
-    fn get_artifact_file(&self, py: Python<'_>, run_id: &str, path: &str, file: &str) -> PyResult<u64> {
+    fn get_artifact_file(
+        &self,
+        py: Python<'_>,
+        run_id: &str,
+        path: &str,
+        file: &str,
+    ) -> PyResult<u64> {
         let run = parse_run(run_id)?;
         let (path, file) = (path.to_string(), file.to_string());
-        py.detach(|| self.ops.get_artifact_file(&run, &path, Path::new(&file))).py()
+        py.detach(|| self.ops.get_artifact_file(&run, &path, Path::new(&file)))
+            .py()
     }
 
     /// Waits (GIL released) until everything enqueued so far is stored; False if the timeout passed first.
@@ -314,11 +359,16 @@ impl NativeRun {
             self.client.describe_scalar(&self.id, &text, d).py()?;
         }
         if let Some((_, cached)) = names.iter().find(|(obj, _)| obj.as_ptr() == name.as_ptr()) {
-            return self.client.log_scalar(&self.id, cached, step, value, None).py();
+            return self
+                .client
+                .log_scalar(&self.id, cached, step, value, None)
+                .py();
         }
         let text = name.to_cow()?.into_owned();
         self.check_kind(&text, MetricKind::Scalar)?;
-        self.client.log_scalar(&self.id, &text, step, value, None).py()?;
+        self.client
+            .log_scalar(&self.id, &text, step, value, None)
+            .py()?;
         if names.len() >= NAME_CACHE {
             names.remove(0);
         }
@@ -328,7 +378,13 @@ impl NativeRun {
 
     /// Queues one text point.
     #[pyo3(signature = (name, value, step=None, description=None))]
-    fn log_text(&self, name: &str, value: String, step: Option<i64>, description: Option<String>) -> PyResult<()> {
+    fn log_text(
+        &self,
+        name: &str,
+        value: String,
+        step: Option<i64>,
+        description: Option<String>,
+    ) -> PyResult<()> {
         self.check_kind(name, MetricKind::Text)?;
         let write = MetricWrite::Text {
             name: name.to_string(),
@@ -342,7 +398,13 @@ impl NativeRun {
 
     /// Queues a whole list of numbers as one record.
     #[pyo3(signature = (name, values, step=None, description=None))]
-    fn log_list(&self, name: &str, values: Vec<f64>, step: Option<i64>, description: Option<String>) -> PyResult<()> {
+    fn log_list(
+        &self,
+        name: &str,
+        values: Vec<f64>,
+        step: Option<i64>,
+        description: Option<String>,
+    ) -> PyResult<()> {
         self.check_kind(name, MetricKind::List)?;
         let write = MetricWrite::List {
             name: name.to_string(),
@@ -356,7 +418,12 @@ impl NativeRun {
 
     /// Queues one row (`{column: cell}`) of a table that grows row by row.
     #[pyo3(signature = (name, row, description=None))]
-    fn log_row(&self, name: &str, row: &Bound<'_, PyDict>, description: Option<String>) -> PyResult<()> {
+    fn log_row(
+        &self,
+        name: &str,
+        row: &Bound<'_, PyDict>,
+        description: Option<String>,
+    ) -> PyResult<()> {
         let mut cells = BTreeMap::new();
         for (k, v) in row.iter() {
             let key: String = k.extract()?;
@@ -365,19 +432,31 @@ impl NativeRun {
             cells.insert(key, c);
         }
         self.check_kind(name, MetricKind::Row)?;
-        let write = MetricWrite::Row { name: name.to_string(), description: Self::described(description), rows: vec![cells], times: None };
+        let write = MetricWrite::Row {
+            name: name.to_string(),
+            description: Self::described(description),
+            rows: vec![cells],
+            times: None,
+        };
         self.client.log(&self.id, write).py()
     }
 
     /// Queues a table given as equal-length columns (`{column: [cells]}`).
     #[pyo3(signature = (name, columns, description=None))]
-    fn log_table(&self, name: &str, columns: &Bound<'_, PyDict>, description: Option<String>) -> PyResult<()> {
+    fn log_table(
+        &self,
+        name: &str,
+        columns: &Bound<'_, PyDict>,
+        description: Option<String>,
+    ) -> PyResult<()> {
         let mut cols = BTreeMap::new();
         for (k, v) in columns.iter() {
             let key: String = k.extract()?;
             validate::name("column", &key).py()?;
             let what = format!("column '{key}'");
-            let list = v.downcast::<PyList>().map_err(|_| PyTypeError::new_err(format!("{what} must be a list")))?;
+            let list = v
+                .downcast::<PyList>()
+                .map_err(|_| PyTypeError::new_err(format!("{what} must be a list")))?;
             let mut cells = Vec::with_capacity(list.len());
             for item in list.iter() {
                 cells.push(cell(&item, &what)?);
@@ -385,15 +464,27 @@ impl NativeRun {
             cols.insert(key, cells);
         }
         self.check_kind(name, MetricKind::Table)?;
-        let write = MetricWrite::Table { name: name.to_string(), description: Self::described(description), columns: cols, time: None };
+        let write = MetricWrite::Table {
+            name: name.to_string(),
+            description: Self::described(description),
+            columns: cols,
+            time: None,
+        };
         self.client.log(&self.id, write).py()
     }
 
     /// Queues a JSON value with a schema name (confusion_matrix, accuracy_table...).
     #[pyo3(signature = (name, schema, value_json, step=None, description=None))]
-    fn log_json(&self, name: &str, schema: &str, value_json: &str, step: Option<i64>, description: Option<String>) -> PyResult<()> {
-        let value: serde_json::Value =
-            serde_json::from_str(value_json).map_err(|e| to_py(Error::invalid("value", e.to_string())))?;
+    fn log_json(
+        &self,
+        name: &str,
+        schema: &str,
+        value_json: &str,
+        step: Option<i64>,
+        description: Option<String>,
+    ) -> PyResult<()> {
+        let value: serde_json::Value = serde_json::from_str(value_json)
+            .map_err(|e| to_py(Error::invalid("value", e.to_string())))?;
         self.check_kind(name, MetricKind::Json)?;
         let write = MetricWrite::Json {
             name: name.to_string(),
@@ -424,7 +515,9 @@ impl NativeRun {
             time: Some(WallTime::now()),
             media_type: media_type.to_string(),
         };
-        self.client.log_image(&self.id, meta, data.as_bytes().to_vec()).py()
+        self.client
+            .log_image(&self.id, meta, data.as_bytes().to_vec())
+            .py()
     }
 
     /// Queues text for one of the run's log streams (`python`, `stdout`...).

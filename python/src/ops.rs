@@ -22,7 +22,12 @@ pub trait Ops: Send + Sync + 'static {
     fn list_metrics(&self, run: &RunId) -> Result<Vec<SeriesInfo>>;
     fn read_scalars(&self, run: &RunId, name: &str) -> Result<ScalarSeries>;
     fn read_records(&self, run: &RunId, name: &str) -> Result<Vec<Record>>;
-    fn list_artifacts(&self, run: &RunId, prefix: Option<&str>, recursive: bool) -> Result<Vec<ArtifactInfo>>;
+    fn list_artifacts(
+        &self,
+        run: &RunId,
+        prefix: Option<&str>,
+        recursive: bool,
+    ) -> Result<Vec<ArtifactInfo>>;
     fn put_artifact_file(&self, run: &RunId, path: &str, file: &Path) -> Result<ArtifactInfo>;
     fn put_artifact_bytes(&self, run: &RunId, path: &str, bytes: &[u8]) -> Result<ArtifactInfo>;
     /// Downloads to `dest`; returns the bytes written.
@@ -31,7 +36,10 @@ pub trait Ops: Send + Sync + 'static {
     fn read_log(&self, run: &RunId, stream: &str, offset: u64, max_bytes: u64) -> Result<LogSlice>;
 }
 
-fn all_pages<T>(mut query: RunQuery, mut page: impl FnMut(&RunQuery) -> Result<Page<T>>) -> Result<Vec<T>> {
+fn all_pages<T>(
+    mut query: RunQuery,
+    mut page: impl FnMut(&RunQuery) -> Result<Page<T>>,
+) -> Result<Vec<T>> {
     let mut out = Vec::new();
     loop {
         let p = page(&query)?;
@@ -79,7 +87,12 @@ impl Ops for HttpOps {
     fn read_records(&self, run: &RunId, name: &str) -> Result<Vec<Record>> {
         self.0.read_records(run, name, &ReadRange::default())
     }
-    fn list_artifacts(&self, run: &RunId, prefix: Option<&str>, recursive: bool) -> Result<Vec<ArtifactInfo>> {
+    fn list_artifacts(
+        &self,
+        run: &RunId,
+        prefix: Option<&str>,
+        recursive: bool,
+    ) -> Result<Vec<ArtifactInfo>> {
         self.0.list_artifacts(run, prefix, recursive)
     }
     fn put_artifact_file(&self, run: &RunId, path: &str, file: &Path) -> Result<ArtifactInfo> {
@@ -108,10 +121,17 @@ pub struct LocalOps {
 
 impl LocalOps {
     pub fn open(dir: &Path) -> Result<LocalOps> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::Storage(format!("cannot create the data folder {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::Storage(format!(
+                "cannot create the data folder {}: {e}",
+                dir.display()
+            ))
+        })?;
         let store = EmbeddedStore::open(dir)?;
-        Ok(LocalOps { store: Arc::new(store), dir: dir.to_path_buf() })
+        Ok(LocalOps {
+            store: Arc::new(store),
+            dir: dir.to_path_buf(),
+        })
     }
 
     /// The batching sender, delivering into this store (its journal, used only if the store fails or memory
@@ -124,7 +144,13 @@ impl LocalOps {
             ..Default::default()
         };
         let name = format!("file://{}", self.dir.display());
-        Ok(Client::with_sink(config, Arc::new(StoreSink { store: self.store.clone(), name })))
+        Ok(Client::with_sink(
+            config,
+            Arc::new(StoreSink {
+                store: self.store.clone(),
+                name,
+            }),
+        ))
     }
 }
 
@@ -158,7 +184,10 @@ impl Ops for LocalOps {
             Err(Error::NotFound { .. }) => {}
             other => return other,
         }
-        match self.store.create_experiment(NewExperiment { name: name.to_string(), ..Default::default() }) {
+        match self.store.create_experiment(NewExperiment {
+            name: name.to_string(),
+            ..Default::default()
+        }) {
             Err(Error::AlreadyExists { .. }) => self.store.get_experiment_by_name(name),
             other => other,
         }
@@ -199,13 +228,19 @@ impl Ops for LocalOps {
     fn read_records(&self, run: &RunId, name: &str) -> Result<Vec<Record>> {
         self.store.read_records(run, name, &ReadRange::default())
     }
-    fn list_artifacts(&self, run: &RunId, prefix: Option<&str>, recursive: bool) -> Result<Vec<ArtifactInfo>> {
+    fn list_artifacts(
+        &self,
+        run: &RunId,
+        prefix: Option<&str>,
+        recursive: bool,
+    ) -> Result<Vec<ArtifactInfo>> {
         let prefix = prefix.filter(|p| !p.is_empty() && *p != "/" && *p != ".");
         self.store.list_artifacts(run, prefix, recursive)
     }
     fn put_artifact_file(&self, run: &RunId, path: &str, file: &Path) -> Result<ArtifactInfo> {
-        let mut f = std::fs::File::open(file)
-            .map_err(|e| Error::invalid("file", format!("cannot open '{}': {e}", file.display())))?;
+        let mut f = std::fs::File::open(file).map_err(|e| {
+            Error::invalid("file", format!("cannot open '{}': {e}", file.display()))
+        })?;
         self.store.put_artifact(run, path, &mut f)
     }
     fn put_artifact_bytes(&self, run: &RunId, path: &str, bytes: &[u8]) -> Result<ArtifactInfo> {
@@ -214,10 +249,18 @@ impl Ops for LocalOps {
     }
     fn get_artifact_file(&self, run: &RunId, path: &str, dest: &Path) -> Result<u64> {
         let (_info, mut reader) = self.store.open_artifact(run, path)?;
-        let dir = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let name = dest.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "download".into());
+        let dir = dest
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_else(|| "download".into());
         let tmp = dir.join(format!(".{name}.{}.part", RunId::new()));
-        let io = |e: std::io::Error| Error::invalid("output", format!("cannot write '{}': {e}", dest.display()));
+        let io = |e: std::io::Error| {
+            Error::invalid("output", format!("cannot write '{}': {e}", dest.display()))
+        };
         let result = (|| -> std::io::Result<u64> {
             let mut out = std::fs::File::create(&tmp)?;
             let n = std::io::copy(&mut reader, &mut out)?;
