@@ -928,6 +928,31 @@ impl<R: Read> Read for ProgressReader<'_, R> {
     }
 }
 
+/// An error unless a column (`field`) has one entry per item.
+fn same_length(field: &str, len: usize, items: usize, what: &str) -> Result<()> {
+    if len == items {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            field,
+            format!("has {len} entries for {items} {what}"),
+        ))
+    }
+}
+
+/// The times of `items` points: the given ones (one per item), or `now` for each when none were given.
+fn stamp(
+    times: Option<Vec<WallTime>>,
+    items: usize,
+    what: &str,
+    now: WallTime,
+) -> Result<Option<Vec<WallTime>>> {
+    match times {
+        Some(t) => same_length("times", t.len(), items, what).map(|()| Some(t)),
+        None => Ok(Some(vec![now; items])),
+    }
+}
+
 /// Checks what can be checked without the server and fills missing times with now.
 fn check_and_stamp(write: MetricWrite) -> Result<MetricWrite> {
     validate::name("metric", write.name())?;
@@ -950,23 +975,9 @@ fn check_and_stamp(write: MetricWrite) -> Result<MetricWrite> {
                 }
             }
             if let Some(s) = &steps {
-                if s.len() != values.len() {
-                    return Err(Error::invalid(
-                        "steps",
-                        format!("has {} entries for {} values", s.len(), values.len()),
-                    ));
-                }
+                same_length("steps", s.len(), values.len(), "values")?;
             }
-            let times = match times {
-                Some(t) if t.len() != values.len() => {
-                    return Err(Error::invalid(
-                        "times",
-                        format!("has {} entries for {} values", t.len(), values.len()),
-                    ))
-                }
-                Some(t) => Some(t),
-                None => Some(vec![now; values.len()]),
-            };
+            let times = stamp(times, values.len(), "values", now)?;
             MetricWrite::Text {
                 name,
                 description,
@@ -999,16 +1010,7 @@ fn check_and_stamp(write: MetricWrite) -> Result<MetricWrite> {
                     validate::name("column", k)?;
                 }
             }
-            let times = match times {
-                Some(t) if t.len() != rows.len() => {
-                    return Err(Error::invalid(
-                        "times",
-                        format!("has {} entries for {} rows", t.len(), rows.len()),
-                    ))
-                }
-                Some(t) => Some(t),
-                None => Some(vec![now; rows.len()]),
-            };
+            let times = stamp(times, rows.len(), "rows", now)?;
             MetricWrite::Row {
                 name,
                 description,
