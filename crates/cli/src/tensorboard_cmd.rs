@@ -4,7 +4,7 @@
 use crate::{CliError, EXIT_UNREACHABLE};
 use clap::{Args, Subcommand};
 use flightlog_client::{Client, ClientConfig};
-use flightlog_model::{Batch, BatchAck, Entity, Error, Result, RunId};
+use flightlog_model::{Batch, BatchAck, Result, RunId};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -92,12 +92,11 @@ pub(crate) fn stop_requested() -> bool {
     STOP.load(std::sync::atomic::Ordering::SeqCst)
 }
 
-/// What both directions share: the client, the output mode, and a plain HTTP agent for the extra calls.
+/// What both directions share: the client and the output mode.
 pub(crate) struct Bridge {
     pub client: Client,
     pub json: bool,
     pub server: String,
-    agent: ureq::Agent,
 }
 
 impl Bridge {
@@ -105,46 +104,25 @@ impl Bridge {
         let client = Client::new(ClientConfig {
             uri: server.to_string(),
             replay_on_start: false,
+            // Import batches and image artifacts can be large.
+            request_timeout: Duration::from_secs(300),
             ..Default::default()
         });
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(300)))
-            .build()
-            .into();
         Bridge {
             server: client.uri().to_string(),
             client,
             json,
-            agent,
         }
     }
 
     /// Sends one batch now; the server stores a `batch_id` once, so a repeated import adds nothing.
     pub fn write_batch(&self, run: &RunId, batch: &Batch) -> Result<BatchAck> {
-        let url = format!("{}/api/v1/runs/{run}/batch", self.server);
-        let resp = self
-            .agent
-            .post(&url)
-            .send_json(batch)
-            .map_err(|e| Error::Transport(e.to_string()))?;
-        let bytes = answer(resp, Entity::Run, run.as_str())?;
-        serde_json::from_slice(&bytes).map_err(|e| Error::Transport(e.to_string()))
+        self.client.write_batch(run, batch)
     }
 
     /// An artifact's bytes.
     pub fn artifact_bytes(&self, run: &RunId, path: &str) -> Result<Vec<u8>> {
-        let url = format!(
-            "{}/api/v1/runs/{run}/artifacts/{}",
-            self.server,
-            encode_path(path)
-        );
-        let resp = self
-            .agent
-            .get(&url)
-            .call()
-            .map_err(|e| Error::Transport(e.to_string()))?;
-        answer(resp, Entity::Artifact, path)
+        self.client.read_artifact(run, path)
     }
 
     /// Adds the server URL to transport errors, as the other client commands do.
@@ -161,47 +139,6 @@ impl Bridge {
             e
         }
     }
-}
-
-/// The body of a successful answer; an error answer as the matching [`Error`] variant.
-fn answer(resp: ureq::http::Response<ureq::Body>, entity: Entity, id: &str) -> Result<Vec<u8>> {
-    let status = resp.status().as_u16();
-    let body = resp
-        .into_body()
-        .with_config()
-        .limit(u64::MAX)
-        .read_to_vec()
-        .map_err(|e| Error::Transport(e.to_string()))?;
-    if status < 300 {
-        return Ok(body);
-    }
-    let message = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
-        .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-    Err(match status {
-        404 => Error::NotFound {
-            entity,
-            id: id.to_string(),
-        },
-        409 => Error::Conflict { message },
-        400..=499 => Error::invalid("request", message),
-        _ => Error::Storage(message),
-    })
-}
-
-/// Percent-encodes each segment of a '/'-separated path.
-fn encode_path(path: &str) -> String {
-    let mut out = String::new();
-    for b in path.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
 }
 
 pub fn export(server: &str, json: bool, cmd: ExportCmd) -> std::result::Result<(), CliError> {

@@ -754,6 +754,33 @@ impl Client {
         Ok(r.items)
     }
 
+    /// Sends `batch` now and waits for the server's ack, for callers that choose the `batch_id` themselves (an
+    /// import derives it from file offsets, so importing again adds nothing) and need the answer before going on.
+    /// Ordinary logging goes through the non-blocking queue instead.
+    pub fn write_batch(&self, run: &RunId, batch: &Batch) -> Result<BatchAck> {
+        self.shared.http.send_json(
+            "POST",
+            &format!("/api/v1/runs/{run}/batch"),
+            batch,
+            Entity::Run,
+        )
+    }
+
+    /// A small artifact's bytes, in memory; [`Self::download_artifact`] streams large files to disk.
+    pub fn read_artifact(&self, run: &RunId, path: &str) -> Result<Vec<u8>> {
+        let path = validate::artifact_path(path)?;
+        let resp = self.shared.http.get_raw(
+            &format!("/api/v1/runs/{run}/artifacts/{}", encode_path(&path)),
+            &[],
+            Entity::Artifact,
+        )?;
+        resp.into_body()
+            .with_config()
+            .limit(u64::MAX)
+            .read_to_vec()
+            .map_err(|e| Error::Transport(format!("reading artifact '{path}': {e}")))
+    }
+
     /// Downloads a file to `dest`, streamed into a temp file beside it and renamed into place when complete.
     pub fn download_artifact(&self, run: &RunId, path: &str, dest: &Path) -> Result<u64> {
         self.download_artifact_with_progress(run, path, dest, &mut |_, _| {})
