@@ -154,16 +154,13 @@ fn resolve_experiment(b: &Bridge, s: &str) -> Result<Experiment, CliError> {
     Ok(b.client.get_experiment_by_name(s)?)
 }
 
-fn list_all(b: &Bridge, mut q: RunQuery) -> Result<Vec<Run>, CliError> {
-    let mut all = Vec::new();
-    loop {
-        let page = b.client.list_runs(&q)?;
-        all.extend(page.items);
-        match page.next_page_token {
-            Some(t) => q.page_token = Some(t),
-            None => break,
-        }
-    }
+fn list_all(b: &Bridge, q: RunQuery) -> Result<Vec<Run>, CliError> {
+    let mut all = Page::collect_all(|page_token| {
+        b.client.list_runs(&RunQuery {
+            page_token,
+            ..q.clone()
+        })
+    })?;
     all.sort_by(|a, b| (a.created_time, &a.id).cmp(&(b.created_time, &b.id)));
     Ok(all)
 }

@@ -296,16 +296,12 @@ impl Client {
 
     /// Every experiment, following page tokens.
     pub fn list_all_experiments(&self, query: &ExperimentQuery) -> Result<Vec<Experiment>> {
-        let mut q = query.clone();
-        let mut out = Vec::new();
-        loop {
-            let page = self.list_experiments(&q)?;
-            out.extend(page.items);
-            match page.next_page_token {
-                Some(t) => q.page_token = Some(t),
-                None => return Ok(out),
-            }
-        }
+        Page::collect_all(|page_token| {
+            self.list_experiments(&ExperimentQuery {
+                page_token,
+                ..query.clone()
+            })
+        })
     }
 
     pub fn update_experiment(

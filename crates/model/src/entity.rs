@@ -233,6 +233,23 @@ pub struct Page<T> {
     pub next_page_token: Option<String>,
 }
 
+impl<T> Page<T> {
+    /// Every item of a paged listing: calls `fetch` with each page's token (None first) until the last page.
+    pub fn collect_all<E>(
+        mut fetch: impl FnMut(Option<String>) -> Result<Page<T>, E>,
+    ) -> Result<Vec<T>, E> {
+        let (mut all, mut token) = (Vec::new(), None);
+        loop {
+            let page = fetch(token)?;
+            all.extend(page.items);
+            match page.next_page_token {
+                Some(t) => token = Some(t),
+                None => return Ok(all),
+            }
+        }
+    }
+}
+
 /// A named text stream of a run (stdout, stderr, python...).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogStreamInfo {

@@ -235,21 +235,14 @@ async fn search_experiments(
 }
 
 fn all_experiments(store: &dyn Store) -> MlResult<Vec<Experiment>> {
-    let mut out = Vec::new();
-    let mut token = None;
-    loop {
-        let page = store.list_experiments(&ExperimentQuery {
+    Ok(flightlog_model::Page::collect_all(|page_token| {
+        store.list_experiments(&ExperimentQuery {
             include_deleted: true,
             limit: Some(MAX_RESULTS as u32),
-            page_token: token,
+            page_token,
             ..Default::default()
-        })?;
-        out.extend(page.items);
-        match page.next_page_token {
-            Some(t) => token = Some(t),
-            None => return Ok(out),
-        }
-    }
+        })
+    })?)
 }
 
 fn row(e: &Experiment) -> Row {

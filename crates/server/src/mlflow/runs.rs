@@ -608,15 +608,12 @@ struct InputsReq {
 async fn log_inputs(State(st): State<AppState>, Req(r): Req<InputsReq>) -> MlResult<Json<Value>> {
     let id = run_id(r.run_id.as_deref(), None)?;
     blocking(move || {
-        let run = find(st.store.as_ref(), &id)?;
-        active(&run)?;
-        let mut doc = st
-            .store
-            .get_document(INPUTS_DOC, id.as_str())?
-            .unwrap_or_else(|| json!({}));
-        append_unique(&mut doc, "dataset_inputs", r.datasets);
-        append_unique(&mut doc, "model_inputs", r.models);
-        Ok(st.store.put_document(INPUTS_DOC, id.as_str(), &doc)?)
+        append_to_run_document(
+            st.store.as_ref(),
+            &id,
+            INPUTS_DOC,
+            [("dataset_inputs", r.datasets), ("model_inputs", r.models)],
+        )
     })
     .await?;
     Ok(empty())
@@ -633,17 +630,32 @@ struct OutputsReq {
 async fn log_outputs(State(st): State<AppState>, Req(r): Req<OutputsReq>) -> MlResult<Json<Value>> {
     let id = run_id(r.run_id.as_deref(), None)?;
     blocking(move || {
-        let run = find(st.store.as_ref(), &id)?;
-        active(&run)?;
-        let mut doc = st
-            .store
-            .get_document(OUTPUTS_DOC, id.as_str())?
-            .unwrap_or_else(|| json!({}));
-        append_unique(&mut doc, "model_outputs", r.models);
-        Ok(st.store.put_document(OUTPUTS_DOC, id.as_str(), &doc)?)
+        append_to_run_document(
+            st.store.as_ref(),
+            &id,
+            OUTPUTS_DOC,
+            [("model_outputs", r.models)],
+        )
     })
     .await?;
     Ok(empty())
+}
+
+/// Adds entries to the lists of an active run's `kind` document (one per run), skipping ones already there.
+fn append_to_run_document<const N: usize>(
+    store: &dyn Store,
+    id: &RunId,
+    kind: &str,
+    lists: [(&str, Vec<Value>); N],
+) -> MlResult<()> {
+    active(&find(store, id)?)?;
+    let mut doc = store
+        .get_document(kind, id.as_str())?
+        .unwrap_or_else(|| json!({}));
+    for (field, items) in lists {
+        append_unique(&mut doc, field, items);
+    }
+    Ok(store.put_document(kind, id.as_str(), &doc)?)
 }
 
 fn append_unique(doc: &mut Value, field: &str, items: Vec<Value>) {
@@ -794,23 +806,16 @@ fn all_runs(
     experiment_ids: Vec<flightlog_model::ExperimentId>,
     include_deleted: bool,
 ) -> MlResult<Vec<Run>> {
-    let mut out = Vec::new();
-    let mut token = None;
-    loop {
-        let page = store.list_runs(&RunQuery {
+    Ok(flightlog_model::Page::collect_all(|page_token| {
+        store.list_runs(&RunQuery {
             experiment_ids: experiment_ids.clone(),
             include_deleted,
             with_metrics: true,
             limit: Some(MAX_RESULTS as u32),
-            page_token: token,
+            page_token,
             ..Default::default()
-        })?;
-        out.extend(page.items);
-        match page.next_page_token {
-            Some(t) => token = Some(t),
-            None => return Ok(out),
-        }
-    }
+        })
+    })?)
 }
 
 /// What a filter or sort sees of a run.
