@@ -2,23 +2,15 @@
 
 import json
 import os
-import shutil
-import socket
 import subprocess
-import tempfile
-import time
+import sys
 import urllib.error
 import urllib.request
 
 import pytest
 
-BIN = os.environ.get("FLIGHTLOG_BIN", "target/debug/flightlog")
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from flightlog_server import BIN, running_server  # noqa: E402 (BIN is used by test modules too)
 
 
 class Api:
@@ -58,27 +50,5 @@ class Api:
 
 @pytest.fixture(scope="session")
 def api():
-    data = tempfile.mkdtemp(prefix="flightlog-tb-")
-    port = _free_port()
-    log = open(os.path.join(data, "server.log"), "wb")
-    proc = subprocess.Popen(
-        [BIN, "server", "--port", str(port), "--data", os.path.join(data, "data")],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=1):
-                break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            raise RuntimeError(f"flightlog server did not start; see {log.name}")
-        time.sleep(0.1)
-    yield Api(url)
-    proc.terminate()
-    proc.wait(timeout=10)
-    log.close()
-    shutil.rmtree(data, ignore_errors=True)
+    with running_server("flightlog-tb-") as url:
+        yield Api(url)
