@@ -11,6 +11,7 @@ mod logs;
 mod metrics;
 mod mlflow;
 mod openapi;
+mod portal;
 mod runs;
 
 pub use error::ApiError;
@@ -140,12 +141,17 @@ pub async fn serve(
         .await
 }
 
-async fn not_found(req: Request) -> ApiError {
+/// The portal answers GETs outside the API namespaces; anything else unmatched is the API's JSON 404.
+async fn not_found(req: Request) -> Response {
+    if portal::is_portal_request(req.method(), req.uri().path()) {
+        return portal::serve(&req);
+    }
     ApiError::http(
         StatusCode::NOT_FOUND,
         "NOT_FOUND",
         format!("no such endpoint: {} {}", req.method(), req.uri().path()),
     )
+    .into_response()
 }
 
 async fn method_not_allowed(req: Request) -> ApiError {

@@ -1,0 +1,191 @@
+// The native API (docs/api.md) as typed fetch helpers, plus the SSE streams.
+
+export interface SeriesInfo {
+  name: string;
+  kind: "scalar" | "text" | "list" | "row" | "table" | "image" | "json" | "histogram";
+  description?: string;
+  count: number;
+  first_time?: number;
+  last_time?: number;
+  last_step?: number;
+  last_value?: unknown;
+  min?: number | string;
+  max?: number | string;
+  schema?: string;
+  columns?: string[];
+}
+
+export interface Experiment {
+  id: string;
+  name: string;
+  created_time: number;
+  last_update_time: number;
+  lifecycle: string;
+  tags: Record<string, string>;
+  run_count: number;
+  last_activity?: number;
+}
+
+export interface Run {
+  id: string;
+  experiment_id: string;
+  display_name: string;
+  description?: string;
+  parent_id?: string;
+  status: string;
+  lifecycle: string;
+  created_time: number;
+  start_time?: number;
+  end_time?: number;
+  error?: { message: string; code?: string; details?: string };
+  tags: Record<string, string>;
+  properties: Record<string, string>;
+  params: Record<string, string>;
+  user: string;
+  host: string;
+  command?: string;
+  metrics: SeriesInfo[];
+}
+
+export interface Record_ {
+  index: number;
+  step: number;
+  time: number;
+  value: unknown;
+}
+
+export interface Scalars {
+  steps: Float64Array;
+  times: Float64Array;
+  values: Float64Array;
+}
+
+export interface ArtifactInfo {
+  path: string;
+  is_dir: boolean;
+  size?: number;
+  modified_time?: number;
+}
+
+export interface LogStreamInfo {
+  name: string;
+  length: number;
+  last_time?: number;
+}
+
+export class ApiError extends Error {
+  constructor(
+    public status: number,
+    public code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+async function check(r: Response): Promise<Response> {
+  if (r.ok) return r;
+  let code = "HTTP_" + r.status;
+  let message = r.statusText;
+  try {
+    const body = await r.json();
+    code = body.error?.code ?? code;
+    message = body.error?.message ?? message;
+  } catch {
+    /* not JSON */
+  }
+  throw new ApiError(r.status, code, message);
+}
+
+export async function getJson<T>(path: string, signal?: AbortSignal): Promise<T> {
+  const r = await check(await fetch(path, { signal, headers: { Accept: "application/json" } }));
+  return r.json() as Promise<T>;
+}
+
+export const enc = encodeURIComponent;
+
+/** A metric name in a URL path: each segment encoded, '/' kept (the route is a wildcard). */
+export function metricPath(name: string): string {
+  return name.split("/").map(enc).join("/");
+}
+
+export async function listAll<T>(path: string, params: URLSearchParams): Promise<T[]> {
+  const out: T[] = [];
+  let token: string | undefined;
+  do {
+    if (token) params.set("page_token", token);
+    const page = await getJson<{ items: T[]; next_page_token?: string }>(`${path}?${params}`);
+    out.push(...page.items);
+    token = page.next_page_token;
+  } while (token);
+  return out;
+}
+
+/** Scalar read in the binary format: u64 count, then steps (i64), times (i64 µs), values (f64). */
+export async function readScalars(
+  runId: string,
+  name: string,
+  opts: { buckets?: number; minStep?: number; maxStep?: number },
+  signal?: AbortSignal,
+): Promise<Scalars> {
+  const q = new URLSearchParams({ format: "binary" });
+  if (opts.buckets) q.set("buckets", String(Math.max(1, Math.round(opts.buckets))));
+  if (opts.minStep !== undefined) q.set("min_step", String(Math.floor(opts.minStep)));
+  if (opts.maxStep !== undefined) q.set("max_step", String(Math.ceil(opts.maxStep)));
+  const r = await check(
+    await fetch(`/api/v1/runs/${runId}/metrics/${metricPath(name)}?${q}`, { signal }),
+  );
+  return decodeScalars(await r.arrayBuffer());
+}
+
+export function decodeScalars(buf: ArrayBuffer): Scalars {
+  const dv = new DataView(buf);
+  const n = Number(dv.getBigUint64(0, true));
+  const steps = new Float64Array(n);
+  const times = new Float64Array(n);
+  const values = new Float64Array(n);
+  const b64 = new BigInt64Array(buf, 8, n * 2);
+  for (let i = 0; i < n; i++) {
+    steps[i] = Number(b64[i]);
+    times[i] = Number(b64[n + i]);
+  }
+  values.set(new Float64Array(buf, 8 + 16 * n, n));
+  return { steps, times, values };
+}
+
+export async function readRecords(runId: string, name: string, q = ""): Promise<Record_[]> {
+  const r = await getJson<{ records: Record_[] }>(
+    `/api/v1/runs/${runId}/metrics/${metricPath(name)}${q ? "?" + q : ""}`,
+  );
+  return r.records;
+}
+
+export interface StreamEvent {
+  seq: number;
+  type: string;
+  run_id?: string;
+  experiment_id: string;
+  [k: string]: unknown;
+}
+
+/** Opens an SSE stream; returns a closer. EventSource reconnects itself and resumes with Last-Event-ID. */
+export function subscribe(path: string, onEvent: (e: StreamEvent) => void): () => void {
+  const es = new EventSource(path);
+  const types = [
+    "run_created",
+    "run_updated",
+    "points",
+    "log_appended",
+    "artifact_written",
+    "artifact_deleted",
+  ];
+  const handler = (m: MessageEvent) => {
+    try {
+      onEvent(JSON.parse(m.data));
+    } catch {
+      /* ignore malformed */
+    }
+  };
+  for (const t of types) es.addEventListener(t, handler as EventListener);
+  return () => es.close();
+}

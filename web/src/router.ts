@@ -1,0 +1,65 @@
+// History-API routing: every view has a URL (deep links), back/forward re-render, links are intercepted.
+
+export type Cleanup = () => void;
+export type View = (root: HTMLElement, params: string[], query: URLSearchParams) => Cleanup | void;
+
+const routes: [RegExp, View][] = [];
+let current: Cleanup | void;
+let root: HTMLElement;
+let lastPath = "";
+
+export function route(pattern: RegExp, view: View): void {
+  routes.push([pattern, view]);
+}
+
+export function navigate(url: string, replace = false): void {
+  if (replace) history.replaceState(null, "", url);
+  else history.pushState(null, "", url);
+  render();
+}
+
+/** Changes the query of the current view without re-rendering it (filters, tabs kept in the URL). */
+export function setQuery(update: Record<string, string | null>, push = false): void {
+  const u = new URL(location.href);
+  for (const [k, v] of Object.entries(update)) {
+    if (v === null || v === "") u.searchParams.delete(k);
+    else u.searchParams.set(k, v);
+  }
+  const s = u.pathname + u.search;
+  if (push) history.pushState(null, "", s);
+  else history.replaceState(null, "", s);
+  lastPath = location.pathname + location.search;
+}
+
+export function render(): void {
+  const key = location.pathname + location.search;
+  if (key === lastPath) return;
+  lastPath = key;
+  if (current) current();
+  current = undefined;
+  root.innerHTML = "";
+  const path = location.pathname.replace(/\/+$/, "") || "/";
+  for (const [re, view] of routes) {
+    const m = path.match(re);
+    if (m) {
+      current = view(root, m.slice(1).map(decodeURIComponent), new URLSearchParams(location.search));
+      return;
+    }
+  }
+  root.textContent = "Not found";
+}
+
+export function start(el: HTMLElement): void {
+  root = el;
+  window.addEventListener("popstate", () => render());
+  document.addEventListener("click", (e) => {
+    const a = (e.target as Element).closest?.("a");
+    if (!a || a.target || a.hasAttribute("download") || e.defaultPrevented) return;
+    if (e.button !== 0 || e.metaKey || e.ctrlKey || e.shiftKey || e.altKey) return;
+    const href = a.getAttribute("href");
+    if (!href || !href.startsWith("/") || href.startsWith("/api/")) return;
+    e.preventDefault();
+    navigate(href);
+  });
+  render();
+}
