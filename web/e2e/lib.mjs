@@ -1,0 +1,85 @@
+// Shared pieces of the portal's end-to-end tests: the server under test (FLIGHTLOG_URL), what fill.py logged
+// (FLIGHTLOG_E2E_FIXTURE), headless Chromium from the system (playwright-core never downloads a browser), small
+// native-API helpers for logging while a page is open, and screenshots saved to web/e2e/screenshots/.
+import { chromium } from 'playwright-core';
+import assert from 'node:assert/strict';
+import { readFileSync, mkdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const URL_BASE = process.env.FLIGHTLOG_URL;
+if (!URL_BASE) throw new Error('FLIGHTLOG_URL is not set: run the tests through scripts/portal-tests');
+export const fixture = JSON.parse(readFileSync(process.env.FLIGHTLOG_E2E_FIXTURE, 'utf8'));
+const SCREENSHOTS = join(dirname(fileURLToPath(import.meta.url)), 'screenshots');
+
+/** Chromium and one page (1280×800) whose console errors are collected in `page.errors`. */
+export async function openBrowser() {
+  const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium' });
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, baseURL: URL_BASE });
+  const page = await context.newPage();
+  page.setDefaultTimeout(10_000);
+  page.errors = [];
+  page.on('pageerror', (e) => page.errors.push(String(e)));
+  return { browser, context, page };
+}
+
+export async function screenshot(page, name) {
+  mkdirSync(SCREENSHOTS, { recursive: true });
+  await page.screenshot({ path: join(SCREENSHOTS, `${name}.png`), fullPage: true });
+}
+
+/** A locator for `[data-testid=id]` plus extra attribute selectors, e.g. tid('metric-chart', {metric: 'loss'}). */
+export function tid(id, data = {}) {
+  return `[data-testid="${id}"]` + Object.entries(data).map(([k, v]) => `[data-${k}="${v}"]`).join('');
+}
+
+/** Waits until `fn()` (async) returns a truthy value, polling; fails with the last value after `ms`. */
+export async function eventually(fn, ms = 5000, what = 'condition') {
+  const deadline = Date.now() + ms;
+  let last;
+  for (;;) {
+    try {
+      last = await fn();
+      if (last) return last;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) assert.fail(`${what} not met within ${ms} ms (last: ${last})`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** The number shown in a cell, tolerant of formatting (thousands separators, trailing units). */
+export function num(text) {
+  const m = String(text).replace(/,/g, '').match(/-?\d+(\.\d+)?(e-?\d+)?/i);
+  return m ? Number(m[0]) : NaN;
+}
+
+export function assertClose(actual, expected, what, tol = 1e-3) {
+  assert.ok(Math.abs(actual - expected) <= tol * Math.max(1, Math.abs(expected)), `${what}: ${actual} != ${expected}`);
+}
+
+// --- the native API, for logging while a page is open (what the SDK's sender does, without its 100 ms batching)
+export async function api(method, path, body, contentType = 'application/json') {
+  const res = await fetch(URL_BASE + path, {
+    method,
+    headers: body === undefined ? {} : { 'content-type': contentType },
+    body: body === undefined ? undefined : contentType === 'application/json' ? JSON.stringify(body) : body,
+  });
+  const text = await res.text();
+  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${text}`);
+  return text ? JSON.parse(text) : null;
+}
+
+export async function newRun(experimentName, displayName, params = {}) {
+  const exp = await api('GET', `/api/v1/experiments/by-name/${encodeURIComponent(experimentName)}`).catch(() =>
+    api('POST', '/api/v1/experiments', { name: experimentName }));
+  return api('POST', '/api/v1/runs', { experiment_id: exp.id, display_name: displayName, params });
+}
+
+export function logScalars(runId, name, steps, values) {
+  const now = Date.now() * 1000;
+  return api('POST', `/api/v1/runs/${runId}/batch`, {
+    scalars: [{ name, steps, times: steps.map((_, i) => now + i), values }],
+  });
+}

@@ -1,0 +1,62 @@
+// Live updates: with the run view open, a metric value, a log line and a status change logged through the API
+// show up within 2 s without a reload.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { openBrowser, screenshot, tid, eventually, num, assertClose, api, newRun, logScalars } from '../lib.mjs';
+
+let browser, page;
+before(async () => ({ browser, page } = await openBrowser()));
+after(async () => browser?.close());
+
+const LIVE_MS = 2000;
+
+test('a metric value logged while the page is open appears within 2 s', async () => {
+  const run = await newRun('portal-live', 'live-metric', { lr: '0.2' });
+  await logScalars(run.id, 'loss', [0, 1, 2, 3, 4], [0.9, 0.8, 0.7, 0.6, 0.5]);
+  await page.goto(`/runs/${run.id}?tab=metrics`);
+  await page.waitForFunction(() => window.__flightlog?.chartsDrawn === true);
+  const chart = page.locator(tid('metric-chart', { metric: 'loss' }));
+  assert.equal(await chart.getAttribute('data-points'), '5');
+  const latest = page.locator(tid('metric-latest', { metric: 'loss' }));
+  assertClose(num(await latest.textContent()), 0.5, 'latest before');
+
+  const t0 = Date.now();
+  await logScalars(run.id, 'loss', [5], [0.123]);
+  await eventually(async () => Math.abs(num(await latest.textContent()) - 0.123) < 1e-6, LIVE_MS, 'metric-latest shows 0.123');
+  await eventually(async () => (await chart.getAttribute('data-points')) === '6', LIVE_MS, 'chart has 6 points');
+  const ms = Date.now() - t0;
+  assert.ok(ms <= LIVE_MS, `shown after ${ms} ms`);
+
+  // A new metric logged live gets its own chart.
+  await logScalars(run.id, 'grad_norm', [0, 1], [3.5, 2.5]);
+  const grad = page.locator(tid('metric-chart', { metric: 'grad_norm' }));
+  await eventually(async () => (await grad.getAttribute('data-points')) === '2', LIVE_MS, 'a new metric appears live with 2 points');
+  await screenshot(page, 'live-metrics');
+  await api('PATCH', `/api/v1/runs/${run.id}`, { status: 'Completed' });
+});
+
+test('a log line logged while the logs tab is open appears within 2 s', async () => {
+  const run = await newRun('portal-live', 'live-logs');
+  await api('POST', `/api/v1/runs/${run.id}/logs/stdout`, 'first line\n', 'application/octet-stream');
+  await page.goto(`/runs/${run.id}?tab=logs`);
+  const view = page.locator(tid('log-view'));
+  await eventually(async () => (await view.textContent()).includes('first line'), 3000, 'existing log shown');
+  const t0 = Date.now();
+  await api('POST', `/api/v1/runs/${run.id}/logs/stdout`, 'live line 42\n', 'application/octet-stream');
+  await eventually(async () => (await view.textContent()).includes('live line 42'), LIVE_MS, 'live log line shown');
+  assert.ok(Date.now() - t0 <= LIVE_MS);
+  assert.equal(((await view.textContent()).match(/first line/g) || []).length, 1, 'earlier text not repeated');
+  await screenshot(page, 'live-logs');
+  await api('PATCH', `/api/v1/runs/${run.id}`, { status: 'Completed' });
+});
+
+test('a status change shows live in the run header', async () => {
+  const run = await newRun('portal-live', 'live-status');
+  await page.goto(`/runs/${run.id}`);
+  const status = page.locator(tid('run-status'));
+  assert.equal((await status.textContent()).trim(), 'Running');
+  const t0 = Date.now();
+  await api('PATCH', `/api/v1/runs/${run.id}`, { status: 'Completed' });
+  await eventually(async () => (await status.textContent()).trim() === 'Completed', LIVE_MS, 'status Completed shown live');
+  assert.ok(Date.now() - t0 <= LIVE_MS);
+});
