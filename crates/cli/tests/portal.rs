@@ -108,3 +108,93 @@ fn api_namespaces_still_answer_json_404() {
         "a non-GET outside the API is not the portal"
     );
 }
+
+/// `GET /api/v1/runs/table`: params and latest scalars per run, MLflow filter grammar, order_by, and a bad
+/// filter answered 400 with the offending token named.
+#[test]
+fn runs_table_filters_sorts_and_rejects_bad_filters() {
+    use serde_json::json;
+    let s = TestServer::start();
+    let (status, exp) = s.post("/api/v1/experiments", &json!({"name": "table"}));
+    assert_eq!(status, 201, "{exp}");
+    let exp = exp["id"].as_str().unwrap().to_string();
+    let mut ids = Vec::new();
+    for (i, lr) in ["0.1", "0.01", "0.001"].iter().enumerate() {
+        let (status, run) = s.post(
+            "/api/v1/runs",
+            &json!({"experiment_id": exp, "display_name": format!("r{i}"), "params": {"lr": lr}, "user": "ada"}),
+        );
+        assert_eq!(status, 201, "{run}");
+        let id = run["id"].as_str().unwrap().to_string();
+        let (status, ack) = s.post(
+            &format!("/api/v1/runs/{id}/batch"),
+            &json!({"scalars": [{"name": "loss", "values": [9.0, 1.0 + i as f64]}],
+                    "metrics": [{"kind": "text", "name": "note", "values": ["hi"]}]}),
+        );
+        assert_eq!(status, 200, "{ack}");
+        ids.push(id);
+    }
+    let (status, child) = s.post(
+        "/api/v1/runs",
+        &json!({"experiment_id": exp, "display_name": "child", "parent_id": ids[0]}),
+    );
+    assert_eq!(status, 201, "{child}");
+
+    let (status, t) = s.get(&format!("/api/v1/runs/table?experiment_id={exp}"));
+    assert_eq!(status, 200, "{t}");
+    assert_eq!(t["total"], 4);
+    assert_eq!(t["param_keys"], json!(["lr"]));
+    assert_eq!(
+        t["metric_keys"],
+        json!(["loss"]),
+        "only scalars are columns"
+    );
+    let r1 = t["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "r1")
+        .expect("r1");
+    assert_eq!(r1["metrics"]["loss"], 2.0, "the latest value");
+    assert_eq!(r1["params"]["lr"], "0.01");
+    assert_eq!(r1["status"], "Running");
+    let kid = t["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "child")
+        .unwrap();
+    assert_eq!(kid["parent_id"], ids[0].as_str());
+
+    let q = "filter=metrics.loss%20%3E%201.5&order_by=metrics.loss%20DESC";
+    let (status, t) = s.get(&format!("/api/v1/runs/table?experiment_id={exp}&{q}"));
+    assert_eq!(status, 200, "{t}");
+    assert_eq!(t["total"], 2);
+    let names: Vec<&str> = t["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["r2", "r1"]);
+    let (_, t) = s.get(&format!(
+        "/api/v1/runs/table?experiment_id={exp}&filter=params.lr%20%3D%20%270.1%27"
+    ));
+    assert_eq!(t["total"], 1);
+    assert_eq!(t["runs"][0]["name"], "r0");
+
+    let (status, e) = s.get(&format!(
+        "/api/v1/runs/table?experiment_id={exp}&filter=metrics.loss%20%3E%3E%201"
+    ));
+    assert_eq!(status, 400, "{e}");
+    assert_eq!(e["error"]["code"], "INVALID_ARGUMENT");
+    let msg = e["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("filter") && msg.contains("character"), "{msg}");
+    let (status, e) = s.get(&format!(
+        "/api/v1/runs/table?experiment_id={exp}&order_by=bogus.x"
+    ));
+    assert_eq!(status, 400, "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("order_by"));
+    let (status, _) = s.get("/api/v1/runs/table");
+    assert_eq!(status, 400, "experiment_id is required");
+}

@@ -9,13 +9,17 @@ mod models;
 mod runs;
 mod search;
 
+pub(crate) use runs::find_runs;
+pub(crate) use search::{parse_filter, parse_order_by, RUNS as RUN_GRAMMAR};
+
 use crate::AppState;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request};
 use axum::http::Method;
 use axum::routing::{any, get};
 use axum::{Json, Router};
-use error::{MlError, MlResult};
+pub(crate) use error::MlError;
+use error::MlResult;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Map, Value};
 

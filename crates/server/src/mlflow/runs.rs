@@ -766,21 +766,13 @@ impl RunSearch {
 
     /// Filters, sorts (ties: newest start first, then run id) and pages the runs of the experiments.
     fn execute(&self, store: &dyn Store) -> MlResult<Value> {
-        let with_deleted = self.lifecycles.contains(&Lifecycle::Deleted);
-        let runs = all_runs(store, self.experiments.clone(), with_deleted)?;
-        let inputs: HashMap<String, Value> =
-            store.list_documents(INPUTS_DOC)?.into_iter().collect();
-        let mut items: Vec<(Row, Run)> = runs
-            .into_iter()
-            .filter(|run| self.lifecycles.contains(&run.lifecycle))
-            .map(|run| (row(&run, inputs.get(run.id.as_str())), run))
-            .filter(|(row, _)| search::matches_all(row, &self.conditions))
-            .collect();
-        let ties = [
-            search::attr_order(Kind::NumberAttr, "start_time", false),
-            search::attr_order(Kind::TextAttr, "run_id", true),
-        ];
-        search::sort(&mut items, &self.order, &ties);
+        let (items, inputs) = find_runs(
+            store,
+            self.experiments.clone(),
+            self.lifecycles,
+            &self.conditions,
+            &self.order,
+        )?;
         let (page, next) = search::page(items, self.limit, self.token.as_deref())?;
         let mut outputs: HashMap<String, Value> = HashMap::new();
         if !page.is_empty() {
@@ -799,6 +791,36 @@ impl RunSearch {
         }
         Ok(out)
     }
+}
+
+/// The dataset-inputs documents by run id.
+type Inputs = HashMap<String, Value>;
+
+/// The runs of the experiments in `lifecycles` that pass every condition, sorted by `order` (ties: newest
+/// start first, then run id), with the dataset-inputs documents they were matched against. Shared by
+/// runs/search and the native runs table (`GET /api/v1/runs/table`), so both read one grammar the same way.
+pub(crate) fn find_runs(
+    store: &dyn Store,
+    experiments: Vec<flightlog_model::ExperimentId>,
+    lifecycles: &[Lifecycle],
+    conditions: &[search::Condition],
+    order: &[search::OrderBy],
+) -> MlResult<(Vec<(Row, Run)>, Inputs)> {
+    let with_deleted = lifecycles.contains(&Lifecycle::Deleted);
+    let runs = all_runs(store, experiments, with_deleted)?;
+    let inputs: HashMap<String, Value> = store.list_documents(INPUTS_DOC)?.into_iter().collect();
+    let mut items: Vec<(Row, Run)> = runs
+        .into_iter()
+        .filter(|run| lifecycles.contains(&run.lifecycle))
+        .map(|run| (row(&run, inputs.get(run.id.as_str())), run))
+        .filter(|(row, _)| search::matches_all(row, conditions))
+        .collect();
+    let ties = [
+        search::attr_order(Kind::NumberAttr, "start_time", false),
+        search::attr_order(Kind::TextAttr, "run_id", true),
+    ];
+    search::sort(&mut items, order, &ties);
+    Ok((items, inputs))
 }
 
 fn all_runs(
