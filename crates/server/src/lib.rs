@@ -13,6 +13,7 @@ mod mlflow;
 mod openapi;
 mod portal;
 mod runs;
+mod runs_table;
 
 pub use error::ApiError;
 
@@ -90,6 +91,7 @@ fn build_router(
     let api = Router::new()
         .merge(experiments::routes())
         .merge(runs::routes())
+        .merge(runs_table::routes())
         .merge(metrics::routes())
         .merge(logs::routes())
         .merge(events::routes())
