@@ -5,9 +5,8 @@ use crate::output::{print_json, Table};
 use crate::tensorboard_cmd::{Bridge, ImportArgs};
 use crate::{CliError, EXIT_NOT_FOUND};
 use flightlog_model::*;
-use flightlog_tensorboard::proto::event::What;
-use flightlog_tensorboard::Event as TbEvent;
-use flightlog_tensorboard::{is_event_file_name, Datum, EventFileReader, ValueDecoder};
+use flightlog_tensorboard::ingest::{clean_name, fnv1a128, FileIngest, IngestCounts, IngestSink};
+use flightlog_tensorboard::{is_event_file_name, EventFileReader, ValueDecoder};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -15,10 +14,6 @@ use std::time::{Duration, Instant};
 
 /// Where a run remembers how far each of its event files was imported (file name → byte offset).
 pub const STATE_ARTIFACT: &str = "tensorboard/import-state.json";
-/// A batch is sent when it holds this many points...
-const BATCH_POINTS: usize = 20_000;
-/// ...or this many bytes of text.
-const BATCH_TEXT_BYTES: usize = 16 << 20;
 
 /// What one run's import did.
 #[derive(Debug, Default, Serialize)]
@@ -27,11 +22,8 @@ struct RunReport {
     name: String,
     dir: String,
     files: usize,
-    scalar_points: u64,
-    other_points: u64,
-    images: u64,
-    /// Values skipped (audio, unknown plugins, a tag logged as two kinds), by reason.
-    skipped: BTreeMap<String, u64>,
+    #[serde(flatten)]
+    counts: IngestCounts,
     /// Damaged or truncated records (file and offset), reported and skipped.
     errors: Vec<String>,
 }
@@ -79,7 +71,7 @@ fn print_report(json: bool, root: &Path, reports: &[RunReport]) -> Result<(), Cl
         for e in &r.errors {
             eprintln!("warning: {e}");
         }
-        for (why, n) in &r.skipped {
+        for (why, n) in &r.counts.skipped {
             eprintln!("warning: {}: skipped {n} value(s): {why}", r.name);
         }
     }
@@ -94,9 +86,9 @@ fn print_report(json: bool, root: &Path, reports: &[RunReport]) -> Result<(), Cl
             r.run_id.clone(),
             r.name.clone(),
             r.files.to_string(),
-            r.scalar_points.to_string(),
-            r.other_points.to_string(),
-            r.images.to_string(),
+            r.counts.scalar_points.to_string(),
+            r.counts.other_points.to_string(),
+            r.counts.images.to_string(),
         ]);
     }
     t.print()?;
@@ -153,32 +145,6 @@ pub fn derive_run_id(experiment: ExperimentId, root: &Path, rel: &str) -> RunId 
     format!("{:032x}", fnv1a128(key.as_bytes()))
         .parse()
         .unwrap_or_default()
-}
-
-fn fnv1a128(bytes: &[u8]) -> u128 {
-    let mut h: u128 = 0x6c62272e07bb014262b821756295c58d;
-    for &b in bytes {
-        h ^= b as u128;
-        h = h.wrapping_mul(0x0000000001000000000000000000013B);
-    }
-    h
-}
-
-/// A run name that passes validation: trimmed, never empty, at most 500 bytes.
-fn clean_name(s: &str) -> String {
-    let s: String = s
-        .chars()
-        .map(|c| if c.is_control() { '_' } else { c })
-        .collect();
-    let mut s = s.trim().to_string();
-    while s.len() > validate::MAX_NAME_BYTES {
-        s.pop();
-    }
-    if s.trim().is_empty() {
-        "_".to_string()
-    } else {
-        s.trim().to_string()
-    }
 }
 
 fn create_run(
@@ -316,12 +282,13 @@ impl RunImport {
                 .or_insert_with(|| (EventFileReader::new(path), ValueDecoder::default()));
             let before = reader.offset();
             let from = self.state.get(&file).copied().unwrap_or(0);
-            let mut imp = FileImport::new(
-                b,
+            let mut sink = BridgeSink(b);
+            let mut imp = FileIngest::new(
+                &mut sink,
                 &self.id,
                 &file,
                 &mut self.kinds,
-                &mut self.report,
+                &mut self.report.counts,
                 decoder,
             );
             let mut failure = None;
@@ -337,7 +304,7 @@ impl RunImport {
                 }
             })?;
             if let Some(e) = failure {
-                return Err(e);
+                return Err(e.into());
             }
             imp.flush()?;
             self.report
@@ -378,217 +345,14 @@ fn finish_run(b: &Bridge, id: &RunId, span: Option<(f64, f64)>) -> Result<(), Cl
     Ok(())
 }
 
-/// Turns one file's events into batches (ids from the file name and record offsets, so the server stores a
-/// re-sent batch once) and images.
-struct FileImport<'a> {
-    b: &'a Bridge,
-    run: &'a RunId,
-    file_key: String,
-    kinds: &'a mut HashMap<String, MetricKind>,
-    rep: &'a mut RunReport,
-    decoder: &'a mut ValueDecoder,
-    batch: Pending,
-}
+/// The client as the importer's destination.
+struct BridgeSink<'a>(&'a Bridge);
 
-/// Steps, times and values of one text series in a batch.
-type TextColumns = (Vec<Option<i64>>, Vec<WallTime>, Vec<String>);
-
-#[derive(Default)]
-struct Pending {
-    first: Option<u64>,
-    last: u64,
-    points: usize,
-    text_bytes: usize,
-    scalars: BTreeMap<String, ScalarWrite>,
-    texts: BTreeMap<String, TextColumns>,
-    others: Vec<MetricWrite>,
-}
-
-impl<'a> FileImport<'a> {
-    fn new(
-        b: &'a Bridge,
-        run: &'a RunId,
-        file: &str,
-        kinds: &'a mut HashMap<String, MetricKind>,
-        rep: &'a mut RunReport,
-        decoder: &'a mut ValueDecoder,
-    ) -> Self {
-        FileImport {
-            b,
-            run,
-            file_key: format!("{:016x}", fnv1a128(file.as_bytes()) as u64),
-            kinds,
-            rep,
-            decoder,
-            batch: Pending::default(),
-        }
+impl IngestSink for BridgeSink<'_> {
+    fn write_batch(&mut self, run: &RunId, batch: Batch) -> Result<()> {
+        self.0.write_batch(run, &batch).map(|_| ())
     }
-
-    /// Reads one event; only events past the import watermark (`new`) are stored, but every event is decoded
-    /// so that a tag's plugin (sent only with its first value) is known.
-    fn event(&mut self, offset: u64, e: &TbEvent, new: bool) -> Result<(), CliError> {
-        let Some(What::Summary(s)) = &e.what else {
-            return Ok(());
-        };
-        let time = WallTime::from_seconds(e.wall_time).unwrap_or_default();
-        for v in &s.value {
-            let datum = self.decoder.decode(v);
-            if new {
-                self.datum(offset, &clean_name(&v.tag), e.step, time, datum)?;
-            }
-        }
-        if self.batch.points >= BATCH_POINTS || self.batch.text_bytes >= BATCH_TEXT_BYTES {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    /// Whether `tag` may hold `kind` (a tag keeps the kind it was first stored as).
-    fn claim(&mut self, tag: &str, kind: MetricKind) -> bool {
-        let k = *self.kinds.entry(tag.to_string()).or_insert(kind);
-        if k != kind {
-            *self
-                .rep
-                .skipped
-                .entry(format!("tag '{tag}' already holds {k} values, not {kind}"))
-                .or_default() += 1;
-        }
-        k == kind
-    }
-
-    fn datum(
-        &mut self,
-        offset: u64,
-        tag: &str,
-        step: i64,
-        time: WallTime,
-        d: Datum,
-    ) -> Result<(), CliError> {
-        let kind = match &d {
-            Datum::Scalar(_) => MetricKind::Scalar,
-            Datum::Text(_) => MetricKind::Text,
-            Datum::Images(_) => MetricKind::Image,
-            Datum::Histogram { .. } => MetricKind::Histogram,
-            Datum::Unsupported(why) => {
-                *self.rep.skipped.entry((*why).to_string()).or_default() += 1;
-                return Ok(());
-            }
-        };
-        if !self.claim(tag, kind) {
-            return Ok(());
-        }
-        let p = &mut self.batch;
-        p.first.get_or_insert(offset);
-        p.last = offset;
-        p.points += 1;
-        match d {
-            Datum::Scalar(v) => {
-                let w = p
-                    .scalars
-                    .entry(tag.to_string())
-                    .or_insert_with(|| ScalarWrite {
-                        name: tag.to_string(),
-                        steps: Some(Vec::new()),
-                        times: Some(Vec::new()),
-                        ..Default::default()
-                    });
-                w.steps.get_or_insert_with(Vec::new).push(Some(step));
-                w.times.get_or_insert_with(Vec::new).push(time);
-                w.values.push(F64(v));
-                self.rep.scalar_points += 1;
-            }
-            Datum::Text(s) => {
-                p.text_bytes += s.len();
-                let t = p.texts.entry(tag.to_string()).or_default();
-                t.0.push(Some(step));
-                t.1.push(time);
-                t.2.push(s);
-                self.rep.other_points += 1;
-            }
-            Datum::Histogram { limits, counts } => {
-                p.others.push(MetricWrite::Histogram {
-                    name: tag.to_string(),
-                    description: None,
-                    limits: limits.into_iter().map(F64).collect(),
-                    counts: counts.into_iter().map(F64).collect(),
-                    step: Some(step),
-                    time: Some(time),
-                });
-                self.rep.other_points += 1;
-            }
-            Datum::Images(images) => self.images(tag, step, time, images)?,
-            Datum::Unsupported(_) => {}
-        }
-        Ok(())
-    }
-
-    fn images(
-        &mut self,
-        tag: &str,
-        step: i64,
-        time: WallTime,
-        images: Vec<Vec<u8>>,
-    ) -> Result<(), CliError> {
-        for bytes in images {
-            let Some(media_type) = media_type(&bytes) else {
-                *self
-                    .rep
-                    .skipped
-                    .entry("image that is not PNG, JPEG or GIF".into())
-                    .or_default() += 1;
-                continue;
-            };
-            let meta = ImageWrite {
-                name: tag.to_string(),
-                description: None,
-                step: Some(step),
-                time: Some(time),
-                media_type: media_type.to_string(),
-            };
-            self.b.client.write_image(self.run, &meta, &bytes)?;
-            self.rep.images += 1;
-        }
-        Ok(())
-    }
-
-    /// Sends the pending batch (if any).
-    fn flush(&mut self) -> Result<(), CliError> {
-        let p = std::mem::take(&mut self.batch);
-        let Some(first) = p.first else {
-            return Ok(());
-        };
-        let mut batch = Batch {
-            batch_id: Some(format!("tb-{}-{first}-{}", self.file_key, p.last)),
-            scalars: p.scalars.into_values().collect(),
-            metrics: p.others,
-            logs: Vec::new(),
-        };
-        for (name, (steps, times, values)) in p.texts {
-            batch.metrics.push(MetricWrite::Text {
-                name,
-                description: None,
-                steps: Some(steps),
-                times: Some(times),
-                values,
-            });
-        }
-        if batch.scalars.is_empty() && batch.metrics.is_empty() {
-            return Ok(());
-        }
-        self.b.write_batch(self.run, &batch)?;
-        Ok(())
-    }
-}
-
-/// The media type of encoded image bytes, by their signature.
-fn media_type(b: &[u8]) -> Option<&'static str> {
-    if b.starts_with(b"\x89PNG\r\n\x1a\n") {
-        Some("image/png")
-    } else if b.starts_with(&[0xff, 0xd8, 0xff]) {
-        Some("image/jpeg")
-    } else if b.starts_with(b"GIF87a") || b.starts_with(b"GIF89a") {
-        Some("image/gif")
-    } else {
-        None
+    fn write_image(&mut self, run: &RunId, meta: &ImageWrite, bytes: &[u8]) -> Result<()> {
+        self.0.client.write_image(run, meta, bytes).map(|_| ())
     }
 }

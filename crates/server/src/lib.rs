@@ -13,6 +13,7 @@ mod mlflow;
 mod openapi;
 mod portal;
 mod runs;
+mod tb_ingest;
 mod runs_table;
 
 pub use error::ApiError;
@@ -127,6 +128,7 @@ pub async fn serve(
     let addr = listener.local_addr()?;
     let token = CancellationToken::new();
     let json_limit = DEFAULT_JSON_BODY_BYTES.min(config.max_body_bytes);
+    tokio::spawn(tb_ingest::run(store.clone(), token.clone()));
     let app = build_router(store, json_limit, config.max_body_bytes, token.clone());
     let listener = listener.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {

@@ -1,6 +1,8 @@
 //! TensorBoard event files: TFRecord framing with masked CRC32C, hand-written protobuf messages, a writer that
 //! names its files as TensorBoard expects, and a reader that tails a file still being written.
 
+pub mod export;
+pub mod ingest;
 pub mod proto;
 pub mod reader;
 pub mod record;

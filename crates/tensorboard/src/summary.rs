@@ -177,6 +177,16 @@ pub struct ValueDecoder {
 }
 
 impl ValueDecoder {
+    /// A decoder that already knows these tags' plugins (kept by a caller that resumes a file mid-way).
+    pub fn with_plugins(plugins: HashMap<String, String>) -> Self {
+        ValueDecoder { plugins }
+    }
+
+    /// Each tag's plugin seen so far.
+    pub fn plugins(&self) -> &HashMap<String, String> {
+        &self.plugins
+    }
+
     pub fn decode(&mut self, v: &Value) -> Datum {
         if let Some(p) = v.metadata.as_ref().and_then(|m| m.plugin_data.as_ref()) {
             if !p.plugin_name.is_empty() {

@@ -1,0 +1,212 @@
+//! Server-side ingest of TensorBoard event files uploaded under a run's `logs/` (the real binary): every form
+//! becomes a metric, sub-folders become child runs, a grown file adds only its new records, the same upload
+//! adds nothing (also after a restart), and damaged records are logged and skipped while the server stays up.
+
+mod common;
+mod tb_common;
+
+use common::TestServer;
+use flightlog_tensorboard::summary::{self, event};
+use flightlog_tensorboard::{Event, EventWriter};
+use serde_json::Value as Json;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tb_common::png;
+
+/// An event file with scalars (steps 0..n), text, a histogram and an image; returns its bytes.
+fn event_file(dir: &Path, n: i64) -> Vec<u8> {
+    let mut w = EventWriter::create(dir, "", 50.0).unwrap();
+    for step in 0..n {
+        let t = 100.0 + step as f64 + 0.5;
+        w.write(&event(t, step, summary::scalar("loss", step as f32 * 0.5)))
+            .unwrap();
+    }
+    w.write(&event(200.25, 1, summary::text("notes", "**hello**")))
+        .unwrap();
+    w.write(&event(
+        201.0,
+        2,
+        summary::histogram("weights", &[0.0, 1.0, 2.0], &[1.0, 3.0, 0.0]),
+    ))
+    .unwrap();
+    w.write(&event(202.0, 3, summary::image("sample", png())))
+        .unwrap();
+    let path = w.close().unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::remove_file(path).unwrap();
+    bytes
+}
+
+/// One more scalar record, as a writer appends it.
+fn record(e: &Event) -> Vec<u8> {
+    let mut out = Vec::new();
+    flightlog_tensorboard::record::encode_record(&prost::Message::encode_to_vec(e), &mut out);
+    out
+}
+
+fn upload(s: &TestServer, run: &str, path: &str, bytes: &[u8]) {
+    let (st, v) = s.send_raw(
+        "PUT",
+        &format!("/api/v1/runs/{run}/artifacts/{path}"),
+        "application/octet-stream",
+        bytes,
+    );
+    assert_eq!(st, 200, "{v}");
+}
+
+/// The metric once it exists (ingest runs in the background), else None after 15 s.
+fn wait_metric(s: &TestServer, run: &str, name: &str, ready: impl Fn(&Json) -> bool) -> Json {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (st, v) = s.get(&format!("/api/v1/runs/{run}/metrics/{name}"));
+        if st == 200 && ready(&v) {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "metric {name} of run {run} not ready: {v}\n{}",
+            s.server_log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn len(v: &Json) -> usize {
+    v["values"]
+        .as_array()
+        .or(v["records"].as_array())
+        .map_or(0, Vec::len)
+}
+
+/// Uploads a small marker file and waits for it: everything uploaded before it has been ingested.
+fn barrier(s: &TestServer, run: &str, n: i64) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = EventWriter::create(dir.path(), "", 1.0).unwrap();
+    w.write(&event(1.0, n, summary::scalar("marker", n as f32)))
+        .unwrap();
+    let bytes = std::fs::read(w.close().unwrap()).unwrap();
+    upload(
+        s,
+        run,
+        &format!("logs/events.out.tfevents.marker{n}"),
+        &bytes,
+    );
+    wait_metric(s, run, "marker", |v| {
+        v["steps"].as_array().is_some_and(|a| a.contains(&n.into()))
+    });
+}
+
+#[test]
+fn uploaded_event_files_become_metrics_with_child_runs_for_subfolders() {
+    let s = TestServer::start();
+    let run = s.new_run();
+    let dir = tempfile::tempdir().unwrap();
+    upload(
+        &s,
+        &run,
+        "logs/events.out.tfevents.1.host.1.0",
+        &event_file(dir.path(), 4),
+    );
+    upload(
+        &s,
+        &run,
+        "logs/val/events.out.tfevents.1.host.1.1",
+        &event_file(dir.path(), 2),
+    );
+    let loss = wait_metric(&s, &run, "loss", |v| len(v) == 4);
+    assert_eq!(loss["steps"], serde_json::json!([0, 1, 2, 3]));
+    assert_eq!(loss["values"], serde_json::json!([0.0, 0.5, 1.0, 1.5]));
+    let times: Vec<f64> = loss["times"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_f64().unwrap())
+        .collect();
+    assert_eq!(times.len(), 4, "{loss}");
+    let notes = wait_metric(&s, &run, "notes", |v| len(v) == 1);
+    assert_eq!(notes["records"][0]["value"], "**hello**", "{notes}");
+    assert_eq!(notes["records"][0]["step"], 1);
+    let h = wait_metric(&s, &run, "weights", |v| len(v) == 1);
+    assert_eq!(
+        h["records"][0]["value"]["counts"],
+        serde_json::json!([1.0, 3.0, 0.0])
+    );
+    let img = wait_metric(&s, &run, "sample", |v| len(v) == 1);
+    assert_eq!(img["records"][0]["step"], 3);
+    // The sub-folder is a child run named by its path.
+    let (_, kids) = s.get(&format!("/api/v1/runs?parent_id={run}"));
+    let kids = kids["items"].as_array().unwrap().clone();
+    assert_eq!(kids.len(), 1, "{kids:?}");
+    assert_eq!(kids[0]["display_name"], "val");
+    let kid = kids[0]["id"].as_str().unwrap();
+    let kl = wait_metric(&s, kid, "loss", |v| len(v) == 2);
+    assert_eq!(kl["steps"], serde_json::json!([0, 1]));
+}
+
+#[test]
+fn a_grown_file_adds_only_new_records_and_the_same_upload_adds_nothing_even_after_restart() {
+    let mut s = TestServer::start();
+    let run = s.new_run();
+    let dir = tempfile::tempdir().unwrap();
+    let path = "logs/events.out.tfevents.1.host.1.0";
+    let mut bytes = event_file(dir.path(), 3);
+    upload(&s, &run, path, &bytes);
+    wait_metric(&s, &run, "loss", |v| len(v) == 3);
+    upload(&s, &run, path, &bytes);
+    barrier(&s, &run, 1);
+    assert_eq!(
+        len(&wait_metric(&s, &run, "loss", |_| true)),
+        3,
+        "same upload twice"
+    );
+    // The writer appended a point and half of another (still being written).
+    bytes.extend(record(&event(300.0, 10, summary::scalar("loss", 9.0))));
+    let next = record(&event(301.0, 11, summary::scalar("loss", 10.0)));
+    bytes.extend(&next[..7]);
+    upload(&s, &run, path, &bytes);
+    let loss = wait_metric(&s, &run, "loss", |v| len(v) == 4);
+    assert_eq!(loss["steps"], serde_json::json!([0, 1, 2, 10]));
+    assert_eq!(
+        len(&wait_metric(&s, &run, "notes", |_| true)),
+        1,
+        "text not repeated"
+    );
+    // A restart keeps the offsets: the same file again adds nothing, its completed record is added once.
+    s.restart();
+    upload(&s, &run, path, &bytes);
+    barrier(&s, &run, 2);
+    assert_eq!(len(&wait_metric(&s, &run, "loss", |_| true)), 4);
+    bytes.extend(&next[7..]);
+    upload(&s, &run, path, &bytes);
+    let loss = wait_metric(&s, &run, "loss", |v| len(v) == 5);
+    assert_eq!(loss["steps"], serde_json::json!([0, 1, 2, 10, 11]));
+    assert_eq!(len(&wait_metric(&s, &run, "sample", |_| true)), 1);
+}
+
+#[test]
+fn damaged_records_are_logged_and_skipped_and_the_server_stays_up() {
+    let s = TestServer::start();
+    let run = s.new_run();
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = event_file(dir.path(), 4);
+    // Damage the data of the second record (the step-0 loss point); append garbage that is no record.
+    let first = 16 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    bytes[first + 14] ^= 0x55;
+    upload(&s, &run, "logs/events.out.tfevents.bad", &bytes);
+    let loss = wait_metric(&s, &run, "loss", |v| len(v) == 3);
+    assert_eq!(loss["steps"], serde_json::json!([1, 2, 3]));
+    wait_metric(&s, &run, "sample", |v| len(v) == 1);
+    let log = s.server_log();
+    assert!(
+        log.contains("record data checksum mismatch") && log.contains("tfevents.bad"),
+        "{log}"
+    );
+    // Random bytes and an empty file: nothing stored, nothing crashes.
+    upload(&s, &run, "logs/events.out.tfevents.garbage", &[0xffu8; 100]);
+    upload(&s, &run, "logs/events.out.tfevents.empty", &[]);
+    upload(&s, &run, "logs/readme.txt", b"not an event file");
+    barrier(&s, &run, 1);
+    let (st, _) = s.get("/health");
+    assert_eq!(st, 200);
+    assert_eq!(len(&wait_metric(&s, &run, "loss", |_| true)), 3);
+}

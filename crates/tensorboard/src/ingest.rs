@@ -1,0 +1,283 @@
+//! Event-file summaries as flightlog metric writes: the one mapping behind `flightlog import tensorboard` and
+//! the server's ingest of event files uploaded under a run's `logs/`.
+
+use crate::proto::event::What;
+use crate::{Datum, Event, RecordError, ValueDecoder};
+use flightlog_model::*;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+
+/// A batch is sent when it holds this many points...
+pub const BATCH_POINTS: usize = 20_000;
+/// ...or this many bytes of text.
+pub const BATCH_TEXT_BYTES: usize = 16 << 20;
+
+/// Where ingested points go: the HTTP client (CLI import) or the store (server ingest).
+pub trait IngestSink {
+    /// Stores a batch; its `batch_id` makes a repeated batch a no-op.
+    fn write_batch(&mut self, run: &RunId, batch: Batch) -> Result<()>;
+    fn write_image(&mut self, run: &RunId, meta: &ImageWrite, bytes: &[u8]) -> Result<()>;
+}
+
+/// What was ingested.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct IngestCounts {
+    pub scalar_points: u64,
+    pub other_points: u64,
+    pub images: u64,
+    /// Values skipped (audio, unknown plugins, a tag logged as two kinds), by reason.
+    pub skipped: BTreeMap<String, u64>,
+}
+
+/// A metric name that passes validation: control characters replaced, trimmed, never empty, at most 500 bytes.
+pub fn clean_name(s: &str) -> String {
+    let s: String = s
+        .chars()
+        .map(|c| if c.is_control() { '_' } else { c })
+        .collect();
+    let mut s = s.trim().to_string();
+    while s.len() > validate::MAX_NAME_BYTES {
+        s.pop();
+    }
+    if s.trim().is_empty() {
+        "_".to_string()
+    } else {
+        s.trim().to_string()
+    }
+}
+
+/// 128-bit FNV-1a: stable ids derived from names (run ids of imported folders, batch ids of files).
+pub fn fnv1a128(bytes: &[u8]) -> u128 {
+    let mut h: u128 = 0x6c62272e07bb014262b821756295c58d;
+    for &b in bytes {
+        h ^= b as u128;
+        h = h.wrapping_mul(0x0000000001000000000000000000013B);
+    }
+    h
+}
+
+/// The media type of encoded image bytes, by their signature.
+pub fn media_type(b: &[u8]) -> Option<&'static str> {
+    if b.starts_with(b"\x89PNG\r\n\x1a\n") {
+        Some("image/png")
+    } else if b.starts_with(&[0xff, 0xd8, 0xff]) {
+        Some("image/jpeg")
+    } else if b.starts_with(b"GIF87a") || b.starts_with(b"GIF89a") {
+        Some("image/gif")
+    } else {
+        None
+    }
+}
+
+/// Turns one file's events into batches whose ids come from the file's key and the records' offsets (so a
+/// batch sent again is stored once) and images.
+pub struct FileIngest<'a, S: IngestSink + ?Sized> {
+    sink: &'a mut S,
+    run: &'a RunId,
+    file_key: String,
+    /// Each tag's kind so far (a tag keeps the kind it was first stored as).
+    kinds: &'a mut HashMap<String, MetricKind>,
+    counts: &'a mut IngestCounts,
+    decoder: &'a mut ValueDecoder,
+    batch: Pending,
+}
+
+/// Steps, times and values of one text series in a batch.
+type TextColumns = (Vec<Option<i64>>, Vec<WallTime>, Vec<String>);
+
+#[derive(Default)]
+struct Pending {
+    first: Option<u64>,
+    last: u64,
+    points: usize,
+    text_bytes: usize,
+    scalars: BTreeMap<String, ScalarWrite>,
+    texts: BTreeMap<String, TextColumns>,
+    others: Vec<MetricWrite>,
+}
+
+impl<'a, S: IngestSink + ?Sized> FileIngest<'a, S> {
+    /// `file` names the event file within its run (batch ids derive from it).
+    pub fn new(
+        sink: &'a mut S,
+        run: &'a RunId,
+        file: &str,
+        kinds: &'a mut HashMap<String, MetricKind>,
+        counts: &'a mut IngestCounts,
+        decoder: &'a mut ValueDecoder,
+    ) -> Self {
+        FileIngest {
+            sink,
+            run,
+            file_key: format!("{:016x}", fnv1a128(file.as_bytes()) as u64),
+            kinds,
+            counts,
+            decoder,
+            batch: Pending::default(),
+        }
+    }
+
+    /// Reads one event; only events past the watermark (`new`) are stored, but every event is decoded so that
+    /// a tag's plugin (sent only with its first value) is known.
+    pub fn event(&mut self, offset: u64, e: &Event, new: bool) -> Result<()> {
+        let Some(What::Summary(s)) = &e.what else {
+            return Ok(());
+        };
+        let time = WallTime::from_seconds(e.wall_time).unwrap_or_default();
+        for v in &s.value {
+            let datum = self.decoder.decode(v);
+            if new {
+                self.datum(offset, &clean_name(&v.tag), e.step, time, datum)?;
+            }
+        }
+        if self.batch.points >= BATCH_POINTS || self.batch.text_bytes >= BATCH_TEXT_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Whether `tag` may hold `kind`.
+    fn claim(&mut self, tag: &str, kind: MetricKind) -> bool {
+        let k = *self.kinds.entry(tag.to_string()).or_insert(kind);
+        if k != kind {
+            *self
+                .counts
+                .skipped
+                .entry(format!("tag '{tag}' already holds {k} values, not {kind}"))
+                .or_default() += 1;
+        }
+        k == kind
+    }
+
+    fn datum(&mut self, offset: u64, tag: &str, step: i64, time: WallTime, d: Datum) -> Result<()> {
+        let kind = match &d {
+            Datum::Scalar(_) => MetricKind::Scalar,
+            Datum::Text(_) => MetricKind::Text,
+            Datum::Images(_) => MetricKind::Image,
+            Datum::Histogram { .. } => MetricKind::Histogram,
+            Datum::Unsupported(why) => {
+                *self.counts.skipped.entry((*why).to_string()).or_default() += 1;
+                return Ok(());
+            }
+        };
+        if !self.claim(tag, kind) {
+            return Ok(());
+        }
+        let p = &mut self.batch;
+        p.first.get_or_insert(offset);
+        p.last = offset;
+        p.points += 1;
+        match d {
+            Datum::Scalar(v) => {
+                let w = p
+                    .scalars
+                    .entry(tag.to_string())
+                    .or_insert_with(|| ScalarWrite {
+                        name: tag.to_string(),
+                        steps: Some(Vec::new()),
+                        times: Some(Vec::new()),
+                        ..Default::default()
+                    });
+                w.steps.get_or_insert_with(Vec::new).push(Some(step));
+                w.times.get_or_insert_with(Vec::new).push(time);
+                w.values.push(F64(v));
+                self.counts.scalar_points += 1;
+            }
+            Datum::Text(s) => {
+                p.text_bytes += s.len();
+                let t = p.texts.entry(tag.to_string()).or_default();
+                t.0.push(Some(step));
+                t.1.push(time);
+                t.2.push(s);
+                self.counts.other_points += 1;
+            }
+            Datum::Histogram { limits, counts } => {
+                p.others.push(MetricWrite::Histogram {
+                    name: tag.to_string(),
+                    description: None,
+                    limits: limits.into_iter().map(F64).collect(),
+                    counts: counts.into_iter().map(F64).collect(),
+                    step: Some(step),
+                    time: Some(time),
+                });
+                self.counts.other_points += 1;
+            }
+            Datum::Images(images) => self.images(tag, step, time, images)?,
+            Datum::Unsupported(_) => {}
+        }
+        Ok(())
+    }
+
+    fn images(&mut self, tag: &str, step: i64, time: WallTime, images: Vec<Vec<u8>>) -> Result<()> {
+        for bytes in images {
+            let Some(media_type) = media_type(&bytes) else {
+                *self
+                    .counts
+                    .skipped
+                    .entry("image that is not PNG, JPEG or GIF".into())
+                    .or_default() += 1;
+                continue;
+            };
+            let meta = ImageWrite {
+                name: tag.to_string(),
+                description: None,
+                step: Some(step),
+                time: Some(time),
+                media_type: media_type.to_string(),
+            };
+            self.sink.write_image(self.run, &meta, &bytes)?;
+            self.counts.images += 1;
+        }
+        Ok(())
+    }
+
+    /// Sends the pending batch (if any).
+    pub fn flush(&mut self) -> Result<()> {
+        let p = std::mem::take(&mut self.batch);
+        let Some(first) = p.first else {
+            return Ok(());
+        };
+        let mut batch = Batch {
+            batch_id: Some(format!("tb-{}-{first}-{}", self.file_key, p.last)),
+            scalars: p.scalars.into_values().collect(),
+            metrics: p.others,
+            logs: Vec::new(),
+        };
+        for (name, (steps, times, values)) in p.texts {
+            batch.metrics.push(MetricWrite::Text {
+                name,
+                description: None,
+                steps: Some(steps),
+                times: Some(times),
+                values,
+            });
+        }
+        if batch.scalars.is_empty() && batch.metrics.is_empty() {
+            return Ok(());
+        }
+        self.sink.write_batch(self.run, batch)
+    }
+}
+
+/// Ingests a chunk of an event file that starts at file offset `base`: every complete record's points go to
+/// the sink (records before `from` are only decoded, for their tags' plugins). Returns the bytes consumed
+/// (a partial last record is left for later) and the damaged records, which were skipped.
+pub fn ingest_chunk<S: IngestSink + ?Sized>(
+    ing: &mut FileIngest<'_, S>,
+    buf: &[u8],
+    base: u64,
+    from: u64,
+    file_label: &str,
+) -> Result<(usize, Vec<RecordError>)> {
+    let mut failure = None;
+    let (errors, consumed) = crate::visit_events(buf, base, file_label, |offset, event| {
+        if failure.is_none() {
+            failure = ing.event(offset, &event, offset >= from).err();
+        }
+    });
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    ing.flush()?;
+    Ok((consumed, errors))
+}
