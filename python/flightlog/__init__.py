@@ -16,9 +16,11 @@ from . import errors
 from .errors import ConflictError, FlightlogError, NotFoundError
 from .experiment import Experiment
 from .run import Run
+from .script_run import RunFailedError, ScriptRunConfig
 from .workspace import Workspace
 
-__all__ = ["Workspace", "Experiment", "Run", "errors", "FlightlogError", "ConflictError", "NotFoundError", "__version__"]
+__all__ = ["Workspace", "Experiment", "Run", "errors", "FlightlogError", "ConflictError", "NotFoundError", "ScriptRunConfig",
+           "RunFailedError", "__version__"]
 
 #: The SDK's version.
 __version__ = "0.1.0"

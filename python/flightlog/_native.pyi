@@ -42,3 +42,14 @@ class NativeRun:
     def append_log(self, stream: str, text: str) -> None: ...
     def seed_kinds(self, kinds: Dict[str, str]) -> None:
         """Records the kinds of metrics already stored, so logging a name as another kind fails at once."""
+
+# --- script runs (python/src/submit.rs) ---
+def submit_create(client: NativeClient, experiment_id: str, spec: str) -> str:
+    """Checks a submission (JSON) and creates its run, Queued; returns the run JSON. Starts nothing."""
+def submit_supervise(client: NativeClient, run_id: str, experiment_id: str, spec: str, on_started: Any) -> int:
+    """Drives the created run to its outcome (the supervisor's work); returns the exit code it stands for."""
+def wait_for_run(client: NativeClient, run_id: str, on_output: Any) -> str:
+    """Follows the run's event stream until it ends, calling on_output(stream, text); returns the run JSON."""
+def cancel_run(client: NativeClient, run_id: str, within_seconds: float) -> str:
+    """Cancels the run (a submitted active one through its supervisor); returns the run JSON."""
+

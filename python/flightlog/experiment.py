@@ -10,6 +10,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 if TYPE_CHECKING:  # pragma: no cover
     from .run import Run
+    from .script_run import ScriptRunConfig
     from .workspace import Workspace
 
 __all__ = ["Experiment"]
@@ -98,6 +99,14 @@ class Experiment:
             tags=tags,
             properties=properties,
         )
+
+    def submit(self, config: "ScriptRunConfig", tags: Optional[Mapping[str, str]] = None) -> "Run":
+        """Runs ``config`` (a :class:`flightlog.ScriptRunConfig`) as a tracked run and returns it once the job has
+        started; the job goes on after this returns (and after this interpreter exits). Needs a tracking server.
+        See ``flightlog/script_run.py``."""
+        from . import script_run
+
+        return script_run.submit(self, config, tags)
 
     def get_runs(
         self,

@@ -642,8 +642,29 @@ class Run:
         self._end("Failed", error)
 
     def cancel(self) -> None:
-        """Marks the run Canceled, after delivering everything logged."""
+        """Marks the run Canceled, after delivering everything logged. A submitted run (``exp.submit``,
+        ``flightlog submit``) that is still active is stopped by its supervisor instead: the whole process group
+        gets SIGTERM (SIGKILL after a grace period), and this waits for it to record Canceled."""
+        if "compute_target" in (self._info.get("properties") or {}) and self._workspace.uri is not None:
+            from . import script_run
+
+            return script_run.cancel(self)
         self._end("Canceled")
+
+    def wait_for_completion(self, show_output: bool = False, raise_on_error: bool = True) -> Dict[str, Any]:
+        """Waits until the run ends (pushed events, resumed after a disconnect) and returns :meth:`get_details`;
+        ``show_output`` prints its stdout/stderr meanwhile (all of it, then live). A Failed run raises
+        :class:`flightlog.RunFailedError` with its error details (the last lines of stderr) if ``raise_on_error``."""
+        from . import script_run
+
+        return script_run.wait_for_completion(self, show_output, raise_on_error)
+
+    def get_all_logs(self, destination: Optional[str] = None) -> List[str]:
+        """Writes every log stream to ``destination/<stream>.txt`` and the files of ``./logs`` to
+        ``destination/logs/`` (default destination: ``flightlog-logs/<run id>``); returns the written paths."""
+        from . import script_run
+
+        return script_run.get_all_logs(self, destination)
 
     def _end(self, status: str, error: Optional[Dict[str, Any]] = None) -> None:
         self._remove_handlers()
@@ -711,6 +732,7 @@ class Run:
             "host": info.get("host", ""),
             "command": info.get("command"),
             "logFiles": {s["name"]: s["length"] for s in logs},
+            "exitCode": _exit_code(info),
             "files": self.get_file_names(),
             "metrics": [m["name"] for m in info.get("metrics") or []],
             "delivery": json.loads(self._workspace._client.delivery()),
@@ -771,6 +793,12 @@ def _key(k: Any, what: str) -> str:
     if not isinstance(k, str):
         raise TypeError(f"{what} keys must be str, not {type(k).__name__}")
     return k
+
+
+def _exit_code(info: Dict[str, Any]) -> Optional[int]:
+    """A submitted run's exit code (recorded with its outcome); None for other runs and active ones."""
+    code = (info.get("properties") or {}).get("exit_code")
+    return int(code) if code is not None and code.lstrip("-").isdigit() else None
 
 
 def _iso(t: Optional[int]) -> Optional[str]:

@@ -4,6 +4,7 @@
 //! API surface; this module holds nothing but plumbing.
 
 mod ops;
+mod submit;
 
 use flightlog_client::{Client, ClientConfig};
 use flightlog_model::*;
@@ -532,5 +533,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeClient>()?;
     m.add_class::<NativeRun>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    submit::register(m)?;
     Ok(())
 }

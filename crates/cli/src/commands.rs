@@ -276,28 +276,7 @@ impl Ctx {
     /// or a submitted one asked before whose submitter is gone) is marked Canceled at once.
     fn runs_cancel(&self, run: &str) -> Result<(), CliError> {
         let id = parse_run(run)?;
-        let current = self.client.get_run(&id)?;
-        let submitted = current
-            .properties
-            .contains_key(flightlog_runner::lifecycle::TARGET_PROPERTY);
-        let ask = submitted
-            && !current.status.is_terminal()
-            && current.status != RunStatus::CancelRequested;
-        let status = if ask {
-            RunStatus::CancelRequested
-        } else {
-            RunStatus::Canceled
-        };
-        let mut r = self.client.update_run(
-            &id,
-            &RunPatch {
-                status: Some(status),
-                ..Default::default()
-            },
-        )?;
-        if ask {
-            r = self.wait_terminal(&id, r, Duration::from_secs(20))?;
-        }
+        let r = flightlog_runner::wait::cancel_run(&self.client, &id, Duration::from_secs(20))?;
         if self.json {
             return Ok(print_json(&r)?);
         }
@@ -309,16 +288,6 @@ impl Ctx {
             s => println!("run {} is {s}", r.id),
         }
         Ok(())
-    }
-
-    /// Polls (briefly, a few times a second) until the run is terminal or `within` passes.
-    fn wait_terminal(&self, id: &RunId, mut r: Run, within: Duration) -> Result<Run, CliError> {
-        let deadline = std::time::Instant::now() + within;
-        while !r.status.is_terminal() && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(200));
-            r = self.client.get_run(id)?;
-        }
-        Ok(r)
     }
 
     // --- metrics ------------------------------------------------------------------------------------------

@@ -244,10 +244,7 @@ pub fn wait(client: &Client, json: bool, args: WaitArgs) -> Result<(), CliError>
 
 /// Prints stored lines without their time stamps, stdout to stdout and anything else to stderr.
 fn print_output(stream: &str, text: &str) {
-    let mut plain = String::with_capacity(text.len());
-    for line in text.split_inclusive('\n') {
-        plain.push_str(capture::unstamp(line).map_or(line, |(_, t)| t));
-    }
+    let plain = capture::strip_stamps(text);
     let _ = if stream == "stdout" {
         let mut o = std::io::stdout().lock();
         o.write_all(plain.as_bytes()).and_then(|_| o.flush())

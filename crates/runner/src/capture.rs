@@ -179,6 +179,15 @@ pub fn unstamp(line: &str) -> Option<(&str, &str)> {
     ok.then_some((t, rest))
 }
 
+/// Stored text as the job printed it: each line without its time stamp (for showing output to a user).
+pub fn strip_stamps(text: &str) -> String {
+    let mut plain = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        plain.push_str(unstamp(line).map_or(line, |(_, t)| t));
+    }
+    plain
+}
+
 /// ISO 8601 UTC with microseconds (sorts as text in time order).
 pub fn iso_time(t: WallTime) -> String {
     let secs = t.0.div_euclid(1_000_000);
@@ -222,6 +231,10 @@ mod tests {
             Some(("2023-11-14T22:13:20.123456Z", "hello world"))
         );
         assert_eq!(unstamp("no stamp here"), None);
+        assert_eq!(
+            strip_stamps(&format!("{s}plain\n{s}")),
+            "hello world\nplain\nhello world\n"
+        );
     }
 
     #[test]

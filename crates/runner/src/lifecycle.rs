@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 /// run's submitter to stop it instead of marking it Canceled itself.
 pub const TARGET_PROPERTY: &str = "compute_target";
 
+/// The property that records a submitted run's exit code (as the submitting command exits with it).
+pub const EXIT_CODE_PROPERTY: &str = "exit_code";
+
 /// The exit code of a submission stopped by `--timeout` (as `timeout(1)`).
 pub const EXIT_TIMEOUT: i32 = 124;
 /// The exit code of a canceled submission (as a shell after Ctrl-C).
@@ -47,6 +50,8 @@ pub struct Submission {
     pub limits: SnapshotLimits,
     /// Upload the snapshot (a sweep's children share their parent's).
     pub snapshot: bool,
+    /// Extra environment variables for the job (the tracking variables set by the lifecycle win).
+    pub env: BTreeMap<String, String>,
 }
 
 impl Submission {
@@ -65,6 +70,7 @@ impl Submission {
             show_output: false,
             limits: SnapshotLimits::default(),
             snapshot: true,
+            env: BTreeMap::new(),
         }
     }
 }
@@ -90,6 +96,32 @@ pub struct Prepared {
 
 /// Checks the input (command, source directory and its snapshot, experiment) without starting anything.
 pub fn prepare(tracker: &dyn Tracker, sub: &Submission) -> Result<Prepared, RunnerError> {
+    let (source_dir, snapshot) = check_source(sub)?;
+    let experiment_id = match &sub.experiment {
+        None => "0".to_string(),
+        Some(name) => tracker
+            .get_experiment_id(name, sub.create_experiment)?
+            .ok_or_else(|| RunnerError::UnknownExperiment(name.clone()))?,
+    };
+    Ok(Prepared {
+        experiment_id,
+        source_dir,
+        snapshot,
+    })
+}
+
+/// [`prepare`] for a caller that already knows the experiment (the Python SDK's `exp.submit`): no lookup.
+pub fn prepare_in(sub: &Submission, experiment_id: &str) -> Result<Prepared, RunnerError> {
+    let (source_dir, snapshot) = check_source(sub)?;
+    Ok(Prepared {
+        experiment_id: experiment_id.to_string(),
+        source_dir,
+        snapshot,
+    })
+}
+
+/// The command is given, the source directory is readable and its snapshot fits the limits.
+fn check_source(sub: &Submission) -> Result<(PathBuf, Snapshot), RunnerError> {
     if sub.command.is_empty() || sub.command[0].is_empty() {
         return Err(RunnerError::NoCommand);
     }
@@ -102,17 +134,7 @@ pub fn prepare(tracker: &dyn Tracker, sub: &Submission) -> Result<Prepared, Runn
         })?;
     let snapshot = snapshot::scan(&source_dir)?;
     snapshot.check(&source_dir, sub.limits)?;
-    let experiment_id = match &sub.experiment {
-        None => "0".to_string(),
-        Some(name) => tracker
-            .get_experiment_id(name, sub.create_experiment)?
-            .ok_or_else(|| RunnerError::UnknownExperiment(name.clone()))?,
-    };
-    Ok(Prepared {
-        experiment_id,
-        source_dir,
-        snapshot,
-    })
+    Ok((source_dir, snapshot))
 }
 
 /// Runs a submission from start to outcome: [`prepare`], then [`execute`].
@@ -138,7 +160,21 @@ pub fn execute(
 ) -> Result<Finished, RunnerError> {
     let run = create_run(tracker.as_ref(), target, sub, &prepared)?;
     on_created(&run);
-    let id = run.id.clone();
+    execute_created(tracker, target, sub, prepared, &run.id, &mut || {})
+}
+
+/// [`execute`] for a run that already exists (Queued): a detached supervisor drives the run its submitting
+/// process created (the Python SDK's `exp.submit`, which returns while the job runs on). `on_started` is
+/// called once the job has started, could not be started, or was canceled before it started.
+pub fn execute_created(
+    tracker: Arc<dyn Tracker>,
+    target: &dyn ComputeTarget,
+    sub: &Submission,
+    prepared: Prepared,
+    id: &RunId,
+    on_started: &mut dyn FnMut(),
+) -> Result<Finished, RunnerError> {
+    let id = id.clone();
     set_status(tracker.as_ref(), &id, RunStatus::Preparing)?;
     if sub.snapshot {
         upload_snapshot(tracker.as_ref(), &id, &prepared.snapshot)?;
@@ -158,9 +194,12 @@ pub fn execute(
     set_status(tracker.as_ref(), &id, RunStatus::Running)?;
     let ending = if signals::requested() || cancel.load(Ordering::SeqCst) {
         // Canceled while it prepared: nothing to start.
+        on_started();
         Ending::Canceled
     } else {
-        match target.start(&spec) {
+        let started = target.start(&spec);
+        on_started();
+        match started {
             Ok(job) => supervise(
                 tracker.clone(),
                 sub,
@@ -179,7 +218,8 @@ pub fn execute(
     finish(tracker.as_ref(), &id, ending)
 }
 
-pub(crate) fn create_run(
+/// Creates the run, Queued, with the command and the compute target recorded.
+pub fn create_run(
     tracker: &dyn Tracker,
     target: &dyn ComputeTarget,
     sub: &Submission,
@@ -227,7 +267,7 @@ pub(crate) fn upload_snapshot(
 
 fn job_spec(tracker: &dyn Tracker, sub: &Submission, prepared: &Prepared, id: &RunId) -> JobSpec {
     let uri = tracker.tracking_uri();
-    let mut env = BTreeMap::new();
+    let mut env = sub.env.clone();
     env.insert("FLIGHTLOG_TRACKING_URI".to_string(), uri.clone());
     env.insert("FLIGHTLOG_RUN_ID".to_string(), id.to_string());
     env.insert(
@@ -240,7 +280,7 @@ fn job_spec(tracker: &dyn Tracker, sub: &Submission, prepared: &Prepared, id: &R
         "MLFLOW_EXPERIMENT_ID".to_string(),
         prepared.experiment_id.clone(),
     );
-    if std::env::var_os("PYTHONUNBUFFERED").is_none() {
+    if std::env::var_os("PYTHONUNBUFFERED").is_none() && !env.contains_key("PYTHONUNBUFFERED") {
         // Live output from Python scripts, whose stdout is a pipe here.
         env.insert("PYTHONUNBUFFERED".to_string(), "1".to_string());
     }
@@ -340,13 +380,35 @@ fn finish(tracker: &dyn Tracker, id: &RunId, ending: Ending) -> Result<Finished,
     let patch = RunPatch {
         status: Some(status),
         error: error.clone(),
+        // Readable by anyone later (`run.get_details()`), also for outcomes without error details.
+        add_properties: BTreeMap::from([(EXIT_CODE_PROPERTY.to_string(), exit_code.to_string())]),
         ..Default::default()
     };
-    let (final_status, error) = match tracker.update_run(id, &patch) {
+    let mut sent = tracker.update_run(id, &patch);
+    if let Err(flightlog_model::Error::Conflict { .. }) = sent {
+        // The script set an `exit_code` property of its own: the outcome matters more than the property.
+        let status_only = RunPatch {
+            add_properties: BTreeMap::new(),
+            ..patch.clone()
+        };
+        sent = tracker.update_run(id, &status_only);
+    }
+    let (final_status, error) = match sent {
         Ok(r) => (r.status, r.error),
         Err(flightlog_model::Error::IllegalTransition { .. }) => {
             let r = tracker.get_run(id)?;
-            (r.status, r.error)
+            if matches!(r.status, RunStatus::Completed | RunStatus::Failed) {
+                // The job ended its own run (`mlflow.start_run()`'s exit, the SDK's `complete()`): the
+                // submitter's outcome (the exit code) is the run's. Only a cancel by someone else stands.
+                let reopened = RunPatch {
+                    reopen: true,
+                    ..patch.clone()
+                };
+                let r = tracker.update_run(id, &reopened).unwrap_or(r);
+                (r.status, r.error)
+            } else {
+                (r.status, r.error)
+            }
         }
         Err(flightlog_model::Error::Transport(e)) => {
             // The job has ended: its outcome is queued (and journaled) rather than lost.
@@ -564,7 +626,8 @@ mod tests {
                 "status Running",
                 "status Finalizing",
                 "put outputs/model.txt",
-                "status Completed"
+                "status Completed",
+                "properties"
             ]
         );
         assert!(rec

@@ -3,7 +3,7 @@
 
 use crate::sse::{SseEvent, SseReader};
 use flightlog_client::Client;
-use flightlog_model::{Error, Result, Run, RunId};
+use flightlog_model::{Error, Result, Run, RunId, RunPatch, RunStatus};
 use std::time::{Duration, Instant};
 
 /// How long the server may stay unreachable before waiting gives up.
@@ -16,11 +16,14 @@ pub fn wait_for_run(
     id: &RunId,
     on_output: &mut dyn FnMut(&str, &str),
 ) -> Result<Run> {
-    client.get_run(id)?;
+    let submitted = client
+        .get_run(id)?
+        .properties
+        .contains_key(crate::lifecycle::TARGET_PROPERTY);
     let mut after = 0;
     let mut unreachable_since: Option<Instant> = None;
     loop {
-        match follow(client, id, &mut after, on_output) {
+        match follow(client, id, submitted, &mut after, on_output) {
             Ok(true) => return client.get_run(id),
             Ok(false) => unreachable_since = None,
             Err(Error::Transport(e)) => {
@@ -39,6 +42,7 @@ pub fn wait_for_run(
 fn follow(
     client: &Client,
     id: &RunId,
+    submitted: bool,
     after: &mut u64,
     on_output: &mut dyn FnMut(&str, &str),
 ) -> Result<bool> {
@@ -50,7 +54,7 @@ fn follow(
             Ok(None) => return Ok(false),
             Err(e) => return Err(Error::Transport(format!("event stream broke: {e}"))),
         };
-        if handle(client, id, &ev, on_output)? {
+        if handle(client, id, submitted, &ev, on_output)? {
             return Ok(true);
         }
         if let Some(seq) = ev.id {
@@ -59,10 +63,13 @@ fn follow(
     }
 }
 
-/// One event: output is passed on; `true` when the run reached a terminal status.
+/// One event: output is passed on; `true` when the run reached its final status. A submitted run whose job
+/// ended the run itself (MLflow's `end_run`) is followed on until its submitter recorded the outcome (the
+/// exit code property, set with the final status), unless it was canceled.
 fn handle(
     client: &Client,
     id: &RunId,
+    submitted: bool,
     ev: &SseEvent,
     on_output: &mut dyn FnMut(&str, &str),
 ) -> Result<bool> {
@@ -81,5 +88,41 @@ fn handle(
         }
         return Ok(false);
     }
-    Ok(ev.status().is_some_and(|s| s.is_terminal()))
+    match ev.status() {
+        Some(s) if s.is_terminal() && submitted && s != RunStatus::Canceled => Ok(client
+            .get_run(id)?
+            .properties
+            .contains_key(crate::lifecycle::EXIT_CODE_PROPERTY)),
+        Some(s) => Ok(s.is_terminal()),
+        None => Ok(false),
+    }
+}
+
+/// Cancels a run. A submitted run that is still active is asked to stop (CancelRequested): its submitter
+/// stops the process group and records Canceled, which this waits up to `within` for (the answer may still
+/// be CancelRequested when the submitter is gone). Any other run (an interactive one, or a submitted one
+/// asked before) is marked Canceled at once.
+pub fn cancel_run(client: &Client, id: &RunId, within: Duration) -> Result<Run> {
+    let current = client.get_run(id)?;
+    let submitted = current
+        .properties
+        .contains_key(crate::lifecycle::TARGET_PROPERTY);
+    let ask =
+        submitted && !current.status.is_terminal() && current.status != RunStatus::CancelRequested;
+    let status = if ask {
+        RunStatus::CancelRequested
+    } else {
+        RunStatus::Canceled
+    };
+    let patch = RunPatch {
+        status: Some(status),
+        ..Default::default()
+    };
+    let mut r = client.update_run(id, &patch)?;
+    let deadline = Instant::now() + within;
+    while ask && !r.status.is_terminal() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        r = client.get_run(id)?;
+    }
+    Ok(r)
 }
