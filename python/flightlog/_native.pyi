@@ -53,3 +53,7 @@ def wait_for_run(client: NativeClient, run_id: str, on_output: Any) -> str:
 def cancel_run(client: NativeClient, run_id: str, within_seconds: float) -> str:
     """Cancels the run (a submitted active one through its supervisor); returns the run JSON."""
 
+# --- TensorBoard export (python/src/tensorboard.rs) ---
+def export_tensorboard(client: NativeClient, logdir: str, run_ids: List[str], experiment_id: Optional[str] = None,
+                       recursive: bool = True) -> str:
+    """Exports runs (or an experiment's top-level runs) as TensorBoard event files; returns the JSON report."""

@@ -5,6 +5,7 @@
 
 mod ops;
 mod submit;
+mod tensorboard;
 
 use flightlog_client::{Client, ClientConfig};
 use flightlog_model::*;
@@ -534,5 +535,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeRun>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     submit::register(m)?;
+    tensorboard::register(m)?;
     Ok(())
 }
