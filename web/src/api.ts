@@ -189,3 +189,16 @@ export function subscribe(path: string, onEvent: (e: StreamEvent) => void): () =
   for (const t of types) es.addEventListener(t, handler as EventListener);
   return () => es.close();
 }
+
+/** Empty maps and lists are left out of the JSON; views rely on them being there. */
+export function normalizeRun(r: Run): Run {
+  r.metrics ??= [];
+  r.params ??= {};
+  r.tags ??= {};
+  r.properties ??= {};
+  return r;
+}
+
+export async function getRun(id: string): Promise<Run> {
+  return normalizeRun(await getJson<Run>(`/api/v1/runs/${id}`));
+}

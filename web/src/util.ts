@@ -9,8 +9,10 @@ export function h<K extends keyof HTMLElementTagNameMap>(
   attrs?: Attrs | null,
   ...children: Child[]
 ): HTMLElementTagNameMap[K] {
-  const [name, ...classes] = tag.split(".");
+  const [head, ...classes] = tag.split(".");
+  const [name, id] = head.split("#");
   const el = document.createElement(name as K);
+  if (id) el.id = id;
   if (classes.length) el.className = classes.join(" ");
   if (attrs) {
     for (const [k, v] of Object.entries(attrs)) {

@@ -1,6 +1,6 @@
 // The experiments list: name, run count, last activity; a search box filters by name (kept in the URL).
 import { Experiment, listAll } from "../api";
-import { setQuery } from "../router";
+import { navigate, setQuery } from "../router";
 import { debounce, fmtAgo, fmtTime, h, setCrumbs } from "../util";
 
 export function experimentsView(root: HTMLElement, _p: string[], query: URLSearchParams): () => void {
@@ -28,7 +28,12 @@ export function experimentsView(root: HTMLElement, _p: string[], query: URLSearc
       ...rows.map((e) =>
         h(
           "tr",
-          { "data-testid": "experiment-row", "data-experiment-id": e.id },
+          {
+            "data-testid": "experiment-row",
+            "data-experiment-id": e.id,
+            style: "cursor:pointer",
+            onclick: (ev: Event) => !(ev.target as Element).closest("a") && navigate(`/experiments/${e.id}`),
+          },
           h("td", { "data-testid": "experiment-name" }, h("a", { href: `/experiments/${e.id}` }, e.name)),
           h("td.num", { "data-testid": "experiment-run-count" }, String(e.run_count ?? 0)),
           h("td", { title: fmtTime(e.last_activity) }, fmtAgo(e.last_activity)),
