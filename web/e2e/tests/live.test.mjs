@@ -60,3 +60,21 @@ test('a status change shows live in the run header', async () => {
   await eventually(async () => (await status.textContent()).trim() === 'Completed', LIVE_MS, 'status Completed shown live');
   assert.ok(Date.now() - t0 <= LIVE_MS);
 });
+
+test('the runs table shows a new run and a new latest value live', async () => {
+  const first = await newRun('portal-table-live', 'table-live-1');
+  await logScalars(first.id, 'loss', [0], [0.9]);
+  const exp = await api('GET', '/api/v1/experiments/by-name/portal-table-live');
+  await page.goto(`/experiments/${exp.id}`);
+  const cell = page.locator(`${tid('run-row', { 'run-id': first.id })} [data-testid="run-cell"][data-column="metric:loss"]`);
+  await eventually(async () => num(await cell.textContent()) === 0.9, 3000, 'loss 0.9 shown');
+  const t0 = Date.now();
+  await logScalars(first.id, 'loss', [1], [0.42]);
+  await eventually(async () => num(await cell.textContent()) === 0.42, LIVE_MS, 'latest loss 0.42 shown live');
+  const second = await newRun('portal-table-live', 'table-live-2');
+  await eventually(async () => (await page.locator(tid('run-row', { 'run-id': second.id })).count()) === 1, LIVE_MS, 'new run row live');
+  const total = await page.$eval(tid('runs-table'), (t) => Number(t.dataset.totalRuns));
+  assert.equal(total, 2, 'data-total-runs counts the new run');
+  assert.ok(Date.now() - t0 <= 2 * LIVE_MS);
+  for (const r of [first, second]) await api('PATCH', `/api/v1/runs/${r.id}`, { status: 'Completed' });
+});

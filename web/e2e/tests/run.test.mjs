@@ -121,6 +121,11 @@ test('logs tab shows each stream', async () => {
   const text = await view.textContent();
   assert.equal((text.match(/epoch \d finished/g) || []).length, 3, 'three epoch lines');
   await screenshot(page, 'run-logs');
+  await page.fill(tid('log-search'), 'epoch 3');
+  await eventually(async () => ((await view.textContent()).match(/epoch \d finished/g) || []).join() === 'epoch 3 finished',
+    2000, 'search keeps only the matching line');
+  await page.fill(tid('log-search'), '');
+  await eventually(async () => ((await view.textContent()).match(/epoch \d finished/g) || []).length === 3, 2000, 'all lines back');
   await select.selectOption('stdout');
   await eventually(async () => (await view.textContent()).includes(base.stdout_line), 3000, 'stdout shown');
   assert.ok(!(await view.textContent()).includes('epoch 2 finished'), 'stdout view does not show the python stream');
