@@ -68,7 +68,14 @@ function smooth(values: (number | null)[], w: number): (number | null)[] {
   });
 }
 
-function baseOpts(width: number, height: number, x: XMode, log: boolean, series: uPlot.Series[]): uPlot.Options {
+/** Tick increments for integer axes (steps, list indices): never a fractional tick. */
+const INT_INCRS = (() => {
+  const out: number[] = [];
+  for (let m = 1; m <= 1e15; m *= 10) out.push(m, 2 * m, 5 * m);
+  return out;
+})();
+
+function baseOpts(width: number, height: number, x: XMode, log: boolean, series: uPlot.Series[], integerX = x === "step"): uPlot.Options {
   const axisStroke = () => cssVar("--muted");
   const grid = { stroke: () => cssVar("--border"), width: 1 };
   const xValues =
@@ -94,6 +101,7 @@ function baseOpts(width: number, height: number, x: XMode, log: boolean, series:
         grid,
         ticks: { stroke: () => cssVar("--border"), width: 1 },
         ...(xValues ? { values: xValues } : {}),
+        ...(integerX ? { incrs: INT_INCRS } : {}),
         size: 34,
       },
       {
@@ -197,7 +205,10 @@ export class ScalarChart {
       }
     });
     this.ro.observe(this.box);
+    window.addEventListener("flightlog-theme", this.onTheme);
   }
+
+  private onTheme = () => this.u?.redraw(false, true);
 
   private buckets(): number {
     return Math.max(64, Math.min(2000, Math.round(this.box.clientWidth || 600)));
@@ -415,6 +426,7 @@ export class ScalarChart {
     cancelAnimationFrame(this.raf);
     clearTimeout(this.detailTimer);
     this.ro.disconnect();
+    window.removeEventListener("flightlog-theme", this.onTheme);
     this.u?.destroy();
   }
 }
@@ -430,6 +442,7 @@ export class XYChart {
   ) {
     tracker?.add(this);
     this.tracker = tracker;
+    window.addEventListener("flightlog-theme", this.onTheme);
     this.ro = new ResizeObserver(() => {
       if (this.u && box.clientWidth > 0 && Math.abs(this.u.width - box.clientWidth) > 2) {
         this.u.setSize({ width: box.clientWidth, height: 210 });
@@ -440,7 +453,7 @@ export class XYChart {
   private tracker: DrawTracker | null;
   private drawnOnce = false;
 
-  set(xLabel: string, xs: number[], ys: { label: string; values: (number | null)[] }[]): void {
+  set(xLabel: string, xs: number[], ys: { label: string; values: (number | null)[] }[], integerX = false): void {
     const order = xs.map((_, k) => k).sort((a, b) => xs[a] - xs[b] || a - b);
     const data = [order.map((k) => xs[k]), ...ys.map((y) => order.map((k) => y.values[k]))] as unknown as uPlot.AlignedData;
     let points = 0;
@@ -450,7 +463,7 @@ export class XYChart {
     this.u?.destroy();
     this.box.replaceChildren();
     const series = ys.map((y, i) => ({ ...lineSeries(y.label, PALETTE[i % PALETTE.length]), points: { show: xs.length <= 60, size: 5 } }));
-    const opts = baseOpts(this.box.clientWidth || 500, 210, "step", false, series);
+    const opts = baseOpts(this.box.clientWidth || 500, 210, "step", false, series, integerX);
     opts.series[0].label = xLabel;
     opts.cursor = { drag: { x: true, y: false, setScale: true } };
     opts.hooks = {
@@ -466,8 +479,11 @@ export class XYChart {
     this.u = new uPlot(opts, data, this.box);
   }
 
+  private onTheme = () => this.u?.redraw(false, true);
+
   destroy(): void {
     this.ro.disconnect();
+    window.removeEventListener("flightlog-theme", this.onTheme);
     this.u?.destroy();
   }
 }

@@ -49,8 +49,8 @@ export function artifactsTab({ run, root, query }: TabCtx): TabHandle {
                 } else show(e.path, e.size);
               },
             },
-            h("span", null, e.dir ? (collapsed.has(e.path) ? "▸ 📁" : "▾ 📁") : "📄"),
-            h("span", null, name),
+            h("span.muted", { style: "width:12px" }, e.dir ? (collapsed.has(e.path) ? "▸" : "▾") : ""),
+            h(e.dir ? "strong" : "span", null, e.dir ? name + "/" : name),
             h("span.size", null, e.dir ? "" : fmtBytes(e.size)),
           );
         }),

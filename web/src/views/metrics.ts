@@ -215,6 +215,7 @@ function listCard(run: Run, info: SeriesInfo, tracker: DrawTracker | null): Card
       "index",
       values.map((_, i) => i),
       [{ label: info.name, values: values.map((v) => (isFinite(v) ? v : null)) }],
+      true,
     );
   };
   refresh().catch((e) => box.replaceChildren(h("div.error", null, String(e.message ?? e))));

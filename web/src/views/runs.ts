@@ -209,8 +209,8 @@ export function runsView(root: HTMLElement, params: string[], query: URLSearchPa
       h(
         "div.c",
         {
-          class: `${cls}${sort.key === key ? " sorted" : ""}`,
-          title: key.includes(":") ? key : label,
+          class: `${cls}${sort.key === key ? " sorted" : ""}${key.startsWith("metric:") ? " metric" : key.startsWith("param:") ? " param" : ""}`,
+          title: key.startsWith("metric:") ? `metric ${label} (latest value)` : key.startsWith("param:") ? `param ${label}` : label,
           onclick: () => {
             sort = sort.key === key ? { key, asc: !sort.asc } : { key, asc: true };
             setQuery({ sort: `${sort.key}:${sort.asc ? "asc" : "desc"}` });
@@ -219,7 +219,6 @@ export function runsView(root: HTMLElement, params: string[], query: URLSearchPa
             renderRows(true);
           },
         },
-        key.startsWith("param:") ? h("span.col-param", null, "⚙ ") : key.startsWith("metric:") ? h("span.col-param", null, "📈 ") : null,
         label,
         sort.key === key ? (sort.asc ? " ▲" : " ▼") : "",
       );
