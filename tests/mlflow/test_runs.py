@@ -176,6 +176,41 @@ def test_log_batch_history_paging_and_idempotent_replay(client, experiment, serv
     assert client.get_metric_history(rid, "unknown") == []
 
 
+def _history_pages(server, rid, key, size, token=None):
+    got = []
+    while True:
+        params = {"run_id": rid, "metric_key": key, "max_results": size}
+        if token:
+            params["page_token"] = token
+        page = api(server, "GET", "/api/2.0/mlflow/metrics/get-history", params=params).json()
+        got += [(m["timestamp"], m["step"], m["value"]) for m in page.get("metrics", [])]
+        token = page.get("next_page_token")
+        if not token:
+            return got
+
+
+def test_history_pages_are_in_mlflow_order_also_when_points_arrive_between_pages(client, experiment, server):
+    rid = client.create_run(experiment.experiment_id).info.run_id
+    now = int(time.time() * 1000)
+    # Logged out of order: pages follow (timestamp, step, value), as MLflow's server orders them.
+    points = [(now + (i * 7) % 23, i % 5, float(i)) for i in range(23)]
+    client.log_batch(rid, metrics=[Metric("o", v, ts, step) for ts, step, v in points])
+    assert _history_pages(server, rid, "o", 4) == sorted(points)
+    # In order: the first page is taken, then an earlier point arrives; the next pages are the rest of the
+    # new order (offset paging over the current history, like MLflow's), nothing stale.
+    ordered = [(now + i, i, float(i)) for i in range(10)]
+    client.log_batch(rid, metrics=[Metric("s", v, ts, step) for ts, step, v in ordered])
+    first = api(server, "GET", "/api/2.0/mlflow/metrics/get-history",
+                params={"run_id": rid, "metric_key": "s", "max_results": 4}).json()
+    assert [m["step"] for m in first["metrics"]] == [0, 1, 2, 3]
+    client.log_metric(rid, "s", -1.0, timestamp=now - 5, step=99)
+    rest = _history_pages(server, rid, "s", 4, token=first["next_page_token"])
+    assert rest == sorted(ordered + [(now - 5, 99, -1.0)])[4:]
+    garbage = api(server, "GET", "/api/2.0/mlflow/metrics/get-history",
+                  params={"run_id": rid, "metric_key": "s", "page_token": "zz"})
+    assert garbage.status_code == 400 and garbage.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+
+
 def test_note_is_the_description_and_names_must_agree(client, experiment, server):
     r = client.create_run(experiment.experiment_id, tags={"mlflow.note.content": "first"})
     rid = r.info.run_id

@@ -52,26 +52,27 @@ fn points(s: ScalarSeries) -> Vec<Point> {
         .collect()
 }
 
-/// A scalar series' points; an unknown or non-scalar metric has none (MLflow answers an empty history).
-fn read(
+/// A scalar series; an unknown or non-scalar metric has no points (MLflow answers an empty history).
+fn read_series(
     store: &dyn Store,
     run: &RunId,
     key: &str,
     range: &ReadRange,
     buckets: Option<u32>,
-) -> MlResult<Vec<Point>> {
+) -> MlResult<ScalarSeries> {
     let series = match buckets {
         Some(b) => store.read_downsampled(run, key, range, b),
         None => store.read_scalars(run, key, range),
     };
     match series {
-        Ok(s) => Ok(points(s)),
-        Err(Error::NotFound { .. } | Error::InvalidArgument { .. }) => Ok(Vec::new()),
+        Ok(s) => Ok(s),
+        Err(Error::NotFound { .. } | Error::InvalidArgument { .. }) => Ok(ScalarSeries::default()),
         Err(e) => Err(e.into()),
     }
 }
 
-/// The whole history ordered by timestamp, step, value (MLflow's order), paged when asked.
+/// The whole history ordered by timestamp, step, value (MLflow's order), paged when asked. Each page reads
+/// the series' columns once and writes only its own points: no per-point tuples, no copy of the other pages.
 async fn history(State(st): State<AppState>, Req(r): Req<HistoryReq>) -> MlResult<Response> {
     let id = run_id(r.run_id.as_deref(), r.run_uuid.as_deref())?;
     let key = r
@@ -87,45 +88,163 @@ async fn history(State(st): State<AppState>, Req(r): Req<HistoryReq>) -> MlResul
             )))
         }
     };
+    let token = r
+        .page_token
+        .as_deref()
+        .filter(|t| !t.is_empty())
+        .map(HistoryToken::decode)
+        .transpose()?
+        .unwrap_or_default();
     // Like MLflow's server, an unknown run has an empty history rather than a 404.
     let body = blocking(move || {
-        let mut pts = read(st.store.as_ref(), &id, &key, &ReadRange::default(), None)?;
-        if !pts.windows(2).all(|w| (w[0].0, w[0].1) <= (w[1].0, w[1].1)) {
-            pts.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)).then(a.2.total_cmp(&b.2)));
+        let store = st.store.as_ref();
+        if let Some(count) = token.sorted_count {
+            // The series was in MLflow's order with `count` points when the first page was read; if it still
+            // has that many, nothing was appended since and this page is just the stored points it covers.
+            if count_of(store, &id, &key)? == Some(count) {
+                let range = ReadRange {
+                    start_index: token.offset as u64,
+                    limit: Some(limit as u64),
+                    ..Default::default()
+                };
+                let page = read_series(store, &id, &key, &range, None)?;
+                let end = token.offset.saturating_add(page.len());
+                let next = (end < count as usize).then(|| HistoryToken::sorted(end, count));
+                return Ok(history_json(&key, &page, 0..page.len(), next.as_deref()));
+            }
         }
-        let (page, next) = search::page(pts, limit, r.page_token.as_deref())?;
-        Ok(history_json(&key, &page, next.as_deref()))
+        let series = read_series(store, &id, &key, &ReadRange::default(), None)?;
+        let order = mlflow_order(&series);
+        let total = series.len();
+        let start = token.offset;
+        let end = start.saturating_add(limit).min(total);
+        let page = start.min(end)..end;
+        Ok(match order {
+            None => {
+                let next = (end < total).then(|| HistoryToken::sorted(end, total as u64));
+                history_json(&key, &series, page, next.as_deref())
+            }
+            Some(order) => {
+                let next = (end < total).then(|| search::encode_token(end));
+                history_json_by(&key, &series, &order[page], next.as_deref())
+            }
+        })
     })
     .await?;
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
+/// A get-history position: the offset into the ordered points and, when the series was already in MLflow's
+/// order, its point count then (so later pages can read just their range). Tokens of a series that needed
+/// sorting are the plain offset tokens of every other MLflow listing.
+#[derive(Default)]
+struct HistoryToken {
+    offset: usize,
+    sorted_count: Option<u64>,
+}
+
+impl HistoryToken {
+    fn sorted(offset: usize, count: u64) -> String {
+        search::encode_token_text(&format!("{offset}/{count}"))
+    }
+
+    fn decode(token: &str) -> MlResult<HistoryToken> {
+        let text = search::decode_token_text(token)?;
+        let bad = || MlError::invalid(format!("Invalid page token '{token}'"));
+        let (offset, count) = match text.split_once('/') {
+            Some((o, c)) => (o, Some(c.parse().map_err(|_| bad())?)),
+            None => (text.as_str(), None),
+        };
+        Ok(HistoryToken {
+            offset: offset.parse().map_err(|_| bad())?,
+            sorted_count: count,
+        })
+    }
+}
+
+/// The point count of a scalar series; `None` if there is no such scalar series.
+fn count_of(store: &dyn Store, run: &RunId, key: &str) -> MlResult<Option<u64>> {
+    match store.metric_info(run, key) {
+        Ok(info) if info.kind == flightlog_model::MetricKind::Scalar => Ok(Some(info.count)),
+        Ok(_) | Err(Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `None` when the points are already in MLflow's order (timestamp ms, step, value), as logged series nearly
+/// always are; else the indexes in that order.
+fn mlflow_order(s: &ScalarSeries) -> Option<Vec<u32>> {
+    let key = |i: usize| (s.times[i].millis(), s.steps[i]);
+    let mut prev = (i64::MIN, i64::MIN);
+    let sorted = (0..s.len()).all(|i| {
+        let k = key(i);
+        let ok = i == 0
+            || prev < k
+            || (prev == k && s.values[i - 1].0.total_cmp(&s.values[i].0).is_le());
+        prev = k;
+        ok
+    });
+    if sorted {
+        return None;
+    }
+    let mut order: Vec<u32> = (0..s.len() as u32).collect();
+    order.sort_by(|&a, &b| {
+        let (a, b) = (a as usize, b as usize);
+        key(a)
+            .cmp(&key(b))
+            .then(s.values[a].0.total_cmp(&s.values[b].0))
+    });
+    Some(order)
+}
+
+fn history_json(
+    key: &str,
+    s: &ScalarSeries,
+    page: std::ops::Range<usize>,
+    next: Option<&str>,
+) -> String {
+    write_history(key, s, page.len(), page, next)
+}
+
+fn history_json_by(key: &str, s: &ScalarSeries, order: &[u32], next: Option<&str>) -> String {
+    write_history(key, s, order.len(), order.iter().map(|&i| i as usize), next)
+}
+
 /// The get-history body, written directly: a page holds up to 25,000 points and building a JSON value per
 /// point costs several times more than the store read.
-fn history_json(key: &str, page: &[Point], next: Option<&str>) -> String {
+fn write_history(
+    key: &str,
+    s: &ScalarSeries,
+    n: usize,
+    indexes: impl Iterator<Item = usize>,
+    next: Option<&str>,
+) -> String {
     let key = serde_json::to_string(key).unwrap_or_else(|_| "\"\"".into());
-    let mut out = String::with_capacity(32 + page.len() * (key.len() + 64));
+    // Room for the longest point (20-digit step and timestamp, 24-character value), so the body is never
+    // copied while it grows.
+    let mut out = String::with_capacity(48 + n * (key.len() + 112));
     out.push_str("{\"metrics\":[");
     let (mut ints, mut floats) = (itoa::Buffer::new(), ryu::Buffer::new());
-    for (i, (ts, step, v)) in page.iter().enumerate() {
-        if i > 0 {
+    for (k, i) in indexes.enumerate() {
+        if k > 0 {
             out.push(',');
         }
+        let v = s.values[i].0;
         out.push_str("{\"key\":");
         out.push_str(&key);
         out.push_str(",\"value\":");
-        match flightlog_model::non_finite_name(*v) {
+        match flightlog_model::non_finite_name(v) {
             Some(name) => {
                 out.push('"');
                 out.push_str(name);
                 out.push('"');
             }
-            None => out.push_str(floats.format_finite(*v)),
+            None => out.push_str(floats.format_finite(v)),
         }
         out.push_str(",\"timestamp\":");
-        out.push_str(ints.format(*ts));
+        out.push_str(ints.format(s.times[i].millis()));
         out.push_str(",\"step\":");
-        out.push_str(ints.format(*step));
+        out.push_str(ints.format(s.steps[i]));
         out.push('}');
     }
     out.push(']');
@@ -196,7 +315,7 @@ async fn bulk_interval(State(st): State<AppState>, Req(r): Req<BulkReq>) -> MlRe
         let mut metrics = Vec::new();
         for id in &ids {
             find(st.store.as_ref(), id)?;
-            let mut pts = read(st.store.as_ref(), id, &key, &range, Some(buckets))?;
+            let mut pts = points(read_series(st.store.as_ref(), id, &key, &range, Some(buckets))?);
             pts.sort_by_key(|p| (p.1, p.0));
             pts.truncate(max as usize);
             metrics.extend(pts.iter().map(|(ts, step, v)| {
@@ -212,11 +331,20 @@ async fn bulk_interval(State(st): State<AppState>, Req(r): Req<BulkReq>) -> MlRe
 #[cfg(test)]
 mod tests {
     use super::*;
+    use flightlog_model::{WallTime, F64};
+
+    fn series(pts: &[(i64, i64, f64)]) -> ScalarSeries {
+        ScalarSeries {
+            times: pts.iter().map(|p| WallTime::from_millis(p.0)).collect(),
+            steps: pts.iter().map(|p| p.1).collect(),
+            values: pts.iter().map(|p| F64(p.2)).collect(),
+        }
+    }
 
     #[test]
     fn history_json_matches_the_value_form() {
-        let page = [(1, 0, 0.5), (2, 1, f64::NAN), (3, 2, 1e-7), (4, 3, -2.0)];
-        let text = history_json("a\"b", &page, Some("7a"));
+        let s = series(&[(1, 0, 0.5), (2, 1, f64::NAN), (3, 2, 1e-7), (4, 3, -2.0)]);
+        let text = history_json("a\"b", &s, 0..4, Some("7a"));
         let v: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(
             v["metrics"][0],
@@ -226,7 +354,35 @@ mod tests {
         assert_eq!(v["metrics"][2]["value"], 1e-7);
         assert_eq!(v["metrics"][3]["value"], -2.0);
         assert_eq!(v["next_page_token"], "7a");
-        let empty: Value = serde_json::from_str(&history_json("k", &[], None)).unwrap();
+        let empty: Value = serde_json::from_str(&history_json("k", &s, 4..4, None)).unwrap();
         assert_eq!(empty, json!({"metrics": []}));
+    }
+
+    #[test]
+    fn history_tokens_round_trip_and_reject_garbage() {
+        let t = HistoryToken::decode(&HistoryToken::sorted(25000, 100000)).unwrap();
+        assert_eq!((t.offset, t.sorted_count), (25000, Some(100000)));
+        let t = HistoryToken::decode(&search::encode_token(7)).unwrap();
+        assert_eq!((t.offset, t.sorted_count), (7, None));
+        for bad in [
+            "zz",
+            "abc",
+            &search::encode_token_text("1/x"),
+            &search::encode_token_text("/"),
+        ] {
+            assert!(HistoryToken::decode(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn history_order_is_timestamp_step_value() {
+        let sorted = series(&[(1, 0, 0.5), (1, 1, 0.1), (2, 0, 0.2), (2, 0, 0.3)]);
+        assert_eq!(mlflow_order(&sorted), None);
+        let s = series(&[(5, 0, 1.0), (1, 2, 0.0), (1, 1, 9.0), (5, 0, 0.5)]);
+        let order = mlflow_order(&s).unwrap();
+        assert_eq!(order, vec![2, 1, 3, 0]);
+        let v: Value = serde_json::from_str(&history_json_by("k", &s, &order[1..3], None)).unwrap();
+        assert_eq!(v["metrics"][0]["step"], 2);
+        assert_eq!(v["metrics"][1]["value"], 0.5);
     }
 }

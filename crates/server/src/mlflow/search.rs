@@ -670,23 +670,34 @@ pub fn attr_order(kind: Kind, key: &str, ascending: bool) -> OrderBy {
 
 /// Page tokens are opaque to clients: the offset into the sorted results, hex-encoded.
 pub fn encode_token(offset: usize) -> String {
-    format!("{offset}")
-        .bytes()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    encode_token_text(&offset.to_string())
 }
 
 pub fn decode_token(token: &str) -> MlResult<usize> {
-    let bad = || MlError::invalid(format!("Invalid page token '{token}'"));
-    if !token.len().is_multiple_of(2) || token.len() > 40 {
-        return Err(bad());
+    decode_token_text(token)?
+        .parse()
+        .map_err(|_| bad_token(token))
+}
+
+/// Any short position text as an opaque token (hex), for listings whose position is more than an offset.
+pub fn encode_token_text(text: &str) -> String {
+    text.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The text of a token made by [`encode_token_text`]; MLflow's 400 for anything else.
+pub fn decode_token_text(token: &str) -> MlResult<String> {
+    if !token.len().is_multiple_of(2) || token.len() > 80 {
+        return Err(bad_token(token));
     }
     let bytes: Option<Vec<u8>> = (0..token.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(token.get(i..i + 2)?, 16).ok())
         .collect();
-    let text = String::from_utf8(bytes.ok_or_else(bad)?).map_err(|_| bad())?;
-    text.parse().map_err(|_| bad())
+    String::from_utf8(bytes.ok_or_else(|| bad_token(token))?).map_err(|_| bad_token(token))
+}
+
+fn bad_token(token: &str) -> MlError {
+    MlError::invalid(format!("Invalid page token '{token}'"))
 }
 
 /// Applies `max_results`/`page_token` to sorted results; the token of the next page, if any.

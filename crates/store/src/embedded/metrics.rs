@@ -542,10 +542,10 @@ fn finish_append(
 
 // --- summaries -------------------------------------------------------------------------------------------
 
+/// A series summary from a row of [`SERIES_COLUMNS`], borrowing the text columns: listings read thousands.
 fn info_from_row(r: &Row) -> rusqlite::Result<Result<SeriesInfo>> {
-    let kind: String = r.get(1)?;
-    let last_value: String = r.get(7)?;
-    let columns: String = r.get(11)?;
+    let text = |i: usize| r.get_ref(i).and_then(|v| Ok(v.as_str()?));
+    let (kind, last_value, columns) = (text(1)?, text(7)?, text(11)?);
     let info = SeriesInfo {
         name: r.get(0)?,
         kind: MetricKind::Scalar,
@@ -562,9 +562,13 @@ fn info_from_row(r: &Row) -> rusqlite::Result<Result<SeriesInfo>> {
     };
     Ok((|| {
         Ok(SeriesInfo {
-            kind: parse_kind(&kind)?,
-            last_value: serde_json::from_str(&last_value).map_err(Error::storage)?,
-            columns: serde_json::from_str(&columns).map_err(Error::storage)?,
+            kind: parse_kind(kind)?,
+            last_value: serde_json::from_str(last_value).map_err(Error::storage)?,
+            columns: if columns == "[]" {
+                Vec::new()
+            } else {
+                serde_json::from_str(columns).map_err(Error::storage)?
+            },
             ..info
         })
     })())
@@ -589,27 +593,40 @@ pub fn info(conn: &Connection, run: &RunId, name: &str) -> Result<SeriesInfo> {
     Ok(find_series(conn, run, name)?.1)
 }
 
-/// Fills `metrics` of every run with one query.
+/// Fills `metrics` of every run with one query. The rows come in index order rather than sorted by SQL (a
+/// temporary B-tree over every series of a listing cost more than the lookups themselves); each run's few
+/// series are sorted by name here.
 pub fn fill_metrics(conn: &Connection, runs: &mut [Run]) -> Result<()> {
     if runs.is_empty() {
         return Ok(());
     }
     let ids: Vec<&str> = runs.iter().map(|r| r.id.as_str()).collect();
     let ids = serde_json::to_string(&ids).map_err(Error::storage)?;
+    let position: HashMap<String, usize> = runs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.id.as_str().to_string(), i))
+        .collect();
     let mut st = conn
         .prepare_cached(&format!(
-            "SELECT {SERIES_COLUMNS}, run_id FROM series WHERE run_id IN (SELECT value FROM json_each(?1)) ORDER BY run_id, name"
+            "SELECT {SERIES_COLUMNS}, run_id FROM series WHERE run_id IN (SELECT value FROM json_each(?1))"
         ))
         .map_err(sql_err("listing metrics"))?;
     let mut rows = st.query([ids]).map_err(sql_err("listing metrics"))?;
-    let mut by_run: HashMap<String, Vec<SeriesInfo>> = HashMap::new();
+    let mut by_run: Vec<Vec<SeriesInfo>> = vec![Vec::new(); runs.len()];
     while let Some(row) = rows.next().map_err(sql_err("listing metrics"))? {
-        let info = info_from_row(row).map_err(sql_err("listing metrics"))??;
-        let run: String = row.get(12).map_err(sql_err("listing metrics"))?;
-        by_run.entry(run).or_default().push(info);
+        let run = row
+            .get_ref(12)
+            .and_then(|v| Ok(v.as_str()?))
+            .map_err(sql_err("listing metrics"))?;
+        if let Some(&i) = position.get(run) {
+            let info = info_from_row(row).map_err(sql_err("listing metrics"))??;
+            by_run[i].push(info);
+        }
     }
-    for run in runs {
-        run.metrics = by_run.remove(run.id.as_str()).unwrap_or_default();
+    for (run, mut metrics) in runs.iter_mut().zip(by_run) {
+        metrics.sort_by(|a, b| a.name.cmp(&b.name));
+        run.metrics = metrics;
     }
     Ok(())
 }

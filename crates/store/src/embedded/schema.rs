@@ -112,13 +112,16 @@ CREATE TABLE documents (
 ) WITHOUT ROWID;
 "#;
 
+/// How long a connection waits for another process's lock before failing.
+pub const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Sets the per-connection pragmas: WAL, fully synced commits, and a busy timeout so that several processes
 /// sharing one data directory wait for each other instead of failing. Pages stay at SQLite's 4 KiB: every page
 /// a commit touches is written whole to the log, so small pages keep a one-point write cheap. Statement journals
 /// (one per savepoint, i.e. per grouped write) live in memory rather than in a temp file created and unlinked
 /// per write. Memory-mapped reads and a larger page cache make whole-series reads fast.
 pub fn configure(conn: &Connection) -> Result<()> {
-    conn.busy_timeout(std::time::Duration::from_secs(10))
+    conn.busy_timeout(BUSY_TIMEOUT)
         .map_err(sql_err("setting the busy timeout"))?;
     conn.pragma_update(None, "temp_store", "MEMORY")
         .map_err(sql_err("setting temp_store"))?;

@@ -8,10 +8,15 @@ use flightlog_model::{Error, Result};
 use rusqlite::Connection;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::watch;
 
 /// Most commands run per transaction, so one commit never waits on an unbounded queue.
 const MAX_GROUP: usize = 512;
+/// How long the queue must stay empty before the writer folds the write-ahead log into the database file and
+/// truncates it. Short, so a data directory at rest holds only what is kept (no multi-MB log of pages already
+/// copied); long enough that a steady stream of writes never pays for a checkpoint between two commits.
+const IDLE_CHECKPOINT: Duration = Duration::from_millis(20);
 
 /// What a command sees: the connection (inside the group's transaction) and the writer's caches.
 pub struct WriteCtx {
@@ -89,9 +94,28 @@ impl Drop for Writer {
     }
 }
 
-/// The writer loop: block for one command, gather whatever else is queued, run them as one group.
+/// The writer loop: block for one command, gather whatever else is queued, run them as one group. After
+/// [`IDLE_CHECKPOINT`] without commands, checkpoints once (until the next write).
 fn run(mut ctx: WriteCtx, rx: Receiver<Job>, seq_tx: Arc<watch::Sender<u64>>) {
-    while let Ok(first) = rx.recv() {
+    let mut dirty = false;
+    loop {
+        let first = if dirty {
+            match rx.recv_timeout(IDLE_CHECKPOINT) {
+                Ok(job) => job,
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    idle_checkpoint(&ctx.conn);
+                    dirty = false;
+                    continue;
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            match rx.recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            }
+        };
+        dirty = true;
         let mut jobs = vec![first];
         while jobs.len() < MAX_GROUP {
             match rx.try_recv() {
@@ -106,6 +130,17 @@ fn run(mut ctx: WriteCtx, rx: Receiver<Job>, seq_tx: Arc<watch::Sender<u64>>) {
     if let Err(e) = ctx.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
         tracing::warn!("checkpoint on close failed (the log is replayed on the next open): {e}");
     }
+}
+
+/// Copies the committed log into the database file and truncates the log, without waiting: if a reader still
+/// uses the log, SQLite checkpoints what it can and the rest waits for the next idle moment or the automatic
+/// checkpoint. Durability does not depend on it (every commit was already synced to the log).
+fn idle_checkpoint(conn: &Connection) {
+    let _ = conn.busy_timeout(Duration::ZERO);
+    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+        tracing::debug!("idle checkpoint skipped: {e}");
+    }
+    let _ = conn.busy_timeout(super::schema::BUSY_TIMEOUT);
 }
 
 /// Runs one group in one transaction and answers every caller once the commit is durable. If the transaction
