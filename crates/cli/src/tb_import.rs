@@ -201,15 +201,39 @@ struct RunImport {
 impl Importer<'_> {
     /// Finds new run folders and files, and imports what was appended to every file since the last sync.
     fn sync(&mut self) -> Result<(), CliError> {
-        for (rel, files) in run_dirs(&self.root)? {
-            if !self.runs.contains_key(&rel) {
-                let parent = self.ancestor(&rel);
-                let run = self.open_run(&rel, parent)?;
+        let dirs = run_dirs(&self.root)?;
+        for (rel, _) in &dirs {
+            if !self.runs.contains_key(rel) {
+                let parent = self.ancestor(rel);
+                let run = self.open_run(rel, parent)?;
                 self.runs.insert(rel.clone(), run);
             }
-            if let Some(run) = self.runs.get_mut(&rel) {
-                run.sync(self.b, &files)?;
-            }
+        }
+        let files: HashMap<&String, &Vec<PathBuf>> = dirs.iter().map(|(r, f)| (r, f)).collect();
+        let b = self.b;
+        // Runs are independent: each is read, decoded and sent on its own thread (a few at a time).
+        let mut pending: Vec<(&mut RunImport, &Vec<PathBuf>)> = self
+            .runs
+            .iter_mut()
+            .filter_map(|(rel, run)| files.get(rel).map(|f| (run, *f)))
+            .collect();
+        let width = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
+        while !pending.is_empty() {
+            let chunk: Vec<_> = pending.drain(..width.min(pending.len())).collect();
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = chunk
+                    .into_iter()
+                    .map(|(run, files)| scope.spawn(move || run.sync(b, files)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            Err(CliError::new(crate::EXIT_ERROR, "import thread panicked"))
+                        })
+                    })
+                    .collect::<Result<Vec<()>, CliError>>()
+            })?;
         }
         Ok(())
     }

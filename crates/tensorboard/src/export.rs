@@ -18,7 +18,8 @@ pub const SUFFIX: &str = ".flightlog";
 pub const MANIFEST: &str = ".flightlog-tensorboard.json";
 
 /// Where exported runs are read from: the HTTP client (CLI, SDK server mode) or a store (SDK local mode).
-pub trait ExportSource {
+/// `Sync`: scalar series are fetched on a second thread while the first writes.
+pub trait ExportSource: Sync {
     /// Every run matching the query (all pages).
     fn list_runs(&self, query: &RunQuery) -> Result<Vec<Run>>;
     fn list_metrics(&self, run: &RunId) -> Result<Vec<SeriesInfo>>;
@@ -233,14 +234,41 @@ fn export_run(
     };
     let mut metrics = src.list_metrics(&p.run.id)?;
     metrics.sort_by(|a, b| a.name.cmp(&b.name));
+    let scalars: Vec<&str> = metrics
+        .iter()
+        .filter(|m| m.kind == MetricKind::Scalar)
+        .map(|m| m.name.as_str())
+        .collect();
     let mut out = Out {
         w: &mut w,
         rep: &mut rep,
     };
-    for m in &metrics {
-        export_metric(src, &p.run.id, m, &mut out)?;
-    }
-    let path = w.close()?;
+    // Reading a series (server round trip, block decoding) overlaps with encoding the previous one.
+    std::thread::scope(|scope| -> std::result::Result<(), ExportError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<ScalarSeries>>(1);
+        let run = &p.run.id;
+        scope.spawn(move || {
+            for name in scalars {
+                if tx.send(src.read_scalars(run, name)).is_err() {
+                    return;
+                }
+            }
+        });
+        for m in &metrics {
+            if m.kind == MetricKind::Scalar {
+                let s = rx
+                    .recv()
+                    .map_err(|_| Error::storage("the series reader stopped"))??;
+                let pts = (0..s.len()).map(|i| (s.steps[i], s.times[i], s.values[i].0));
+                out.scalars(&m.name, pts.collect())?;
+            } else {
+                export_metric(src, &p.run.id, m, &mut out)?;
+            }
+        }
+        Ok(())
+    })?;
+    // No fsync: an export is a view that can be made again, and syncing tens of MB costs more than writing them.
+    let path = w.finish()?;
     rep.file = path
         .strip_prefix(logdir)
         .unwrap_or(&path)
@@ -293,6 +321,10 @@ pub fn increasing<T>(points: impl Iterator<Item = (i64, T)>) -> (Vec<(i64, T)>, 
     let mut kept: Vec<(i64, T)> = Vec::new();
     let mut replaced = 0u64;
     for (s, v) in points {
+        if kept.last().map_or(true, |p| p.0 < s) {
+            kept.push((s, v));
+            continue;
+        }
         let cut = kept.partition_point(|p| p.0 < s);
         replaced += (kept.len() - cut) as u64;
         kept.truncate(cut);
@@ -308,11 +340,6 @@ fn export_metric(
     out: &mut Out,
 ) -> std::result::Result<(), ExportError> {
     let name = m.name.as_str();
-    if m.kind == MetricKind::Scalar {
-        let s = src.read_scalars(run, name)?;
-        let pts = (0..s.len()).map(|i| (s.steps[i], s.times[i], s.values[i].0));
-        return Ok(out.scalars(name, pts.collect())?);
-    }
     let records = src.read_records(run, name)?;
     match m.kind {
         MetricKind::Text => {
@@ -353,7 +380,7 @@ fn export_metric(
             out.values(pts)?;
         }
         MetricKind::Image => export_images(src, run, name, &records, out)?,
-        MetricKind::Scalar => {}
+        MetricKind::Scalar => {} // read ahead by export_run
     }
     Ok(())
 }

@@ -46,6 +46,14 @@ pub fn clean_name(s: &str) -> String {
     }
 }
 
+/// Whether [`clean_name`] would leave `s` as it is (the common case, checked without allocating).
+fn is_clean(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= validate::MAX_NAME_BYTES
+        && s.trim() == s
+        && !s.chars().any(char::is_control)
+}
+
 /// 128-bit FNV-1a: stable ids derived from names (run ids of imported folders, batch ids of files).
 pub fn fnv1a128(bytes: &[u8]) -> u128 {
     let mut h: u128 = 0x6c62272e07bb014262b821756295c58d;
@@ -127,7 +135,12 @@ impl<'a, S: IngestSink + ?Sized> FileIngest<'a, S> {
         for v in &s.value {
             let datum = self.decoder.decode(v);
             if new {
-                self.datum(offset, &clean_name(&v.tag), e.step, time, datum)?;
+                let tag = if is_clean(&v.tag) {
+                    std::borrow::Cow::Borrowed(v.tag.as_str())
+                } else {
+                    std::borrow::Cow::Owned(clean_name(&v.tag))
+                };
+                self.datum(offset, &tag, e.step, time, datum)?;
             }
         }
         if self.batch.points >= BATCH_POINTS || self.batch.text_bytes >= BATCH_TEXT_BYTES {
@@ -138,7 +151,10 @@ impl<'a, S: IngestSink + ?Sized> FileIngest<'a, S> {
 
     /// Whether `tag` may hold `kind`.
     fn claim(&mut self, tag: &str, kind: MetricKind) -> bool {
-        let k = *self.kinds.entry(tag.to_string()).or_insert(kind);
+        let k = match self.kinds.get(tag) {
+            Some(k) => *k,
+            None => *self.kinds.entry(tag.to_string()).or_insert(kind),
+        };
         if k != kind {
             *self
                 .counts
@@ -169,15 +185,18 @@ impl<'a, S: IngestSink + ?Sized> FileIngest<'a, S> {
         p.points += 1;
         match d {
             Datum::Scalar(v) => {
-                let w = p
-                    .scalars
-                    .entry(tag.to_string())
-                    .or_insert_with(|| ScalarWrite {
+                if !p.scalars.contains_key(tag) {
+                    let w = ScalarWrite {
                         name: tag.to_string(),
                         steps: Some(Vec::new()),
                         times: Some(Vec::new()),
                         ..Default::default()
-                    });
+                    };
+                    p.scalars.insert(tag.to_string(), w);
+                }
+                let Some(w) = p.scalars.get_mut(tag) else {
+                    return Ok(());
+                };
                 w.steps.get_or_insert_with(Vec::new).push(Some(step));
                 w.times.get_or_insert_with(Vec::new).push(time);
                 w.values.push(F64(v));

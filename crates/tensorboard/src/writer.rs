@@ -106,6 +106,12 @@ impl EventWriter {
         self.out.flush()
     }
 
+    /// Flushes the file without syncing it to disk (for files that can be written again, like exports).
+    pub fn finish(mut self) -> std::io::Result<PathBuf> {
+        self.out.flush()?;
+        Ok(self.path.clone())
+    }
+
     /// Flushes and syncs the file to disk.
     pub fn close(mut self) -> std::io::Result<PathBuf> {
         self.out.flush()?;
