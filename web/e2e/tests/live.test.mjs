@@ -54,7 +54,7 @@ test('a status change shows live in the run header', async () => {
   const run = await newRun('portal-live', 'live-status');
   await page.goto(`/runs/${run.id}`);
   const status = page.locator(tid('run-status'));
-  assert.equal((await status.textContent()).trim(), 'Running');
+  await eventually(async () => (await status.textContent()).trim() === 'Running', 5000, 'run-status Running');
   const t0 = Date.now();
   await api('PATCH', `/api/v1/runs/${run.id}`, { status: 'Completed' });
   await eventually(async () => (await status.textContent()).trim() === 'Completed', LIVE_MS, 'status Completed shown live');

@@ -20,7 +20,7 @@ async function charts() {
 
 test('overview shows status, times, params, tags and properties', async () => {
   await page.goto(`/runs/${base.id}`);
-  assert.equal((await page.textContent(tid('run-status'))).trim(), 'Completed');
+  await eventually(async () => (await page.textContent(tid('run-status'))).trim() === 'Completed', 5000, 'run-status Completed');
   const overview = page.locator(tid('run-overview'));
   await overview.waitFor();
   const fields = await page.$$eval(`${tid('run-overview')} [data-testid="overview-field"]`, (els) =>
@@ -38,7 +38,7 @@ test('overview shows status, times, params, tags and properties', async () => {
 test('a failed run shows its status and error details', async () => {
   const run = fixture.runs['small-batch'];
   await page.goto(`/runs/${run.id}`);
-  assert.equal((await page.textContent(tid('run-status'))).trim(), 'Failed');
+  await eventually(async () => (await page.textContent(tid('run-status'))).trim() === 'Failed', 5000, 'run-status Failed');
   await page.locator(tid('run-overview')).waitFor();
   const text = await page.textContent(tid('run-overview'));
   assert.ok(text.includes('diverged at step 49'), 'error message shown');
@@ -134,6 +134,7 @@ test('logs tab shows each stream', async () => {
 test('artifacts tab lists files and previews a text file', async () => {
   await page.goto(`/runs/${base.id}?tab=artifacts`);
   await page.locator(tid('artifact-list')).waitFor();
+  await page.locator(tid('artifact-item')).first().waitFor(); // the listing loads after the tab
   const paths = await page.$$eval(tid('artifact-item'), (els) => els.map((e) => e.dataset.path));
   assert.ok(paths.includes('notes.txt'), `notes.txt listed (got ${paths})`);
   if (!paths.includes('config/train.json')) {

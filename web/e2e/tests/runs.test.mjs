@@ -51,8 +51,7 @@ test('child runs are nested under their parent', async () => {
   let shown = await rows();
   if (!parent.children.every((c) => shown.some((r) => r.id === c))) {
     // Children may be collapsed under the parent: expand it.
-    const expander = page.locator(`${tid('run-row', { 'run-id': parent.id })} [data-testid="run-expand"], ${tid('run-row', { 'run-id': parent.id })} button`).first();
-    await expander.click();
+    await page.click(`${tid('run-row', { 'run-id': parent.id })} ${tid('run-expand')}`);
     shown = await eventually(async () => {
       const r = await rows();
       return parent.children.every((c) => r.some((x) => x.id === c)) && r;
