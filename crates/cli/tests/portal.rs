@@ -198,3 +198,40 @@ fn runs_table_filters_sorts_and_rejects_bad_filters() {
     let (status, _) = s.get("/api/v1/runs/table");
     assert_eq!(status, 400, "experiment_id is required");
 }
+
+/// Chart reads are cached by the series' point count: a repeated downsampled read answers the same, and points
+/// appended afterwards show in the next read.
+#[test]
+fn downsampled_reads_see_appended_points() {
+    use serde_json::json;
+    let s = TestServer::start();
+    let (_, exp) = s.post("/api/v1/experiments", &json!({"name": "ds"}));
+    let (_, run) = s.post("/api/v1/runs", &json!({"experiment_id": exp["id"]}));
+    let id = run["id"].as_str().unwrap().to_string();
+    let values: Vec<f64> = (0..1000).map(|i| (i % 7) as f64).collect();
+    let (status, _) = s.post(
+        &format!("/api/v1/runs/{id}/batch"),
+        &json!({"scalars": [{"name": "loss", "values": values}]}),
+    );
+    assert_eq!(status, 200);
+    let path = format!("/api/v1/runs/{id}/metrics/loss?buckets=10");
+    let (_, first) = s.get(&path);
+    let (_, again) = s.get(&path);
+    assert_eq!(first["steps"], again["steps"]);
+    let n = first["values"].as_array().unwrap().len();
+    assert!(n <= 20 && n > 0, "{n} points for 10 buckets");
+    let (status, _) = s.post(
+        &format!("/api/v1/runs/{id}/batch"),
+        &json!({"scalars": [{"name": "loss", "values": [99.0]}]}),
+    );
+    assert_eq!(status, 200);
+    let (_, after) = s.get(&path);
+    assert_eq!(after["info"]["count"], 1001);
+    let max = after["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_f64())
+        .fold(f64::MIN, f64::max);
+    assert_eq!(max, 99.0, "the appended spike is kept by the next read");
+}

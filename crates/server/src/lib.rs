@@ -2,6 +2,7 @@
 //! OpenAPI, all over a [`Store`].
 
 mod artifacts;
+mod downsample_cache;
 mod error;
 mod events;
 mod experiments;
@@ -13,8 +14,8 @@ mod mlflow;
 mod openapi;
 mod portal;
 mod runs;
-mod tb_ingest;
 mod runs_table;
+mod tb_ingest;
 
 pub use error::ApiError;
 
@@ -66,6 +67,8 @@ pub(crate) struct AppState {
     pub artifact_limit: usize,
     /// Cancelled on shutdown so that endless event streams end and graceful shutdown can finish.
     pub shutdown: CancellationToken,
+    /// Recent downsampled chart reads (the portal reopens the same charts).
+    pub downsampled: Arc<downsample_cache::DownsampleCache>,
 }
 
 /// The API with default limits; event streams end only when their clients leave.
@@ -88,6 +91,7 @@ fn build_router(
         store,
         artifact_limit,
         shutdown,
+        downsampled: Default::default(),
     };
     let api = Router::new()
         .merge(experiments::routes())

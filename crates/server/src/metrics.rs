@@ -1,5 +1,6 @@
 //! Metrics: the batch ingest hot path, image uploads, metric listings and series reads (JSON or binary).
 
+use crate::downsample_cache::Key;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{blocking, body_bytes, json_bytes, parse_json, run_id, Query};
 use crate::AppState;
@@ -13,6 +14,7 @@ use flightlog_model::{
     Batch, BatchAck, ImageWrite, MetricKind, ReadRange, Record, ScalarSeries, SeriesInfo, WallTime,
 };
 use serde_json::{json, Value};
+use std::sync::Arc;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -154,14 +156,24 @@ async fn read(
         }
         let started = std::time::Instant::now();
         let series = match rq.buckets {
-            Some(b) => store.read_downsampled(&id, &name, &rq.range, b)?,
-            None => store.read_scalars(&id, &name, &rq.range)?,
+            Some(b) => {
+                let key = Key::new(&id, &name, info.count, &rq.range, b);
+                match st.downsampled.get(&key) {
+                    Some(hit) => hit,
+                    None => {
+                        let fresh = Arc::new(store.read_downsampled(&id, &name, &rq.range, b)?);
+                        st.downsampled.put(key, fresh.clone());
+                        fresh
+                    }
+                }
+            }
+            None => Arc::new(store.read_scalars(&id, &name, &rq.range)?),
         };
         let read = started.elapsed();
         let resp = if rq.binary {
             binary_response(&series)
         } else {
-            scalar_json_response(info, series)
+            scalar_json_response(info, Arc::unwrap_or_clone(series))
         };
         tracing::debug!(?read, encoded = ?(started.elapsed() - read), "scalar read");
         Ok(resp)
