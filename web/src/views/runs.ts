@@ -246,7 +246,7 @@ export function runsView(root: HTMLElement, params: string[], query: URLSearchPa
     const frag = document.createDocumentFragment();
     for (let i = first; i < last; i++) frag.append(rowEl(visible[i], i));
     body.replaceChildren(frag);
-    if (total === 0) body.append(h("div.muted", { style: "padding:28px;text-align:center" }, table.total === 0 && !filter ? "No runs yet." : "No run matches the filter."));
+    if (total === 0) body.append(h("div.muted", { style: "padding:28px;text-align:center" }, errorSlot.firstChild ? "Fix the filter to see runs." : table.total === 0 && !filter ? "No runs yet." : "No run matches the filter."));
   };
 
   const rowEl = (v: (typeof visible)[number], i: number): HTMLElement => {
