@@ -216,6 +216,8 @@ export class ScalarChart {
 
   /** First load: every source fetched in parallel, downsampled. */
   async load(): Promise<void> {
+    // Let the caller put the card in the page first, so the bucket count is the plot's real width.
+    await Promise.resolve();
     const b = this.buckets();
     const results = await Promise.allSettled(
       this.sources.map((s) => readScalars(s.runId, s.metric, { buckets: b }, this.abort.signal)),
