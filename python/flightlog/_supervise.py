@@ -22,6 +22,10 @@ def main(argv: list) -> int:
     log = os.environ.pop("FLIGHTLOG_SUPERVISOR_LOG", None)
     if ready_fd >= 0:
         os.set_inheritable(ready_fd, False)  # the job must not hold the submitter's readiness pipe open
+    # Detach for good: the submitter reaps this first process at once, and the supervisor (its child) is
+    # nobody's child to wait for, so no zombie is left in a long-lived submitting interpreter (a notebook).
+    if os.fork() > 0:
+        os._exit(0)
 
     def started() -> None:
         nonlocal ready_fd

@@ -183,8 +183,11 @@ def _start_supervisor(uri: str, run_id: str, experiment_id: str, spec: Dict[str,
         got = os.read(ready_r, 1) if readable else b"?"
     finally:
         os.close(ready_r)
-    # The supervisor is left to run on; forget it so that no "still running" warning is printed for it.
-    proc.returncode = 0
+        # The first process forks the supervisor off and exits at once (see flightlog._supervise).
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # pragma: no cover - it only reads its stdin and forks
+            pass
     if got == b"":
         try:
             with open(log.name, encoding="utf-8", errors="replace") as f:
@@ -237,8 +240,6 @@ def wait_for_completion(run: "Run", show_output: bool = False, raise_on_error: b
 
 def _poll_local(run: "Run", on_output: Any) -> None:
     """Local mode has no event stream: the status and the new output are read a few times a second."""
-    from ._native import NativeClient  # noqa: F401  (only to fail early if the extension is missing)
-
     offsets: Dict[str, int] = {}
     while True:
         status = run.get_status()

@@ -2,8 +2,11 @@
 //! drives it through the runner crate's lifecycle, and `wait_for_completion`/`cancel` follow it from anywhere.
 
 use crate::{NativeClient, OrPy};
+use flightlog_client::Client;
 use flightlog_model::{Error, Result, RunId};
-use flightlog_runner::{lifecycle, signals, wait, LocalProcess, RunnerError, Submission, Tracker};
+use flightlog_runner::{
+    lifecycle, signals, tracker, wait, LocalProcess, RunnerError, Submission, Tracker,
+};
 use pyo3::prelude::*;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -105,7 +108,9 @@ pub fn submit_supervise(
 ) -> PyResult<i32> {
     let sub = submission(spec).py()?;
     let id: RunId = run_id.parse().py()?;
-    let tracker: Arc<dyn Tracker> = Arc::new(client.client.clone());
+    // A client of its own: output is sent within milliseconds, not at the SDK's metric pace.
+    let own = Arc::new(Client::new(tracker::client_config(client.client.uri())));
+    let tracker: Arc<dyn Tracker> = Arc::new(own.clone());
     signals::install();
     let finished = py
         .detach(|| {
@@ -119,8 +124,9 @@ pub fn submit_supervise(
             };
             lifecycle::execute_created(tracker, &LocalProcess, &sub, prepared, &id, &mut started)
         })
-        .map_err(runner_err)?;
-    Ok(finished.exit_code)
+        .map_err(runner_err);
+    let _ = py.detach(|| own.close(Duration::from_secs(30)));
+    Ok(finished?.exit_code)
 }
 
 /// Follows the run's pushed event stream from its first event until it ends (resuming after the last event

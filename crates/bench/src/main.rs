@@ -4,6 +4,8 @@
 //!
 //! Run with `cargo build --release && cargo run --release -p flightlog-bench` (or `scripts/bench`).
 
+mod submit;
+
 use clap::Parser;
 use flightlog_model::{Batch, ScalarWrite, WallTime, F64};
 use std::io::Read;
@@ -33,6 +35,18 @@ struct Args {
     /// Points per batch request in the ingest scenario.
     #[arg(long, default_value_t = 20_000)]
     batch_points: usize,
+    /// Run only these figures: `core` (the tracking server) or `submit` (script runs).
+    #[arg(long, value_parser = ["core", "submit"])]
+    only: Option<String>,
+    /// `flightlog submit` starts timed in the first-line scenario.
+    #[arg(long, default_value_t = 7)]
+    submit_runs: usize,
+    /// MB of 100-byte lines the script writes in the capture scenario.
+    #[arg(long, default_value_t = 50)]
+    submit_mb: u64,
+    /// The Python interpreter of the capture scenario's script.
+    #[arg(long, default_value = "python3")]
+    python: String,
 }
 
 fn main() {
@@ -50,73 +64,156 @@ fn main() {
         figures.insert(key.to_string(), serde_json::json!(value));
     };
 
-    let server = Server::start(&args.bin);
-    std::thread::sleep(Duration::from_millis(500));
-    let idle = server.memory_kb().0 as f64 / 1024.0;
-    record(
-        "rss_idle_mb",
-        idle,
-        format!("server RSS idle:                 {idle:8.1} MB   (target ≤ 50 MB)"),
-    );
+    if args.only.as_deref() != Some("submit") {
+        let server = Server::start(&args.bin);
+        std::thread::sleep(Duration::from_millis(500));
+        let idle = server.memory_kb().0 as f64 / 1024.0;
+        record(
+            "rss_idle_mb",
+            idle,
+            format!("server RSS idle:                 {idle:8.1} MB   (target ≤ 50 MB)"),
+        );
 
-    let (p50, p99) = latency(&server, args.calls);
-    record(
-        "log_call_p50_ms",
-        p50,
-        format!("durable log call p50:            {p50:8.3} ms   (target ≤ 1 ms; MLflow 60 ms)"),
-    );
-    record(
-        "log_call_p99_ms",
-        p99,
-        format!("durable log call p99:            {p99:8.3} ms"),
-    );
+        let (p50, p99) = latency(&server, args.calls);
+        record(
+            "log_call_p50_ms",
+            p50,
+            format!(
+                "durable log call p50:            {p50:8.3} ms   (target ≤ 1 ms; MLflow 60 ms)"
+            ),
+        );
+        record(
+            "log_call_p99_ms",
+            p99,
+            format!("durable log call p99:            {p99:8.3} ms"),
+        );
 
-    let rate = ingest(&server, args.ingest_points, args.threads, args.batch_points);
-    let peak = server.memory_kb().1 as f64 / 1024.0;
-    record("ingest_points_per_s", rate, format!("batch ingest:                    {rate:8.0} points/s   (target ≥ 1,000,000; MLflow ~6,700)"));
-    record(
-        "rss_peak_ingest_mb",
-        peak,
-        format!(
-            "server peak RSS over {}M points: {peak:8.1} MB   (target ≤ 250 MB)",
-            args.ingest_points / 1_000_000
-        ),
-    );
-    drop(server);
+        let rate = ingest(&server, args.ingest_points, args.threads, args.batch_points);
+        let peak = server.memory_kb().1 as f64 / 1024.0;
+        record("ingest_points_per_s", rate, format!("batch ingest:                    {rate:8.0} points/s   (target ≥ 1,000,000; MLflow ~6,700)"));
+        record(
+            "rss_peak_ingest_mb",
+            peak,
+            format!(
+                "server peak RSS over {}M points: {peak:8.1} MB   (target ≤ 250 MB)",
+                args.ingest_points / 1_000_000
+            ),
+        );
+        drop(server);
 
-    let mut server = Server::start(&args.bin);
-    let h = history(&mut server, args.history_points);
-    let n = args.history_points / 1000;
-    record(
-        "history_json_ms",
-        h.json_ms,
-        format!(
-            "read {n}k-point series, JSON:     {:8.1} ms   (target ≤ 150 ms; MLflow 5 s for 100k)",
-            h.json_ms
-        ),
-    );
-    record(
-        "history_binary_ms",
-        h.binary_ms,
-        format!("read {n}k-point series, binary:   {:8.1} ms", h.binary_ms),
-    );
-    record(
-        "downsampled_ms",
-        h.downsampled_ms,
-        format!(
-            "downsampled read (≤2,000 pts):   {:8.2} ms   (target ≤ 10 ms)",
-            h.downsampled_ms
-        ),
-    );
-    record(
-        "bytes_per_point",
-        h.bytes_per_point,
-        format!(
-            "disk per point:                  {:8.2} bytes (target ≤ 16; MLflow ~240)",
-            h.bytes_per_point
-        ),
-    );
+        let mut server = Server::start(&args.bin);
+        let h = history(&mut server, args.history_points);
+        let n = args.history_points / 1000;
+        record(
+            "history_json_ms",
+            h.json_ms,
+            format!(
+                "read {n}k-point series, JSON:     {:8.1} ms   (target ≤ 150 ms; MLflow 5 s for 100k)",
+                h.json_ms
+            ),
+        );
+        record(
+            "history_binary_ms",
+            h.binary_ms,
+            format!("read {n}k-point series, binary:   {:8.1} ms", h.binary_ms),
+        );
+        record(
+            "downsampled_ms",
+            h.downsampled_ms,
+            format!(
+                "downsampled read (≤2,000 pts):   {:8.2} ms   (target ≤ 10 ms)",
+                h.downsampled_ms
+            ),
+        );
+        record(
+            "bytes_per_point",
+            h.bytes_per_point,
+            format!(
+                "disk per point:                  {:8.2} bytes (target ≤ 16; MLflow ~240)",
+                h.bytes_per_point
+            ),
+        );
+    }
+    if args.only.as_deref() != Some("core") {
+        submit_figures(&args, &mut record);
+    }
     println!("{}", serde_json::Value::Object(figures));
+}
+
+/// The script-run figures (see [`submit`]), on a server of their own.
+fn submit_figures(args: &Args, record: &mut dyn FnMut(&str, f64, String)) {
+    let server = Server::start(&args.bin);
+    let starts = submit::first_line(&args.bin, &server, args.submit_runs);
+    let mut firsts: Vec<f64> = starts.iter().map(|s| s.first_line_ms).collect();
+    let mut created: Vec<f64> = starts.iter().map(|s| s.created_ms).collect();
+    let all = firsts
+        .iter()
+        .map(|f| format!("{f:.0}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    firsts.sort_by(f64::total_cmp);
+    created.sort_by(f64::total_cmp);
+    let median = |v: &[f64]| v[v.len() / 2];
+    record(
+        "submit_created_ms",
+        median(&created),
+        format!(
+            "submit start → run created:      {:8.1} ms   (median of {})",
+            median(&created),
+            created.len()
+        ),
+    );
+    record(
+        "submit_first_line_ms",
+        median(&firsts),
+        format!(
+            "submit start → first line stored:{:8.1} ms   (median; all: {all}; target ≤ 100 ms + snapshot)",
+            median(&firsts)
+        ),
+    );
+    let t = submit::throughput(&args.bin, &server, &args.python, args.submit_mb);
+    let mb = t.bytes as f64 / 1e6;
+    let (bare_wall, bare_cpu) = t.bare;
+    let (cap_wall, cap_cpu) = t.captured;
+    record(
+        "script_bare_s",
+        bare_wall,
+        format!(
+            "script writing {mb:.0} MB of lines alone:  {bare_wall:6.3} s wall, {bare_cpu:.3} s CPU ({:.0} MB/s)",
+            mb / bare_wall
+        ),
+    );
+    record(
+        "script_captured_s",
+        cap_wall,
+        format!(
+            "same script under submit:          {cap_wall:6.3} s wall, {cap_cpu:.3} s CPU ({:.0} MB/s; slowdown ×{:.2} wall, ×{:.2} CPU)",
+            mb / cap_wall,
+            cap_wall / bare_wall,
+            cap_cpu / bare_cpu
+        ),
+    );
+    record(
+        "submit_capture_mb_per_s",
+        mb / t.submit_wall_s,
+        format!(
+            "submit end to end (all stored):    {:6.3} s  ({:.0} MB/s; {:.1} MB stored with time stamps; target ≥ 50 MB/s)",
+            t.submit_wall_s,
+            mb / t.submit_wall_s,
+            t.stored_bytes as f64 / 1e6
+        ),
+    );
+    let cpu = t.submit_cpu_s + t.server_cpu_s;
+    record(
+        "capture_cpu_mb_per_s",
+        mb / cpu,
+        format!(
+            "capture CPU: submit {:.3} s + server {:.3} s → {:.0} MB per CPU-second",
+            t.submit_cpu_s,
+            t.server_cpu_s,
+            mb / cpu
+        ),
+    );
 }
 
 /// A `flightlog server` child process on a free port with its own temp data dir; killed on drop.

@@ -1,7 +1,7 @@
 //! `flightlog submit` (a command as a tracked run) and `flightlog runs wait` (attach to a run until it ends).
 
 use crate::{CliError, EXIT_INVALID, EXIT_NOT_FOUND, EXIT_USAGE};
-use flightlog_client::{Client, ClientConfig};
+use flightlog_client::Client;
 use flightlog_model::{Run, RunId, RunStatus};
 use flightlog_runner::lifecycle::{EXIT_CANCELED, EXIT_TIMEOUT};
 use flightlog_runner::{
@@ -131,11 +131,9 @@ pub fn submit(server: &str, json: bool, args: SubmitArgs) -> Result<(), CliError
         .map_err(runner_error)?;
     let parallel = args.parallel;
     let sub = submission(args)?;
-    let client = Arc::new(Client::new(ClientConfig {
-        uri: server.to_string(),
-        replay_on_start: false,
-        ..Default::default()
-    }));
+    let client = Arc::new(Client::new(flightlog_runner::tracker::client_config(
+        server,
+    )));
     signals::install();
     if !axes.is_empty() {
         return submit_sweep(client, json, &sub, &axes, parallel);

@@ -649,7 +649,7 @@ fn binary_output_and_a_long_line_are_stored_safely() {
     let spool = tempfile::tempdir().unwrap();
     let src = tempfile::tempdir().unwrap();
     let dir = src.path().to_str().unwrap();
-    let script = "printf 'bin \\377\\376\\000 end\\n'; head -c 3000000 /dev/zero | tr '\\0' a; echo; echo done";
+    let script = "printf 'bin \\377\\376\\000 end\\n'; head -c 10000000 /dev/zero | tr '\\0' a; echo; echo done";
     let out = run_cli(
         &s,
         spool.path(),
@@ -665,7 +665,7 @@ fn binary_output_and_a_long_line_are_stored_safely() {
     assert_eq!(lines[0], "bin \u{fffd}\u{fffd}\u{0} end");
     let a_count: usize = lines[1..lines.len() - 1].iter().map(|l| l.len()).sum();
     assert_eq!(
-        a_count, 3_000_000,
+        a_count, 10_000_000,
         "the long line is stored whole, in 1 MiB pieces"
     );
     assert_eq!(*lines.last().unwrap(), "done");

@@ -668,13 +668,33 @@ impl Client {
         run: &RunId,
         after: Option<u64>,
     ) -> Result<Box<dyn std::io::BufRead + Send>> {
+        self.events(&format!("/api/v1/runs/{run}/events"), after, Entity::Run)
+    }
+
+    /// Opens the experiment's live event stream, after event `after`: run-level events of its runs and points
+    /// announced without their data (a light way to follow a run's status: no log text, no points).
+    pub fn experiment_events(
+        &self,
+        experiment: ExperimentId,
+        after: Option<u64>,
+    ) -> Result<Box<dyn std::io::BufRead + Send>> {
+        self.events(
+            &format!("/api/v1/experiments/{experiment}/events"),
+            after,
+            Entity::Experiment,
+        )
+    }
+
+    fn events(
+        &self,
+        path: &str,
+        after: Option<u64>,
+        entity: Entity,
+    ) -> Result<Box<dyn std::io::BufRead + Send>> {
         let q: Vec<(&str, String)> = after
             .map(|a| vec![("after", a.to_string())])
             .unwrap_or_default();
-        let resp =
-            self.shared
-                .http
-                .get_raw(&format!("/api/v1/runs/{run}/events"), &q, Entity::Run)?;
+        let resp = self.shared.http.get_raw(path, &q, entity)?;
         Ok(Box::new(std::io::BufReader::new(
             resp.into_body().into_reader(),
         )))

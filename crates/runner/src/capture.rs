@@ -77,8 +77,19 @@ pub fn pump(
             return;
         }
         r.consume(n);
+        if n < SETTLE_BELOW {
+            // A chatty job writes a line per syscall: reading each one as it comes costs a wakeup per line
+            // on both sides. A short pause lets the (widened) pipe gather lines; the first line of a burst
+            // is read at once, so sparse output is not delayed.
+            std::thread::sleep(SETTLE);
+        }
     }
 }
+
+/// A read shorter than this means the job is writing in small pieces: pause [`SETTLE`] before the next.
+const SETTLE_BELOW: usize = 64 * 1024;
+/// How long output may gather in the pipe between reads of a chatty job.
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Splits bytes into lines and stamps them; a line longer than [`MAX_PIECE`] is cut into pieces.
 pub struct LineStamper {
@@ -97,7 +108,10 @@ impl LineStamper {
     /// The complete lines (and full pieces) in `partial + bytes`, stamped with `now`.
     pub fn feed(&mut self, mut bytes: &[u8], now: WallTime) -> String {
         let stamp_text = iso_time(now);
-        let mut out = String::new();
+        let mut out = String::with_capacity(bytes.len() + bytes.len() / 3);
+        if self.partial.is_empty() {
+            bytes = self.feed_whole_lines(bytes, &stamp_text, &mut out);
+        }
         while !bytes.is_empty() {
             let room = MAX_PIECE - self.partial.len();
             let window = &bytes[..bytes.len().min(room)];
@@ -123,6 +137,42 @@ impl LineStamper {
             }
         }
         out
+    }
+
+    /// The common case, fast: complete lines of valid UTF-8 are stamped straight from one validation of the
+    /// whole chunk (no per-line decoding). Returns what is left for the careful path: a last line without
+    /// its newline, invalid UTF-8 and what follows it, a line longer than [`MAX_PIECE`].
+    fn feed_whole_lines<'a>(
+        &self,
+        bytes: &'a [u8],
+        stamp_text: &str,
+        out: &mut String,
+    ) -> &'a [u8] {
+        let Some(end) = memchr::memrchr(b'\n', bytes) else {
+            return bytes;
+        };
+        let valid = match std::str::from_utf8(&bytes[..=end]) {
+            Ok(text) => text,
+            Err(e) => match memchr::memrchr(b'\n', &bytes[..e.valid_up_to()]) {
+                // The prefix up to the last newline before the first invalid byte is valid UTF-8.
+                Some(i) => std::str::from_utf8(&bytes[..=i]).unwrap_or_default(),
+                None => return bytes,
+            },
+        };
+        let mut used = 0;
+        for line in valid.split_inclusive('\n') {
+            if line.len() > MAX_PIECE {
+                break;
+            }
+            if let Some(t) = &self.tail {
+                t.push(line);
+            }
+            out.push_str(stamp_text);
+            out.push(' ');
+            out.push_str(line);
+            used += line.len();
+        }
+        &bytes[used..]
     }
 
     /// What is left when the stream ends (a last line without a newline).
@@ -255,6 +305,25 @@ mod tests {
         assert_eq!(lines[1], format!("{} {}", iso_time(t), "a".repeat(10)));
         assert_eq!(lines[2], format!("{} \u{fffd}\u{fffd} bin", iso_time(t)));
         assert_eq!(lines[3], format!("{} last", iso_time(t)));
+    }
+
+    #[test]
+    fn whole_chunks_and_byte_by_byte_feeding_store_the_same_text() {
+        let t = WallTime(1_700_000_000_000_000);
+        let mut data = b"one\ntwo \xc3\xa9\nbad \xff here\nafter\n".to_vec();
+        data.extend_from_slice(&vec![b'z'; MAX_PIECE + 5]);
+        data.extend_from_slice(b"\nend\npartial");
+        let (mut whole, mut bytewise) = (LineStamper::new(None), LineStamper::new(None));
+        let a = whole.feed(&data, t) + &whole.finish(t);
+        let mut b = String::new();
+        for byte in &data {
+            b.push_str(&bytewise.feed(std::slice::from_ref(byte), t));
+        }
+        b.push_str(&bytewise.finish(t));
+        assert_eq!(a, b);
+        let lines: Vec<&str> = a.lines().map(|l| unstamp(l).unwrap().1).collect();
+        assert_eq!(lines[..4], ["one", "two é", "bad \u{fffd} here", "after"]);
+        assert_eq!(lines[lines.len() - 2..], ["end", "partial"]);
     }
 
     #[test]

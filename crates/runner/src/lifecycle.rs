@@ -148,9 +148,9 @@ pub fn submit(
     execute(tracker, target, sub, prepared, on_created)
 }
 
-/// Creates the run (Queued), snapshots and records properties (Preparing), runs the job (Running), uploads
-/// its outputs (Finalizing) and records the outcome. `on_created` learns the run as soon as it exists (so a
-/// user can attach to it from elsewhere while it prepares).
+/// Creates the run (Queued), snapshots (Preparing), runs the job (Running; its properties are probed and
+/// recorded meanwhile), uploads its outputs (Finalizing) and records the outcome. `on_created` learns the run
+/// as soon as it exists (so a user can attach to it from elsewhere while it prepares).
 pub fn execute(
     tracker: Arc<dyn Tracker>,
     target: &dyn ComputeTarget,
@@ -176,17 +176,10 @@ pub fn execute_created(
 ) -> Result<Finished, RunnerError> {
     let id = id.clone();
     set_status(tracker.as_ref(), &id, RunStatus::Preparing)?;
+    let properties = record_properties(tracker.clone(), sub, &prepared, target, &id);
     if sub.snapshot {
         upload_snapshot(tracker.as_ref(), &id, &prepared.snapshot)?;
     }
-    let properties = props::collect(&sub.command, &prepared.source_dir, target.name());
-    tracker.update_run(
-        &id,
-        &RunPatch {
-            add_properties: properties,
-            ..Default::default()
-        },
-    )?;
     let cancel = Arc::new(AtomicBool::new(false));
     let stop_watch = Arc::new(AtomicBool::new(false));
     tracker.watch_cancel(&id, cancel.clone(), stop_watch.clone());
@@ -212,10 +205,38 @@ pub fn execute_created(
         }
     };
     stop_watch.store(true, Ordering::SeqCst);
+    let _ = properties.join();
     let _ = set_status(tracker.as_ref(), &id, RunStatus::Finalizing);
     FolderSync::new(prepared.source_dir.join("outputs"), "outputs").sync(tracker.as_ref(), &id);
     tracker.flush(Duration::from_secs(30));
     finish(tracker.as_ref(), &id, ending)
+}
+
+/// Probes and records the run's properties on a thread of their own: the probes (`python3 --version` alone
+/// can take a few hundred ms behind a version-manager shim) must not delay the job's start. Joined before
+/// Finalizing, so the properties are there when the run ends.
+fn record_properties(
+    tracker: Arc<dyn Tracker>,
+    sub: &Submission,
+    prepared: &Prepared,
+    target: &dyn ComputeTarget,
+    id: &RunId,
+) -> std::thread::JoinHandle<()> {
+    let (cmd, dir, name, id) = (
+        sub.command.clone(),
+        prepared.source_dir.clone(),
+        target.name().to_string(),
+        id.clone(),
+    );
+    std::thread::spawn(move || {
+        let patch = RunPatch {
+            add_properties: props::collect(&cmd, &dir, &name),
+            ..Default::default()
+        };
+        if let Err(e) = tracker.update_run(&id, &patch) {
+            tracing::warn!("cannot record the run's properties: {e}");
+        }
+    })
 }
 
 /// Creates the run, Queued, with the command and the compute target recorded.
@@ -617,12 +638,18 @@ mod tests {
         .unwrap();
         assert_eq!(f.status, RunStatus::Completed);
         assert_eq!(f.exit_code, 0);
+        let calls = statuses(&rec);
+        // The properties are probed while the job runs, and recorded before Finalizing.
+        let props_at = calls.iter().position(|c| c == "properties").unwrap();
+        let fin_at = calls.iter().position(|c| c == "status Finalizing").unwrap();
+        assert!(props_at < fin_at, "{calls:?}");
+        let mut order = calls.clone();
+        order.remove(props_at);
         assert_eq!(
-            statuses(&rec),
+            order,
             vec![
                 "create Queued",
                 "status Preparing",
-                "properties",
                 "status Running",
                 "status Finalizing",
                 "put outputs/model.txt",

@@ -74,6 +74,7 @@ impl ComputeTarget for LocalProcess {
     }
 
     fn start(&self, spec: &JobSpec) -> Result<Box<dyn Job>, StartFailure> {
+        use std::os::fd::AsRawFd;
         use std::os::unix::process::CommandExt;
         let Some((program, args)) = spec.command.split_first() else {
             return Err(StartFailure {
@@ -98,12 +99,37 @@ impl ComputeTarget for LocalProcess {
                 },
                 reason: format!("cannot execute '{program}': {e}"),
             })?;
+        for fd in [
+            child.stdout.as_ref().map(|p| p.as_raw_fd()),
+            child.stderr.as_ref().map(|p| p.as_raw_fd()),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            widen_pipe(fd);
+        }
         Ok(Box::new(LocalJob {
             pgid: child.id() as i32,
             child,
             exit: None,
         }))
     }
+}
+
+/// The pipe capacity asked for (Linux's default limit for unprivileged processes, `fs.pipe-max-size`).
+#[cfg(target_os = "linux")]
+const PIPE_SIZE: libc::c_int = 1 << 20;
+
+/// Widens an output pipe from 64 KiB, so a chatty job keeps writing while the capture gathers its lines
+/// instead of blocking on a full pipe. Best effort: a refusal leaves the default.
+fn widen_pipe(fd: std::os::fd::RawFd) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: fcntl on a pipe descriptor we own; no memory is involved.
+    unsafe {
+        libc::fcntl(fd, libc::F_SETPIPE_SZ, PIPE_SIZE);
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = fd;
 }
 
 struct LocalJob {

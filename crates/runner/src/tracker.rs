@@ -1,12 +1,28 @@
 //! What the lifecycle records a run through: the flightlog client in real use, a recorder in tests.
 
 use crate::sse::SseReader;
-use flightlog_client::Client;
+use flightlog_client::{Client, ClientConfig};
 use flightlog_model::{NewRun, Result, Run, RunId, RunPatch, RunStatus};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// How often a submission's client sends captured output: short, so that a line is on the server within
+/// milliseconds of being printed (the default 100 ms suits metrics, not a terminal). Under heavy output the
+/// sender sends back to back anyway, in batches as large as what accumulated meanwhile.
+pub const OUTPUT_FLUSH_INTERVAL: Duration = Duration::from_millis(5);
+
+/// The client configuration of a submission to `uri`: output sent every [`OUTPUT_FLUSH_INTERVAL`], and no
+/// replay of journals left by other processes (that is `flightlog sync`'s job, not a job's submitter's).
+pub fn client_config(uri: &str) -> ClientConfig {
+    ClientConfig {
+        uri: uri.to_string(),
+        flush_interval: OUTPUT_FLUSH_INTERVAL,
+        replay_on_start: false,
+        ..Default::default()
+    }
+}
 
 /// The control- and data-plane calls a submission needs (a narrow seam, so the lifecycle is testable).
 pub trait Tracker: Send + Sync {
@@ -95,12 +111,25 @@ fn wants_cancel(status: RunStatus) -> bool {
     matches!(status, RunStatus::CancelRequested | RunStatus::Canceled)
 }
 
-/// Follows the run's pushed event stream (reconnecting after the last seen event); checks the status once
-/// after each connect, so a cancel that came before the stream opened is not missed.
+/// Follows the run's status through its experiment's pushed event stream (which carries run updates but no
+/// log text: the run's own stream would send every captured line back to this process), reconnecting after
+/// the last seen event; checks the status once after each connect, so a cancel that came before the stream
+/// opened is not missed.
 fn watch(client: &Client, id: &RunId, flag: &AtomicBool, stop: &AtomicBool) {
     let mut after = None;
+    let mut experiment = None;
     while !stop.load(Ordering::Relaxed) {
-        let reader = client.run_events(id, after);
+        let exp = match experiment {
+            Some(e) => e,
+            None => match client.get_run(id) {
+                Ok(r) => *experiment.insert(r.experiment_id),
+                Err(_) => {
+                    std::thread::sleep(Duration::from_secs(1));
+                    continue;
+                }
+            },
+        };
+        let reader = client.experiment_events(exp, after);
         if client.get_run(id).is_ok_and(|r| wants_cancel(r.status)) {
             flag.store(true, Ordering::SeqCst);
             return;
@@ -117,7 +146,8 @@ fn watch(client: &Client, id: &RunId, flag: &AtomicBool, stop: &AtomicBool) {
             if ev.id.is_some() {
                 after = ev.id;
             }
-            if ev.status().is_some_and(wants_cancel) {
+            let ours = || ev.json()["run_id"].as_str() == Some(id.as_str());
+            if ev.status().is_some_and(wants_cancel) && ours() {
                 flag.store(true, Ordering::SeqCst);
                 return;
             }
