@@ -46,7 +46,7 @@ fn fail(msg: &str) -> ! {
     panic!("\n\nflightlog portal: {msg}\n\n");
 }
 
-/// Runs `npm ci` (when node_modules is missing or older than the lock file) and `npm run build` (when dist is
+/// Runs `npm install` (when node_modules is missing or older than the lock file) and `npm run build` (when dist is
 /// missing or older than any input); returns `web/dist`.
 fn build_web(web: &Path) -> PathBuf {
     let web = web
@@ -75,7 +75,19 @@ fn build_web(web: &Path) -> PathBuf {
     let installed = mtime(&web.join("node_modules/.package-lock.json"));
     let lock = mtime(&web.join("package-lock.json"));
     if installed.is_none() || lock > installed {
-        npm(&web, &["ci", "--no-audit", "--no-fund"]);
+        // `npm install` with the committed lock installs the locked versions; `--no-save` leaves package.json
+        // and the lock untouched. (Not `npm ci`: npm 11 rejects a lock that records only this platform's
+        // optional packages, e.g. rollup's native binaries, which is the lock npm 11 itself writes.)
+        npm(
+            &web,
+            &[
+                "install",
+                "--no-save",
+                "--no-audit",
+                "--no-fund",
+                "--loglevel=error",
+            ],
+        );
     }
     npm(&web, &["run", "build"]);
     if !dist.join("index.html").is_file() {
@@ -102,7 +114,7 @@ fn npm(web: &Path, args: &[&str]) {
     if !status.success() {
         fail(&format!(
             "`npm {}` in {} failed ({status}); see the output above. Node.js 20+ and npm are needed \
-             (and the npm registry for `npm ci`), or set FLIGHTLOG_PORTAL_DIST to a prebuilt web/dist",
+             (and the npm registry to install packages), or set FLIGHTLOG_PORTAL_DIST to a prebuilt web/dist",
             args.join(" "),
             web.display()
         ));
