@@ -670,3 +670,81 @@ fn binary_output_and_a_long_line_are_stored_safely() {
     );
     assert_eq!(*lines.last().unwrap(), "done");
 }
+
+#[test]
+fn a_parallel_sweep_runs_at_most_n_children_at_once_and_sums_up_their_metrics() {
+    let s = TestServer::start();
+    let spool = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let marks = tempfile::tempdir().unwrap();
+    // Each child marks itself running, records how many are running, logs `score` through the API, waits.
+    write(
+        src.path(),
+        "child.py",
+        &format!(
+            "import json, os, sys, time, urllib.request\n\
+             lr = sys.argv[1]\n\
+             marks = {:?}\n\
+             open(os.path.join(marks, lr + '.running'), 'w').close()\n\
+             running = len([m for m in os.listdir(marks) if m.endswith('.running')])\n\
+             open(os.path.join(marks, lr + '.seen'), 'w').write(str(running))\n\
+             body = json.dumps({{'scalars': [{{'name': 'score', 'values': [round(float(lr) * 10)]}}]}}).encode()\n\
+             url = os.environ['FLIGHTLOG_TRACKING_URI'] + '/api/v1/runs/' + os.environ['FLIGHTLOG_RUN_ID'] + '/batch'\n\
+             req = urllib.request.Request(url, body, {{'Content-Type': 'application/json'}})\n\
+             urllib.request.urlopen(req).read()\n\
+             time.sleep(1.0)\n\
+             os.remove(os.path.join(marks, lr + '.running'))\n",
+            marks.path().to_str().unwrap()
+        ),
+    );
+    let out = run_cli(
+        &s,
+        spool.path(),
+        &[
+            "submit",
+            "--sweep",
+            "lr=0.1,0.2,0.3,0.4",
+            "--parallel",
+            "2",
+            "--source-dir",
+            src.path().to_str().unwrap(),
+            "--",
+            "python3",
+            "child.py",
+            "{lr}",
+        ],
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let seen: Vec<usize> = ["0.1", "0.2", "0.3", "0.4"]
+        .iter()
+        .map(|lr| {
+            let p = marks.path().join(format!("{lr}.seen"));
+            std::fs::read_to_string(p).unwrap().trim().parse().unwrap()
+        })
+        .collect();
+    assert!(
+        seen.iter().all(|&n| n <= 2),
+        "more than 2 at once: {seen:?}"
+    );
+    assert!(seen.contains(&2), "never 2 at once: {seen:?}");
+    let parent = announced_id(&stderr);
+    assert_eq!(get_run(&s, &parent)["status"], "Completed");
+    let summary = log(&s, &parent, "stdout");
+    // RUN STATUS lr score: each child's params and the last value of its metrics.
+    assert!(
+        summary
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["RUN", "STATUS", "lr", "score"]),
+        "{summary}"
+    );
+    for (lr, score) in [("0.1", 1.0), ("0.2", 2.0), ("0.3", 3.0), ("0.4", 4.0)] {
+        let row: Vec<&str> = summary
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|cells| cells.get(2) == Some(&lr))
+            .unwrap_or_else(|| panic!("no row for lr={lr}: {summary}"));
+        assert_eq!(row[1], "Completed", "{row:?}");
+        assert_eq!(row[3].parse::<f64>().ok(), Some(score), "{row:?}");
+    }
+}
