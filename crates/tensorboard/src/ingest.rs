@@ -8,7 +8,7 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 
 /// A batch is sent when it holds this many points...
-pub const BATCH_POINTS: usize = 20_000;
+pub const BATCH_POINTS: usize = 100_000;
 /// ...or this many bytes of text.
 pub const BATCH_TEXT_BYTES: usize = 16 << 20;
 
