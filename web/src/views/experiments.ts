@@ -63,9 +63,11 @@ export function experimentsView(root: HTMLElement, _p: string[], query: URLSearc
       })
       .catch((e) => root.append(h("div.error", null, String(e.message ?? e))));
   load();
-  const timer = window.setInterval(load, 10000);
+  // No timer: the list is read again when the tab comes back into view.
+  const onVisible = () => document.visibilityState === "visible" && load();
+  document.addEventListener("visibilitychange", onVisible);
   return () => {
     alive = false;
-    clearInterval(timer);
+    document.removeEventListener("visibilitychange", onVisible);
   };
 }
