@@ -7,6 +7,7 @@ use axum::extract::{FromRequest, Request};
 use axum::http::{header, HeaderMap, StatusCode};
 use flightlog_model::{Error, ExperimentId, RunId};
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use std::str::FromStr;
 
 /// A JSON request body. Unlike `axum::Json`, every rejection is a JSON error: a body that does not parse names
@@ -70,14 +71,14 @@ fn check_json_content_type(headers: &HeaderMap) -> ApiResult<()> {
 }
 
 /// Parses JSON at full speed; only when that fails is it parsed again tracking the path, to name the field.
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
+pub fn parse_json<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> ApiResult<T> {
     match serde_json::from_slice(bytes) {
         Ok(v) => Ok(v),
         Err(_) => Err(json_error::<T>(bytes)),
     }
 }
 
-fn json_error<T: DeserializeOwned>(bytes: &[u8]) -> ApiError {
+fn json_error<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> ApiError {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     match serde_path_to_error::deserialize::<_, T>(&mut de) {
         Ok(_) => ApiError::invalid("body", "the JSON body has trailing characters"),

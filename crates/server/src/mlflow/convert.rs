@@ -4,6 +4,7 @@ use super::error::{MlError, MlResult};
 use flightlog_model::{Experiment, Lifecycle, MetricKind, Run, RunStatus, SeriesInfo, WallTime};
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 /// The default artifact root: artifacts are proxied by this server and kept in the run's artifact store.
@@ -244,6 +245,37 @@ pub fn checked_pair(what: &str, kv: &KeyValue) -> MlResult<(String, String)> {
         .as_deref()
         .ok_or_else(|| MlError::missing("value"))?;
     Ok((key.to_string(), value.to_string()))
+}
+
+/// An optional string that borrows from the request body unless it has escapes (then it is unescaped into
+/// an owned string), for fields repeated thousands of times per request.
+pub fn opt_cow_str<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Option<Cow<'de, str>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D2: Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            d.deserialize_str(V)
+        }
+        fn visit_borrowed_str<E: serde::de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Borrowed(s)))
+        }
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(s.to_string())))
+        }
+        fn visit_string<E: serde::de::Error>(self, s: String) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(s)))
+        }
+    }
+    d.deserialize_option(V)
 }
 
 /// An int64 that may come as a JSON number, a numeric string (GET query values) or be absent. A visitor

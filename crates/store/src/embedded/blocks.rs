@@ -14,11 +14,14 @@ const RECORD_BLOCK_BYTES: usize = 1 << 20;
 /// Tails kept in the writer's cache before it is emptied (a cheap bound on its memory).
 const MAX_CACHED_TAILS: usize = 1024;
 
-/// `blocks.encoding`: scalar columns, plain or lz4-compressed; JSON-lines records, plain or lz4-compressed.
+/// `blocks.encoding`: scalar columns, plain or lz4-compressed; JSON-lines records, plain or lz4-compressed;
+/// scalar columns with the values stored byte-plane by byte-plane (what this build writes), plain or lz4.
 const ENC_SCALAR: i64 = 1;
 const ENC_SCALAR_LZ4: i64 = 2;
 const ENC_RECORDS: i64 = 3;
 const ENC_RECORDS_LZ4: i64 = 4;
+const ENC_SCALAR_PLANES: i64 = 5;
+const ENC_SCALAR_PLANES_LZ4: i64 = 6;
 
 /// Scalar points as columns, decoded straight into the read API's type so reads copy nothing more. Values
 /// are moved but never computed on, so NaN payloads keep their exact bits.
@@ -323,20 +326,27 @@ fn decompress(data: &[u8]) -> Result<Vec<u8>> {
         .map_err(|e| Error::storage(format!("corrupt metric block: {e}")))
 }
 
-/// Scalar block layout: varint n, n zigzag-varint step deltas, n zigzag-varint time deltas, n × 8 bytes f64 LE.
+/// Scalar block layout: varint n, n zigzag-varint step deltas, n zigzag-varint time deltas, then the n f64
+/// values as 8 byte planes (every value's least significant byte, then every second byte, ...). Neighbouring
+/// values of a series share sign, exponent and leading mantissa bits, so the high planes are long repeats
+/// that lz4 folds away even when the low bits are noise (older blocks: `ENC_SCALAR*`, values as 8-byte LE).
 fn encode_scalars(s: &Scalars) -> Encoded {
     let n = s.len();
     let mut buf = Vec::with_capacity(n * 12 + 8);
     put_varint(&mut buf, n as u64);
     put_deltas(&mut buf, s.steps.iter().copied());
     put_deltas(&mut buf, s.times.iter().map(|t| t.0));
-    for v in &s.values {
-        buf.extend_from_slice(&v.0.to_bits().to_le_bytes());
+    let start = buf.len();
+    buf.resize(start + n * 8, 0);
+    for (i, v) in s.values.iter().enumerate() {
+        for (plane, byte) in v.0.to_bits().to_le_bytes().into_iter().enumerate() {
+            buf[start + plane * n + i] = byte;
+        }
     }
     let finite = s.values.iter().map(|v| v.0).filter(|v| !v.is_nan());
     let min_value = finite.clone().reduce(f64::min);
     let max_value = finite.reduce(f64::max);
-    let (encoding, data) = maybe_compress(buf, ENC_SCALAR, ENC_SCALAR_LZ4);
+    let (encoding, data) = maybe_compress(buf, ENC_SCALAR_PLANES, ENC_SCALAR_PLANES_LZ4);
     Encoded {
         count: n,
         min_step: s.steps.iter().copied().min().unwrap_or(0),
@@ -352,8 +362,8 @@ fn encode_scalars(s: &Scalars) -> Encoded {
 pub fn decode_scalars(encoding: i64, data: &[u8], out: &mut Scalars) -> Result<()> {
     let owned;
     let raw = match encoding {
-        ENC_SCALAR => data,
-        ENC_SCALAR_LZ4 => {
+        ENC_SCALAR | ENC_SCALAR_PLANES => data,
+        ENC_SCALAR_LZ4 | ENC_SCALAR_PLANES_LZ4 => {
             owned = decompress(data)?;
             &owned[..]
         }
@@ -371,9 +381,19 @@ pub fn decode_scalars(encoding: i64, data: &[u8], out: &mut Scalars) -> Result<(
     r.deltas(n, &mut out.steps, |v| v)?;
     r.deltas(n, &mut out.times, WallTime)?;
     let bytes = r.buf.get(r.pos..r.pos + n * 8).ok_or_else(corrupt)?;
-    let bits = |c: &[u8]| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]));
-    out.values
-        .extend(bytes.chunks_exact(8).map(|c| F64(f64::from_bits(bits(c)))));
+    if matches!(encoding, ENC_SCALAR_PLANES | ENC_SCALAR_PLANES_LZ4) {
+        out.values.extend((0..n).map(|i| {
+            let mut le = [0u8; 8];
+            for (plane, byte) in le.iter_mut().enumerate() {
+                *byte = bytes[plane * n + i];
+            }
+            F64(f64::from_bits(u64::from_le_bytes(le)))
+        }));
+    } else {
+        let bits = |c: &[u8]| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]));
+        out.values
+            .extend(bytes.chunks_exact(8).map(|c| F64(f64::from_bits(bits(c)))));
+    }
     Ok(())
 }
 
@@ -522,6 +542,45 @@ mod tests {
         assert_eq!(bits(&back.values), bits(&s.values));
         assert_eq!(e.min_value, Some(f64::NEG_INFINITY));
         assert_eq!(e.max_value, Some(f64::INFINITY));
+    }
+
+    #[test]
+    fn blocks_written_before_byte_planes_still_decode() {
+        // The pre-plane layout: n, step deltas, time deltas, values as 8-byte LE (encoding 1).
+        let mut old = Vec::new();
+        put_varint(&mut old, 2);
+        put_deltas(&mut old, [3i64, 4].into_iter());
+        put_deltas(&mut old, [1000i64, 2000].into_iter());
+        for v in [0.25f64, -1.5] {
+            old.extend_from_slice(&v.to_bits().to_le_bytes());
+        }
+        let mut back = Scalars::default();
+        decode_scalars(ENC_SCALAR, &old, &mut back).unwrap();
+        decode_scalars(
+            ENC_SCALAR_LZ4,
+            &lz4_flex::compress_prepend_size(&old),
+            &mut back,
+        )
+        .unwrap();
+        assert_eq!(back.steps, vec![3, 4, 3, 4]);
+        assert_eq!(
+            back.values,
+            vec![F64(0.25), F64(-1.5), F64(0.25), F64(-1.5)]
+        );
+    }
+
+    #[test]
+    fn byte_planes_compress_a_smooth_series() {
+        let mut s = Scalars::default();
+        for i in 0..BLOCK_POINTS as i64 {
+            s.push(i, WallTime(i * 1000), F64(1.0 / (i as f64 + 1.0)));
+        }
+        let e = encode_scalars(&s);
+        assert_eq!(e.encoding, ENC_SCALAR_PLANES_LZ4);
+        assert!(e.data.len() < BLOCK_POINTS * 7, "{} bytes", e.data.len());
+        let mut back = Scalars::default();
+        decode_scalars(e.encoding, &e.data, &mut back).unwrap();
+        assert_eq!(back, s);
     }
 
     #[test]
