@@ -134,8 +134,16 @@ fn uploaded_event_files_become_metrics_with_child_runs_for_subfolders() {
     let img = wait_metric(&s, &run, "sample", |v| len(v) == 1);
     assert_eq!(img["records"][0]["step"], 3);
     // The sub-folder is a child run named by its path.
-    let (_, kids) = s.get(&format!("/api/v1/runs?parent_id={run}"));
-    let kids = kids["items"].as_array().unwrap().clone();
+    // (The second file may be ingested a moment after the first.)
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let kids = loop {
+        let (_, kids) = s.get(&format!("/api/v1/runs?parent_id={run}"));
+        let kids = kids["items"].as_array().unwrap().clone();
+        if !kids.is_empty() || Instant::now() > deadline {
+            break kids;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert_eq!(kids.len(), 1, "{kids:?}");
     assert_eq!(kids[0]["display_name"], "val");
     let kid = kids[0]["id"].as_str().unwrap();
