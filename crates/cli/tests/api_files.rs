@@ -55,6 +55,30 @@ fn logs_append_and_read_by_offset() {
 }
 
 #[test]
+fn log_appends_with_a_batch_id_are_stored_once() {
+    let s = TestServer::start();
+    let id = s.new_run();
+    let path = format!("/api/v1/runs/{id}/logs/stdout?batch_id=b1.log0");
+    let (status, ack) = s.send_raw("POST", &path, "text/plain", "once – ü\n".as_bytes());
+    assert_eq!(status, 200, "{ack}");
+    assert_eq!(ack["duplicate"], false);
+    // A re-send (a retry after a lost answer, a journal replay) is dropped.
+    let (status, ack) = s.send_raw("POST", &path, "text/plain", "once – ü\n".as_bytes());
+    assert_eq!(status, 200, "{ack}");
+    assert_eq!(ack["duplicate"], true);
+    let (_, slice) = s.get(&format!("/api/v1/runs/{id}/logs/stdout"));
+    assert_eq!(slice["data"], "once – ü\n");
+    // Deduplicated text must be UTF-8; plain appends take any bytes.
+    let r = s.send_raw(
+        "POST",
+        &format!("/api/v1/runs/{id}/logs/stdout?batch_id=b2"),
+        "text/plain",
+        b"\xff\n",
+    );
+    assert_error(&r, 400, "INVALID_ARGUMENT", "UTF-8");
+}
+
+#[test]
 fn artifacts_upload_download_list_delete() {
     let s = TestServer::start();
     let id = s.new_run();

@@ -53,12 +53,54 @@ impl Deliver for Http {
         Ok(())
     }
     fn write_batch(&self, run: &RunId, batch: &Batch) -> Result<BatchAck, SendError> {
-        self.try_send_json(
-            "POST",
-            &format!("/api/v1/runs/{run}/batch"),
-            batch,
-            Entity::Run,
-        )
+        let Some(base) = batch.batch_id.as_ref().filter(|_| !batch.logs.is_empty()) else {
+            return self.try_send_json(
+                "POST",
+                &format!("/api/v1/runs/{run}/batch"),
+                batch,
+                Entity::Run,
+            );
+        };
+        // Log text goes as raw bytes (no JSON escaping on either side): the points first, as a batch under
+        // the original id, then each append under an id derived from it, so a re-send (a retry, a journal
+        // replay) is dropped part by part as a duplicate, just as the whole batch would be.
+        let mut ack = BatchAck {
+            batch_id: batch.batch_id.clone(),
+            points: 0,
+            duplicate: true,
+        };
+        if !batch.scalars.is_empty() || !batch.metrics.is_empty() {
+            let points = Batch {
+                batch_id: batch.batch_id.clone(),
+                scalars: batch.scalars.clone(),
+                metrics: batch.metrics.clone(),
+                logs: Vec::new(),
+            };
+            let a: BatchAck = self.try_send_json(
+                "POST",
+                &format!("/api/v1/runs/{run}/batch"),
+                &points,
+                Entity::Run,
+            )?;
+            ack.points += a.points;
+            ack.duplicate &= a.duplicate;
+        }
+        for (i, log) in batch.logs.iter().enumerate() {
+            let path = format!(
+                "/api/v1/runs/{run}/logs/{}",
+                crate::http::encode_segment(&log.stream)
+            );
+            let a: BatchAck = self.try_send_bytes(
+                "POST",
+                &path,
+                &[("batch_id", format!("{base}.log{i}"))],
+                log.data.as_bytes(),
+                "text/plain; charset=utf-8",
+                Entity::Run,
+            )?;
+            ack.duplicate &= a.duplicate;
+        }
+        Ok(ack)
     }
     fn update_run(&self, run: &RunId, patch: &RunPatch) -> Result<(), SendError> {
         let _: serde_json::Value =

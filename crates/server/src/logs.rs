@@ -27,15 +27,40 @@ async fn list(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<J
 }
 
 /// The body is appended as is (any content type): log text is bytes, decoded only when read.
+///
+/// With `?batch_id=ID` the append is idempotent: it is stored as a batch holding only this text (the body
+/// must then be UTF-8), deduplicated on `ID` like `POST /runs/{id}/batch`, and the answer is the batch's
+/// acknowledgement. This is how the client's sender delivers queued log text without JSON-encoding it.
 async fn append(
     State(st): State<AppState>,
     Path((id, stream)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
     req: Request,
 ) -> ApiResult<Json<Value>> {
     let id = run_id(&id)?;
+    let batch_id = Query::parse(raw).parsed::<String>("batch_id")?;
     let bytes = body_bytes(req, &()).await?;
-    let length = blocking(move || Ok(st.store.append_log(&id, &stream, &bytes)?)).await?;
-    Ok(Json(json!({ "length": length })))
+    let Some(batch_id) = batch_id else {
+        let length = blocking(move || Ok(st.store.append_log(&id, &stream, &bytes)?)).await?;
+        return Ok(Json(json!({ "length": length })));
+    };
+    let ack = blocking(move || {
+        // Taking the body's buffer is free when nothing else holds it; the check is one pass over it.
+        let data = String::from_utf8(Vec::from(bytes)).map_err(|e| {
+            flightlog_model::Error::invalid(
+                "body",
+                format!("log text sent with a batch_id must be UTF-8: {e}"),
+            )
+        })?;
+        let batch = flightlog_model::Batch {
+            batch_id: Some(batch_id),
+            logs: vec![flightlog_model::LogAppend { stream, data }],
+            ..Default::default()
+        };
+        Ok(st.store.write_batch(&id, batch)?)
+    })
+    .await?;
+    Ok(Json(json!(ack)))
 }
 
 /// `max_bytes` above the cap is clamped rather than refused: the reader just gets a shorter slice and
