@@ -1568,3 +1568,34 @@ fn documents_round_trip_by_kind() {
     assert!(s.delete_document("k", "a").unwrap());
     assert!(!s.delete_document("k", "a").unwrap());
 }
+
+#[test]
+fn the_log_is_folded_in_and_truncated_once_writes_pause() {
+    let (dir, s) = store();
+    let id = run(&s);
+    let wal = || {
+        std::fs::metadata(dir.path().join("flightlog.db-wal"))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    };
+    for i in 0..50 {
+        s.write_batch(&id, batch(vec![scalars("x", &[i as f64; 100])]))
+            .unwrap();
+    }
+    assert!(wal() > 0, "commits go to the log first");
+    // A reader in the middle of a read blocks the truncation; it is retried once the reader is done.
+    let reader = rusqlite::Connection::open(dir.path().join("flightlog.db")).unwrap();
+    reader.execute_batch("BEGIN").unwrap();
+    let blocks: i64 = reader
+        .query_row("SELECT count(*) FROM blocks", [], |r| r.get(0))
+        .unwrap();
+    assert!(blocks > 0);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    reader.execute_batch("COMMIT").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while wal() > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(wal(), 0, "the idle writer truncates the log");
+    assert_eq!(s.read_scalars(&id, "x", &all()).unwrap().len(), 5000);
+}

@@ -95,27 +95,28 @@ impl Drop for Writer {
 }
 
 /// The writer loop: block for one command, gather whatever else is queued, run them as one group. After
-/// [`IDLE_CHECKPOINT`] without commands, checkpoints once (until the next write).
+/// [`IDLE_CHECKPOINT`] without commands, checkpoints and truncates the log (retried while readers block it).
 fn run(mut ctx: WriteCtx, rx: Receiver<Job>, seq_tx: Arc<watch::Sender<u64>>) {
-    let mut dirty = false;
+    // `Some(wait)`: the log holds frames to fold in once the queue has been empty for `wait`. A checkpoint a
+    // reader blocked is retried, waiting twice as long each time (at most a second).
+    let mut idle: Option<Duration> = None;
     loop {
-        let first = if dirty {
-            match rx.recv_timeout(IDLE_CHECKPOINT) {
+        let first = match idle {
+            Some(wait) => match rx.recv_timeout(wait) {
                 Ok(job) => job,
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                    idle_checkpoint(&ctx.conn);
-                    dirty = false;
+                    idle = (!idle_checkpoint(&ctx.conn))
+                        .then(|| (wait * 2).min(Duration::from_secs(1)));
                     continue;
                 }
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
-            }
-        } else {
-            match rx.recv() {
+            },
+            None => match rx.recv() {
                 Ok(job) => job,
                 Err(_) => break,
-            }
+            },
         };
-        dirty = true;
+        idle = Some(IDLE_CHECKPOINT);
         let mut jobs = vec![first];
         while jobs.len() < MAX_GROUP {
             match rx.try_recv() {
@@ -133,14 +134,21 @@ fn run(mut ctx: WriteCtx, rx: Receiver<Job>, seq_tx: Arc<watch::Sender<u64>>) {
 }
 
 /// Copies the committed log into the database file and truncates the log, without waiting: if a reader still
-/// uses the log, SQLite checkpoints what it can and the rest waits for the next idle moment or the automatic
-/// checkpoint. Durability does not depend on it (every commit was already synced to the log).
-fn idle_checkpoint(conn: &Connection) {
+/// uses the log, SQLite checkpoints what it can and this returns `false` (try again later). Durability does
+/// not depend on it (every commit was already synced to the log).
+fn idle_checkpoint(conn: &Connection) -> bool {
     let _ = conn.busy_timeout(Duration::ZERO);
-    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
-        tracing::debug!("idle checkpoint skipped: {e}");
-    }
+    let done = match conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+        r.get::<_, i64>(0)
+    }) {
+        Ok(busy) => busy == 0,
+        Err(e) => {
+            tracing::debug!("idle checkpoint skipped: {e}");
+            false
+        }
+    };
     let _ = conn.busy_timeout(super::schema::BUSY_TIMEOUT);
+    done
 }
 
 /// Runs one group in one transaction and answers every caller once the commit is durable. If the transaction
