@@ -80,15 +80,16 @@ async fn table(State(st): State<AppState>, RawQuery(raw): RawQuery) -> ApiResult
         &[Lifecycle::Active]
     };
     blocking(move || {
-        let (items, _) = mlflow::find_runs(
+        let found = mlflow::find_runs(
             st.store.as_ref(),
             experiments,
             lifecycles,
             &conditions,
             &order,
+            true,
         )
         .map_err(|e| ApiError::http(e.status(), e.code, e.message))?;
-        let runs: Vec<&Run> = items.iter().map(|(_, r)| r).collect();
+        let runs: Vec<&Run> = found.runs.iter().collect();
         // Written straight to bytes: 10,000 rows are megabytes of JSON, not worth a `Value` tree first.
         let body = serde_json::to_vec(&build(&runs)).map_err(|e| {
             ApiError::http(StatusCode::INTERNAL_SERVER_ERROR, "STORAGE", e.to_string())

@@ -2,7 +2,7 @@
 
 use super::convert::{
     self, checked_pair, clamp_infinite, latest_scalar, millis, one_or_many, opt_i64, parse_status,
-    run_info_json, run_json, run_tags, truncate_value, validate_key, KeyValue, MAX_PARAM_VALUE,
+    run_info_json, run_json, truncate_value, validate_key, KeyValue, MAX_PARAM_VALUE,
     MAX_TAG_VALUE, NOTE_TAG, PARENT_TAG, RUN_NAME_TAG,
 };
 use super::error::{MlError, MlResult};
@@ -763,23 +763,40 @@ impl RunSearch {
 
     /// Filters, sorts (ties: newest start first, then run id) and pages the runs of the experiments.
     fn execute(&self, store: &dyn Store) -> MlResult<Value> {
-        let (items, inputs) = find_runs(
+        // A small page reads its runs' metrics one run at a time after paging rather than every run's.
+        let found = find_runs(
             store,
             self.experiments.clone(),
             self.lifecycles,
             &self.conditions,
             &self.order,
+            self.limit > PER_RUN_METRICS,
         )?;
-        let (page, next) = search::page(items, self.limit, self.token.as_deref())?;
+        let found_inputs = found.inputs.is_some();
+        let (mut page, next) = search::page(found.runs, self.limit, self.token.as_deref())?;
+        if !found.with_metrics {
+            for run in &mut page {
+                match store.list_metrics(&run.id) {
+                    Ok(metrics) => run.metrics = metrics,
+                    // Removed since it was listed: shown without metrics, as a listing a moment earlier would.
+                    Err(Error::NotFound { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
         let mut outputs: HashMap<String, Value> = HashMap::new();
+        let mut inputs = found.inputs.unwrap_or_default();
         if !page.is_empty() {
             outputs.extend(store.list_documents(OUTPUTS_DOC)?);
+            if !found_inputs {
+                inputs.extend(store.list_documents(INPUTS_DOC)?);
+            }
         }
         let runs: Vec<Value> = page
             .iter()
-            .map(|(_, run)| {
+            .map(|run| {
                 let id = run.id.as_str();
-                run_json(run, inputs.get(id).cloned(), outputs.get(id).cloned())
+                run_json(run, inputs.remove(id), outputs.remove(id))
             })
             .collect();
         let mut out = json!({ "runs": runs });
@@ -790,46 +807,100 @@ impl RunSearch {
     }
 }
 
+/// Pages of at most this many runs read their metrics per run, after paging, when neither the filter nor
+/// the order needs them; larger ones read every run's metrics with the runs in one query.
+const PER_RUN_METRICS: usize = 100;
+
 /// The dataset-inputs documents by run id.
 type Inputs = HashMap<String, Value>;
 
+/// What [`find_runs`] found.
+pub(crate) struct Found {
+    /// The matching runs, sorted.
+    pub runs: Vec<Run>,
+    /// Whether `runs` carry their metrics (always when asked for or when the filter or order reads them).
+    pub with_metrics: bool,
+    /// The dataset-inputs documents, when a filter read them.
+    pub inputs: Option<Inputs>,
+}
+
 /// The runs of the experiments in `lifecycles` that pass every condition, sorted by `order` (ties: newest
-/// start first, then run id), with the dataset-inputs documents they were matched against. Shared by
-/// runs/search and the native runs table (`GET /api/v1/runs/table`), so both read one grammar the same way.
+/// start first, then run id). Shared by runs/search and the native runs table (`GET /api/v1/runs/table`),
+/// so both read one grammar the same way. Each run's filter/sort row holds only the values the conditions
+/// and the order name; with no conditions and the default order no row is built at all.
 pub(crate) fn find_runs(
     store: &dyn Store,
     experiments: Vec<flightlog_model::ExperimentId>,
     lifecycles: &[Lifecycle],
     conditions: &[search::Condition],
     order: &[search::OrderBy],
-) -> MlResult<(Vec<(Row, Run)>, Inputs)> {
+    with_metrics: bool,
+) -> MlResult<Found> {
     let with_deleted = lifecycles.contains(&Lifecycle::Deleted);
-    let runs = all_runs(store, experiments, with_deleted)?;
-    let inputs: HashMap<String, Value> = store.list_documents(INPUTS_DOC)?.into_iter().collect();
-    let mut items: Vec<(Row, Run)> = runs
-        .into_iter()
-        .filter(|run| lifecycles.contains(&run.lifecycle))
-        .map(|run| (row(&run, inputs.get(run.id.as_str())), run))
-        .filter(|(row, _)| search::matches_all(row, conditions))
-        .collect();
     let ties = [
         search::attr_order(Kind::NumberAttr, "start_time", false),
         search::attr_order(Kind::TextAttr, "run_id", true),
     ];
+    let idents: Vec<&search::Ident> = conditions
+        .iter()
+        .map(|c| &c.ident)
+        .chain(order.iter().map(|o| &o.ident))
+        .collect();
+    let reads = |kind: Kind| idents.iter().any(|i| i.kind == kind);
+    let with_metrics = with_metrics || reads(Kind::Metric);
+    let mut runs = all_runs(store, experiments, with_deleted, with_metrics)?;
+    runs.retain(|run| lifecycles.contains(&run.lifecycle));
+    let inputs: Option<Inputs> = if reads(Kind::Dataset) {
+        Some(store.list_documents(INPUTS_DOC)?.into_iter().collect())
+    } else {
+        None
+    };
+    if conditions.is_empty() && order.is_empty() {
+        // The default order, straight on the runs: newest start first, then run id.
+        runs.sort_by(|a, b| {
+            start_millis(b)
+                .cmp(&start_millis(a))
+                .then_with(|| a.id.as_str().cmp(b.id.as_str()))
+        });
+        return Ok(Found {
+            runs,
+            with_metrics,
+            inputs,
+        });
+    }
+    let mut idents = idents;
+    idents.extend(ties.iter().map(|t| &t.ident));
+    let mut items: Vec<(Row, Run)> = runs
+        .into_iter()
+        .map(|run| {
+            let docs = inputs.as_ref().and_then(|i| i.get(run.id.as_str()));
+            (row(&run, docs, &idents), run)
+        })
+        .filter(|(row, _)| search::matches_all(row, conditions))
+        .collect();
     search::sort(&mut items, order, &ties);
-    Ok((items, inputs))
+    Ok(Found {
+        runs: items.into_iter().map(|(_, run)| run).collect(),
+        with_metrics,
+        inputs,
+    })
+}
+
+fn start_millis(run: &Run) -> i64 {
+    millis(run.start_time.unwrap_or(run.created_time))
 }
 
 fn all_runs(
     store: &dyn Store,
     experiment_ids: Vec<flightlog_model::ExperimentId>,
     include_deleted: bool,
+    with_metrics: bool,
 ) -> MlResult<Vec<Run>> {
     Ok(flightlog_model::Page::collect_all(|page_token| {
         store.list_runs(&RunQuery {
             experiment_ids: experiment_ids.clone(),
             include_deleted,
-            with_metrics: true,
+            with_metrics,
             limit: Some(MAX_RESULTS as u32),
             page_token,
             ..Default::default()
@@ -837,33 +908,80 @@ fn all_runs(
     })?)
 }
 
-/// What a filter or sort sees of a run.
-fn row(run: &Run, inputs: Option<&Value>) -> Row {
-    let mut row = Row {
-        params: run.params.clone(),
-        tags: run_tags(run),
-        ..Default::default()
-    };
-    for s in &run.metrics {
-        if let Some((v, _, _)) = latest_scalar(s) {
-            row.metrics.insert(s.name.clone(), v);
+/// A tag as MLflow shows it (see `convert::run_tags`): the run name, description and parent come from fields.
+fn tag_value(run: &Run, key: &str) -> Option<String> {
+    if key == RUN_NAME_TAG {
+        return Some(run.display_name.clone());
+    }
+    if key == NOTE_TAG && !run.description.is_empty() {
+        return Some(run.description.clone());
+    }
+    match (run.tags.get(key), &run.parent_id) {
+        (Some(v), _) => Some(v.clone()),
+        (None, Some(p)) if key == PARENT_TAG => Some(p.to_string()),
+        _ => None,
+    }
+}
+
+/// What a filter or sort sees of a run: the values `idents` name, nothing else.
+fn row(run: &Run, inputs: Option<&Value>, idents: &[&search::Ident]) -> Row {
+    let mut row = Row::default();
+    let mut datasets = false;
+    for ident in idents {
+        let key = ident.key.as_str();
+        match ident.kind {
+            Kind::Metric => {
+                if row.metrics.contains_key(key) {
+                    continue;
+                }
+                if let Some((v, _, _)) = run
+                    .metrics
+                    .iter()
+                    .rev()
+                    .filter(|s| s.name == key)
+                    .find_map(latest_scalar)
+                {
+                    row.metrics.insert(key.to_string(), v);
+                }
+            }
+            Kind::Param => {
+                if let Some(v) = run.params.get(key) {
+                    row.params.insert(key.to_string(), v.clone());
+                }
+            }
+            Kind::Tag => {
+                if let Some(v) = tag_value(run, key) {
+                    row.tags.insert(key.to_string(), v);
+                }
+            }
+            Kind::TextAttr => {
+                let value = match key {
+                    "run_id" => ("run_id", run.id.to_string()),
+                    "run_name" => ("run_name", run.display_name.clone()),
+                    "status" => ("status", convert::status_name(run.status).to_string()),
+                    "user_id" => ("user_id", run.user.clone()),
+                    "artifact_uri" => ("artifact_uri", convert::run_artifact_uri(run)),
+                    "lifecycle_stage" => ("lifecycle_stage", run.lifecycle.as_str().to_string()),
+                    _ => continue,
+                };
+                row.text.insert(value.0, value.1);
+            }
+            Kind::NumberAttr => match key {
+                "start_time" => {
+                    row.numbers.insert("start_time", start_millis(run) as f64);
+                }
+                "end_time" => {
+                    if let Some(end) = run.end_time {
+                        row.numbers.insert("end_time", millis(end) as f64);
+                    }
+                }
+                _ => {}
+            },
+            Kind::Dataset => datasets = true,
         }
     }
-    let text = [
-        ("run_id", run.id.to_string()),
-        ("run_name", run.display_name.clone()),
-        ("status", convert::status_name(run.status).to_string()),
-        ("user_id", run.user.clone()),
-        ("artifact_uri", convert::run_artifact_uri(run)),
-        ("lifecycle_stage", run.lifecycle.as_str().to_string()),
-    ];
-    row.text.extend(text);
-    row.numbers.insert(
-        "start_time",
-        millis(run.start_time.unwrap_or(run.created_time)) as f64,
-    );
-    if let Some(end) = run.end_time {
-        row.numbers.insert("end_time", millis(end) as f64);
+    if !datasets {
+        return row;
     }
     for d in inputs
         .and_then(|i| i["dataset_inputs"].as_array())
@@ -928,6 +1046,34 @@ mod tests {
         assert!(!p.reopen);
         assert_eq!(p.end_time, Some(WallTime(5000)));
         assert_eq!(p.display_name.as_deref(), Some("n"));
+    }
+
+    #[test]
+    fn rows_hold_only_what_is_named_and_match_the_full_tags() {
+        let mut run = convert_test_run();
+        run.description = "note".into();
+        run.parent_id = Some(RunId::new());
+        run.tags.insert("team".into(), "x".into());
+        run.params.insert("p".into(), "1".into());
+        let full = convert::run_tags(&run);
+        for key in [RUN_NAME_TAG, NOTE_TAG, PARENT_TAG, "team", "missing"] {
+            assert_eq!(tag_value(&run, key).as_ref(), full.get(key), "{key}");
+        }
+        let ident = |kind, key: &str| search::Ident {
+            kind,
+            key: key.into(),
+        };
+        let named = [
+            ident(Kind::Param, "p"),
+            ident(Kind::NumberAttr, "start_time"),
+        ];
+        let r = row(&run, None, &named.iter().collect::<Vec<_>>());
+        assert_eq!(r.params.len(), 1);
+        assert!(r.tags.is_empty() && r.metrics.is_empty() && r.text.is_empty());
+        assert_eq!(
+            r.numbers.get("start_time"),
+            Some(&(start_millis(&run) as f64))
+        );
     }
 
     fn convert_test_run() -> Run {

@@ -593,19 +593,19 @@ pub fn parse_order_by(g: &Grammar, clause: &str) -> MlResult<OrderBy> {
 }
 
 #[derive(Clone, Debug, PartialEq)]
-enum SortValue {
+enum SortValue<'a> {
     Number(f64),
-    Text(String),
+    Text(&'a str),
 }
 
-fn sort_value(row: &Row, id: &Ident) -> Option<SortValue> {
+fn sort_value<'a>(row: &'a Row, id: &Ident) -> Option<SortValue<'a>> {
     let key = id.key.as_str();
     match id.kind {
         Kind::Metric => row.metrics.get(key).copied().map(SortValue::Number),
         Kind::NumberAttr => row.numbers.get(key).copied().map(SortValue::Number),
-        Kind::Param => row.params.get(key).cloned().map(SortValue::Text),
-        Kind::Tag => row.tags.get(key).cloned().map(SortValue::Text),
-        Kind::TextAttr => row.text.get(key).cloned().map(SortValue::Text),
+        Kind::Param => row.params.get(key).map(|v| SortValue::Text(v.as_str())),
+        Kind::Tag => row.tags.get(key).map(|v| SortValue::Text(v.as_str())),
+        Kind::TextAttr => row.text.get(key).map(|v| SortValue::Text(v.as_str())),
         Kind::Dataset => None,
     }
 }
@@ -630,7 +630,7 @@ fn compare_by(a: &Row, b: &Row, o: &OrderBy) -> Ordering {
         (Some(SortValue::Number(x)), Some(SortValue::Number(y))) => {
             x.partial_cmp(&y).unwrap_or(Ordering::Equal)
         }
-        (Some(SortValue::Text(x)), Some(SortValue::Text(y))) => x.cmp(&y),
+        (Some(SortValue::Text(x)), Some(SortValue::Text(y))) => x.cmp(y),
         _ => Ordering::Equal,
     };
     if o.ascending {
