@@ -157,6 +157,9 @@ struct RecordsAnswer {
 pub struct Client {
     shared: Arc<Shared>,
     sender: parking_lot::Mutex<Option<JoinHandle<()>>>,
+    /// The process that started the sender. A forked child inherits the client's memory but not its sender
+    /// thread: there the queue and its condition variable belong to the parent and must not be touched.
+    owner_pid: u32,
 }
 
 impl Client {
@@ -193,6 +196,7 @@ impl Client {
         Client {
             shared,
             sender: parking_lot::Mutex::new(Some(handle)),
+            owner_pid: std::process::id(),
         }
     }
 
@@ -213,6 +217,7 @@ impl Client {
         Client {
             shared,
             sender: parking_lot::Mutex::new(Some(handle)),
+            owner_pid: std::process::id(),
         }
     }
 
@@ -950,7 +955,13 @@ impl Client {
 
 impl Drop for Client {
     /// Unsent data is written to the journal (fsynced); the sender stops after its current request.
+    /// In a forked child (another pid) nothing is done: the parent sends and journals its own data, and waking
+    /// the parent's waiters from the child would follow pointers to threads that do not exist here.
     fn drop(&mut self) {
+        if std::process::id() != self.owner_pid {
+            std::mem::forget(self.sender.get_mut().take());
+            return;
+        }
         self.shared.close_and_spill();
         let _ = self.sender.lock().take();
     }
