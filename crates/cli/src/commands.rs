@@ -89,20 +89,25 @@ fn progress_bar(len: Option<u64>, what: &str) -> ProgressBar {
     pb
 }
 
+/// Names the server in a transport error ("cannot reach the flightlog server at URL: …"), once.
+pub(crate) fn explain_unreachable(server: &str, e: CliError) -> CliError {
+    if e.code == EXIT_UNREACHABLE && !e.message.contains(server) {
+        CliError {
+            message: format!(
+                "cannot reach the flightlog server at {server}: {}",
+                e.message
+            ),
+            ..e
+        }
+    } else {
+        e
+    }
+}
+
 impl Ctx {
     /// Adds the server URL to transport errors.
     fn explain(&self, e: CliError) -> CliError {
-        if e.code == EXIT_UNREACHABLE && !e.message.contains(&self.server) {
-            CliError {
-                message: format!(
-                    "cannot reach the flightlog server at {}: {}",
-                    self.server, e.message
-                ),
-                ..e
-            }
-        } else {
-            e
-        }
+        explain_unreachable(&self.server, e)
     }
 
     // --- experiments ------------------------------------------------------------------------------------

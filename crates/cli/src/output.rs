@@ -82,40 +82,17 @@ fn width(s: &str) -> usize {
 
 /// "2026-11-22 17:58:47" (UTC).
 pub fn time(t: WallTime) -> String {
-    let secs = t.0.div_euclid(1_000_000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    let (y, m, d, h, mi, s, _) = t.utc();
+    format!("{y:04}-{m:02}-{d:02} {h:02}:{mi:02}:{s:02}")
 }
 
 /// ISO 8601 with microseconds, for CSV.
 pub fn iso_time(t: WallTime) -> String {
-    let base = time(t).replace(' ', "T");
-    format!("{base}.{:06}Z", t.0.rem_euclid(1_000_000))
+    t.iso_8601()
 }
 
 pub fn opt_time(t: Option<WallTime>) -> String {
     t.map(time).unwrap_or_else(|| "-".into())
-}
-
-/// Howard Hinnant's days-from-civil inverse.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 /// "850ms", "12.3s", "4m 05s", "2h 03m", "3d 04h".

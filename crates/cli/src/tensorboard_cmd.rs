@@ -1,7 +1,7 @@
 //! `flightlog export tensorboard`, `flightlog import tensorboard` and `flightlog tensorboard`: arguments, dispatch, and the few HTTP
 //! calls the bridge makes beyond `flightlog_client` (batches with chosen ids, raw artifact bytes).
 
-use crate::{CliError, EXIT_UNREACHABLE};
+use crate::CliError;
 use clap::{Args, Subcommand};
 use flightlog_client::{Client, ClientConfig};
 use flightlog_model::{Batch, BatchAck, Result, RunId};
@@ -127,17 +127,7 @@ impl Bridge {
 
     /// Adds the server URL to transport errors, as the other client commands do.
     fn explain(&self, e: CliError) -> CliError {
-        if e.code == EXIT_UNREACHABLE && !e.message.contains(&self.server) {
-            CliError {
-                message: format!(
-                    "cannot reach the flightlog server at {}: {}",
-                    self.server, e.message
-                ),
-                ..e
-            }
-        } else {
-            e
-        }
+        crate::commands::explain_unreachable(&self.server, e)
     }
 }
 

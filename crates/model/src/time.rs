@@ -33,11 +33,52 @@ impl WallTime {
         let us = (s * 1e6).round();
         (us.is_finite() && us.abs() < 9.0e18).then_some(WallTime(us as i64))
     }
+    /// The UTC calendar date and time of day: `(year, month, day, hour, minute, second, microsecond)`.
+    /// Computed here rather than with a date crate: it is the only calendar arithmetic the project needs.
+    pub fn utc(self) -> (i64, u32, u32, u32, u32, u32, u32) {
+        let secs = self.0.div_euclid(1_000_000);
+        let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+        let s = secs.rem_euclid(86_400) as u32;
+        let us = self.0.rem_euclid(1_000_000) as u32;
+        (y, m, d, s / 3600, s / 60 % 60, s % 60, us)
+    }
+    /// ISO 8601 UTC with microseconds, e.g. `2023-11-14T22:13:20.123456Z` (sorts as text in time order).
+    pub fn iso_8601(self) -> String {
+        let (y, m, d, h, mi, s, us) = self.utc();
+        format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{us:06}Z")
+    }
+}
+
+/// Howard Hinnant's days-from-civil inverse: days since 1970-01-01 → (year, month, day).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn iso_8601_is_utc_with_microseconds() {
+        assert_eq!(
+            WallTime(1_700_000_000_123_456).iso_8601(),
+            "2023-11-14T22:13:20.123456Z"
+        );
+        assert_eq!(WallTime(-1).iso_8601(), "1969-12-31T23:59:59.999999Z");
+        assert_eq!(
+            WallTime(951_782_400_000_000).utc(),
+            (2000, 2, 29, 0, 0, 0, 0)
+        );
+    }
 
     #[test]
     fn conversions() {
