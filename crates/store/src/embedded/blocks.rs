@@ -3,7 +3,7 @@
 
 use super::sql_err;
 use flightlog_model::{Error, Record, Result, ScalarSeries, WallTime, F64};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 use std::collections::HashMap;
 
 /// Points per block: big enough that per-block overhead vanishes, small enough that re-encoding the tail on
@@ -13,6 +13,9 @@ pub const BLOCK_POINTS: usize = 4096;
 const RECORD_BLOCK_BYTES: usize = 1 << 20;
 /// Tails kept in the writer's cache before it is emptied (a cheap bound on its memory).
 const MAX_CACHED_TAILS: usize = 1024;
+/// Rows a scalar series' open region may span before it is merged: more rows cost readers a little; fewer make
+/// small appends re-encode more.
+const MAX_FRAGMENTS: usize = 16;
 
 /// `blocks.encoding`: scalar columns, plain or lz4-compressed; JSON-lines records, plain or lz4-compressed;
 /// scalar columns with the values stored byte-plane by byte-plane (what this build writes), plain or lz4.
@@ -83,11 +86,14 @@ enum TailData {
     },
 }
 
-/// The newest block of a series, decoded, so appends need not read it back from SQLite.
+/// The open end of a series, decoded, so appends need not read it back from SQLite: for records the newest
+/// block; for scalars the points after the last full block, which may span several fragment rows.
 #[derive(Clone, Debug)]
 struct Tail {
     first_index: u64,
     data: TailData,
+    /// How many stored rows hold these points.
+    rows: usize,
 }
 
 impl Tail {
@@ -117,6 +123,7 @@ impl Tail {
         Tail {
             first_index: self.first_index + self.len() as u64,
             data,
+            rows: 0,
         }
     }
 }
@@ -167,8 +174,10 @@ struct Encoded {
     data: Vec<u8>,
 }
 
-/// Appends scalar points to series `series_id`, which holds `count` points: fills the tail block, then new
-/// blocks of [`BLOCK_POINTS`].
+/// Appends scalar points to series `series_id`, which holds `count` points. Small appends go into a fragment
+/// row of their own, so an append costs what it adds rather than a rewrite of the whole open block; once the
+/// open region holds [`MAX_FRAGMENTS`] rows or would pass [`BLOCK_POINTS`], it is merged into full blocks.
+/// Each point is thus encoded about twice, however small the appends.
 pub fn append_scalars(
     conn: &Connection,
     cache: &mut TailCache,
@@ -176,24 +185,59 @@ pub fn append_scalars(
     count: u64,
     pts: &Scalars,
 ) -> Result<()> {
-    let mut tail = open_tail(conn, cache, series_id, count, true)?;
-    let mut done = 0;
-    while done < pts.len() {
-        if tail.is_full() {
-            tail = tail.next_empty();
-        }
-        let TailData::Scalars(cols) = &mut tail.data else {
-            return Err(Error::storage(format!(
-                "series {series_id}: stored blocks are not scalar blocks"
-            )));
+    let mut tail = open_scalar_tail(conn, cache, series_id, count)?;
+    let TailData::Scalars(region) = &mut tail.data else {
+        return Err(Error::storage(format!(
+            "series {series_id}: stored blocks are not scalar blocks"
+        )));
+    };
+    let fits = region.len() + pts.len() <= BLOCK_POINTS;
+    if fits && tail.rows < MAX_FRAGMENTS {
+        let fragment = Tail {
+            first_index: tail.first_index + region.len() as u64,
+            data: TailData::Scalars(pts.clone()),
+            rows: 1,
         };
-        let take = (BLOCK_POINTS - cols.len()).min(pts.len() - done);
-        cols.extend_from(pts, done..done + take);
-        done += take;
-        save_block(conn, series_id, &tail)?;
+        save_block(conn, series_id, &fragment)?;
+        region.extend_from(pts, 0..pts.len());
+        tail.rows += 1;
+    } else {
+        region.extend_from(pts, 0..pts.len());
+        tail = merge_region(conn, series_id, tail)?;
     }
     cache.put(series_id, tail);
     Ok(())
+}
+
+/// Rewrites the open region `tail` (its rows deleted) as full blocks plus at most one partial block, which is
+/// returned as the new open region.
+fn merge_region(conn: &Connection, series_id: i64, tail: Tail) -> Result<Tail> {
+    conn.prepare_cached("DELETE FROM blocks WHERE series_id = ?1 AND first_index >= ?2")
+        .and_then(|mut st| st.execute(params![series_id, tail.first_index as i64]))
+        .map_err(sql_err("merging metric blocks"))?;
+    let TailData::Scalars(all) = &tail.data else {
+        return Err(Error::storage(format!(
+            "series {series_id}: stored blocks are not scalar blocks"
+        )));
+    };
+    let mut start = 0;
+    loop {
+        let end = (start + BLOCK_POINTS).min(all.len());
+        let mut cols = Scalars::with_capacity(end - start);
+        cols.extend_from(all, start..end);
+        let block = Tail {
+            first_index: tail.first_index + start as u64,
+            data: TailData::Scalars(cols),
+            rows: usize::from(end > start),
+        };
+        if end > start {
+            save_block(conn, series_id, &block)?;
+        }
+        if end - start < BLOCK_POINTS {
+            return Ok(block);
+        }
+        start = end;
+    }
 }
 
 /// Appends records (with their steps) to series `series_id`, which holds `count` records.
@@ -204,7 +248,7 @@ pub fn append_records(
     count: u64,
     records: &[Record],
 ) -> Result<()> {
-    let mut tail = open_tail(conn, cache, series_id, count, false)?;
+    let mut tail = open_record_tail(conn, cache, series_id, count)?;
     let mut pending = false;
     for r in records {
         if tail.is_full() {
@@ -230,58 +274,111 @@ pub fn append_records(
     Ok(())
 }
 
-/// The tail to append to: the cached one, else the last stored block, else an empty first block.
-fn open_tail(
+/// The record tail to append to: the cached one, else the last stored block, else an empty first block.
+fn open_record_tail(
     conn: &Connection,
     cache: &mut TailCache,
     series_id: i64,
     count: u64,
-    scalar: bool,
 ) -> Result<Tail> {
     if let Some(t) = cache.take(series_id, count) {
         return Ok(t);
     }
-    let last: Option<(i64, i64, Vec<u8>)> = conn
-        .query_row(
-            "SELECT first_index, encoding, data FROM blocks WHERE series_id = ?1 ORDER BY first_index DESC LIMIT 1",
-            [series_id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .optional()
-        .map_err(sql_err("reading a tail block"))?;
-    let empty = if scalar {
-        TailData::Scalars(Scalars::default())
-    } else {
-        TailData::Records {
-            lines: Vec::new(),
-            bytes: 0,
+    let mut stored = last_blocks(conn, series_id, 1)?;
+    let tail = match stored.pop() {
+        None => Tail {
+            first_index: 0,
+            data: TailData::Records {
+                lines: Vec::new(),
+                bytes: 0,
+            },
+            rows: 0,
+        },
+        Some(b) => {
+            let lines = decode_record_lines(b.encoding, &b.data)?;
+            let bytes = lines.iter().map(|l| l.json.len() + 1).sum();
+            Tail {
+                first_index: b.first_index,
+                data: TailData::Records { lines, bytes },
+                rows: 1,
+            }
         }
     };
-    let Some((first_index, encoding, data)) = last else {
-        return Ok(Tail {
-            first_index: 0,
-            data: empty,
-        });
-    };
-    let data = if scalar {
-        let mut s = Scalars::default();
-        decode_scalars(encoding, &data, &mut s)?;
-        TailData::Scalars(s)
-    } else {
-        let lines = decode_record_lines(encoding, &data)?;
-        let bytes = lines.iter().map(|l| l.json.len() + 1).sum();
-        TailData::Records { lines, bytes }
-    };
+    check_tail(series_id, &tail, count)?;
+    Ok(tail)
+}
+
+/// The scalar region to append to: the cached one, else the stored partial blocks after the last full one
+/// (decoded into one column set), else an empty region at the end of the series.
+fn open_scalar_tail(
+    conn: &Connection,
+    cache: &mut TailCache,
+    series_id: i64,
+    count: u64,
+) -> Result<Tail> {
+    if let Some(t) = cache.take(series_id, count) {
+        return Ok(t);
+    }
+    let stored = last_blocks(conn, series_id, MAX_FRAGMENTS)?;
+    let partial: Vec<&StoredBlock> = stored
+        .iter()
+        .rev()
+        .take_while(|b| b.count < BLOCK_POINTS as u64)
+        .collect();
+    let mut region = Scalars::default();
+    for b in partial.iter().rev() {
+        decode_scalars(b.encoding, &b.data, &mut region)?;
+    }
     let tail = Tail {
-        first_index: first_index as u64,
-        data,
+        first_index: partial.last().map_or(count, |b| b.first_index),
+        data: TailData::Scalars(region),
+        rows: partial.len(),
     };
+    check_tail(series_id, &tail, count)?;
+    Ok(tail)
+}
+
+/// A stored block as the tail readers need it.
+struct StoredBlock {
+    first_index: u64,
+    count: u64,
+    encoding: i64,
+    data: Vec<u8>,
+}
+
+/// The newest `n` blocks of a series, oldest first.
+fn last_blocks(conn: &Connection, series_id: i64, n: usize) -> Result<Vec<StoredBlock>> {
+    let mut st = conn
+        .prepare_cached(
+            "SELECT first_index, count, encoding, data FROM blocks WHERE series_id = ?1 \
+             ORDER BY first_index DESC LIMIT ?2",
+        )
+        .map_err(sql_err("reading a tail block"))?;
+    let rows = st
+        .query_map(params![series_id, n as i64], |r| {
+            Ok(StoredBlock {
+                first_index: r.get::<_, i64>(0)? as u64,
+                count: r.get::<_, i64>(1)? as u64,
+                encoding: r.get(2)?,
+                data: r.get(3)?,
+            })
+        })
+        .map_err(sql_err("reading a tail block"))?;
+    let mut blocks = rows
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(sql_err("reading a tail block"))?;
+    blocks.reverse();
+    Ok(blocks)
+}
+
+/// A tail whose end is not the series' count means the blocks and the series row disagree.
+fn check_tail(series_id: i64, tail: &Tail, count: u64) -> Result<()> {
     if tail.first_index + tail.len() as u64 != count {
         return Err(Error::storage(format!(
             "series {series_id}: blocks hold a different number of points than its count"
         )));
     }
-    Ok(tail)
+    Ok(())
 }
 
 /// Inserts or rewrites the block `tail`.

@@ -925,6 +925,57 @@ fn blocks_split_and_ranges_read_by_index_and_step() {
 }
 
 #[test]
+fn small_appends_write_fragments_that_merge_into_full_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = EmbeddedStore::open(dir.path()).unwrap();
+    // A second store on the same directory: its appends make the first one reload the open region from disk.
+    let other = EmbeddedStore::open(dir.path()).unwrap();
+    let id = run(&s);
+    let mut n = 0usize;
+    for k in 0..3000 {
+        let size = 1 + k % 7;
+        let vals: Vec<f64> = (n..n + size).map(|x| x as f64).collect();
+        let writer = if k % 97 == 0 { &other } else { &s };
+        writer
+            .write_batch(&id, batch(vec![scalars("x", &vals)]))
+            .unwrap();
+        n += size;
+    }
+    let got = s.read_scalars(&id, "x", &all()).unwrap();
+    assert_eq!(got.len(), n);
+    assert!(got.values.iter().enumerate().all(|(i, v)| v.0 == i as f64));
+    assert!(got.steps.iter().enumerate().all(|(i, s)| *s == i as i64));
+    let window = ReadRange {
+        start_index: 4090,
+        limit: Some(20),
+        ..all()
+    };
+    let r = s.read_scalars(&id, "x", &window).unwrap();
+    assert_eq!(r.steps, (4090..4110).collect::<Vec<i64>>());
+
+    let c = rusqlite::Connection::open(dir.path().join("flightlog.db")).unwrap();
+    let rows: Vec<(i64, i64)> = c
+        .prepare("SELECT first_index, count FROM blocks ORDER BY first_index")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let mut next = 0;
+    for (first, count) in &rows {
+        assert_eq!(*first, next, "blocks are contiguous: {rows:?}");
+        next += count;
+    }
+    assert_eq!(next as usize, n);
+    let full = n / 4096;
+    assert!(rows[..full].iter().all(|(_, c)| *c == 4096), "{rows:?}");
+    assert!(
+        rows.len() <= full + 16,
+        "the open region is bounded: {rows:?}"
+    );
+}
+
+#[test]
 fn downsampling_keeps_a_single_spike_in_a_million_points() {
     let (_d, s) = store();
     let id = run(&s);
