@@ -352,4 +352,7 @@ pub enum EventBody {
 pub struct EventFilter {
     pub run_id: Option<RunId>,
     pub experiment_id: Option<ExperimentId>,
+    /// Only events of these types (the `type` of [`EventBody`]'s JSON, e.g. `"artifact_written"`); empty: all.
+    /// Matched by the store, so a reader that wants one rare type does not decode every event.
+    pub types: Vec<String>,
 }

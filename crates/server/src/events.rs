@@ -50,7 +50,7 @@ async fn run_events(
         st,
         EventFilter {
             run_id: Some(id),
-            experiment_id: None,
+            ..Default::default()
         },
         after,
         Scope::Run,
@@ -70,8 +70,8 @@ async fn experiment_events(
     Ok(open(
         st,
         EventFilter {
-            run_id: None,
             experiment_id: Some(id),
+            ..Default::default()
         },
         after,
         Scope::Experiment,

@@ -12,7 +12,7 @@ use flightlog_store::Store;
 use flightlog_tensorboard::ingest::{fnv1a128, ingest_chunk, FileIngest, IngestCounts, IngestSink};
 use flightlog_tensorboard::{is_event_file_name, ValueDecoder};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -49,13 +49,17 @@ pub(crate) async fn run(store: Arc<dyn Store>, shutdown: CancellationToken) {
         .await
         .unwrap_or(0);
     loop {
-        watch.borrow_and_update();
+        let newest = *watch.borrow_and_update();
         loop {
             let s = store.clone();
-            let step = tokio::task::spawn_blocking(move || pass(s.as_ref(), after)).await;
+            let step = tokio::task::spawn_blocking(move || pass(s.as_ref(), after, newest)).await;
             match step {
-                Ok(Ok(Some(next))) => after = next,
-                Ok(Ok(None)) => break,
+                Ok(Ok((next, more))) => {
+                    after = next;
+                    if !more {
+                        break;
+                    }
+                }
                 Ok(Err(e)) => {
                     tracing::warn!("tensorboard ingest: cannot read events: {e}");
                     break;
@@ -87,13 +91,19 @@ fn load_cursor(store: &dyn Store) -> u64 {
     }
 }
 
-/// One page of events after `after`: ingests the event files they name (each once) and saves the cursor.
-/// `None` when there were no new events.
-fn pass(store: &dyn Store, after: u64) -> Result<Option<u64>> {
-    let events = store.events_since(&EventFilter::default(), after, PAGE)?;
-    let Some(last) = events.last().map(|e| e.seq) else {
-        return Ok(None);
+/// One page of `artifact_written` events after `after` (the store filters them, so the many points events
+/// are never decoded here): ingests the event files they name, each once, and saves the cursor. `newest` is a
+/// seq committed before the page was read: when the page is not full, every event up to it has been seen, so
+/// the cursor moves there even if none matched. Returns the new cursor and whether more events may follow.
+fn pass(store: &dyn Store, after: u64, newest: u64) -> Result<(u64, bool)> {
+    let filter = EventFilter {
+        types: vec!["artifact_written".to_string()],
+        ..Default::default()
     };
+    let events = store.events_since(&filter, after, PAGE)?;
+    let full = events.len() == PAGE;
+    let last = events.last().map_or(after, |e| e.seq);
+    let next = if full { last } else { last.max(newest) };
     let files: BTreeSet<(RunId, String)> = events
         .into_iter()
         .filter_map(|e| match (e.run_id, e.body) {
@@ -103,22 +113,47 @@ fn pass(store: &dyn Store, after: u64) -> Result<Option<u64>> {
             _ => None,
         })
         .collect();
-    for (run, path) in &files {
-        match ingest_file(store, run, path) {
-            Ok(c) if c.scalar_points + c.other_points + c.images > 0 || !c.skipped.is_empty() => {
-                tracing::info!(
-                    "tensorboard ingest: run {run}: {path}: {} scalar, {} other point(s), {} image(s), skipped {:?}",
-                    c.scalar_points, c.other_points, c.images, c.skipped
-                );
+    ingest_files(store, &files);
+    if !files.is_empty() || next / PAGE as u64 != after / PAGE as u64 {
+        store.put_document(CURSOR_KIND, CURSOR_ID, &serde_json::json!({ "seq": next }))?;
+    }
+    Ok((next, full))
+}
+
+/// Ingests the files, a thread per folder (files of one folder feed the same run, so they go in order, one
+/// after the other); the folders side by side, so decoding uses every core and the commits are grouped.
+fn ingest_files(store: &dyn Store, files: &BTreeSet<(RunId, String)>) {
+    let mut folders: BTreeMap<(&RunId, &str), Vec<&str>> = BTreeMap::new();
+    for (run, path) in files {
+        let dir = path.rsplit_once('/').map_or("", |(dir, _)| dir);
+        folders.entry((run, dir)).or_default().push(path);
+    }
+    let folders: Vec<_> = folders.into_iter().collect();
+    let width = std::thread::available_parallelism().map_or(4, |n| n.get().clamp(2, 8));
+    for chunk in folders.chunks(width) {
+        std::thread::scope(|scope| {
+            for ((run, _), paths) in chunk {
+                scope.spawn(move || {
+                    for path in paths {
+                        log_outcome(run, path, ingest_file(store, run, path));
+                    }
+                });
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!("tensorboard ingest: run {run}: {path}: {e}"),
+        });
+    }
+}
+
+fn log_outcome(run: &RunId, path: &str, outcome: Result<IngestCounts>) {
+    match outcome {
+        Ok(c) if c.scalar_points + c.other_points + c.images > 0 || !c.skipped.is_empty() => {
+            tracing::info!(
+                "tensorboard ingest: run {run}: {path}: {} scalar, {} other point(s), {} image(s), skipped {:?}",
+                c.scalar_points, c.other_points, c.images, c.skipped
+            );
         }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("tensorboard ingest: run {run}: {path}: {e}"),
     }
-    if !files.is_empty() || last / PAGE as u64 != after / PAGE as u64 {
-        store.put_document(CURSOR_KIND, CURSOR_ID, &serde_json::json!({ "seq": last }))?;
-    }
-    Ok(Some(last))
 }
 
 /// Ingests what was added to one event file since its saved offset.

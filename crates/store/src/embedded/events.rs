@@ -53,6 +53,20 @@ pub fn since(
         args.push(exp.0.into());
         sql.push_str(&format!(" AND experiment_id = ?{}", args.len()));
     }
+    if !filter.types.is_empty() {
+        let marks: Vec<String> = filter
+            .types
+            .iter()
+            .map(|t| {
+                args.push(t.clone().into());
+                format!("?{}", args.len())
+            })
+            .collect();
+        sql.push_str(&format!(
+            " AND json_extract(body, '$.type') IN ({})",
+            marks.join(", ")
+        ));
+    }
     args.push(limit.into());
     sql.push_str(&format!(" ORDER BY seq LIMIT ?{}", args.len()));
     let mut st = conn

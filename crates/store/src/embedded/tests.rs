@@ -1474,6 +1474,22 @@ fn events_are_ordered_and_filtered() {
             length: 2
         }
     );
+    let typed = |types: &[&str]| {
+        let filter = EventFilter {
+            run_id: Some(a.clone()),
+            types: types.iter().map(|t| t.to_string()).collect(),
+            ..Default::default()
+        };
+        s.events_since(&filter, 0, 100).unwrap()
+    };
+    let points = typed(&["points"]);
+    assert_eq!(
+        points.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![of_a[1].seq, of_a[2].seq],
+        "only run a's points events, in seq order"
+    );
+    assert_eq!(typed(&["run_created", "run_updated"]).len(), 2);
+    assert!(typed(&["artifact_written"]).is_empty());
 }
 
 #[test]
