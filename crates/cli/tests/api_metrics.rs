@@ -267,3 +267,50 @@ fn images_are_stored_as_artifacts_and_points() {
     );
     assert_error(&r, 400, "INVALID_ARGUMENT", "step");
 }
+
+#[test]
+fn binary_scalar_batches_store_every_point_once_and_bad_bodies_are_400() {
+    use flightlog_model::{scalar_wire, Batch, ScalarWrite, WallTime, F64};
+    let s = TestServer::start();
+    let id = s.new_run();
+    let batch = Batch {
+        batch_id: Some("bin-1".into()),
+        scalars: vec![ScalarWrite {
+            name: "loss".into(),
+            description: None,
+            steps: Some(vec![Some(3), Some(7), Some(9)]),
+            times: Some(vec![WallTime(10), WallTime(20), WallTime(30)]),
+            values: vec![F64(0.5), F64(f64::NAN), F64(-2.0)],
+        }],
+        ..Default::default()
+    };
+    let body = scalar_wire::encode(&batch).expect("a scalar batch has a binary form");
+    let path = format!("/api/v1/runs/{id}/batch");
+    let (status, ack) = s.send_raw("POST", &path, scalar_wire::MEDIA_TYPE, &body);
+    assert_eq!(status, 200, "{ack}");
+    assert_eq!(
+        (ack["points"].clone(), ack["duplicate"].clone()),
+        (json!(3), json!(false))
+    );
+    let (status, again) = s.send_raw("POST", &path, scalar_wire::MEDIA_TYPE, &body);
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["duplicate"], true, "the same batch id is stored once");
+
+    let (_, read) = s.get(&format!("/api/v1/runs/{id}/metrics/loss"));
+    assert_eq!(read["steps"], json!([3, 7, 9]));
+    assert_eq!(read["times"], json!([10, 20, 30]));
+    assert_eq!(read["values"], json!([0.5, "NaN", -2.0]));
+
+    let resp = s.send_raw(
+        "POST",
+        &path,
+        scalar_wire::MEDIA_TYPE,
+        &body[..body.len() - 1],
+    );
+    assert_error(&resp, 400, "INVALID_ARGUMENT", "binary scalar batch");
+    let (_, info) = s.get(&format!("/api/v1/runs/{id}/metrics"));
+    assert_eq!(
+        info["items"][0]["count"], 3,
+        "a rejected body stores nothing"
+    );
+}

@@ -777,14 +777,28 @@ impl Client {
 
     /// Sends `batch` now and waits for the server's ack, for callers that choose the `batch_id` themselves (an
     /// import derives it from file offsets, so importing again adds nothing) and need the answer before going on.
-    /// Ordinary logging goes through the non-blocking queue instead.
+    /// Ordinary logging goes through the non-blocking queue instead. A scalar-only batch travels in the binary
+    /// column form ([`flightlog_model::scalar_wire`]): no number formatting here nor parsing on the server.
     pub fn write_batch(&self, run: &RunId, batch: &Batch) -> Result<BatchAck> {
-        self.shared.http.send_json(
-            "POST",
-            &format!("/api/v1/runs/{run}/batch"),
-            batch,
-            Entity::Run,
-        )
+        let path = format!("/api/v1/runs/{run}/batch");
+        match flightlog_model::scalar_wire::encode(batch) {
+            Some(bytes) => self
+                .shared
+                .http
+                .try_send_bytes(
+                    "POST",
+                    &path,
+                    &[],
+                    &bytes,
+                    flightlog_model::scalar_wire::MEDIA_TYPE,
+                    Entity::Run,
+                )
+                .map_err(http::SendError::into_error),
+            None => self
+                .shared
+                .http
+                .send_json("POST", &path, batch, Entity::Run),
+        }
     }
 
     /// A small artifact's bytes, in memory; [`Self::download_artifact`] streams large files to disk.

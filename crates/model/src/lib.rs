@@ -5,6 +5,7 @@ pub mod entity;
 pub mod error;
 pub mod ids;
 pub mod metric;
+pub mod scalar_wire;
 pub mod status;
 pub mod time;
 pub mod validate;

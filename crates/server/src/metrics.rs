@@ -11,7 +11,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use flightlog_model::{
-    Batch, BatchAck, ImageWrite, MetricKind, ReadRange, Record, ScalarSeries, SeriesInfo, WallTime,
+    scalar_wire, Batch, BatchAck, ImageWrite, MetricKind, ReadRange, Record, ScalarSeries,
+    SeriesInfo, WallTime,
 };
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -25,17 +26,27 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// Parsing and storing happen together on the blocking pool: a big batch is many milliseconds of parsing
-/// that must not stall the async workers, and the body is parsed straight from the received bytes.
+/// that must not stall the async workers, and the body is parsed straight from the received bytes. A body of
+/// type [`scalar_wire::MEDIA_TYPE`] is a scalar-only batch in binary columns (imports send those).
 async fn batch(
     State(st): State<AppState>,
     Path(id): Path<String>,
     req: Request,
 ) -> ApiResult<Json<BatchAck>> {
     let id = run_id(&id)?;
-    let bytes = json_bytes(req, &()).await?;
+    let binary = is_binary_batch(req.headers());
+    let bytes = if binary {
+        body_bytes(req, &()).await?
+    } else {
+        json_bytes(req, &()).await?
+    };
     let ack = blocking(move || {
         let started = std::time::Instant::now();
-        let batch: Batch = parse_json(&bytes)?;
+        let batch: Batch = if binary {
+            scalar_wire::decode(&bytes)?
+        } else {
+            parse_json(&bytes)?
+        };
         let (size, parsed) = (bytes.len(), started.elapsed());
         drop(bytes);
         let ack = st.store.write_batch(&id, batch)?;
@@ -44,6 +55,14 @@ async fn batch(
     })
     .await?;
     Ok(Json(ack))
+}
+
+fn is_binary_batch(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| ct.split(';').next())
+        .is_some_and(|ct| ct.trim().eq_ignore_ascii_case(scalar_wire::MEDIA_TYPE))
 }
 
 /// The image bytes are the body; what they are comes from the query and the Content-Type.
