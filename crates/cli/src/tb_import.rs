@@ -204,13 +204,7 @@ impl Importer<'_> {
     /// Finds new run folders and files, and imports what was appended to every file since the last sync.
     fn sync(&mut self) -> Result<(), CliError> {
         let dirs = run_dirs(&self.root)?;
-        for (rel, _) in &dirs {
-            if !self.runs.contains_key(rel) {
-                let parent = self.ancestor(rel);
-                let run = self.open_run(rel, parent)?;
-                self.runs.insert(rel.clone(), run);
-            }
-        }
+        self.open_new_runs(&dirs)?;
         let files: HashMap<&String, &Vec<PathBuf>> = dirs.iter().map(|(r, f)| (r, f)).collect();
         let b = self.b;
         // Runs are independent: each is read, decoded and sent on its own thread (a few at a time).
@@ -229,13 +223,46 @@ impl Importer<'_> {
                     .collect();
                 handles
                     .into_iter()
-                    .map(|h| {
-                        h.join().unwrap_or_else(|_| {
-                            Err(CliError::new(crate::EXIT_ERROR, "import thread panicked"))
-                        })
-                    })
+                    .map(joined)
                     .collect::<Result<Vec<()>, CliError>>()
             })?;
+        }
+        Ok(())
+    }
+
+    /// Creates the runs of folders not seen before, side by side; parents before their children (a level
+    /// of folder depth at a time), so every child names a parent that exists.
+    fn open_new_runs(&mut self, dirs: &[(String, Vec<PathBuf>)]) -> Result<(), CliError> {
+        let depth = |rel: &str| {
+            if rel.is_empty() {
+                0
+            } else {
+                1 + rel.matches('/').count()
+            }
+        };
+        let mut fresh: Vec<&String> = dirs
+            .iter()
+            .map(|(rel, _)| rel)
+            .filter(|rel| !self.runs.contains_key(*rel))
+            .collect();
+        fresh.sort_by_key(|rel| depth(rel));
+        for level in fresh.chunk_by(|a, b| depth(a) == depth(b)) {
+            for chunk in level.chunks(8) {
+                let this = &*self;
+                let opened = std::thread::scope(|scope| {
+                    let handles: Vec<_> = chunk
+                        .iter()
+                        .map(|rel| scope.spawn(move || this.open_run(rel, this.ancestor(rel))))
+                        .collect();
+                    handles
+                        .into_iter()
+                        .map(joined)
+                        .collect::<Result<Vec<_>, _>>()
+                })?;
+                for (rel, run) in chunk.iter().zip(opened) {
+                    self.runs.insert((*rel).clone(), run);
+                }
+            }
         }
         Ok(())
     }
@@ -289,11 +316,7 @@ impl Importer<'_> {
                     .iter()
                     .map(|run| scope.spawn(move || finish_run(b, &run.id, run.span)))
                     .collect();
-                ends.extend(handles.into_iter().map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(CliError::new(crate::EXIT_ERROR, "import thread panicked"))
-                    })
-                }));
+                ends.extend(handles.into_iter().map(joined));
             });
         }
         let mut out = Vec::new();
@@ -347,14 +370,14 @@ impl RunImport {
             );
             let mut failure = None;
             let span = &mut self.span;
-            let errors = reader.poll_each(|offset, event| {
+            let errors = reader.poll_decoded(|offset, record| {
                 let new = offset >= from;
-                if new && event.wall_time > 0.0 {
-                    let t = event.wall_time;
+                let t = record.wall_time();
+                if new && t > 0.0 {
                     *span = Some(span.map_or((t, t), |(a, z): (f64, f64)| (a.min(t), z.max(t))));
                 }
                 if failure.is_none() {
-                    failure = imp.event(offset, &event, new).err();
+                    failure = imp.decoded(offset, &record, new).err();
                 }
             })?;
             if let Some(e) = failure {
@@ -376,6 +399,12 @@ impl RunImport {
         }
         Ok(())
     }
+}
+
+/// A scoped import thread's result; a panic is an error, not a crash of the whole import.
+fn joined<T>(h: std::thread::ScopedJoinHandle<'_, Result<T, CliError>>) -> Result<T, CliError> {
+    h.join()
+        .unwrap_or_else(|_| Err(CliError::new(crate::EXIT_ERROR, "import thread panicked")))
 }
 
 /// Marks the run Completed (with the first and last event times) unless it already ended.

@@ -2,7 +2,7 @@
 //! the server's ingest of event files uploaded under a run's `logs/`.
 
 use crate::proto::event::What;
-use crate::{Datum, Event, RecordError, ValueDecoder};
+use crate::{Datum, Decoded, Event, RecordError, ValueDecoder};
 use flightlog_model::*;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -52,6 +52,15 @@ fn is_clean(s: &str) -> bool {
         && s.len() <= validate::MAX_NAME_BYTES
         && s.trim() == s
         && !s.chars().any(char::is_control)
+}
+
+/// A tag as a metric name: borrowed when it is clean already (the common case), else [`clean_name`]d.
+fn metric_name(tag: &str) -> std::borrow::Cow<'_, str> {
+    if is_clean(tag) {
+        std::borrow::Cow::Borrowed(tag)
+    } else {
+        std::borrow::Cow::Owned(clean_name(tag))
+    }
 }
 
 /// 128-bit FNV-1a: stable ids derived from names (run ids of imported folders, batch ids of files).
@@ -135,14 +144,30 @@ impl<'a, S: IngestSink + ?Sized> FileIngest<'a, S> {
         for v in &s.value {
             let datum = self.decoder.decode(v);
             if new {
-                let tag = if is_clean(&v.tag) {
-                    std::borrow::Cow::Borrowed(v.tag.as_str())
-                } else {
-                    std::borrow::Cow::Owned(clean_name(&v.tag))
-                };
-                self.datum(offset, &tag, e.step, time, datum)?;
+                self.datum(offset, &metric_name(&v.tag), e.step, time, datum)?;
             }
         }
+        self.flush_if_full()
+    }
+
+    /// Reads one record as [`crate::visit_decoded`] gives it; see [`Self::event`].
+    pub fn decoded(&mut self, offset: u64, d: &Decoded<'_, '_>, new: bool) -> Result<()> {
+        match d {
+            Decoded::Event(e) => self.event(offset, e, new),
+            // Without metadata there is no plugin to learn from records before the watermark.
+            Decoded::Scalars(_) if !new => Ok(()),
+            Decoded::Scalars(s) => {
+                let time = WallTime::from_seconds(s.wall_time).unwrap_or_default();
+                for &(tag, v) in &s.values {
+                    let name = metric_name(tag);
+                    self.datum(offset, &name, s.step, time, Datum::Scalar(v as f64))?;
+                }
+                self.flush_if_full()
+            }
+        }
+    }
+
+    fn flush_if_full(&mut self) -> Result<()> {
         if self.batch.points >= BATCH_POINTS || self.batch.text_bytes >= BATCH_TEXT_BYTES {
             self.flush()?;
         }
@@ -289,9 +314,9 @@ pub fn ingest_chunk<S: IngestSink + ?Sized>(
     file_label: &str,
 ) -> Result<(usize, Vec<RecordError>)> {
     let mut failure = None;
-    let (errors, consumed) = crate::visit_events(buf, base, file_label, |offset, event| {
+    let (errors, consumed) = crate::visit_decoded(buf, base, file_label, |offset, record| {
         if failure.is_none() {
-            failure = ing.event(offset, &event, offset >= from).err();
+            failure = ing.decoded(offset, &record, offset >= from).err();
         }
     });
     if let Some(e) = failure {

@@ -2,6 +2,7 @@
 //! names its files as TensorBoard expects, and a reader that tails a file still being written.
 
 pub mod export;
+pub mod fast;
 pub mod ingest;
 pub mod proto;
 pub mod reader;
@@ -10,7 +11,9 @@ pub mod summary;
 pub mod writer;
 
 pub use proto::{Event, HistogramProto, Summary, SummaryMetadata, TensorProto};
-pub use reader::{parse_events, visit_events, EventFileReader, Parsed, RecordError};
+pub use reader::{
+    parse_events, visit_decoded, visit_events, Decoded, EventFileReader, Parsed, RecordError,
+};
 pub use summary::{Datum, ValueDecoder};
 pub use writer::EventWriter;
 

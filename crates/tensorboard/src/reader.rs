@@ -1,6 +1,7 @@
 //! Reading event files, including one still being written: complete records are returned, a partial last
 //! record is left for the next poll, and damaged records are reported (file and offset) and skipped.
 
+use crate::fast::SimpleScalars;
 use crate::proto::Event;
 use crate::record::{decode_frame, Frame, FRAME_OVERHEAD};
 use prost::Message;
@@ -78,19 +79,65 @@ pub fn visit_events(
     file: &str,
     mut f: impl FnMut(u64, Event),
 ) -> (Vec<RecordError>, usize) {
+    visit_frames(buf, base, file, |offset, data| {
+        Event::decode(data).map(|e| f(offset, e))
+    })
+}
+
+/// A record as [`visit_decoded`] hands it over: scalar-only events in their allocation-free form, every
+/// other event decoded in full.
+pub enum Decoded<'r, 'a> {
+    Scalars(&'r SimpleScalars<'a>),
+    Event(Event),
+}
+
+impl Decoded<'_, '_> {
+    pub fn wall_time(&self) -> f64 {
+        match self {
+            Decoded::Scalars(s) => s.wall_time,
+            Decoded::Event(e) => e.wall_time,
+        }
+    }
+}
+
+/// [`visit_events`] for importers: the commonest records (only `simple_value` scalars) skip prost.
+pub fn visit_decoded<'a>(
+    buf: &'a [u8],
+    base: u64,
+    file: &str,
+    mut f: impl FnMut(u64, Decoded<'_, 'a>),
+) -> (Vec<RecordError>, usize) {
+    let mut fast = SimpleScalars::default();
+    visit_frames(buf, base, file, |offset, data| {
+        if fast.decode(data) {
+            f(offset, Decoded::Scalars(&fast));
+            Ok(())
+        } else {
+            Event::decode(data).map(|e| f(offset, Decoded::Event(e)))
+        }
+    })
+}
+
+/// The framing walk behind [`visit_events`]: hands each whole record's data to `decode`, whose error makes
+/// the record [`RecordError::Undecodable`].
+fn visit_frames<'a>(
+    buf: &'a [u8],
+    base: u64,
+    file: &str,
+    mut decode: impl FnMut(u64, &'a [u8]) -> Result<(), prost::DecodeError>,
+) -> (Vec<RecordError>, usize) {
     let mut errors = Vec::new();
     let mut pos = 0usize;
     while pos < buf.len() {
         let offset = base + pos as u64;
         match frame_at(&buf[pos..]) {
             Frame::Record { data, size } => {
-                match Event::decode(data) {
-                    Ok(e) => f(offset, e),
-                    Err(e) => errors.push(RecordError::Undecodable {
+                if let Err(e) = decode(offset, data) {
+                    errors.push(RecordError::Undecodable {
                         file: file.to_string(),
                         offset,
                         reason: e.to_string(),
-                    }),
+                    });
                 }
                 pos += size;
             }
@@ -206,11 +253,26 @@ impl EventFileReader {
     pub fn poll_each(&mut self, f: impl FnMut(u64, Event)) -> std::io::Result<Vec<RecordError>> {
         self.read_more()?;
         let (errors, consumed) = visit_events(&self.pending, self.offset, &self.name, f);
-        self.pending.drain(..consumed);
-        self.offset += consumed as u64;
-        Ok(errors)
+        Ok(self.advance(consumed, errors))
     }
 
+    /// [`Self::poll_each`] through [`visit_decoded`] (scalar-only records without prost).
+    pub fn poll_decoded(
+        &mut self,
+        f: impl FnMut(u64, Decoded<'_, '_>),
+    ) -> std::io::Result<Vec<RecordError>> {
+        self.read_more()?;
+        let (errors, consumed) = visit_decoded(&self.pending, self.offset, &self.name, f);
+        Ok(self.advance(consumed, errors))
+    }
+
+    fn advance(&mut self, consumed: usize, errors: Vec<RecordError>) -> Vec<RecordError> {
+        self.pending.drain(..consumed);
+        self.offset += consumed as u64;
+        errors
+    }
+
+    /// Appends what the file holds past what was read, in one read sized by the file's length.
     fn read_more(&mut self) -> std::io::Result<()> {
         if self.file.is_none() {
             let mut f = File::open(&self.path)?;
@@ -218,6 +280,9 @@ impl EventFileReader {
             self.file = Some(f);
         }
         if let Some(f) = self.file.as_mut() {
+            let size = f.metadata().map_or(0, |m| m.len());
+            let unread = size.saturating_sub(self.offset + self.pending.len() as u64);
+            self.pending.reserve(usize::try_from(unread).unwrap_or(0));
             f.read_to_end(&mut self.pending)?;
         }
         Ok(())
