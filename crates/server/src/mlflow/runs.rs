@@ -763,27 +763,18 @@ impl RunSearch {
 
     /// Filters, sorts (ties: newest start first, then run id) and pages the runs of the experiments.
     fn execute(&self, store: &dyn Store) -> MlResult<Value> {
-        // A small page reads its runs' metrics one run at a time after paging rather than every run's.
+        // Every run's metrics are read only for the page, in one query, after filtering and paging.
         let found = find_runs(
             store,
             self.experiments.clone(),
             self.lifecycles,
             &self.conditions,
             &self.order,
-            self.limit > PER_RUN_METRICS,
+            false,
         )?;
         let found_inputs = found.inputs.is_some();
         let (mut page, next) = search::page(found.runs, self.limit, self.token.as_deref())?;
-        if !found.with_metrics {
-            for run in &mut page {
-                match store.list_metrics(&run.id) {
-                    Ok(metrics) => run.metrics = metrics,
-                    // Removed since it was listed: shown without metrics, as a listing a moment earlier would.
-                    Err(Error::NotFound { .. }) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-        }
+        store.fill_metrics(&mut page, None)?;
         let mut outputs: HashMap<String, Value> = HashMap::new();
         let mut inputs = found.inputs.unwrap_or_default();
         if !page.is_empty() {
@@ -807,10 +798,6 @@ impl RunSearch {
     }
 }
 
-/// Pages of at most this many runs read their metrics per run, after paging, when neither the filter nor
-/// the order needs them; larger ones read every run's metrics with the runs in one query.
-const PER_RUN_METRICS: usize = 100;
-
 /// The dataset-inputs documents by run id.
 type Inputs = HashMap<String, Value>;
 
@@ -818,8 +805,6 @@ type Inputs = HashMap<String, Value>;
 pub(crate) struct Found {
     /// The matching runs, sorted.
     pub runs: Vec<Run>,
-    /// Whether `runs` carry their metrics (always when asked for or when the filter or order reads them).
-    pub with_metrics: bool,
     /// The dataset-inputs documents, when a filter read them.
     pub inputs: Option<Inputs>,
 }
@@ -847,8 +832,16 @@ pub(crate) fn find_runs(
         .chain(order.iter().map(|o| &o.ident))
         .collect();
     let reads = |kind: Kind| idents.iter().any(|i| i.kind == kind);
-    let with_metrics = with_metrics || reads(Kind::Metric);
     let mut runs = all_runs(store, experiments, with_deleted, with_metrics)?;
+    if !with_metrics && reads(Kind::Metric) {
+        // Only the metrics the filter and order name; the caller completes the runs it keeps.
+        let names: Vec<String> = idents
+            .iter()
+            .filter(|i| i.kind == Kind::Metric)
+            .map(|i| i.key.clone())
+            .collect();
+        store.fill_metrics(&mut runs, Some(&names))?;
+    }
     runs.retain(|run| lifecycles.contains(&run.lifecycle));
     let inputs: Option<Inputs> = if reads(Kind::Dataset) {
         Some(store.list_documents(INPUTS_DOC)?.into_iter().collect())
@@ -862,11 +855,7 @@ pub(crate) fn find_runs(
                 .cmp(&start_millis(a))
                 .then_with(|| a.id.as_str().cmp(b.id.as_str()))
         });
-        return Ok(Found {
-            runs,
-            with_metrics,
-            inputs,
-        });
+        return Ok(Found { runs, inputs });
     }
     let mut idents = idents;
     idents.extend(ties.iter().map(|t| &t.ident));
@@ -881,7 +870,6 @@ pub(crate) fn find_runs(
     search::sort(&mut items, order, &ties);
     Ok(Found {
         runs: items.into_iter().map(|(_, run)| run).collect(),
-        with_metrics,
         inputs,
     })
 }

@@ -593,26 +593,37 @@ pub fn info(conn: &Connection, run: &RunId, name: &str) -> Result<SeriesInfo> {
     Ok(find_series(conn, run, name)?.1)
 }
 
-/// Fills `metrics` of every run with one query. The rows come in index order rather than sorted by SQL (a
-/// temporary B-tree over every series of a listing cost more than the lookups themselves); each run's few
-/// series are sorted by name here.
-pub fn fill_metrics(conn: &Connection, runs: &mut [Run]) -> Result<()> {
+/// Fills `metrics` of every run with one query: every series, or those named in `only`. The rows come in
+/// index order rather than sorted by SQL (a temporary B-tree over every series of a listing cost more than
+/// the lookups themselves); each run's few series are sorted by name here.
+pub fn fill_metrics(conn: &Connection, runs: &mut [Run], only: Option<&[String]>) -> Result<()> {
     if runs.is_empty() {
         return Ok(());
     }
     let ids: Vec<&str> = runs.iter().map(|r| r.id.as_str()).collect();
     let ids = serde_json::to_string(&ids).map_err(Error::storage)?;
-    let position: HashMap<String, usize> = runs
+    let position: HashMap<&str, usize> = runs
         .iter()
         .enumerate()
-        .map(|(i, r)| (r.id.as_str().to_string(), i))
+        .map(|(i, r)| (r.id.as_str(), i))
         .collect();
-    let mut st = conn
-        .prepare_cached(&format!(
+    let names = only.map(serde_json::to_string).transpose().map_err(Error::storage)?;
+    let sql = match names {
+        None => format!(
             "SELECT {SERIES_COLUMNS}, run_id FROM series WHERE run_id IN (SELECT value FROM json_each(?1))"
-        ))
-        .map_err(sql_err("listing metrics"))?;
-    let mut rows = st.query([ids]).map_err(sql_err("listing metrics"))?;
+        ),
+        // The (run_id, name) key answers each pair directly.
+        Some(_) => format!(
+            "SELECT {SERIES_COLUMNS}, s.run_id FROM json_each(?1) r CROSS JOIN json_each(?2) n \
+             JOIN series s ON s.run_id = r.value AND s.name = n.value"
+        ),
+    };
+    let mut st = conn.prepare_cached(&sql).map_err(sql_err("listing metrics"))?;
+    let mut rows = match &names {
+        None => st.query([ids]),
+        Some(n) => st.query([ids, n.clone()]),
+    }
+    .map_err(sql_err("listing metrics"))?;
     let mut by_run: Vec<Vec<SeriesInfo>> = vec![Vec::new(); runs.len()];
     while let Some(row) = rows.next().map_err(sql_err("listing metrics"))? {
         let run = row

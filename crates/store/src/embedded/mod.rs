@@ -169,6 +169,9 @@ impl Store for EmbeddedStore {
     fn list_metrics(&self, run: &RunId) -> Result<Vec<SeriesInfo>> {
         self.inner.read(|c| metrics::list(c, run))
     }
+    fn fill_metrics(&self, runs: &mut [Run], only: Option<&[String]>) -> Result<()> {
+        self.inner.read(|c| metrics::fill_metrics(c, runs, only))
+    }
     fn metric_info(&self, run: &RunId, name: &str) -> Result<SeriesInfo> {
         self.inner.read(|c| metrics::info(c, run, name))
     }

@@ -471,7 +471,7 @@ pub fn list(conn: &Connection, q: &RunQuery) -> Result<Page<Run>> {
         None
     };
     if q.with_metrics {
-        metrics::fill_metrics(conn, &mut items)?;
+        metrics::fill_metrics(conn, &mut items, None)?;
     }
     Ok(Page {
         items,
