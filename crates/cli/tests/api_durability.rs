@@ -1,51 +1,68 @@
-//! API suite, durability against the real binary: kill -9 while batches stream in, restart on the same data,
-//! and every acknowledged batch is there, whole; retried batches are not stored twice.
+//! API suite, durability against the real binary: kill -9 while batches (or log appends) stream in, restart
+//! on the same data, and every acknowledged batch is there, whole; retried batches are not stored twice.
 
 mod common;
 
 use common::TestServer;
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
+
+/// Sends request `b` = 0, 1, … from a thread of its own, one after the other, until `send` says it was not
+/// acknowledged (the server died under it) or the returned flag is set. The thread returns the acknowledged
+/// `b`s.
+fn send_until_stopped(
+    send: impl Fn(&ureq::Agent, u64) -> bool + Send + 'static,
+) -> (JoinHandle<Vec<u64>>, Arc<AtomicBool>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let thread = std::thread::spawn(move || {
+        let agent = common::agent();
+        let mut acked = Vec::new();
+        for b in 0u64.. {
+            if flag.load(Ordering::SeqCst) || !send(&agent, b) {
+                break;
+            }
+            acked.push(b);
+        }
+        acked
+    });
+    (thread, stop)
+}
+
+/// Lets the sender run, kills the server with SIGKILL mid-stream, and returns what was acknowledged.
+fn kill_9_while_sending(
+    s: &mut TestServer,
+    sender: (JoinHandle<Vec<u64>>, Arc<AtomicBool>),
+) -> Vec<u64> {
+    std::thread::sleep(Duration::from_millis(1500));
+    s.kill_9();
+    sender.1.store(true, Ordering::SeqCst);
+    let acked = sender.0.join().unwrap();
+    assert!(
+        acked.len() > 3,
+        "only {} requests acknowledged before the kill",
+        acked.len()
+    );
+    acked
+}
 
 #[test]
 fn acknowledged_batches_survive_kill_9() {
     let mut s = TestServer::start();
     let run = s.new_run();
     let url = s.url(&format!("/api/v1/runs/{run}/batch"));
-    let acked = Arc::new(Mutex::new(Vec::<u64>::new()));
-    let stop = Arc::new(AtomicBool::new(false));
     const PER_BATCH: u64 = 500;
 
-    let writer = {
-        let (acked, stop) = (acked.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let agent = common::agent();
-            for b in 0u64.. {
-                if stop.load(Ordering::SeqCst) {
-                    return;
-                }
-                let steps: Vec<u64> = (b * PER_BATCH..(b + 1) * PER_BATCH).collect();
-                let values: Vec<f64> = steps.iter().map(|s| *s as f64 * 0.5).collect();
-                let body = json!({"batch_id": format!("b{b}"), "scalars": [{"name": "m", "steps": steps, "values": values}]});
-                match agent.post(&url).send_json(&body) {
-                    Ok(resp) if resp.status() == 200 => acked.lock().unwrap().push(b),
-                    _ => return, // the server died under us: this batch was not acknowledged
-                }
-            }
-        })
-    };
-    std::thread::sleep(Duration::from_millis(1500));
-    s.kill_9();
-    stop.store(true, Ordering::SeqCst);
-    writer.join().unwrap();
-    let acked = acked.lock().unwrap().clone();
-    assert!(
-        acked.len() > 3,
-        "only {} batches acknowledged before the kill",
-        acked.len()
-    );
+    let sender = send_until_stopped(move |agent, b| {
+        let steps: Vec<u64> = (b * PER_BATCH..(b + 1) * PER_BATCH).collect();
+        let values: Vec<f64> = steps.iter().map(|s| *s as f64 * 0.5).collect();
+        let body = json!({"batch_id": format!("b{b}"), "scalars": [{"name": "m", "steps": steps, "values": values}]});
+        matches!(agent.post(&url).send_json(&body), Ok(resp) if resp.status() == 200)
+    });
+    let acked = kill_9_while_sending(&mut s, sender);
 
     s.restart();
     let (status, read) = s.get(&format!("/api/v1/runs/{run}/metrics/m"));
@@ -97,4 +114,67 @@ fn acknowledged_batches_survive_kill_9() {
     let (status, run_back) = s.get(&format!("/api/v1/runs/{run}"));
     assert_eq!(status, 200);
     assert_eq!(run_back["id"], run.as_str());
+}
+
+/// The text of log append `b`: lines that name their append, so a part of one would show.
+fn append_text(b: u64) -> String {
+    (0..40)
+        .map(|i| format!("append {b} line {i} {}\n", "x".repeat(60)))
+        .collect()
+}
+
+/// A whole log stream, read slice by slice from its offsets.
+fn read_stream(s: &TestServer, path: &str) -> String {
+    let mut text = String::new();
+    loop {
+        let (status, slice) = s.get(&format!("{path}?offset={}", text.len()));
+        assert_eq!(status, 200, "{slice}");
+        text.push_str(slice["data"].as_str().unwrap());
+        if slice["next_offset"] == slice["length"] {
+            return text;
+        }
+    }
+}
+
+#[test]
+fn acknowledged_log_appends_survive_kill_9_and_the_stream_goes_on() {
+    let mut s = TestServer::start();
+    let run = s.new_run();
+    let path = format!("/api/v1/runs/{run}/logs/stdout");
+    let url = s.url(&path);
+    let sender = send_until_stopped(move |agent, b| {
+        let sent = agent
+            .post(&format!("{url}?batch_id=l{b}"))
+            .header("Content-Type", "text/plain")
+            .send(append_text(b).as_bytes());
+        matches!(sent, Ok(resp) if resp.status() == 200)
+    });
+    let acked = kill_9_while_sending(&mut s, sender);
+
+    s.restart();
+    let text = read_stream(&s, &path);
+    // Appends are atomic and in order: the stream is appends 0..n, whole, each once; every acknowledged one is
+    // there (n may count one more, stored before the kill but not acknowledged).
+    let n = text.lines().count() as u64 / 40;
+    let expected: String = (0..n).map(append_text).collect();
+    assert!(text == expected, "the stream is not appends 0..{n}, whole");
+    assert!(
+        n == acked.len() as u64 || n == acked.len() as u64 + 1,
+        "{n} appends stored, {} acknowledged",
+        acked.len()
+    );
+
+    // A retry of the last acknowledged append is a duplicate; a new append goes on right after the stored text.
+    let last = acked.last().unwrap();
+    let again = s.send_raw(
+        "POST",
+        &format!("{path}?batch_id=l{last}"),
+        "text/plain",
+        append_text(*last).as_bytes(),
+    );
+    assert_eq!(again.1["duplicate"], true, "{again:?}");
+    let (status, r) = s.send_raw("POST", &path, "text/plain", b"after the restart\n");
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["length"], text.len() as u64 + 18);
+    assert_eq!(read_stream(&s, &path), text + "after the restart\n");
 }

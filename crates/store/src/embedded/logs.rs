@@ -1,11 +1,15 @@
-//! Log streams: appends are chunks keyed by their start offset, so a reader resumes at any byte offset by
-//! reading only the chunks that overlap it.
+//! Log streams: the bytes of each stream are appended to its file (see [`super::log_files`]); `log_streams`
+//! holds its committed length, so a reader resumes at any byte offset with one positioned read. Streams written
+//! by schema version 2 or earlier keep their first `file_start` bytes as chunks in `log_chunks` (keyed by start
+//! offset) and continue in a file.
 
 use super::events::emit;
+use super::log_files;
 use super::writer::WriteCtx;
 use super::{runs, sql_err, Inner};
 use flightlog_model::*;
 use rusqlite::{params, Connection, OptionalExtension};
+use std::path::Path;
 
 /// Checks a stream name and an append's size.
 pub fn validate_append(stream: &str, len: usize) -> Result<()> {
@@ -29,7 +33,9 @@ pub fn append(inner: &Inner, run: &RunId, stream: &str, data: &[u8]) -> Result<u
     })
 }
 
-/// Appends inside the current transaction (the run is already checked) and returns the new length.
+/// Appends inside the current transaction (the run is already checked) and returns the new length. The bytes
+/// go to the stream's file at the committed length (overwriting whatever an uncommitted write left there);
+/// the writer syncs the file before it commits the new length.
 pub fn append_in(
     ctx: &mut WriteCtx,
     exp: ExperimentId,
@@ -37,21 +43,19 @@ pub fn append_in(
     stream: &str,
     data: &[u8],
 ) -> Result<u64> {
-    let offset = length(&ctx.conn, run, stream)?.unwrap_or(0);
+    let StreamEnds {
+        length: offset,
+        file_start,
+    } = ends(&ctx.conn, run, stream)?.unwrap_or_default();
     if data.is_empty() {
         return Ok(offset);
     }
+    ctx.logs.write_at(run, stream, offset - file_start, data)?;
     let new_len = offset + data.len() as u64;
     let now = WallTime::now().0;
     ctx.conn
         .prepare_cached(
-            "INSERT INTO log_chunks (run_id, stream, start_offset, data) VALUES (?1, ?2, ?3, ?4)",
-        )
-        .and_then(|mut st| st.execute(params![run.as_str(), stream, offset as i64, data]))
-        .map_err(sql_err("appending to a log"))?;
-    ctx.conn
-        .prepare_cached(
-            "INSERT INTO log_streams (run_id, name, length, last_time) VALUES (?1, ?2, ?3, ?4) \
+            "INSERT INTO log_streams (run_id, name, length, last_time, file_start) VALUES (?1, ?2, ?3, ?4, 0) \
              ON CONFLICT(run_id, name) DO UPDATE SET length = excluded.length, last_time = excluded.last_time",
         )
         .and_then(|mut st| st.execute(params![run.as_str(), stream, new_len as i64, now]))
@@ -65,34 +69,60 @@ pub fn append_in(
     Ok(new_len)
 }
 
-fn length(conn: &Connection, run: &RunId, stream: &str) -> Result<Option<u64>> {
-    conn.prepare_cached("SELECT length FROM log_streams WHERE run_id = ?1 AND name = ?2")
-        .and_then(|mut st| {
-            st.query_row(params![run.as_str(), stream], |r| r.get::<_, i64>(0))
-                .optional()
+/// Where a stream's bytes are: `[0, file_start)` in `log_chunks`, `[file_start, length)` in its file.
+#[derive(Clone, Copy, Default)]
+struct StreamEnds {
+    length: u64,
+    file_start: u64,
+}
+
+fn ends(conn: &Connection, run: &RunId, stream: &str) -> Result<Option<StreamEnds>> {
+    conn.prepare_cached(
+        "SELECT length, file_start FROM log_streams WHERE run_id = ?1 AND name = ?2",
+    )
+    .and_then(|mut st| {
+        st.query_row(params![run.as_str(), stream], |r| {
+            Ok(StreamEnds {
+                length: r.get::<_, i64>(0)? as u64,
+                file_start: r.get::<_, i64>(1)? as u64,
+            })
         })
-        .map(|l| l.map(|l| l as u64))
-        .map_err(sql_err("reading a log"))
+        .optional()
+    })
+    .map_err(sql_err("reading a log"))
 }
 
 /// Up to `max_bytes` from `offset`, never ending inside a UTF-8 character (unless one character is larger than
 /// `max_bytes`, which is then returned whole so a reader always advances).
 pub fn read(
     conn: &Connection,
+    files: &Path,
     run: &RunId,
     stream: &str,
     offset: u64,
     max_bytes: u64,
 ) -> Result<LogSlice> {
     validate::stream_name(stream)?;
-    let Some(length) = length(conn, run, stream)? else {
+    let Some(at) = ends(conn, run, stream)? else {
         runs::exists(conn, run)?;
         return Err(Error::not_found(Entity::LogStream, stream));
     };
+    let length = at.length;
     let start = offset.min(length);
     // Read 3 bytes past the window so a character cut by it can be completed if it must.
     let end = start.saturating_add(max_bytes).min(length);
-    let bytes = read_bytes(conn, run, stream, start, end.saturating_add(3).min(length))?;
+    let read_end = end.saturating_add(3).min(length);
+    let mut bytes = read_chunks(conn, run, stream, start, read_end.min(at.file_start))?;
+    if read_end > at.file_start {
+        let from = start.max(at.file_start) - at.file_start;
+        let to = read_end - at.file_start;
+        let tail = log_files::read_range(files, run, stream, from, to)?;
+        if bytes.is_empty() {
+            bytes = tail;
+        } else {
+            bytes.extend_from_slice(&tail);
+        }
+    }
     let want = (end - start) as usize;
     let take = char_boundary(&bytes, want);
     Ok(LogSlice {
@@ -140,15 +170,15 @@ fn utf8_len(b: u8) -> usize {
     }
 }
 
-/// Bytes `[start, end)` of a stream, from the chunks that overlap them.
-fn read_bytes(
+/// Bytes `[start, end)` of a stream written before schema version 3, from the chunks that overlap them.
+fn read_chunks(
     conn: &Connection,
     run: &RunId,
     stream: &str,
     start: u64,
     end: u64,
 ) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity((end - start) as usize);
+    let mut out = Vec::with_capacity(end.saturating_sub(start) as usize);
     if end <= start {
         return Ok(out);
     }
@@ -197,6 +227,83 @@ pub fn list(conn: &Connection, run: &RunId) -> Result<Vec<LogStreamInfo>> {
 #[cfg(test)]
 mod tests {
     use super::char_boundary;
+    use crate::embedded::EmbeddedStore;
+    use crate::Store;
+    use flightlog_model::{NewRun, RunId};
+    use std::path::Path;
+
+    /// Turns a data directory back into schema version 2 and gives `run` a stream `stdout` holding `chunks`
+    /// in `log_chunks`, as a version 2 build stored it.
+    fn make_legacy_stream(dir: &Path, run: &RunId, chunks: &[&[u8]]) {
+        let c = rusqlite::Connection::open(dir.join("flightlog.db")).unwrap();
+        c.execute_batch("ALTER TABLE log_streams DROP COLUMN file_start; PRAGMA user_version = 2")
+            .unwrap();
+        let mut at = 0;
+        for chunk in chunks {
+            c.execute(
+                "INSERT INTO log_chunks (run_id, stream, start_offset, data) VALUES (?1, 'stdout', ?2, ?3)",
+                rusqlite::params![run.as_str(), at, chunk],
+            )
+            .unwrap();
+            at += chunk.len() as i64;
+        }
+        c.execute(
+            "INSERT INTO log_streams (run_id, name, length, last_time) VALUES (?1, 'stdout', ?2, 0)",
+            rusqlite::params![run.as_str(), at],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_stream_stored_as_chunks_by_version_2_reads_on_and_continues_in_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = {
+            let s = EmbeddedStore::open(dir.path()).unwrap();
+            s.create_run(NewRun::default()).unwrap().id
+        };
+        // The old stream ends inside 'é' (0xC3 0xA9); its second byte comes with the first new append.
+        make_legacy_stream(dir.path(), &run, &[b"old one\n", b"old two \xc3"]);
+        let s = EmbeddedStore::open(dir.path()).unwrap();
+        let old = s.read_log(&run, "stdout", 0, 1 << 20).unwrap();
+        assert_eq!((old.data.as_str(), old.length), ("old one\nold two ", 17));
+        assert_eq!(s.append_log(&run, "stdout", b"\xa9 new\n").unwrap(), 23);
+        let all = s.read_log(&run, "stdout", 0, 1 << 20).unwrap();
+        assert_eq!(all.data, "old one\nold two é new\n");
+        // Windows that start in the chunks and end in the file, or start in the file, read the same text.
+        let (mut off, mut text) = (0, String::new());
+        while off < 23 {
+            let sl = s.read_log(&run, "stdout", off, 3).unwrap();
+            assert!(sl.next_offset > off);
+            text.push_str(&sl.data);
+            off = sl.next_offset;
+        }
+        assert_eq!(text, all.data);
+        assert_eq!(s.read_log(&run, "stdout", 18, 100).unwrap().data, " new\n");
+        // The new bytes are in the stream's file, from its offset 0.
+        let file = dir.path().join("logs").join(run.as_str()).join("stdout");
+        assert_eq!(std::fs::read(file).unwrap(), b"\xa9 new\n");
+    }
+
+    #[test]
+    fn a_new_stream_lives_in_its_file_and_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = {
+            let s = EmbeddedStore::open(dir.path()).unwrap();
+            let run = s.create_run(NewRun::default()).unwrap().id;
+            s.append_log(&run, "stdout", b"a\n").unwrap();
+            s.append_log(&run, "stdout", b"b\n").unwrap();
+            run
+        };
+        let c = rusqlite::Connection::open(dir.path().join("flightlog.db")).unwrap();
+        let chunks: i64 = c
+            .query_row("SELECT count(*) FROM log_chunks", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(chunks, 0);
+        let s = EmbeddedStore::open(dir.path()).unwrap();
+        assert_eq!(s.read_log(&run, "stdout", 0, 100).unwrap().data, "a\nb\n");
+        assert_eq!(s.append_log(&run, "stdout", b"c\n").unwrap(), 6);
+        assert_eq!(s.read_log(&run, "stdout", 2, 100).unwrap().data, "b\nc\n");
+    }
 
     #[test]
     fn slices_end_on_char_boundaries() {

@@ -1,11 +1,13 @@
-//! The embedded store: SQLite (WAL) in `<data>/flightlog.db` for metadata, compressed metric blocks, logs and
-//! events; plain files under `<data>/artifacts/<run_id>/` for artifacts; `<data>/tmp/` for uploads in flight.
+//! The embedded store: SQLite (WAL) in `<data>/flightlog.db` for metadata, compressed metric blocks, log stream
+//! lengths and events; plain files under `<data>/artifacts/<run_id>/` for artifacts and `<data>/logs/<run_id>/`
+//! for log text; `<data>/tmp/` for uploads in flight.
 
 mod artifacts;
 mod blocks;
 mod documents;
 mod events;
 mod experiments;
+mod log_files;
 mod logs;
 mod metrics;
 mod names;
@@ -49,6 +51,7 @@ struct Inner {
 struct Dirs {
     db: PathBuf,
     artifacts: PathBuf,
+    logs: PathBuf,
     tmp: PathBuf,
 }
 
@@ -59,9 +62,10 @@ impl EmbeddedStore {
         let dirs = Dirs {
             db: data_dir.join("flightlog.db"),
             artifacts: data_dir.join("artifacts"),
+            logs: data_dir.join("logs"),
             tmp: data_dir.join("tmp"),
         };
-        for d in [data_dir, &dirs.artifacts, &dirs.tmp] {
+        for d in [data_dir, &dirs.artifacts, &dirs.logs, &dirs.tmp] {
             std::fs::create_dir_all(d)
                 .map_err(|e| Error::storage(format!("creating {}: {e}", d.display())))?;
         }
@@ -71,7 +75,8 @@ impl EmbeddedStore {
             .query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0))
             .map_err(sql_err("reading the newest event"))?;
         let seq = Arc::new(watch::Sender::new(newest as u64));
-        let writer = Writer::start(conn, seq.clone())?;
+        let log_files = log_files::LogFiles::new(dirs.logs.clone());
+        let writer = Writer::start(conn, log_files, seq.clone())?;
         let inner = Inner {
             dirs,
             writer,
@@ -197,7 +202,7 @@ impl Store for EmbeddedStore {
     }
     fn read_log(&self, run: &RunId, stream: &str, offset: u64, max_bytes: u64) -> Result<LogSlice> {
         self.inner
-            .read(|c| logs::read(c, run, stream, offset, max_bytes))
+            .read(|c| logs::read(c, &self.inner.dirs.logs, run, stream, offset, max_bytes))
     }
     fn list_logs(&self, run: &RunId) -> Result<Vec<LogStreamInfo>> {
         self.inner.read(|c| logs::list(c, run))

@@ -5,7 +5,7 @@ use flightlog_model::{Result, WallTime};
 use rusqlite::Connection;
 
 /// The schema version this build writes.
-pub const VERSION: i64 = 2;
+pub const VERSION: i64 = 3;
 
 /// Version 1: experiments, runs, metric series and their blocks, batches, logs and events.
 const V1: &str = r#"
@@ -112,6 +112,14 @@ CREATE TABLE documents (
 ) WITHOUT ROWID;
 "#;
 
+/// Version 3: log bytes move to files (`<data>/logs/<run_id>/<stream>`, see `log_files`). A stream's bytes
+/// before `file_start` stay in `log_chunks` (written by version ≤ 2 and still read), the rest are in its file
+/// from file offset 0; existing streams continue in a file after what they already hold.
+const V3: &str = r#"
+ALTER TABLE log_streams ADD COLUMN file_start INTEGER NOT NULL DEFAULT 0;
+UPDATE log_streams SET file_start = length;
+"#;
+
 /// How long a connection waits for another process's lock before failing.
 pub const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -156,6 +164,10 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
     }
     if version < 2 {
         tx.execute_batch(V2).map_err(sql_err("adding documents"))?;
+    }
+    if version < 3 {
+        tx.execute_batch(V3)
+            .map_err(sql_err("moving log streams to files"))?;
     }
     tx.pragma_update(None, "user_version", VERSION)
         .map_err(sql_err("writing the schema version"))?;

@@ -2,6 +2,7 @@
 //! closure in its own savepoint), commits once, then answers them all: durable acks at a fraction of the fsyncs.
 
 use super::blocks::TailCache;
+use super::log_files::LogFiles;
 use super::sql_err;
 use crossbeam_channel::{Receiver, Sender};
 use flightlog_model::{Error, Result};
@@ -22,6 +23,8 @@ const IDLE_CHECKPOINT: Duration = Duration::from_millis(20);
 pub struct WriteCtx {
     pub conn: Connection,
     pub tails: TailCache,
+    /// Log stream files written by the group, synced before its commit.
+    pub logs: LogFiles,
     /// The newest event seq inserted by the current group.
     pub last_seq: u64,
 }
@@ -38,12 +41,18 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread on `conn`, announcing every commit's newest seq on `seq_tx`.
-    pub fn start(conn: Connection, seq_tx: Arc<watch::Sender<u64>>) -> Result<Writer> {
+    /// Starts the writer thread on `conn` (log files in `logs`), announcing every commit's newest seq on
+    /// `seq_tx`.
+    pub fn start(
+        conn: Connection,
+        logs: LogFiles,
+        seq_tx: Arc<watch::Sender<u64>>,
+    ) -> Result<Writer> {
         let (tx, rx) = crossbeam_channel::unbounded::<Job>();
         let ctx = WriteCtx {
             conn,
             tails: TailCache::default(),
+            logs,
             last_seq: 0,
         };
         let thread = std::thread::Builder::new()
@@ -152,7 +161,8 @@ fn idle_checkpoint(conn: &Connection) -> bool {
 }
 
 /// Runs one group in one transaction and answers every caller once the commit is durable. If the transaction
-/// cannot even start, the jobs are dropped unrun and their callers get an error.
+/// cannot even start, the jobs are dropped unrun and their callers get an error. Log bytes the group wrote to
+/// files are synced first: a commit never records a length whose bytes could still be lost.
 fn run_group(ctx: &mut WriteCtx, jobs: Vec<Job>, seq_tx: &watch::Sender<u64>) {
     ctx.last_seq = 0;
     if let Err(e) = ctx.conn.execute_batch("BEGIN IMMEDIATE") {
@@ -163,10 +173,11 @@ fn run_group(ctx: &mut WriteCtx, jobs: Vec<Job>, seq_tx: &watch::Sender<u64>) {
         .into_iter()
         .filter_map(|job| run_job(ctx, job))
         .collect();
-    let commit = ctx
-        .conn
-        .execute_batch("COMMIT")
-        .map_err(sql_err("committing"));
+    let commit = ctx.logs.sync().and_then(|()| {
+        ctx.conn
+            .execute_batch("COMMIT")
+            .map_err(sql_err("committing"))
+    });
     if commit.is_err() {
         let _ = ctx.conn.execute_batch("ROLLBACK");
         ctx.tails.clear();
