@@ -29,6 +29,24 @@ impl Tail {
         q.push_back(line.trim_end_matches(['\n', '\r']).to_string());
     }
 
+    /// Keeps the last [`TAIL_LINES`] lines of `text` (whole lines), without touching the earlier ones.
+    fn push_last_lines(&self, text: &str) {
+        let mut start = text.len();
+        for _ in 0..TAIL_LINES {
+            let Some(nl) = start
+                .checked_sub(1)
+                .and_then(|end| memchr::memrchr(b'\n', &text.as_bytes()[..end]))
+            else {
+                start = 0;
+                break;
+            };
+            start = nl + 1;
+        }
+        for line in text[start..].split_inclusive('\n') {
+            self.push(line);
+        }
+    }
+
     pub fn lines(&self) -> Vec<String> {
         self.0
             .lock()
@@ -105,17 +123,21 @@ impl LineStamper {
         }
     }
 
-    /// The complete lines (and full pieces) in `partial + bytes`, stamped with `now`.
+    /// The complete lines (and full pieces) in `partial + bytes`, stamped with `now`. Whenever no line is
+    /// pending (at the start, or once a read that ended mid-line is completed) the rest goes the fast way.
     pub fn feed(&mut self, mut bytes: &[u8], now: WallTime) -> String {
         let stamp_text = iso_time(now);
         let mut out = String::with_capacity(bytes.len() + bytes.len() / 3);
-        if self.partial.is_empty() {
-            bytes = self.feed_whole_lines(bytes, &stamp_text, &mut out);
-        }
         while !bytes.is_empty() {
+            if self.partial.is_empty() {
+                bytes = self.feed_whole_lines(bytes, &stamp_text, &mut out);
+                if bytes.is_empty() {
+                    break;
+                }
+            }
             let room = MAX_PIECE - self.partial.len();
             let window = &bytes[..bytes.len().min(room)];
-            match window.iter().position(|&b| b == b'\n') {
+            match memchr::memchr(b'\n', window) {
                 Some(i) if self.partial.is_empty() => {
                     self.emit(&window[..=i], &stamp_text, &mut out);
                     bytes = &bytes[i + 1..];
@@ -160,17 +182,19 @@ impl LineStamper {
             },
         };
         let mut used = 0;
-        for line in valid.split_inclusive('\n') {
+        for nl in memchr::memchr_iter(b'\n', valid.as_bytes()) {
+            // Both ends follow a newline (or start the text), so they are character boundaries.
+            let line = &valid[used..=nl];
             if line.len() > MAX_PIECE {
                 break;
-            }
-            if let Some(t) = &self.tail {
-                t.push(line);
             }
             out.push_str(stamp_text);
             out.push(' ');
             out.push_str(line);
-            used += line.len();
+            used = nl + 1;
+        }
+        if let Some(t) = &self.tail {
+            t.push_last_lines(&valid[..used]);
         }
         &bytes[used..]
     }
@@ -301,6 +325,24 @@ mod tests {
         let lines: Vec<&str> = a.lines().map(|l| unstamp(l).unwrap().1).collect();
         assert_eq!(lines[..4], ["one", "two é", "bad \u{fffd} here", "after"]);
         assert_eq!(lines[lines.len() - 2..], ["end", "partial"]);
+    }
+
+    #[test]
+    fn tail_from_whole_chunks_matches_line_by_line() {
+        let text: String = (0..45).map(|i| format!("line {i}\n")).collect();
+        for n in [0, 1, 19, 20, 21, 45] {
+            let part: String = text.split_inclusive('\n').take(n).collect();
+            let (chunk, each) = (Tail::default(), Tail::default());
+            chunk.push_last_lines(&part);
+            for line in part.split_inclusive('\n') {
+                each.push(line);
+            }
+            assert_eq!(chunk.lines(), each.lines(), "{n} lines");
+        }
+        let t = Tail::default();
+        t.push_last_lines("first\n");
+        t.push_last_lines("second\nthird\n");
+        assert_eq!(t.lines(), ["first", "second", "third"]);
     }
 
     #[test]
