@@ -17,6 +17,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// After this many failed sends in a row everything pending goes to the journal, so a crash while the server
 /// is down loses nothing and memory stays flat.
 const SPILL_AFTER_FAILURES: u32 = 3;
+/// Log text of one stream queued back to back is sent as one append up to this size: under heavy output the
+/// backlog goes in a few large appends (each a durable commit on the server) rather than many small ones.
+/// Half the server's limit for one append (and of the memory one request body takes there).
+const MAX_LOG_APPEND_TEXT: usize = validate::MAX_LOG_APPEND_BYTES / 2;
 
 #[derive(Default)]
 struct ScalarCol {
@@ -307,7 +311,9 @@ impl Shared {
         }
         let acc = st.runs.entry(run.clone()).or_default();
         match acc.logs.last_mut() {
-            Some(last) if last.stream == stream && last.data.len() + text.len() <= 1 << 20 => {
+            Some(last)
+                if last.stream == stream && last.data.len() + text.len() <= MAX_LOG_APPEND_TEXT =>
+            {
                 last.data.push_str(text)
             }
             _ => acc.logs.push(LogAppend {
