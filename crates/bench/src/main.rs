@@ -179,8 +179,9 @@ fn submit_figures(args: &Args, record: &mut dyn FnMut(&str, f64, String)) {
         "script_bare_s",
         bare_wall,
         format!(
-            "script writing {mb:.0} MB of lines alone:  {bare_wall:6.3} s wall, {bare_cpu:.3} s CPU ({:.0} MB/s)",
-            mb / bare_wall
+            "script writing {mb:.0} MB of lines alone:  {bare_wall:6.3} s wall, {bare_cpu:.3} s CPU ({:.0} MB/s; {})",
+            mb / bare_wall,
+            t.interpreter
         ),
     );
     record(

@@ -104,6 +104,8 @@ pub fn first_line(bin: &Path, server: &Server, runs: usize) -> Vec<FirstLine> {
 /// script prints): its own run time alone (stdout to /dev/null) and under `flightlog submit`.
 pub struct Throughput {
     pub bytes: u64,
+    /// The interpreter that ran the script (see [`real_interpreter`]).
+    pub interpreter: String,
     /// The script's own time writing, alone: (wall, CPU) seconds.
     pub bare: (f64, f64),
     /// The script's own time writing, captured: (wall, CPU) seconds.
@@ -160,7 +162,28 @@ fn process_cpu(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / hz
 }
 
+/// The interpreter's own executable (its `sys.executable`), so that a launcher in front of it is not timed as
+/// part of the capture: a pyenv shim is a shell script that takes ~0.25 s to start the real interpreter, a
+/// third of the whole end-to-end figure. `python` itself if it cannot say.
+fn real_interpreter(python: &str) -> String {
+    let out = Command::new(python)
+        .args(["-c", "import sys; print(sys.executable)"])
+        .stderr(Stdio::null())
+        .output();
+    let path = out
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    if path.is_empty() {
+        python.to_string()
+    } else {
+        path
+    }
+}
+
 pub fn throughput(bin: &Path, server: &Server, python: &str, mb: u64) -> Throughput {
+    let python = &real_interpreter(python);
     let source = tempfile::tempdir().expect("temp dir");
     std::fs::write(source.path().join("writer.py"), WRITER).expect("write script");
     let spool = tempfile::tempdir().expect("temp dir");
@@ -197,6 +220,7 @@ pub fn throughput(bin: &Path, server: &Server, python: &str, mb: u64) -> Through
     let captured = times_of(slice["data"].as_str().unwrap_or_default());
     Throughput {
         bytes: mb * 1_000_000,
+        interpreter: python.clone(),
         bare,
         captured,
         submit_wall_s,
