@@ -607,18 +607,23 @@ pub fn fill_metrics(conn: &Connection, runs: &mut [Run], only: Option<&[String]>
         .enumerate()
         .map(|(i, r)| (r.id.as_str(), i))
         .collect();
-    let names = only.map(serde_json::to_string).transpose().map_err(Error::storage)?;
+    let names = only
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(Error::storage)?;
     let sql = match names {
         None => format!(
             "SELECT {SERIES_COLUMNS}, run_id FROM series WHERE run_id IN (SELECT value FROM json_each(?1))"
         ),
-        // The (run_id, name) key answers each pair directly.
+        // Two IN lists, so the (run_id, name) key answers each pair directly.
         Some(_) => format!(
-            "SELECT {SERIES_COLUMNS}, s.run_id FROM json_each(?1) r CROSS JOIN json_each(?2) n \
-             JOIN series s ON s.run_id = r.value AND s.name = n.value"
+            "SELECT {SERIES_COLUMNS}, run_id FROM series WHERE run_id IN (SELECT value FROM json_each(?1)) \
+             AND name IN (SELECT value FROM json_each(?2))"
         ),
     };
-    let mut st = conn.prepare_cached(&sql).map_err(sql_err("listing metrics"))?;
+    let mut st = conn
+        .prepare_cached(&sql)
+        .map_err(sql_err("listing metrics"))?;
     let mut rows = match &names {
         None => st.query([ids]),
         Some(n) => st.query([ids, n.clone()]),
