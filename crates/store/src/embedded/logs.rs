@@ -1,7 +1,13 @@
-//! Log streams: the bytes of each stream are appended to its file (see [`super::log_files`]); `log_streams`
-//! holds its committed length, so a reader resumes at any byte offset with one positioned read. Streams written
-//! by schema version 2 or earlier keep their first `file_start` bytes as chunks in `log_chunks` (keyed by start
-//! offset) and continue in a file.
+//! Log streams: `log_streams` holds each stream's committed length and where its bytes are, so a reader resumes
+//! at any byte offset reading only what overlaps it:
+//! - `[0, file_start)`: chunks in `log_chunks` keyed by start offset (streams written by schema version 2 or
+//!   earlier; `file_start` is 0 for newer ones);
+//! - `[file_start, file_end)`: the stream's file (see [`super::log_files`]), from file offset 0;
+//! - `[file_end, length)`: recent small appends, again as `log_chunks` rows, until they move to the file.
+//!
+//! Large appends (heavy output) go to the file: each byte written once, no database page or write-ahead log
+//! frame. Small ones (a line now and then) stay rows: a file needs a sync of its own before the commit, and
+//! for a few bytes that second sync would double the append's latency.
 
 use super::events::emit;
 use super::log_files;
@@ -33,9 +39,15 @@ pub fn append(inner: &Inner, run: &RunId, stream: &str, data: &[u8]) -> Result<u
     })
 }
 
-/// Appends inside the current transaction (the run is already checked) and returns the new length. The bytes
-/// go to the stream's file at the committed length (overwriting whatever an uncommitted write left there);
-/// the writer syncs the file before it commits the new length.
+/// An append smaller than this is kept as a row (one durable commit, no file sync)...
+const INLINE_BELOW: usize = 16 * 1024;
+/// ...unless the stream's rows would then hold this much: they move to the file with this append.
+const MOVE_TO_FILE_AT: u64 = 256 * 1024;
+
+/// Appends inside the current transaction (the run is already checked) and returns the new length. A small
+/// append becomes a row; otherwise the stream's rows past `file_end` and the append go to its file at their
+/// offsets (overwriting whatever an uncommitted write left there), and the writer syncs the file before it
+/// commits the new length.
 pub fn append_in(
     ctx: &mut WriteCtx,
     exp: ExperimentId,
@@ -43,22 +55,38 @@ pub fn append_in(
     stream: &str,
     data: &[u8],
 ) -> Result<u64> {
-    let StreamEnds {
-        length: offset,
-        file_start,
-    } = ends(&ctx.conn, run, stream)?.unwrap_or_default();
+    let at = ends(&ctx.conn, run, stream)?.unwrap_or_default();
+    let offset = at.length;
     if data.is_empty() {
         return Ok(offset);
     }
-    ctx.logs.write_at(run, stream, offset - file_start, data)?;
     let new_len = offset + data.len() as u64;
+    let in_rows = offset - at.file_end + data.len() as u64;
+    let file_end = if data.len() < INLINE_BELOW && in_rows < MOVE_TO_FILE_AT {
+        insert_chunk(&ctx.conn, run, stream, offset, data)?;
+        at.file_end
+    } else {
+        move_rows_to_file(ctx, run, stream, &at)?;
+        ctx.logs
+            .write_at(run, stream, offset - at.file_start, data)?;
+        new_len
+    };
     let now = WallTime::now().0;
     ctx.conn
         .prepare_cached(
-            "INSERT INTO log_streams (run_id, name, length, last_time, file_start) VALUES (?1, ?2, ?3, ?4, 0) \
-             ON CONFLICT(run_id, name) DO UPDATE SET length = excluded.length, last_time = excluded.last_time",
+            "INSERT INTO log_streams (run_id, name, length, last_time, file_start, file_end) \
+             VALUES (?1, ?2, ?3, ?4, 0, ?5) ON CONFLICT(run_id, name) DO UPDATE SET \
+             length = excluded.length, last_time = excluded.last_time, file_end = excluded.file_end",
         )
-        .and_then(|mut st| st.execute(params![run.as_str(), stream, new_len as i64, now]))
+        .and_then(|mut st| {
+            st.execute(params![
+                run.as_str(),
+                stream,
+                new_len as i64,
+                now,
+                file_end as i64
+            ])
+        })
         .map_err(sql_err("appending to a log"))?;
     let body = EventBody::LogAppended {
         stream: stream.to_string(),
@@ -69,22 +97,51 @@ pub fn append_in(
     Ok(new_len)
 }
 
-/// Where a stream's bytes are: `[0, file_start)` in `log_chunks`, `[file_start, length)` in its file.
+fn insert_chunk(conn: &Connection, run: &RunId, stream: &str, at: u64, data: &[u8]) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO log_chunks (run_id, stream, start_offset, data) VALUES (?1, ?2, ?3, ?4)",
+    )
+    .and_then(|mut st| st.execute(params![run.as_str(), stream, at as i64, data]))
+    .map(|_| ())
+    .map_err(sql_err("appending to a log"))
+}
+
+/// Writes the stream's rows past `file_end` into its file and deletes them (in the current transaction, so
+/// until it commits they stay the truth).
+fn move_rows_to_file(ctx: &mut WriteCtx, run: &RunId, stream: &str, at: &StreamEnds) -> Result<()> {
+    if at.length == at.file_end {
+        return Ok(());
+    }
+    let bytes = read_chunks(&ctx.conn, run, stream, at.file_end, at.length)?;
+    ctx.logs
+        .write_at(run, stream, at.file_end - at.file_start, &bytes)?;
+    ctx.conn
+        .prepare_cached(
+            "DELETE FROM log_chunks WHERE run_id = ?1 AND stream = ?2 AND start_offset >= ?3",
+        )
+        .and_then(|mut st| st.execute(params![run.as_str(), stream, at.file_end as i64]))
+        .map(|_| ())
+        .map_err(sql_err("moving log text to its file"))
+}
+
+/// Where a stream's bytes are (see the module's documentation).
 #[derive(Clone, Copy, Default)]
 struct StreamEnds {
     length: u64,
     file_start: u64,
+    file_end: u64,
 }
 
 fn ends(conn: &Connection, run: &RunId, stream: &str) -> Result<Option<StreamEnds>> {
     conn.prepare_cached(
-        "SELECT length, file_start FROM log_streams WHERE run_id = ?1 AND name = ?2",
+        "SELECT length, file_start, file_end FROM log_streams WHERE run_id = ?1 AND name = ?2",
     )
     .and_then(|mut st| {
         st.query_row(params![run.as_str(), stream], |r| {
             Ok(StreamEnds {
                 length: r.get::<_, i64>(0)? as u64,
                 file_start: r.get::<_, i64>(1)? as u64,
+                file_end: r.get::<_, i64>(2)? as u64,
             })
         })
         .optional()
@@ -112,17 +169,7 @@ pub fn read(
     // Read 3 bytes past the window so a character cut by it can be completed if it must.
     let end = start.saturating_add(max_bytes).min(length);
     let read_end = end.saturating_add(3).min(length);
-    let mut bytes = read_chunks(conn, run, stream, start, read_end.min(at.file_start))?;
-    if read_end > at.file_start {
-        let from = start.max(at.file_start) - at.file_start;
-        let to = read_end - at.file_start;
-        let tail = log_files::read_range(files, run, stream, from, to)?;
-        if bytes.is_empty() {
-            bytes = tail;
-        } else {
-            bytes.extend_from_slice(&tail);
-        }
-    }
+    let bytes = read_bytes(conn, files, run, stream, &at, start, read_end)?;
     let want = (end - start) as usize;
     let take = char_boundary(&bytes, want);
     Ok(LogSlice {
@@ -170,7 +217,33 @@ fn utf8_len(b: u8) -> usize {
     }
 }
 
-/// Bytes `[start, end)` of a stream written before schema version 3, from the chunks that overlap them.
+/// Bytes `[start, end)` of a stream, from each of its parts that overlaps them.
+fn read_bytes(
+    conn: &Connection,
+    files: &Path,
+    run: &RunId,
+    stream: &str,
+    at: &StreamEnds,
+    start: u64,
+    end: u64,
+) -> Result<Vec<u8>> {
+    let mut bytes = read_chunks(conn, run, stream, start, end.min(at.file_start))?;
+    let (from, to) = (start.max(at.file_start), end.min(at.file_end));
+    if to > from {
+        let (from, to) = (from - at.file_start, to - at.file_start);
+        let text = log_files::read_range(files, run, stream, from, to)?;
+        if bytes.is_empty() {
+            bytes = text;
+        } else {
+            bytes.extend_from_slice(&text);
+        }
+    }
+    let from = start.max(at.file_end);
+    bytes.extend(read_chunks(conn, run, stream, from, end)?);
+    Ok(bytes)
+}
+
+/// Bytes `[start, end)` of a stream, from the `log_chunks` rows that overlap them (all of them must be rows).
 fn read_chunks(
     conn: &Connection,
     run: &RunId,
@@ -226,7 +299,7 @@ pub fn list(conn: &Connection, run: &RunId) -> Result<Vec<LogStreamInfo>> {
 
 #[cfg(test)]
 mod tests {
-    use super::char_boundary;
+    use super::{char_boundary, INLINE_BELOW, MOVE_TO_FILE_AT};
     use crate::embedded::EmbeddedStore;
     use crate::Store;
     use flightlog_model::{NewRun, RunId};
@@ -236,8 +309,11 @@ mod tests {
     /// in `log_chunks`, as a version 2 build stored it.
     fn make_legacy_stream(dir: &Path, run: &RunId, chunks: &[&[u8]]) {
         let c = rusqlite::Connection::open(dir.join("flightlog.db")).unwrap();
-        c.execute_batch("ALTER TABLE log_streams DROP COLUMN file_start; PRAGMA user_version = 2")
-            .unwrap();
+        c.execute_batch(
+            "ALTER TABLE log_streams DROP COLUMN file_start; ALTER TABLE log_streams DROP COLUMN file_end; \
+             PRAGMA user_version = 2",
+        )
+        .unwrap();
         let mut at = 0;
         for chunk in chunks {
             c.execute(
@@ -254,8 +330,36 @@ mod tests {
         .unwrap();
     }
 
+    /// `[from, to)` of `stdout` read in windows of `window` bytes, each read advancing.
+    fn read_in_windows(s: &EmbeddedStore, run: &RunId, from: u64, to: u64, window: u64) -> String {
+        let (mut off, mut text) = (from, String::new());
+        while off < to {
+            let slice = s
+                .read_log(run, "stdout", off, window.min(to - off))
+                .unwrap();
+            assert!(slice.next_offset > off, "stuck at {off}");
+            text.push_str(&slice.data);
+            off = slice.next_offset;
+        }
+        text
+    }
+
+    /// The rows `stdout` of `run` has in `log_chunks`, and the length of its file.
+    fn where_stored(dir: &Path, run: &RunId) -> (i64, u64) {
+        let c = rusqlite::Connection::open(dir.join("flightlog.db")).unwrap();
+        let rows = c
+            .query_row(
+                "SELECT count(*) FROM log_chunks WHERE run_id = ?1",
+                [run.as_str()],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let file = dir.join("logs").join(run.as_str()).join("stdout");
+        (rows, std::fs::metadata(file).map_or(0, |m| m.len()))
+    }
+
     #[test]
-    fn a_stream_stored_as_chunks_by_version_2_reads_on_and_continues_in_a_file() {
+    fn a_stream_stored_as_chunks_by_version_2_reads_on_and_continues() {
         let dir = tempfile::tempdir().unwrap();
         let run = {
             let s = EmbeddedStore::open(dir.path()).unwrap();
@@ -267,42 +371,54 @@ mod tests {
         let old = s.read_log(&run, "stdout", 0, 1 << 20).unwrap();
         assert_eq!((old.data.as_str(), old.length), ("old one\nold two ", 17));
         assert_eq!(s.append_log(&run, "stdout", b"\xa9 new\n").unwrap(), 23);
+        let big = format!("{}\n", "z".repeat(INLINE_BELOW));
+        s.append_log(&run, "stdout", big.as_bytes()).unwrap();
         let all = s.read_log(&run, "stdout", 0, 1 << 20).unwrap();
-        assert_eq!(all.data, "old one\nold two é new\n");
-        // Windows that start in the chunks and end in the file, or start in the file, read the same text.
-        let (mut off, mut text) = (0, String::new());
-        while off < 23 {
-            let sl = s.read_log(&run, "stdout", off, 3).unwrap();
-            assert!(sl.next_offset > off);
-            text.push_str(&sl.data);
-            off = sl.next_offset;
-        }
-        assert_eq!(text, all.data);
-        assert_eq!(s.read_log(&run, "stdout", 18, 100).unwrap().data, " new\n");
-        // The new bytes are in the stream's file, from its offset 0.
-        let file = dir.path().join("logs").join(run.as_str()).join("stdout");
-        assert_eq!(std::fs::read(file).unwrap(), b"\xa9 new\n");
+        let expected = format!("old one\nold two é new\n{big}");
+        assert_eq!(all.data, expected);
+        // Windows that start in the old chunks and end in the file, or start in the file, read the same text.
+        assert_eq!(read_in_windows(&s, &run, 0, 40, 3), expected[..40]);
+        assert_eq!(s.read_log(&run, "stdout", 18, 7).unwrap().data, " new\nzz");
+        // The new bytes are in the stream's file, from its offset 0; the old chunks stay.
+        assert_eq!(where_stored(dir.path(), &run), (2, 6 + big.len() as u64));
     }
 
     #[test]
-    fn a_new_stream_lives_in_its_file_and_survives_a_reopen() {
+    fn small_appends_stay_rows_until_they_move_to_the_file_together() {
         let dir = tempfile::tempdir().unwrap();
-        let run = {
-            let s = EmbeddedStore::open(dir.path()).unwrap();
-            let run = s.create_run(NewRun::default()).unwrap().id;
-            s.append_log(&run, "stdout", b"a\n").unwrap();
-            s.append_log(&run, "stdout", b"b\n").unwrap();
-            run
-        };
-        let c = rusqlite::Connection::open(dir.path().join("flightlog.db")).unwrap();
-        let chunks: i64 = c
-            .query_row("SELECT count(*) FROM log_chunks", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(chunks, 0);
         let s = EmbeddedStore::open(dir.path()).unwrap();
-        assert_eq!(s.read_log(&run, "stdout", 0, 100).unwrap().data, "a\nb\n");
-        assert_eq!(s.append_log(&run, "stdout", b"c\n").unwrap(), 6);
-        assert_eq!(s.read_log(&run, "stdout", 2, 100).unwrap().data, "b\nc\n");
+        let run = s.create_run(NewRun::default()).unwrap().id;
+        s.append_log(&run, "stdout", b"a\n").unwrap();
+        s.append_log(&run, "stdout", b"b\n").unwrap();
+        assert_eq!(where_stored(dir.path(), &run), (2, 0));
+        // A large append takes the rows with it into the file.
+        let big = format!("{}\n", "x".repeat(INLINE_BELOW));
+        s.append_log(&run, "stdout", big.as_bytes()).unwrap();
+        let in_file = 4 + big.len() as u64;
+        assert_eq!(where_stored(dir.path(), &run), (0, in_file));
+        s.append_log(&run, "stdout", b"c\n").unwrap();
+        assert_eq!(where_stored(dir.path(), &run), (1, in_file));
+        let mut expected = format!("a\nb\n{big}c\n");
+        let tail = read_in_windows(&s, &run, in_file - 5, in_file + 2, 2);
+        assert_eq!(tail, expected[in_file as usize - 5..]);
+        // Small appends alone move once their rows would hold MOVE_TO_FILE_AT bytes.
+        let line = format!("{}\n", "y".repeat(999));
+        for _ in 0..(MOVE_TO_FILE_AT / 1000 + 10) {
+            s.append_log(&run, "stdout", line.as_bytes()).unwrap();
+            expected.push_str(&line);
+        }
+        let (rows, file) = where_stored(dir.path(), &run);
+        assert!(
+            file > in_file && (rows as u64) < MOVE_TO_FILE_AT / 1000,
+            "{rows} rows, {file} in the file"
+        );
+        assert_eq!(file + rows as u64 * 1000, expected.len() as u64);
+        drop(s);
+        let s = EmbeddedStore::open(dir.path()).unwrap();
+        assert_eq!(
+            s.read_log(&run, "stdout", 0, 1 << 20).unwrap().data,
+            expected
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ use flightlog_model::{Result, WallTime};
 use rusqlite::Connection;
 
 /// The schema version this build writes.
-pub const VERSION: i64 = 3;
+pub const VERSION: i64 = 4;
 
 /// Version 1: experiments, runs, metric series and their blocks, batches, logs and events.
 const V1: &str = r#"
@@ -120,6 +120,13 @@ ALTER TABLE log_streams ADD COLUMN file_start INTEGER NOT NULL DEFAULT 0;
 UPDATE log_streams SET file_start = length;
 "#;
 
+/// Version 4: small appends are kept as `log_chunks` rows until enough gather to move them to the file together
+/// (one durable write each, not two); the stream's bytes from `file_end` on are those rows.
+const V4: &str = r#"
+ALTER TABLE log_streams ADD COLUMN file_end INTEGER NOT NULL DEFAULT 0;
+UPDATE log_streams SET file_end = length;
+"#;
+
 /// How long a connection waits for another process's lock before failing.
 pub const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -168,6 +175,10 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
     if version < 3 {
         tx.execute_batch(V3)
             .map_err(sql_err("moving log streams to files"))?;
+    }
+    if version < 4 {
+        tx.execute_batch(V4)
+            .map_err(sql_err("keeping small log appends inline"))?;
     }
     tx.pragma_update(None, "user_version", VERSION)
         .map_err(sql_err("writing the schema version"))?;
