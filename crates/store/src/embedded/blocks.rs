@@ -30,15 +30,13 @@ const ENC_SCALAR_PLANES_LZ4: i64 = 6;
 /// are moved but never computed on, so NaN payloads keep their exact bits.
 pub type Scalars = ScalarSeries;
 
-/// Column operations on [`Scalars`] used by blocks, reads and the cache.
+/// Column operations on [`Scalars`] used by blocks and reads.
 pub trait ScalarsExt {
     fn with_capacity(n: usize) -> Self;
     /// Appends points `range` of `other`.
     fn extend_from(&mut self, other: &Scalars, range: std::ops::Range<usize>);
     fn push(&mut self, step: i64, time: WallTime, value: F64);
     fn clear(&mut self);
-    /// Bytes of memory held (for cache accounting).
-    fn heap_bytes(&self) -> usize;
 }
 
 impl ScalarsExt for Scalars {
@@ -63,9 +61,6 @@ impl ScalarsExt for Scalars {
         self.steps.clear();
         self.times.clear();
         self.values.clear();
-    }
-    fn heap_bytes(&self) -> usize {
-        self.len() * 24
     }
 }
 
@@ -419,8 +414,29 @@ fn maybe_compress(raw: Vec<u8>, plain: i64, compressed: i64) -> (i64, Vec<u8>) {
 }
 
 fn decompress(data: &[u8]) -> Result<Vec<u8>> {
-    lz4_flex::decompress_size_prepended(data)
-        .map_err(|e| Error::storage(format!("corrupt metric block: {e}")))
+    lz4_flex::decompress_size_prepended(data).map_err(corrupt_lz4)
+}
+
+fn corrupt_lz4(e: impl std::fmt::Display) -> Error {
+    Error::storage(format!("corrupt metric block: {e}"))
+}
+
+/// Largest decompressed scalar block accepted: the biggest point count [`decode_scalars_with`] allows, at the
+/// widest varints (two of 10 bytes) plus 8 value bytes a point. A bigger size prefix is corruption, and is not
+/// allowed to allocate.
+const MAX_SCALAR_BLOCK_BYTES: usize = BLOCK_POINTS * 16 * 28 + 16;
+
+/// Decompresses a size-prepended lz4 block into `buf` (reused from block to block, so a whole-series scan does
+/// not allocate a fresh buffer per block).
+fn decompress_into(data: &[u8], buf: &mut Vec<u8>) -> Result<()> {
+    let (size, body) = lz4_flex::block::uncompressed_size(data).map_err(corrupt_lz4)?;
+    if size > MAX_SCALAR_BLOCK_BYTES {
+        return Err(corrupt());
+    }
+    buf.resize(size, 0);
+    let written = lz4_flex::block::decompress_into(body, buf).map_err(corrupt_lz4)?;
+    buf.truncate(written);
+    Ok(())
 }
 
 /// Scalar block layout: varint n, n zigzag-varint step deltas, n zigzag-varint time deltas, then the n f64
@@ -457,12 +473,21 @@ fn encode_scalars(s: &Scalars) -> Encoded {
 
 /// Decodes a scalar block, appending its points to `out`.
 pub fn decode_scalars(encoding: i64, data: &[u8], out: &mut Scalars) -> Result<()> {
-    let owned;
+    decode_scalars_with(&mut Vec::new(), encoding, data, out)
+}
+
+/// [`decode_scalars`] with a caller's buffer for the decompressed bytes, for scans over many blocks.
+pub fn decode_scalars_with(
+    scratch: &mut Vec<u8>,
+    encoding: i64,
+    data: &[u8],
+    out: &mut Scalars,
+) -> Result<()> {
     let raw = match encoding {
         ENC_SCALAR | ENC_SCALAR_PLANES => data,
         ENC_SCALAR_LZ4 | ENC_SCALAR_PLANES_LZ4 => {
-            owned = decompress(data)?;
-            &owned[..]
+            decompress_into(data, scratch)?;
+            &scratch[..]
         }
         _ => {
             return Err(Error::storage(format!(
@@ -479,19 +504,51 @@ pub fn decode_scalars(encoding: i64, data: &[u8], out: &mut Scalars) -> Result<(
     r.deltas(n, &mut out.times, WallTime)?;
     let bytes = r.buf.get(r.pos..r.pos + n * 8).ok_or_else(corrupt)?;
     if matches!(encoding, ENC_SCALAR_PLANES | ENC_SCALAR_PLANES_LZ4) {
-        out.values.extend((0..n).map(|i| {
-            let mut le = [0u8; 8];
-            for (plane, byte) in le.iter_mut().enumerate() {
-                *byte = bytes[plane * n + i];
-            }
-            F64(f64::from_bits(u64::from_le_bytes(le)))
-        }));
+        join_planes(bytes, n, &mut out.values);
     } else {
         let bits = |c: &[u8]| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]));
         out.values
             .extend(bytes.chunks_exact(8).map(|c| F64(f64::from_bits(bits(c)))));
     }
     Ok(())
+}
+
+/// Values a plane join assembles at once: small enough to stay in registers and L1, long enough that each plane
+/// is read as a contiguous run (the compiler vectorizes the inner loop).
+const JOIN_CHUNK: usize = 64;
+
+/// Reassembles `n` f64 values from their 8 byte planes (`bytes` holds exactly `8 * n` bytes), a chunk of
+/// values at a time: each plane's bytes are OR-ed into place in one pass, instead of gathering 8 bytes that
+/// lie `n` apart for every value.
+fn join_planes(bytes: &[u8], n: usize, out: &mut Vec<F64>) {
+    out.reserve(n);
+    let mut base = 0;
+    while base < n {
+        let len = JOIN_CHUNK.min(n - base);
+        let mut acc = [0u64; JOIN_CHUNK];
+        for plane in 0..8 {
+            let src = &bytes[plane * n + base..plane * n + base + len];
+            for (a, &b) in acc.iter_mut().zip(src) {
+                *a |= u64::from(b) << (8 * plane);
+            }
+        }
+        out.extend(acc[..len].iter().map(|&b| F64(f64::from_bits(b))));
+        base += len;
+    }
+}
+
+/// The layout written before byte planes (encoding 1: values as 8-byte LE), for tests that old data
+/// directories still read.
+#[cfg(test)]
+pub fn encode_pre_plane_layout(s: &Scalars) -> (i64, Vec<u8>) {
+    let mut buf = Vec::new();
+    put_varint(&mut buf, s.len() as u64);
+    put_deltas(&mut buf, s.steps.iter().copied());
+    put_deltas(&mut buf, s.times.iter().map(|t| t.0));
+    for v in &s.values {
+        buf.extend_from_slice(&v.0.to_bits().to_le_bytes());
+    }
+    (ENC_SCALAR, buf)
 }
 
 /// Record block layout: one JSON [`Record`] per line.
@@ -581,32 +638,50 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn varint(&mut self) -> Result<u64> {
-        let mut v = 0u64;
-        let mut shift = 0;
-        loop {
-            let b = *self.buf.get(self.pos).ok_or_else(corrupt)?;
-            self.pos += 1;
-            v |= u64::from(b & 0x7f) << shift;
-            if b < 0x80 {
-                return Ok(v);
-            }
-            shift += 7;
-            if shift > 63 {
-                return Err(corrupt());
-            }
-        }
+        varint_at(self.buf, &mut self.pos).ok_or_else(corrupt)
     }
-    /// Decodes `n` zigzag-varint deltas, pushing each running sum through `wrap`.
+    /// Decodes `n` zigzag-varint deltas, pushing each running sum through `wrap`. The loop is an exact-length
+    /// `extend` (no capacity check per point), and one-byte varints (small deltas: the common case for steps
+    /// and times) take a fast path; a bad varint is remembered and reported once the loop ends.
     fn deltas<T>(&mut self, n: usize, out: &mut Vec<T>, wrap: impl Fn(i64) -> T) -> Result<()> {
-        out.reserve(n);
-        let mut prev = 0i64;
-        for _ in 0..n {
-            let z = self.varint()?;
-            let d = ((z >> 1) as i64) ^ -((z & 1) as i64);
-            prev = prev.wrapping_add(d);
-            out.push(wrap(prev));
+        let (buf, mut pos, mut prev, mut bad) = (self.buf, self.pos, 0i64, false);
+        out.extend((0..n).map(|_| {
+            let z = match buf.get(pos) {
+                Some(&b) if b < 0x80 => {
+                    pos += 1;
+                    u64::from(b)
+                }
+                _ => varint_at(buf, &mut pos).unwrap_or_else(|| {
+                    bad = true;
+                    0
+                }),
+            };
+            prev = prev.wrapping_add(((z >> 1) as i64) ^ -((z & 1) as i64));
+            wrap(prev)
+        }));
+        self.pos = pos;
+        if bad {
+            return Err(corrupt());
         }
         Ok(())
+    }
+}
+
+/// The varint at `*pos`, moving `pos` past it; `None` past the end or for more than 64 bits.
+fn varint_at(buf: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    let mut shift = 0;
+    loop {
+        let b = *buf.get(*pos)?;
+        *pos += 1;
+        v |= u64::from(b & 0x7f) << shift;
+        if b < 0x80 {
+            return Some(v);
+        }
+        shift += 7;
+        if shift > 63 {
+            return None;
+        }
     }
 }
 

@@ -1,6 +1,8 @@
 //! Metric series: validating and appending batches (all kinds), series summaries, and reads by index or step
 //! range, including min/max downsampling that never hides a spike.
 
+mod downsample;
+
 use super::blocks::{self, Scalars, ScalarsExt, BLOCK_POINTS};
 use super::events::emit;
 use super::writer::WriteCtx;
@@ -9,7 +11,6 @@ use flightlog_model::*;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
 const SERIES_COLUMNS: &str =
     "name, kind, description, count, first_time, last_time, last_step, last_value, min, max, schema, columns";
@@ -685,7 +686,7 @@ fn require_scalar(info: &SeriesInfo) -> Result<()> {
     }
 }
 
-/// Reads from the decoded-series cache when it holds this series, else decodes only the blocks in range.
+/// Decodes only the blocks in range.
 pub fn read_scalars(
     inner: &Inner,
     run: &RunId,
@@ -695,15 +696,12 @@ pub fn read_scalars(
     inner.read(|conn| {
         let (id, info) = find_series(conn, run, name)?;
         require_scalar(&info)?;
-        match inner.series_cache.get(id, info.count) {
-            Some(all) if *range == ReadRange::default() => Ok((*all).clone()),
-            Some(all) => Ok(select(&all, range)),
-            None => load_scalars(conn, id, info.count, range),
-        }
+        load_scalars(conn, id, info.count, range)
     })
 }
 
-/// Downsamples from the decoded-series cache (filling it on a miss), since charts re-read the same series.
+/// Downsamples a step range (or the whole series) in one pass over its blocks; index ranges, which the portal
+/// never asks for, are read whole and downsampled in memory.
 pub fn read_downsampled(
     inner: &Inner,
     run: &RunId,
@@ -717,22 +715,11 @@ pub fn read_downsampled(
     inner.read(|conn| {
         let (id, info) = find_series(conn, run, name)?;
         require_scalar(&info)?;
-        if info.count <= 2 * u64::from(buckets) {
-            return load_scalars(conn, id, info.count, range);
+        if range.start_index == 0 && range.limit.is_none() {
+            return downsample::scan(conn, id, info.count, range, buckets as usize);
         }
-        let all = match inner.series_cache.get(id, info.count) {
-            Some(all) => all,
-            None => {
-                let all = Arc::new(load_scalars(conn, id, info.count, &ReadRange::default())?);
-                inner.series_cache.put(id, info.count, all.clone());
-                all
-            }
-        };
-        Ok(if *range == ReadRange::default() {
-            downsample(&all, buckets as usize)
-        } else {
-            downsample(&select(&all, range), buckets as usize)
-        })
+        let points = load_scalars(conn, id, info.count, range)?;
+        Ok(downsample::downsample(&points, buckets as usize))
     })
 }
 
@@ -834,133 +821,6 @@ fn filter_into(block: &Scalars, first: u64, range: &ReadRange, limit: u64, out: 
     }
 }
 
-/// The points of a whole decoded series that fall in `range`.
-fn select(all: &Scalars, range: &ReadRange) -> Scalars {
-    let mut out = Scalars::default();
-    filter_into(all, 0, range, range.limit.unwrap_or(u64::MAX), &mut out);
-    out
-}
-
-/// No point (in the downsampling tables).
-const NONE: u32 = u32::MAX;
-
-/// The points one bucket keeps: its min, its max, and its first NaN.
-#[derive(Clone, Copy)]
-struct Keep {
-    min: u32,
-    max: u32,
-    nan: u32,
-}
-
-const KEEP_NONE: Keep = Keep {
-    min: NONE,
-    max: NONE,
-    nan: NONE,
-};
-
-/// Min/max downsampling: `buckets` equal step intervals over the points' step span, each keeping its min and
-/// max point and (if it has any) one NaN point, emitted bucket by bucket in step order.
-pub fn downsample(p: &Scalars, buckets: usize) -> Scalars {
-    if p.len() <= 2 * buckets || p.len() >= NONE as usize {
-        return p.clone();
-    }
-    let sorted = p.steps.windows(2).all(|w| w[0] <= w[1]);
-    let (lo, hi) = match (sorted, p.steps.first(), p.steps.last()) {
-        (true, Some(&first), Some(&last)) => (first, last),
-        _ => p
-            .steps
-            .iter()
-            .fold((i64::MAX, i64::MIN), |(lo, hi), &s| (lo.min(s), hi.max(s))),
-    };
-    let scale = buckets as f64 / ((hi as f64 - lo as f64) + 1.0);
-    let bucket = |s: i64| (((s as f64 - lo as f64) * scale) as usize).min(buckets - 1);
-    let keep = if sorted {
-        keep_sorted(p, buckets, bucket)
-    } else {
-        keep_any(p, buckets, bucket)
-    };
-    let mut out = Scalars::with_capacity(2 * buckets);
-    for k in keep {
-        let mut idx = [k.min, k.max, k.nan];
-        idx.sort_by_key(|&i| {
-            if i == NONE {
-                (i64::MAX, i)
-            } else {
-                (p.steps[i as usize], i)
-            }
-        });
-        let mut prev = NONE;
-        for i in idx {
-            if i != NONE && i != prev {
-                out.push(
-                    p.steps[i as usize],
-                    p.times[i as usize],
-                    p.values[i as usize],
-                );
-                prev = i;
-            }
-        }
-    }
-    out
-}
-
-/// Steps in order: each bucket is a contiguous run whose end is found by binary search, so the scan itself
-/// touches only values, with the running extremes in registers.
-fn keep_sorted(p: &Scalars, buckets: usize, bucket: impl Fn(i64) -> usize) -> Vec<Keep> {
-    let mut keep = vec![KEEP_NONE; buckets];
-    let mut i = 0;
-    while i < p.len() {
-        let b = bucket(p.steps[i]);
-        let end = i + p.steps[i..].partition_point(|&s| bucket(s) <= b);
-        keep[b] = extremes(&p.values[i..end], i);
-        i = end;
-    }
-    keep
-}
-
-/// Min, max and first NaN of `values`, as indexes offset by `base`.
-fn extremes(values: &[F64], base: usize) -> Keep {
-    let (mut k, mut lo, mut hi) = (KEEP_NONE, f64::INFINITY, f64::NEG_INFINITY);
-    for (j, v) in values.iter().enumerate() {
-        let v = v.0;
-        if v.is_nan() {
-            if k.nan == NONE {
-                k.nan = (base + j) as u32;
-            }
-            continue;
-        }
-        if k.min == NONE || v < lo {
-            (k.min, lo) = ((base + j) as u32, v);
-        }
-        if k.max == NONE || v > hi {
-            (k.max, hi) = ((base + j) as u32, v);
-        }
-    }
-    k
-}
-
-/// Steps in any order: every point updates its bucket's entry.
-fn keep_any(p: &Scalars, buckets: usize, bucket: impl Fn(i64) -> usize) -> Vec<Keep> {
-    let mut keep = vec![KEEP_NONE; buckets];
-    for (i, (&s, v)) in p.steps.iter().zip(&p.values).enumerate() {
-        let k = &mut keep[bucket(s)];
-        let v = v.0;
-        if v.is_nan() {
-            if k.nan == NONE {
-                k.nan = i as u32;
-            }
-            continue;
-        }
-        if k.min == NONE || v < p.values[k.min as usize].0 {
-            k.min = i as u32;
-        }
-        if k.max == NONE || v > p.values[k.max as usize].0 {
-            k.max = i as u32;
-        }
-    }
-    keep
-}
-
 /// Records of a non-scalar series in `range`, decoding only the blocks that may hold them.
 pub fn read_records(
     conn: &Connection,
@@ -1008,35 +868,5 @@ mod tests {
             vec![10, 11, 5, 6]
         );
         assert_eq!(resolve_steps(None, 2, Some(7)), vec![8, 9]);
-    }
-
-    #[test]
-    fn downsampling_keeps_extremes_and_nans() {
-        let mut p = Scalars::default();
-        for i in 0..1000 {
-            // Distinct values (7919 is coprime with 1000), so min and max have no ties.
-            let v = match i {
-                500 => 1e9,
-                700 => f64::NAN,
-                _ => ((i * 7919) % 1000) as f64,
-            };
-            p.push(i, WallTime(i), F64(v));
-        }
-        let d = downsample(&p, 10);
-        assert!(d.len() <= 30);
-        assert!(d.values.contains(&F64(1e9)));
-        assert!(d.values.iter().any(|v| v.0.is_nan()));
-        // The same points in another order keep the same extremes.
-        let mut shuffled = Scalars::default();
-        for i in (0..1000).rev() {
-            shuffled.push(p.steps[i], p.times[i], p.values[i]);
-        }
-        assert_eq!(downsample(&shuffled, 10).steps, d.steps);
-        assert!(d.steps.windows(2).all(|w| w[0] < w[1]));
-        assert_eq!(
-            downsample(&p, 500).steps,
-            p.steps,
-            "small series come back whole"
-        );
     }
 }

@@ -14,7 +14,6 @@ mod names;
 mod paging;
 mod runs;
 mod schema;
-mod series_cache;
 mod writer;
 
 #[cfg(test)]
@@ -44,7 +43,6 @@ struct Inner {
     writer: Writer,
     readers: Mutex<Vec<Connection>>,
     seq: Arc<watch::Sender<u64>>,
-    series_cache: series_cache::SeriesCache,
 }
 
 /// The data directory's parts.
@@ -82,7 +80,6 @@ impl EmbeddedStore {
             writer,
             readers: Mutex::new(Vec::new()),
             seq,
-            series_cache: Default::default(),
         };
         Ok(EmbeddedStore {
             inner: Arc::new(inner),
