@@ -5,12 +5,18 @@ use crate::output::{print_json, Table};
 use crate::tensorboard_cmd::{Bridge, ImportArgs};
 use crate::{CliError, EXIT_NOT_FOUND};
 use flightlog_model::*;
-use flightlog_tensorboard::ingest::{clean_name, fnv1a128, FileIngest, IngestCounts, IngestSink};
+use flightlog_tensorboard::ingest::{
+    clean_name, fnv1a128, write_behind, FileIngest, IngestCounts, IngestSink,
+};
 use flightlog_tensorboard::{is_event_file_name, EventFileReader, ValueDecoder};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+/// Points per batch sent: small enough that the server stores one batch while this process decodes the
+/// next (the run threads take turns), large enough that commits stay few (the server groups them).
+const SEND_POINTS: usize = 16_384;
 
 /// Where a run remembers how far each of its event files was imported (file name → byte offset).
 pub const STATE_ARTIFACT: &str = "tensorboard/import-state.json";
@@ -54,15 +60,15 @@ pub(crate) fn run(b: &Bridge, args: ImportArgs) -> Result<(), CliError> {
         crate::tensorboard_cmd::stop_on_signals();
         let pause = Duration::from_secs_f64(args.interval.clamp(0.05, 3600.0));
         while !crate::tensorboard_cmd::stop_requested() {
-            imp.sync()?;
+            imp.sync(false)?;
             let until = Instant::now() + pause;
             while Instant::now() < until && !crate::tensorboard_cmd::stop_requested() {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
     }
-    imp.sync()?;
-    let reports = imp.finish()?;
+    imp.sync(true)?;
+    let reports = imp.reports();
     print_report(b.json, &root, &reports)
 }
 
@@ -201,17 +207,19 @@ struct RunImport {
 }
 
 impl Importer<'_> {
-    /// Finds new run folders and files, and imports what was appended to every file since the last sync.
-    fn sync(&mut self) -> Result<(), CliError> {
+    /// Finds new run folders and files, and imports what was appended to every file since the last sync;
+    /// the `last` sync also marks each run Completed as soon as its own files are done.
+    fn sync(&mut self, last: bool) -> Result<(), CliError> {
         let dirs = run_dirs(&self.root)?;
         self.open_new_runs(&dirs)?;
-        let files: HashMap<&String, &Vec<PathBuf>> = dirs.iter().map(|(r, f)| (r, f)).collect();
+        let files: HashMap<&String, &[PathBuf]> =
+            dirs.iter().map(|(r, f)| (r, f.as_slice())).collect();
         let b = self.b;
-        // Runs are independent: each is read, decoded and sent on its own thread (a few at a time).
-        let mut pending: Vec<(&mut RunImport, &Vec<PathBuf>)> = self
+        // Runs are independent: each is read, decoded, sent and ended on its own thread (a few at a time).
+        let mut pending: Vec<(&mut RunImport, &[PathBuf])> = self
             .runs
             .iter_mut()
-            .filter_map(|(rel, run)| files.get(rel).map(|f| (run, *f)))
+            .map(|(rel, run)| (run, files.get(rel).copied().unwrap_or_default()))
             .collect();
         let width = std::thread::available_parallelism().map_or(4, |n| n.get().clamp(4, 8));
         while !pending.is_empty() {
@@ -219,7 +227,7 @@ impl Importer<'_> {
             std::thread::scope(|scope| {
                 let handles: Vec<_> = chunk
                     .into_iter()
-                    .map(|(run, files)| scope.spawn(move || run.sync(b, files)))
+                    .map(|(run, files)| scope.spawn(move || run.sync(b, files, last)))
                     .collect();
                 handles
                     .into_iter()
@@ -304,24 +312,10 @@ impl Importer<'_> {
         })
     }
 
-    /// Reports what is left at the end of each file and marks the runs Completed.
-    fn finish(self) -> Result<Vec<RunReport>, CliError> {
-        let b = self.b;
-        let runs: Vec<RunImport> = self.runs.into_values().collect();
-        // Two requests per run, independent of the other runs: sent side by side, 8 runs at a time.
-        let mut ends = Vec::new();
-        for chunk in runs.chunks(8) {
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = chunk
-                    .iter()
-                    .map(|run| scope.spawn(move || finish_run(b, &run.id, run.span)))
-                    .collect();
-                ends.extend(handles.into_iter().map(joined));
-            });
-        }
+    /// Each run's report, with what is left at the end of each file.
+    fn reports(self) -> Vec<RunReport> {
         let mut out = Vec::new();
-        for (mut run, end) in runs.into_iter().zip(ends) {
-            end?;
+        for mut run in self.runs.into_values() {
             for (reader, _) in run.files.values() {
                 run.report
                     .errors
@@ -330,12 +324,12 @@ impl Importer<'_> {
             run.report.files = run.files.len();
             out.push(run.report);
         }
-        Ok(out)
+        out
     }
 }
 
 impl RunImport {
-    fn sync(&mut self, b: &Bridge, files: &[PathBuf]) -> Result<(), CliError> {
+    fn sync(&mut self, b: &Bridge, files: &[PathBuf], last: bool) -> Result<(), CliError> {
         if !self.loaded {
             // On the run's own thread: what an earlier import stored (kinds, per-file offsets).
             self.kinds = b
@@ -359,31 +353,35 @@ impl RunImport {
                 .or_insert_with(|| (EventFileReader::new(path), ValueDecoder::default()));
             let before = reader.offset();
             let from = self.state.get(&file).copied().unwrap_or(0);
-            let mut sink = BridgeSink(b);
-            let mut imp = FileIngest::new(
-                &mut sink,
+            let (id, kinds, counts, span) = (
                 &self.id,
-                &file,
                 &mut self.kinds,
                 &mut self.report.counts,
-                decoder,
+                &mut self.span,
             );
-            let mut failure = None;
-            let span = &mut self.span;
-            let errors = reader.poll_decoded(|offset, record| {
-                let new = offset >= from;
-                let t = record.wall_time();
-                if new && t > 0.0 {
-                    *span = Some(span.map_or((t, t), |(a, z): (f64, f64)| (a.min(t), z.max(t))));
+            // Batches go out on a second thread while this one decodes the next.
+            let polled = write_behind(&mut BridgeSink(b), |sink| {
+                let mut imp = FileIngest::new(sink, id, &file, kinds, counts, decoder)
+                    .batch_points(SEND_POINTS);
+                let mut failure = None;
+                let polled = reader.poll_decoded(|offset, record| {
+                    let new = offset >= from;
+                    let t = record.wall_time();
+                    if new && t > 0.0 {
+                        *span =
+                            Some(span.map_or((t, t), |(a, z): (f64, f64)| (a.min(t), z.max(t))));
+                    }
+                    if failure.is_none() {
+                        failure = imp.decoded(offset, &record, new).err();
+                    }
+                });
+                if let Some(e) = failure {
+                    return Err(e);
                 }
-                if failure.is_none() {
-                    failure = imp.decoded(offset, &record, new).err();
-                }
+                imp.flush()?;
+                Ok(polled)
             })?;
-            if let Some(e) = failure {
-                return Err(e.into());
-            }
-            imp.flush()?;
+            let errors = polled?;
             self.report
                 .errors
                 .extend(errors.iter().map(|e| e.to_string()));
@@ -396,6 +394,9 @@ impl RunImport {
             let json = serde_json::to_vec(&self.state).unwrap_or_default();
             b.client
                 .put_artifact_bytes(&self.id, STATE_ARTIFACT, &json)?;
+        }
+        if last {
+            finish_run(b, &self.id, self.span)?;
         }
         Ok(())
     }

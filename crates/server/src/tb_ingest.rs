@@ -9,7 +9,9 @@
 
 use flightlog_model::*;
 use flightlog_store::Store;
-use flightlog_tensorboard::ingest::{fnv1a128, ingest_chunk, FileIngest, IngestCounts, IngestSink};
+use flightlog_tensorboard::ingest::{
+    fnv1a128, ingest_chunk, write_behind, FileIngest, IngestCounts, IngestSink,
+};
 use flightlog_tensorboard::{is_event_file_name, ValueDecoder};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -24,6 +26,9 @@ const CURSOR_KIND: &str = "tensorboard.ingest.cursor";
 const CURSOR_ID: &str = "events";
 /// Events read per round trip.
 const PAGE: usize = 1000;
+/// Points per batch: a few batches per file, so decoding the next overlaps storing the last, and an upload's
+/// commit never queues behind one huge batch in the store's writer.
+const PIPELINE_POINTS: usize = 16_384;
 
 /// How far one event file was ingested.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -197,10 +202,13 @@ pub fn ingest_file(store: &dyn Store, run: &RunId, path: &str) -> Result<IngestC
         .collect();
     let mut decoder = ValueDecoder::with_plugins(std::mem::take(&mut state.plugins));
     let mut counts = IngestCounts::default();
-    let mut sink = StoreSink(store);
     let label = format!("run {run}: {path}");
-    let mut ing = FileIngest::new(&mut sink, run, path, &mut kinds, &mut counts, &mut decoder);
-    let (consumed, errors) = ingest_chunk(&mut ing, &buf, from, from, &label)?;
+    // Batches are stored on a second thread while this one decodes the next.
+    let (consumed, errors) = write_behind(&mut StoreSink(store), |sink| {
+        let mut ing = FileIngest::new(sink, run, path, &mut kinds, &mut counts, &mut decoder)
+            .batch_points(PIPELINE_POINTS);
+        ingest_chunk(&mut ing, &buf, from, from, &label)
+    })?;
     for e in &errors {
         tracing::warn!("tensorboard ingest: {e}");
     }

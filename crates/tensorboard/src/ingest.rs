@@ -97,6 +97,8 @@ pub struct FileIngest<'a, S: IngestSink + ?Sized> {
     counts: &'a mut IngestCounts,
     decoder: &'a mut ValueDecoder,
     batch: Pending,
+    /// Points that make a batch full ([`BATCH_POINTS`] unless set by [`Self::batch_points`]).
+    max_points: usize,
 }
 
 /// Steps, times and values of one text series in a batch.
@@ -108,9 +110,46 @@ struct Pending {
     last: u64,
     points: usize,
     text_bytes: usize,
-    scalars: BTreeMap<String, ScalarWrite>,
+    /// Scalar series in order of first appearance; `scalar_index` finds one by name, `hot` is the one the
+    /// last scalar went to (a file usually holds long runs of the same tag).
+    scalars: Vec<ScalarWrite>,
+    scalar_index: HashMap<String, usize>,
+    hot: usize,
     texts: BTreeMap<String, TextColumns>,
     others: Vec<MetricWrite>,
+}
+
+impl Pending {
+    /// Counts a point of the record at `offset`.
+    fn note(&mut self, offset: u64) {
+        self.first.get_or_insert(offset);
+        self.last = offset;
+        self.points += 1;
+    }
+
+    /// Appends to the series the last scalar went to if it is `tag`'s (no kind check or lookup needed: the
+    /// tag was claimed as a scalar when its series was made). `false` for another tag.
+    fn push_to_hot(&mut self, tag: &str, step: i64, time: WallTime, v: f64) -> bool {
+        let Some(w) = self.scalars.get_mut(self.hot).filter(|w| w.name == tag) else {
+            return false;
+        };
+        w.steps.get_or_insert_with(Vec::new).push(Some(step));
+        w.times.get_or_insert_with(Vec::new).push(time);
+        w.values.push(F64(v));
+        true
+    }
+
+    fn new_series(&mut self, tag: &str) -> usize {
+        self.scalars.push(ScalarWrite {
+            name: tag.to_string(),
+            steps: Some(Vec::new()),
+            times: Some(Vec::new()),
+            ..Default::default()
+        });
+        self.scalar_index
+            .insert(tag.to_string(), self.scalars.len() - 1);
+        self.scalars.len() - 1
+    }
 }
 
 impl<'a, S: IngestSink + ?Sized> FileIngest<'a, S> {
@@ -131,7 +170,15 @@ impl<'a, S: IngestSink + ?Sized> FileIngest<'a, S> {
             counts,
             decoder,
             batch: Pending::default(),
+            max_points: BATCH_POINTS,
         }
+    }
+
+    /// Sends a batch every `n` points: smaller batches let a sender that talks to a server decode the next
+    /// one while the server stores the last.
+    pub fn batch_points(mut self, n: usize) -> Self {
+        self.max_points = n.max(1);
+        self
     }
 
     /// Reads one event; only events past the watermark (`new`) are stored, but every event is decoded so that
@@ -168,7 +215,7 @@ impl<'a, S: IngestSink + ?Sized> FileIngest<'a, S> {
     }
 
     fn flush_if_full(&mut self) -> Result<()> {
-        if self.batch.points >= BATCH_POINTS || self.batch.text_bytes >= BATCH_TEXT_BYTES {
+        if self.batch.points >= self.max_points || self.batch.text_bytes >= BATCH_TEXT_BYTES {
             self.flush()?;
         }
         Ok(())
@@ -191,6 +238,13 @@ impl<'a, S: IngestSink + ?Sized> FileIngest<'a, S> {
     }
 
     fn datum(&mut self, offset: u64, tag: &str, step: i64, time: WallTime, d: Datum) -> Result<()> {
+        if let Datum::Scalar(v) = d {
+            if self.batch.push_to_hot(tag, step, time, v) {
+                self.batch.note(offset);
+                self.counts.scalar_points += 1;
+                return Ok(());
+            }
+        }
         let kind = match &d {
             Datum::Scalar(_) => MetricKind::Scalar,
             Datum::Text(_) => MetricKind::Text,
@@ -205,26 +259,14 @@ impl<'a, S: IngestSink + ?Sized> FileIngest<'a, S> {
             return Ok(());
         }
         let p = &mut self.batch;
-        p.first.get_or_insert(offset);
-        p.last = offset;
-        p.points += 1;
+        p.note(offset);
         match d {
             Datum::Scalar(v) => {
-                if !p.scalars.contains_key(tag) {
-                    let w = ScalarWrite {
-                        name: tag.to_string(),
-                        steps: Some(Vec::new()),
-                        times: Some(Vec::new()),
-                        ..Default::default()
-                    };
-                    p.scalars.insert(tag.to_string(), w);
-                }
-                let Some(w) = p.scalars.get_mut(tag) else {
-                    return Ok(());
+                p.hot = match p.scalar_index.get(tag) {
+                    Some(&i) => i,
+                    None => p.new_series(tag),
                 };
-                w.steps.get_or_insert_with(Vec::new).push(Some(step));
-                w.times.get_or_insert_with(Vec::new).push(time);
-                w.values.push(F64(v));
+                p.push_to_hot(tag, step, time, v);
                 self.counts.scalar_points += 1;
             }
             Datum::Text(s) => {
@@ -283,7 +325,7 @@ impl<'a, S: IngestSink + ?Sized> FileIngest<'a, S> {
         };
         let mut batch = Batch {
             batch_id: Some(format!("tb-{}-{first}-{}", self.file_key, p.last)),
-            scalars: p.scalars.into_values().collect(),
+            scalars: p.scalars,
             metrics: p.others,
             logs: Vec::new(),
         };
@@ -301,6 +343,60 @@ impl<'a, S: IngestSink + ?Sized> FileIngest<'a, S> {
         }
         self.sink.write_batch(self.run, batch)
     }
+}
+
+/// What [`write_behind`] hands its second thread.
+enum Job {
+    Batch(RunId, Batch),
+    Image(RunId, ImageWrite, Vec<u8>),
+}
+
+/// The sink [`write_behind`] gives its caller: every write is queued for the second thread.
+struct Behind(std::sync::mpsc::SyncSender<Job>);
+
+impl IngestSink for Behind {
+    fn write_batch(&mut self, run: &RunId, batch: Batch) -> Result<()> {
+        self.queue(Job::Batch(run.clone(), batch))
+    }
+    fn write_image(&mut self, run: &RunId, meta: &ImageWrite, bytes: &[u8]) -> Result<()> {
+        self.queue(Job::Image(run.clone(), meta.clone(), bytes.to_vec()))
+    }
+}
+
+impl Behind {
+    fn queue(&mut self, job: Job) -> Result<()> {
+        // The writer only hangs up after an error, which `write_behind` reports instead of this one.
+        self.0
+            .send(job)
+            .map_err(|_| Error::storage("the ingest writer stopped"))
+    }
+}
+
+/// Runs `f` (which decodes and sends) with a sink whose writes go to `sink` on a second thread, in order:
+/// the next batch is decoded while the last one is stored, instead of one waiting for the other. Returns
+/// once every write is done; the first failed write is the error (later ones are not attempted).
+pub fn write_behind<S: IngestSink + Send, T>(
+    sink: &mut S,
+    f: impl FnOnce(&mut dyn IngestSink) -> Result<T>,
+) -> Result<T> {
+    // One batch queued while one is stored: decoding never runs more than a batch ahead.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(1);
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(move || -> Result<()> {
+            for job in rx {
+                match job {
+                    Job::Batch(run, batch) => sink.write_batch(&run, batch)?,
+                    Job::Image(run, meta, bytes) => sink.write_image(&run, &meta, &bytes)?,
+                }
+            }
+            Ok(())
+        });
+        let out = f(&mut Behind(tx));
+        let written = writer
+            .join()
+            .unwrap_or_else(|_| Err(Error::storage("the ingest writer panicked")));
+        written.and(out)
+    })
 }
 
 /// Ingests a chunk of an event file that starts at file offset `base`: every complete record's points go to

@@ -96,6 +96,9 @@ fn inside(root: &Path, dir: &Path, rel: &str) -> Result<()> {
     }
 }
 
+/// Bytes of an upload gathered before each write to its temp file.
+const SPOOL_BUFFER: usize = 1 << 20;
+
 /// Streams `data` into a synced temp file; returns its path and size.
 fn spool(inner: &Inner, data: &mut dyn Read) -> Result<(PathBuf, u64)> {
     let tmp = inner
@@ -103,11 +106,13 @@ fn spool(inner: &Inner, data: &mut dyn Read) -> Result<(PathBuf, u64)> {
         .tmp
         .join(uuid::Uuid::new_v4().simple().to_string());
     let result = (|| {
-        let mut f = File::create(&tmp).map_err(io_err("creating", &tmp))?;
-        let size = io::copy(data, &mut f)
+        let f = File::create(&tmp).map_err(io_err("creating", &tmp))?;
+        // Written in large pieces rather than one system call per received chunk.
+        let mut w = io::BufWriter::with_capacity(SPOOL_BUFFER, f);
+        let size = io::copy(data, &mut w)
             .map_err(|e| Error::storage(format!("receiving the upload: {e}")))?;
-        f.flush()
-            .and_then(|_| f.sync_all())
+        w.flush()
+            .and_then(|_| w.get_ref().sync_all())
             .map_err(io_err("syncing", &tmp))?;
         Ok(size)
     })();
