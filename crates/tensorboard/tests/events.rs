@@ -306,3 +306,80 @@ fn fast_scalar_encoding_matches_prost() {
         }
     }
 }
+
+/// A sink that keeps what it is given and fails on the batch numbered `fail_at`.
+#[derive(Default)]
+struct Keep {
+    batches: Vec<flightlog_model::Batch>,
+    fail_at: Option<usize>,
+}
+
+impl ingest::IngestSink for Keep {
+    fn write_batch(
+        &mut self,
+        _: &flightlog_model::RunId,
+        b: flightlog_model::Batch,
+    ) -> flightlog_model::Result<()> {
+        if self.fail_at == Some(self.batches.len()) {
+            return Err(flightlog_model::Error::storage("disk full"));
+        }
+        self.batches.push(b);
+        Ok(())
+    }
+    fn write_image(
+        &mut self,
+        _: &flightlog_model::RunId,
+        _: &flightlog_model::ImageWrite,
+        _: &[u8],
+    ) -> flightlog_model::Result<()> {
+        Ok(())
+    }
+}
+
+/// Ingests `buf` (scalar events) through [`ingest::write_behind`] in batches of 1,000 points.
+fn ingest_behind(sink: &mut Keep, buf: &[u8]) -> flightlog_model::Result<usize> {
+    let run = flightlog_model::RunId::new();
+    let (mut kinds, mut counts, mut decoder) = Default::default();
+    ingest::write_behind(sink, |s| {
+        let mut ing = ingest::FileIngest::new(s, &run, "f", &mut kinds, &mut counts, &mut decoder)
+            .batch_points(1000);
+        ingest::ingest_chunk(&mut ing, buf, 0, 0, "f").map(|(consumed, _)| consumed)
+    })
+}
+
+#[test]
+fn write_behind_keeps_order_and_reports_the_first_failed_write() {
+    let events: Vec<Event> = (0..2500)
+        .map(|s| summary::event(1.7e9 + s as f64, s, summary::scalar("loss", s as f32)))
+        .collect();
+    let buf = encoded(&events);
+    let mut ok = Keep::default();
+    assert_eq!(ingest_behind(&mut ok, &buf).unwrap(), buf.len());
+    let steps: Vec<i64> = ok
+        .batches
+        .iter()
+        .flat_map(|b| b.scalars[0].steps.clone().unwrap_or_default())
+        .map(|s| s.unwrap_or(-1))
+        .collect();
+    assert_eq!(ok.batches.len(), 3, "2,500 points in batches of 1,000");
+    assert_eq!(
+        steps,
+        (0..2500).collect::<Vec<i64>>(),
+        "every point, in order"
+    );
+    let ids: std::collections::BTreeSet<_> =
+        ok.batches.iter().map(|b| b.batch_id.clone()).collect();
+    assert_eq!(ids.len(), 3, "each batch has its own id");
+
+    let mut failing = Keep {
+        fail_at: Some(1),
+        ..Default::default()
+    };
+    let err = ingest_behind(&mut failing, &buf).unwrap_err();
+    assert!(err.to_string().contains("disk full"), "{err}");
+    assert_eq!(
+        failing.batches.len(),
+        1,
+        "nothing is written after a failure"
+    );
+}
