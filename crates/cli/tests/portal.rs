@@ -199,6 +199,68 @@ fn runs_table_filters_sorts_and_rejects_bad_filters() {
     assert_eq!(status, 400, "experiment_id is required");
 }
 
+/// The runs table takes the statuses the portal shows (`Completed`, `Failed`, any case) in a status condition
+/// (`=`, `!=`) as well as MLflow's names; MLflow's own runs/search keeps MLflow's names only.
+#[test]
+fn runs_table_filters_on_flightlog_status_names() {
+    use serde_json::json;
+    let s = TestServer::start();
+    let exp = s.new_experiment("statuses");
+    for (name, status) in [
+        ("done", "Completed"),
+        ("broken", "Failed"),
+        ("busy", "Running"),
+    ] {
+        let (code, run) = s.post(
+            "/api/v1/runs",
+            &json!({"experiment_id": exp, "display_name": name}),
+        );
+        assert_eq!(code, 201, "{run}");
+        let id = run["id"].as_str().unwrap().to_string();
+        if status != "Running" {
+            let (code, r) = s.patch(&format!("/api/v1/runs/{id}"), &json!({"status": status}));
+            assert_eq!((code, r["status"].as_str()), (200, Some(status)), "{r}");
+        }
+    }
+    let names_for = |filter: &str| -> Vec<String> {
+        let (code, t) = s.get(&format!(
+            "/api/v1/runs/table?experiment_id={exp}&filter={}",
+            common::enc(filter)
+        ));
+        assert_eq!(code, 200, "{filter}: {t}");
+        let mut names: Vec<String> = t["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap().to_string())
+            .collect();
+        names.sort();
+        assert_eq!(t["total"], names.len(), "{filter}");
+        names
+    };
+    assert_eq!(names_for("attributes.status = 'Completed'"), ["done"]);
+    assert_eq!(names_for("attributes.status = 'FINISHED'"), ["done"]);
+    assert_eq!(names_for("status = 'failed'"), ["broken"]);
+    assert_eq!(names_for("status != 'Completed'"), ["broken", "busy"]);
+    assert_eq!(names_for("status = 'Running'"), ["busy"]);
+    assert_eq!(names_for("status = 'Canceled'"), Vec::<String>::new());
+
+    let search = |filter: &str| -> usize {
+        let (code, body) = s.post(
+            "/api/2.0/mlflow/runs/search",
+            &json!({"experiment_ids": [exp], "filter": filter}),
+        );
+        assert_eq!(code, 200, "{filter}: {body}");
+        body["runs"].as_array().map_or(0, Vec::len)
+    };
+    assert_eq!(search("attributes.status = 'FINISHED'"), 1);
+    assert_eq!(
+        search("attributes.status = 'Completed'"),
+        0,
+        "MLflow's runs/search compares MLflow's names only"
+    );
+}
+
 /// Chart reads are cached by the series' point count: a repeated downsampled read answers the same, and points
 /// appended afterwards show in the next read.
 #[test]

@@ -67,8 +67,9 @@ async fn table(State(st): State<AppState>, RawQuery(raw): RawQuery) -> ApiResult
             "the query parameter is required (repeat it for several experiments)",
         ));
     }
-    let conditions = mlflow::parse_filter(&mlflow::RUN_GRAMMAR, q.get("filter").unwrap_or(""))
+    let mut conditions = mlflow::parse_filter(&mlflow::RUN_GRAMMAR, q.get("filter").unwrap_or(""))
         .map_err(invalid("filter"))?;
+    accept_flightlog_status_names(&mut conditions);
     let order = q
         .all("order_by")
         .filter(|o| !o.trim().is_empty())
@@ -97,6 +98,35 @@ async fn table(State(st): State<AppState>, RawQuery(raw): RawQuery) -> ApiResult
         Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
     })
     .await
+}
+
+/// The portal shows flightlog's status names (`Completed`, `Failed`, `Queued` …), so a status condition of
+/// the table may use them as well as MLflow's: in `=` and `!=` (the comparators MLflow's grammar allows on
+/// status besides LIKE) a flightlog name, in any case, is replaced by the MLflow name it maps to
+/// (`Completed` → `FINISHED`, `Canceled` → `KILLED`; `Queued`, `Preparing` and `NotStarted` → `SCHEDULED`;
+/// `Finalizing` and `CancelRequested` → `RUNNING`) before filtering. MLflow's names pass unchanged; MLflow's
+/// own runs/search does not do this.
+fn accept_flightlog_status_names(conditions: &mut [mlflow::Condition]) {
+    for c in conditions.iter_mut().filter(|c| is_status_equality(c)) {
+        if let mlflow::Literal::Text(name) = &mut c.value {
+            to_mlflow_status_name(name);
+        }
+    }
+}
+
+fn is_status_equality(c: &mlflow::Condition) -> bool {
+    c.ident.kind == mlflow::SearchKind::TextAttr
+        && c.ident.key == "status"
+        && matches!(c.op, mlflow::Op::Eq | mlflow::Op::Ne)
+}
+
+fn to_mlflow_status_name(name: &mut String) {
+    if let Some(status) = RunStatus::ALL
+        .into_iter()
+        .find(|s| s.as_str().eq_ignore_ascii_case(name))
+    {
+        *name = mlflow::status_name(status).to_string();
+    }
 }
 
 fn build<'a>(runs: &[&'a Run]) -> Table<'a> {

@@ -9,8 +9,10 @@ mod models;
 mod runs;
 mod search;
 
+pub(crate) use convert::status_name;
 pub(crate) use runs::find_runs;
 pub(crate) use search::{parse_filter, parse_order_by, RUNS as RUN_GRAMMAR};
+pub(crate) use search::{Condition, Kind as SearchKind, Literal, Op};
 
 use crate::AppState;
 use axum::body::Bytes;
