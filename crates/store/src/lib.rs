@@ -56,9 +56,11 @@ pub trait Store: Send + Sync + 'static {
     fn metric_info(&self, run: &RunId, name: &str) -> Result<SeriesInfo>;
     /// Scalar points in logging order. `NotFound` for an unknown name; `InvalidArgument` if not a scalar.
     fn read_scalars(&self, run: &RunId, name: &str, range: &ReadRange) -> Result<ScalarSeries>;
-    /// At most `2 * buckets` points of a scalar series within `range`'s steps: the series is cut into
-    /// `buckets` equal step intervals and each keeps its min and max point (in step order), so spikes never
-    /// vanish. A series with no more than `2 * buckets` points comes back whole.
+    /// About `2 * buckets` points of a scalar series within `range`'s steps: the series is cut into
+    /// `buckets` equal step intervals and each keeps its min and max point (and first NaN; in step order), so
+    /// spikes never vanish. Where buckets average 512 points or more, their edges snap to the store's
+    /// 256-point segments, so the overview is read from segment summaries. A series with no more than
+    /// `2 * buckets` points comes back whole.
     fn read_downsampled(
         &self,
         run: &RunId,

@@ -1,7 +1,7 @@
 //! Metric blocks: the columnar scalar encoding (varint deltas + raw f64 bits, lz4 when it pays), the JSON-lines
 //! record encoding, the writer's cache of each series' open tail block, and appending across block boundaries.
 
-use super::sql_err;
+use super::{sql_err, summaries};
 use flightlog_model::{Error, Record, Result, ScalarSeries, WallTime, F64};
 use rusqlite::{params, Connection};
 use std::collections::HashMap;
@@ -376,15 +376,18 @@ fn check_tail(series_id: i64, tail: &Tail, count: u64) -> Result<()> {
     Ok(())
 }
 
-/// Inserts or rewrites the block `tail`.
+/// Inserts or rewrites the block `tail`, with its segment summaries if it holds scalars.
 fn save_block(conn: &Connection, series_id: i64, tail: &Tail) -> Result<()> {
-    let e = match &tail.data {
-        TailData::Scalars(s) => encode_scalars(s),
-        TailData::Records { lines, .. } => encode_records(lines),
+    let (e, summary) = match &tail.data {
+        TailData::Scalars(s) => (
+            encode_scalars(s),
+            Some(summaries::of_block(tail.first_index, s)),
+        ),
+        TailData::Records { lines, .. } => (encode_records(lines), None),
     };
     conn.prepare_cached(
         "INSERT OR REPLACE INTO blocks (series_id, first_index, count, min_step, max_step, min_value, max_value, \
-         encoding, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+         encoding, data, summary) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )
     .and_then(|mut st| {
         st.execute(params![
@@ -396,7 +399,8 @@ fn save_block(conn: &Connection, series_id: i64, tail: &Tail) -> Result<()> {
             e.min_value,
             e.max_value,
             e.encoding,
-            e.data
+            e.data,
+            summary
         ])
     })
     .map_err(sql_err("writing a metric block"))?;
@@ -612,7 +616,7 @@ fn corrupt() -> Error {
     Error::storage("corrupt metric block")
 }
 
-fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
+pub(super) fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         buf.push((v as u8) | 0x80);
         v >>= 7;
@@ -668,7 +672,7 @@ impl Reader<'_> {
 }
 
 /// The varint at `*pos`, moving `pos` past it; `None` past the end or for more than 64 bits.
-fn varint_at(buf: &[u8], pos: &mut usize) -> Option<u64> {
+pub(super) fn varint_at(buf: &[u8], pos: &mut usize) -> Option<u64> {
     let mut v = 0u64;
     let mut shift = 0;
     loop {

@@ -14,6 +14,7 @@ mod names;
 mod paging;
 mod runs;
 mod schema;
+mod summaries;
 mod writer;
 
 #[cfg(test)]

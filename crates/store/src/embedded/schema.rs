@@ -5,7 +5,7 @@ use flightlog_model::{Result, WallTime};
 use rusqlite::Connection;
 
 /// The schema version this build writes.
-pub const VERSION: i64 = 4;
+pub const VERSION: i64 = 5;
 
 /// Version 1: experiments, runs, metric series and their blocks, batches, logs and events.
 const V1: &str = r#"
@@ -127,6 +127,25 @@ ALTER TABLE log_streams ADD COLUMN file_end INTEGER NOT NULL DEFAULT 0;
 UPDATE log_streams SET file_end = length;
 "#;
 
+/// Version 5: each scalar block's segment summaries (min, max and first NaN point of every 256-point segment,
+/// see `summaries`), so an overview of a long series reads them instead of decoding every point. Blocks written
+/// before have none and are summarized from their points when read.
+const V5: &str = r#"
+ALTER TABLE blocks ADD COLUMN summary BLOB;
+"#;
+
+/// Whether `table` has `column` (a version-5 column may already be there in a directory that was marked older,
+/// and SQLite cannot add a column only if missing).
+fn has_column(conn: &Connection, table: &str, column: &str) -> Result<bool> {
+    conn.query_row(
+        "SELECT count(*) FROM pragma_table_info(?1) WHERE name = ?2",
+        [table, column],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n > 0)
+    .map_err(sql_err("reading the table's columns"))
+}
+
 /// How long a connection waits for another process's lock before failing.
 pub const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -179,6 +198,10 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
     if version < 4 {
         tx.execute_batch(V4)
             .map_err(sql_err("keeping small log appends inline"))?;
+    }
+    if version < 5 && !has_column(&tx, "blocks", "summary")? {
+        tx.execute_batch(V5)
+            .map_err(sql_err("adding block summaries"))?;
     }
     tx.pragma_update(None, "user_version", VERSION)
         .map_err(sql_err("writing the schema version"))?;

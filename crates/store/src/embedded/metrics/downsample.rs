@@ -4,6 +4,7 @@
 
 use super::{load_scalars, range_blocks, sql_err};
 use crate::embedded::blocks::{self, Scalars, ScalarsExt};
+use crate::embedded::summaries::{self, Kept, Part, Point, SEGMENT_POINTS};
 use flightlog_model::{ReadRange, Result, WallTime, F64};
 use rusqlite::{params, Connection};
 
@@ -141,16 +142,6 @@ fn keep_any(p: &Scalars, b: Buckets) -> Vec<Keep> {
     keep
 }
 
-/// A kept point with its position, which orders points of equal step and tells a point kept twice (as min and
-/// max) from two points.
-#[derive(Clone, Copy)]
-struct Point {
-    index: u64,
-    step: i64,
-    time: WallTime,
-    value: F64,
-}
-
 fn point(p: &Scalars, i: usize, index: u64) -> Point {
     Point {
         index,
@@ -172,14 +163,6 @@ fn push_in_step_order(out: &mut Scalars, mut kept: [Option<Point>; 3]) {
     }
 }
 
-/// What a bucket of a [`scan`] holds so far: points copied out of blocks that are long gone.
-#[derive(Clone, Copy, Default)]
-struct Kept {
-    min: Option<Point>,
-    max: Option<Point>,
-    nan: Option<Point>,
-}
-
 /// The points a step range holds and their step span, which fix the buckets before the scan.
 struct Span {
     count: u64,
@@ -188,10 +171,11 @@ struct Span {
 }
 
 /// Downsamples the points of `series` whose steps lie in `range` (a step range or none: `start_index` and
-/// `limit` are the caller's to handle) exactly as [`downsample`] over those points would, reading each block
-/// once: the blocks' stored step bounds give the point count and step span (only blocks the range cuts are
-/// decoded for it), then every block in range is decoded into one reused buffer and folded into the buckets.
-/// A range of at most `2 * buckets` points comes back whole.
+/// `limit` are the caller's to handle). The blocks' stored step bounds give the point count and step span
+/// (only blocks the range cuts are decoded for it). A range of at most `2 * buckets` points comes back whole;
+/// one averaging [`SUMMARY_MODE_POINTS`] a bucket or more is read from segment summaries
+/// ([`scan_summaries`]); in between, exactly as [`downsample`] over those points would, with every block in
+/// range decoded once into one reused buffer and folded into the buckets.
 pub fn scan(
     conn: &Connection,
     series: i64,
@@ -208,6 +192,9 @@ pub fn scan(
         return load_scalars(conn, series, count, range);
     }
     let b = Buckets::new(span.lo, span.hi, buckets);
+    if span.count >= SUMMARY_MODE_POINTS * buckets as u64 {
+        return scan_summaries(conn, series, (lo, hi), b);
+    }
     let mut kept = vec![Kept::default(); buckets];
     let (mut block, mut scratch) = (Scalars::with_capacity(blocks::BLOCK_POINTS), Vec::new());
     let steps_only = ReadRange {
@@ -274,6 +261,21 @@ fn add_cut_block(
     (lo, hi): (i64, i64),
     span: &mut Span,
 ) -> Result<()> {
+    let steps = with_block(conn, series, first, |block| block.steps.clone())?;
+    for &s in steps.iter().filter(|&&s| lo <= s && s <= hi) {
+        span.count += 1;
+        (span.lo, span.hi) = (span.lo.min(s), span.hi.max(s));
+    }
+    Ok(())
+}
+
+/// Decodes the block at `first` and hands it to `f`.
+fn with_block<T>(
+    conn: &Connection,
+    series: i64,
+    first: i64,
+    f: impl FnOnce(&Scalars) -> T,
+) -> Result<T> {
     let mut block = Scalars::default();
     conn.prepare_cached(
         "SELECT encoding, data FROM blocks WHERE series_id = ?1 AND first_index = ?2",
@@ -285,11 +287,7 @@ fn add_cut_block(
         })
     })
     .map_err(sql_err("reading a metric block"))??;
-    for &s in block.steps.iter().filter(|&&s| lo <= s && s <= hi) {
-        span.count += 1;
-        (span.lo, span.hi) = (span.lo.min(s), span.hi.max(s));
-    }
-    Ok(())
+    Ok(f(&block))
 }
 
 /// Folds the points of `block` (whose first point is the series' point `first`) with steps in `lo..=hi` into
@@ -327,24 +325,86 @@ fn fold_block(kept: &mut [Kept], b: Buckets, block: &Scalars, first: u64, (lo, h
 
 /// Merges a run's extremes (indexes into `block`) into a bucket that holds only earlier points.
 fn merge(slot: &mut Kept, run: Keep, block: &Scalars, first: u64) {
-    let at = |i: u32| point(block, i as usize, first + u64::from(i));
-    if run.min != NONE
-        && slot
-            .min
-            .is_none_or(|m| block.values[run.min as usize].0 < m.value.0)
-    {
-        slot.min = Some(at(run.min));
+    let at = |i: u32| (i != NONE).then(|| point(block, i as usize, first + u64::from(i)));
+    slot.merge(Kept {
+        min: at(run.min),
+        max: at(run.max),
+        nan: at(run.nan),
+    });
+}
+
+/// Points a bucket must average before an overview merges segment summaries instead of points.
+const SUMMARY_MODE_POINTS: u64 = 2 * SEGMENT_POINTS;
+
+/// An overview of a range dense enough for summaries: each [`SEGMENT_POINTS`]-point segment (its points in
+/// range) goes whole into the bucket of its smallest step, so bucket edges snap to segment edges, and each
+/// bucket keeps the earliest min, max and first NaN of its segments — what the summaries hold, read without
+/// decoding a point. Only blocks the range cuts, or written before summaries, are decoded (and summarized).
+fn scan_summaries(
+    conn: &Connection,
+    series: i64,
+    (lo, hi): (i64, i64),
+    b: Buckets,
+) -> Result<Scalars> {
+    let mut kept = vec![Kept::default(); b.n];
+    let mut open: Option<Part> = None;
+    let mut st = conn
+        .prepare_cached(
+            "SELECT first_index, min_step, max_step, summary FROM blocks WHERE series_id = ?1 \
+             AND max_step >= ?2 AND min_step <= ?3 ORDER BY first_index",
+        )
+        .map_err(sql_err("reading block summaries"))?;
+    let mut rows = st
+        .query(params![series, lo, hi])
+        .map_err(sql_err("reading block summaries"))?;
+    while let Some(row) = rows.next().map_err(sql_err("reading block summaries"))? {
+        let (first, min, max): (i64, i64, i64) = (|| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))()
+            .map_err(sql_err("reading block summaries"))?;
+        let summary = row
+            .get_ref(3)
+            .and_then(|v| Ok(v.as_blob_or_null()?))
+            .map_err(sql_err("reading block summaries"))?;
+        let parts = match summary {
+            Some(bytes) if lo <= min && max <= hi => summaries::decode(bytes)?,
+            _ => with_block(conn, series, first, |block| {
+                summaries::parts_of(first as u64, block, (lo, hi))
+            })?,
+        };
+        for part in parts {
+            if let Some(done) = add_part(&mut open, part) {
+                kept[b.of(done.min_step)].merge(done.kept);
+            }
+        }
     }
-    if run.max != NONE
-        && slot
-            .max
-            .is_none_or(|m| block.values[run.max as usize].0 > m.value.0)
-    {
-        slot.max = Some(at(run.max));
+    if let Some(done) = open {
+        kept[b.of(done.min_step)].merge(done.kept);
     }
-    if run.nan != NONE && slot.nan.is_none() {
-        slot.nan = Some(at(run.nan));
+    Ok(in_step_order(kept.iter().flat_map(Kept::points)))
+}
+
+/// Adds a part to the open segment, or opens its segment; returns the segment this closes.
+fn add_part(open: &mut Option<Part>, part: Part) -> Option<Part> {
+    match open {
+        Some(o) if o.segment == part.segment => {
+            o.min_step = o.min_step.min(part.min_step);
+            o.kept.merge(part.kept);
+            None
+        }
+        _ => open.replace(part),
     }
+}
+
+/// Kept points sorted by (step, position), each once (a bucket of snapped edges may reach past the next one's
+/// first step).
+fn in_step_order(points: impl Iterator<Item = Point>) -> Scalars {
+    let mut all: Vec<Point> = points.collect();
+    all.sort_by_key(|p| (p.step, p.index));
+    all.dedup_by_key(|p| p.index);
+    let mut out = Scalars::with_capacity(all.len());
+    for p in all {
+        out.push(p.step, p.time, p.value);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -515,8 +575,58 @@ mod tests {
         }
     }
 
-    /// Every overview the store answers equals [`downsample`] over the points `read_scalars` gives for the
-    /// same range: whole series, zooms that cut blocks, ranges small enough to come back whole.
+    /// The overview by its definition, from every point of the series: the points in `lo..=hi` (with their
+    /// index in the series); ranges averaging [`SUMMARY_MODE_POINTS`] a bucket put each segment's points in
+    /// the bucket of the segment's smallest step, others are [`downsample`]'s equal step intervals; each bucket
+    /// keeps its earliest min, max and NaN, found here by brute force.
+    fn by_definition(all: &Scalars, (lo, hi): (i64, i64), buckets: usize) -> Scalars {
+        let picked: Vec<usize> = (0..all.len())
+            .filter(|&i| lo <= all.steps[i] && all.steps[i] <= hi)
+            .collect();
+        let mut selected = Scalars::default();
+        for &i in &picked {
+            selected.push(all.steps[i], all.times[i], all.values[i]);
+        }
+        if (picked.len() as u64) < SUMMARY_MODE_POINTS * buckets as u64 {
+            return downsample(&selected, buckets);
+        }
+        let min = |idx: &[usize]| idx.iter().map(|&i| all.steps[i]).min().unwrap_or(0);
+        let b = Buckets::new(min(&picked), *selected.steps.iter().max().unwrap(), buckets);
+        let mut segments: std::collections::BTreeMap<u64, Vec<usize>> = Default::default();
+        for &i in &picked {
+            segments
+                .entry(i as u64 / SEGMENT_POINTS)
+                .or_default()
+                .push(i);
+        }
+        let mut members = vec![Vec::new(); buckets];
+        for idx in segments.values() {
+            members[b.of(min(idx))].extend_from_slice(idx);
+        }
+        let mut kept: Vec<usize> = Vec::new();
+        for m in members {
+            let v = |i: usize| all.values[i].0;
+            let numbers: Vec<usize> = m.iter().copied().filter(|&i| !v(i).is_nan()).collect();
+            let lowest = numbers.iter().map(|&i| v(i)).fold(f64::INFINITY, f64::min);
+            let highest = numbers
+                .iter()
+                .map(|&i| v(i))
+                .fold(f64::NEG_INFINITY, f64::max);
+            kept.extend(numbers.iter().find(|&&i| v(i) == lowest).copied());
+            kept.extend(numbers.iter().find(|&&i| v(i) == highest).copied());
+            kept.extend(m.iter().find(|&&i| v(i).is_nan()).copied());
+        }
+        kept.sort_by_key(|&i| (all.steps[i], i));
+        kept.dedup();
+        let mut out = Scalars::default();
+        for i in kept {
+            out.push(all.steps[i], all.times[i], all.values[i]);
+        }
+        out
+    }
+
+    /// Every overview the store answers equals the overview by definition: whole series, zooms that cut
+    /// blocks, ranges small enough to come back whole; bucket counts that read summaries and that do not.
     fn assert_overviews_exact(s: &EmbeddedStore, run: &RunId, name: &str) {
         let last = s.metric_info(run, name).unwrap().last_step.unwrap_or(0);
         let ranges = [
@@ -527,16 +637,17 @@ mod tests {
             (Some(500), Some(520)),
             (Some(last + 1), None),
         ];
+        let all = s.read_scalars(run, name, &ReadRange::default()).unwrap();
         for (min_step, max_step) in ranges {
             let range = ReadRange {
                 min_step,
                 max_step,
                 ..ReadRange::default()
             };
-            let points = s.read_scalars(run, name, &range).unwrap();
-            for buckets in [1, 64, 700, 2000] {
+            let bounds = (min_step.unwrap_or(i64::MIN), max_step.unwrap_or(i64::MAX));
+            for buckets in [1, 3, 64, 700, 2000] {
                 let fast = s.read_downsampled(run, name, &range, buckets).unwrap();
-                let slow = downsample(&points, buckets as usize);
+                let slow = by_definition(&all, bounds, buckets as usize);
                 let what = format!("{name} {range:?} buckets={buckets}");
                 assert_eq!(fast.steps, slow.steps, "{what}");
                 assert_eq!(fast.times, slow.times, "{what}");
@@ -575,7 +686,7 @@ mod tests {
         assert_overviews_exact(&s, &run, "shuffled");
     }
 
-    /// Re-encodes every block of the data directory as a build before byte planes wrote it.
+    /// Re-encodes every block of the data directory as a build before byte planes (and summaries) wrote it.
     fn rewrite_in_pre_plane_layout(dir: &std::path::Path) {
         let conn = Connection::open(dir.join("flightlog.db")).unwrap();
         let rows: Vec<(i64, i64, i64, Vec<u8>)> = conn
@@ -590,7 +701,8 @@ mod tests {
             blocks::decode_scalars(enc, &data, &mut points).unwrap();
             let (enc, data) = blocks::encode_pre_plane_layout(&points);
             conn.execute(
-                "UPDATE blocks SET encoding = ?1, data = ?2 WHERE series_id = ?3 AND first_index = ?4",
+                "UPDATE blocks SET encoding = ?1, data = ?2, summary = NULL WHERE series_id = ?3 \
+                 AND first_index = ?4",
                 params![enc, data, series, first],
             )
             .unwrap();
@@ -635,17 +747,21 @@ mod perf {
             s.write_batch(&run, batch).unwrap();
         }
         let all = ReadRange::default();
-        let (mut scan, mut whole) = (f64::MAX, f64::MAX);
-        for _ in 0..10 {
-            let t = std::time::Instant::now();
-            let d = s.read_downsampled(&run, "loss", &all, 1300).unwrap();
-            scan = scan.min(t.elapsed().as_secs_f64() * 1e3);
-            let t = std::time::Instant::now();
-            let p = s.read_scalars(&run, "loss", &all).unwrap();
-            let slow = downsample(&p, 1300);
-            whole = whole.min(t.elapsed().as_secs_f64() * 1e3);
-            assert_eq!(d.steps, slow.steps);
+        for buckets in [418, 1300, 2000] {
+            let (mut scan, mut whole) = (f64::MAX, f64::MAX);
+            for _ in 0..10 {
+                let t = std::time::Instant::now();
+                let d = s.read_downsampled(&run, "loss", &all, buckets).unwrap();
+                scan = scan.min(t.elapsed().as_secs_f64() * 1e3);
+                assert!(d.len() <= 3 * buckets as usize);
+                let t = std::time::Instant::now();
+                let p = s.read_scalars(&run, "loss", &all).unwrap();
+                downsample(&p, buckets as usize);
+                whole = whole.min(t.elapsed().as_secs_f64() * 1e3);
+            }
+            eprintln!(
+                "1M-point overview of {buckets} buckets, best of 10: {scan:.1} ms; decode all + downsample {whole:.1} ms"
+            );
         }
-        eprintln!("1M-point overview, best of 10: scan {scan:.1} ms; decode all + downsample {whole:.1} ms");
     }
 }
