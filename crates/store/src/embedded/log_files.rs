@@ -39,6 +39,7 @@ pub struct LogFiles {
 }
 
 impl LogFiles {
+    /// Files under `root` (`<data>/logs`); nothing is opened until the first write.
     pub fn new(root: PathBuf) -> LogFiles {
         LogFiles {
             root,

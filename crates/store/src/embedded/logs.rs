@@ -97,6 +97,7 @@ pub fn append_in(
     Ok(new_len)
 }
 
+/// Stores `data` as the row of the stream's bytes from offset `at`.
 fn insert_chunk(conn: &Connection, run: &RunId, stream: &str, at: u64, data: &[u8]) -> Result<()> {
     conn.prepare_cached(
         "INSERT INTO log_chunks (run_id, stream, start_offset, data) VALUES (?1, ?2, ?3, ?4)",
@@ -132,6 +133,7 @@ struct StreamEnds {
     file_end: u64,
 }
 
+/// The stream's length and parts; `None` if it has never been appended to.
 fn ends(conn: &Connection, run: &RunId, stream: &str) -> Result<Option<StreamEnds>> {
     conn.prepare_cached(
         "SELECT length, file_start, file_end FROM log_streams WHERE run_id = ?1 AND name = ?2",
