@@ -248,32 +248,45 @@ def _wait_for_url(proc: subprocess.Popen) -> str:
     raise RuntimeError(f"tensorboard printed no URL within {START_TIMEOUT_SECONDS:.0f} s")
 
 
-def _fingerprint(ws: Any, run_ids: Iterable[str]) -> Optional[list]:
-    """Each run's metric counts and last times; None once every run has ended (nothing more to follow)."""
+_ENDED = ("Completed", "Failed", "Canceled")
+
+
+def _fingerprint(ws: Any, run_ids: Iterable[str], experiment_id: Optional[str]) -> Optional[list]:
+    """Each followed run's metric counts, last times and child runs, and the experiment's top-level runs when a
+    whole experiment is shown (so a run or child run created after start() is exported too); None once every run
+    has ended (nothing more to follow)."""
     out: list = []
     active = False
     for rid in run_ids:
         info = ws._call("get_run", id=rid)
-        active = active or info.get("status") not in ("Completed", "Failed", "Canceled")
-        out.append([(m.get("name"), m.get("count"), m.get("last_time")) for m in info.get("metrics") or []])
+        active = active or info.get("status") not in _ENDED
+        metrics = [(m.get("name"), m.get("count"), m.get("last_time")) for m in info.get("metrics") or []]
+        children = sorted(c["id"] for c in ws._call("list_runs", query={"parent_id": rid}))
+        out.append((rid, metrics, children))
+    if experiment_id is not None:
+        tops = ws._call("list_runs", query={"experiment_ids": [experiment_id], "top_level_only": True})
+        active = active or any(r.get("status") not in _ENDED for r in tops)
+        out.append(sorted(r["id"] for r in tops))
     return out if active else None
 
 
 def _keep_in_sync(ws: Any, run_ids: List[str], experiment_id: Optional[str], logdir: str, report_ids: List[str],
                   interval: float, stop: threading.Event) -> None:
-    """Re-exports while a run is active and its metrics changed; ends when stopped or every run has ended."""
+    """Re-exports while a run is active and its metrics or runs changed, then follows every run the export
+    wrote; ends when stopped or every run has ended."""
+    followed = list(report_ids)
     try:
-        last = _fingerprint(ws, report_ids)
+        last = _fingerprint(ws, followed, experiment_id)
     except Exception:
         last = None
     while last is not None and not stop.wait(max(0.2, interval)):
         try:
-            now = _fingerprint(ws, report_ids)
-            if now is not None and now != last:
-                _export(ws, run_ids, experiment_id, logdir, True)
-            elif now is None:
-                # Every run ended: one last export catches their final points.
-                _export(ws, run_ids, experiment_id, logdir, True)
+            now = _fingerprint(ws, followed, experiment_id)
+            if now is None or now != last:
+                # A change, or every run ended: one more export (the last one catches the final points).
+                reports = _export(ws, run_ids, experiment_id, logdir, True)
+                followed = [r["run_id"] for r in reports]
+                now = _fingerprint(ws, followed, experiment_id)
             last = now
         except Exception as e:  # the next round retries; a sync failure must not kill the caller's program
             print(f"flightlog.tensorboard: sync failed: {e}", file=sys.stderr)

@@ -156,6 +156,16 @@ def test_tensorboard_start_serves_runs_syncs_and_stop_ends_it(server_ws, tmp_pat
         return data and data[-1][1] == 1000
 
     wait_for(last_step, what="the new point in TensorBoard")
+    # A child run created after start() is exported and shows up in TensorBoard as well.
+    late = run.child_run("late")
+    late.log("acc", 0.5, step=7)
+    late.flush()
+    runs = wait_for(lambda: (r := fetch_json(url + "data/runs")) and len(r) == 3 and r, what="the late child run")
+    assert sorted(runs) == ["sdk run", "sdk run/fold_1", "sdk run/late"]
+    data = wait_for(lambda: fetch_json(url + "data/plugin/scalars/scalars?run=sdk%20run/late&tag=acc"),
+                    what="the late child's point")
+    assert [(d[1], d[2]) for d in data] == [(7, 0.5)]
+    late.complete()
     run.complete()
     pid = tb._state.proc.pid
     tb.stop()
