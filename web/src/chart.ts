@@ -198,6 +198,8 @@ export class ScalarChart {
     this.full = sources.map(() => ({ steps: [], times: [], values: [] }));
     this.detail = sources.map(() => null);
     tracker?.add(this);
+    // Test hook (docs/portal.md): `card.plotted` is the data as drawn, [xs, ...ys per source].
+    Object.defineProperty(this.card, "plotted", { get: () => this.u?.data });
     this.box.append(h("div.hint", null, "loading…"));
     this.ro = new ResizeObserver(() => {
       if (this.u && this.box.clientWidth > 0 && Math.abs(this.u.width - this.box.clientWidth) > 2) {
@@ -364,6 +366,10 @@ export class ScalarChart {
   }
 
   private onDraw(): void {
+    if (this.u) {
+      this.card.dataset.x = this.settings.x;
+      this.card.dataset.yScale = this.u.scales.y.distr === 3 ? "log" : "linear";
+    }
     if (!this.loaded || this.firstDrawn) return;
     this.firstDrawn = true;
     this.card.dataset.drawn = "true";

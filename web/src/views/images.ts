@@ -101,14 +101,18 @@ export function imagesTab({ run, root, query }: TabCtx): TabHandle {
     g.update();
     markPerf("charts-drawn");
   });
-  if (!series.length) root.append(h("div.card.pad.muted", null, "No images logged yet."));
+  const empty = series.length ? null : h("div.card.pad.muted", null, "No images logged yet.");
+  if (empty) root.append(empty);
   const reload = debounce((name: string) => {
     let s = series.find((x) => x.name === name);
     if (!s) {
       s = { runId: run.id, name, records: [] };
       series.push(s);
     }
-    load(s).then(g.update);
+    load(s).then(() => {
+      empty?.remove(); // the run's first image arrived live
+      g.update();
+    });
   }, 200);
   return {
     onEvent(e: StreamEvent) {

@@ -372,12 +372,12 @@ function heatmap(labels: string[] | undefined, m: number[][]): HTMLElement {
         "tr",
         null,
         h("th", { style: "text-align:right;padding-right:6px;font-weight:500;color:var(--muted)" }, names[i]),
-        row.map((v) => {
+        row.map((v, j) => {
           const t = num(v) / max;
           return h(
             "td",
             {
-              title: `true ${names[i]} · predicted ${names[row.indexOf(v)] ?? ""}: ${v}`,
+              title: `true ${names[i]} · predicted ${names[j]}: ${v}`,
               style: `width:${cell}px;height:${cell}px;text-align:center;background:rgba(61,109,242,${(0.08 + 0.92 * t).toFixed(3)});color:${t > 0.5 ? "#fff" : "var(--text)"}`,
             },
             fmtValue(v),

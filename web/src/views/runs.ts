@@ -95,7 +95,7 @@ export function runsView(root: HTMLElement, params: string[], query: URLSearchPa
   });
   const errorSlot = h("div");
   const compareBtn = h("button.btn.primary", { "data-testid": "compare-button", disabled: true }, "Compare");
-  const colsBtn = h("button.btn", null, "Columns ▾");
+  const colsBtn = h("button.btn", { "data-testid": "columns-button" }, "Columns ▾");
   const scroller = h("div.vt");
   const head = h("div.vt-head");
   const body = h("div.vt-body");
@@ -133,7 +133,7 @@ export function runsView(root: HTMLElement, params: string[], query: URLSearchPa
     ev.stopPropagation();
     const current = new Set(cols.map((c) => c.key));
     const box = (key: string, label: string) => {
-      const cb = h("input", { type: "checkbox", checked: current.has(key) });
+      const cb = h("input", { type: "checkbox", checked: current.has(key), "data-testid": "column-choice", "data-column": key });
       cb.addEventListener("change", () => {
         const keys = columns().map((c) => c.key).filter((k) => k.includes(":"));
         const next = cb.checked ? [...keys, key] : keys.filter((k) => k !== key);
@@ -209,6 +209,8 @@ export function runsView(root: HTMLElement, params: string[], query: URLSearchPa
       h(
         "div.c",
         {
+          "data-testid": "runs-header",
+          "data-column": key,
           class: `${cls}${sort.key === key ? " sorted" : ""}${key.startsWith("metric:") ? " metric" : key.startsWith("param:") ? " param" : ""}`,
           title: key.startsWith("metric:") ? `metric ${label} (latest value)` : key.startsWith("param:") ? `param ${label}` : label,
           onclick: () => {
