@@ -10,6 +10,7 @@ import os
 import struct
 import sys
 import tempfile
+import urllib.request
 import zlib
 
 from flightlog import Experiment, Workspace
@@ -49,6 +50,47 @@ NLP = [
 ]
 
 
+BASELINE_SAMPLES = [(220, 40, 40), (40, 180, 40), (40, 40, 220)]
+HIGH_LR_SAMPLES = [(220, 200, 40), (40, 200, 200), (200, 40, 200)]
+
+# The chart features' run (experiment "portal-charts", outside the e2e-* experiments the list tests count):
+# a short series through zero for x modes, log scale and smoothing; a long one with a single spike for
+# server downsampling and zoom; a confusion matrix; a histogram.
+WAVE = [-1.0, 0.0] + [0.5 * 1.1 ** k + (0.3 if k % 3 == 0 else 0.0) for k in range(38)]
+SPIKY_POINTS = 200_000
+SPIKE_STEP = 123_457
+SPIKE_VALUE = 1000.0
+CONFUSION = {"class_labels": ["cat", "dog", "bird"], "matrix": [[50, 2, 2], [3, 40, 7], [0, 9, 31]]}
+HISTOGRAM = {"limits": [-1.0, -0.5, 0.0, 0.5, 1.0], "counts": [3.0, 12.0, 20.0, 9.0, 1.0]}
+
+
+def spiky(step):
+    """1.0 plus a small ripple, and SPIKE_VALUE at SPIKE_STEP: the one point downsampling must not drop."""
+    return SPIKE_VALUE if step == SPIKE_STEP else 1.0 + 0.01 * (step % 10)
+
+
+def log_chart_run(ws, url):
+    exp = Experiment(ws, "portal-charts")
+    run = exp.start_logging(display_name="charts")
+    for step, v in enumerate(WAVE):
+        run.log("wave", v, step=step)
+    for step in range(SPIKY_POINTS):
+        run.log("spiky", spiky(step), step=step)
+    run.log_confusion_matrix("confusion", CONFUSION)
+    run.flush()
+    # The SDK has no histogram call (histograms come from TensorBoard ingest): the native batch API's kind.
+    _post_json(f"{url}/api/v1/runs/{run.id}/batch",
+               {"metrics": [dict(HISTOGRAM, kind="histogram", name="weights", step=0)]})
+    run.complete()
+    return {"id": run.id, "experiment_id": exp.id, "wave": WAVE, "spiky_points": SPIKY_POINTS,
+            "spike_step": SPIKE_STEP, "spike_value": SPIKE_VALUE, "confusion": CONFUSION, "histogram": HISTOGRAM}
+
+
+def _post_json(url, body):
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"content-type": "application/json"})
+    urllib.request.urlopen(req, timeout=30).close()
+
+
 def log_scalar_run(run, params, loss, acc):
     run._patch(add_params=params)  # the SDK has no public params call yet; RunPatch.add_params is the API's way
     for step, (lv, av) in enumerate(zip(ramp(loss), ramp(acc))):
@@ -79,7 +121,7 @@ def main():
             for fpr, tpr in [(0.0, 0.0), (0.25, 0.7), (0.5, 0.85), (1.0, 1.0)]:
                 run.log_row("roc", fpr=fpr, tpr=tpr)
             run.log_table("pr", {"recall": [0.5, 0.6, 0.7], "precision": [0.9, 0.8, 0.65]})
-            for step, rgb in enumerate([(220, 40, 40), (40, 180, 40), (40, 40, 220)]):
+            for step, rgb in enumerate(BASELINE_SAMPLES):
                 path = os.path.join(tmp, f"sample{step}.png")
                 with open(path, "wb") as f:
                     f.write(png(48, 32, rgb))
@@ -92,6 +134,7 @@ def main():
             run.upload_file("notes.txt", _text_file(tmp, "notes.txt", "hello from the e2e fill\nsecond line\n"))
             run.upload_file("config/train.json", _text_file(tmp, "train.json", json.dumps({"epochs": 3, "lr": 0.1})))
             entry.update({
+                "sample_colors": BASELINE_SAMPLES,
                 "lr_schedule": [0.1, 0.05, 0.01],
                 "roc_rows": 4,
                 "pr": {"recall": [0.5, 0.6, 0.7], "precision": [0.9, 0.8, 0.65]},
@@ -102,6 +145,13 @@ def main():
                 "notes": "hello from the e2e fill",
             })
         if name == "high-lr":
+            # Images of the same name as baseline's, for compare's side-by-side gallery.
+            for step, rgb in enumerate(HIGH_LR_SAMPLES):
+                path = os.path.join(tmp, f"high-lr-sample{step}.png")
+                with open(path, "wb") as f:
+                    f.write(png(48, 32, rgb))
+                run.log_image("samples", path=path, step=step)
+            entry["images"] = {"name": "samples", "steps": [0, 1, 2], "colors": HIGH_LR_SAMPLES}
             entry["children"] = []
             for fold in (1, 2):
                 with run.child_run(f"fold-{fold}") as child:
@@ -121,6 +171,7 @@ def main():
         fixture["runs"][name] = {"id": run.id, "name": name, "params": params, "loss": loss, "acc": acc,
                                  "status": status, "experiment": "e2e-nlp", "points": STEPS}
 
+    fixture["charts"] = log_chart_run(ws, url)
     ws.flush()
     for exp in (vision, nlp, Experiment(ws, "e2e-empty")):
         runs = exp.get_runs(include_children=True)

@@ -5,6 +5,7 @@ import { chromium } from 'playwright-core';
 import assert from 'node:assert/strict';
 import { readFileSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { crc32, deflateSync } from 'node:zlib';
 import { fileURLToPath } from 'node:url';
 
 export const URL_BASE = process.env.FLIGHTLOG_URL;
@@ -81,5 +82,44 @@ export function logScalars(runId, name, steps, values) {
   const now = Date.now() * 1000;
   return api('POST', `/api/v1/runs/${runId}/batch`, {
     scalars: [{ name, steps, times: steps.map((_, i) => now + i), values }],
+  });
+}
+
+/** A solid-colour RGB PNG, so each logged image is told apart by a pixel's colour. */
+export function pngBytes(width, height, rgb) {
+  const chunk = (kind, data) => {
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(data.length);
+    const crc = Buffer.alloc(4);
+    crc.writeUInt32BE(crc32(Buffer.concat([Buffer.from(kind), data])));
+    return Buffer.concat([len, Buffer.from(kind), data, crc]);
+  };
+  const header = Buffer.alloc(13);
+  header.writeUInt32BE(width, 0);
+  header.writeUInt32BE(height, 4);
+  header.set([8, 2, 0, 0, 0], 8); // 8-bit RGB
+  const row = Buffer.concat([Buffer.from([0]), ...Array(width).fill(Buffer.from(rgb))]);
+  return Buffer.concat([
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    chunk('IHDR', header),
+    chunk('IDAT', deflateSync(Buffer.concat(Array(height).fill(row)))),
+    chunk('IEND', Buffer.alloc(0)),
+  ]);
+}
+
+export function logImage(runId, name, step, bytes) {
+  return api('POST', `/api/v1/runs/${runId}/images?name=${encodeURIComponent(name)}&step=${step}`, bytes, 'image/png');
+}
+
+/** "r,g,b" of pixel (5, 5) of a loaded <img> (empty until it has loaded). */
+export function imageColor(img) {
+  return img.evaluate((e) => {
+    if (!e.complete || !e.naturalWidth) return '';
+    const c = document.createElement('canvas');
+    c.width = e.naturalWidth;
+    c.height = e.naturalHeight;
+    const g = c.getContext('2d');
+    g.drawImage(e, 0, 0);
+    return [...g.getImageData(5, 5, 1, 1).data.slice(0, 3)].join(',');
   });
 }

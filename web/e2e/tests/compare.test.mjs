@@ -1,8 +1,8 @@
-// Compare: a metric overlaid across the selected runs, the table of params and final metrics with the
-// differing ones marked.
+// Compare: a metric overlaid across the selected runs, images of the same name side by side, the table of params
+// and final metrics with the differing ones marked.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { openBrowser, screenshot, tid, fixture } from '../lib.mjs';
+import { openBrowser, screenshot, tid, fixture, eventually, imageColor } from '../lib.mjs';
 
 let browser, page;
 before(async () => ({ browser, page } = await openBrowser()));
@@ -40,4 +40,37 @@ test('compare table marks the params that differ', async () => {
   assert.ok(loss, 'a row for the final loss');
   assert.equal(loss.differs, true, 'final losses differ');
   await screenshot(page, 'compare-table');
+});
+
+test('compare shows images of the same name side by side, following the step slider', async () => {
+  await page.goto(`/compare?runs=${a.id},${b.id}&tab=images`);
+  const sel = tid('gallery-image', { 'image-name': a.images.name });
+  const colors = { [a.id]: a.sample_colors, [b.id]: b.images.colors };
+  /** Each run's image: its step, position and pixel colour, once both have loaded. */
+  const shown = () => eventually(async () => {
+    const imgs = await page.locator(sel).all();
+    const out = [];
+    for (const img of imgs) {
+      const box = await img.boundingBox();
+      out.push({ run: await img.getAttribute('data-run-id'), step: Number(await img.getAttribute('data-step')), color: await imageColor(img), box });
+    }
+    return out.length === 2 && out.every((o) => o.color) && out;
+  }, 5000, 'two loaded images');
+  const check = (imgs, step) => {
+    assert.deepEqual(imgs.map((i) => i.run).sort(), [a.id, b.id].sort(), 'one image per run');
+    for (const i of imgs) {
+      assert.equal(i.step, step, `image of ${i.run} at step ${step}`);
+      assert.equal(i.color, colors[i.run][step].join(','), `image of ${i.run} at step ${step} is its own`);
+    }
+    const [l, r] = [...imgs].sort((x, y) => x.box.x - y.box.x);
+    assert.ok(Math.abs(l.box.y - r.box.y) < 1 && r.box.x >= l.box.x + l.box.width, 'side by side in one row');
+  };
+  check(await shown(), 2);
+  await screenshot(page, 'compare-images');
+  await page.locator(tid('image-step-slider')).evaluate((e) => {
+    e.value = '0';
+    e.dispatchEvent(new Event('input', { bubbles: true }));
+  });
+  await eventually(async () => (await page.$$eval(sel, (els) => els.map((e) => e.dataset.step))).join() === '0,0', 2000, 'both at step 0');
+  check(await shown(), 0);
 });

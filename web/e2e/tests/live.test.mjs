@@ -1,8 +1,10 @@
-// Live updates: with the run view open, a metric value, a log line and a status change logged through the API
-// show up within 2 s without a reload.
+// Live updates: with the run view open, a metric value, a log line, an image and a status change logged through
+// the API show up within 2 s without a reload.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { openBrowser, screenshot, tid, eventually, num, assertClose, api, newRun, logScalars } from '../lib.mjs';
+import {
+  openBrowser, screenshot, tid, eventually, num, assertClose, api, newRun, logScalars, pngBytes, logImage, imageColor,
+} from '../lib.mjs';
 
 let browser, page;
 before(async () => ({ browser, page } = await openBrowser()));
@@ -49,6 +51,38 @@ test('a log line logged while the logs tab is open appears within 2 s', async (t
   assert.ok(Date.now() - t0 <= LIVE_MS);
   assert.equal(((await view.textContent()).match(/first line/g) || []).length, 1, 'earlier text not repeated');
   await screenshot(page, 'live-logs');
+  await api('PATCH', `/api/v1/runs/${run.id}`, { status: 'Completed' });
+});
+
+test('an image logged while the images tab is open shows within 2 s', async (t) => {
+  const run = await newRun('portal-live', 'live-image');
+  const red = [200, 30, 30];
+  const blue = [30, 30, 200];
+  await logImage(run.id, 'frames', 0, pngBytes(40, 30, red));
+  await page.goto(`/runs/${run.id}?tab=images`);
+  const img = page.locator(tid('gallery-image', { 'image-name': 'frames' }));
+  await eventually(async () => (await imageColor(img)) === red.join(','), 5000, 'the step 0 image (red) shown');
+  const t0 = Date.now();
+  await logImage(run.id, 'frames', 1, pngBytes(40, 30, blue));
+  await eventually(async () => (await img.getAttribute('data-step')) === '1' && (await imageColor(img)) === blue.join(','),
+    LIVE_MS, 'the step 1 image (blue) shown live');
+  const ms = Date.now() - t0;
+  t.diagnostic(`image shown ${ms} ms after it was logged`);
+  assert.ok(ms <= LIVE_MS, `shown after ${ms} ms`);
+  assert.equal(await page.getAttribute(tid('image-step-slider'), 'max'), '1', 'the slider spans both steps');
+  await screenshot(page, 'live-image');
+  await api('PATCH', `/api/v1/runs/${run.id}`, { status: 'Completed' });
+});
+
+test('the first image of a run shows live in an empty images tab', async () => {
+  const run = await newRun('portal-live', 'live-first-image');
+  await page.goto(`/runs/${run.id}?tab=images`);
+  await page.getByText('No images logged yet.').waitFor();
+  const green = [30, 180, 30];
+  await logImage(run.id, 'samples', 0, pngBytes(40, 30, green));
+  const img = page.locator(tid('gallery-image', { 'image-name': 'samples' }));
+  await eventually(async () => (await imageColor(img)) === green.join(','), LIVE_MS, 'the first image shown live');
+  assert.equal(await page.getByText('No images logged yet.').count(), 0, 'the "no images" note is gone');
   await api('PATCH', `/api/v1/runs/${run.id}`, { status: 'Completed' });
 });
 

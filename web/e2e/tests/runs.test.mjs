@@ -108,6 +108,51 @@ test('a bad filter shows an error instead of rows', async () => {
   assert.equal(await page.locator(tid('runs-filter-error')).count(), 0, 'error gone once the filter is cleared');
 });
 
+const header = () => page.$$eval(tid('runs-header'), (els) => els.map((e) => e.dataset.column).filter((k) => k.includes(':')));
+
+test('choosing columns changes the header and the cells', async () => {
+  await openRuns('?cols=metric:loss');
+  assert.deepEqual(await header(), ['metric:loss'], 'only the deep-linked metric column');
+  let shown = await rows();
+  for (const run of top) {
+    const cells = shown.find((r) => r.id === run.id).cells;
+    assertClose(num(cells['metric:loss']), run.loss, `${run.name} loss`);
+    assert.equal(cells['param:lr'], undefined, 'no lr column yet');
+  }
+  await page.click(tid('columns-button'));
+  await page.check(tid('column-choice', { column: 'param:lr' }));
+  await eventually(async () => (await header()).join() === 'metric:loss,param:lr', 2000, 'lr column added');
+  await page.uncheck(tid('column-choice', { column: 'metric:loss' }));
+  await page.check(tid('column-choice', { column: 'metric:acc' }));
+  await eventually(async () => (await header()).join() === 'param:lr,metric:acc', 2000, 'loss removed, acc added');
+  shown = await rows();
+  for (const run of top) {
+    const cells = shown.find((r) => r.id === run.id).cells;
+    assert.equal(cells['param:lr'], run.params.lr, `${run.name} lr`);
+    assertClose(num(cells['metric:acc']), run.acc, `${run.name} acc`);
+    assert.equal(cells['metric:loss'], undefined, `${run.name}: no loss cell`);
+  }
+  assert.equal(new URL(page.url()).searchParams.get('cols'), 'param:lr,metric:acc', 'the choice is in the URL');
+  await screenshot(page, 'runs-columns');
+});
+
+test('a status filter takes the status names the table shows', async () => {
+  await openRuns();
+  await applyFilter("attributes.status = 'Failed'");
+  const failed = top.filter((r) => r.status === 'Failed').map((r) => r.id);
+  await eventually(async () => (await total()) === failed.length, 3000, `${failed.length} failed run`);
+  let shown = await rows();
+  assert.deepEqual(shown.map((r) => r.id), failed);
+  assert.match(shown[0].cells.status, /Failed/);
+  await applyFilter("status = 'Completed'");
+  const completed = vision.run_count - failed.length; // the child runs completed too
+  await eventually(async () => (await total()) === completed, 3000, `${completed} completed runs`);
+  shown = await rows();
+  assert.ok(shown.length > 0 && shown.every((r) => /Completed/.test(r.cells.status)), 'every shown run is Completed');
+  await applyFilter("status = 'FINISHED'");
+  await eventually(async () => (await total()) === completed, 3000, "MLflow's name still works");
+});
+
 test('sort by a metric column orders the rows', async () => {
   await openRuns('?sort=metric:loss:asc');
   const ids = (await rows()).filter((r) => r.depth === 0).map((r) => r.id);
