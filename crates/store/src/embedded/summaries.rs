@@ -20,6 +20,57 @@ pub struct Point {
     pub value: F64,
 }
 
+/// No point (in tables of indexes).
+pub const NONE: u32 = u32::MAX;
+
+/// The points a run keeps, as indexes into a slice: its min, its max, and its first NaN.
+#[derive(Clone, Copy)]
+pub struct Keep {
+    pub min: u32,
+    pub max: u32,
+    pub nan: u32,
+}
+
+pub const KEEP_NONE: Keep = Keep {
+    min: NONE,
+    max: NONE,
+    nan: NONE,
+};
+
+/// Min, max and first NaN of `values`, as indexes offset by `base`; of equal values the earliest. One
+/// branch-free pass finds the extreme values (the compiler vectorizes it: NaN fails both comparisons, so it
+/// never becomes an extreme), then the earliest position of each is looked up (`==` holds -0.0 and 0.0 equal,
+/// as the comparisons do).
+pub fn extremes(values: &[F64], base: usize) -> Keep {
+    let (mut lo, mut hi, mut nan) = (f64::INFINITY, f64::NEG_INFINITY, false);
+    for v in values {
+        let v = v.0;
+        lo = if v < lo { v } else { lo };
+        hi = if v > hi { v } else { hi };
+        nan |= v.is_nan();
+    }
+    let at = |found: Option<usize>| found.map_or(NONE, |j| (base + j) as u32);
+    Keep {
+        min: at(values.iter().position(|v| v.0 == lo)),
+        max: at(values.iter().position(|v| v.0 == hi)),
+        nan: if nan {
+            at(values.iter().position(|v| v.0.is_nan()))
+        } else {
+            NONE
+        },
+    }
+}
+
+/// Point `i` of `p`, which is the series' point `index`.
+pub fn point(p: &Scalars, i: usize, index: u64) -> Point {
+    Point {
+        index,
+        step: p.steps[i],
+        time: p.times[i],
+        value: p.values[i],
+    }
+}
+
 /// The min, max and first NaN point of some run of points; of equal values the earliest.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Kept {
@@ -56,6 +107,16 @@ impl Kept {
         }
     }
 
+    /// The points a run's [`Keep`] names (indexes into `block`, whose first point is the series' `first`).
+    pub fn of_run(block: &Scalars, first: u64, run: Keep) -> Kept {
+        let at = |i: u32| (i != NONE).then(|| point(block, i as usize, first + u64::from(i)));
+        Kept {
+            min: at(run.min),
+            max: at(run.max),
+            nan: at(run.nan),
+        }
+    }
+
     pub fn points(&self) -> impl Iterator<Item = Point> {
         [self.min, self.max, self.nan].into_iter().flatten()
     }
@@ -70,43 +131,52 @@ pub struct Part {
 }
 
 /// The parts of the points of `block` (whose first point is the series' point `first`) with steps in
-/// `lo..=hi`, in index order.
+/// `lo..=hi`, in index order. A segment's points all in range (always so when writing) are summarized in one
+/// vectorized pass; only a segment the range cuts goes point by point.
 pub fn parts_of(first: u64, block: &Scalars, (lo, hi): (i64, i64)) -> Vec<Part> {
-    let mut parts: Vec<Part> = Vec::new();
-    for (i, (&step, (&time, &value))) in block
-        .steps
-        .iter()
-        .zip(block.times.iter().zip(&block.values))
-        .enumerate()
-    {
-        if step < lo || step > hi {
-            continue;
+    let mut parts = Vec::new();
+    let mut i = 0;
+    while i < block.len() {
+        let segment = (first + i as u64) / SEGMENT_POINTS;
+        let end = ((segment + 1) * SEGMENT_POINTS - first).min(block.len() as u64) as usize;
+        let steps = &block.steps[i..end];
+        let (min, max) = steps
+            .iter()
+            .fold((i64::MAX, i64::MIN), |(a, b), &s| (a.min(s), b.max(s)));
+        if lo <= min && max <= hi {
+            let kept = Kept::of_run(block, first, extremes(&block.values[i..end], i));
+            parts.push(Part {
+                segment,
+                min_step: min,
+                kept,
+            });
+        } else {
+            parts.extend(cut_part(first, block, i..end, (lo, hi)));
         }
-        let index = first + i as u64;
-        let segment = index / SEGMENT_POINTS;
-        let p = Point {
-            index,
-            step,
-            time,
-            value,
-        };
-        match parts.last_mut() {
-            Some(part) if part.segment == segment => {
-                part.min_step = part.min_step.min(step);
-                part.kept.add(p);
-            }
-            _ => {
-                let mut kept = Kept::default();
-                kept.add(p);
-                parts.push(Part {
-                    segment,
-                    min_step: step,
-                    kept,
-                });
-            }
-        }
+        i = end;
     }
     parts
+}
+
+/// The part of segment points `run` of `block` with steps in `lo..=hi`, if any.
+fn cut_part(
+    first: u64,
+    block: &Scalars,
+    run: std::ops::Range<usize>,
+    (lo, hi): (i64, i64),
+) -> Option<Part> {
+    let mut part: Option<Part> = None;
+    for i in run.filter(|&i| lo <= block.steps[i] && block.steps[i] <= hi) {
+        let p = point(block, i, first + i as u64);
+        let part = part.get_or_insert(Part {
+            segment: p.index / SEGMENT_POINTS,
+            min_step: p.step,
+            kept: Kept::default(),
+        });
+        part.min_step = part.min_step.min(p.step);
+        part.kept.add(p);
+    }
+    part
 }
 
 /// The stored summary of a whole block.

@@ -4,26 +4,11 @@
 
 use super::{load_scalars, range_blocks, sql_err};
 use crate::embedded::blocks::{self, Scalars, ScalarsExt};
-use crate::embedded::summaries::{self, Kept, Part, Point, SEGMENT_POINTS};
+use crate::embedded::summaries::{
+    self, extremes, point, Keep, Kept, Part, Point, KEEP_NONE, NONE, SEGMENT_POINTS,
+};
 use flightlog_model::{ReadRange, Result, WallTime, F64};
 use rusqlite::{params, Connection};
-
-/// No point (in the in-memory tables).
-const NONE: u32 = u32::MAX;
-
-/// The points one bucket keeps, as indexes into a slice: its min, its max, and its first NaN.
-#[derive(Clone, Copy)]
-struct Keep {
-    min: u32,
-    max: u32,
-    nan: u32,
-}
-
-const KEEP_NONE: Keep = Keep {
-    min: NONE,
-    max: NONE,
-    nan: NONE,
-};
 
 /// `n` equal step intervals over the steps `lo..=hi`. One mapping for both forms, so they agree on every
 /// boundary to the last bit of float rounding.
@@ -96,30 +81,6 @@ fn keep_sorted(p: &Scalars, b: Buckets) -> Vec<Keep> {
     keep
 }
 
-/// Min, max and first NaN of `values`, as indexes offset by `base`; of equal values the earliest. One
-/// branch-free pass finds the extreme values (the compiler vectorizes it: NaN fails both comparisons, so it
-/// never becomes an extreme), then the earliest position of each is looked up (`==` holds -0.0 and 0.0 equal,
-/// as the comparisons do).
-fn extremes(values: &[F64], base: usize) -> Keep {
-    let (mut lo, mut hi, mut nan) = (f64::INFINITY, f64::NEG_INFINITY, false);
-    for v in values {
-        let v = v.0;
-        lo = if v < lo { v } else { lo };
-        hi = if v > hi { v } else { hi };
-        nan |= v.is_nan();
-    }
-    let at = |found: Option<usize>| found.map_or(NONE, |j| (base + j) as u32);
-    Keep {
-        min: at(values.iter().position(|v| v.0 == lo)),
-        max: at(values.iter().position(|v| v.0 == hi)),
-        nan: if nan {
-            at(values.iter().position(|v| v.0.is_nan()))
-        } else {
-            NONE
-        },
-    }
-}
-
 /// Steps in any order: every point updates its bucket's entry.
 fn keep_any(p: &Scalars, b: Buckets) -> Vec<Keep> {
     let mut keep = vec![KEEP_NONE; b.n];
@@ -140,15 +101,6 @@ fn keep_any(p: &Scalars, b: Buckets) -> Vec<Keep> {
         }
     }
     keep
-}
-
-fn point(p: &Scalars, i: usize, index: u64) -> Point {
-    Point {
-        index,
-        step: p.steps[i],
-        time: p.times[i],
-        value: p.values[i],
-    }
 }
 
 /// Appends a bucket's kept points ordered by (step, position), each point once.
@@ -297,12 +249,11 @@ fn fold_block(kept: &mut [Kept], b: Buckets, block: &Scalars, first: u64, (lo, h
     if !is_sorted(&block.steps) {
         for (i, &s) in block.steps.iter().enumerate() {
             if lo <= s && s <= hi {
-                merge(
-                    &mut kept[b.of(s)],
-                    extremes(&block.values[i..=i], i),
+                kept[b.of(s)].merge(Kept::of_run(
                     block,
                     first,
-                );
+                    extremes(&block.values[i..=i], i),
+                ));
             }
         }
         return;
@@ -313,24 +264,13 @@ fn fold_block(kept: &mut [Kept], b: Buckets, block: &Scalars, first: u64, (lo, h
     while i < end {
         let k = b.of(block.steps[i]);
         let run = i + block.steps[i..end].partition_point(|&s| b.of(s) <= k);
-        merge(
-            &mut kept[k],
-            extremes(&block.values[i..run], i),
+        kept[k].merge(Kept::of_run(
             block,
             first,
-        );
+            extremes(&block.values[i..run], i),
+        ));
         i = run;
     }
-}
-
-/// Merges a run's extremes (indexes into `block`) into a bucket that holds only earlier points.
-fn merge(slot: &mut Kept, run: Keep, block: &Scalars, first: u64) {
-    let at = |i: u32| (i != NONE).then(|| point(block, i as usize, first + u64::from(i)));
-    slot.merge(Kept {
-        min: at(run.min),
-        max: at(run.max),
-        nan: at(run.nan),
-    });
 }
 
 /// Points a bucket must average before an overview merges segment summaries instead of points.
