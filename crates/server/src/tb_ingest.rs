@@ -48,7 +48,8 @@ pub fn is_ingested_path(path: &str) -> bool {
 
 /// Follows the store's events until `shutdown`, ingesting every event file written under `logs/`.
 pub(crate) async fn run(store: Arc<dyn Store>, shutdown: CancellationToken) {
-    let mut watch = store.subscribe();
+    // Woken by artifact commits only: a metric commit cannot name an event file.
+    let mut watch = store.subscribe_artifacts();
     let s = store.clone();
     let mut after = tokio::task::spawn_blocking(move || load_cursor(s.as_ref()))
         .await

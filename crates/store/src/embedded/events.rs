@@ -29,6 +29,9 @@ pub fn emit(
         .map_err(sql_err("recording an event"))?;
     let seq = ctx.conn.last_insert_rowid() as u64;
     ctx.last_seq = ctx.last_seq.max(seq);
+    if matches!(body, EventBody::ArtifactWritten { .. }) {
+        ctx.last_artifact_seq = ctx.last_artifact_seq.max(seq);
+    }
     Ok(seq)
 }
 

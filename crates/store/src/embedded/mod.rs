@@ -43,7 +43,7 @@ struct Inner {
     dirs: Dirs,
     writer: Writer,
     readers: Mutex<Vec<Connection>>,
-    seq: Arc<watch::Sender<u64>>,
+    announce: writer::Announce,
 }
 
 /// The data directory's parts.
@@ -73,14 +73,14 @@ impl EmbeddedStore {
         let newest: i64 = conn
             .query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0))
             .map_err(sql_err("reading the newest event"))?;
-        let seq = Arc::new(watch::Sender::new(newest as u64));
+        let announce = writer::Announce::new(newest as u64);
         let log_files = log_files::LogFiles::new(dirs.logs.clone());
-        let writer = Writer::start(conn, log_files, seq.clone())?;
+        let writer = Writer::start(conn, log_files, announce.clone())?;
         let inner = Inner {
             dirs,
             writer,
             readers: Mutex::new(Vec::new()),
-            seq,
+            announce,
         };
         Ok(EmbeddedStore {
             inner: Arc::new(inner),
@@ -228,7 +228,10 @@ impl Store for EmbeddedStore {
         self.inner.read(|c| events::since(c, filter, after, limit))
     }
     fn subscribe(&self) -> watch::Receiver<u64> {
-        self.inner.seq.subscribe()
+        self.inner.announce.events.subscribe()
+    }
+    fn subscribe_artifacts(&self) -> watch::Receiver<u64> {
+        self.inner.announce.artifacts.subscribe()
     }
 
     fn put_document(&self, kind: &str, id: &str, body: &serde_json::Value) -> Result<()> {

@@ -1368,6 +1368,35 @@ fn images_are_sniffed_and_recorded() {
 // --- events, durability, concurrency ----------------------------------------------------------------------
 
 #[test]
+fn artifact_commits_are_announced_apart_from_metric_commits() {
+    let (_d, s) = store();
+    let id = run(&s);
+    let mut artifacts = s.subscribe_artifacts();
+    artifacts.borrow_and_update();
+    s.write_batch(&id, batch(vec![scalars("loss", &[1.0, 2.0])]))
+        .unwrap();
+    assert!(
+        !artifacts.has_changed().unwrap(),
+        "a metric commit does not wake artifact followers"
+    );
+    s.put_artifact(&id, "logs/a.txt", &mut &b"x"[..]).unwrap();
+    assert!(artifacts.has_changed().unwrap());
+    let seq = *artifacts.borrow_and_update();
+    let written = s
+        .events_since(&EventFilter::default(), seq - 1, 10)
+        .unwrap();
+    assert!(matches!(
+        &written[0].body,
+        EventBody::ArtifactWritten { path, .. } if path == "logs/a.txt"
+    ));
+    assert_eq!(
+        *s.subscribe().borrow(),
+        seq,
+        "the event stream saw the same commit"
+    );
+}
+
+#[test]
 fn events_are_ordered_and_filtered() {
     let (_d, s) = store();
     let rx = s.subscribe();

@@ -27,6 +27,26 @@ pub struct WriteCtx {
     pub logs: LogFiles,
     /// The newest event seq inserted by the current group.
     pub last_seq: u64,
+    /// The newest `artifact_written` event seq inserted by the current group.
+    pub last_artifact_seq: u64,
+}
+
+/// The watch channels commits are announced on: the newest event seq of every commit (stream readers), and
+/// the newest `artifact_written` seq (followers of uploaded files, who need not wake for every metric commit).
+#[derive(Clone)]
+pub struct Announce {
+    pub events: Arc<watch::Sender<u64>>,
+    pub artifacts: Arc<watch::Sender<u64>>,
+}
+
+impl Announce {
+    /// Both channels start at `newest`: nothing committed so far is new to anyone.
+    pub fn new(newest: u64) -> Announce {
+        Announce {
+            events: Arc::new(watch::Sender::new(newest)),
+            artifacts: Arc::new(watch::Sender::new(newest)),
+        }
+    }
 }
 
 /// Called after the group's commit (or its failure) with the commit's outcome.
@@ -41,23 +61,19 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread on `conn` (log files in `logs`), announcing every commit's newest seq on
-    /// `seq_tx`.
-    pub fn start(
-        conn: Connection,
-        logs: LogFiles,
-        seq_tx: Arc<watch::Sender<u64>>,
-    ) -> Result<Writer> {
+    /// Starts the writer thread on `conn` (log files in `logs`), announcing every commit on `announce`.
+    pub fn start(conn: Connection, logs: LogFiles, announce: Announce) -> Result<Writer> {
         let (tx, rx) = crossbeam_channel::unbounded::<Job>();
         let ctx = WriteCtx {
             conn,
             tails: TailCache::default(),
             logs,
             last_seq: 0,
+            last_artifact_seq: 0,
         };
         let thread = std::thread::Builder::new()
             .name("flightlog-writer".into())
-            .spawn(move || run(ctx, rx, seq_tx))
+            .spawn(move || run(ctx, rx, announce))
             .map_err(|e| Error::storage(format!("starting the writer thread: {e}")))?;
         Ok(Writer {
             tx: Some(tx),
@@ -105,7 +121,7 @@ impl Drop for Writer {
 
 /// The writer loop: block for one command, gather whatever else is queued, run them as one group. After
 /// [`IDLE_CHECKPOINT`] without commands, checkpoints and truncates the log (retried while readers block it).
-fn run(mut ctx: WriteCtx, rx: Receiver<Job>, seq_tx: Arc<watch::Sender<u64>>) {
+fn run(mut ctx: WriteCtx, rx: Receiver<Job>, announce: Announce) {
     // `Some(wait)`: the log holds frames to fold in once the queue has been empty for `wait`. A checkpoint a
     // reader blocked is retried, waiting twice as long each time (at most a second).
     let mut idle: Option<Duration> = None;
@@ -133,7 +149,7 @@ fn run(mut ctx: WriteCtx, rx: Receiver<Job>, seq_tx: Arc<watch::Sender<u64>>) {
                 Err(_) => break,
             }
         }
-        run_group(&mut ctx, jobs, &seq_tx);
+        run_group(&mut ctx, jobs, &announce);
     }
     // A clean stop folds the write-ahead log back into the database file, so the data dir holds only what is
     // kept (and the next open has no log to replay).
@@ -163,8 +179,9 @@ fn idle_checkpoint(conn: &Connection) -> bool {
 /// Runs one group in one transaction and answers every caller once the commit is durable. If the transaction
 /// cannot even start, the jobs are dropped unrun and their callers get an error. Log bytes the group wrote to
 /// files are synced first: a commit never records a length whose bytes could still be lost.
-fn run_group(ctx: &mut WriteCtx, jobs: Vec<Job>, seq_tx: &watch::Sender<u64>) {
+fn run_group(ctx: &mut WriteCtx, jobs: Vec<Job>, announce: &Announce) {
     ctx.last_seq = 0;
+    ctx.last_artifact_seq = 0;
     if let Err(e) = run_cached(&ctx.conn, "BEGIN IMMEDIATE") {
         tracing::error!("cannot start a write transaction: {e}");
         return;
@@ -181,19 +198,24 @@ fn run_group(ctx: &mut WriteCtx, jobs: Vec<Job>, seq_tx: &watch::Sender<u64>) {
     if commit.is_err() {
         let _ = ctx.conn.execute_batch("ROLLBACK");
         ctx.tails.clear();
-    } else if ctx.last_seq > 0 {
-        let newest = ctx.last_seq;
-        seq_tx.send_if_modified(|cur| {
-            let newer = newest > *cur;
-            if newer {
-                *cur = newest;
-            }
-            newer
-        });
+    } else {
+        raise(&announce.events, ctx.last_seq);
+        raise(&announce.artifacts, ctx.last_artifact_seq);
     }
     for reply in replies {
         reply(commit.clone());
     }
+}
+
+/// Moves `channel` up to `newest` (0: the group inserted no such event), waking its watchers.
+fn raise(channel: &watch::Sender<u64>, newest: u64) {
+    channel.send_if_modified(|cur| {
+        let newer = newest > *cur;
+        if newer {
+            *cur = newest;
+        }
+        newer
+    });
 }
 
 /// Runs one job in a savepoint; a failed job is rolled back alone and the tail cache forgets what it touched.
@@ -204,7 +226,7 @@ fn run_job(ctx: &mut WriteCtx, job: Job) -> Option<Reply> {
         return None;
     }
     ctx.tails.begin_job();
-    let seq_before = ctx.last_seq;
+    let seqs_before = (ctx.last_seq, ctx.last_artifact_seq);
     let (ok, reply) = match catch_unwind(AssertUnwindSafe(|| job(ctx))) {
         Ok((ok, reply)) => (ok, Some(reply)),
         Err(_) => (false, None),
@@ -215,7 +237,7 @@ fn run_job(ctx: &mut WriteCtx, job: Job) -> Option<Reply> {
         let _ = run_cached(&ctx.conn, "ROLLBACK TO job");
         let _ = run_cached(&ctx.conn, "RELEASE job");
         ctx.tails.forget_job();
-        ctx.last_seq = seq_before;
+        (ctx.last_seq, ctx.last_artifact_seq) = seqs_before;
     }
     reply
 }
