@@ -187,10 +187,8 @@ fn apply_batch(ctx: &mut WriteCtx, run: &RunId, batch: Batch) -> Result<BatchAck
     }
     if let Some(id) = &batch.batch_id {
         ctx.conn
-            .execute(
-                "INSERT INTO batches (run_id, batch_id, points) VALUES (?1, ?2, ?3)",
-                params![run.as_str(), id, points as i64],
-            )
+            .prepare_cached("INSERT INTO batches (run_id, batch_id, points) VALUES (?1, ?2, ?3)")
+            .and_then(|mut st| st.execute(params![run.as_str(), id, points as i64]))
             .map_err(sql_err("recording a batch"))?;
     }
     Ok(BatchAck {
@@ -201,14 +199,14 @@ fn apply_batch(ctx: &mut WriteCtx, run: &RunId, batch: Batch) -> Result<BatchAck
 }
 
 fn stored_batch(conn: &Connection, run: &RunId, id: &str) -> Result<Option<u64>> {
-    conn.query_row(
-        "SELECT points FROM batches WHERE run_id = ?1 AND batch_id = ?2",
-        params![run.as_str(), id],
-        |r| r.get::<_, i64>(0),
-    )
-    .optional()
-    .map(|p| p.map(|p| p as u64))
-    .map_err(sql_err("reading a batch"))
+    // Cached statements: both run for every batch.
+    conn.prepare_cached("SELECT points FROM batches WHERE run_id = ?1 AND batch_id = ?2")
+        .and_then(|mut st| {
+            st.query_row(params![run.as_str(), id], |r| r.get::<_, i64>(0))
+                .optional()
+        })
+        .map(|p| p.map(|p| p as u64))
+        .map_err(sql_err("reading a batch"))
 }
 
 fn write_scalars(
