@@ -119,7 +119,7 @@ fn acknowledged_batches_survive_kill_9() {
 /// The text of log append `b`: lines that name their append, so a part of one would show. Every third is
 /// large (~21 kB: the store writes it to the stream's file), the others small (~3 kB: kept as rows).
 fn append_text(b: u64) -> String {
-    let lines = if b % 3 == 0 { 250 } else { 40 };
+    let lines = if b.is_multiple_of(3) { 250 } else { 40 };
     (0..lines)
         .map(|i| format!("append {b} line {i} {}\n", "x".repeat(60)))
         .collect()
