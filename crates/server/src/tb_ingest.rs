@@ -14,9 +14,9 @@ use flightlog_tensorboard::ingest::{
 };
 use flightlog_tensorboard::{is_event_file_name, ValueDecoder};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::io::Read;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
 /// Document kind of per-file ingest state ([`FileState`]), id `<run>/<hash of path>`.
@@ -46,7 +46,9 @@ pub fn is_ingested_path(path: &str) -> bool {
     path.starts_with("logs/") && path.rsplit('/').next().is_some_and(is_event_file_name)
 }
 
-/// Follows the store's events until `shutdown`, ingesting every event file written under `logs/`.
+/// Follows the store's events until `shutdown`, ingesting every event file written under `logs/`. Each
+/// `logs/` folder has a worker thread of its own while it has files to ingest, so a new upload is taken up at
+/// once instead of after the files other folders are still ingesting.
 pub(crate) async fn run(store: Arc<dyn Store>, shutdown: CancellationToken) {
     // Woken by artifact commits only: a metric commit cannot name an event file.
     let mut watch = store.subscribe_artifacts();
@@ -54,11 +56,12 @@ pub(crate) async fn run(store: Arc<dyn Store>, shutdown: CancellationToken) {
     let mut after = tokio::task::spawn_blocking(move || load_cursor(s.as_ref()))
         .await
         .unwrap_or(0);
+    let work = Arc::new(Work::starting_at(after));
     loop {
         let newest = *watch.borrow_and_update();
         loop {
-            let s = store.clone();
-            let step = tokio::task::spawn_blocking(move || pass(s.as_ref(), after, newest)).await;
+            let (s, w) = (store.clone(), work.clone());
+            let step = tokio::task::spawn_blocking(move || scan(&s, &w, after, newest)).await;
             match step {
                 Ok(Ok((next, more))) => {
                     after = next;
@@ -98,10 +101,10 @@ fn load_cursor(store: &dyn Store) -> u64 {
 }
 
 /// One page of `artifact_written` events after `after` (the store filters them, so the many points events
-/// are never decoded here): ingests the event files they name, each once, and saves the cursor. `newest` is a
-/// seq committed before the page was read: when the page is not full, every event up to it has been seen, so
-/// the cursor moves there even if none matched. Returns the new cursor and whether more events may follow.
-fn pass(store: &dyn Store, after: u64, newest: u64) -> Result<(u64, bool)> {
+/// are never decoded here): hands the event files they name to their folders' workers. `newest` is a seq
+/// committed before the page was read: when the page is not full, every event up to it has been seen, so the
+/// scan moves there even if none matched. Returns where the scan got to and whether more events may follow.
+fn scan(store: &Arc<dyn Store>, work: &Arc<Work>, after: u64, newest: u64) -> Result<(u64, bool)> {
     let filter = EventFilter {
         types: vec!["artifact_written".to_string()],
         ..Default::default()
@@ -110,42 +113,127 @@ fn pass(store: &dyn Store, after: u64, newest: u64) -> Result<(u64, bool)> {
     let full = events.len() == PAGE;
     let last = events.last().map_or(after, |e| e.seq);
     let next = if full { last } else { last.max(newest) };
-    let files: BTreeSet<(RunId, String)> = events
-        .into_iter()
-        .filter_map(|e| match (e.run_id, e.body) {
-            (Some(run), EventBody::ArtifactWritten { path, .. }) if is_ingested_path(&path) => {
-                Some((run, path))
+    for e in events {
+        if let (Some(run), EventBody::ArtifactWritten { path, .. }) = (e.run_id, e.body) {
+            if is_ingested_path(&path) {
+                work.enqueue(store, run, path, e.seq);
             }
-            _ => None,
-        })
-        .collect();
-    ingest_files(store, &files);
-    if !files.is_empty() || next / PAGE as u64 != after / PAGE as u64 {
-        store.put_document(CURSOR_KIND, CURSOR_ID, &serde_json::json!({ "seq": next }))?;
+        }
     }
+    work.scanned_to(store.as_ref(), next);
     Ok((next, full))
 }
 
-/// Ingests the files, a thread per folder (files of one folder feed the same run, so they go in order, one
-/// after the other); the folders side by side, so decoding uses every core and the commits are grouped.
-fn ingest_files(store: &dyn Store, files: &BTreeSet<(RunId, String)>) {
-    let mut folders: BTreeMap<(&RunId, &str), Vec<&str>> = BTreeMap::new();
-    for (run, path) in files {
-        let dir = path.rsplit_once('/').map_or("", |(dir, _)| dir);
-        folders.entry((run, dir)).or_default().push(path);
+/// A `logs/` folder of a run: its files feed the same run, so they are ingested in order, one at a time.
+type Folder = (RunId, String);
+
+/// The files waiting or being ingested, and how far the event log is done: the saved cursor never passes an
+/// event whose file is not ingested yet, so a restart neither repeats nor loses one.
+struct Work {
+    state: Mutex<WorkState>,
+}
+
+struct WorkState {
+    /// Each busy folder's files still to ingest (the first one is being ingested), with their events' seqs.
+    queues: HashMap<Folder, VecDeque<(String, u64)>>,
+    /// Seqs of the events whose file is waiting or being ingested.
+    open: BTreeSet<u64>,
+    /// Every event up to here was read and handed out.
+    scanned: u64,
+    /// The cursor saved last.
+    saved: u64,
+}
+
+impl Work {
+    fn starting_at(cursor: u64) -> Work {
+        Work {
+            state: Mutex::new(WorkState {
+                queues: HashMap::new(),
+                open: BTreeSet::new(),
+                scanned: cursor,
+                saved: cursor,
+            }),
+        }
     }
-    let folders: Vec<_> = folders.into_iter().collect();
-    let width = std::thread::available_parallelism().map_or(4, |n| n.get().clamp(2, 8));
-    for chunk in folders.chunks(width) {
-        std::thread::scope(|scope| {
-            for ((run, _), paths) in chunk {
-                scope.spawn(move || {
-                    for path in paths {
-                        log_outcome(run, path, ingest_file(store, run, path));
-                    }
-                });
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, WorkState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a file on its folder's worker, starting one if the folder has none.
+    fn enqueue(self: &Arc<Self>, store: &Arc<dyn Store>, run: RunId, path: String, seq: u64) {
+        let dir = path.rsplit_once('/').map_or("", |(dir, _)| dir).to_string();
+        let folder = (run, dir);
+        let mut st = self.lock();
+        st.open.insert(seq);
+        if let Some(queue) = st.queues.get_mut(&folder) {
+            queue.push_back((path, seq));
+            return;
+        }
+        st.queues
+            .insert(folder.clone(), VecDeque::from([(path, seq)]));
+        drop(st);
+        let (work, store) = (self.clone(), store.clone());
+        let started = std::thread::Builder::new()
+            .name("tensorboard-ingest".into())
+            .spawn(move || work.drain(store.as_ref(), &folder));
+        if let Err(e) = started {
+            tracing::error!("tensorboard ingest: cannot start a worker: {e}");
+        }
+    }
+
+    /// A folder's worker: ingests its files until none is left.
+    fn drain(&self, store: &dyn Store, folder: &Folder) {
+        while let Some((path, seq)) = self.next_file(folder) {
+            log_outcome(&folder.0, &path, ingest_file(store, &folder.0, &path));
+            let mut st = self.lock();
+            if let Some(queue) = st.queues.get_mut(folder) {
+                queue.pop_front();
             }
-        });
+            st.open.remove(&seq);
+            self.save_cursor(st, store, true);
+        }
+    }
+
+    /// The folder's next file, or `None` (and the folder is no longer busy) when it has none.
+    fn next_file(&self, folder: &Folder) -> Option<(String, u64)> {
+        let mut st = self.lock();
+        let next = st.queues.get(folder).and_then(|q| q.front().cloned());
+        if next.is_none() {
+            st.queues.remove(folder);
+        }
+        next
+    }
+
+    fn scanned_to(&self, store: &dyn Store, seq: u64) {
+        let mut st = self.lock();
+        st.scanned = st.scanned.max(seq);
+        self.save_cursor(st, store, false);
+    }
+
+    /// Saves the cursor just before the oldest event whose file is not done (or at the scan if none): after a
+    /// file was ingested, or (to keep a restart's re-read short) when it moved into another page of events.
+    fn save_cursor(
+        &self,
+        mut st: std::sync::MutexGuard<'_, WorkState>,
+        store: &dyn Store,
+        ingested: bool,
+    ) {
+        let safe = st
+            .open
+            .first()
+            .map_or(st.scanned, |oldest| oldest.saturating_sub(1));
+        let new_page = safe / PAGE as u64 != st.saved / PAGE as u64;
+        if safe <= st.saved || !(ingested || new_page) {
+            return;
+        }
+        st.saved = safe;
+        drop(st);
+        if let Err(e) =
+            store.put_document(CURSOR_KIND, CURSOR_ID, &serde_json::json!({ "seq": safe }))
+        {
+            tracing::warn!("tensorboard ingest: cannot save its cursor: {e}");
+        }
     }
 }
 
