@@ -7,7 +7,7 @@ use crate::embedded::blocks::{self, Scalars, ScalarsExt};
 use crate::embedded::summaries::{
     self, extremes, point, Keep, Kept, Part, Point, KEEP_NONE, NONE, SEGMENT_POINTS,
 };
-use flightlog_model::{ReadRange, Result, WallTime, F64};
+use flightlog_model::{ReadRange, Result};
 use rusqlite::{params, Connection};
 
 /// `n` equal step intervals over the steps `lo..=hi`. One mapping for both forms, so they agree on every
@@ -362,7 +362,7 @@ mod tests {
     }
     use crate::embedded::EmbeddedStore;
     use crate::Store;
-    use flightlog_model::{Batch, NewRun, RunId, ScalarWrite};
+    use flightlog_model::{Batch, NewRun, RunId, ScalarWrite, WallTime, F64};
 
     #[test]
     fn downsampling_keeps_extremes_and_nans() {
@@ -655,7 +655,7 @@ mod perf {
     use super::*;
     use crate::embedded::EmbeddedStore;
     use crate::Store;
-    use flightlog_model::{Batch, NewRun, ScalarWrite};
+    use flightlog_model::{Batch, NewRun, ScalarWrite, F64};
 
     /// `cargo test --release -p flightlog-store -- --ignored overview_speed --nocapture`
     #[test]
