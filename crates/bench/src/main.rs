@@ -175,6 +175,7 @@ fn submit_figures(args: &Args, record: &mut dyn FnMut(&str, f64, String)) {
     let mb = t.bytes as f64 / 1e6;
     let (bare_wall, bare_cpu) = t.bare;
     let (cap_wall, cap_cpu) = t.captured;
+    let (pipe_wall, pipe_cpu) = t.piped;
     record(
         "script_bare_s",
         bare_wall,
@@ -185,13 +186,23 @@ fn submit_figures(args: &Args, record: &mut dyn FnMut(&str, f64, String)) {
         ),
     );
     record(
+        "script_piped_s",
+        pipe_wall,
+        format!(
+            "same script into `| cat > /dev/null`: {pipe_wall:6.3} s wall, {pipe_cpu:.3} s CPU ({:.0} MB/s; what any pipe costs it)",
+            mb / pipe_wall
+        ),
+    );
+    record(
         "script_captured_s",
         cap_wall,
         format!(
-            "same script under submit:          {cap_wall:6.3} s wall, {cap_cpu:.3} s CPU ({:.0} MB/s; slowdown ×{:.2} wall, ×{:.2} CPU)",
+            "same script under submit:          {cap_wall:6.3} s wall, {cap_cpu:.3} s CPU ({:.0} MB/s; ×{:.2} wall, ×{:.2} CPU of alone; ×{:.2} wall, ×{:.2} CPU of piped)",
             mb / cap_wall,
             cap_wall / bare_wall,
-            cap_cpu / bare_cpu
+            cap_cpu / bare_cpu,
+            cap_wall / pipe_wall,
+            cap_cpu / pipe_cpu
         ),
     );
     record(

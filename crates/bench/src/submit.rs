@@ -108,6 +108,9 @@ pub struct Throughput {
     pub interpreter: String,
     /// The script's own time writing, alone: (wall, CPU) seconds.
     pub bare: (f64, f64),
+    /// The same into a pipe read by `cat > /dev/null`: what writing to any reader costs the script, the
+    /// fair reference for its slowdown under capture.
+    pub piped: (f64, f64),
     /// The script's own time writing, captured: (wall, CPU) seconds.
     pub captured: (f64, f64),
     /// `flightlog submit` from start to exit (everything stored).
@@ -197,6 +200,14 @@ pub fn throughput(bin: &Path, server: &Server, python: &str, mb: u64) -> Through
         .expect("run the writer alone");
     assert!(bare.status.success(), "the writer failed alone");
     let bare = times_of(&String::from_utf8_lossy(&bare.stderr));
+    let piped = Command::new("sh")
+        .args(["-c", "\"$0\" writer.py \"$1\" | cat > /dev/null", python, &lines])
+        .current_dir(source.path())
+        .env("PYTHONUNBUFFERED", "1")
+        .output()
+        .expect("run the writer into a pipe");
+    assert!(piped.status.success(), "the writer failed into a pipe");
+    let piped = times_of(&String::from_utf8_lossy(&piped.stderr));
 
     let (cpu0, server0) = (children_cpu(), process_cpu(server.child.id()));
     let t0 = Instant::now();
@@ -222,6 +233,7 @@ pub fn throughput(bin: &Path, server: &Server, python: &str, mb: u64) -> Through
         bytes: mb * 1_000_000,
         interpreter: python.clone(),
         bare,
+        piped,
         captured,
         submit_wall_s,
         // The writer's CPU outside its timed loop (interpreter start) is small and counted here.
