@@ -201,7 +201,12 @@ pub fn throughput(bin: &Path, server: &Server, python: &str, mb: u64) -> Through
     assert!(bare.status.success(), "the writer failed alone");
     let bare = times_of(&String::from_utf8_lossy(&bare.stderr));
     let piped = Command::new("sh")
-        .args(["-c", "\"$0\" writer.py \"$1\" | cat > /dev/null", python, &lines])
+        .args([
+            "-c",
+            "\"$0\" writer.py \"$1\" | cat > /dev/null",
+            python,
+            &lines,
+        ])
         .current_dir(source.path())
         .env("PYTHONUNBUFFERED", "1")
         .output()
