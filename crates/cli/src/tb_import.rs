@@ -390,15 +390,25 @@ impl RunImport {
                 changed = true;
             }
         }
-        if changed {
-            let json = serde_json::to_vec(&self.state).unwrap_or_default();
-            b.client
-                .put_artifact_bytes(&self.id, STATE_ARTIFACT, &json)?;
+        let save_state = || -> Result<(), CliError> {
+            if changed {
+                let json = serde_json::to_vec(&self.state).unwrap_or_default();
+                b.client
+                    .put_artifact_bytes(&self.id, STATE_ARTIFACT, &json)?;
+            }
+            Ok(())
+        };
+        if !last {
+            return save_state();
         }
-        if last {
-            finish_run(b, &self.id, self.span)?;
-        }
-        Ok(())
+        // Side by side: each is a durable commit of its own, and neither needs the other (the state only
+        // spares a later import re-reading; batch ids already make that harmless).
+        let (id, span) = (&self.id, self.span);
+        std::thread::scope(|scope| {
+            let finish = scope.spawn(move || finish_run(b, id, span));
+            save_state()?;
+            joined(finish)
+        })
     }
 }
 
