@@ -160,10 +160,10 @@ fn create_run(
     name: &str,
     parent: Option<RunId>,
     dir: &Path,
-) -> Result<(), CliError> {
+) -> Result<bool, CliError> {
     let mut tags = BTreeMap::new();
     tags.insert("tensorboard.logdir".to_string(), dir.display().to_string());
-    b.client.create_run(&NewRun {
+    let (_, created) = b.client.create_run_reporting(&NewRun {
         id: Some(id.clone()),
         experiment_id: experiment,
         display_name: Some(clean_name(name)),
@@ -171,7 +171,7 @@ fn create_run(
         tags,
         ..Default::default()
     })?;
-    Ok(())
+    Ok(created)
 }
 
 // --- one run ------------------------------------------------------------------------------------------------
@@ -295,7 +295,8 @@ impl Importer<'_> {
         } else {
             rel.to_string()
         };
-        create_run(b, &id, self.experiment, &name, parent, &self.root.join(rel))?;
+        // A run this import just created has no earlier state or metrics to read back.
+        let created = create_run(b, &id, self.experiment, &name, parent, &self.root.join(rel))?;
         Ok(RunImport {
             report: RunReport {
                 run_id: id.to_string(),
@@ -303,7 +304,7 @@ impl Importer<'_> {
                 dir: rel.to_string(),
                 ..Default::default()
             },
-            loaded: false,
+            loaded: created,
             state: BTreeMap::new(),
             kinds: HashMap::new(),
             files: BTreeMap::new(),

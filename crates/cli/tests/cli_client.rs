@@ -596,3 +596,20 @@ fn memory_stays_bounded_during_an_outage_and_order_survives_the_journal() {
     c.close(Duration::from_secs(5)).unwrap();
     assert!(journals(spool.path()).is_empty());
 }
+
+#[test]
+fn create_run_reporting_says_whether_the_call_created_the_run() {
+    let s = TestServer::start();
+    let spool = tempfile::tempdir().unwrap();
+    let c = client(&s.base(), spool.path());
+    let new = NewRun {
+        id: Some(RunId::new()),
+        display_name: Some("reported".into()),
+        ..Default::default()
+    };
+    let (first, created) = c.create_run_reporting(&new).unwrap();
+    assert!(created, "the first call creates the run");
+    let (again, created) = c.create_run_reporting(&new).unwrap();
+    assert!(!created, "the second call finds it");
+    assert_eq!((again.id, again.created_time), (first.id, first.created_time));
+}

@@ -143,6 +143,26 @@ impl Http {
         read_json(resp, entity)
     }
 
+    /// POSTs a JSON body to a create endpoint and says whether the server created the entity (201) rather
+    /// than found it already there (200: an idempotent create with a client-chosen id seen before).
+    pub fn create_json<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        entity: Entity,
+    ) -> Result<(T, bool)> {
+        let bytes = serde_json::to_vec(body).map_err(|e| Error::invalid("body", e.to_string()))?;
+        let resp = self
+            .agent
+            .post(&self.url(path))
+            .header("Content-Type", "application/json")
+            .send(&bytes[..])
+            .map_err(|e| transport(e).into_error())?;
+        let created = resp.status() == ureq::http::StatusCode::CREATED;
+        let value = read_json(resp, entity).map_err(SendError::into_error)?;
+        Ok((value, created))
+    }
+
     /// PUT with a streamed body (artifact upload).
     pub fn put_reader<T: DeserializeOwned>(
         &self,

@@ -331,6 +331,14 @@ impl Client {
             .send_json("POST", "/api/v1/runs", new, Entity::Run)
     }
 
+    /// [`Client::create_run`], also saying whether this call created the run (false: a run with the given id
+    /// existed), so an importer knows there is nothing of an earlier attempt to read back.
+    pub fn create_run_reporting(&self, new: &NewRun) -> Result<(Run, bool)> {
+        self.shared
+            .http
+            .create_json("/api/v1/runs", new, Entity::Run)
+    }
+
     /// Queues the creation of a run (an id is chosen if `new.id` is None) and returns its id at once; the
     /// creation is delivered in order with the run's data, through the journal if the server is down.
     pub fn create_run_async(&self, mut new: NewRun) -> Result<RunId> {
