@@ -611,5 +611,8 @@ fn create_run_reporting_says_whether_the_call_created_the_run() {
     assert!(created, "the first call creates the run");
     let (again, created) = c.create_run_reporting(&new).unwrap();
     assert!(!created, "the second call finds it");
-    assert_eq!((again.id, again.created_time), (first.id, first.created_time));
+    assert_eq!(
+        (again.id, again.created_time),
+        (first.id, first.created_time)
+    );
 }
