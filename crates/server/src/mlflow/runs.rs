@@ -259,27 +259,6 @@ async fn restore(State(st): State<AppState>, Req(r): Req<RunReq>) -> MlResult<Js
 
 // --- logging ---------------------------------------------------------------------------------------------
 
-#[derive(Deserialize, Default, Clone)]
-pub struct MetricReq {
-    #[serde(default)]
-    key: Option<String>,
-    #[serde(default)]
-    value: Option<F64>,
-    #[serde(default, deserialize_with = "opt_i64")]
-    timestamp: Option<i64>,
-    #[serde(default, deserialize_with = "opt_i64")]
-    step: Option<i64>,
-}
-
-/// The one point of a log-metric call, checked (see [`Point`]).
-fn checked_metric(m: &MetricReq) -> MlResult<(String, f64, i64, i64)> {
-    let key = m.key.clone().ok_or_else(|| MlError::missing("key"))?;
-    validate_key("metric", &key)?;
-    let value = m.value.ok_or_else(|| MlError::missing("value"))?.0;
-    let ts = m.timestamp.ok_or_else(|| MlError::missing("timestamp"))?;
-    Ok((key, clamp_infinite(value), ts, m.step.unwrap_or(0)))
-}
-
 /// A checked metric point: (key, value with ±Inf clamped, timestamp ms, step).
 type Point<'a> = (&'a str, f64, i64, i64);
 
@@ -343,21 +322,22 @@ pub fn batch_id(run: &RunId, body: &[u8]) -> String {
     format!("mlflow-{h:032x}")
 }
 
+/// A log-metric body: the run and one metric in log-batch's form, checked by the same code.
 #[derive(Deserialize, Default)]
-struct LogMetricReq {
+struct LogMetricReq<'a> {
     #[serde(default)]
     run_id: Option<String>,
     #[serde(default)]
     run_uuid: Option<String>,
-    #[serde(flatten)]
-    metric: MetricReq,
+    #[serde(flatten, borrow)]
+    metric: BatchMetric<'a>,
 }
 
 async fn log_metric(State(st): State<AppState>, body: Bytes) -> MlResult<Json<Value>> {
     let r: LogMetricReq = parse(&body)?;
     let id = run_id(r.run_id.as_deref(), r.run_uuid.as_deref())?;
-    let (key, value, ts, step) = checked_metric(&r.metric)?;
-    let batch = metric_batch(&id, &body, &[(&key, value, ts, step)]);
+    let point = checked_metrics(std::slice::from_ref(&r.metric))?;
+    let batch = metric_batch(&id, &body, &point);
     blocking(move || write_metrics(st.store.as_ref(), &id, batch)).await?;
     Ok(empty())
 }
