@@ -188,51 +188,46 @@ pub fn append_scalars(
     };
     let fits = region.len() + pts.len() <= BLOCK_POINTS;
     if fits && tail.rows < MAX_FRAGMENTS {
-        let fragment = Tail {
-            first_index: tail.first_index + region.len() as u64,
-            data: TailData::Scalars(pts.clone()),
-            rows: 1,
-        };
-        save_block(conn, series_id, &fragment)?;
+        save_scalars(conn, series_id, tail.first_index + region.len() as u64, pts)?;
         region.extend_from(pts, 0..pts.len());
         tail.rows += 1;
     } else {
         region.extend_from(pts, 0..pts.len());
-        tail = merge_region(conn, series_id, tail)?;
+        let region = std::mem::take(region);
+        tail = merge_region(conn, series_id, tail.first_index, region)?;
     }
     cache.put(series_id, tail);
     Ok(())
 }
 
-/// Rewrites the open region `tail` (its rows deleted) as full blocks plus at most one partial block, which is
-/// returned as the new open region.
-fn merge_region(conn: &Connection, series_id: i64, tail: Tail) -> Result<Tail> {
+/// Rewrites the open region (`region`, from index `first_index`; its rows deleted) as full blocks plus at most
+/// one partial block, which is returned as the new open region.
+fn merge_region(
+    conn: &Connection,
+    series_id: i64,
+    first_index: u64,
+    region: Scalars,
+) -> Result<Tail> {
     conn.prepare_cached("DELETE FROM blocks WHERE series_id = ?1 AND first_index >= ?2")
-        .and_then(|mut st| st.execute(params![series_id, tail.first_index as i64]))
+        .and_then(|mut st| st.execute(params![series_id, first_index as i64]))
         .map_err(sql_err("merging metric blocks"))?;
-    let TailData::Scalars(all) = &tail.data else {
-        return Err(Error::storage(format!(
-            "series {series_id}: stored blocks are not scalar blocks"
-        )));
-    };
     let mut start = 0;
-    loop {
-        let end = (start + BLOCK_POINTS).min(all.len());
-        let mut cols = Scalars::with_capacity(end - start);
-        cols.extend_from(all, start..end);
-        let block = Tail {
-            first_index: tail.first_index + start as u64,
-            data: TailData::Scalars(cols),
-            rows: usize::from(end > start),
-        };
-        if end > start {
-            save_block(conn, series_id, &block)?;
-        }
-        if end - start < BLOCK_POINTS {
-            return Ok(block);
-        }
-        start = end;
+    while region.len() - start >= BLOCK_POINTS {
+        let mut block = Scalars::with_capacity(BLOCK_POINTS);
+        block.extend_from(&region, start..start + BLOCK_POINTS);
+        save_scalars(conn, series_id, first_index + start as u64, &block)?;
+        start += BLOCK_POINTS;
     }
+    let mut rest = Scalars::with_capacity(region.len() - start);
+    rest.extend_from(&region, start..region.len());
+    if !rest.is_empty() {
+        save_scalars(conn, series_id, first_index + start as u64, &rest)?;
+    }
+    Ok(Tail {
+        first_index: first_index + start as u64,
+        rows: usize::from(!rest.is_empty()),
+        data: TailData::Scalars(rest),
+    })
 }
 
 /// Appends records (with their steps) to series `series_id`, which holds `count` records.
@@ -376,15 +371,39 @@ fn check_tail(series_id: i64, tail: &Tail, count: u64) -> Result<()> {
     Ok(())
 }
 
-/// Inserts or rewrites the block `tail`, with its segment summaries if it holds scalars.
+/// Inserts or rewrites the block `tail`.
 fn save_block(conn: &Connection, series_id: i64, tail: &Tail) -> Result<()> {
-    let (e, summary) = match &tail.data {
-        TailData::Scalars(s) => (
-            encode_scalars(s),
-            Some(summaries::of_block(tail.first_index, s)),
+    match &tail.data {
+        TailData::Scalars(s) => save_scalars(conn, series_id, tail.first_index, s),
+        TailData::Records { lines, .. } => insert_block(
+            conn,
+            series_id,
+            tail.first_index,
+            encode_records(lines),
+            None,
         ),
-        TailData::Records { lines, .. } => (encode_records(lines), None),
-    };
+    }
+}
+
+/// Inserts or rewrites a scalar block starting at `first_index`, with its segment summaries.
+fn save_scalars(conn: &Connection, series_id: i64, first_index: u64, s: &Scalars) -> Result<()> {
+    let summary = summaries::of_block(first_index, s);
+    insert_block(
+        conn,
+        series_id,
+        first_index,
+        encode_scalars(s),
+        Some(summary),
+    )
+}
+
+fn insert_block(
+    conn: &Connection,
+    series_id: i64,
+    first_index: u64,
+    e: Encoded,
+    summary: Option<Vec<u8>>,
+) -> Result<()> {
     conn.prepare_cached(
         "INSERT OR REPLACE INTO blocks (series_id, first_index, count, min_step, max_step, min_value, max_value, \
          encoding, data, summary) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -392,7 +411,7 @@ fn save_block(conn: &Connection, series_id: i64, tail: &Tail) -> Result<()> {
     .and_then(|mut st| {
         st.execute(params![
             series_id,
-            tail.first_index as i64,
+            first_index as i64,
             e.count as i64,
             e.min_step,
             e.max_step,
