@@ -223,6 +223,17 @@ pub struct RunQuery {
     pub limit: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub page_token: Option<String>,
+    /// Read only these keys of each run's params and tags, and no properties (None: everything). A search
+    /// that filters thousands of runs on a key or two reads the rest only for the page it returns.
+    #[serde(skip)]
+    pub only_keys: Option<RunKeys>,
+}
+
+/// The params and tags a lean run listing keeps (see [`RunQuery::only_keys`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunKeys {
+    pub params: Vec<String>,
+    pub tags: Vec<String>,
 }
 
 /// One page of a listing; `next_page_token` is opaque and absent on the last page.

@@ -35,6 +35,8 @@ pub trait Store: Send + Sync + 'static {
     fn get_run(&self, id: &RunId) -> Result<Run>;
     /// Newest first.
     fn list_runs(&self, query: &RunQuery) -> Result<Page<Run>>;
+    /// The runs of `ids`, without metrics, in the order given; ids of no run are left out.
+    fn get_runs(&self, ids: &[RunId]) -> Result<Vec<Run>>;
     /// Applies the patch atomically (see [`RunPatch`]); writes to a deleted run → `Deleted` unless the patch
     /// restores it.
     fn update_run(&self, id: &RunId, patch: RunPatch) -> Result<Run>;

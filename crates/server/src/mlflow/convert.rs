@@ -2,7 +2,7 @@
 
 use super::error::{MlError, MlResult};
 use flightlog_model::{Experiment, Lifecycle, MetricKind, Run, RunStatus, SeriesInfo, WallTime};
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Value};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -114,21 +114,6 @@ pub fn run_artifact_uri(run: &Run) -> String {
     )
 }
 
-/// The run's tags as MLflow shows them: the stored ones plus the run name, description and parent, which
-/// flightlog keeps as fields.
-pub fn run_tags(run: &Run) -> BTreeMap<String, String> {
-    let mut tags = run.tags.clone();
-    tags.insert(RUN_NAME_TAG.into(), run.display_name.clone());
-    if !run.description.is_empty() {
-        tags.insert(NOTE_TAG.into(), run.description.clone());
-    }
-    if let Some(p) = &run.parent_id {
-        tags.entry(PARENT_TAG.into())
-            .or_insert_with(|| p.to_string());
-    }
-    tags
-}
-
 /// The latest value of a scalar series: (value, timestamp ms, step). Other kinds are not MLflow metrics.
 pub fn latest_scalar(s: &SeriesInfo) -> Option<(f64, i64, i64)> {
     if s.kind != MetricKind::Scalar {
@@ -147,43 +132,131 @@ pub fn latest_scalar(s: &SeriesInfo) -> Option<(f64, i64, i64)> {
 }
 
 pub fn run_info_json(run: &Run) -> Value {
-    let mut info = json!({
-        "run_id": run.id.as_str(),
-        "run_uuid": run.id.as_str(),
-        "run_name": run.display_name,
-        "experiment_id": run.experiment_id.to_string(),
-        "user_id": run.user,
-        "status": status_name(run.status),
-        "start_time": millis(run.start_time.unwrap_or(run.created_time)),
-        "artifact_uri": run_artifact_uri(run),
-        "lifecycle_stage": lifecycle_name(run.lifecycle),
-    });
-    if let Some(end) = run.end_time {
-        info["end_time"] = json!(millis(end));
-    }
-    info
+    serde_json::to_value(RunInfoView::of(run)).unwrap_or_default()
 }
 
 /// A whole run; `inputs`/`outputs` are the MLflow-only records kept as documents.
 pub fn run_json(run: &Run, inputs: Option<Value>, outputs: Option<Value>) -> Value {
-    let metrics: Vec<Value> = run
-        .metrics
-        .iter()
-        .filter_map(|s| {
-            let (v, ts, step) = latest_scalar(s)?;
-            Some(json!({ "key": s.name, "value": double(v), "timestamp": ts, "step": step }))
+    serde_json::to_value(RunView::of(run, inputs, outputs)).unwrap_or_default()
+}
+
+/// A run as MLflow's JSON shows it, serialized straight from the run: a search writes hundreds, so no
+/// `Value` tree is built for them first.
+#[derive(Serialize)]
+pub struct RunView<'a> {
+    info: RunInfoView<'a>,
+    data: RunDataView<'a>,
+    inputs: Value,
+    outputs: Value,
+}
+
+impl<'a> RunView<'a> {
+    pub fn of(run: &'a Run, inputs: Option<Value>, outputs: Option<Value>) -> Self {
+        RunView {
+            info: RunInfoView::of(run),
+            data: RunDataView {
+                metrics: run.metrics.iter().filter_map(MetricView::latest).collect(),
+                params: run
+                    .params
+                    .iter()
+                    .map(|(k, v)| KeyValueView::of((k, v)))
+                    .collect(),
+                tags: run_tags(run).into_iter().map(KeyValueView::of).collect(),
+            },
+            inputs: inputs.unwrap_or_else(|| json!({})),
+            outputs: outputs.unwrap_or_else(|| json!({})),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct RunInfoView<'a> {
+    run_id: &'a str,
+    run_uuid: &'a str,
+    run_name: &'a str,
+    experiment_id: String,
+    user_id: &'a str,
+    status: &'static str,
+    start_time: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    end_time: Option<i64>,
+    artifact_uri: String,
+    lifecycle_stage: &'static str,
+}
+
+impl<'a> RunInfoView<'a> {
+    fn of(run: &'a Run) -> Self {
+        RunInfoView {
+            run_id: run.id.as_str(),
+            run_uuid: run.id.as_str(),
+            run_name: &run.display_name,
+            experiment_id: run.experiment_id.to_string(),
+            user_id: &run.user,
+            status: status_name(run.status),
+            start_time: millis(run.start_time.unwrap_or(run.created_time)),
+            end_time: run.end_time.map(millis),
+            artifact_uri: run_artifact_uri(run),
+            lifecycle_stage: lifecycle_name(run.lifecycle),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct RunDataView<'a> {
+    metrics: Vec<MetricView<'a>>,
+    params: Vec<KeyValueView<'a>>,
+    tags: Vec<KeyValueView<'a>>,
+}
+
+/// A metric's latest point; NaN and ±Inf as MLflow's strings.
+#[derive(Serialize)]
+struct MetricView<'a> {
+    key: &'a str,
+    value: Value,
+    timestamp: i64,
+    step: i64,
+}
+
+impl<'a> MetricView<'a> {
+    fn latest(s: &'a SeriesInfo) -> Option<Self> {
+        let (v, timestamp, step) = latest_scalar(s)?;
+        Some(MetricView {
+            key: &s.name,
+            value: double(v),
+            timestamp,
+            step,
         })
+    }
+}
+
+#[derive(Serialize)]
+struct KeyValueView<'a> {
+    key: &'a str,
+    value: &'a str,
+}
+
+impl<'a> KeyValueView<'a> {
+    fn of((key, value): (&'a str, &'a str)) -> Self {
+        KeyValueView { key, value }
+    }
+}
+
+/// The run's tags as MLflow shows them: the stored ones plus the run name, description and parent, which
+/// flightlog keeps as fields.
+pub fn run_tags(run: &Run) -> BTreeMap<&str, &str> {
+    let mut tags: BTreeMap<&str, &str> = run
+        .tags
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    json!({
-        "info": run_info_json(run),
-        "data": {
-            "metrics": metrics,
-            "params": key_values(&run.params),
-            "tags": key_values(&run_tags(run)),
-        },
-        "inputs": inputs.unwrap_or_else(|| json!({})),
-        "outputs": outputs.unwrap_or_else(|| json!({})),
-    })
+    tags.insert(RUN_NAME_TAG, &run.display_name);
+    if !run.description.is_empty() {
+        tags.insert(NOTE_TAG, &run.description);
+    }
+    if let Some(p) = &run.parent_id {
+        tags.entry(PARENT_TAG).or_insert(p.as_str());
+    }
+    tags
 }
 
 /// MLflow's name rule: `^[/\w.\- :]*$`, a normalized relative path, at most 250 characters.
@@ -393,7 +466,7 @@ mod tests {
         assert_eq!(j["data"]["metrics"][0]["timestamp"], 12);
         let tags = run_tags(&r);
         assert_eq!(tags[RUN_NAME_TAG], "r");
-        assert_eq!(tags[PARENT_TAG], r.parent_id.unwrap().to_string());
+        assert_eq!(tags[PARENT_TAG], r.parent_id.as_ref().unwrap().as_str());
     }
 
     #[test]

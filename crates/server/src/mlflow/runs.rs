@@ -2,7 +2,7 @@
 
 use super::convert::{
     self, checked_pair, clamp_infinite, latest_scalar, millis, one_or_many, opt_i64, parse_status,
-    run_info_json, run_json, truncate_value, validate_key, KeyValue, MAX_PARAM_VALUE,
+    run_info_json, run_json, truncate_value, validate_key, KeyValue, RunView, MAX_PARAM_VALUE,
     MAX_TAG_VALUE, NOTE_TAG, PARENT_TAG, RUN_NAME_TAG,
 };
 use super::error::{MlError, MlResult};
@@ -12,14 +12,16 @@ use super::{blocking, empty, Req};
 use crate::AppState;
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use flightlog_model::{
-    Batch, Error, Lifecycle, NewRun, Run, RunId, RunPatch, RunQuery, RunStatus, ScalarWrite,
-    WallTime, F64,
+    Batch, Error, Lifecycle, NewRun, Run, RunId, RunKeys, RunPatch, RunQuery, RunStatus,
+    ScalarWrite, WallTime, F64,
 };
 use flightlog_store::Store;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -703,11 +705,18 @@ struct SearchReq {
     page_token: Option<String>,
 }
 
-async fn search_runs(State(st): State<AppState>, Req(r): Req<SearchReq>) -> MlResult<Json<Value>> {
+async fn search_runs(State(st): State<AppState>, Req(r): Req<SearchReq>) -> MlResult<Response> {
     let search = RunSearch::parse(r)?;
-    Ok(Json(
-        blocking(move || search.execute(st.store.as_ref())).await?,
-    ))
+    let body = blocking(move || search.execute(st.store.as_ref())).await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// A runs/search response, written straight to bytes.
+#[derive(Serialize)]
+struct SearchPage<'a> {
+    runs: Vec<RunView<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_page_token: Option<String>,
 }
 
 /// A checked runs/search request.
@@ -741,9 +750,10 @@ impl RunSearch {
         })
     }
 
-    /// Filters, sorts (ties: newest start first, then run id) and pages the runs of the experiments.
-    fn execute(&self, store: &dyn Store) -> MlResult<Value> {
-        // Every run's metrics are read only for the page, in one query, after filtering and paging.
+    /// Filters, sorts (ties: newest start first, then run id) and pages the runs of the experiments; the
+    /// response's JSON.
+    fn execute(&self, store: &dyn Store) -> MlResult<Vec<u8>> {
+        // Only what the filter and order name is read of every run; the page's runs are then read in full.
         let found = find_runs(
             store,
             self.experiments.clone(),
@@ -753,7 +763,9 @@ impl RunSearch {
             false,
         )?;
         let found_inputs = found.inputs.is_some();
-        let (mut page, next) = search::page(found.runs, self.limit, self.token.as_deref())?;
+        let (lean, next) = search::page(found.runs, self.limit, self.token.as_deref())?;
+        let ids: Vec<RunId> = lean.into_iter().map(|r| r.id).collect();
+        let mut page = store.get_runs(&ids)?;
         store.fill_metrics(&mut page, None)?;
         let mut outputs: HashMap<String, Value> = HashMap::new();
         let mut inputs = found.inputs.unwrap_or_default();
@@ -763,18 +775,18 @@ impl RunSearch {
                 inputs.extend(store.list_documents(INPUTS_DOC)?);
             }
         }
-        let runs: Vec<Value> = page
+        let runs = page
             .iter()
             .map(|run| {
                 let id = run.id.as_str();
-                run_json(run, inputs.remove(id), outputs.remove(id))
+                RunView::of(run, inputs.remove(id), outputs.remove(id))
             })
             .collect();
-        let mut out = json!({ "runs": runs });
-        if let Some(t) = next {
-            out["next_page_token"] = json!(t);
-        }
-        Ok(out)
+        let body = SearchPage {
+            runs,
+            next_page_token: next,
+        };
+        serde_json::to_vec(&body).map_err(|e| MlError::from(Error::storage(e)))
     }
 }
 
@@ -812,15 +824,15 @@ pub(crate) fn find_runs(
         .chain(order.iter().map(|o| &o.ident))
         .collect();
     let reads = |kind: Kind| idents.iter().any(|i| i.kind == kind);
-    let mut runs = all_runs(store, experiments, with_deleted, with_metrics)?;
+    // Without metrics the caller re-reads its page in full, so only what the filter and order name is read.
+    let only_keys = (!with_metrics).then(|| RunKeys {
+        params: keys_of(&idents, Kind::Param),
+        tags: keys_of(&idents, Kind::Tag),
+    });
+    let mut runs = all_runs(store, experiments, with_deleted, with_metrics, only_keys)?;
     if !with_metrics && reads(Kind::Metric) {
         // Only the metrics the filter and order name; the caller completes the runs it keeps.
-        let names: Vec<String> = idents
-            .iter()
-            .filter(|i| i.kind == Kind::Metric)
-            .map(|i| i.key.clone())
-            .collect();
-        store.fill_metrics(&mut runs, Some(&names))?;
+        store.fill_metrics(&mut runs, Some(&keys_of(&idents, Kind::Metric)))?;
     }
     runs.retain(|run| lifecycles.contains(&run.lifecycle));
     let inputs: Option<Inputs> = if reads(Kind::Dataset) {
@@ -854,6 +866,15 @@ pub(crate) fn find_runs(
     })
 }
 
+/// The keys of the identifiers of one kind.
+fn keys_of(idents: &[&search::Ident], kind: Kind) -> Vec<String> {
+    idents
+        .iter()
+        .filter(|i| i.kind == kind)
+        .map(|i| i.key.clone())
+        .collect()
+}
+
 fn start_millis(run: &Run) -> i64 {
     millis(run.start_time.unwrap_or(run.created_time))
 }
@@ -863,6 +884,7 @@ fn all_runs(
     experiment_ids: Vec<flightlog_model::ExperimentId>,
     include_deleted: bool,
     with_metrics: bool,
+    only_keys: Option<RunKeys>,
 ) -> MlResult<Vec<Run>> {
     Ok(flightlog_model::Page::collect_all(|page_token| {
         store.list_runs(&RunQuery {
@@ -871,6 +893,7 @@ fn all_runs(
             with_metrics,
             limit: Some(MAX_RESULTS as u32),
             page_token,
+            only_keys: only_keys.clone(),
             ..Default::default()
         })
     })?)
@@ -1025,7 +1048,11 @@ mod tests {
         run.params.insert("p".into(), "1".into());
         let full = convert::run_tags(&run);
         for key in [RUN_NAME_TAG, NOTE_TAG, PARENT_TAG, "team", "missing"] {
-            assert_eq!(tag_value(&run, key).as_ref(), full.get(key), "{key}");
+            assert_eq!(
+                tag_value(&run, key).as_deref(),
+                full.get(key).copied(),
+                "{key}"
+            );
         }
         let ident = |kind, key: &str| search::Ident {
             kind,

@@ -159,6 +159,9 @@ impl Store for EmbeddedStore {
     fn list_runs(&self, query: &RunQuery) -> Result<Page<Run>> {
         self.inner.read(|c| runs::list(c, query))
     }
+    fn get_runs(&self, ids: &[RunId]) -> Result<Vec<Run>> {
+        self.inner.read(|c| runs::get_many(c, ids))
+    }
     fn update_run(&self, id: &RunId, patch: RunPatch) -> Result<Run> {
         runs::update(&self.inner, id, patch)
     }

@@ -8,7 +8,7 @@ use super::{metrics, names, paging, sql_err, Inner};
 use flightlog_model::*;
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension, Row};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 const COLUMNS: &str =
     "id, experiment_id, display_name, description, parent_id, status, lifecycle, created_time, \
@@ -155,6 +155,12 @@ fn row_values(r: &Run) -> Result<Vec<Value>> {
 /// A run from a row of [`COLUMNS`], borrowing the text columns rather than copying them: listings map
 /// thousands of rows, so this is their hot path.
 fn from_row(r: &Row) -> Result<Run> {
+    from_row_keeping(r, None)
+}
+
+/// [`from_row`], keeping only the params and tags `keys` names (and no properties) when given: the other
+/// entries of the JSON columns are skipped over, never copied.
+fn from_row_keeping(r: &Row, keys: Option<&RunKeys>) -> Result<Run> {
     let err = sql_err("reading a run");
     let text = |i: usize| r.get_ref(i).and_then(|v| Ok(v.as_str()?)).map_err(&err);
     let opt_text = |i: usize| {
@@ -180,9 +186,9 @@ fn from_row(r: &Row) -> Result<Run> {
         start_time: opt_time(8)?,
         end_time: opt_time(9)?,
         error: opt_text(10)?.map(from_json).transpose()?,
-        tags: string_map(text(11)?)?,
-        properties: string_map(text(12)?)?,
-        params: string_map(text(13)?)?,
+        tags: string_map_keeping(text(11)?, keys.map(|k| k.tags.as_slice()))?,
+        properties: string_map_keeping(text(12)?, keys.map(|_| [].as_slice()))?,
+        params: string_map_keeping(text(13)?, keys.map(|k| k.params.as_slice()))?,
         user: text(14)?.to_string(),
         host: text(15)?.to_string(),
         command: opt_text(16)?.map(str::to_string),
@@ -207,6 +213,75 @@ fn string_map(s: &str) -> Result<BTreeMap<String, String>> {
     }
 }
 
+/// [`string_map`], or only the entries whose key is in `keep` when given.
+fn string_map_keeping(s: &str, keep: Option<&[String]>) -> Result<BTreeMap<String, String>> {
+    match keep {
+        None => string_map(s),
+        Some([]) => Ok(BTreeMap::new()),
+        Some(keys) => serde::de::DeserializeSeed::deserialize(
+            KeptEntries(keys),
+            &mut serde_json::Deserializer::from_str(s),
+        )
+        .map_err(|e| Error::storage(format!("corrupt JSON column: {e}"))),
+    }
+}
+
+/// Deserializes a JSON object of strings into the entries whose key it names.
+struct KeptEntries<'k>(&'k [String]);
+
+impl<'de> serde::de::DeserializeSeed<'de> for KeptEntries<'_> {
+    type Value = BTreeMap<String, String>;
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        d: D,
+    ) -> std::result::Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for KeptEntries<'_> {
+    type Value = BTreeMap<String, String>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object of strings")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<Self::Value, A::Error> {
+        let mut kept = BTreeMap::new();
+        while let Some(key) = map.next_key::<KeyText<'de>>()? {
+            if self.0.iter().any(|k| *k == key.0) {
+                kept.insert(key.0.into_owned(), map.next_value::<String>()?);
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(kept)
+    }
+}
+
+/// An object key, borrowed from the column when it has no escapes.
+struct KeyText<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for KeyText<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Text;
+        impl<'de> serde::de::Visitor<'de> for Text {
+            type Value = KeyText<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> std::result::Result<Self::Value, E> {
+                Ok(KeyText(v.into()))
+            }
+            fn visit_str<E>(self, v: &str) -> std::result::Result<Self::Value, E> {
+                Ok(KeyText(v.to_owned().into()))
+            }
+        }
+        d.deserialize_str(Text)
+    }
+}
+
 /// The run without metrics, if it exists.
 pub fn find(conn: &Connection, id: &RunId) -> Result<Option<Run>> {
     let mut st = conn
@@ -217,6 +292,26 @@ pub fn find(conn: &Connection, id: &RunId) -> Result<Option<Run>> {
         .map_err(sql_err("reading a run"))?
         .map(from_row)
         .transpose()
+}
+
+/// The runs of `ids` without metrics, in the order given; an id of no run is left out. One query, so a
+/// search reads the full runs of its page at once.
+pub fn get_many(conn: &Connection, ids: &[RunId]) -> Result<Vec<Run>> {
+    let err = sql_err("reading runs");
+    let list: Vec<&str> = ids.iter().map(RunId::as_str).collect();
+    let list = serde_json::to_string(&list).map_err(Error::storage)?;
+    let mut st = conn
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM runs WHERE id IN (SELECT value FROM json_each(?1))"
+        ))
+        .map_err(&err)?;
+    let mut rows = st.query([list]).map_err(&err)?;
+    let mut found: HashMap<RunId, Run> = HashMap::with_capacity(ids.len());
+    while let Some(row) = rows.next().map_err(&err)? {
+        let run = from_row(row)?;
+        found.insert(run.id.clone(), run);
+    }
+    Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
 }
 
 /// The run without metrics; `NotFound` if unknown.
@@ -460,7 +555,7 @@ pub fn list(conn: &Connection, q: &RunQuery) -> Result<Page<Run>> {
         .map_err(sql_err("listing runs"))?;
     let mut items = Vec::new();
     while let Some(row) = rows.next().map_err(sql_err("listing runs"))? {
-        items.push(from_row(row)?);
+        items.push(from_row_keeping(row, q.only_keys.as_ref())?);
     }
     let next_page_token = if items.len() > limit {
         items.truncate(limit);

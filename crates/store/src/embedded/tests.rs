@@ -43,6 +43,52 @@ fn all() -> ReadRange {
 // --- experiments & runs ----------------------------------------------------------------------------------
 
 #[test]
+fn a_lean_listing_keeps_only_the_named_params_and_tags() {
+    let (_d, s) = store();
+    let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    };
+    let id = s
+        .create_run(NewRun {
+            params: map(&[("lr", "0.1"), ("a\"b", "q\"v"), ("epochs", "3")]),
+            tags: map(&[("team", "x"), ("note", "n")]),
+            properties: map(&[("p", "1")]),
+            ..Default::default()
+        })
+        .unwrap()
+        .id;
+    let lean = |params: &[&str], tags: &[&str]| {
+        let q = RunQuery {
+            only_keys: Some(RunKeys {
+                params: params.iter().map(|k| k.to_string()).collect(),
+                tags: tags.iter().map(|k| k.to_string()).collect(),
+            }),
+            ..Default::default()
+        };
+        s.list_runs(&q).unwrap().items.remove(0)
+    };
+    let run = lean(&["lr", "a\"b", "missing"], &["team"]);
+    assert_eq!(run.params, map(&[("lr", "0.1"), ("a\"b", "q\"v")]));
+    assert_eq!(run.tags, map(&[("team", "x")]));
+    assert!(run.properties.is_empty());
+    let run = lean(&[], &[]);
+    assert!(run.params.is_empty() && run.tags.is_empty());
+    let full = s.list_runs(&RunQuery::default()).unwrap().items.remove(0);
+    assert_eq!(full.params.len(), 3);
+    assert_eq!(full.id, id);
+}
+
+#[test]
+fn runs_are_read_by_ids_in_the_order_given() {
+    let (_d, s) = store();
+    let ids: Vec<RunId> = (0..4).map(|_| run(&s)).collect();
+    let wanted = vec![ids[2].clone(), RunId::new(), ids[0].clone(), ids[3].clone()];
+    let got: Vec<RunId> = s.get_runs(&wanted).unwrap().into_iter().map(|r| r.id).collect();
+    assert_eq!(got, vec![ids[2].clone(), ids[0].clone(), ids[3].clone()]);
+    assert!(s.get_runs(&[]).unwrap().is_empty());
+}
+
+#[test]
 fn default_experiment_exists_and_experiments_work() {
     let (_d, s) = store();
     let d = s.get_experiment(ExperimentId::DEFAULT).unwrap();
