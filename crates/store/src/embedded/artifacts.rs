@@ -1,6 +1,13 @@
 //! Artifact files under `<data>/artifacts/<run_id>/`: atomic streamed uploads (temp file, fsync, rename,
 //! fsync the folder), listings, deletion, and images. Every path is checked component by component so neither
 //! `..` nor a planted symbolic link can lead outside the run's folder.
+//!
+//! The rename happens in the write's transaction (atomic with the run check and the event), but the folder's
+//! fsync runs on a thread of its own ([`FolderSync`]) beside the commit, and the caller is answered once both
+//! are done: an acknowledged upload is as durable as before, while the single writer thread, which every other
+//! write waits behind, no longer sits through a folder sync. (A crash between the two can leave the event of an
+//! upload that was never acknowledged whose file is missing; readers and the TensorBoard ingester take a
+//! missing file as not found.)
 
 use super::events::emit;
 use super::{metrics, runs, Inner};
@@ -125,8 +132,8 @@ fn spool(inner: &Inner, data: &mut dyn Read) -> Result<(PathBuf, u64)> {
     }
 }
 
-/// Moves a spooled file to `rel` under `root` after re-checking the path, and syncs the folder.
-fn place(root: &Path, rel: &str, tmp: &Path) -> Result<fs::Metadata> {
+/// Moves a spooled file to `rel` under `root` after re-checking the path, and starts syncing the folder.
+fn place(root: &Path, rel: &str, tmp: &Path) -> Result<(fs::Metadata, FolderSync)> {
     if matches!(check(root, rel)?, Found::Dir) {
         return Err(bad_path(rel, format!("'{rel}' is a folder")));
     }
@@ -136,10 +143,36 @@ fn place(root: &Path, rel: &str, tmp: &Path) -> Result<fs::Metadata> {
     check(root, rel)?;
     inside(root, &parent, rel)?;
     fs::rename(tmp, &target).map_err(io_err("storing", &target))?;
-    File::open(&parent)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("syncing", &parent))?;
-    fs::symlink_metadata(&target).map_err(io_err("reading", &target))
+    let meta = fs::symlink_metadata(&target).map_err(io_err("reading", &target))?;
+    Ok((meta, FolderSync::start(parent)))
+}
+
+/// The fsync of a folder a file was just renamed into, running on a thread of its own so that it overlaps the
+/// commit instead of holding the writer thread. [`FolderSync::wait`] before answering the caller.
+struct FolderSync {
+    dir: PathBuf,
+    syncing: std::result::Result<std::thread::JoinHandle<io::Result<()>>, io::Error>,
+}
+
+impl FolderSync {
+    fn start(dir: PathBuf) -> FolderSync {
+        let d = dir.clone();
+        let syncing = std::thread::Builder::new()
+            .name("flightlog-dir-sync".into())
+            .spawn(move || File::open(&d).and_then(|f| f.sync_all()));
+        FolderSync { dir, syncing }
+    }
+
+    /// Waits for the sync (or, if no thread could be started for it, syncs here).
+    fn wait(self) -> Result<()> {
+        let synced = match self.syncing {
+            Ok(thread) => thread
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("the sync thread panicked"))),
+            Err(_) => File::open(&self.dir).and_then(|f| f.sync_all()),
+        };
+        synced.map_err(io_err("syncing", &self.dir))
+    }
 }
 
 fn info(rel: String, meta: &fs::Metadata) -> ArtifactInfo {
@@ -168,7 +201,7 @@ pub fn put(inner: &Inner, run: &RunId, path: &str, data: &mut dyn Read) -> Resul
     let tmp2 = tmp.clone();
     let result = inner.write(move |ctx| {
         let exp = runs::open_for_write(&ctx.conn, &run)?;
-        let meta = place(&root, &rel, &tmp2)?;
+        let (meta, synced) = place(&root, &rel, &tmp2)?;
         emit(
             ctx,
             exp,
@@ -178,12 +211,15 @@ pub fn put(inner: &Inner, run: &RunId, path: &str, data: &mut dyn Read) -> Resul
                 size,
             },
         )?;
-        Ok(info(rel, &meta))
+        Ok((info(rel, &meta), synced))
     });
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+    match result {
+        Ok((info, synced)) => synced.wait().map(|()| info),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(e)
+        }
     }
-    result
 }
 
 pub fn open(inner: &Inner, run: &RunId, path: &str) -> Result<(ArtifactInfo, ByteReader)> {
@@ -359,7 +395,7 @@ pub fn write_image(inner: &Inner, run: &RunId, meta: ImageWrite, bytes: &[u8]) -
             time: meta.time.unwrap_or_else(WallTime::now),
             value,
         };
-        place(&root, &rel, &tmp2)?;
+        let (_, synced) = place(&root, &rel, &tmp2)?;
         metrics::append_records(
             ctx,
             exp,
@@ -377,12 +413,15 @@ pub fn write_image(inner: &Inner, run: &RunId, meta: ImageWrite, bytes: &[u8]) -
             Some(&run),
             &EventBody::ArtifactWritten { path: rel, size },
         )?;
-        Ok(record)
+        Ok((record, synced))
     });
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+    match result {
+        Ok((record, synced)) => synced.wait().map(|()| record),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(e)
+        }
     }
-    result
 }
 
 #[cfg(test)]
