@@ -10,7 +10,7 @@
 use flightlog_model::*;
 use flightlog_store::Store;
 use flightlog_tensorboard::ingest::{
-    fnv1a128, ingest_chunk, write_behind, FileIngest, IngestCounts, IngestSink,
+    fnv1a128, ingest_reader, write_behind, FileIngest, IngestCounts, IngestSink,
 };
 use flightlog_tensorboard::{is_event_file_name, ValueDecoder};
 use serde::{Deserialize, Serialize};
@@ -279,33 +279,42 @@ pub fn ingest_file(store: &dyn Store, run: &RunId, path: &str) -> Result<IngestC
     if skipped != from {
         return Ok(IngestCounts::default());
     }
-    let mut buf = Vec::with_capacity((size - from) as usize);
-    reader.read_to_end(&mut buf).map_err(Error::storage)?;
     let owner = run;
-    let target = target_run(store, owner, path)?;
-    let run = &target;
-    let mut kinds: HashMap<String, MetricKind> = store
-        .list_metrics(run)?
-        .into_iter()
-        .map(|m| (m.name, m.kind))
-        .collect();
+    let child = child_run(owner, path);
+    let run = child.as_ref().map_or(owner, |c| &c.0);
+    // A child run that does not exist yet has no metrics: read before it is created, side by side.
+    let mut kinds: HashMap<String, MetricKind> = match store.list_metrics(run) {
+        Err(Error::NotFound { .. }) => Vec::new(),
+        listed => listed?,
+    }
+    .into_iter()
+    .map(|m| (m.name, m.kind))
+    .collect();
     let mut decoder = ValueDecoder::with_plugins(std::mem::take(&mut state.plugins));
     let mut counts = IngestCounts::default();
     let label = format!("run {run}: {path}");
-    // Batches are stored on a second thread while this one decodes the next.
-    let (consumed, errors) = write_behind(&mut StoreSink(store), |sink| {
-        let mut ing = FileIngest::new(sink, run, path, &mut kinds, &mut counts, &mut decoder)
-            .batch_points(PIPELINE_POINTS);
-        ingest_chunk(&mut ing, &buf, from, from, &label)
+    let (end, errors) = std::thread::scope(|scope| {
+        // The child run's creation (a commit) overlaps decoding; the first write waits for it.
+        let creating = child
+            .as_ref()
+            .map(|(id, rel)| scope.spawn(move || create_child_run(store, owner, id, rel)));
+        let mut sink = StoreSink { store, creating };
+        // Batches are stored on a second thread while this one decodes the next.
+        let ingested = write_behind(&mut sink, |sink| {
+            let mut ing = FileIngest::new(sink, run, path, &mut kinds, &mut counts, &mut decoder)
+                .batch_points(PIPELINE_POINTS);
+            ingest_reader(&mut ing, &mut reader, from, &label)
+        });
+        // Created even when the file held no points yet, as before.
+        sink.ready().and(ingested)
     })?;
     for e in &errors {
         tracing::warn!("tensorboard ingest: {e}");
     }
-    if consumed < buf.len() {
+    if end < size {
         tracing::debug!(
-            "tensorboard ingest: {label}: {} byte(s) after offset {} are not a whole record yet",
-            buf.len() - consumed,
-            from + consumed as u64
+            "tensorboard ingest: {label}: {} byte(s) after offset {end} are not a whole record yet",
+            size - end
         );
     }
     if run != owner {
@@ -313,7 +322,7 @@ pub fn ingest_file(store: &dyn Store, run: &RunId, path: &str) -> Result<IngestC
     }
     let state = FileState {
         path: path.to_string(),
-        offset: from + consumed as u64,
+        offset: end,
         plugins: decoder.plugins().clone(),
     };
     let body = serde_json::to_value(&state).map_err(Error::storage)?;
@@ -321,19 +330,24 @@ pub fn ingest_file(store: &dyn Store, run: &RunId, path: &str) -> Result<IngestC
     Ok(counts)
 }
 
-/// The run that gets a file's points: the run itself for files directly in `logs/`, else a child run named
-/// by the folder's path below `logs/` (as `flightlog import tensorboard` makes sub-folders child runs), with an
-/// id derived from both so every upload finds the same child.
-fn target_run(store: &dyn Store, owner: &RunId, path: &str) -> Result<RunId> {
+/// The child run that gets a file's points when the file is in a sub-folder of `logs/` (as `flightlog import
+/// tensorboard` makes sub-folders child runs): its id, derived from the run and the folder's path below `logs/`
+/// so every upload finds the same child, and that path. `None` for files directly in `logs/` (the run itself).
+fn child_run(owner: &RunId, path: &str) -> Option<(RunId, String)> {
     let rel = path
         .strip_prefix("logs/")
         .and_then(|p| p.rsplit_once('/'))
         .map_or("", |(dir, _)| dir);
     if rel.is_empty() {
-        return Ok(owner.clone());
+        return None;
     }
     let key = format!("flightlog-tensorboard-logs\0{owner}\0{rel}");
-    let id: RunId = format!("{:032x}", fnv1a128(key.as_bytes())).parse()?;
+    let id: RunId = format!("{:032x}", fnv1a128(key.as_bytes())).parse().ok()?;
+    Some((id, rel.to_string()))
+}
+
+/// Creates the child run of [`child_run`] (a no-op if it exists).
+fn create_child_run(store: &dyn Store, owner: &RunId, id: &RunId, rel: &str) -> Result<()> {
     let parent = store.get_run(owner)?;
     let mut tags = std::collections::BTreeMap::new();
     tags.insert("tensorboard.logdir".to_string(), format!("logs/{rel}"));
@@ -345,7 +359,7 @@ fn target_run(store: &dyn Store, owner: &RunId, path: &str) -> Result<RunId> {
         tags,
         ..Default::default()
     })?;
-    Ok(id)
+    Ok(())
 }
 
 /// A child run made for a `logs/` sub-folder ends when its parent has ended.
@@ -365,15 +379,33 @@ fn follow_status(store: &dyn Store, owner: &RunId, child: &RunId) -> Result<()> 
     Ok(())
 }
 
-/// The store as the ingest's destination.
-struct StoreSink<'a>(&'a dyn Store);
+/// The store as the ingest's destination; a child run still being created is waited for before the first
+/// write.
+struct StoreSink<'a, 's> {
+    store: &'a dyn Store,
+    creating: Option<std::thread::ScopedJoinHandle<'s, Result<()>>>,
+}
 
-impl IngestSink for StoreSink<'_> {
+impl StoreSink<'_, '_> {
+    /// Waits until the target run exists.
+    fn ready(&mut self) -> Result<()> {
+        match self.creating.take() {
+            Some(h) => h
+                .join()
+                .unwrap_or_else(|_| Err(Error::storage("creating the child run panicked"))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl IngestSink for StoreSink<'_, '_> {
     fn write_batch(&mut self, run: &RunId, batch: Batch) -> Result<()> {
-        self.0.write_batch(run, batch).map(|_| ())
+        self.ready()?;
+        self.store.write_batch(run, batch).map(|_| ())
     }
     fn write_image(&mut self, run: &RunId, meta: &ImageWrite, bytes: &[u8]) -> Result<()> {
-        self.0.write_image(run, meta.clone(), bytes).map(|_| ())
+        self.ready()?;
+        self.store.write_image(run, meta.clone(), bytes).map(|_| ())
     }
 }
 

@@ -421,3 +421,36 @@ pub fn ingest_chunk<S: IngestSink + ?Sized>(
     ing.flush()?;
     Ok((consumed, errors))
 }
+
+/// [`ingest_chunk`] for a file read from `src`, which is positioned at file offset `from` (every record from
+/// there on is new), a piece at a time ([`crate::reader::read_in_pieces`]) instead of read whole into memory.
+/// Returns the offset after the last whole record (a partial last record is left for later) and the damaged
+/// records, which were skipped.
+pub fn ingest_reader<S: IngestSink + ?Sized>(
+    ing: &mut FileIngest<'_, S>,
+    src: &mut impl std::io::Read,
+    from: u64,
+    file_label: &str,
+) -> Result<(u64, Vec<RecordError>)> {
+    let (mut buf, mut offset) = (Vec::new(), from);
+    let (mut errors, mut failure) = (Vec::new(), None);
+    crate::reader::read_in_pieces(src, &mut buf, &mut offset, |piece, base| {
+        if failure.is_some() {
+            // Only reading to the end is left; the failure is the answer.
+            return piece.len();
+        }
+        let (damaged, consumed) = crate::visit_decoded(piece, base, file_label, |at, record| {
+            if failure.is_none() {
+                failure = ing.decoded(at, &record, at >= from).err();
+            }
+        });
+        errors.extend(damaged);
+        consumed
+    })
+    .map_err(Error::storage)?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    ing.flush()?;
+    Ok((offset, errors))
+}

@@ -250,41 +250,74 @@ impl EventFileReader {
 
     /// Like [`Self::poll`], handing each event to `f` instead of collecting them (a large file is not held
     /// decoded in memory). Returns the damaged records.
-    pub fn poll_each(&mut self, f: impl FnMut(u64, Event)) -> std::io::Result<Vec<RecordError>> {
-        self.read_more()?;
-        let (errors, consumed) = visit_events(&self.pending, self.offset, &self.name, f);
-        Ok(self.advance(consumed, errors))
+    pub fn poll_each(
+        &mut self,
+        mut f: impl FnMut(u64, Event),
+    ) -> std::io::Result<Vec<RecordError>> {
+        let name = self.name.clone();
+        self.poll_pieces(|buf, base| visit_events(buf, base, &name, &mut f))
     }
 
     /// [`Self::poll_each`] through [`visit_decoded`] (scalar-only records without prost).
     pub fn poll_decoded(
         &mut self,
-        f: impl FnMut(u64, Decoded<'_, '_>),
+        mut f: impl FnMut(u64, Decoded<'_, '_>),
     ) -> std::io::Result<Vec<RecordError>> {
-        self.read_more()?;
-        let (errors, consumed) = visit_decoded(&self.pending, self.offset, &self.name, f);
-        Ok(self.advance(consumed, errors))
+        let name = self.name.clone();
+        self.poll_pieces(|buf, base| visit_decoded(buf, base, &name, &mut f))
     }
 
-    fn advance(&mut self, consumed: usize, errors: Vec<RecordError>) -> Vec<RecordError> {
-        self.pending.drain(..consumed);
-        self.offset += consumed as u64;
-        errors
-    }
-
-    /// Appends what the file holds past what was read, in one read sized by the file's length.
-    fn read_more(&mut self) -> std::io::Result<()> {
+    /// Opens the file (at the reader's offset) the first time, then reads what was appended in pieces.
+    fn poll_pieces(
+        &mut self,
+        mut visit: impl FnMut(&[u8], u64) -> (Vec<RecordError>, usize),
+    ) -> std::io::Result<Vec<RecordError>> {
         if self.file.is_none() {
             let mut f = File::open(&self.path)?;
-            f.seek(SeekFrom::Start(self.offset))?;
+            f.seek(SeekFrom::Start(self.offset + self.pending.len() as u64))?;
             self.file = Some(f);
         }
-        if let Some(f) = self.file.as_mut() {
-            let size = f.metadata().map_or(0, |m| m.len());
-            let unread = size.saturating_sub(self.offset + self.pending.len() as u64);
-            self.pending.reserve(usize::try_from(unread).unwrap_or(0));
-            f.read_to_end(&mut self.pending)?;
-        }
-        Ok(())
+        let Some(file) = self.file.as_mut() else {
+            return Ok(Vec::new());
+        };
+        let mut errors = Vec::new();
+        read_in_pieces(file, &mut self.pending, &mut self.offset, |buf, base| {
+            let (e, consumed) = visit(buf, base);
+            errors.extend(e);
+            consumed
+        })?;
+        Ok(errors)
     }
+}
+
+/// Bytes read per piece by [`read_in_pieces`]: small enough to stay in cache and to reuse one buffer.
+pub const READ_PIECE: usize = 1 << 18;
+
+/// Reads `src` to its end a piece at a time into `buf`, whose bytes start at file offset `*offset`, handing
+/// the buffer to `visit` after each read; `visit` returns how many leading bytes it used (whole records),
+/// which are dropped and counted into `*offset`. What is left at the end (a partial record) stays in `buf`.
+///
+/// One buffer is reused instead of reading a whole file into fresh memory, whose page faults cost more than
+/// decoding it. A piece that completes no record (a large record, or damage with no valid record after it
+/// yet) makes the next read as large as the buffer, so a long stretch is scanned a bounded number of times.
+pub fn read_in_pieces(
+    src: &mut impl Read,
+    buf: &mut Vec<u8>,
+    offset: &mut u64,
+    mut visit: impl FnMut(&[u8], u64) -> usize,
+) -> std::io::Result<()> {
+    loop {
+        let want = READ_PIECE.max(buf.len());
+        let got = src.take(want as u64).read_to_end(buf)?;
+        let consumed = visit(buf, *offset).min(buf.len());
+        buf.drain(..consumed);
+        *offset += consumed as u64;
+        if got == 0 {
+            break;
+        }
+    }
+    if buf.capacity() > 4 * READ_PIECE && buf.len() < READ_PIECE {
+        buf.shrink_to(READ_PIECE);
+    }
+    Ok(())
 }

@@ -134,6 +134,50 @@ fn tailing_a_growing_file() {
 }
 
 #[test]
+fn a_file_read_in_pieces_gives_what_one_parse_of_it_gives() {
+    // Several pieces of scalars, a record larger than a piece, and a damaged length in between.
+    let mut events: Vec<Event> = (0..40_000)
+        .map(|s| summary::event(s as f64, s, summary::scalar("loss", s as f32)))
+        .collect();
+    let big = vec![b'x'; reader::READ_PIECE * 3];
+    events.insert(
+        20_000,
+        summary::event(
+            1.0,
+            7,
+            summary::text("notes", std::str::from_utf8(&big).unwrap()),
+        ),
+    );
+    let mut bytes = encoded(&events);
+    let damaged = bytes.len() / 3;
+    let at = (0..)
+        .map(|i| damaged + i)
+        .find(|&i| parse_events(&bytes[i..], 0, "f").errors.is_empty())
+        .unwrap();
+    bytes[at + 9] ^= 0xff;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.out.tfevents.1.h.1.0");
+    let whole = parse_events(&bytes, 0, &path.display().to_string());
+    assert!(!whole.errors.is_empty());
+    std::fs::write(&path, &bytes[..bytes.len() - 5]).unwrap();
+    let mut r = EventFileReader::new(&path);
+    let mut got = r.poll().unwrap();
+    assert_eq!(r.pending_bytes(), bytes.len() - 5 - got.consumed);
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    f.write_all(&bytes[bytes.len() - 5..]).unwrap();
+    let rest = r.poll().unwrap();
+    got.events.extend(rest.events);
+    got.errors.extend(rest.errors);
+    assert_eq!(got.events, whole.events);
+    assert_eq!(got.errors, whole.errors);
+    assert_eq!(r.offset(), bytes.len() as u64);
+    assert_eq!(r.pending_bytes(), 0);
+}
+
+#[test]
 fn truncated_file_reports_its_tail() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.out.tfevents.x");
