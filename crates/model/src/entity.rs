@@ -214,6 +214,9 @@ pub struct RunQuery {
     pub tags: BTreeMap<String, Option<String>>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub properties: BTreeMap<String, Option<String>>,
+    /// Param key → required value.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub params: BTreeMap<String, String>,
     #[serde(default)]
     pub include_deleted: bool,
     /// Fill `Run::metrics` with each run's latest values.
@@ -223,17 +226,20 @@ pub struct RunQuery {
     pub limit: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub page_token: Option<String>,
-    /// Read only these keys of each run's params and tags, and no properties (None: everything). A search
-    /// that filters thousands of runs on a key or two reads the rest only for the page it returns.
+    /// Read only these keys of each run's params, tags and metrics, and no properties (None: everything; then
+    /// `with_metrics` says whether metrics are read). A search that filters thousands of runs on a key or two
+    /// reads the rest only for the page it returns.
     #[serde(skip)]
     pub only_keys: Option<RunKeys>,
 }
 
-/// The params and tags a lean run listing keeps (see [`RunQuery::only_keys`]).
+/// What a lean run listing keeps (see [`RunQuery::only_keys`]).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RunKeys {
     pub params: Vec<String>,
     pub tags: Vec<String>,
+    /// Metrics by name, each with its latest value, time and step only (no counts, range or schema).
+    pub metrics: Vec<String>,
 }
 
 /// One page of a listing; `next_page_token` is opaque and absent on the last page.

@@ -63,7 +63,7 @@ fn run_query(q: &Query) -> ApiResult<RunQuery> {
         with_metrics: q.flag("with_metrics")?,
         limit: q.parsed("limit")?,
         page_token: q.get("page_token").map(str::to_string),
-        only_keys: None,
+        ..Default::default()
     })
 }
 

@@ -824,16 +824,21 @@ pub(crate) fn find_runs(
         .chain(order.iter().map(|o| &o.ident))
         .collect();
     let reads = |kind: Kind| idents.iter().any(|i| i.kind == kind);
-    // Without metrics the caller re-reads its page in full, so only what the filter and order name is read.
+    // Without metrics the caller re-reads its page in full, so only what the filter and order name is read
+    // (metrics included, in the same query).
     let only_keys = (!with_metrics).then(|| RunKeys {
         params: keys_of(&idents, Kind::Param),
         tags: keys_of(&idents, Kind::Tag),
+        metrics: keys_of(&idents, Kind::Metric),
     });
-    let mut runs = all_runs(store, experiments, with_deleted, with_metrics, only_keys)?;
-    if !with_metrics && reads(Kind::Metric) {
-        // Only the metrics the filter and order name; the caller completes the runs it keeps.
-        store.fill_metrics(&mut runs, Some(&keys_of(&idents, Kind::Metric)))?;
-    }
+    let mut runs = all_runs(
+        store,
+        experiments,
+        with_deleted,
+        with_metrics,
+        only_keys,
+        conditions,
+    )?;
     runs.retain(|run| lifecycles.contains(&run.lifecycle));
     let inputs: Option<Inputs> = if reads(Kind::Dataset) {
         Some(store.list_documents(INPUTS_DOC)?.into_iter().collect())
@@ -866,12 +871,28 @@ pub(crate) fn find_runs(
     })
 }
 
-/// The keys of the identifiers of one kind.
+/// The keys of the identifiers of one kind, each once.
 fn keys_of(idents: &[&search::Ident], kind: Kind) -> Vec<String> {
-    idents
+    let mut keys: Vec<String> = idents
         .iter()
         .filter(|i| i.kind == kind)
         .map(|i| i.key.clone())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// The `params.k = 'v'` conditions, which the store can check as it reads the runs (the filter checks them
+/// again: MLflow's filters are conjunctions, so leaving runs out early never changes the result).
+fn param_equalities(conditions: &[search::Condition]) -> BTreeMap<String, String> {
+    conditions
+        .iter()
+        .filter(|c| c.ident.kind == Kind::Param && c.op == search::Op::Eq)
+        .filter_map(|c| match &c.value {
+            search::Literal::Text(v) => Some((c.ident.key.clone(), v.clone())),
+            _ => None,
+        })
         .collect()
 }
 
@@ -885,7 +906,9 @@ fn all_runs(
     include_deleted: bool,
     with_metrics: bool,
     only_keys: Option<RunKeys>,
+    conditions: &[search::Condition],
 ) -> MlResult<Vec<Run>> {
+    let params = param_equalities(conditions);
     Ok(flightlog_model::Page::collect_all(|page_token| {
         store.list_runs(&RunQuery {
             experiment_ids: experiment_ids.clone(),
@@ -894,6 +917,7 @@ fn all_runs(
             limit: Some(MAX_RESULTS as u32),
             page_token,
             only_keys: only_keys.clone(),
+            params: params.clone(),
             ..Default::default()
         })
     })?)

@@ -573,6 +573,36 @@ fn info_from_row(r: &Row) -> rusqlite::Result<Result<SeriesInfo>> {
     })())
 }
 
+/// The latest point of the series `name` from the `kind, last_time, last_step, last_value` columns at `at` of a
+/// row that joined it (see `runs::list`); None when the run has no such series. Counts, range and schema are
+/// left empty: a search filters and sorts on the latest value only.
+pub fn latest_at(r: &Row, at: usize, name: &str) -> Result<Option<SeriesInfo>> {
+    let err = sql_err("reading a metric");
+    let text = |i: usize| {
+        r.get_ref(i)
+            .and_then(|v| Ok(v.as_str_or_null()?))
+            .map_err(&err)
+    };
+    let Some(kind) = text(at)? else {
+        return Ok(None);
+    };
+    Ok(Some(SeriesInfo {
+        name: name.to_string(),
+        kind: parse_kind(kind)?,
+        description: String::new(),
+        count: 0,
+        first_time: None,
+        last_time: r.get::<_, Option<i64>>(at + 1).map_err(&err)?.map(WallTime),
+        last_step: r.get(at + 2).map_err(&err)?,
+        last_value: serde_json::from_str(text(at + 3)?.unwrap_or("null"))
+            .map_err(Error::storage)?,
+        min: None,
+        max: None,
+        schema: None,
+        columns: Vec::new(),
+    }))
+}
+
 /// Every metric of a run, by name; `NotFound` for an unknown run.
 pub fn list(conn: &Connection, run: &RunId) -> Result<Vec<SeriesInfo>> {
     runs::exists(conn, run)?;

@@ -486,15 +486,45 @@ fn add_once(
     Ok(())
 }
 
+/// How many columns [`COLUMNS`] names.
+const COLUMN_COUNT: usize = 17;
+
+/// `SELECT` of the run's [`COLUMNS`] and, for each of `metrics`, the latest point of that series of the run
+/// (joined, so a search reads what it filters on in the same pass over the runs); `bind` gives a metric name's
+/// parameter.
+fn select_with_latest(metrics: &[String], bind: &mut dyn FnMut(&str) -> String) -> String {
+    let columns: Vec<String> = COLUMNS
+        .split(',')
+        .map(|c| format!("r.{}", c.trim()))
+        .collect();
+    let mut select = format!("SELECT {}", columns.join(", "));
+    let mut joins = String::new();
+    for (i, name) in metrics.iter().enumerate() {
+        select.push_str(&format!(
+            ", m{i}.kind, m{i}.last_time, m{i}.last_step, m{i}.last_value"
+        ));
+        joins.push_str(&format!(
+            " LEFT JOIN series m{i} ON m{i}.run_id = r.id AND m{i}.name = {}",
+            bind(name)
+        ));
+    }
+    format!("{select} FROM runs r{joins}")
+}
+
 /// Newest first, filtered in SQL; `with_metrics` fills every run's metrics with one more query.
 pub fn list(conn: &Connection, q: &RunQuery) -> Result<Page<Run>> {
     let limit = paging::limit(q.limit);
-    let mut sql = format!("SELECT {COLUMNS} FROM runs r WHERE 1 = 1");
     let mut args: Vec<Value> = Vec::new();
     let arg = |v: Value, args: &mut Vec<Value>| {
         args.push(v);
         format!("?{}", args.len())
     };
+    let joined = q
+        .only_keys
+        .as_ref()
+        .map_or(&[][..], |k| k.metrics.as_slice());
+    let mut sql = select_with_latest(joined, &mut |name| arg(Value::Text(name.into()), &mut args));
+    sql.push_str(" WHERE 1 = 1");
     if !q.experiment_ids.is_empty() {
         let ids: Vec<String> = q
             .experiment_ids
@@ -519,6 +549,15 @@ pub fn list(conn: &Connection, q: &RunQuery) -> Result<Page<Run>> {
     }
     if q.top_level_only {
         sql.push_str(" AND r.parent_id IS NULL");
+    }
+    for (k, v) in &q.params {
+        let (key, value) = (
+            arg(Value::Text(k.clone()), &mut args),
+            arg(Value::Text(v.clone()), &mut args),
+        );
+        sql.push_str(&format!(
+            " AND EXISTS (SELECT 1 FROM json_each(r.params) WHERE key = {key} AND value = {value})"
+        ));
     }
     for (column, filters) in [("tags", &q.tags), ("properties", &q.properties)] {
         for (k, v) in filters {
@@ -555,7 +594,12 @@ pub fn list(conn: &Connection, q: &RunQuery) -> Result<Page<Run>> {
         .map_err(sql_err("listing runs"))?;
     let mut items = Vec::new();
     while let Some(row) = rows.next().map_err(sql_err("listing runs"))? {
-        items.push(from_row_keeping(row, q.only_keys.as_ref())?);
+        let mut run = from_row_keeping(row, q.only_keys.as_ref())?;
+        for (i, name) in joined.iter().enumerate() {
+            run.metrics
+                .extend(metrics::latest_at(row, COLUMN_COUNT + 4 * i, name)?);
+        }
+        items.push(run);
     }
     let next_page_token = if items.len() > limit {
         items.truncate(limit);

@@ -43,10 +43,13 @@ fn all() -> ReadRange {
 // --- experiments & runs ----------------------------------------------------------------------------------
 
 #[test]
-fn a_lean_listing_keeps_only_the_named_params_and_tags() {
+fn a_lean_listing_keeps_only_the_named_params_tags_and_metrics() {
     let (_d, s) = store();
     let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     };
     let id = s
         .create_run(NewRun {
@@ -57,25 +60,65 @@ fn a_lean_listing_keeps_only_the_named_params_and_tags() {
         })
         .unwrap()
         .id;
-    let lean = |params: &[&str], tags: &[&str]| {
+    s.write_batch(
+        &id,
+        batch(vec![scalars("loss", &[0.5, 0.25]), scalars("acc", &[0.9])]),
+    )
+    .unwrap();
+    let strings = |keys: &[&str]| keys.iter().map(|k| k.to_string()).collect::<Vec<_>>();
+    let lean = |params: &[&str], tags: &[&str], metrics: &[&str]| {
         let q = RunQuery {
             only_keys: Some(RunKeys {
-                params: params.iter().map(|k| k.to_string()).collect(),
-                tags: tags.iter().map(|k| k.to_string()).collect(),
+                params: strings(params),
+                tags: strings(tags),
+                metrics: strings(metrics),
             }),
             ..Default::default()
         };
         s.list_runs(&q).unwrap().items.remove(0)
     };
-    let run = lean(&["lr", "a\"b", "missing"], &["team"]);
+    let run = lean(&["lr", "a\"b", "missing"], &["team"], &["loss", "missing"]);
     assert_eq!(run.params, map(&[("lr", "0.1"), ("a\"b", "q\"v")]));
     assert_eq!(run.tags, map(&[("team", "x")]));
     assert!(run.properties.is_empty());
-    let run = lean(&[], &[]);
-    assert!(run.params.is_empty() && run.tags.is_empty());
+    assert_eq!(run.metrics.len(), 1, "only the named metric that exists");
+    assert_eq!(run.metrics[0].name, "loss");
+    assert_eq!(run.metrics[0].last_value, serde_json::json!(0.25));
+    assert_eq!(run.metrics[0].last_step, Some(1));
+    let run = lean(&[], &[], &[]);
+    assert!(run.params.is_empty() && run.tags.is_empty() && run.metrics.is_empty());
     let full = s.list_runs(&RunQuery::default()).unwrap().items.remove(0);
     assert_eq!(full.params.len(), 3);
     assert_eq!(full.id, id);
+}
+
+#[test]
+fn runs_are_listed_by_param_values() {
+    let (_d, s) = store();
+    let with_param = |v: &str| {
+        s.create_run(NewRun {
+            params: [("p".to_string(), v.to_string())].into(),
+            ..Default::default()
+        })
+        .unwrap()
+        .id
+    };
+    let (a, _b, quoted) = (with_param("a"), with_param("b"), with_param("it's \"x\""));
+    let listed = |v: &str| {
+        let q = RunQuery {
+            params: [("p".to_string(), v.to_string())].into(),
+            ..Default::default()
+        };
+        s.list_runs(&q)
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|r| r.id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(listed("a"), vec![a]);
+    assert_eq!(listed("it's \"x\""), vec![quoted]);
+    assert!(listed("c").is_empty());
 }
 
 #[test]
@@ -83,7 +126,12 @@ fn runs_are_read_by_ids_in_the_order_given() {
     let (_d, s) = store();
     let ids: Vec<RunId> = (0..4).map(|_| run(&s)).collect();
     let wanted = vec![ids[2].clone(), RunId::new(), ids[0].clone(), ids[3].clone()];
-    let got: Vec<RunId> = s.get_runs(&wanted).unwrap().into_iter().map(|r| r.id).collect();
+    let got: Vec<RunId> = s
+        .get_runs(&wanted)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
     assert_eq!(got, vec![ids[2].clone(), ids[0].clone(), ids[3].clone()]);
     assert!(s.get_runs(&[]).unwrap().is_empty());
 }
