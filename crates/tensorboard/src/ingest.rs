@@ -206,6 +206,12 @@ impl<'a, S: IngestSink + ?Sized> FileIngest<'a, S> {
             Decoded::Scalars(s) => {
                 let time = WallTime::from_seconds(s.wall_time).unwrap_or_default();
                 for &(tag, v) in &s.values {
+                    // The last scalar's tag (the common case) was a clean name already: no check needed.
+                    if self.batch.push_to_hot(tag, s.step, time, v as f64) {
+                        self.batch.note(offset);
+                        self.counts.scalar_points += 1;
+                        continue;
+                    }
                     let name = metric_name(tag);
                     self.datum(offset, &name, s.step, time, Datum::Scalar(v as f64))?;
                 }
