@@ -102,7 +102,8 @@ function baseOpts(width: number, height: number, x: XMode, log: boolean, series:
         ticks: { stroke: () => cssVar("--border"), width: 1 },
         ...(xValues ? { values: xValues } : {}),
         ...(integerX ? { incrs: INT_INCRS } : {}),
-        size: 34,
+        // Wall-time ticks take two lines (time, then the date where it changes).
+        size: x === "time" ? 52 : 34,
       },
       {
         stroke: axisStroke,
