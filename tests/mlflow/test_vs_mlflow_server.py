@@ -148,3 +148,79 @@ def test_error_statuses_and_codes_match_mlflow(server, mlflow_server):
         if t != o
     ]
     assert not diffs, "\n".join(diffs)
+
+
+# --- search results ------------------------------------------------------------------------------------------
+
+# Filters and orders whose results (run names, in order) must be MLflow's: params/tags/metrics present, missing,
+# NaN and ±Inf, conditions the store checks as it reads (params equality) and ones checked after, paging.
+SEARCHES = [
+    ("metrics.m0 > 0.5 and params.p0 = 'a'", ["metrics.m1 DESC"]),
+    ("params.p0 = 'a'", ["metrics.m0 ASC"]),
+    ("params.p0 = 'a' and params.p1 = 'c'", []),
+    ("params.p1 != 'b'", ["params.p0 DESC"]),
+    ("tags.team = 'x'", ["metrics.m2 DESC"]),
+    ("tags.team != 'y' and metrics.m2 <= 0.3", ["metrics.m2 ASC"]),
+    ("", ["metrics.m0 DESC"]),
+    ("", ["metrics.m2 ASC", "params.p1 DESC"]),
+    ("params.p2 IS NULL", ["attributes.start_time ASC"]),
+    ("attributes.run_name LIKE 'run1%'", ["attributes.start_time ASC"]),
+    ("metrics.m1 >= 0", ["tags.team ASC", "metrics.m1 DESC"]),
+    ("params.p0 = 'zzz'", []),
+]
+
+
+def logged_runs(base, seed=7):
+    """The same 40 runs (distinct start times, so ties order the same) logged into one server."""
+    import random
+
+    rng = random.Random(seed)
+    s = requests.Session()
+
+    def call(path, body):
+        r = s.post(f"{base}/api/2.0/mlflow/{path}", json=body, timeout=30)
+        assert r.ok, f"{path}: {r.status_code} {r.text[:200]}"
+        return r.json()
+
+    eid = call("experiments/create", {"name": f"search-{time.time_ns()}"})["experiment_id"]
+    for i in range(40):
+        run = call("runs/create", {"experiment_id": eid, "run_name": f"run{i}", "start_time": 1000 + i})["run"]
+        params = [{"key": f"p{j}", "value": rng.choice("abc")} for j in range(3) if rng.random() > 0.15]
+        metrics = []
+        for j in range(3):
+            if rng.random() < 0.15:
+                continue
+            v = rng.choice([rng.random(), rng.random(), rng.random(), 0.5, "NaN", "Infinity", "-Infinity"])
+            metrics.append({"key": f"m{j}", "value": v, "timestamp": 5, "step": 0})
+        tags = [{"key": "team", "value": rng.choice("xy")}] if rng.random() > 0.2 else []
+        call("runs/log-batch", {"run_id": run["info"]["run_id"], "params": params, "metrics": metrics, "tags": tags})
+    return s, eid
+
+
+def search_names(base, session, eid, filter_string, order_by):
+    """Run names of every page of one search, 7 runs a page."""
+    names, token = [], None
+    while True:
+        body = {"experiment_ids": [eid], "filter": filter_string, "order_by": order_by, "max_results": 7}
+        if token:
+            body["page_token"] = token
+        r = session.post(f"{base}/api/2.0/mlflow/runs/search", json=body, timeout=30)
+        assert r.ok, f"{filter_string!r} {order_by}: {r.status_code} {r.text[:200]}"
+        page = r.json()
+        names += [run["info"]["run_name"] for run in page.get("runs", [])]
+        token = page.get("next_page_token")
+        if not token:
+            return names
+
+
+def test_search_results_match_mlflow(server, mlflow_server):
+    theirs_s, theirs_eid = logged_runs(mlflow_server)
+    ours_s, ours_eid = logged_runs(server)
+    diffs = []
+    for filter_string, order_by in SEARCHES:
+        theirs = search_names(mlflow_server, theirs_s, theirs_eid, filter_string, order_by)
+        ours = search_names(server, ours_s, ours_eid, filter_string, order_by)
+        if theirs != ours:
+            diffs.append(f"{filter_string!r} {order_by}:\n  mlflow    {theirs}\n  flightlog {ours}")
+    assert not diffs, "\n".join(diffs)
+    assert any(search_names(server, ours_s, ours_eid, f, o) for f, o in SEARCHES), "some search matches runs"
