@@ -516,6 +516,7 @@ impl NativeRun {
             step,
             time: Some(WallTime::now()),
             media_type: media_type.to_string(),
+            batch_id: None,
         };
         self.client
             .log_image(&self.id, meta, data.as_bytes().to_vec())

@@ -497,11 +497,33 @@ fn artifacts_and_images_round_trip() {
                 step: Some(3),
                 time: None,
                 media_type: "image/png".into(),
+                batch_id: None,
             },
             png,
         )
         .unwrap();
     assert_eq!(rec.step, 3);
+    // With a batch id, a write sent again (a retry after a timeout) is stored once.
+    let keyed = ImageWrite {
+        name: "keyed".into(),
+        description: None,
+        step: Some(1),
+        time: None,
+        media_type: "image/png".into(),
+        batch_id: Some("img-1".into()),
+    };
+    let first = c.write_image(&run, &keyed, png).unwrap();
+    assert_eq!(c.write_image(&run, &keyed, png).unwrap(), first);
+    assert_eq!(first.value["batch_id"], "img-1");
+    assert_eq!(
+        c.list_metrics(&run)
+            .unwrap()
+            .iter()
+            .find(|m| m.name == "keyed")
+            .unwrap()
+            .count,
+        1
+    );
     assert_eq!(c.append_log(&run, "stderr", b"abc").unwrap(), 3);
     assert_eq!(c.list_logs(&run).unwrap()[0].name, "stderr");
 }

@@ -501,6 +501,9 @@ impl Client {
         if let Some(t) = meta.time {
             q.push(("time", t.0.to_string()));
         }
+        if let Some(id) = &meta.batch_id {
+            q.push(("batch_id", id.clone()));
+        }
         self.shared
             .http
             .try_send_bytes(

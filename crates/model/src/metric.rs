@@ -328,6 +328,10 @@ pub struct ImageWrite {
     pub time: Option<WallTime>,
     /// "image/png", "image/jpeg", "image/gif" or "image/svg+xml"; checked against the bytes.
     pub media_type: String,
+    /// Makes the write idempotent like a batch's `batch_id`: a write repeated with the same id (a retry after
+    /// a timeout) stores nothing and returns the record the first one stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_id: Option<String>,
 }
 
 /// Summary of one metric of a run: enough to list, filter and sort without reading points.

@@ -84,6 +84,7 @@ async fn image(
         step: q.parsed("step")?,
         time: q.parsed::<i64>("time")?.map(WallTime),
         media_type: media_type(&headers)?,
+        batch_id: q.get("batch_id").map(str::to_string),
     };
     let bytes = body_bytes(req, &()).await?;
     Ok(Json(

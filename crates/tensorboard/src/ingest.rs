@@ -99,6 +99,9 @@ pub struct FileIngest<'a, S: IngestSink + ?Sized> {
     batch: Pending,
     /// Points that make a batch full ([`BATCH_POINTS`] unless set by [`Self::batch_points`]).
     max_points: usize,
+    /// The offset of the record whose images were written last, and how many it had so far: with the file's
+    /// key they make each image's batch id.
+    record_images: (u64, u32),
 }
 
 /// Steps, times and values of one text series in a batch.
@@ -171,6 +174,7 @@ impl<'a, S: IngestSink + ?Sized> FileIngest<'a, S> {
             decoder,
             batch: Pending::default(),
             max_points: BATCH_POINTS,
+            record_images: (0, 0),
         }
     }
 
@@ -294,13 +298,22 @@ impl<'a, S: IngestSink + ?Sized> FileIngest<'a, S> {
                 });
                 self.counts.other_points += 1;
             }
-            Datum::Images(images) => self.images(tag, step, time, images)?,
+            Datum::Images(images) => self.images(offset, tag, step, time, images)?,
             Datum::Unsupported(_) => {}
         }
         Ok(())
     }
 
-    fn images(&mut self, tag: &str, step: i64, time: WallTime, images: Vec<Vec<u8>>) -> Result<()> {
+    /// Writes the images of the record at `offset`, each with a batch id from the file, the record and its
+    /// place in the record, so an image sent again (a retry, a re-import) is stored once.
+    fn images(
+        &mut self,
+        offset: u64,
+        tag: &str,
+        step: i64,
+        time: WallTime,
+        images: Vec<Vec<u8>>,
+    ) -> Result<()> {
         for bytes in images {
             let Some(media_type) = media_type(&bytes) else {
                 *self
@@ -310,12 +323,18 @@ impl<'a, S: IngestSink + ?Sized> FileIngest<'a, S> {
                     .or_default() += 1;
                 continue;
             };
+            let nth = match self.record_images {
+                (at, n) if at == offset => n,
+                _ => 0,
+            };
+            self.record_images = (offset, nth + 1);
             let meta = ImageWrite {
                 name: tag.to_string(),
                 description: None,
                 step: Some(step),
                 time: Some(time),
                 media_type: media_type.to_string(),
+                batch_id: Some(format!("tb-{}-img-{offset}-{nth}", self.file_key)),
             };
             self.sink.write_image(self.run, &meta, &bytes)?;
             self.counts.images += 1;

@@ -355,6 +355,7 @@ fn fast_scalar_encoding_matches_prost() {
 #[derive(Default)]
 struct Keep {
     batches: Vec<flightlog_model::Batch>,
+    images: Vec<flightlog_model::ImageWrite>,
     fail_at: Option<usize>,
 }
 
@@ -373,11 +374,52 @@ impl ingest::IngestSink for Keep {
     fn write_image(
         &mut self,
         _: &flightlog_model::RunId,
-        _: &flightlog_model::ImageWrite,
+        meta: &flightlog_model::ImageWrite,
         _: &[u8],
     ) -> flightlog_model::Result<()> {
+        self.images.push(meta.clone());
         Ok(())
     }
+}
+
+#[test]
+fn images_have_batch_ids_from_file_record_and_place() {
+    let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x02\0\0\0\x03".to_vec();
+    let two = Event {
+        wall_time: 2.0,
+        step: 2,
+        what: Some(What::Summary(Summary {
+            value: vec![
+                summary::image("a", png.clone()),
+                summary::image("b", png.clone()),
+            ],
+        })),
+    };
+    let events = vec![
+        summary::event(1.0, 1, summary::image("a", png.clone())),
+        two,
+    ];
+    let buf = encoded(&events);
+    let ids = |file: &str| {
+        let (mut sink, run) = (Keep::default(), flightlog_model::RunId::new());
+        let (mut kinds, mut counts, mut decoder) = Default::default();
+        let mut ing =
+            ingest::FileIngest::new(&mut sink, &run, file, &mut kinds, &mut counts, &mut decoder);
+        ingest::ingest_chunk(&mut ing, &buf, 0, 0, file).unwrap();
+        sink.images
+            .into_iter()
+            .map(|m| m.batch_id.unwrap())
+            .collect::<Vec<_>>()
+    };
+    let first = ids("f");
+    assert_eq!(first.len(), 3);
+    let distinct: std::collections::BTreeSet<_> = first.iter().collect();
+    assert_eq!(distinct.len(), 3, "{first:?}");
+    assert_eq!(ids("f"), first, "the same file gives the same ids again");
+    assert!(
+        ids("g").iter().all(|id| !first.contains(id)),
+        "another file, other ids"
+    );
 }
 
 /// Ingests `buf` (scalar events) through [`ingest::write_behind`] in batches of 1,000 points.

@@ -10,9 +10,10 @@
 //! missing file as not found.)
 
 use super::events::emit;
-use super::{metrics, runs, Inner};
+use super::{metrics, runs, sql_err, Inner};
 use crate::ByteReader;
 use flightlog_model::*;
+use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::json;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -362,6 +363,9 @@ fn folder_name(name: &str) -> String {
 pub fn write_image(inner: &Inner, run: &RunId, meta: ImageWrite, bytes: &[u8]) -> Result<Record> {
     validate::name("metric name", &meta.name)?;
     validate::description("description", meta.description.as_deref().unwrap_or(""))?;
+    if let Some(id) = &meta.batch_id {
+        validate::name("batch_id", id)?;
+    }
     let ext = image_ext(&meta.media_type, bytes)?;
     inner.read(|c| runs::writable(c, run))?;
     let (tmp, size) = spool(inner, &mut &bytes[..])?;
@@ -370,6 +374,9 @@ pub fn write_image(inner: &Inner, run: &RunId, meta: ImageWrite, bytes: &[u8]) -
     let tmp2 = tmp.clone();
     let result = inner.write(move |ctx| {
         let exp = runs::open_for_write(&ctx.conn, &run)?;
+        if let Some(earlier) = image_written(&ctx.conn, &run, &meta)? {
+            return Ok((earlier, None));
+        }
         let series = metrics::open_series(
             &ctx.conn,
             &run,
@@ -388,6 +395,9 @@ pub fn write_image(inner: &Inner, run: &RunId, meta: ImageWrite, bytes: &[u8]) -
         let mut value = json!({"path": rel, "media_type": meta.media_type});
         if let Some(d) = meta.description.filter(|d| !d.is_empty()) {
             value["description"] = json!(d);
+        }
+        if let Some(id) = &meta.batch_id {
+            value["batch_id"] = json!(id);
         }
         let record = Record {
             index: series.count,
@@ -413,15 +423,63 @@ pub fn write_image(inner: &Inner, run: &RunId, meta: ImageWrite, bytes: &[u8]) -
             Some(&run),
             &EventBody::ArtifactWritten { path: rel, size },
         )?;
-        Ok((record, synced))
+        if let Some(id) = &meta.batch_id {
+            ctx.conn
+                .prepare_cached("INSERT INTO batches (run_id, batch_id, points) VALUES (?1, ?2, 1)")
+                .and_then(|mut st| st.execute(params![run.as_str(), id]))
+                .map_err(sql_err("recording an image's batch id"))?;
+        }
+        Ok((record, Some(synced)))
     });
     match result {
-        Ok((record, synced)) => synced.wait().map(|()| record),
+        Ok((record, Some(synced))) => synced.wait().map(|()| record),
+        Ok((earlier, None)) => {
+            let _ = fs::remove_file(&tmp);
+            Ok(earlier)
+        }
         Err(e) => {
             let _ = fs::remove_file(&tmp);
             Err(e)
         }
     }
+}
+
+/// The record an earlier image write with the same batch id stored (found among the series' records at the
+/// same step), if there was one: a retried upload is stored once. An id that a batch of points used is a
+/// conflict.
+fn image_written(conn: &Connection, run: &RunId, meta: &ImageWrite) -> Result<Option<Record>> {
+    let Some(id) = &meta.batch_id else {
+        return Ok(None);
+    };
+    let known = conn
+        .prepare_cached("SELECT 1 FROM batches WHERE run_id = ?1 AND batch_id = ?2")
+        .and_then(|mut st| {
+            st.query_row(params![run.as_str(), id], |_| Ok(()))
+                .optional()
+        })
+        .map_err(sql_err("reading a batch"))?;
+    if known.is_none() {
+        return Ok(None);
+    }
+    let same_step = ReadRange {
+        min_step: meta.step,
+        max_step: meta.step,
+        ..Default::default()
+    };
+    let earlier = match metrics::read_records(conn, run, &meta.name, &same_step) {
+        Ok(records) => records
+            .into_iter()
+            .rev()
+            .find(|r| r.value["batch_id"].as_str() == Some(id.as_str())),
+        Err(Error::NotFound { .. }) => None,
+        Err(e) => return Err(e),
+    };
+    earlier.map(Some).ok_or_else(|| {
+        Error::conflict(format!(
+            "batch_id '{id}' was already used by a write that is not an image of '{}'",
+            meta.name
+        ))
+    })
 }
 
 #[cfg(test)]

@@ -1413,6 +1413,7 @@ fn images_are_sniffed_and_recorded() {
         step: None,
         time: None,
         media_type: "image/png".into(),
+        batch_id: None,
     };
     let r = s.write_image(&id, meta.clone(), png).unwrap();
     assert_eq!(r.value["path"], "images/samples_pred/0_0.png");
@@ -1457,6 +1458,47 @@ fn images_are_sniffed_and_recorded() {
         s.read_records(&id, "samples/pred", &all()).unwrap().len(),
         2
     );
+}
+
+#[test]
+fn an_image_written_again_with_its_batch_id_is_stored_once() {
+    let (d, s) = store();
+    let id = run(&s);
+    let png = b"\x89PNG\r\n\x1a\n....";
+    let meta = ImageWrite {
+        name: "img".into(),
+        description: None,
+        step: Some(3),
+        time: None,
+        media_type: "image/png".into(),
+        batch_id: Some("tb-1-img-40-0".into()),
+    };
+    let first = s.write_image(&id, meta.clone(), png).unwrap();
+    let again = s.write_image(&id, meta.clone(), png).unwrap();
+    assert_eq!(again, first, "the retry answers with the first write's record");
+    assert_eq!(s.read_records(&id, "img", &all()).unwrap(), vec![first]);
+    let tmp: Vec<_> = std::fs::read_dir(d.path().join("tmp")).unwrap().collect();
+    assert!(tmp.is_empty(), "the retry's upload was removed: {tmp:?}");
+    let other = ImageWrite {
+        batch_id: Some("tb-1-img-40-1".into()),
+        ..meta.clone()
+    };
+    assert_eq!(s.write_image(&id, other, png).unwrap().index, 1);
+    s.write_batch(
+        &id,
+        Batch {
+            batch_id: Some("points".into()),
+            scalars: vec![scalars("loss", &[1.0])],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let reused = ImageWrite {
+        batch_id: Some("points".into()),
+        ..meta
+    };
+    let err = s.write_image(&id, reused, png).unwrap_err();
+    assert!(matches!(err, Error::Conflict { .. }), "{err}");
 }
 
 // --- events, durability, concurrency ----------------------------------------------------------------------
