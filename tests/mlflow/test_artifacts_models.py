@@ -93,6 +93,33 @@ def test_pyfunc_log_and_load_model(client, experiment):
     assert [m.model_id for m in found] == [info.model_id]
 
 
+def test_metrics_logged_after_log_model_belong_to_the_model(client, experiment, server):
+    # What MLflow's own server shows for the same calls: the run's metrics at the model's step (0), those logged
+    # before log_model included; a metric at another step stays the run's alone.
+    with mlflow.start_run() as run:
+        mlflow.log_metric("before", 1.0)
+        info = mlflow.pyfunc.log_model(name="model", python_model=AddN(1), pip_requirements=["mlflow"])
+        mlflow.log_metric("acc", 0.9, step=3)
+        mlflow.log_metrics({"f1": 0.5, "g": 2.0})
+    rid = run.info.run_id
+    model = client.get_logged_model(info.model_id)
+    got = sorted((m.key, m.value, m.step, m.model_id, m.run_id) for m in model.metrics)
+    assert got == [("before", 1.0, 0, info.model_id, rid), ("f1", 0.5, 0, info.model_id, rid),
+                   ("g", 2.0, 0, info.model_id, rid)]
+    assert set(client.get_run(rid).data.metrics) == {"before", "acc", "f1", "g"}
+    # A retried request adds nothing; a model that does not exist is MLflow's 400, and nothing is stored.
+    body = {"run_id": rid, "key": "f1", "value": 0.5, "timestamp": 7, "step": 0, "model_id": info.model_id,
+            "dataset_name": "val", "dataset_digest": "d1"}
+    for _ in range(2):
+        assert api(server, "POST", "/api/2.0/mlflow/runs/log-metric", json=body).status_code == 200
+    points = [m for m in client.get_logged_model(info.model_id).metrics if m.timestamp == 7]
+    assert [(m.key, m.dataset_name, m.dataset_digest) for m in points] == [("f1", "val", "d1")]
+    r = api(server, "POST", "/api/2.0/mlflow/runs/log-batch", json={"run_id": rid, "metrics": [
+        {"key": "lost", "value": 1, "timestamp": 1, "model_id": "m-missing"}]})
+    assert (r.status_code, r.json()["error_code"]) == (400, "BAD_REQUEST")
+    assert "lost" not in client.get_run(rid).data.metrics
+
+
 def test_artifacts_list_by_run(client, experiment, server):
     r = client.create_run(experiment.experiment_id)
     base = f"/api/2.0/mlflow-artifacts/artifacts/{experiment.experiment_id}/{r.info.run_id}/artifacts"

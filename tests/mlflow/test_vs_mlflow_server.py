@@ -37,6 +37,8 @@ CASES = [
     ("POST", "runs/log-metric", {"json": {"run_id": "{dead}", "key": "m", "value": 1, "timestamp": 1}}),
     ("POST", "runs/log-metric", {"json": {"run_id": "0" * 32, "key": "m", "value": 1, "timestamp": 1}}),
     ("POST", "runs/log-metric", {"json": {"run_id": "{run}", "key": "m", "value": "NaN", "timestamp": 1}}),
+    ("POST", "runs/log-metric", {"json": {"run_id": "{run}", "key": "m", "value": 1, "timestamp": 1,
+                                          "model_id": "m-doesnotexist"}}),
     ("POST", "runs/log-batch", {"json": {"run_id": "{run}", "metrics": [
         {"key": "m", "value": 1, "timestamp": 1, "step": i} for i in range(1001)]}}),
     ("POST", "runs/log-batch", {"json": {"run_id": "{run}", "params": [

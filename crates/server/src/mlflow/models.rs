@@ -13,6 +13,7 @@ use flightlog_model::{Lifecycle, RunId, WallTime};
 use flightlog_store::Store;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::sync::Mutex;
 
 /// Logged models are documents of this kind; their files live in the source run's artifact storage under
 /// `models/<id>/`.
@@ -121,20 +122,78 @@ async fn get_one(State(st): State<AppState>, Path(id): Path<String>) -> MlResult
     Ok(Json(json!({ "model": model })))
 }
 
+/// Serializes the read-modify-writes of model documents, so two requests changing one model both land.
+static MODEL_WRITES: Mutex<()> = Mutex::new(());
+
 /// Read-modify-write of one model document.
 async fn modify(
     st: AppState,
     id: String,
     f: impl FnOnce(&mut Value) -> MlResult<()> + Send + 'static,
 ) -> MlResult<Value> {
-    blocking(move || {
-        let mut model = load(st.store.as_ref(), &id)?;
-        f(&mut model)?;
-        model["info"]["last_updated_timestamp_ms"] = json!(WallTime::now().millis());
-        st.store.put_document(MODEL_DOC, &id, &model)?;
-        Ok(model)
-    })
-    .await
+    blocking(move || change(st.store.as_ref(), &id, f)).await
+}
+
+fn change(
+    store: &dyn Store,
+    id: &str,
+    f: impl FnOnce(&mut Value) -> MlResult<()>,
+) -> MlResult<Value> {
+    // A panic elsewhere while holding it leaves nothing half-written here: documents are written whole.
+    let _one_at_a_time = MODEL_WRITES.lock().unwrap_or_else(|e| e.into_inner());
+    let mut model = load(store, id)?;
+    f(&mut model)?;
+    model["info"]["last_updated_timestamp_ms"] = json!(WallTime::now().millis());
+    store.put_document(MODEL_DOC, id, &model)?;
+    Ok(model)
+}
+
+/// Every model the points name exists, or MLflow's 400 (its server fails the insert on the foreign key):
+/// checked before anything of the request is stored.
+pub fn check_exist(store: &dyn Store, points: &[(String, Value)]) -> MlResult<()> {
+    let mut checked: Vec<&str> = Vec::new();
+    for (id, _) in points {
+        if !checked.contains(&id.as_str()) {
+            if store.get_document(MODEL_DOC, id)?.is_none() {
+                return Err(MlError::new(
+                    "BAD_REQUEST",
+                    format!(
+                        "Logged model with ID '{id}' not found: metrics cannot be logged to it."
+                    ),
+                ));
+            }
+            checked.push(id);
+        }
+    }
+    Ok(())
+}
+
+/// Adds metric points to their models' `data.metrics`; a point already there (a retried request) is not added
+/// again.
+pub fn add_metrics(store: &dyn Store, points: Vec<(String, Value)>) -> MlResult<()> {
+    let mut by_model: Vec<(String, Vec<Value>)> = Vec::new();
+    for (id, point) in points {
+        match by_model.iter_mut().find(|(m, _)| *m == id) {
+            Some((_, list)) => list.push(point),
+            None => by_model.push((id, vec![point])),
+        }
+    }
+    for (id, new) in by_model {
+        change(store, &id, |model| {
+            let mut metrics = model["data"]["metrics"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            for point in new {
+                if !metrics.contains(&point) {
+                    metrics.push(point);
+                }
+            }
+            model["data"]["metrics"] = Value::Array(metrics);
+            Ok(())
+        })?;
+    }
+    Ok(())
 }
 
 #[derive(Deserialize, Default)]

@@ -7,6 +7,7 @@ use super::convert::{
 };
 use super::error::{MlError, MlResult};
 use super::experiments::{experiment_id, max_results, view_type, MAX_RESULTS};
+use super::models;
 use super::search::{self, Kind, Row};
 use super::{blocking, empty, Req};
 use crate::AppState;
@@ -338,9 +339,16 @@ struct LogMetricReq<'a> {
 async fn log_metric(State(st): State<AppState>, body: Bytes) -> MlResult<Json<Value>> {
     let r: LogMetricReq = parse(&body)?;
     let id = run_id(r.run_id.as_deref(), r.run_uuid.as_deref())?;
-    let point = checked_metrics(std::slice::from_ref(&r.metric))?;
+    let metrics = std::slice::from_ref(&r.metric);
+    let point = checked_metrics(metrics)?;
+    let for_models = model_metrics(&id, metrics, &point);
     let batch = metric_batch(&id, &body, &point);
-    blocking(move || write_metrics(st.store.as_ref(), &id, batch)).await?;
+    blocking(move || {
+        models::check_exist(st.store.as_ref(), &for_models)?;
+        write_metrics(st.store.as_ref(), &id, batch)?;
+        models::add_metrics(st.store.as_ref(), for_models)
+    })
+    .await?;
     Ok(empty())
 }
 
@@ -500,14 +508,18 @@ async fn log_batch(State(st): State<AppState>, body: Bytes) -> MlResult<Json<Val
         tags.insert(k, truncate_value(&v, MAX_TAG_VALUE));
     }
     let batch = (!points.is_empty()).then(|| metric_batch(&id, &body, &points));
+    let for_models = model_metrics(&id, &r.metrics, &points);
     blocking(move || {
+        let store = st.store.as_ref();
+        models::check_exist(store, &for_models)?;
         if !params.is_empty() || !tags.is_empty() {
-            write_params_tags(st.store.as_ref(), &id, params, tags)?;
+            write_params_tags(store, &id, params, tags)?;
         }
         match batch {
-            Some(b) => write_metrics(st.store.as_ref(), &id, b),
-            None => find(st.store.as_ref(), &id).and_then(|run| active(&run)),
+            Some(b) => write_metrics(store, &id, b)?,
+            None => find(store, &id).and_then(|run| active(&run))?,
         }
+        models::add_metrics(store, for_models)
     })
     .await?;
     Ok(empty())
@@ -524,6 +536,37 @@ struct BatchMetric<'a> {
     timestamp: Option<i64>,
     #[serde(default, deserialize_with = "opt_i64")]
     step: Option<i64>,
+    /// MLflow 3: the logged model the point also belongs to (the client sets it after `log_model`).
+    #[serde(default, borrow, deserialize_with = "convert::opt_cow_str")]
+    model_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "convert::opt_cow_str")]
+    dataset_name: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "convert::opt_cow_str")]
+    dataset_digest: Option<Cow<'a, str>>,
+}
+
+/// The points that name a logged model, as that model's metrics show them (`data.metrics`), by model id.
+fn model_metrics(run: &RunId, metrics: &[BatchMetric], points: &[Point]) -> Vec<(String, Value)> {
+    metrics
+        .iter()
+        .zip(points)
+        .filter_map(|(m, &(key, value, timestamp, step))| {
+            let model = m.model_id.as_deref().filter(|id| !id.is_empty())?;
+            let mut point = json!({
+                "key": key, "value": convert::double(value), "timestamp": timestamp, "step": step,
+                "model_id": model, "run_id": run.as_str(),
+            });
+            for (field, v) in [
+                ("dataset_name", &m.dataset_name),
+                ("dataset_digest", &m.dataset_digest),
+            ] {
+                if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
+                    point[field] = json!(v);
+                }
+            }
+            Some((model.to_string(), point))
+        })
+        .collect()
 }
 
 fn check_batch_limits(r: &BatchReq) -> MlResult<()> {
