@@ -142,11 +142,16 @@ impl Pending {
         true
     }
 
-    fn new_series(&mut self, tag: &str) -> usize {
+    /// A scalar series for `tag`. The batch's first series gets room for every point the batch can still take
+    /// (commonly a file logs one tag, or a few in turn): its columns then never grow by copying, which with
+    /// their page faults cost more than filling them. Later series grow as they go.
+    fn new_series(&mut self, tag: &str, room: usize) -> usize {
+        let room = if self.scalars.is_empty() { room } else { 0 };
         self.scalars.push(ScalarWrite {
             name: tag.to_string(),
-            steps: Some(Vec::new()),
-            times: Some(Vec::new()),
+            steps: Some(Vec::with_capacity(room)),
+            times: Some(Vec::with_capacity(room)),
+            values: Vec::with_capacity(room),
             ..Default::default()
         });
         self.scalar_index
@@ -274,7 +279,7 @@ impl<'a, S: IngestSink + ?Sized> FileIngest<'a, S> {
             Datum::Scalar(v) => {
                 p.hot = match p.scalar_index.get(tag) {
                     Some(&i) => i,
-                    None => p.new_series(tag),
+                    None => p.new_series(tag, self.max_points.saturating_sub(p.points - 1)),
                 };
                 p.push_to_hot(tag, step, time, v);
                 self.counts.scalar_points += 1;
