@@ -226,3 +226,32 @@ def test_search_results_match_mlflow(server, mlflow_server):
             diffs.append(f"{filter_string!r} {order_by}:\n  mlflow    {theirs}\n  flightlog {ours}")
     assert not diffs, "\n".join(diffs)
     assert any(search_names(server, ours_s, ours_eid, f, o) for f, o in SEARCHES), "some search matches runs"
+
+
+def model_search_names(base):
+    """Four logged models with acc points (two each for A and B, in opposite order; one for C; none for D),
+    then searches on them: names in the order each returns."""
+    s = requests.Session()
+    call = lambda path, body: s.post(f"{base}/api/2.0/mlflow/{path}", json=body, timeout=30).json()
+    eid = call("experiments/create", {"name": f"models-{time.time_ns()}"})["experiment_id"]
+    run = call("runs/create", {"experiment_id": eid})["run"]["info"]["run_id"]
+    for name, points in [("A", [(0.9, 1, 0), (0.3, 2, 1)]), ("B", [(0.3, 1, 0), (0.9, 2, 1)]), ("C", [(0.6, 1, 0)]),
+                         ("D", [])]:
+        model = call("logged-models", {"experiment_id": eid, "name": name, "source_run_id": run})
+        for value, timestamp, step in points:
+            call("runs/log-metric", {"run_id": run, "key": "acc", "value": value, "timestamp": timestamp,
+                                     "step": step, "model_id": model["model"]["info"]["model_id"]})
+    out = []
+    for filter_string, order in [("metrics.acc > 0.5", None), ("metrics.acc < 0.5", None),
+                                 ("", ("metrics.acc", True)), ("", ("metrics.acc", False))]:
+        body = {"experiment_ids": [eid], "filter": filter_string}
+        if order:
+            body["order_by"] = [{"field_name": order[0], "ascending": order[1]}]
+        out.append([m["info"]["name"] for m in call("logged-models/search", body)["models"]])
+    return out
+
+
+def test_logged_model_search_on_metrics_matches_mlflow(server, mlflow_server):
+    theirs = model_search_names(mlflow_server)
+    assert model_search_names(server) == theirs
+    assert theirs[0] == ["C", "B", "A"], "a metric condition holds when any point meets it"

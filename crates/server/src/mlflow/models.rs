@@ -13,6 +13,7 @@ use flightlog_model::{Lifecycle, RunId, WallTime};
 use flightlog_store::Store;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 /// Logged models are documents of this kind; their files live in the source run's artifact storage under
@@ -356,7 +357,7 @@ async fn search_models(
                     .any(|e| m["info"]["experiment_id"] == e.as_str())
         })
         .map(|m| (row(&m), m))
-        .filter(|(row, _)| search::matches_all(row, &conds))
+        .filter(|(row, m)| matches_all(row, m, &conds))
         .collect();
     let ties = [
         search::attr_order(Kind::NumberAttr, "creation_timestamp", false),
@@ -370,6 +371,40 @@ async fn search_models(
         out["next_page_token"] = json!(t);
     }
     Ok(Json(out))
+}
+
+/// As MLflow's server: a metric condition holds when any of the model's points of that metric meets it; the
+/// rest are checked on the row.
+fn matches_all(row: &Row, model: &Value, conds: &[search::Condition]) -> bool {
+    conds.iter().all(|c| match c.ident.kind {
+        Kind::Metric => metric_points(model)
+            .filter(|(key, _, _)| *key == c.ident.key)
+            .any(|(key, value, _)| {
+                let mut one = Row::default();
+                one.metrics.insert(key.to_string(), value);
+                search::matches(&one, c)
+            }),
+        _ => search::matches(row, c),
+    })
+}
+
+/// The model's metric points: (key, value, (timestamp, step)).
+fn metric_points(model: &Value) -> impl Iterator<Item = (&str, f64, (i64, i64))> {
+    model["data"]["metrics"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            let value = match &p["value"] {
+                Value::String(s) => flightlog_model::parse_non_finite(s)?,
+                v => v.as_f64()?,
+            };
+            let at = (
+                p["timestamp"].as_i64().unwrap_or(0),
+                p["step"].as_i64().unwrap_or(0),
+            );
+            Some((p["key"].as_str()?, value, at))
+        })
 }
 
 fn row(m: &Value) -> Row {
@@ -402,5 +437,16 @@ fn row(m: &Value) -> Row {
     };
     row.tags = kvs(&info["tags"]);
     row.params = kvs(&m["data"]["params"]);
+    // Models sort on each metric's latest point (by timestamp, then step), as MLflow's server does.
+    let mut latest: BTreeMap<&str, (f64, (i64, i64))> = BTreeMap::new();
+    for (key, value, at) in metric_points(m) {
+        if latest.get(key).is_none_or(|(_, seen)| at >= *seen) {
+            latest.insert(key, (value, at));
+        }
+    }
+    row.metrics = latest
+        .into_iter()
+        .map(|(k, (v, _))| (k.to_string(), v))
+        .collect();
     row
 }
