@@ -15,10 +15,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Points per batch sent: small enough that the server stores one batch while this process decodes the
-/// next (the run threads take turns), large enough that commits stay few: the server's writer spent about
-/// half its time in commits with 16,384 (import medians of 30 alternating runs: 16,384 73.5 ms, 32,768
-/// 70.1 ms, 65,536 67.8 ms).
-const SEND_POINTS: usize = 32_768;
+/// next (and the run threads take turns), large enough that commits stay few: the server's single writer
+/// spent about half its time in commits with 16,384. Import of 4 × 50,000 points, medians of 25 alternating
+/// runs at raised priority, two orders: 16,384 51.5 / 54.5 ms, 32,768 50.4 / 53.6 ms, 65,536 48.4 / 50.9 ms.
+const SEND_POINTS: usize = 65_536;
 
 /// Where a run remembers how far each of its event files was imported (file name → byte offset).
 pub const STATE_ARTIFACT: &str = "tensorboard/import-state.json";
