@@ -30,8 +30,8 @@ impl WallTime {
     }
     /// From float seconds; `None` for NaN or out-of-range values.
     pub fn from_seconds(s: f64) -> Option<Self> {
-        let us = (s * 1e6).round();
-        (us.is_finite() && us.abs() < 9.0e18).then_some(WallTime(us as i64))
+        let us = s * 1e6;
+        (us.is_finite() && us.abs() < 9.0e18).then(|| WallTime(round_half_away(us)))
     }
     /// The UTC calendar date and time of day: `(year, month, day, hour, minute, second, microsecond)`.
     /// Computed here rather than with a date crate: it is the only calendar arithmetic the project needs.
@@ -63,9 +63,61 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// `x.round() as i64` for |x| < 9e18, without the library call `round` is on baseline x86-64 (every imported
+/// TensorBoard event's time comes through here): truncate, then step away from zero if the rest is a half or
+/// more. Both steps are exact in that range.
+fn round_half_away(x: f64) -> i64 {
+    let t = x as i64;
+    let rest = x - t as f64;
+    if rest >= 0.5 {
+        t + 1
+    } else if rest <= -0.5 {
+        t - 1
+    } else {
+        t
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rounding_is_f64_round() {
+        let mut special = vec![
+            0.0,
+            -0.0,
+            0.5,
+            -0.5,
+            1.5,
+            -1.5,
+            2.5,
+            -2.5,
+            0.49999999999999994,
+            -0.49999999999999994,
+            4503599627370495.5,
+            -4503599627370495.5,
+            4503599627370497.0,
+            9007199254740993.0,
+            8.999999999999999e18,
+            -8.999999999999999e18,
+            1.7e15 + 0.5,
+            1.7e15 - 0.5,
+        ];
+        // Wall times as TensorBoard writes them (seconds with a fraction), in microseconds.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let secs = 1.7e9 + (x % 1_000_000_000) as f64 / 977.0;
+            special.push(secs * 1e6);
+            special.push(-secs * 1e3);
+        }
+        for v in special {
+            assert_eq!(round_half_away(v), v.round() as i64, "{v:e}");
+        }
+    }
 
     #[test]
     fn iso_8601_is_utc_with_microseconds() {

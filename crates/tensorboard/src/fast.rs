@@ -81,6 +81,13 @@ impl<'a> Wire<'a> {
     }
 
     fn varint(&mut self) -> Option<u64> {
+        // Keys and short lengths (most varints here) are one byte.
+        if let Some((&b, rest)) = self.buf.split_first() {
+            if b & 0x80 == 0 {
+                self.buf = rest;
+                return Some(u64::from(b));
+            }
+        }
         let mut v = 0u64;
         for (i, &b) in self.buf.iter().take(10).enumerate() {
             v |= u64::from(b & 0x7f) << (7 * i);

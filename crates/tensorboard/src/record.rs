@@ -8,6 +8,59 @@ pub fn masked_crc32c(data: &[u8]) -> u32 {
     mask(crc32c::crc32c(data))
 }
 
+/// [`masked_crc32c`] of a record's 8-byte length field, computed here (slice-by-8 tables) rather than by the
+/// `crc32c` crate, which takes bytes before an 8-byte boundary one instruction at a time: every record has
+/// one, and its CRC was a tenth of the time spent decoding scalar events.
+pub fn masked_length_crc(len: [u8; 8]) -> u32 {
+    let t = &CRC_TABLES;
+    let lo = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) ^ !0;
+    let hi = u32::from_le_bytes([len[4], len[5], len[6], len[7]]);
+    let crc = t[7][(lo & 0xff) as usize]
+        ^ t[6][((lo >> 8) & 0xff) as usize]
+        ^ t[5][((lo >> 16) & 0xff) as usize]
+        ^ t[4][(lo >> 24) as usize]
+        ^ t[3][(hi & 0xff) as usize]
+        ^ t[2][((hi >> 8) & 0xff) as usize]
+        ^ t[1][((hi >> 16) & 0xff) as usize]
+        ^ t[0][(hi >> 24) as usize];
+    mask(!crc)
+}
+
+/// CRC-32C (Castagnoli, reflected) lookup tables for 8 bytes at a time: `[0]` is the byte-wise table, `[k]`
+/// advances a byte's contribution by `k` more zero bytes.
+static CRC_TABLES: [[u32; 256]; 8] = crc_tables();
+
+const fn crc_tables() -> [[u32; 256]; 8] {
+    const CASTAGNOLI: u32 = 0x82f6_3b78;
+    let mut t = [[0u32; 256]; 8];
+    let mut i = 0;
+    while i < 256 {
+        let mut crc = i as u32;
+        let mut bit = 0;
+        while bit < 8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ CASTAGNOLI
+            } else {
+                crc >> 1
+            };
+            bit += 1;
+        }
+        t[0][i] = crc;
+        i += 1;
+    }
+    let mut k = 1;
+    while k < 8 {
+        let mut i = 0;
+        while i < 256 {
+            let prev = t[k - 1][i];
+            t[k][i] = (prev >> 8) ^ t[0][(prev & 0xff) as usize];
+            i += 1;
+        }
+        k += 1;
+    }
+    t
+}
+
 /// `((crc >> 15) | (crc << 17)) + 0xa282ead8`, as TensorFlow defines it.
 pub fn mask(crc: u32) -> u32 {
     crc.rotate_right(15).wrapping_add(0xa282_ead8)
@@ -18,7 +71,7 @@ pub fn encode_record(data: &[u8], out: &mut Vec<u8>) {
     let len = (data.len() as u64).to_le_bytes();
     out.reserve(data.len() + FRAME_OVERHEAD);
     out.extend_from_slice(&len);
-    out.extend_from_slice(&masked_crc32c(&len).to_le_bytes());
+    out.extend_from_slice(&masked_length_crc(len).to_le_bytes());
     out.extend_from_slice(data);
     out.extend_from_slice(&masked_crc32c(data).to_le_bytes());
 }
@@ -47,11 +100,11 @@ pub fn decode_frame(buf: &[u8]) -> Frame<'_> {
     if buf.len() < 12 {
         return Frame::Incomplete;
     }
-    if masked_crc32c(&buf[..8]) != le_u32(&buf[8..12]) {
-        return Frame::BadLengthCrc;
-    }
     let mut len = [0u8; 8];
     len.copy_from_slice(&buf[..8]);
+    if masked_length_crc(len) != le_u32(&buf[8..12]) {
+        return Frame::BadLengthCrc;
+    }
     let len = u64::from_le_bytes(len);
     let size = match usize::try_from(len)
         .ok()
@@ -73,6 +126,23 @@ pub fn decode_frame(buf: &[u8]) -> Frame<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn length_crc_is_the_crate_crc() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for len in [0u64, 1, 24, 255, 256, 1 << 30, u64::MAX]
+            .into_iter()
+            .chain((0..10_000).map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x
+            }))
+        {
+            let bytes = len.to_le_bytes();
+            assert_eq!(masked_length_crc(bytes), masked_crc32c(&bytes), "{len}");
+        }
+    }
 
     #[test]
     fn reference_vectors() {
