@@ -5,9 +5,10 @@
 //! The rename happens in the write's transaction (atomic with the run check and the event), but the folder's
 //! fsync runs on a thread of its own ([`FolderSync`]) beside the commit, and the caller is answered once both
 //! are done: an acknowledged upload is as durable as before, while the single writer thread, which every other
-//! write waits behind, no longer sits through a folder sync. (A crash between the two can leave the event of an
-//! upload that was never acknowledged whose file is missing; readers and the TensorBoard ingester take a
-//! missing file as not found.)
+//! write waits behind, no longer sits through a folder sync. (On a file system that does not persist the rename
+//! with the database's own sync, a crash between the two can leave the event of an upload that was never
+//! acknowledged while the path still holds nothing or the earlier file: readers take a missing file as not
+//! found, and the TensorBoard ingester re-reads a file shorter than it had ingested.)
 
 use super::events::emit;
 use super::{metrics, runs, sql_err, Inner};
