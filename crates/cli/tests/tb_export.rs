@@ -33,7 +33,7 @@ fn fixture(s: &TestServer, experiment: Option<&str>) -> (String, String) {
             {"kind": "table", "name": "preds", "columns": {"x": [1, 2], "label": ["a", "b"]}, "time": 12_000_000},
             {"kind": "json", "name": "cm", "schema": "confusion_matrix", "value": {"labels": ["cat", "dog"], "matrix": [[5, 1], [2, 7]]},
              "step": 2, "time": 13_000_000},
-            {"kind": "histogram", "name": "weights", "limits": [0.0, 1.0, 2.0], "counts": [1.0, 4.0, 2.0], "step": 3, "time": 14_000_000}
+            {"kind": "histogram", "name": "weights", "limits": [0.0, 1.0, 2.0], "counts": [1.0, 4.0, 2.0], "lower": -1.0, "step": 3, "time": 14_000_000}
         ]
     });
     let (st, ack) = s.post(&format!("/api/v1/runs/{run}/batch"), &batch);
@@ -133,7 +133,8 @@ fn every_kind_with_its_steps_and_times() {
             14.0,
             Datum::Histogram {
                 limits: vec![0.0, 1.0, 2.0],
-                counts: vec![1.0, 4.0, 2.0]
+                counts: vec![1.0, 4.0, 2.0],
+                lower: Some(-1.0),
             }
         )]
     );

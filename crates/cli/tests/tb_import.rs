@@ -104,7 +104,7 @@ fn write_all_forms(dir: &Path) -> std::path::PathBuf {
     w.write(&event(
         203.0,
         2,
-        summary::histogram("w", &[1.0, 2.0], &[3.0, 4.0]),
+        summary::histogram("w", &[1.0, 2.0], &[3.0, 4.0], Some(0.5)),
     ))
     .unwrap();
     let h = TensorProto {
@@ -180,13 +180,13 @@ fn folders_become_runs_and_every_form_is_read() {
     let w = metric(&s, root_run, "w");
     assert_eq!(
         w["records"][0]["value"],
-        serde_json::json!({"limits": [1.0, 2.0], "counts": [3.0, 4.0]})
+        serde_json::json!({"limits": [1.0, 2.0], "counts": [3.0, 4.0], "lower": 0.5})
     );
     assert_eq!(w["records"][0]["step"], 2);
     let h2 = metric(&s, root_run, "h2");
     assert_eq!(
         h2["records"][0]["value"],
-        serde_json::json!({"limits": [1.0, 2.0], "counts": [5.0, 6.0]})
+        serde_json::json!({"limits": [1.0, 2.0], "counts": [5.0, 6.0], "lower": 0.0})
     );
     for img in ["legacy_img", "tensor_img"] {
         let v = metric(&s, root_run, img);

@@ -26,7 +26,7 @@ fn event_file(dir: &Path, n: i64) -> Vec<u8> {
     w.write(&event(
         201.0,
         2,
-        summary::histogram("weights", &[0.0, 1.0, 2.0], &[1.0, 3.0, 0.0]),
+        summary::histogram("weights", &[0.0, 1.0, 2.0], &[1.0, 3.0, 0.0], Some(-1.0)),
     ))
     .unwrap();
     w.write(&event(202.0, 3, summary::image("sample", png())))
@@ -130,6 +130,10 @@ fn uploaded_event_files_become_metrics_with_child_runs_for_subfolders() {
     assert_eq!(
         h["records"][0]["value"]["counts"],
         serde_json::json!([1.0, 3.0, 0.0])
+    );
+    assert_eq!(
+        h["records"][0]["value"]["lower"], -1.0,
+        "the first bucket's lower edge"
     );
     let img = wait_metric(&s, &run, "sample", |v| len(v) == 1);
     assert_eq!(img["records"][0]["step"], 3);

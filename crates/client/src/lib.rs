@@ -1147,6 +1147,7 @@ fn check_and_stamp(write: MetricWrite) -> Result<MetricWrite> {
             description,
             limits,
             counts,
+            lower,
             step,
             time,
         } => {
@@ -1161,6 +1162,7 @@ fn check_and_stamp(write: MetricWrite) -> Result<MetricWrite> {
                 description,
                 limits,
                 counts,
+                lower,
                 step,
                 time: time.or(Some(now)),
             }

@@ -222,6 +222,9 @@ pub enum MetricWrite {
         /// Upper edges of the buckets, ascending.
         limits: Vec<F64>,
         counts: Vec<F64>,
+        /// The first bucket's lower edge (TensorBoard's `min`), when known: `limits` are upper edges only.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lower: Option<F64>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         step: Option<i64>,
         #[serde(default, skip_serializing_if = "Option::is_none")]

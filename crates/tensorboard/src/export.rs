@@ -369,8 +369,13 @@ fn export_metric(
             let mut pts = Vec::new();
             for r in &records {
                 let (limits, counts) = (numbers(&r.value["limits"]), numbers(&r.value["counts"]));
+                let lower = r.value["lower"].as_f64();
                 if limits.len() == counts.len() {
-                    pts.push((r.step, r.time, summary::histogram(name, &limits, &counts)));
+                    pts.push((
+                        r.step,
+                        r.time,
+                        summary::histogram(name, &limits, &counts, lower),
+                    ));
                 } else {
                     out.rep.skipped.push(format!(
                         "{name}: a histogram with unequal limits and counts"

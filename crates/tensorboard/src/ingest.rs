@@ -292,12 +292,17 @@ impl<'a, S: IngestSink + ?Sized> FileIngest<'a, S> {
                 t.2.push(s);
                 self.counts.other_points += 1;
             }
-            Datum::Histogram { limits, counts } => {
+            Datum::Histogram {
+                limits,
+                counts,
+                lower,
+            } => {
                 p.others.push(MetricWrite::Histogram {
                     name: tag.to_string(),
                     description: None,
                     limits: limits.into_iter().map(F64).collect(),
                     counts: counts.into_iter().map(F64).collect(),
+                    lower: lower.map(F64),
                     step: Some(step),
                     time: Some(time),
                 });

@@ -103,10 +103,14 @@ pub fn image(tag: &str, encoded: Vec<u8>) -> Value {
     }
 }
 
-/// A histogram as a legacy `histo`: `counts[i]` values in `(limits[i-1], limits[i]]`.
-pub fn histogram(tag: &str, limits: &[f64], counts: &[f64]) -> Value {
+/// A histogram as a legacy `histo`: `counts[i]` values in `(limits[i-1], limits[i]]`, the first bucket from
+/// `first_lower` when known (else its upper edge stands in, and the first bucket has no width).
+pub fn histogram(tag: &str, limits: &[f64], counts: &[f64], first_lower: Option<f64>) -> Value {
     let used: Vec<usize> = (0..counts.len()).filter(|&i| counts[i] != 0.0).collect();
-    let lower = |i: usize| if i == 0 { limits[0] } else { limits[i - 1] };
+    let lower = |i: usize| match i {
+        0 => first_lower.unwrap_or(limits[0]),
+        _ => limits[i - 1],
+    };
     let (min, max) = match (used.first(), used.last()) {
         (Some(&a), Some(&b)) if b < limits.len() => (lower(a), limits[b]),
         _ => (0.0, 0.0),
@@ -161,10 +165,11 @@ pub enum Datum {
     Text(String),
     /// Encoded image bytes (several for an image-plugin tensor holding a batch).
     Images(Vec<Vec<u8>>),
-    /// Upper bucket edges and counts.
+    /// Upper bucket edges and counts, and the first bucket's lower edge when the file gives one.
     Histogram {
         limits: Vec<f64>,
         counts: Vec<f64>,
+        lower: Option<f64>,
     },
     /// Anything else (audio, graphs, unknown plugins): skipped by importers.
     Unsupported(&'static str),
@@ -200,6 +205,8 @@ impl ValueDecoder {
             Some(V::Histo(h)) => Datum::Histogram {
                 limits: h.bucket_limit.clone(),
                 counts: h.bucket.clone(),
+                // An empty histogram's min is 0 by default, not an edge.
+                lower: (!h.bucket.is_empty() && h.min.is_finite()).then_some(h.min),
             },
             Some(V::Tensor(t)) => decode_tensor(plugin, t),
             Some(V::Audio(_)) => Datum::Unsupported("audio"),
@@ -279,10 +286,12 @@ fn histogram_tensor(t: &TensorProto) -> Datum {
         Some(v) if d.len() == 2 && d[1] == 3 && v.len() as i64 == d[0] * 3 => Datum::Histogram {
             limits: v.chunks_exact(3).map(|b| b[1]).collect(),
             counts: v.chunks_exact(3).map(|b| b[2]).collect(),
+            lower: v.first().copied().filter(|x| x.is_finite()),
         },
         Some(v) if v.is_empty() => Datum::Histogram {
             limits: vec![],
             counts: vec![],
+            lower: None,
         },
         _ => Datum::Unsupported("malformed histogram tensor"),
     }

@@ -14,7 +14,7 @@ fn sample_events() -> Vec<Event> {
         summary::event(
             3.0,
             2,
-            summary::histogram("w", &[0.0, 1.0, 2.0], &[0.0, 3.0, 1.0]),
+            summary::histogram("w", &[0.0, 1.0, 2.0], &[2.0, 3.0, 1.0], Some(-1.0)),
         ),
         summary::event(
             4.0,
@@ -84,7 +84,8 @@ fn decoder_reads_exported_values() {
         kinds[2],
         Datum::Histogram {
             limits: vec![0.0, 1.0, 2.0],
-            counts: vec![0.0, 3.0, 1.0]
+            counts: vec![2.0, 3.0, 1.0],
+            lower: Some(-1.0),
         }
     );
     assert!(matches!(&kinds[3], Datum::Images(v) if v.len() == 1));
@@ -313,7 +314,8 @@ fn tensor_forms_are_read() {
         d.decode(&tensor(hist, meta("histograms"))),
         Datum::Histogram {
             limits: vec![1.0, 2.0],
-            counts: vec![5.0, 7.0]
+            counts: vec![5.0, 7.0],
+            lower: Some(0.0),
         }
     );
     let table = TensorProto {

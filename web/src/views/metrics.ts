@@ -401,7 +401,7 @@ function histogramCard(run: Run, info: SeriesInfo): Card {
     const r = recs[Number(slider.value)];
     if (!r) return;
     label.textContent = String(r.step);
-    const v = r.value as { limits?: number[]; counts?: number[] };
+    const v = r.value as { limits?: number[]; counts?: number[]; lower?: number };
     const counts = (v.counts ?? []).map(num);
     const w = (canvas.width = box.clientWidth || 400);
     const H = canvas.height;
@@ -418,7 +418,8 @@ function histogramCard(run: Run, info: SeriesInfo): Card {
     g.font = "11px system-ui";
     const lim = v.limits ?? [];
     if (lim.length) {
-      g.fillText(fmtValue(lim[0]), 2, H - 2);
+      // Limits are upper edges: the left end is the first bucket's lower edge when it is known.
+      g.fillText(fmtValue(v.lower ?? lim[0]), 2, H - 2);
       const t = fmtValue(lim[lim.length - 1]);
       g.fillText(t, w - g.measureText(t).width - 2, H - 2);
     }

@@ -144,6 +144,7 @@ fn validate_metric(m: &MetricWrite) -> Result<()> {
             name,
             limits,
             counts,
+            lower,
             ..
         } => {
             if limits.len() != counts.len() {
@@ -154,6 +155,14 @@ fn validate_metric(m: &MetricWrite) -> Result<()> {
                         limits.len(),
                         counts.len()
                     ),
+                ));
+            }
+            // Not checked against the first limit: files whose first bucket is empty hold a `min` above its
+            // limit, and TensorBoard reads them as they are.
+            if lower.is_some_and(|l| l.0.is_nan()) {
+                return Err(Error::invalid(
+                    "lower",
+                    format!("histogram '{name}': the lower edge must be a number, not NaN"),
                 ));
             }
         }
@@ -408,18 +417,17 @@ fn to_records(m: MetricWrite, series: &Series, now: i64) -> Result<Converted> {
         MetricWrite::Histogram {
             limits,
             counts,
+            lower,
             step,
             time,
             ..
-        } => (
-            vec![record(
-                step,
-                time,
-                json!({"limits": to_json(&limits)?, "counts": to_json(&counts)?}),
-            )],
-            None,
-            Vec::new(),
-        ),
+        } => {
+            let mut value = json!({"limits": to_json(&limits)?, "counts": to_json(&counts)?});
+            if let Some(lower) = lower {
+                value["lower"] = to_json(&lower)?;
+            }
+            (vec![record(step, time, value)], None, Vec::new())
+        }
     };
     Ok(out)
 }

@@ -707,6 +707,7 @@ fn every_record_kind_round_trips() {
             description: None,
             limits: vec![F64(1.0), F64(f64::INFINITY)],
             counts: vec![F64(3.0), F64(0.0)],
+            lower: Some(F64(-0.5)),
             step: Some(2),
             time: None,
         },
@@ -763,7 +764,7 @@ fn every_record_kind_round_trips() {
     let h = s.read_records(&id, "h", &all()).unwrap();
     assert_eq!(
         h[0].value,
-        serde_json::json!({"limits": [1.0, "Infinity"], "counts": [3.0, 0.0]})
+        serde_json::json!({"limits": [1.0, "Infinity"], "counts": [3.0, 0.0], "lower": -0.5})
     );
     assert_eq!(s.list_metrics(&id).unwrap().len(), 6);
     assert!(matches!(
@@ -776,6 +777,33 @@ fn every_record_kind_round_trips() {
         s.read_records(&id, "x", &all()),
         Err(Error::InvalidArgument { .. })
     ));
+}
+
+#[test]
+fn a_histogram_lower_edge_is_kept_and_nan_is_rejected() {
+    let (_d, s) = store();
+    let id = run(&s);
+    let hist = |lower: f64| Batch {
+        metrics: vec![MetricWrite::Histogram {
+            name: "h".into(),
+            description: None,
+            limits: vec![F64(1.0), F64(2.0)],
+            counts: vec![F64(3.0), F64(1.0)],
+            lower: Some(F64(lower)),
+            step: None,
+            time: None,
+        }],
+        ..Default::default()
+    };
+    let err = s.write_batch(&id, hist(f64::NAN)).unwrap_err();
+    assert!(err.to_string().contains("lower edge must be a number"), "{err}");
+    assert!(s.read_records(&id, "h", &all()).is_err(), "nothing stored");
+    // Above the first limit too (an empty first bucket, as TensorBoard files have them).
+    s.write_batch(&id, hist(1.5)).unwrap();
+    assert_eq!(
+        s.read_records(&id, "h", &all()).unwrap()[0].value["lower"],
+        1.5
+    );
 }
 
 #[test]
@@ -1475,7 +1503,10 @@ fn an_image_written_again_with_its_batch_id_is_stored_once() {
     };
     let first = s.write_image(&id, meta.clone(), png).unwrap();
     let again = s.write_image(&id, meta.clone(), png).unwrap();
-    assert_eq!(again, first, "the retry answers with the first write's record");
+    assert_eq!(
+        again, first,
+        "the retry answers with the first write's record"
+    );
     assert_eq!(s.read_records(&id, "img", &all()).unwrap(), vec![first]);
     let tmp: Vec<_> = std::fs::read_dir(d.path().join("tmp")).unwrap().collect();
     assert!(tmp.is_empty(), "the retry's upload was removed: {tmp:?}");
