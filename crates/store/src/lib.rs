@@ -115,6 +115,16 @@ pub trait Store: Send + Sync + 'static {
     fn get_document(&self, kind: &str, id: &str) -> Result<Option<serde_json::Value>>;
     /// Every document of a kind, ordered by id.
     fn list_documents(&self, kind: &str) -> Result<Vec<(String, serde_json::Value)>>;
-    /// Deletes a document; `false` if there was none.
+    /// Deletes a document (and its items); `false` if there was none.
     fn delete_document(&self, kind: &str, id: &str) -> Result<bool>;
+    /// Appends items to a list kept beside a document (the document need not exist), each distinct item once:
+    /// for lists that grow, which rewriting the whole document on every append would make quadratic.
+    fn append_document_items(
+        &self,
+        kind: &str,
+        id: &str,
+        items: &[serde_json::Value],
+    ) -> Result<()>;
+    /// The items appended to a document's list, oldest first.
+    fn document_items(&self, kind: &str, id: &str) -> Result<Vec<serde_json::Value>>;
 }

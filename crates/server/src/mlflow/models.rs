@@ -40,6 +40,17 @@ fn load(store: &dyn Store, id: &str) -> MlResult<Value> {
         .ok_or_else(|| MlError::not_found(format!("Logged model with ID '{id}' not found.")))
 }
 
+/// The model as MLflow shows it: with its metric points, kept as the items of its document (a list that
+/// grows point by point, so it is not rewritten with the document each time).
+fn with_metrics(store: &dyn Store, mut model: Value) -> MlResult<Value> {
+    let id = model["info"]["model_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    model["data"]["metrics"] = Value::Array(store.document_items(MODEL_DOC, &id)?);
+    Ok(model)
+}
+
 /// The run whose artifact storage holds a model's files.
 pub fn source_run(store: &dyn Store, id: &str) -> MlResult<RunId> {
     let model = load(store, id)?;
@@ -119,7 +130,8 @@ async fn create(State(st): State<AppState>, Req(r): Req<CreateReq>) -> MlResult<
 }
 
 async fn get_one(State(st): State<AppState>, Path(id): Path<String>) -> MlResult<Json<Value>> {
-    let model = blocking(move || load(st.store.as_ref(), &id)).await?;
+    let model =
+        blocking(move || with_metrics(st.store.as_ref(), load(st.store.as_ref(), &id)?)).await?;
     Ok(Json(json!({ "model": model })))
 }
 
@@ -132,7 +144,7 @@ async fn modify(
     id: String,
     f: impl FnOnce(&mut Value) -> MlResult<()> + Send + 'static,
 ) -> MlResult<Value> {
-    blocking(move || change(st.store.as_ref(), &id, f)).await
+    blocking(move || with_metrics(st.store.as_ref(), change(st.store.as_ref(), &id, f)?)).await
 }
 
 fn change(
@@ -169,8 +181,8 @@ pub fn check_exist(store: &dyn Store, points: &[(String, Value)]) -> MlResult<()
     Ok(())
 }
 
-/// Adds metric points to their models' `data.metrics`; a point already there (a retried request) is not added
-/// again.
+/// Adds metric points to their models' `data.metrics` (the items of the model's document); a point already
+/// there (a retried request) is not added again.
 pub fn add_metrics(store: &dyn Store, points: Vec<(String, Value)>) -> MlResult<()> {
     let mut by_model: Vec<(String, Vec<Value>)> = Vec::new();
     for (id, point) in points {
@@ -180,19 +192,7 @@ pub fn add_metrics(store: &dyn Store, points: Vec<(String, Value)>) -> MlResult<
         }
     }
     for (id, new) in by_model {
-        change(store, &id, |model| {
-            let mut metrics = model["data"]["metrics"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            for point in new {
-                if !metrics.contains(&point) {
-                    metrics.push(point);
-                }
-            }
-            model["data"]["metrics"] = Value::Array(metrics);
-            Ok(())
-        })?;
+        store.append_document_items(MODEL_DOC, &id, &new)?;
     }
     Ok(())
 }
@@ -346,16 +346,25 @@ async fn search_models(
         })
         .collect::<MlResult<_>>()?;
     let exps = r.experiment_ids;
-    let models = blocking(move || Ok(st.store.list_documents(MODEL_DOC)?)).await?;
+    let in_scope = move |m: &Value| {
+        exps.is_empty()
+            || exps
+                .iter()
+                .any(|e| m["info"]["experiment_id"] == e.as_str())
+    };
+    let models = blocking(move || {
+        let store = st.store.as_ref();
+        store
+            .list_documents(MODEL_DOC)?
+            .into_iter()
+            .map(|(_, m)| m)
+            .filter(in_scope)
+            .map(|m| with_metrics(store, m))
+            .collect::<MlResult<Vec<Value>>>()
+    })
+    .await?;
     let mut items: Vec<(Row, Value)> = models
         .into_iter()
-        .map(|(_, m)| m)
-        .filter(|m| {
-            exps.is_empty()
-                || exps
-                    .iter()
-                    .any(|e| m["info"]["experiment_id"] == e.as_str())
-        })
         .map(|m| (row(&m), m))
         .filter(|(row, m)| matches_all(row, m, &conds))
         .collect();

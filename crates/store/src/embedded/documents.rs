@@ -62,7 +62,7 @@ pub fn list(conn: &Connection, kind: &str) -> Result<Vec<(String, serde_json::Va
     Ok(out)
 }
 
-/// Whether a document was there to delete.
+/// Whether a document was there to delete; its items go with it.
 pub fn delete(inner: &Inner, kind: &str, id: &str) -> Result<bool> {
     let (kind, id) = (kind.to_string(), id.to_string());
     inner.write(move |ctx| {
@@ -73,6 +73,74 @@ pub fn delete(inner: &Inner, kind: &str, id: &str) -> Result<bool> {
                 [&kind, &id],
             )
             .map_err(sql_err("deleting a document"))?;
+        ctx.conn
+            .execute(
+                "DELETE FROM document_items WHERE kind = ?1 AND id = ?2",
+                [&kind, &id],
+            )
+            .map_err(sql_err("deleting a document"))?;
         Ok(n > 0)
     })
+}
+
+/// Longest document item, in bytes.
+const MAX_ITEM_BYTES: usize = 64 * 1024;
+
+/// Appends items to the list kept beside document (kind, id), in one commit; an item already in the list (the
+/// same JSON) is not added again, so a retried request adds nothing. Appending costs the same however long the
+/// list is: the document is not rewritten.
+pub fn append_items(
+    inner: &Inner,
+    kind: &str,
+    id: &str,
+    items: &[serde_json::Value],
+) -> Result<()> {
+    validate::name("document kind", kind)?;
+    validate::name("document id", id)?;
+    let texts = items
+        .iter()
+        .map(|item| {
+            let text = serde_json::to_string(item).map_err(Error::storage)?;
+            if text.len() > MAX_ITEM_BYTES {
+                return Err(Error::TooLarge {
+                    what: "document item".into(),
+                    size: text.len() as u64,
+                    limit: MAX_ITEM_BYTES as u64,
+                });
+            }
+            Ok(text)
+        })
+        .collect::<Result<Vec<String>>>()?;
+    let (kind, id) = (kind.to_string(), id.to_string());
+    inner.write(move |ctx| {
+        let mut st = ctx
+            .conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO document_items (kind, id, item) VALUES (?1, ?2, ?3)",
+            )
+            .map_err(sql_err("storing document items"))?;
+        for text in &texts {
+            st.execute(params![kind, id, text])
+                .map_err(sql_err("storing document items"))?;
+        }
+        Ok(())
+    })
+}
+
+/// The items of document (kind, id), in the order they were first appended.
+pub fn items(conn: &Connection, kind: &str, id: &str) -> Result<Vec<serde_json::Value>> {
+    let mut st = conn
+        .prepare_cached(
+            "SELECT item FROM document_items WHERE kind = ?1 AND id = ?2 ORDER BY rowid",
+        )
+        .map_err(sql_err("reading document items"))?;
+    let rows = st
+        .query_map([kind, id], |r| r.get::<_, String>(0))
+        .map_err(sql_err("reading document items"))?;
+    let mut out = Vec::new();
+    for text in rows {
+        let text = text.map_err(sql_err("reading document items"))?;
+        out.push(serde_json::from_str(&text).map_err(Error::storage)?);
+    }
+    Ok(out)
 }

@@ -249,4 +249,15 @@ impl Store for EmbeddedStore {
     fn delete_document(&self, kind: &str, id: &str) -> Result<bool> {
         documents::delete(&self.inner, kind, id)
     }
+    fn append_document_items(
+        &self,
+        kind: &str,
+        id: &str,
+        items: &[serde_json::Value],
+    ) -> Result<()> {
+        documents::append_items(&self.inner, kind, id, items)
+    }
+    fn document_items(&self, kind: &str, id: &str) -> Result<Vec<serde_json::Value>> {
+        self.inner.read(|c| documents::items(c, kind, id))
+    }
 }

@@ -5,7 +5,7 @@ use flightlog_model::{Result, WallTime};
 use rusqlite::Connection;
 
 /// The schema version this build writes.
-pub const VERSION: i64 = 5;
+pub const VERSION: i64 = 6;
 
 /// Version 1: experiments, runs, metric series and their blocks, batches, logs and events.
 const V1: &str = r#"
@@ -134,6 +134,17 @@ const V5: &str = r#"
 ALTER TABLE blocks ADD COLUMN summary BLOB;
 "#;
 
+/// Version 6: lists of items kept beside a document (e.g. a logged model's metric points), appended to without
+/// rewriting the document, each distinct item once. (`IF NOT EXISTS`: a directory marked older may have it.)
+const V6: &str = r#"
+CREATE TABLE IF NOT EXISTS document_items (
+    kind TEXT NOT NULL,
+    id TEXT NOT NULL,
+    item TEXT NOT NULL,
+    UNIQUE(kind, id, item)
+);
+"#;
+
 /// Whether `table` has `column` (a version-5 column may already be there in a directory that was marked older,
 /// and SQLite cannot add a column only if missing).
 fn has_column(conn: &Connection, table: &str, column: &str) -> Result<bool> {
@@ -202,6 +213,10 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
     if version < 5 && !has_column(&tx, "blocks", "summary")? {
         tx.execute_batch(V5)
             .map_err(sql_err("adding block summaries"))?;
+    }
+    if version < 6 {
+        tx.execute_batch(V6)
+            .map_err(sql_err("adding document items"))?;
     }
     tx.pragma_update(None, "user_version", VERSION)
         .map_err(sql_err("writing the schema version"))?;

@@ -796,7 +796,10 @@ fn a_histogram_lower_edge_is_kept_and_nan_is_rejected() {
         ..Default::default()
     };
     let err = s.write_batch(&id, hist(f64::NAN)).unwrap_err();
-    assert!(err.to_string().contains("lower edge must be a number"), "{err}");
+    assert!(
+        err.to_string().contains("lower edge must be a number"),
+        "{err}"
+    );
     assert!(s.read_records(&id, "h", &all()).is_err(), "nothing stored");
     // Above the first limit too (an empty first bucket, as TensorBoard files have them).
     s.write_batch(&id, hist(1.5)).unwrap();
@@ -1830,6 +1833,32 @@ fn documents_round_trip_by_kind() {
     assert_eq!(ids, ["a", "b"]);
     assert!(s.delete_document("k", "a").unwrap());
     assert!(!s.delete_document("k", "a").unwrap());
+}
+
+#[test]
+fn document_items_append_once_each_in_order_and_go_with_the_document() {
+    let (_d, s) = store();
+    let j = |v: i64| serde_json::json!({"v": v});
+    s.put_document("k", "m", &serde_json::json!({})).unwrap();
+    s.append_document_items("k", "m", &[j(2), j(1)]).unwrap();
+    s.append_document_items("k", "m", &[j(1), j(3), j(3)])
+        .unwrap();
+    s.append_document_items("k", "other", &[j(9)]).unwrap();
+    assert_eq!(s.document_items("k", "m").unwrap(), vec![j(2), j(1), j(3)]);
+    assert!(s.document_items("k", "none").unwrap().is_empty());
+    let huge = serde_json::json!("x".repeat(70_000));
+    assert!(matches!(
+        s.append_document_items("k", "m", &[j(4), huge]),
+        Err(Error::TooLarge { .. })
+    ));
+    assert_eq!(
+        s.document_items("k", "m").unwrap().len(),
+        3,
+        "nothing of a rejected append"
+    );
+    assert!(s.delete_document("k", "m").unwrap());
+    assert!(s.document_items("k", "m").unwrap().is_empty());
+    assert_eq!(s.document_items("k", "other").unwrap(), vec![j(9)]);
 }
 
 #[test]
