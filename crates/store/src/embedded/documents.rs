@@ -7,18 +7,24 @@ use rusqlite::{params, Connection, OptionalExtension};
 /// Longest document body, in bytes: these are metadata records, not a blob store.
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
+/// `value` as JSON text, or `TooLarge` naming `what` when the text is longer than `limit` bytes.
+fn json_within(what: &str, value: &serde_json::Value, limit: usize) -> Result<String> {
+    let text = serde_json::to_string(value).map_err(Error::storage)?;
+    if text.len() > limit {
+        return Err(Error::TooLarge {
+            what: what.into(),
+            size: text.len() as u64,
+            limit: limit as u64,
+        });
+    }
+    Ok(text)
+}
+
 /// Inserts or replaces one document after checking its kind, id and size.
 pub fn put(inner: &Inner, kind: &str, id: &str, body: &serde_json::Value) -> Result<()> {
     validate::name("document kind", kind)?;
     validate::name("document id", id)?;
-    let text = serde_json::to_string(body).map_err(Error::storage)?;
-    if text.len() > MAX_BODY_BYTES {
-        return Err(Error::TooLarge {
-            what: "document".into(),
-            size: text.len() as u64,
-            limit: MAX_BODY_BYTES as u64,
-        });
-    }
+    let text = json_within("document", body, MAX_BODY_BYTES)?;
     let (kind, id) = (kind.to_string(), id.to_string());
     inner.write(move |ctx| {
         ctx.conn
@@ -99,17 +105,7 @@ pub fn append_items(
     validate::name("document id", id)?;
     let texts = items
         .iter()
-        .map(|item| {
-            let text = serde_json::to_string(item).map_err(Error::storage)?;
-            if text.len() > MAX_ITEM_BYTES {
-                return Err(Error::TooLarge {
-                    what: "document item".into(),
-                    size: text.len() as u64,
-                    limit: MAX_ITEM_BYTES as u64,
-                });
-            }
-            Ok(text)
-        })
+        .map(|item| json_within("document item", item, MAX_ITEM_BYTES))
         .collect::<Result<Vec<String>>>()?;
     let (kind, id) = (kind.to_string(), id.to_string());
     inner.write(move |ctx| {
