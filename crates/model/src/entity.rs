@@ -214,9 +214,9 @@ pub struct RunQuery {
     pub tags: BTreeMap<String, Option<String>>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub properties: BTreeMap<String, Option<String>>,
-    /// Param key → required value.
+    /// Param key → required value (None: the key must be present).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub params: BTreeMap<String, String>,
+    pub params: BTreeMap<String, Option<String>>,
     #[serde(default)]
     pub include_deleted: bool,
     /// Fill `Run::metrics` with each run's latest values.
@@ -238,7 +238,7 @@ pub struct RunQuery {
 pub struct RunKeys {
     pub params: Vec<String>,
     pub tags: Vec<String>,
-    /// Metrics by name, each with its latest value, time and step only (no counts, range or schema).
+    /// Metrics by name (those the run has), each with its summary.
     pub metrics: Vec<String>,
 }
 

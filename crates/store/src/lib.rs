@@ -51,10 +51,8 @@ pub trait Store: Send + Sync + 'static {
     fn write_image(&self, run: &RunId, meta: ImageWrite, bytes: &[u8]) -> Result<Record>;
     /// Every metric of the run with its summary.
     fn list_metrics(&self, run: &RunId) -> Result<Vec<SeriesInfo>>;
-    /// Sets `metrics` of every run in one read: all of its series, or only those named in `only` (a search
-    /// that filters or sorts on two metrics of thousands of runs reads just those, and completes the page's
-    /// runs afterwards).
-    fn fill_metrics(&self, runs: &mut [Run], only: Option<&[String]>) -> Result<()>;
+    /// Sets `metrics` of every run (all of its series) in one read.
+    fn fill_metrics(&self, runs: &mut [Run]) -> Result<()>;
     fn metric_info(&self, run: &RunId, name: &str) -> Result<SeriesInfo>;
     /// Scalar points in logging order. `NotFound` for an unknown name; `InvalidArgument` if not a scalar.
     fn read_scalars(&self, run: &RunId, name: &str, range: &ReadRange) -> Result<ScalarSeries>;

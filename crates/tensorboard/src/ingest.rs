@@ -434,33 +434,10 @@ pub fn write_behind<S: IngestSink + Send, T>(
     })
 }
 
-/// Ingests a chunk of an event file that starts at file offset `base`: every complete record's points go to
-/// the sink (records before `from` are only decoded, for their tags' plugins). Returns the bytes consumed
-/// (a partial last record is left for later) and the damaged records, which were skipped.
-pub fn ingest_chunk<S: IngestSink + ?Sized>(
-    ing: &mut FileIngest<'_, S>,
-    buf: &[u8],
-    base: u64,
-    from: u64,
-    file_label: &str,
-) -> Result<(usize, Vec<RecordError>)> {
-    let mut failure = None;
-    let (errors, consumed) = crate::visit_decoded(buf, base, file_label, |offset, record| {
-        if failure.is_none() {
-            failure = ing.decoded(offset, &record, offset >= from).err();
-        }
-    });
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    ing.flush()?;
-    Ok((consumed, errors))
-}
-
-/// [`ingest_chunk`] for a file read from `src`, which is positioned at file offset `from` (every record from
-/// there on is new), a piece at a time ([`crate::reader::read_in_pieces`]) instead of read whole into memory.
-/// Returns the offset after the last whole record (a partial last record is left for later) and the damaged
-/// records, which were skipped.
+/// Ingests an event file read from `src`, which is positioned at file offset `from` (every record from there
+/// on is new), a piece at a time ([`crate::reader::read_in_pieces`]) instead of read whole into memory: every
+/// complete record's points go to the sink. Returns the offset after the last whole record (a partial last
+/// record is left for later) and the damaged records, which were skipped.
 pub fn ingest_reader<S: IngestSink + ?Sized>(
     ing: &mut FileIngest<'_, S>,
     src: &mut impl std::io::Read,
@@ -476,7 +453,7 @@ pub fn ingest_reader<S: IngestSink + ?Sized>(
         }
         let (damaged, consumed) = crate::visit_decoded(piece, base, file_label, |at, record| {
             if failure.is_none() {
-                failure = ing.decoded(at, &record, at >= from).err();
+                failure = ing.decoded(at, &record, true).err();
             }
         });
         errors.extend(damaged);

@@ -407,7 +407,7 @@ fn images_have_batch_ids_from_file_record_and_place() {
         let (mut kinds, mut counts, mut decoder) = Default::default();
         let mut ing =
             ingest::FileIngest::new(&mut sink, &run, file, &mut kinds, &mut counts, &mut decoder);
-        ingest::ingest_chunk(&mut ing, &buf, 0, 0, file).unwrap();
+        ingest::ingest_reader(&mut ing, &mut &buf[..], 0, file).unwrap();
         sink.images
             .into_iter()
             .map(|m| m.batch_id.unwrap())
@@ -431,7 +431,7 @@ fn ingest_behind(sink: &mut Keep, buf: &[u8]) -> flightlog_model::Result<usize> 
     ingest::write_behind(sink, |s| {
         let mut ing = ingest::FileIngest::new(s, &run, "f", &mut kinds, &mut counts, &mut decoder)
             .batch_points(1000);
-        ingest::ingest_chunk(&mut ing, buf, 0, 0, "f").map(|(consumed, _)| consumed)
+        ingest::ingest_reader(&mut ing, &mut &buf[..], 0, "f").map(|(end, _)| end as usize)
     })
 }
 

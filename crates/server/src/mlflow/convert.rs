@@ -241,22 +241,56 @@ impl<'a> KeyValueView<'a> {
     }
 }
 
-/// The run's tags as MLflow shows them: the stored ones plus the run name, description and parent, which
-/// flightlog keeps as fields.
+/// The tags flightlog keeps as run fields: (key, value if the run has one, whether it wins over a stored tag
+/// of that key). The run name and description always come from their fields; a stored parent tag is kept.
+fn field_tags(run: &Run) -> [(&'static str, Option<&str>, bool); 3] {
+    [
+        (RUN_NAME_TAG, Some(run.display_name.as_str()), true),
+        (
+            NOTE_TAG,
+            Some(run.description.as_str()).filter(|d| !d.is_empty()),
+            true,
+        ),
+        (
+            PARENT_TAG,
+            run.parent_id.as_ref().map(|p| p.as_str()),
+            false,
+        ),
+    ]
+}
+
+/// The run's tags as MLflow shows them: the stored ones plus those of [`field_tags`].
 pub fn run_tags(run: &Run) -> BTreeMap<&str, &str> {
     let mut tags: BTreeMap<&str, &str> = run
         .tags
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    tags.insert(RUN_NAME_TAG, &run.display_name);
-    if !run.description.is_empty() {
-        tags.insert(NOTE_TAG, &run.description);
-    }
-    if let Some(p) = &run.parent_id {
-        tags.entry(PARENT_TAG).or_insert(p.as_str());
+    for (key, value, wins) in field_tags(run) {
+        match value {
+            Some(v) if wins => {
+                tags.insert(key, v);
+            }
+            Some(v) => {
+                tags.entry(key).or_insert(v);
+            }
+            None => {}
+        }
     }
     tags
+}
+
+/// One tag of [`run_tags`], without building the map (a search asks this of every run).
+pub fn run_tag<'a>(run: &'a Run, key: &str) -> Option<&'a str> {
+    let stored = run.tags.get(key).map(String::as_str);
+    match field_tags(run)
+        .into_iter()
+        .find(|(k, v, _)| *k == key && v.is_some())
+    {
+        Some((_, value, true)) => value,
+        Some((_, value, false)) => stored.or(value),
+        None => stored,
+    }
 }
 
 /// MLflow's name rule: `^[/\w.\- :]*$`, a normalized relative path, at most 250 characters.

@@ -42,12 +42,8 @@ fn load(store: &dyn Store, id: &str) -> MlResult<Value> {
 
 /// The model as MLflow shows it: with its metric points, kept as the items of its document (a list that
 /// grows point by point, so it is not rewritten with the document each time).
-fn with_metrics(store: &dyn Store, mut model: Value) -> MlResult<Value> {
-    let id = model["info"]["model_id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    model["data"]["metrics"] = Value::Array(store.document_items(MODEL_DOC, &id)?);
+fn with_metrics(store: &dyn Store, id: &str, mut model: Value) -> MlResult<Value> {
+    model["data"]["metrics"] = Value::Array(store.document_items(MODEL_DOC, id)?);
     Ok(model)
 }
 
@@ -131,7 +127,8 @@ async fn create(State(st): State<AppState>, Req(r): Req<CreateReq>) -> MlResult<
 
 async fn get_one(State(st): State<AppState>, Path(id): Path<String>) -> MlResult<Json<Value>> {
     let model =
-        blocking(move || with_metrics(st.store.as_ref(), load(st.store.as_ref(), &id)?)).await?;
+        blocking(move || with_metrics(st.store.as_ref(), &id, load(st.store.as_ref(), &id)?))
+            .await?;
     Ok(Json(json!({ "model": model })))
 }
 
@@ -144,7 +141,7 @@ async fn modify(
     id: String,
     f: impl FnOnce(&mut Value) -> MlResult<()> + Send + 'static,
 ) -> MlResult<Value> {
-    blocking(move || with_metrics(st.store.as_ref(), change(st.store.as_ref(), &id, f)?)).await
+    blocking(move || with_metrics(st.store.as_ref(), &id, change(st.store.as_ref(), &id, f)?)).await
 }
 
 fn change(
@@ -357,9 +354,8 @@ async fn search_models(
         store
             .list_documents(MODEL_DOC)?
             .into_iter()
-            .map(|(_, m)| m)
-            .filter(in_scope)
-            .map(|m| with_metrics(store, m))
+            .filter(|(_, m)| in_scope(m))
+            .map(|(id, m)| with_metrics(store, &id, m))
             .collect::<MlResult<Vec<Value>>>()
     })
     .await?;
@@ -388,11 +384,7 @@ fn matches_all(row: &Row, model: &Value, conds: &[search::Condition]) -> bool {
     conds.iter().all(|c| match c.ident.kind {
         Kind::Metric => metric_points(model)
             .filter(|(key, _, _)| *key == c.ident.key)
-            .any(|(key, value, _)| {
-                let mut one = Row::default();
-                one.metrics.insert(key.to_string(), value);
-                search::matches(&one, c)
-            }),
+            .any(|(_, value, _)| search::number_matches(c.op, Some(value), &c.value)),
         _ => search::matches(row, c),
     })
 }

@@ -809,7 +809,7 @@ impl RunSearch {
         let (lean, next) = search::page(found.runs, self.limit, self.token.as_deref())?;
         let ids: Vec<RunId> = lean.into_iter().map(|r| r.id).collect();
         let mut page = store.get_runs(&ids)?;
-        store.fill_metrics(&mut page, None)?;
+        store.fill_metrics(&mut page)?;
         let mut outputs: HashMap<String, Value> = HashMap::new();
         let mut inputs = found.inputs.unwrap_or_default();
         if !page.is_empty() {
@@ -876,11 +876,14 @@ pub(crate) fn find_runs(
     });
     let mut runs = all_runs(
         store,
-        experiments,
-        with_deleted,
-        with_metrics,
-        only_keys,
-        conditions,
+        RunQuery {
+            experiment_ids: experiments,
+            include_deleted: with_deleted,
+            with_metrics,
+            params: param_equalities(conditions),
+            only_keys,
+            ..Default::default()
+        },
     )?;
     runs.retain(|run| lifecycles.contains(&run.lifecycle));
     let inputs: Option<Inputs> = if reads(Kind::Dataset) {
@@ -928,12 +931,12 @@ fn keys_of(idents: &[&search::Ident], kind: Kind) -> Vec<String> {
 
 /// The `params.k = 'v'` conditions, which the store can check as it reads the runs (the filter checks them
 /// again: MLflow's filters are conjunctions, so leaving runs out early never changes the result).
-fn param_equalities(conditions: &[search::Condition]) -> BTreeMap<String, String> {
+fn param_equalities(conditions: &[search::Condition]) -> BTreeMap<String, Option<String>> {
     conditions
         .iter()
         .filter(|c| c.ident.kind == Kind::Param && c.op == search::Op::Eq)
         .filter_map(|c| match &c.value {
-            search::Literal::Text(v) => Some((c.ident.key.clone(), v.clone())),
+            search::Literal::Text(v) => Some((c.ident.key.clone(), Some(v.clone()))),
             _ => None,
         })
         .collect()
@@ -943,42 +946,15 @@ fn start_millis(run: &Run) -> i64 {
     millis(run.start_time.unwrap_or(run.created_time))
 }
 
-fn all_runs(
-    store: &dyn Store,
-    experiment_ids: Vec<flightlog_model::ExperimentId>,
-    include_deleted: bool,
-    with_metrics: bool,
-    only_keys: Option<RunKeys>,
-    conditions: &[search::Condition],
-) -> MlResult<Vec<Run>> {
-    let params = param_equalities(conditions);
+/// Every run `query` finds, read page after page.
+fn all_runs(store: &dyn Store, query: RunQuery) -> MlResult<Vec<Run>> {
     Ok(flightlog_model::Page::collect_all(|page_token| {
         store.list_runs(&RunQuery {
-            experiment_ids: experiment_ids.clone(),
-            include_deleted,
-            with_metrics,
             limit: Some(MAX_RESULTS as u32),
             page_token,
-            only_keys: only_keys.clone(),
-            params: params.clone(),
-            ..Default::default()
+            ..query.clone()
         })
     })?)
-}
-
-/// A tag as MLflow shows it (see `convert::run_tags`): the run name, description and parent come from fields.
-fn tag_value(run: &Run, key: &str) -> Option<String> {
-    if key == RUN_NAME_TAG {
-        return Some(run.display_name.clone());
-    }
-    if key == NOTE_TAG && !run.description.is_empty() {
-        return Some(run.description.clone());
-    }
-    match (run.tags.get(key), &run.parent_id) {
-        (Some(v), _) => Some(v.clone()),
-        (None, Some(p)) if key == PARENT_TAG => Some(p.to_string()),
-        _ => None,
-    }
 }
 
 /// What a filter or sort sees of a run: the values `idents` name, nothing else.
@@ -1008,8 +984,8 @@ fn row(run: &Run, inputs: Option<&Value>, idents: &[&search::Ident]) -> Row {
                 }
             }
             Kind::Tag => {
-                if let Some(v) = tag_value(run, key) {
-                    row.tags.insert(key.to_string(), v);
+                if let Some(v) = convert::run_tag(run, key) {
+                    row.tags.insert(key.to_string(), v.to_string());
                 }
             }
             Kind::TextAttr => {
@@ -1115,11 +1091,21 @@ mod tests {
         run.params.insert("p".into(), "1".into());
         let full = convert::run_tags(&run);
         for key in [RUN_NAME_TAG, NOTE_TAG, PARENT_TAG, "team", "missing"] {
-            assert_eq!(
-                tag_value(&run, key).as_deref(),
-                full.get(key).copied(),
-                "{key}"
-            );
+            assert_eq!(convert::run_tag(&run, key), full.get(key).copied(), "{key}");
+        }
+        // The name and description fields win over stored tags of their keys; a stored parent tag stays.
+        let mut stale = run.clone();
+        for key in [RUN_NAME_TAG, NOTE_TAG, PARENT_TAG] {
+            stale.tags.insert(key.into(), "stored".into());
+        }
+        let full = convert::run_tags(&stale);
+        for (key, want) in [
+            (RUN_NAME_TAG, stale.display_name.as_str()),
+            (NOTE_TAG, "note"),
+            (PARENT_TAG, "stored"),
+        ] {
+            assert_eq!(convert::run_tag(&stale, key), Some(want), "{key}");
+            assert_eq!(full.get(key).copied(), Some(want), "{key}");
         }
         let ident = |kind, key: &str| search::Ident {
             kind,

@@ -520,7 +520,7 @@ fn text_matches(op: Op, value: Option<&str>, lit: &Literal) -> bool {
     }
 }
 
-fn number_matches(op: Op, value: Option<f64>, lit: &Literal) -> bool {
+pub fn number_matches(op: Op, value: Option<f64>, lit: &Literal) -> bool {
     let (Some(v), Literal::Number(n)) = (value, lit) else {
         return false;
     };

@@ -6,7 +6,7 @@ mod downsample;
 use super::blocks::{self, Scalars, ScalarsExt, BLOCK_POINTS};
 use super::events::emit;
 use super::writer::WriteCtx;
-use super::{logs, runs, sql_err, Inner};
+use super::{column_count, logs, qualified, runs, sql_err, Inner};
 use flightlog_model::*;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde_json::{json, Value};
@@ -551,20 +551,25 @@ fn finish_append(
 
 /// A series summary from a row of [`SERIES_COLUMNS`], borrowing the text columns: listings read thousands.
 fn info_from_row(r: &Row) -> rusqlite::Result<Result<SeriesInfo>> {
-    let text = |i: usize| r.get_ref(i).and_then(|v| Ok(v.as_str()?));
+    info_at(r, 0)
+}
+
+/// [`info_from_row`] for the [`SERIES_COLUMNS`] that start at column `at`.
+fn info_at(r: &Row, at: usize) -> rusqlite::Result<Result<SeriesInfo>> {
+    let text = |i: usize| r.get_ref(at + i).and_then(|v| Ok(v.as_str()?));
     let (kind, last_value, columns) = (text(1)?, text(7)?, text(11)?);
     let info = SeriesInfo {
-        name: r.get(0)?,
+        name: r.get(at)?,
         kind: MetricKind::Scalar,
-        description: r.get(2)?,
-        count: r.get::<_, i64>(3)? as u64,
-        first_time: r.get::<_, Option<i64>>(4)?.map(WallTime),
-        last_time: r.get::<_, Option<i64>>(5)?.map(WallTime),
-        last_step: r.get(6)?,
+        description: r.get(at + 2)?,
+        count: r.get::<_, i64>(at + 3)? as u64,
+        first_time: r.get::<_, Option<i64>>(at + 4)?.map(WallTime),
+        last_time: r.get::<_, Option<i64>>(at + 5)?.map(WallTime),
+        last_step: r.get(at + 6)?,
         last_value: Value::Null,
-        min: r.get::<_, Option<f64>>(8)?.map(F64),
-        max: r.get::<_, Option<f64>>(9)?.map(F64),
-        schema: r.get(10)?,
+        min: r.get::<_, Option<f64>>(at + 8)?.map(F64),
+        max: r.get::<_, Option<f64>>(at + 9)?.map(F64),
+        schema: r.get(at + 10)?,
         columns: Vec::new(),
     };
     Ok((|| {
@@ -581,34 +586,22 @@ fn info_from_row(r: &Row) -> rusqlite::Result<Result<SeriesInfo>> {
     })())
 }
 
-/// The latest point of the series `name` from the `kind, last_time, last_step, last_value` columns at `at` of a
-/// row that joined it (see `runs::list`); None when the run has no such series. Counts, range and schema are
-/// left empty: a search filters and sorts on the latest value only.
-pub fn latest_at(r: &Row, at: usize, name: &str) -> Result<Option<SeriesInfo>> {
+/// How many columns [`SERIES_COLUMNS`] names.
+pub const SERIES_COLUMN_COUNT: usize = column_count(SERIES_COLUMNS);
+
+/// [`SERIES_COLUMNS`] of the series joined as `alias`, for a query that reads a run with some of its series.
+pub fn series_columns_of(alias: &str) -> String {
+    qualified(SERIES_COLUMNS, alias)
+}
+
+/// The series whose [`SERIES_COLUMNS`] start at column `at` of a row that LEFT JOINed it; None when the run
+/// has no such series (the joined columns are NULL).
+pub fn joined_info(r: &Row, at: usize) -> Result<Option<SeriesInfo>> {
     let err = sql_err("reading a metric");
-    let text = |i: usize| {
-        r.get_ref(i)
-            .and_then(|v| Ok(v.as_str_or_null()?))
-            .map_err(&err)
-    };
-    let Some(kind) = text(at)? else {
+    if r.get_ref(at).map_err(&err)? == rusqlite::types::ValueRef::Null {
         return Ok(None);
-    };
-    Ok(Some(SeriesInfo {
-        name: name.to_string(),
-        kind: parse_kind(kind)?,
-        description: String::new(),
-        count: 0,
-        first_time: None,
-        last_time: r.get::<_, Option<i64>>(at + 1).map_err(&err)?.map(WallTime),
-        last_step: r.get(at + 2).map_err(&err)?,
-        last_value: serde_json::from_str(text(at + 3)?.unwrap_or("null"))
-            .map_err(Error::storage)?,
-        min: None,
-        max: None,
-        schema: None,
-        columns: Vec::new(),
-    }))
+    }
+    info_at(r, at).map_err(&err)?.map(Some)
 }
 
 /// Every metric of a run, by name; `NotFound` for an unknown run.
@@ -630,10 +623,10 @@ pub fn info(conn: &Connection, run: &RunId, name: &str) -> Result<SeriesInfo> {
     Ok(find_series(conn, run, name)?.1)
 }
 
-/// Fills `metrics` of every run with one query: every series, or those named in `only`. The rows come in
-/// index order rather than sorted by SQL (a temporary B-tree over every series of a listing cost more than
-/// the lookups themselves); each run's few series are sorted by name here.
-pub fn fill_metrics(conn: &Connection, runs: &mut [Run], only: Option<&[String]>) -> Result<()> {
+/// Fills `metrics` of every run with one query. The rows come in index order rather than sorted by SQL (a
+/// temporary B-tree over every series of a listing cost more than the lookups themselves); each run's few
+/// series are sorted by name here.
+pub fn fill_metrics(conn: &Connection, runs: &mut [Run]) -> Result<()> {
     if runs.is_empty() {
         return Ok(());
     }
@@ -644,32 +637,16 @@ pub fn fill_metrics(conn: &Connection, runs: &mut [Run], only: Option<&[String]>
         .enumerate()
         .map(|(i, r)| (r.id.as_str(), i))
         .collect();
-    let names = only
-        .map(serde_json::to_string)
-        .transpose()
-        .map_err(Error::storage)?;
-    let sql = match names {
-        None => format!(
-            "SELECT {SERIES_COLUMNS}, run_id FROM series WHERE run_id IN (SELECT value FROM json_each(?1))"
-        ),
-        // Two IN lists, so the (run_id, name) key answers each pair directly.
-        Some(_) => format!(
-            "SELECT {SERIES_COLUMNS}, run_id FROM series WHERE run_id IN (SELECT value FROM json_each(?1)) \
-             AND name IN (SELECT value FROM json_each(?2))"
-        ),
-    };
     let mut st = conn
-        .prepare_cached(&sql)
+        .prepare_cached(&format!(
+            "SELECT {SERIES_COLUMNS}, run_id FROM series WHERE run_id IN (SELECT value FROM json_each(?1))"
+        ))
         .map_err(sql_err("listing metrics"))?;
-    let mut rows = match &names {
-        None => st.query([ids]),
-        Some(n) => st.query([ids, n.clone()]),
-    }
-    .map_err(sql_err("listing metrics"))?;
+    let mut rows = st.query([ids]).map_err(sql_err("listing metrics"))?;
     let mut by_run: Vec<Vec<SeriesInfo>> = vec![Vec::new(); runs.len()];
     while let Some(row) = rows.next().map_err(sql_err("listing metrics"))? {
         let run = row
-            .get_ref(12)
+            .get_ref(SERIES_COLUMN_COUNT)
             .and_then(|v| Ok(v.as_str()?))
             .map_err(sql_err("listing metrics"))?;
         if let Some(&i) = position.get(run) {
@@ -692,7 +669,7 @@ fn find_series(conn: &Connection, run: &RunId, name: &str) -> Result<(i64, Serie
         ))
         .and_then(|mut st| {
             st.query_row(params![run.as_str(), name], |r| {
-                Ok((r.get::<_, i64>(12)?, info_from_row(r)?))
+                Ok((r.get::<_, i64>(SERIES_COLUMN_COUNT)?, info_from_row(r)?))
             })
             .optional()
         })

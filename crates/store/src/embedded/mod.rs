@@ -100,6 +100,27 @@ fn open_connection(path: &Path) -> Result<Connection> {
 }
 
 /// Maps a SQLite error to `Error::Storage`, saying what was being done.
+/// How many columns a comma-separated column list names (so a row's later columns are found by position).
+const fn column_count(list: &str) -> usize {
+    let bytes = list.as_bytes();
+    let (mut n, mut i) = (1, 0);
+    while i < bytes.len() {
+        if bytes[i] == b',' {
+            n += 1;
+        }
+        i += 1;
+    }
+    n
+}
+
+/// A comma-separated column list with each column prefixed by `alias.`, for queries that join tables.
+fn qualified(list: &str, alias: &str) -> String {
+    list.split(',')
+        .map(|c| format!("{alias}.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn sql_err(context: &'static str) -> impl Fn(rusqlite::Error) -> Error {
     move |e| Error::storage(format!("{context}: {e}"))
 }
@@ -175,8 +196,8 @@ impl Store for EmbeddedStore {
     fn list_metrics(&self, run: &RunId) -> Result<Vec<SeriesInfo>> {
         self.inner.read(|c| metrics::list(c, run))
     }
-    fn fill_metrics(&self, runs: &mut [Run], only: Option<&[String]>) -> Result<()> {
-        self.inner.read(|c| metrics::fill_metrics(c, runs, only))
+    fn fill_metrics(&self, runs: &mut [Run]) -> Result<()> {
+        self.inner.read(|c| metrics::fill_metrics(c, runs))
     }
     fn metric_info(&self, run: &RunId, name: &str) -> Result<SeriesInfo> {
         self.inner.read(|c| metrics::info(c, run, name))

@@ -4,7 +4,7 @@
 use super::events::emit;
 use super::experiments::{from_json, json, parse_lifecycle, validate_tags};
 use super::writer::WriteCtx;
-use super::{metrics, names, paging, sql_err, Inner};
+use super::{column_count, metrics, names, paging, qualified, sql_err, Inner};
 use flightlog_model::*;
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -487,21 +487,17 @@ fn add_once(
 }
 
 /// How many columns [`COLUMNS`] names.
-const COLUMN_COUNT: usize = 17;
+const COLUMN_COUNT: usize = column_count(COLUMNS);
 
-/// `SELECT` of the run's [`COLUMNS`] and, for each of `metrics`, the latest point of that series of the run
-/// (joined, so a search reads what it filters on in the same pass over the runs); `bind` gives a metric name's
-/// parameter.
-fn select_with_latest(metrics: &[String], bind: &mut dyn FnMut(&str) -> String) -> String {
-    let columns: Vec<String> = COLUMNS
-        .split(',')
-        .map(|c| format!("r.{}", c.trim()))
-        .collect();
-    let mut select = format!("SELECT {}", columns.join(", "));
+/// `SELECT` of the run's [`COLUMNS`] and, for each of `metrics`, that series of the run (joined, so a search
+/// reads what it filters on in the same pass over the runs); `bind` gives a metric name's parameter.
+fn select_with_series(metrics: &[String], bind: &mut dyn FnMut(&str) -> String) -> String {
+    let mut select = format!("SELECT {}", qualified(COLUMNS, "r"));
     let mut joins = String::new();
     for (i, name) in metrics.iter().enumerate() {
         select.push_str(&format!(
-            ", m{i}.kind, m{i}.last_time, m{i}.last_step, m{i}.last_value"
+            ", {}",
+            metrics::series_columns_of(&format!("m{i}"))
         ));
         joins.push_str(&format!(
             " LEFT JOIN series m{i} ON m{i}.run_id = r.id AND m{i}.name = {}",
@@ -523,7 +519,7 @@ pub fn list(conn: &Connection, q: &RunQuery) -> Result<Page<Run>> {
         .only_keys
         .as_ref()
         .map_or(&[][..], |k| k.metrics.as_slice());
-    let mut sql = select_with_latest(joined, &mut |name| arg(Value::Text(name.into()), &mut args));
+    let mut sql = select_with_series(joined, &mut |name| arg(Value::Text(name.into()), &mut args));
     sql.push_str(" WHERE 1 = 1");
     if !q.experiment_ids.is_empty() {
         let ids: Vec<String> = q
@@ -550,16 +546,11 @@ pub fn list(conn: &Connection, q: &RunQuery) -> Result<Page<Run>> {
     if q.top_level_only {
         sql.push_str(" AND r.parent_id IS NULL");
     }
-    for (k, v) in &q.params {
-        let (key, value) = (
-            arg(Value::Text(k.clone()), &mut args),
-            arg(Value::Text(v.clone()), &mut args),
-        );
-        sql.push_str(&format!(
-            " AND EXISTS (SELECT 1 FROM json_each(r.params) WHERE key = {key} AND value = {value})"
-        ));
-    }
-    for (column, filters) in [("tags", &q.tags), ("properties", &q.properties)] {
+    for (column, filters) in [
+        ("tags", &q.tags),
+        ("properties", &q.properties),
+        ("params", &q.params),
+    ] {
         for (k, v) in filters {
             let key = arg(Value::Text(k.clone()), &mut args);
             let value = match v {
@@ -595,9 +586,9 @@ pub fn list(conn: &Connection, q: &RunQuery) -> Result<Page<Run>> {
     let mut items = Vec::new();
     while let Some(row) = rows.next().map_err(sql_err("listing runs"))? {
         let mut run = from_row_keeping(row, q.only_keys.as_ref())?;
-        for (i, name) in joined.iter().enumerate() {
-            run.metrics
-                .extend(metrics::latest_at(row, COLUMN_COUNT + 4 * i, name)?);
+        for i in 0..joined.len() {
+            let at = COLUMN_COUNT + metrics::SERIES_COLUMN_COUNT * i;
+            run.metrics.extend(metrics::joined_info(row, at)?);
         }
         items.push(run);
     }
@@ -610,7 +601,7 @@ pub fn list(conn: &Connection, q: &RunQuery) -> Result<Page<Run>> {
         None
     };
     if q.with_metrics {
-        metrics::fill_metrics(conn, &mut items, None)?;
+        metrics::fill_metrics(conn, &mut items)?;
     }
     Ok(Page {
         items,

@@ -85,6 +85,12 @@ fn a_lean_listing_keeps_only_the_named_params_tags_and_metrics() {
     assert_eq!(run.metrics[0].name, "loss");
     assert_eq!(run.metrics[0].last_value, serde_json::json!(0.25));
     assert_eq!(run.metrics[0].last_step, Some(1));
+    let full = s.list_metrics(&id).unwrap();
+    assert_eq!(
+        Some(&run.metrics[0]),
+        full.iter().find(|m| m.name == "loss"),
+        "the joined summary is the series' whole summary"
+    );
     let run = lean(&[], &[], &[]);
     assert!(run.params.is_empty() && run.tags.is_empty() && run.metrics.is_empty());
     let full = s.list_runs(&RunQuery::default()).unwrap().items.remove(0);
@@ -106,7 +112,7 @@ fn runs_are_listed_by_param_values() {
     let (a, _b, quoted) = (with_param("a"), with_param("b"), with_param("it's \"x\""));
     let listed = |v: &str| {
         let q = RunQuery {
-            params: [("p".to_string(), v.to_string())].into(),
+            params: [("p".to_string(), Some(v.to_string()))].into(),
             ..Default::default()
         };
         s.list_runs(&q)

@@ -4,7 +4,7 @@
 #![no_main]
 
 use flightlog_model::{Batch, ImageWrite, Result, RunId};
-use flightlog_tensorboard::ingest::{ingest_chunk, FileIngest, IngestCounts, IngestSink};
+use flightlog_tensorboard::ingest::{ingest_reader, FileIngest, IngestCounts, IngestSink};
 use flightlog_tensorboard::record::encode_record;
 use flightlog_tensorboard::ValueDecoder;
 use libfuzzer_sys::fuzz_target;
@@ -39,11 +39,15 @@ fuzz_target!(|data: &[u8]| {
         encode_record(piece, &mut file);
     }
     let run = RunId::default();
-    let (mut kinds, mut counts, mut decoder) =
-        (HashMap::new(), IngestCounts::default(), ValueDecoder::default());
+    let (mut kinds, mut counts, mut decoder) = (
+        HashMap::new(),
+        IngestCounts::default(),
+        ValueDecoder::default(),
+    );
     let mut sink = Checking::default();
     let mut ing = FileIngest::new(&mut sink, &run, "f", &mut kinds, &mut counts, &mut decoder);
-    let (consumed, _errors) = ingest_chunk(&mut ing, &file, 0, 0, "fuzz").expect("sink never fails");
-    assert_eq!(consumed, file.len(), "every framed record is consumed");
+    let (end, _errors) =
+        ingest_reader(&mut ing, &mut &file[..], 0, "fuzz").expect("sink never fails");
+    assert_eq!(end as usize, file.len(), "every framed record is consumed");
     assert_eq!(sink.points, counts.scalar_points);
 });
