@@ -13,6 +13,8 @@ use std::io::Read;
 
 /// A byte source for artifact uploads and downloads, streamed rather than held in memory.
 pub type ByteReader = Box<dyn Read + Send>;
+/// Where [`Store::write_batch_then`] sends a batch's outcome.
+pub type BatchDone = Box<dyn FnOnce(Result<BatchAck>) + Send>;
 
 /// Everything flightlog stores. Every method validates its input (names, lengths, ids, paths) itself, so no
 /// caller can store something that breaks the rules; a rejected call changes nothing. Every write that
@@ -46,6 +48,11 @@ pub trait Store: Send + Sync + 'static {
     /// lengths, a metric logged as another kind than before → `Conflict`), then all are stored in one commit.
     /// A `batch_id` seen before for this run returns the first ack with `duplicate: true`.
     fn write_batch(&self, run: &RunId, batch: Batch) -> Result<BatchAck>;
+    /// [`Store::write_batch`] for async callers: returns at once and calls `done` with the outcome once the
+    /// batch is committed, so no thread is parked waiting (on a busy machine each extra thread hand-off of a
+    /// request costs a scheduling delay). `done` may run on another thread, or be dropped uncalled if the
+    /// store fails: wait on a channel it owns.
+    fn write_batch_then(&self, run: &RunId, batch: Batch, done: BatchDone);
     /// Stores an image (PNG/JPEG/GIF/SVG, checked by its bytes) as an artifact under `images/` and records it
     /// as a point of image metric `meta.name`.
     fn write_image(&self, run: &RunId, meta: ImageWrite, bytes: &[u8]) -> Result<Record>;

@@ -343,24 +343,50 @@ async fn log_metric(State(st): State<AppState>, body: Bytes) -> MlResult<Json<Va
     let point = checked_metrics(metrics)?;
     let for_models = model_metrics(&id, metrics, &point);
     let batch = metric_batch(&id, &body, &point);
-    blocking(move || {
-        models::check_exist(st.store.as_ref(), &for_models)?;
-        write_metrics(st.store.as_ref(), &id, batch)?;
-        models::add_metrics(st.store.as_ref(), for_models)
-    })
-    .await?;
+    store_metrics(&st, id, batch, for_models).await?;
     Ok(empty())
 }
 
+/// Stores metric points, and those of them that name a logged model as that model's too. Points alone (a
+/// training loop's every step) go straight to the store's writer and are awaited without a blocking-pool
+/// thread; model points need reads and a second write, done on the pool.
+async fn store_metrics(
+    st: &AppState,
+    id: RunId,
+    batch: Batch,
+    for_models: Vec<(String, Value)>,
+) -> MlResult<()> {
+    if for_models.is_empty() {
+        return crate::extract::write_batch(st.store.as_ref(), &id, batch)
+            .await
+            .map(|_| ())
+            .map_err(|e| metric_write_error(&id, e));
+    }
+    let store = st.store.clone();
+    blocking(move || {
+        models::check_exist(store.as_ref(), &for_models)?;
+        write_metrics(store.as_ref(), &id, batch)?;
+        models::add_metrics(store.as_ref(), for_models)
+    })
+    .await
+}
+
 fn write_metrics(store: &dyn Store, id: &RunId, batch: Batch) -> MlResult<()> {
-    store.write_batch(id, batch).map_err(|e| match e {
+    store
+        .write_batch(id, batch)
+        .map_err(|e| metric_write_error(id, e))?;
+    Ok(())
+}
+
+/// A metric write's store error as MLflow words it.
+fn metric_write_error(id: &RunId, e: Error) -> MlError {
+    match e {
         Error::NotFound { .. } => MlError::not_found(format!("Run with id={id} not found")),
         Error::Deleted { .. } => MlError::invalid(format!(
             "The run {id} must be in the 'active' state. Current state is deleted."
         )),
         e => e.into(),
-    })?;
-    Ok(())
+    }
 }
 
 /// A JSON body parsed with MLflow's error code (for handlers that also need the raw bytes); the value may
@@ -509,6 +535,13 @@ async fn log_batch(State(st): State<AppState>, body: Bytes) -> MlResult<Json<Val
     }
     let batch = (!points.is_empty()).then(|| metric_batch(&id, &body, &points));
     let for_models = model_metrics(&id, &r.metrics, &points);
+    let batch = match batch {
+        Some(b) if params.is_empty() && tags.is_empty() => {
+            store_metrics(&st, id, b, for_models).await?;
+            return Ok(empty());
+        }
+        batch => batch,
+    };
     blocking(move || {
         let store = st.store.as_ref();
         models::check_exist(store, &for_models)?;

@@ -7,6 +7,7 @@ use super::blocks::{self, Scalars, ScalarsExt, BLOCK_POINTS};
 use super::events::emit;
 use super::writer::WriteCtx;
 use super::{column_count, logs, qualified, runs, sql_err, Inner};
+use crate::BatchDone;
 use flightlog_model::*;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde_json::{json, Value};
@@ -44,6 +45,17 @@ pub fn write_batch(inner: &Inner, run: &RunId, batch: Batch) -> Result<BatchAck>
     validate_batch(&batch)?;
     let run = run.clone();
     inner.write(move |ctx| apply_batch(ctx, &run, batch))
+}
+
+/// [`write_batch`] that answers `done` from the writer thread instead of waiting.
+pub fn write_batch_then(inner: &Inner, run: &RunId, batch: Batch, done: BatchDone) {
+    if let Err(e) = validate_batch(&batch) {
+        return done(Err(e));
+    }
+    let run = run.clone();
+    inner
+        .writer
+        .submit(move |ctx| apply_batch(ctx, &run, batch), done)
 }
 
 /// Every rule that needs no stored state, checked before anything is stored.

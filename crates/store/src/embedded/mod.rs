@@ -20,7 +20,7 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
-use crate::{ByteReader, Store};
+use crate::{BatchDone, ByteReader, Store};
 use flightlog_model::*;
 use parking_lot::Mutex;
 use rusqlite::{Connection, OpenFlags};
@@ -189,6 +189,9 @@ impl Store for EmbeddedStore {
 
     fn write_batch(&self, run: &RunId, batch: Batch) -> Result<BatchAck> {
         metrics::write_batch(&self.inner, run, batch)
+    }
+    fn write_batch_then(&self, run: &RunId, batch: Batch, done: BatchDone) {
+        metrics::write_batch_then(&self.inner, run, batch, done)
     }
     fn write_image(&self, run: &RunId, meta: ImageWrite, bytes: &[u8]) -> Result<Record> {
         artifacts::write_image(&self.inner, run, meta, bytes)

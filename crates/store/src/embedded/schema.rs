@@ -5,7 +5,7 @@ use flightlog_model::{Result, WallTime};
 use rusqlite::Connection;
 
 /// The schema version this build writes.
-pub const VERSION: i64 = 6;
+pub const VERSION: i64 = 7;
 
 /// Version 1: experiments, runs, metric series and their blocks, batches, logs and events.
 const V1: &str = r#"
@@ -145,6 +145,34 @@ CREATE TABLE IF NOT EXISTS document_items (
 );
 "#;
 
+/// Version 7: metric blocks move to a rowid table with an index on (series, first index). In the keyed table a
+/// block's whole record, blob included, was its key: every comparison while inserting read a multi-KiB record
+/// from its overflow pages, interior pages carried copies of whole blocks, and each series' fragments went to a
+/// page of their own. Now a batch's fragments share the table's last pages, only the small index is searched,
+/// and the summary is stored before the data, so reading it does not walk the data's overflow chain.
+const V7: &str = r#"
+CREATE TABLE blocks_v7 (
+    id INTEGER PRIMARY KEY,
+    series_id INTEGER NOT NULL,
+    first_index INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    min_step INTEGER NOT NULL,
+    max_step INTEGER NOT NULL,
+    min_value REAL,
+    max_value REAL,
+    encoding INTEGER NOT NULL,
+    summary BLOB,
+    data BLOB NOT NULL
+);
+INSERT INTO blocks_v7 (series_id, first_index, count, min_step, max_step, min_value, max_value, encoding, summary,
+    data)
+SELECT series_id, first_index, count, min_step, max_step, min_value, max_value, encoding, summary, data
+FROM blocks ORDER BY series_id, first_index;
+DROP TABLE blocks;
+ALTER TABLE blocks_v7 RENAME TO blocks;
+CREATE UNIQUE INDEX blocks_by_series ON blocks(series_id, first_index);
+"#;
+
 /// Whether `table` has `column` (a version-5 column may already be there in a directory that was marked older,
 /// and SQLite cannot add a column only if missing).
 fn has_column(conn: &Connection, table: &str, column: &str) -> Result<bool> {
@@ -217,6 +245,10 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
     if version < 6 {
         tx.execute_batch(V6)
             .map_err(sql_err("adding document items"))?;
+    }
+    if version < 7 {
+        tx.execute_batch(V7)
+            .map_err(sql_err("moving metric blocks to an indexed table"))?;
     }
     tx.pragma_update(None, "user_version", VERSION)
         .map_err(sql_err("writing the schema version"))?;

@@ -899,6 +899,35 @@ fn kind_conflicts_and_bad_entries_reject_the_whole_batch() {
     );
 }
 
+/// The callback form answers once the batch is committed, with what `write_batch` would return: the ack, a
+/// validation error before anything is queued, the run's state as an error.
+#[test]
+fn write_batch_then_answers_like_write_batch() {
+    let (_d, s) = store();
+    let id = run(&s);
+    let answer = |b: Batch, run: &RunId| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        s.write_batch_then(run, b, Box::new(move |r| tx.send(r).unwrap()));
+        rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap()
+    };
+    let ack = answer(batch(vec![scalars("loss", &[1.0, 2.0, 3.0])]), &id).unwrap();
+    assert_eq!((ack.points, ack.duplicate), (3, false));
+    assert_eq!(s.read_scalars(&id, "loss", &all()).unwrap().len(), 3);
+    let empty_name = batch(vec![scalars("", &[1.0])]);
+    assert!(matches!(
+        answer(empty_name, &id),
+        Err(Error::InvalidArgument { .. })
+    ));
+    let delete = RunPatch {
+        lifecycle: Some(Lifecycle::Deleted),
+        ..Default::default()
+    };
+    s.update_run(&id, delete).unwrap();
+    let deleted = answer(batch(vec![scalars("loss", &[4.0])]), &id);
+    assert!(matches!(deleted, Err(Error::Deleted { .. })), "{deleted:?}");
+    assert_eq!(s.read_scalars(&id, "loss", &all()).unwrap().len(), 3);
+}
+
 #[test]
 fn batch_ids_make_retries_harmless() {
     let (_d, s) = store();
@@ -1734,6 +1763,76 @@ fn reopening_keeps_everything() {
     let got = s.read_scalars(&id, "loss", &all()).unwrap();
     assert_eq!(&got.steps[5000..], &[5000, 5001, 5002]);
     assert_eq!(schema_version(dir.path()), super::schema::VERSION);
+}
+
+/// A directory written by version 6 (metric blocks keyed by series and first index, WITHOUT ROWID, summary
+/// after the data) opens with every point, its overviews and its open fragments, and takes appends.
+#[test]
+fn version_6_blocks_move_to_the_indexed_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let values: Vec<f64> = (0..9000).map(|i| f64::from(i) * 0.5).collect();
+    let id = {
+        let s = EmbeddedStore::open(dir.path()).unwrap();
+        let id = run(&s);
+        s.write_batch(&id, batch(vec![scalars("loss", &values[..8900])]))
+            .unwrap();
+        // Fragments after the full blocks: the open region must survive the move too.
+        for chunk in values[8900..].chunks(25) {
+            s.write_batch(&id, batch(vec![scalars("loss", chunk)]))
+                .unwrap();
+        }
+        id
+    };
+    let rows_before = block_rows(dir.path());
+    assert!(rows_before.len() > 3, "full blocks and fragments");
+    write_blocks_as_version_6(dir.path());
+    assert_eq!(schema_version(dir.path()), 6);
+
+    let s = EmbeddedStore::open(dir.path()).unwrap();
+    assert_eq!(schema_version(dir.path()), super::schema::VERSION);
+    assert_eq!(block_rows(dir.path()), rows_before);
+    let got = s.read_scalars(&id, "loss", &all()).unwrap();
+    assert_eq!(got.values.iter().map(|v| v.0).collect::<Vec<_>>(), values);
+    let overview = s.read_downsampled(&id, "loss", &all(), 10).unwrap();
+    assert_eq!(overview.values.last().map(|v| v.0), Some(4499.5));
+    s.write_batch(&id, batch(vec![scalars("loss", &[-1.0])]))
+        .unwrap();
+    let got = s.read_scalars(&id, "loss", &all()).unwrap();
+    assert_eq!(
+        (got.len(), got.values[9000].0, got.steps[9000]),
+        (9001, -1.0, 9000)
+    );
+}
+
+/// (series, first index, count) of every stored block, in key order.
+fn block_rows(dir: &std::path::Path) -> Vec<(i64, i64, i64)> {
+    let c = rusqlite::Connection::open(dir.join("flightlog.db")).unwrap();
+    let mut st = c
+        .prepare("SELECT series_id, first_index, count FROM blocks ORDER BY series_id, first_index")
+        .unwrap();
+    let rows = st
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap();
+    rows.collect::<rusqlite::Result<_>>().unwrap()
+}
+
+/// Rewrites the blocks table as schema version 6 laid it out, and marks the directory version 6.
+fn write_blocks_as_version_6(dir: &std::path::Path) {
+    let c = rusqlite::Connection::open(dir.join("flightlog.db")).unwrap();
+    c.execute_batch(
+        "BEGIN;
+         CREATE TABLE blocks_v6 (series_id INTEGER NOT NULL, first_index INTEGER NOT NULL, count INTEGER NOT NULL,
+             min_step INTEGER NOT NULL, max_step INTEGER NOT NULL, min_value REAL, max_value REAL,
+             encoding INTEGER NOT NULL, data BLOB NOT NULL, summary BLOB,
+             PRIMARY KEY(series_id, first_index)) WITHOUT ROWID;
+         INSERT INTO blocks_v6 SELECT series_id, first_index, count, min_step, max_step, min_value, max_value,
+             encoding, data, summary FROM blocks;
+         DROP TABLE blocks;
+         ALTER TABLE blocks_v6 RENAME TO blocks;
+         PRAGMA user_version = 6;
+         COMMIT;",
+    )
+    .unwrap();
 }
 
 fn schema_version(dir: &std::path::Path) -> i64 {

@@ -88,25 +88,37 @@ impl Writer {
         f: impl FnOnce(&mut WriteCtx) -> Result<R> + Send + 'static,
     ) -> Result<R> {
         let (reply_tx, reply_rx) = crossbeam_channel::bounded::<Result<R>>(1);
+        self.submit(f, move |result| {
+            let _ = reply_tx.send(result);
+        });
+        reply_rx.recv().map_err(|_| not_applied())?
+    }
+
+    /// Queues `f` for the writer thread and returns at once; `done` gets `f`'s result once the transaction is
+    /// committed (or the error), on the writer thread. Async callers use it so that no thread is parked to wait.
+    /// If the writer fails without answering, `done` is dropped uncalled: wait on a channel it owns to see that.
+    pub fn submit<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut WriteCtx) -> Result<R> + Send + 'static,
+        done: impl FnOnce(Result<R>) + Send + 'static,
+    ) {
         let job: Job = Box::new(move |ctx| {
             let result = f(ctx);
             let ok = result.is_ok();
-            let reply: Reply = Box::new(move |commit| {
-                let _ = reply_tx.send(commit.and(result));
-            });
+            let reply: Reply = Box::new(move |commit| done(commit.and(result)));
             (ok, reply)
         });
-        let sender = self
-            .tx
-            .as_ref()
-            .ok_or_else(|| Error::storage("the store is closed"))?;
-        sender
-            .send(job)
-            .map_err(|_| Error::storage("the writer thread has stopped"))?;
-        reply_rx.recv().map_err(|_| {
-            Error::storage("the write was not applied: the writer failed (see the server log)")
-        })?
+        let Some(sender) = self.tx.as_ref() else {
+            return;
+        };
+        // A send fails only when the writer thread is gone; the job, and `done` with it, is then dropped.
+        let _ = sender.send(job);
     }
+}
+
+/// What a caller whose write was never answered is told.
+pub fn not_applied() -> Error {
+    Error::storage("the write was not applied: the writer failed (see the server log)")
 }
 
 impl Drop for Writer {
