@@ -204,11 +204,8 @@ pub async fn write_batch(store: &dyn Store, run: &RunId, batch: Batch) -> Result
             let _ = tx.send(result);
         }),
     );
-    rx.await.unwrap_or_else(|_| {
-        Err(Error::storage(
-            "the write was not applied: the store failed (see the server log)",
-        ))
-    })
+    rx.await
+        .unwrap_or_else(|_| Err(flightlog_store::write_not_applied()))
 }
 
 #[cfg(test)]

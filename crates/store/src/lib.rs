@@ -16,6 +16,11 @@ pub type ByteReader = Box<dyn Read + Send>;
 /// Where [`Store::write_batch_then`] sends a batch's outcome.
 pub type BatchDone = Box<dyn FnOnce(Result<BatchAck>) + Send>;
 
+/// What the caller of a write whose outcome never came back is told (the writer failed; its log says why).
+pub fn write_not_applied() -> Error {
+    Error::storage("the write was not applied: the writer failed (see the server log)")
+}
+
 /// Everything flightlog stores. Every method validates its input (names, lengths, ids, paths) itself, so no
 /// caller can store something that breaks the rules; a rejected call changes nothing. Every write that
 /// returns `Ok` is durable (survives kill -9 of the process) and has been announced to subscribers.

@@ -91,7 +91,7 @@ impl Writer {
         self.submit(f, move |result| {
             let _ = reply_tx.send(result);
         });
-        reply_rx.recv().map_err(|_| not_applied())?
+        reply_rx.recv().map_err(|_| crate::write_not_applied())?
     }
 
     /// Queues `f` for the writer thread and returns at once; `done` gets `f`'s result once the transaction is
@@ -114,11 +114,6 @@ impl Writer {
         // A send fails only when the writer thread is gone; the job, and `done` with it, is then dropped.
         let _ = sender.send(job);
     }
-}
-
-/// What a caller whose write was never answered is told.
-pub fn not_applied() -> Error {
-    Error::storage("the write was not applied: the writer failed (see the server log)")
 }
 
 impl Drop for Writer {
