@@ -338,10 +338,11 @@ struct StoredBlock {
 
 /// The newest `n` blocks of a series, oldest first.
 fn last_blocks(conn: &Connection, series_id: i64, n: usize) -> Result<Vec<StoredBlock>> {
+    // `+ 0`: a bare `LIMIT ?` would make SQLite parse the statement again on every call (see events::since).
     let mut st = conn
         .prepare_cached(
             "SELECT first_index, count, encoding, data FROM blocks WHERE series_id = ?1 \
-             ORDER BY first_index DESC LIMIT ?2",
+             ORDER BY first_index DESC LIMIT ?2 + 0",
         )
         .map_err(sql_err("reading a tail block"))?;
     let rows = st

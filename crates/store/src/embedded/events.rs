@@ -71,7 +71,9 @@ pub fn since(
         ));
     }
     args.push(limit.into());
-    sql.push_str(&format!(" ORDER BY seq LIMIT ?{}", args.len()));
+    // `+ 0`: SQLite plans with the value of a bare `LIMIT ?`, so binding one expires the cached statement and
+    // every call would parse it again.
+    sql.push_str(&format!(" ORDER BY seq LIMIT ?{} + 0", args.len()));
     let mut st = conn
         .prepare_cached(&sql)
         .map_err(sql_err("reading events"))?;
