@@ -342,33 +342,55 @@ async fn log_metric(State(st): State<AppState>, body: Bytes) -> MlResult<Json<Va
     let metrics = std::slice::from_ref(&r.metric);
     let point = checked_metrics(metrics)?;
     let for_models = model_metrics(&id, metrics, &point);
-    let batch = metric_batch(&id, &body, &point);
-    store_metrics(&st, id, batch, for_models).await?;
+    let writes = Writes {
+        batch: Some(metric_batch(&id, &body, &point)),
+        for_models,
+        ..Default::default()
+    };
+    writes.store(&st, id).await?;
     Ok(empty())
 }
 
-/// Stores metric points, and those of them that name a logged model as that model's too. Points alone (a
-/// training loop's every step) go straight to the store's writer and are awaited without a blocking-pool
-/// thread; model points need reads and a second write, done on the pool.
-async fn store_metrics(
-    st: &AppState,
-    id: RunId,
-    batch: Batch,
+/// What one log-metric or log-batch request stores.
+#[derive(Default)]
+struct Writes {
+    params: BTreeMap<String, String>,
+    tags: BTreeMap<String, String>,
+    /// The metric points, if any.
+    batch: Option<Batch>,
+    /// The points that also belong to logged models (see [`model_metrics`]).
     for_models: Vec<(String, Value)>,
-) -> MlResult<()> {
-    if for_models.is_empty() {
-        return crate::extract::write_batch(st.store.as_ref(), &id, batch)
-            .await
-            .map(|_| ())
-            .map_err(|e| metric_write_error(&id, e));
+}
+
+impl Writes {
+    /// Stores everything, checking first that every model named exists. Points alone (a training loop's every
+    /// step) go straight to the store's writer and are awaited without a blocking-pool thread; anything else
+    /// needs reads or several writes, done on the pool.
+    async fn store(self, st: &AppState, id: RunId) -> MlResult<()> {
+        if self.params.is_empty() && self.tags.is_empty() && self.for_models.is_empty() {
+            if let Some(batch) = self.batch {
+                return crate::extract::write_batch(st.store.as_ref(), &id, batch)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| metric_write_error(&id, e));
+            }
+        }
+        let store = st.store.clone();
+        blocking(move || self.write(store.as_ref(), &id)).await
     }
-    let store = st.store.clone();
-    blocking(move || {
-        models::check_exist(store.as_ref(), &for_models)?;
-        write_metrics(store.as_ref(), &id, batch)?;
-        models::add_metrics(store.as_ref(), for_models)
-    })
-    .await
+
+    /// [`Writes::store`]'s general path, on the blocking pool.
+    fn write(self, store: &dyn Store, id: &RunId) -> MlResult<()> {
+        models::check_exist(store, &self.for_models)?;
+        if !self.params.is_empty() || !self.tags.is_empty() {
+            write_params_tags(store, id, self.params, self.tags)?;
+        }
+        match self.batch {
+            Some(b) => write_metrics(store, id, b)?,
+            None => find(store, id).and_then(|run| active(&run))?,
+        }
+        models::add_metrics(store, self.for_models)
+    }
 }
 
 fn write_metrics(store: &dyn Store, id: &RunId, batch: Batch) -> MlResult<()> {
@@ -533,28 +555,13 @@ async fn log_batch(State(st): State<AppState>, body: Bytes) -> MlResult<Json<Val
         let (k, v) = checked_pair("tag", kv)?;
         tags.insert(k, truncate_value(&v, MAX_TAG_VALUE));
     }
-    let batch = (!points.is_empty()).then(|| metric_batch(&id, &body, &points));
-    let for_models = model_metrics(&id, &r.metrics, &points);
-    let batch = match batch {
-        Some(b) if params.is_empty() && tags.is_empty() => {
-            store_metrics(&st, id, b, for_models).await?;
-            return Ok(empty());
-        }
-        batch => batch,
+    let writes = Writes {
+        params,
+        tags,
+        batch: (!points.is_empty()).then(|| metric_batch(&id, &body, &points)),
+        for_models: model_metrics(&id, &r.metrics, &points),
     };
-    blocking(move || {
-        let store = st.store.as_ref();
-        models::check_exist(store, &for_models)?;
-        if !params.is_empty() || !tags.is_empty() {
-            write_params_tags(store, &id, params, tags)?;
-        }
-        match batch {
-            Some(b) => write_metrics(store, &id, b)?,
-            None => find(store, &id).and_then(|run| active(&run))?,
-        }
-        models::add_metrics(store, for_models)
-    })
-    .await?;
+    writes.store(&st, id).await?;
     Ok(empty())
 }
 

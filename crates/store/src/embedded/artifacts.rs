@@ -11,10 +11,10 @@
 //! found, and the TensorBoard ingester re-reads a file shorter than it had ingested.)
 
 use super::events::emit;
-use super::{metrics, runs, sql_err, Inner};
+use super::{metrics, runs, Inner};
 use crate::ByteReader;
 use flightlog_model::*;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::Connection;
 use serde_json::json;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -161,7 +161,7 @@ impl FolderSync {
         let d = dir.clone();
         let syncing = std::thread::Builder::new()
             .name("flightlog-dir-sync".into())
-            .spawn(move || File::open(&d).and_then(|f| f.sync_all()));
+            .spawn(move || sync_dir(&d));
         FolderSync { dir, syncing }
     }
 
@@ -171,10 +171,15 @@ impl FolderSync {
             Ok(thread) => thread
                 .join()
                 .unwrap_or_else(|_| Err(io::Error::other("the sync thread panicked"))),
-            Err(_) => File::open(&self.dir).and_then(|f| f.sync_all()),
+            Err(_) => sync_dir(&self.dir),
         };
         synced.map_err(io_err("syncing", &self.dir))
     }
+}
+
+/// Makes the folder's entries (a rename into it) durable.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir).and_then(|f| f.sync_all())
 }
 
 fn info(rel: String, meta: &fs::Metadata) -> ArtifactInfo {
@@ -425,10 +430,7 @@ pub fn write_image(inner: &Inner, run: &RunId, meta: ImageWrite, bytes: &[u8]) -
             &EventBody::ArtifactWritten { path: rel, size },
         )?;
         if let Some(id) = &meta.batch_id {
-            ctx.conn
-                .prepare_cached("INSERT INTO batches (run_id, batch_id, points) VALUES (?1, ?2, 1)")
-                .and_then(|mut st| st.execute(params![run.as_str(), id]))
-                .map_err(sql_err("recording an image's batch id"))?;
+            metrics::record_batch(&ctx.conn, &run, id, 1)?;
         }
         Ok((record, Some(synced)))
     });
@@ -452,14 +454,7 @@ fn image_written(conn: &Connection, run: &RunId, meta: &ImageWrite) -> Result<Op
     let Some(id) = &meta.batch_id else {
         return Ok(None);
     };
-    let known = conn
-        .prepare_cached("SELECT 1 FROM batches WHERE run_id = ?1 AND batch_id = ?2")
-        .and_then(|mut st| {
-            st.query_row(params![run.as_str(), id], |_| Ok(()))
-                .optional()
-        })
-        .map_err(sql_err("reading a batch"))?;
-    if known.is_none() {
+    if metrics::stored_batch(conn, run, id)?.is_none() {
         return Ok(None);
     }
     let same_step = ReadRange {

@@ -207,10 +207,7 @@ fn apply_batch(ctx: &mut WriteCtx, run: &RunId, batch: Batch) -> Result<BatchAck
         logs::append_in(ctx, exp, run, &l.stream, l.data.as_bytes())?;
     }
     if let Some(id) = &batch.batch_id {
-        ctx.conn
-            .prepare_cached("INSERT INTO batches (run_id, batch_id, points) VALUES (?1, ?2, ?3)")
-            .and_then(|mut st| st.execute(params![run.as_str(), id, points as i64]))
-            .map_err(sql_err("recording a batch"))?;
+        record_batch(&ctx.conn, run, id, points)?;
     }
     Ok(BatchAck {
         batch_id: batch.batch_id,
@@ -219,8 +216,9 @@ fn apply_batch(ctx: &mut WriteCtx, run: &RunId, batch: Batch) -> Result<BatchAck
     })
 }
 
-fn stored_batch(conn: &Connection, run: &RunId, id: &str) -> Result<Option<u64>> {
-    // Cached statements: both run for every batch.
+/// How many points the write with batch id `id` stored in the run, if one did (batches and images share ids).
+pub fn stored_batch(conn: &Connection, run: &RunId, id: &str) -> Result<Option<u64>> {
+    // Cached statements: this and `record_batch` run for every batch.
     conn.prepare_cached("SELECT points FROM batches WHERE run_id = ?1 AND batch_id = ?2")
         .and_then(|mut st| {
             st.query_row(params![run.as_str(), id], |r| r.get::<_, i64>(0))
@@ -228,6 +226,14 @@ fn stored_batch(conn: &Connection, run: &RunId, id: &str) -> Result<Option<u64>>
         })
         .map(|p| p.map(|p| p as u64))
         .map_err(sql_err("reading a batch"))
+}
+
+/// Remembers that the write with batch id `id` stored `points` points, so a retry stores nothing.
+pub fn record_batch(conn: &Connection, run: &RunId, id: &str, points: u64) -> Result<()> {
+    conn.prepare_cached("INSERT INTO batches (run_id, batch_id, points) VALUES (?1, ?2, ?3)")
+        .and_then(|mut st| st.execute(params![run.as_str(), id, points as i64]))
+        .map_err(sql_err("recording a batch"))?;
+    Ok(())
 }
 
 fn write_scalars(

@@ -99,7 +99,6 @@ fn open_connection(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
-/// Maps a SQLite error to `Error::Storage`, saying what was being done.
 /// How many columns a comma-separated column list names (so a row's later columns are found by position).
 const fn column_count(list: &str) -> usize {
     let bytes = list.as_bytes();
@@ -121,6 +120,7 @@ fn qualified(list: &str, alias: &str) -> String {
         .join(", ")
 }
 
+/// Maps a SQLite error to `Error::Storage`, saying what was being done.
 fn sql_err(context: &'static str) -> impl Fn(rusqlite::Error) -> Error {
     move |e| Error::storage(format!("{context}: {e}"))
 }
