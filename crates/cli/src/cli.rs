@@ -2,6 +2,7 @@
 
 use crate::{server_cmd, submit_cmd, tensorboard_cmd, CliError, EXIT_CODES};
 use clap::{CommandFactory, Parser, Subcommand};
+use flightlog_store::embedded::Durability;
 use std::ffi::OsString;
 use std::path::PathBuf;
 
@@ -36,6 +37,13 @@ pub enum Command {
         /// Data folder (created if missing).
         #[arg(long, env = "FLIGHTLOG_DATA", default_value = "./flightlog-data")]
         data: PathBuf,
+        /// When acknowledged writes reach the disk: 'always' syncs every commit before answering (nothing is
+        /// lost even on power loss); an interval such as '100ms' answers once the write is in the operating
+        /// system and syncs within that interval (a crash of the server loses nothing, power loss at most the
+        /// interval).
+        #[arg(long, env = "FLIGHTLOG_FSYNC", default_value = "100ms", value_name = "always|INTERVAL",
+              value_parser = parse_durability)]
+        fsync: Durability,
     },
     /// Experiments.
     #[command(subcommand)]
@@ -172,14 +180,27 @@ fn default_sigpipe() {
     }
 }
 
+/// `--fsync`, with the store's own message for a bad value.
+fn parse_durability(s: &str) -> Result<Durability, String> {
+    s.parse().map_err(|e: flightlog_model::Error| e.to_string())
+}
+
 fn dispatch(cli: Cli) -> Result<(), CliError> {
     if !matches!(cli.command, Command::Server { .. }) {
         default_sigpipe();
     }
     match cli.command {
-        Command::Server { host, port, data } => {
-            server_cmd::run(server_cmd::ServerArgs { host, port, data })
-        }
+        Command::Server {
+            host,
+            port,
+            data,
+            fsync,
+        } => server_cmd::run(server_cmd::ServerArgs {
+            host,
+            port,
+            data,
+            durability: fsync,
+        }),
         Command::Export(c) => tensorboard_cmd::export(&cli.server, cli.json, c),
         Command::Import(c) => tensorboard_cmd::import(&cli.server, cli.json, c),
         Command::Tensorboard(a) => tensorboard_cmd::launch(&cli.server, cli.json, a),

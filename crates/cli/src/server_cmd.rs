@@ -1,7 +1,7 @@
 //! `flightlog server`: opens the embedded store and serves the HTTP API until SIGINT/SIGTERM.
 
 use crate::CliError;
-use flightlog_store::embedded::EmbeddedStore;
+use flightlog_store::embedded::{Durability, EmbeddedStore};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,6 +11,7 @@ pub struct ServerArgs {
     pub host: String,
     pub port: u16,
     pub data: PathBuf,
+    pub durability: Durability,
 }
 
 /// Logging to stderr, `RUST_LOG` wins; default: info for flightlog's crates, warn for the rest.
@@ -42,14 +43,14 @@ pub fn run(args: ServerArgs) -> Result<(), CliError> {
             "pass a writable folder with --data or FLIGHTLOG_DATA",
         )
     })?;
-    let store = EmbeddedStore::open(&args.data).map_err(|e| {
+    let store = EmbeddedStore::open_with(&args.data, args.durability).map_err(|e| {
         CliError::with_hint(
             1,
             format!("cannot open data directory '{}': {e}", args.data.display()),
             "pass a writable flightlog data folder with --data or FLIGHTLOG_DATA",
         )
     })?;
-    tracing::info!(data = %args.data.display(), "store opened");
+    tracing::info!(data = %args.data.display(), fsync = %args.durability, "store opened");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("flightlog-server")

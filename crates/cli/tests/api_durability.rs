@@ -50,8 +50,42 @@ fn kill_9_while_sending(
 }
 
 #[test]
-fn acknowledged_batches_survive_kill_9() {
-    let mut s = TestServer::start();
+fn acknowledged_batches_survive_kill_9_when_synced_on_an_interval() {
+    acknowledged_batches_survive_kill_9(TestServer::start());
+}
+
+#[test]
+fn acknowledged_batches_survive_kill_9_when_every_commit_is_synced() {
+    let s = TestServer::start_with(&["--fsync", "always"]);
+    assert!(
+        s.server_log().contains("fsync=always"),
+        "{}",
+        s.server_log()
+    );
+    acknowledged_batches_survive_kill_9(s);
+}
+
+/// The default policy syncs on an interval and says so at startup; a bad policy stops the server with a
+/// usage error that says what is accepted.
+#[test]
+fn the_sync_policy_is_reported_and_checked() {
+    let s = TestServer::start();
+    assert!(s.server_log().contains("fsync=100ms"), "{}", s.server_log());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flightlog"))
+        .args(["server", "--port", "0", "--fsync", "sometimes", "--data"])
+        .arg(s.data_dir())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("invalid sync policy: 'sometimes' is neither 'always'")
+            && err.contains("'100ms' or '1s'"),
+        "{err}"
+    );
+}
+
+fn acknowledged_batches_survive_kill_9(mut s: TestServer) {
     let run = s.new_run();
     let url = s.url(&format!("/api/v1/runs/{run}/batch"));
     const PER_BATCH: u64 = 500;

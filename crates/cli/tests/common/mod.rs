@@ -16,6 +16,8 @@ pub struct TestServer {
     data: tempfile::TempDir,
     logs: tempfile::TempDir,
     agent: ureq::Agent,
+    /// Extra `flightlog server` arguments, kept for restarts.
+    extra_args: Vec<String>,
 }
 
 fn free_port() -> u16 {
@@ -35,12 +37,18 @@ pub fn agent() -> ureq::Agent {
 
 impl TestServer {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// A server started with `extra_args` after the usual host, port and data (also on restarts).
+    pub fn start_with(extra_args: &[&str]) -> Self {
         let mut s = TestServer {
             port: free_port(),
             child: None,
             data: tempfile::tempdir().expect("tempdir"),
             logs: tempfile::tempdir().expect("tempdir"),
             agent: agent(),
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
         };
         s.spawn();
         s
@@ -74,6 +82,7 @@ impl TestServer {
                 "--data",
             ])
             .arg(self.data.path())
+            .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)

@@ -5,6 +5,7 @@
 mod artifacts;
 mod blocks;
 mod documents;
+mod durability;
 mod events;
 mod experiments;
 mod log_files;
@@ -21,6 +22,7 @@ mod writer;
 mod tests;
 
 use crate::{BatchDone, ByteReader, Store};
+pub use durability::Durability;
 use flightlog_model::*;
 use parking_lot::Mutex;
 use rusqlite::{Connection, OpenFlags};
@@ -55,9 +57,14 @@ struct Dirs {
 }
 
 impl EmbeddedStore {
-    /// Opens (creating if needed) the data directory: makes its folders, migrates the schema, ensures the
-    /// Default experiment, and starts the writer thread.
+    /// [`EmbeddedStore::open_with`] the default [`Durability`].
     pub fn open(data_dir: &Path) -> Result<EmbeddedStore> {
+        Self::open_with(data_dir, Durability::default())
+    }
+
+    /// Opens (creating if needed) the data directory: makes its folders, migrates the schema, ensures the
+    /// Default experiment, and starts the writer thread, which commits with `durability`.
+    pub fn open_with(data_dir: &Path, durability: Durability) -> Result<EmbeddedStore> {
         let dirs = Dirs {
             db: data_dir.join("flightlog.db"),
             artifacts: data_dir.join("artifacts"),
@@ -69,13 +76,16 @@ impl EmbeddedStore {
                 .map_err(|e| Error::storage(format!("creating {}: {e}", d.display())))?;
         }
         let mut conn = open_connection(&dirs.db)?;
+        conn.pragma_update(None, "synchronous", durability.synchronous())
+            .map_err(sql_err("setting synchronous"))?;
         schema::migrate(&mut conn)?;
         let newest: i64 = conn
             .query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0))
             .map_err(sql_err("reading the newest event"))?;
         let announce = writer::Announce::new(newest as u64);
         let log_files = log_files::LogFiles::new(dirs.logs.clone());
-        let writer = Writer::start(conn, log_files, announce.clone())?;
+        let log_sync = durability::LogSync::start(&dirs.db, durability)?;
+        let writer = Writer::start(conn, log_files, log_sync, announce.clone())?;
         let inner = Inner {
             dirs,
             writer,

@@ -188,7 +188,8 @@ fn has_column(conn: &Connection, table: &str, column: &str) -> Result<bool> {
 /// How long a connection waits for another process's lock before failing.
 pub const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Sets the per-connection pragmas: WAL, fully synced commits, and a busy timeout so that several processes
+/// Sets the per-connection pragmas: WAL, fully synced commits (the writer's connection then applies its
+/// [`super::Durability`]), and a busy timeout so that several processes
 /// sharing one data directory wait for each other instead of failing. Pages stay at SQLite's 4 KiB: every page
 /// a commit touches is written whole to the log, so small pages keep a one-point write cheap. Statement journals
 /// (one per savepoint, i.e. per grouped write) live in memory rather than in a temp file created and unlinked

@@ -1,7 +1,9 @@
 //! The single writer thread: callers hand it closures, it runs everything pending in one transaction (each
-//! closure in its own savepoint), commits once, then answers them all: durable acks at a fraction of the fsyncs.
+//! closure in its own savepoint), commits once, then answers them all: durable acks at a fraction of the
+//! commits.
 
 use super::blocks::TailCache;
+use super::durability::LogSync;
 use super::log_files::LogFiles;
 use super::sql_err;
 use crossbeam_channel::{Receiver, Sender};
@@ -61,8 +63,14 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread on `conn` (log files in `logs`), announcing every commit on `announce`.
-    pub fn start(conn: Connection, logs: LogFiles, announce: Announce) -> Result<Writer> {
+    /// Starts the writer thread on `conn` (log files in `logs`, commits reported to `sync`), announcing every
+    /// commit on `announce`.
+    pub fn start(
+        conn: Connection,
+        logs: LogFiles,
+        sync: LogSync,
+        announce: Announce,
+    ) -> Result<Writer> {
         let (tx, rx) = crossbeam_channel::unbounded::<Job>();
         let ctx = WriteCtx {
             conn,
@@ -73,7 +81,7 @@ impl Writer {
         };
         let thread = std::thread::Builder::new()
             .name("flightlog-writer".into())
-            .spawn(move || run(ctx, rx, announce))
+            .spawn(move || run(ctx, rx, sync, announce))
             .map_err(|e| Error::storage(format!("starting the writer thread: {e}")))?;
         Ok(Writer {
             tx: Some(tx),
@@ -128,7 +136,7 @@ impl Drop for Writer {
 
 /// The writer loop: block for one command, gather whatever else is queued, run them as one group. After
 /// [`IDLE_CHECKPOINT`] without commands, checkpoints and truncates the log (retried while readers block it).
-fn run(mut ctx: WriteCtx, rx: Receiver<Job>, announce: Announce) {
+fn run(mut ctx: WriteCtx, rx: Receiver<Job>, sync: LogSync, announce: Announce) {
     // `Some(wait)`: the log holds frames to fold in once the queue has been empty for `wait`. A checkpoint a
     // reader blocked is retried, waiting twice as long each time (at most a second).
     let mut idle: Option<Duration> = None;
@@ -157,7 +165,10 @@ fn run(mut ctx: WriteCtx, rx: Receiver<Job>, announce: Announce) {
             }
         }
         run_group(&mut ctx, jobs, &announce);
+        sync.committed();
     }
+    // Whatever commits still wait for a sync get it before the log is folded in.
+    drop(sync);
     // A clean stop folds the write-ahead log back into the database file, so the data dir holds only what is
     // kept (and the next open has no log to replay).
     if let Err(e) = ctx.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
@@ -167,7 +178,8 @@ fn run(mut ctx: WriteCtx, rx: Receiver<Job>, announce: Announce) {
 
 /// Copies the committed log into the database file and truncates the log, without waiting: if a reader still
 /// uses the log, SQLite checkpoints what it can and this returns `false` (try again later). Durability does
-/// not depend on it (every commit was already synced to the log).
+/// not depend on it: the log is synced by each commit or by [`LogSync`], and a checkpoint syncs the log before
+/// it copies from it.
 fn idle_checkpoint(conn: &Connection) -> bool {
     let _ = conn.busy_timeout(Duration::ZERO);
     let done = match conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
@@ -183,7 +195,8 @@ fn idle_checkpoint(conn: &Connection) -> bool {
     done
 }
 
-/// Runs one group in one transaction and answers every caller once the commit is durable. If the transaction
+/// Runs one group in one transaction and answers every caller once the commit is durable (see
+/// [`super::Durability`] for how far). If the transaction
 /// cannot even start, the jobs are dropped unrun and their callers get an error. Log bytes the group wrote to
 /// files are synced first: a commit never records a length whose bytes could still be lost.
 fn run_group(ctx: &mut WriteCtx, jobs: Vec<Job>, announce: &Announce) {

@@ -1,0 +1,286 @@
+//! When acknowledged commits reach the disk: at every commit, or within a fixed interval by a sync of the
+//! write-ahead log that the writer runs between commits.
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use flightlog_model::{Error, Result};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+/// The shortest and longest interval [`Durability::Interval`] accepts.
+const INTERVAL_RANGE: (Duration, Duration) = (Duration::from_millis(1), Duration::from_secs(60));
+
+/// How far an acknowledged write is guaranteed to have gone.
+///
+/// Either way an acknowledged write survives a crash of the server process (kill -9): it is committed to the
+/// write-ahead log in the operating system before the ack, and the database is never left inconsistent.
+/// The modes differ only on power loss or a kernel crash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// Every commit is synced to the disk before it is acknowledged (SQLite `synchronous=FULL`): nothing
+    /// acknowledged is lost even on power loss. Each commit then waits for the device, and on a busy machine
+    /// for the wake-up after it.
+    EveryCommit,
+    /// Commits are acknowledged once written to the log (SQLite `synchronous=NORMAL`); the writer syncs the
+    /// log at most this long after the first commit not yet synced, so power loss loses at most that window.
+    /// The approach of Redis's `appendfsync everysec` and PostgreSQL's `synchronous_commit=off`.
+    Interval(Duration),
+}
+
+impl Default for Durability {
+    /// A 100 ms window: a training loop's log calls never wait on the device, and a power cut costs at
+    /// most the last tenth of a second of metrics.
+    fn default() -> Self {
+        Durability::Interval(Duration::from_millis(100))
+    }
+}
+
+impl Durability {
+    /// The `synchronous` pragma that gives this mode.
+    pub(crate) fn synchronous(self) -> &'static str {
+        match self {
+            Durability::EveryCommit => "FULL",
+            Durability::Interval(_) => "NORMAL",
+        }
+    }
+}
+
+impl FromStr for Durability {
+    type Err = Error;
+
+    /// `always`, or an interval such as `100ms` or `1s`.
+    fn from_str(s: &str) -> Result<Self> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("always") {
+            return Ok(Durability::EveryCommit);
+        }
+        let bad = || {
+            Error::invalid(
+                "sync policy",
+                format!(
+                    "'{s}' is neither 'always' (sync every commit) nor an interval from 1ms to 60s such as \
+                     '100ms' or '1s'"
+                ),
+            )
+        };
+        let (digits, unit) = match s.strip_suffix("ms") {
+            Some(d) => (d, Duration::from_millis(1)),
+            None => (s.strip_suffix('s').ok_or_else(bad)?, Duration::from_secs(1)),
+        };
+        let n: u32 = digits.trim().parse().map_err(|_| bad())?;
+        let interval = unit * n;
+        if interval < INTERVAL_RANGE.0 || interval > INTERVAL_RANGE.1 {
+            return Err(bad());
+        }
+        Ok(Durability::Interval(interval))
+    }
+}
+
+impl fmt::Display for Durability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Durability::EveryCommit => f.write_str("always"),
+            Durability::Interval(d) => write!(f, "{}ms", d.as_millis()),
+        }
+    }
+}
+
+/// [`Durability::Interval`]'s syncer: a thread that syncs the write-ahead log one interval after a commit
+/// reported to it, so the writer never waits on the device. Every commit reported before a sync starts is
+/// covered by that sync: a commit waits at most the interval plus one sync. Under
+/// [`Durability::EveryCommit`] there is no thread and reports cost nothing.
+pub(crate) struct LogSync {
+    /// Commit reports; one pending report stands for any number of commits (see [`LogSync::committed`]).
+    reports: Option<Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LogSync {
+    /// For the database at `db` (its log is `<db>-wal`).
+    pub fn start(db: &Path, durability: Durability) -> Result<LogSync> {
+        let Durability::Interval(interval) = durability else {
+            return Ok(LogSync {
+                reports: None,
+                thread: None,
+            });
+        };
+        let mut wal = db.as_os_str().to_owned();
+        wal.push("-wal");
+        let wal = PathBuf::from(wal);
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let thread = std::thread::Builder::new()
+            .name("flightlog-sync".into())
+            .spawn(move || {
+                run(interval, &rx, || {
+                    if let Err(e) = sync_file(&wal) {
+                        tracing::error!("{e}");
+                    }
+                })
+            })
+            .map_err(|e| Error::storage(format!("starting the log sync thread: {e}")))?;
+        Ok(LogSync {
+            reports: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// A commit happened. Never blocks: if a report is already pending, the sync it leads to starts after
+    /// this commit too.
+    pub fn committed(&self) {
+        if let Some(tx) = &self.reports {
+            let _ = tx.try_send(());
+        }
+    }
+}
+
+impl Drop for LogSync {
+    /// Stops the thread after a last sync of whatever was reported.
+    fn drop(&mut self) {
+        self.reports.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The syncer loop: wait for a report, let the interval pass (reports meanwhile ride along), `sync`. On close,
+/// one last `sync` at once if anything was reported.
+fn run(interval: Duration, reports: &Receiver<()>, mut sync: impl FnMut()) {
+    while reports.recv().is_ok() {
+        let at = Instant::now() + interval;
+        let open = loop {
+            match reports.recv_deadline(at) {
+                Ok(()) => continue,
+                Err(RecvTimeoutError::Timeout) => break true,
+                Err(RecvTimeoutError::Disconnected) => break false,
+            }
+        };
+        sync();
+        if !open {
+            return;
+        }
+    }
+}
+
+/// `fdatasync` of the log through a handle of its own: the sync covers the file, whichever handle wrote.
+/// Opened per sync, so a log SQLite recreated is never missed through a stale handle.
+fn sync_file(wal: &Path) -> Result<()> {
+    let failed = |e: std::io::Error| {
+        Error::storage(format!(
+            "syncing {} failed: {e}; commits since the last sync survive a server crash but not a power loss",
+            wal.display()
+        ))
+    };
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(wal)
+        .map_err(failed)?
+        .sync_data()
+        .map_err(failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policies_parse_and_print() {
+        assert_eq!(
+            "always".parse::<Durability>().unwrap(),
+            Durability::EveryCommit
+        );
+        assert_eq!(
+            " 250ms".parse::<Durability>().unwrap(),
+            Durability::Interval(Duration::from_millis(250))
+        );
+        assert_eq!(
+            "2s".parse::<Durability>().unwrap(),
+            Durability::Interval(Duration::from_secs(2))
+        );
+        assert_eq!(Durability::default().to_string(), "100ms");
+        assert_eq!(Durability::EveryCommit.to_string(), "always");
+    }
+
+    #[test]
+    fn bad_policies_say_what_is_accepted() {
+        for bad in ["", "never", "0ms", "61s", "10", "-5ms", "1.5s", "5 min"] {
+            let err = bad.parse::<Durability>().unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("invalid sync policy: '{}' is neither", bad.trim()))
+                    && err.contains("'always'")
+                    && err.contains("'100ms'"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    /// Runs the syncer loop on `interval`, recording when each sync happened.
+    fn syncer(interval: Duration) -> (Sender<()>, std::thread::JoinHandle<Vec<Instant>>) {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let thread = std::thread::spawn(move || {
+            let mut syncs = Vec::new();
+            run(interval, &rx, || syncs.push(Instant::now()));
+            syncs
+        });
+        (tx, thread)
+    }
+
+    #[test]
+    fn reports_within_an_interval_share_one_sync_after_it() {
+        let interval = Duration::from_millis(60);
+        let (tx, thread) = syncer(interval);
+        let first = Instant::now();
+        tx.send(()).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        tx.send(()).unwrap();
+        std::thread::sleep(interval * 2);
+        let second = Instant::now();
+        tx.send(()).unwrap();
+        std::thread::sleep(interval * 2);
+        drop(tx);
+        let syncs = thread.join().unwrap();
+        assert_eq!(
+            syncs.len(),
+            2,
+            "one sync per interval with reports, none on a quiet close"
+        );
+        assert!(
+            syncs[0] >= first + interval && syncs[0] < second,
+            "{:?}",
+            syncs[0] - first
+        );
+        assert!(syncs[1] >= second + interval, "{:?}", syncs[1] - second);
+    }
+
+    #[test]
+    fn a_close_syncs_what_was_reported_without_waiting_out_the_interval() {
+        let interval = Duration::from_secs(30);
+        let (tx, thread) = syncer(interval);
+        let reported = Instant::now();
+        tx.send(()).unwrap();
+        drop(tx);
+        let syncs = thread.join().unwrap();
+        assert_eq!(syncs.len(), 1);
+        assert!(syncs[0] < reported + Duration::from_secs(5));
+    }
+
+    #[test]
+    fn every_commit_starts_no_thread() {
+        let sync = LogSync::start(Path::new("/nonexistent/x.db"), Durability::EveryCommit).unwrap();
+        assert!(sync.thread.is_none() && sync.reports.is_none());
+        sync.committed();
+    }
+
+    #[test]
+    fn a_failed_sync_names_the_file_and_what_is_at_risk() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = sync_file(&dir.path().join("gone.db-wal"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("gone.db-wal") && err.contains("power loss"),
+            "{err}"
+        );
+    }
+}
