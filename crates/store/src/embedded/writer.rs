@@ -1,6 +1,6 @@
 //! The single writer thread: callers hand it closures, it runs everything pending in one transaction (each
-//! closure in its own savepoint), commits once, then answers them all: durable acks at a fraction of the
-//! commits.
+//! closure in its own savepoint), commits once, then answers them all: one commit (and, under
+//! [`super::Durability::EveryCommit`], one sync) serves every caller of the group.
 
 use super::blocks::TailCache;
 use super::durability::LogSync;
