@@ -1,11 +1,12 @@
 //! When acknowledged commits reach the disk: at every commit, or within a fixed interval by a sync of the
 //! write-ahead log that the writer runs between commits.
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use flightlog_model::{Error, Result};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The shortest and longest interval [`Durability::Interval`] accepts.
@@ -86,14 +87,22 @@ impl fmt::Display for Durability {
     }
 }
 
-/// [`Durability::Interval`]'s syncer: a thread that syncs the write-ahead log one interval after a commit
-/// reported to it, so the writer never waits on the device. Every commit reported before a sync starts is
-/// covered by that sync: a commit waits at most the interval plus one sync. Under
-/// [`Durability::EveryCommit`] there is no thread and reports cost nothing.
+/// [`Durability::Interval`]'s syncer: a thread that syncs the write-ahead log one interval after the first
+/// commit not yet synced, so the writer never waits on the device, and wakes at most once per sync. Every
+/// commit reported before a sync starts is covered by it: a commit waits at most the interval plus one sync.
+/// Under [`Durability::EveryCommit`] there is no thread and reports cost nothing.
 pub(crate) struct LogSync {
-    /// Commit reports; one pending report stands for any number of commits (see [`LogSync::committed`]).
-    reports: Option<Sender<()>>,
+    shared: Arc<Shared>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// What the writer and the syncer share.
+#[derive(Default)]
+struct Shared {
+    /// Commits were reported since the syncer last started a sync.
+    dirty: AtomicBool,
+    /// The store is closing: sync what is reported, without waiting out the interval, and stop.
+    closing: AtomicBool,
 }
 
 impl LogSync {
@@ -101,35 +110,40 @@ impl LogSync {
     pub fn start(db: &Path, durability: Durability) -> Result<LogSync> {
         let Durability::Interval(interval) = durability else {
             return Ok(LogSync {
-                reports: None,
+                shared: Arc::default(),
                 thread: None,
             });
         };
         let mut wal = db.as_os_str().to_owned();
         wal.push("-wal");
         let wal = PathBuf::from(wal);
-        let (tx, rx) = crossbeam_channel::bounded(1);
+        Self::spawn(interval, move || {
+            if let Err(e) = sync_file(&wal) {
+                tracing::error!("{e}");
+            }
+        })
+    }
+
+    /// Starts the syncer thread, which calls `sync` when one is due.
+    fn spawn(interval: Duration, sync: impl FnMut() + Send + 'static) -> Result<LogSync> {
+        let shared = Arc::new(Shared::default());
+        let theirs = shared.clone();
         let thread = std::thread::Builder::new()
             .name("flightlog-sync".into())
-            .spawn(move || {
-                run(interval, &rx, || {
-                    if let Err(e) = sync_file(&wal) {
-                        tracing::error!("{e}");
-                    }
-                })
-            })
+            .spawn(move || run(interval, &theirs, sync))
             .map_err(|e| Error::storage(format!("starting the log sync thread: {e}")))?;
         Ok(LogSync {
-            reports: Some(tx),
+            shared,
             thread: Some(thread),
         })
     }
 
-    /// A commit happened. Never blocks: if a report is already pending, the sync it leads to starts after
-    /// this commit too.
+    /// A commit happened. Wakes the syncer only if it was idle: reports while a sync is pending ride on it.
     pub fn committed(&self) {
-        if let Some(tx) = &self.reports {
-            let _ = tx.try_send(());
+        if let Some(t) = &self.thread {
+            if !self.shared.dirty.swap(true, Ordering::AcqRel) {
+                t.thread().unpark();
+            }
         }
     }
 }
@@ -137,29 +151,35 @@ impl LogSync {
 impl Drop for LogSync {
     /// Stops the thread after a last sync of whatever was reported.
     fn drop(&mut self) {
-        self.reports.take();
+        self.shared.closing.store(true, Ordering::Release);
         if let Some(t) = self.thread.take() {
+            t.thread().unpark();
             let _ = t.join();
         }
     }
 }
 
-/// The syncer loop: wait for a report, let the interval pass (reports meanwhile ride along), `sync`. On close,
-/// one last `sync` at once if anything was reported.
-fn run(interval: Duration, reports: &Receiver<()>, mut sync: impl FnMut()) {
-    while reports.recv().is_ok() {
-        let at = Instant::now() + interval;
-        let open = loop {
-            match reports.recv_deadline(at) {
-                Ok(()) => continue,
-                Err(RecvTimeoutError::Timeout) => break true,
-                Err(RecvTimeoutError::Disconnected) => break false,
+/// The syncer loop: park until a commit is reported, let the interval pass, then clear the report and `sync`
+/// (a commit reported after the clearing waits for the next round). On close, one last `sync` at once if
+/// anything was reported.
+fn run(interval: Duration, shared: &Shared, mut sync: impl FnMut()) {
+    loop {
+        while !shared.dirty.load(Ordering::Acquire) {
+            if shared.closing.load(Ordering::Acquire) {
+                return;
             }
-        };
-        sync();
-        if !open {
-            return;
+            std::thread::park();
         }
+        let at = Instant::now() + interval;
+        while !shared.closing.load(Ordering::Acquire) {
+            let left = at.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            std::thread::park_timeout(left);
+        }
+        shared.dirty.store(false, Ordering::Release);
+        sync();
     }
 }
 
@@ -183,6 +203,7 @@ fn sync_file(wal: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
 
     #[test]
     fn policies_parse_and_print() {
@@ -215,31 +236,31 @@ mod tests {
         }
     }
 
-    /// Runs the syncer loop on `interval`, recording when each sync happened.
-    fn syncer(interval: Duration) -> (Sender<()>, std::thread::JoinHandle<Vec<Instant>>) {
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        let thread = std::thread::spawn(move || {
-            let mut syncs = Vec::new();
-            run(interval, &rx, || syncs.push(Instant::now()));
-            syncs
-        });
-        (tx, thread)
+    /// A syncer on `interval` that records when each sync happened.
+    fn recording(interval: Duration) -> (LogSync, Arc<Mutex<Vec<Instant>>>) {
+        let syncs = Arc::new(Mutex::new(Vec::new()));
+        let theirs = syncs.clone();
+        let sync = LogSync::spawn(interval, move || {
+            theirs.lock().unwrap().push(Instant::now())
+        })
+        .unwrap();
+        (sync, syncs)
     }
 
     #[test]
     fn reports_within_an_interval_share_one_sync_after_it() {
         let interval = Duration::from_millis(60);
-        let (tx, thread) = syncer(interval);
+        let (sync, syncs) = recording(interval);
         let first = Instant::now();
-        tx.send(()).unwrap();
+        sync.committed();
         std::thread::sleep(Duration::from_millis(20));
-        tx.send(()).unwrap();
+        sync.committed();
         std::thread::sleep(interval * 2);
         let second = Instant::now();
-        tx.send(()).unwrap();
+        sync.committed();
         std::thread::sleep(interval * 2);
-        drop(tx);
-        let syncs = thread.join().unwrap();
+        drop(sync);
+        let syncs = syncs.lock().unwrap();
         assert_eq!(
             syncs.len(),
             2,
@@ -255,12 +276,11 @@ mod tests {
 
     #[test]
     fn a_close_syncs_what_was_reported_without_waiting_out_the_interval() {
-        let interval = Duration::from_secs(30);
-        let (tx, thread) = syncer(interval);
+        let (sync, syncs) = recording(Duration::from_secs(30));
         let reported = Instant::now();
-        tx.send(()).unwrap();
-        drop(tx);
-        let syncs = thread.join().unwrap();
+        sync.committed();
+        drop(sync);
+        let syncs = syncs.lock().unwrap();
         assert_eq!(syncs.len(), 1);
         assert!(syncs[0] < reported + Duration::from_secs(5));
     }
@@ -268,8 +288,9 @@ mod tests {
     #[test]
     fn every_commit_starts_no_thread() {
         let sync = LogSync::start(Path::new("/nonexistent/x.db"), Durability::EveryCommit).unwrap();
-        assert!(sync.thread.is_none() && sync.reports.is_none());
+        assert!(sync.thread.is_none());
         sync.committed();
+        assert!(!sync.shared.dirty.load(Ordering::Acquire));
     }
 
     #[test]
