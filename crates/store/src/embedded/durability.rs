@@ -1,5 +1,5 @@
-//! When acknowledged commits reach the disk: at every commit, or within a fixed interval by a sync of the
-//! write-ahead log that the writer runs between commits.
+//! When acknowledged commits reach the disk: at every commit, or within a fixed interval, by a syncer thread
+//! beside the writer.
 
 use flightlog_model::{Error, Result};
 use std::fmt;
@@ -23,8 +23,8 @@ pub enum Durability {
     /// acknowledged is lost even on power loss. Each commit then waits for the device, and on a busy machine
     /// for the wake-up after it.
     EveryCommit,
-    /// Commits are acknowledged once written to the log (SQLite `synchronous=NORMAL`); the writer syncs the
-    /// log at most this long after the first commit not yet synced, so power loss loses at most that window.
+    /// Commits are acknowledged once written to the log (SQLite `synchronous=NORMAL`); a syncer thread syncs
+    /// the log this long after the first commit not yet synced, so power loss loses about that window at most.
     /// The approach of Redis's `appendfsync everysec` and PostgreSQL's `synchronous_commit=off`.
     Interval(Duration),
 }
