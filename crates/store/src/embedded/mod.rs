@@ -76,8 +76,7 @@ impl EmbeddedStore {
                 .map_err(|e| Error::storage(format!("creating {}: {e}", d.display())))?;
         }
         let mut conn = open_connection(&dirs.db)?;
-        conn.pragma_update(None, "synchronous", durability.synchronous())
-            .map_err(sql_err("setting synchronous"))?;
+        durability.configure_writer(&conn)?;
         schema::migrate(&mut conn)?;
         let newest: i64 = conn
             .query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0))
