@@ -41,8 +41,12 @@ pub enum Command {
         /// lost even on power loss); an interval such as '100ms' answers once the write is in the operating
         /// system and syncs within that interval (a crash of the server loses nothing, power loss at most the
         /// interval).
-        #[arg(long, env = "FLIGHTLOG_FSYNC", default_value = "100ms", value_name = "always|INTERVAL",
-              value_parser = parse_durability)]
+        #[arg(
+            long,
+            env = "FLIGHTLOG_FSYNC",
+            default_value = "100ms",
+            value_name = "always|INTERVAL"
+        )]
         fsync: Durability,
     },
     /// Experiments.
@@ -178,11 +182,6 @@ fn default_sigpipe() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-}
-
-/// `--fsync`, with the store's own message for a bad value.
-fn parse_durability(s: &str) -> Result<Durability, String> {
-    s.parse().map_err(|e: flightlog_model::Error| e.to_string())
 }
 
 fn dispatch(cli: Cli) -> Result<(), CliError> {

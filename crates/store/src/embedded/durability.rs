@@ -119,9 +119,10 @@ struct Shared {
 }
 
 impl LogSync {
-    /// For the database at `db` (its log is `<db>-wal`). Under [`Durability::Interval`] the syncer also
-    /// checkpoints after each sync, on a connection of its own, so the writer's own checkpoints (see
-    /// [`WRITER_CHECKPOINT_FRAMES`]) find the log already synced and mostly copied and stall it briefly.
+    /// For the database at `db` (its log is `<db>-wal`). Under [`Durability::Interval`] each round is a
+    /// checkpoint on the syncer's own connection, which syncs the log before copying it, and a sync of the log
+    /// only where the checkpoint could not copy all of it. The writer's own checkpoints (see
+    /// [`WRITER_CHECKPOINT_FRAMES`]) then find the log already synced and mostly copied and stall it briefly.
     pub fn start(db: &Path, durability: Durability) -> Result<LogSync> {
         let Durability::Interval(interval) = durability else {
             return Ok(LogSync {
@@ -134,12 +135,10 @@ impl LogSync {
         let wal = PathBuf::from(wal);
         let conn = super::open_connection(db)?;
         Self::spawn(interval, move || {
-            if let Err(e) = sync_file(&wal) {
-                tracing::error!("{e}");
-            }
-            // PASSIVE: copies what no reader still needs, never waits on the writer or on readers.
-            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                tracing::debug!("background checkpoint skipped: {e}");
+            if !checkpointed_whole_log(&conn) {
+                if let Err(e) = sync_file(&wal) {
+                    tracing::error!("{e}");
+                }
             }
         })
     }
@@ -200,6 +199,22 @@ fn run(interval: Duration, shared: &Shared, mut sync: impl FnMut()) {
         }
         shared.dirty.store(false, Ordering::Release);
         sync();
+    }
+}
+
+/// Runs a PASSIVE checkpoint (it copies what no reader still needs and never waits on the writer or on
+/// readers) and says whether it copied the whole log. If it did, SQLite synced the log before copying from it
+/// (the connection's `synchronous` is FULL), so every commit reported so far is on the disk and a sync of
+/// ours would only repeat it; if readers held frames back, or it failed, the log still needs [`sync_file`].
+fn checkpointed_whole_log(conn: &rusqlite::Connection) -> bool {
+    match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+    }) {
+        Ok((frames, copied)) => frames >= 0 && copied == frames,
+        Err(e) => {
+            tracing::debug!("background checkpoint skipped: {e}");
+            false
+        }
     }
 }
 
@@ -317,6 +332,31 @@ mod tests {
             (read("synchronous"), read("wal_autocheckpoint")),
             (1, WRITER_CHECKPOINT_FRAMES)
         );
+    }
+
+    #[test]
+    fn a_checkpoint_held_back_by_a_reader_leaves_the_sync_to_us() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("x.db");
+        let writer = super::super::open_connection(&db).unwrap();
+        Durability::default().configure_writer(&writer).unwrap();
+        writer
+            .execute_batch("CREATE TABLE t (v BLOB); INSERT INTO t VALUES (zeroblob(10000));")
+            .unwrap();
+        let syncer = super::super::open_connection(&db).unwrap();
+        assert!(checkpointed_whole_log(&syncer), "nothing holds frames back");
+        // A reader's snapshot keeps the checkpoint from copying frames committed after it began.
+        let reader = super::super::open_connection(&db).unwrap();
+        reader.execute_batch("BEGIN").unwrap();
+        reader
+            .query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))
+            .unwrap();
+        writer
+            .execute("INSERT INTO t VALUES (zeroblob(10000))", [])
+            .unwrap();
+        assert!(!checkpointed_whole_log(&syncer));
+        reader.execute_batch("COMMIT").unwrap();
+        assert!(checkpointed_whole_log(&syncer));
     }
 
     #[test]

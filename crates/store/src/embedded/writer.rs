@@ -143,19 +143,14 @@ fn run(mut ctx: WriteCtx, rx: Receiver<Job>, sync: LogSync, announce: Announce) 
     // `Some(wait)`: the log holds frames to fold in once the queue has been empty for `wait`. A checkpoint a
     // reader blocked is retried after CHECKPOINT_RETRY, then waiting twice as long each time (at most a second).
     let mut idle: Option<Duration> = None;
-    let mut idle_tries = 0u32;
+    let mut retry = CHECKPOINT_RETRY;
     loop {
         let first = match idle {
             Some(wait) => match rx.recv_timeout(wait) {
                 Ok(job) => job,
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                    let retry = if idle_tries == 0 {
-                        CHECKPOINT_RETRY
-                    } else {
-                        (wait * 2).min(Duration::from_secs(1))
-                    };
-                    idle_tries += 1;
                     idle = (!idle_checkpoint(&ctx.conn)).then_some(retry);
+                    retry = (retry * 2).min(Duration::from_secs(1));
                     continue;
                 }
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
@@ -166,7 +161,7 @@ fn run(mut ctx: WriteCtx, rx: Receiver<Job>, sync: LogSync, announce: Announce) 
             },
         };
         idle = Some(IDLE_CHECKPOINT);
-        idle_tries = 0;
+        retry = CHECKPOINT_RETRY;
         let mut jobs = vec![first];
         while jobs.len() < MAX_GROUP {
             match rx.try_recv() {
