@@ -6,7 +6,14 @@ Both servers start on free loopback ports with fresh temp data directories: MLfl
 proxied artifacts (`mlflow server --backend-store-uri sqlite:///... --artifacts-destination ...`), flightlog as
 `flightlog server`. After the scenarios, the resident memory of each server's process group and the size of its
 data directory are compared. With --rounds N every scenario runs N times per server and medians are compared.
-Run through scripts/mlflow-bench, which provides the pinned MLflow and the release binary.
+
+Under the ingest and history figures a "ceiling" row shows the best ratio any server could reach with this client
+on this machine, so a missed target can be told apart from one no server can meet here:
+  ingest   the same workload against `mlflow-noop`, a server that reads each request and answers at once (the
+           workers build and encode their batches in Python on the cores the server shares)
+  history  the loop's own time with the waits for answers taken out (it parses each page before asking for the
+           next, so that is what it would take against a server that answered in no time)
+Run through scripts/mlflow-bench, which provides the pinned MLflow and the release binaries.
 """
 import argparse
 import json
@@ -38,6 +45,12 @@ EXTRA = {
     "ingest": [("waited_s", "lower", "  ...each worker waiting on answers (s)")],
     "history": [("served_median_s", "lower", "  ...responses in, before parsing (s)")],
 }
+# scenario: (where the ceiling figure comes from, figure); see the module's doc.
+CEILING = {
+    "ingest": ("noop", "points_per_s"),
+    "history": ("flightlog", "client_median_s"),
+}
+CEILING_LABEL = "  ...ceiling for any server here"
 
 
 def free_port():
@@ -115,14 +128,17 @@ def median_of(runs, figure):
     return statistics.median(values) if values else None
 
 
-def row(label, mlflow, ours, r, target, fmt="{:.4g}"):
-    """One figure for both servers; `target` None: shown for information, no verdict."""
+def row(label, mlflow, ours, r, target, fmt="{:.4g}", ceiling=None):
+    """One figure for both servers; `target` None: shown for information, no verdict. A missed target whose
+    `ceiling` ratio is below it too is marked as out of reach for any server on this machine."""
     shown = lambda v: "error" if v is None else fmt.format(v)
     r_text = "-" if r is None else f"{r:.1f}x"
     if target is None:
         print(f"{label:34} {shown(mlflow):>12} {shown(ours):>12} {r_text:>9}", flush=True)
         return
     verdict = "" if r is None else ("met" if r >= target else "MISSED")
+    if verdict == "MISSED" and ceiling is not None and ceiling < target:
+        verdict += f" (no server can reach it here: ceiling {ceiling:.1f}x)"
     print(f"{label:34} {shown(mlflow):>12} {shown(ours):>12} {r_text:>9}   >= {target}x  {verdict}", flush=True)
 
 
@@ -130,6 +146,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mlflow", required=True, help="the mlflow executable (pinned version)")
     ap.add_argument("--flightlog", required=True, help="the flightlog binary (release build)")
+    ap.add_argument("--noop", required=True, help="the mlflow-noop binary (release build), for the ceilings")
     ap.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated subset of " + ",".join(SCENARIOS))
     ap.add_argument("--rounds", type=int, default=1, help="runs per scenario and server; medians are compared")
     ap.add_argument("--json", action="store_true", help="also print one JSON line per figure")
@@ -139,7 +156,7 @@ def main():
     if unknown:
         sys.exit(f"unknown scenario(s): {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
     root = tempfile.mkdtemp(prefix="flightlog-mlflow-bench-")
-    servers = {}
+    servers, noop = {}, None
     try:
         for name in ("mlflow", "flightlog"):
             os.makedirs(os.path.join(root, name, "data"))
@@ -152,14 +169,22 @@ def main():
         port = free_port()
         servers["flightlog"] = start([a.flightlog, "server", "--port", str(port), "--data", data["flightlog"]],
                                      port, log("flightlog"))
+        os.makedirs(os.path.join(root, "noop"))
+        port = free_port()
+        noop = start([a.noop, str(port)], port, log("noop"))
         print(f"{'figure':34} {'MLflow':>12} {'flightlog':>12} {'advantage':>9}   target", flush=True)
         results = []
         for name in names:
             args, figure, better, target, label = SCENARIOS[name]
             got = {s: [] for s in servers}
+            ceiling_source, ceiling_figure = CEILING.get(name, (None, None))
+            if ceiling_source == "noop":
+                got["noop"] = []
             for _ in range(a.rounds):
                 for s, (_, url) in servers.items():
                     got[s].append(workload(url, name, args))
+                if ceiling_source == "noop":
+                    got["noop"].append(workload(noop[1], name, args))
             med = {}
             for s, runs in got.items():
                 med[s] = median_of(runs, figure)
@@ -167,12 +192,17 @@ def main():
                     if "error" in r:
                         print(f"  {s} {name}: {r['error']}", file=sys.stderr)
             r = ratio(med["mlflow"], med["flightlog"], better)
-            row(label, med["mlflow"], med["flightlog"], r, target)
+            best = median_of(got[ceiling_source], ceiling_figure) if ceiling_source else None
+            ceiling = ratio(med["mlflow"], best, better)
+            row(label, med["mlflow"], med["flightlog"], r, target, ceiling=ceiling)
             for extra, extra_better, extra_label in EXTRA.get(name, []):
                 m = {s: median_of(runs, extra) for s, runs in got.items()}
                 row(extra_label, m["mlflow"], m["flightlog"], ratio(m["mlflow"], m["flightlog"], extra_better), None)
+            if ceiling_source:
+                row(CEILING_LABEL, med["mlflow"], best, ceiling, None)
             results.append({"scenario": name, "figure": figure, "mlflow": med["mlflow"],
-                            "flightlog": med["flightlog"], "advantage": r, "target": target, "runs": got})
+                            "flightlog": med["flightlog"], "advantage": r, "target": target, "ceiling": ceiling,
+                            "runs": got})
         mem = {s: rss_mb(p) for s, (p, _) in servers.items()}
         row("server memory, RSS (MB)", mem["mlflow"], mem["flightlog"], ratio(mem["mlflow"], mem["flightlog"], "lower"), 5,
             "{:.1f}")
@@ -185,7 +215,7 @@ def main():
             for r in results:
                 print(json.dumps(r))
     finally:
-        for proc, _ in servers.values():
+        for proc, _ in list(servers.values()) + ([noop] if noop else []):
             stop(proc)
         shutil.rmtree(root, ignore_errors=True)
 
