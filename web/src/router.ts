@@ -1,4 +1,6 @@
-// History-API routing: every view has a URL (deep links), back/forward re-render, links are intercepted.
+// History-API routing: every view has a URL (deep links), back/forward re-render, links are intercepted, and
+// MLflow UI links (`/#/experiments/1/runs/<id>`) are turned into the matching view's path.
+import { portalPathForMlflowHash } from "./mlflow_links";
 
 export type Cleanup = () => void;
 export type View = (root: HTMLElement, params: string[], query: URLSearchParams) => Cleanup | void;
@@ -49,9 +51,18 @@ export function render(): void {
   root.textContent = "Not found";
 }
 
+/** Replaces an MLflow UI hash link with the portal path it stands for; true when it did. */
+function followMlflowHash(): boolean {
+  const path = location.hash ? portalPathForMlflowHash(location.hash) : null;
+  if (path) history.replaceState(null, "", path);
+  return path !== null;
+}
+
 export function start(el: HTMLElement): void {
   root = el;
   window.addEventListener("popstate", () => render());
+  window.addEventListener("hashchange", () => followMlflowHash() && render());
+  followMlflowHash();
   document.addEventListener("click", (e) => {
     const a = (e.target as Element).closest?.("a");
     if (!a || a.target || a.hasAttribute("download") || e.defaultPrevented) return;

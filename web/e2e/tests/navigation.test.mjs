@@ -1,5 +1,5 @@
 // Deep links and browser history: clicking through experiments → runs → a run → a tab, then back and forward,
-// each URL showing its view; a deep link opens a run's tab directly.
+// each URL showing its view; a deep link opens a run's tab directly; MLflow UI links open the matching view.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { openBrowser, tid, fixture } from '../lib.mjs';
@@ -54,4 +54,31 @@ test('deep links open each view directly', async () => {
   const res = await page.goto(`/experiments/${vision.id}?filter=${encodeURIComponent('metrics.acc > 0.85')}`);
   assert.equal(res.status(), 200, 'a deep link is served (SPA fallback)');
   await page.waitForFunction(() => Number(document.querySelector('[data-testid="runs-table"]')?.dataset.totalRuns) === 1);
+});
+
+test('the MLflow UI links the mlflow client prints open the same run, experiment or comparison', async () => {
+  const other = fixture.runs['small-batch'];
+  await page.goto(`/#/experiments/${vision.id}/runs/${base.id}`);
+  await page.waitForSelector(tid('run-overview'));
+  assert.equal(new URL(page.url()).pathname, `/runs/${base.id}`, 'the run link becomes the run page');
+  assert.equal(new URL(page.url()).hash, '', 'the MLflow hash is gone, so back and reload keep the run');
+
+  await page.goto(`/#/experiments/${vision.id}/runs/${base.id}/artifacts/model/MLmodel`);
+  await page.waitForSelector(tid('artifact-list'));
+
+  await page.goto(`/#/experiments/${vision.id}`);
+  await page.waitForSelector(tid('runs-table'));
+  const total = await page.$eval(tid('runs-table'), (t) => Number(t.dataset.totalRuns));
+  assert.equal(total, vision.run_count, 'the experiment link shows that experiment');
+
+  const runs = encodeURIComponent(JSON.stringify([base.id, other.id]));
+  await page.goto(`/#/compare-runs?runs=${runs}&experiments=${encodeURIComponent(`["${vision.id}"]`)}`);
+  await page.waitForURL(/\/compare\?/);
+  const compared = new URL(page.url()).searchParams.get('runs').split(',');
+  assert.deepEqual(compared, [base.id, other.id], 'the comparison holds both runs');
+  await page.waitForFunction(() => window.__flightlog?.chartsDrawn === true);
+
+  await page.goto(`/#/not-an-mlflow-view`);
+  await page.waitForSelector(tid('experiments-table'));
+  assert.equal(new URL(page.url()).pathname, '/', 'any other hash leaves the experiments list as it was');
 });
