@@ -1,0 +1,61 @@
+"""Code built on the mlflow client, unchanged: scikit-learn autologging (params, training metrics, tags, the
+training dataset, the logged model, and GridSearchCV's child runs) lands in flightlog and reads back both ways."""
+
+import mlflow
+import numpy as np
+import pytest
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+
+from conftest import api
+
+
+@pytest.fixture()
+def autolog(client, experiment):
+    mlflow.sklearn.autolog(log_models=True, silent=True)
+    yield
+    mlflow.sklearn.autolog(disable=True)
+
+
+def test_sklearn_autolog_fit_is_a_complete_run(autolog, client, server):
+    X, y = load_iris(return_X_y=True)
+    with mlflow.start_run() as run:
+        model = LogisticRegression(max_iter=300, C=0.5).fit(X, y)
+    rid = run.info.run_id
+    got = client.get_run(rid)
+    assert got.info.status == "FINISHED"
+    assert got.data.params["C"] == "0.5" and got.data.params["max_iter"] == "300"
+    assert got.data.tags["estimator_name"] == "LogisticRegression"
+    accuracy = got.data.metrics["training_accuracy_score"]
+    assert accuracy == pytest.approx(model.score(X, y))
+    [dataset] = got.inputs.dataset_inputs
+    assert dataset.tags[0].value == "train" and '"features_shape": [150, 4]' in dataset.dataset.profile
+    assert {a.path for a in client.list_artifacts(rid)} >= {"estimator.html", "training_confusion_matrix.png"}
+
+    logged = mlflow.last_logged_model()
+    assert logged.source_run_id == rid
+    loaded = mlflow.pyfunc.load_model(f"models:/{logged.model_id}")
+    assert np.array_equal(loaded.predict(X), model.predict(X))
+
+    native = api(server, "GET", f"/api/v1/runs/{rid}").json()
+    assert native["params"]["solver"] == "lbfgs"
+    score = next(m for m in native["metrics"] if m["name"] == "training_accuracy_score")
+    assert score["kind"] == "scalar" and score["last_value"] == accuracy
+
+
+def test_sklearn_autolog_grid_search_logs_child_runs(autolog, client, experiment):
+    X, y = load_iris(return_X_y=True)
+    with mlflow.start_run() as parent:
+        search = GridSearchCV(LogisticRegression(max_iter=300), {"C": [0.1, 1.0, 10.0]}, cv=2).fit(X, y)
+    children = mlflow.search_runs(
+        experiment_ids=[experiment.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+        order_by=["params.C ASC"],
+    )
+    assert list(children["params.C"]) == ["0.1", "1.0", "10.0"]
+    scores = dict(zip(children["params.C"], children["metrics.mean_test_score"]))
+    for c, score in zip(search.cv_results_["param_C"], search.cv_results_["mean_test_score"]):
+        assert scores[str(c)] == pytest.approx(score)
+    best = client.get_run(parent.info.run_id).data
+    assert best.params["best_C"] == str(search.best_params_["C"])
