@@ -52,9 +52,9 @@ impl Durability {
             Durability::EveryCommit => ("FULL", 1000),
             Durability::Interval(_) => ("NORMAL", WRITER_CHECKPOINT_FRAMES),
         };
-        let failed = |e: rusqlite::Error| Error::storage(format!("configuring the writer: {e}"));
+        let failed = super::sql_err("configuring the writer");
         conn.pragma_update(None, "synchronous", synchronous)
-            .map_err(failed)?;
+            .map_err(&failed)?;
         conn.pragma_update(None, "wal_autocheckpoint", frames)
             .map_err(failed)
     }
