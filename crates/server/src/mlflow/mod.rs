@@ -1,6 +1,7 @@
 //! The MLflow tracking REST API (`/api/2.0/mlflow/...`, `/ajax-api/2.0/...`): an MLflow run is a flightlog run.
 
 mod artifacts;
+mod batch_body;
 mod convert;
 mod error;
 mod experiments;

@@ -1,5 +1,6 @@
 //! MLflow runs: create, get, update (incl. resume), delete, restore, search, and every logging call.
 
+use super::batch_body::{self, Columns};
 use super::convert::{
     self, checked_pair, clamp_infinite, latest_scalar, millis, one_or_many, opt_i64, parse_status,
     run_info_json, run_json, truncate_value, validate_key, KeyValue, RunView, MAX_PARAM_VALUE,
@@ -285,28 +286,18 @@ fn checked_metrics<'a>(metrics: &'a [BatchMetric<'a>]) -> MlResult<Vec<Point<'a>
         .collect()
 }
 
-/// Metric points as a flightlog batch, one scalar series per key, points in request order. The batch id is
-/// derived from the run and the request bytes, so a request the client retries after a 5xx is stored once.
+/// Metric points as a flightlog batch, one scalar series per key, points in request order.
 fn metric_batch(run: &RunId, body: &[u8], points: &[Point]) -> Batch {
-    let mut scalars: Vec<ScalarWrite> = Vec::new();
-    let mut index: HashMap<&str, usize> = HashMap::new();
+    let mut columns = Columns::default();
     for &(key, value, ts, step) in points {
-        let i = *index.entry(key).or_insert_with(|| {
-            scalars.push(ScalarWrite {
-                name: key.to_string(),
-                steps: Some(Vec::new()),
-                times: Some(Vec::new()),
-                ..Default::default()
-            });
-            scalars.len() - 1
-        });
-        let s = &mut scalars[i];
-        s.steps.get_or_insert_with(Vec::new).push(Some(step));
-        s.times
-            .get_or_insert_with(Vec::new)
-            .push(WallTime::from_millis(ts));
-        s.values.push(F64(value));
+        columns.push(key, value, ts, step);
     }
+    scalar_batch(run, body, columns.finish())
+}
+
+/// Scalar writes as a batch whose id is derived from the run and the request bytes, so a request the client
+/// retries after a 5xx is stored once.
+fn scalar_batch(run: &RunId, body: &[u8], scalars: Vec<ScalarWrite>) -> Batch {
     Batch {
         batch_id: Some(batch_id(run, body)),
         scalars,
@@ -544,6 +535,15 @@ async fn log_batch(State(st): State<AppState>, body: Bytes) -> MlResult<Json<Val
             "Batched logging API requests must be at most {MAX_BATCH_BYTES} bytes, got a request of {} bytes",
             body.len()
         )));
+    }
+    if let Some(plain) = batch_body::plain_metrics(&body, MAX_BATCH_METRICS) {
+        let id = run_id(Some(plain.run_id), None)?;
+        let writes = Writes {
+            batch: Some(scalar_batch(&id, &body, plain.scalars)),
+            ..Default::default()
+        };
+        writes.store(&st, id).await?;
+        return Ok(empty());
     }
     let r: BatchReq = parse(&body)?;
     let id = run_id(r.run_id.as_deref(), None)?;
@@ -1106,6 +1106,86 @@ mod tests {
             batch.scalars[0].times.as_ref().unwrap()[1],
             WallTime(3_000_000)
         );
+    }
+
+    /// What the general path stores for a log-batch body, if it accepts it.
+    fn general_path(body: &str) -> Option<Vec<ScalarWrite>> {
+        let r: BatchReq = parse(body.as_bytes()).ok()?;
+        check_batch_limits(&r).ok()?;
+        let points = checked_metrics(&r.metrics).ok()?;
+        Some(metric_batch(&RunId::new(), b"", &points).scalars)
+    }
+
+    /// A number token as clients write them: integers, shortest decimals, exponents, signs, extreme values.
+    fn number(rng: &mut u64, integer: bool) -> String {
+        *rng ^= *rng << 13;
+        *rng ^= *rng >> 7;
+        *rng ^= *rng << 17;
+        let r = *rng;
+        if integer {
+            return match r % 4 {
+                0 => (r as i64).to_string(),
+                1 => ((r >> 20) as i64 - (1 << 42)).to_string(),
+                2 => "-0".into(),
+                _ => (r % 1000).to_string(),
+            };
+        }
+        let v = f64::from_bits(r);
+        match r % 6 {
+            _ if !v.is_finite() => "1e308".into(),
+            0 => format!("{v}"),
+            1 => format!("{v:e}"),
+            2 => format!("{v:E}").replacen("E", "E+", 1).replace("+-", "-"),
+            3 => format!("{}", (r % 100_000) as f64 / 7.0),
+            4 => format!("{}", r >> 11),
+            _ => format!("{:.3e}", (r % 1000) as f64 * 1e-300),
+        }
+    }
+
+    #[test]
+    fn the_fast_path_stores_exactly_what_the_general_path_does() {
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        for round in 0..300 {
+            let spaces = ["", " ", "\n  ", "\t"][round % 4];
+            let points: Vec<String> = (0..1 + round % 40)
+                .map(|i| {
+                    let key = ["loss", "acc", "val/loss", "lr", "m é"][(i + round) % 5];
+                    let (v, ts, step) = (number(&mut rng, false), number(&mut rng, true), number(&mut rng, true));
+                    let step = if i % 7 == 3 { String::new() } else { format!(",{spaces}\"step\":{spaces}{step}") };
+                    format!("{{\"key\":{spaces}\"{key}\",\"value\": {v},{spaces}\"timestamp\":{ts}{step}}}")
+                })
+                .collect();
+            let body = format!(
+                "{spaces}{{\"run_id\":\"r\",{spaces}\"metrics\":[{}]{spaces}}}",
+                points.join(&format!(",{spaces}"))
+            );
+            let fast = batch_body::plain_metrics(body.as_bytes(), MAX_BATCH_METRICS)
+                .unwrap_or_else(|| panic!("not taken: {body}"));
+            assert_eq!(Some(fast.scalars), general_path(&body), "{body}");
+        }
+    }
+
+    #[test]
+    fn the_fast_path_takes_nothing_the_general_path_refuses() {
+        let bodies = [
+            r#"{"run_id":"r","metrics":[{"key":"","value":1,"timestamp":1}]}"#,
+            r#"{"run_id":"r","metrics":[{"key":"a b?","value":1,"timestamp":1}]}"#,
+            r#"{"run_id":"r","metrics":[{"key":"a","value":1}]}"#,
+            r#"{"run_id":"r","metrics":[{"key":"a","value":1,"timestamp":-}]}"#,
+            r#"{"run_id":"r","metrics":[{"key":"a","value":1,"timestamp":1e}]}"#,
+            r#"{"run_id":"r","metrics":[{"key":"a","value":1,"timestamp":1}"#,
+            r#"{"run_id":"r","metrics":[{"key":"a","value":1,"timestamp":1}]]"#,
+        ];
+        for body in bodies {
+            assert!(
+                general_path(body).is_none(),
+                "the general path takes {body}"
+            );
+            assert!(
+                batch_body::plain_metrics(body.as_bytes(), MAX_BATCH_METRICS).is_none(),
+                "{body}"
+            );
+        }
     }
 
     #[test]
