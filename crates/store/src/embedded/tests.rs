@@ -128,6 +128,52 @@ fn runs_are_listed_by_param_values() {
 }
 
 #[test]
+fn runs_are_listed_by_param_keys_of_any_spelling() {
+    let (_d, s) = store();
+    // Keys a JSON path must quote (dots, brackets, spaces, `$`), keys it cannot hold (quote, backslash).
+    let keys = [
+        "opt.lr", "a[0]", "x y", "$.p", "sl/ash", "q\"k", "b\\s", "é",
+    ];
+    let ids: Vec<RunId> = keys
+        .iter()
+        .map(|k| {
+            let params = [
+                (k.to_string(), "v".to_string()),
+                ("other".into(), k.to_string()),
+            ];
+            s.create_run(NewRun {
+                params: params.into(),
+                ..Default::default()
+            })
+            .unwrap()
+            .id
+        })
+        .collect();
+    let listed = |params: BTreeMap<String, Option<String>>| {
+        let q = RunQuery {
+            params,
+            ..Default::default()
+        };
+        let runs = s.list_runs(&q).unwrap().items;
+        runs.into_iter().map(|r| r.id).collect::<Vec<_>>()
+    };
+    for (k, id) in keys.iter().zip(&ids) {
+        let only = std::slice::from_ref(id);
+        let (key, value) = (k.to_string(), Some("v".to_string()));
+        assert_eq!(listed([(key.clone(), value)].into()), only, "{k} = v");
+        assert_eq!(listed([(key.clone(), None)].into()), only, "{k} is set");
+        let wrong = Some("w".to_string());
+        assert!(listed([(key, wrong)].into()).is_empty(), "{k} = w");
+        let by_other = [("other".to_string(), Some(k.to_string()))].into();
+        assert_eq!(listed(by_other), only, "other = {k}");
+    }
+    assert!(
+        listed([("opt".to_string(), None)].into()).is_empty(),
+        "a prefix of a dotted key"
+    );
+}
+
+#[test]
 fn runs_are_read_by_ids_in_the_order_given() {
     let (_d, s) = store();
     let ids: Vec<RunId> = (0..4).map(|_| run(&s)).collect();
