@@ -2013,6 +2013,28 @@ fn document_items_append_once_each_in_order_and_go_with_the_document() {
 }
 
 #[test]
+fn a_steady_stream_of_reads_cannot_hold_off_the_log_truncation() {
+    let (dir, s) = store();
+    let id = run(&s);
+    let wal = || {
+        std::fs::metadata(dir.path().join("flightlog.db-wal"))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    };
+    for i in 0..50 {
+        s.write_batch(&id, batch(vec![scalars("x", &[i as f64; 100])]))
+            .unwrap();
+    }
+    assert!(wal() > 0, "commits go to the log first");
+    // Reads without a pause: the idle checkpoint waits for one at most about a second, then runs anyway.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while wal() > 0 && std::time::Instant::now() < deadline {
+        assert_eq!(s.read_scalars(&id, "x", &all()).unwrap().len(), 5000);
+    }
+    assert_eq!(wal(), 0, "the log is truncated although reads never paused");
+}
+
+#[test]
 fn the_log_is_folded_in_and_truncated_once_writes_pause() {
     let (dir, s) = store();
     let id = run(&s);
