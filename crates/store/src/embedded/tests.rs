@@ -1277,9 +1277,7 @@ fn a_million_points_take_at_most_16_bytes_each() {
     let db = std::fs::metadata(dir.path().join("flightlog.db"))
         .unwrap()
         .len();
-    let wal = std::fs::metadata(dir.path().join("flightlog.db-wal"))
-        .map(|m| m.len())
-        .unwrap_or(0);
+    let wal = wal_len(&dir);
     println!("block data: {per_point:.2} bytes/point; db file {db} bytes, wal {wal} bytes");
     assert!(per_point <= 16.0, "{per_point}");
     let t = std::time::Instant::now();
@@ -2012,42 +2010,43 @@ fn document_items_append_once_each_in_order_and_go_with_the_document() {
     assert_eq!(s.document_items("k", "other").unwrap(), vec![j(9)]);
 }
 
-#[test]
-fn a_steady_stream_of_reads_cannot_hold_off_the_log_truncation() {
+/// The size of the store's write-ahead log.
+fn wal_len(dir: &tempfile::TempDir) -> u64 {
+    std::fs::metadata(dir.path().join("flightlog.db-wal"))
+        .map(|m| m.len())
+        .unwrap_or(0)
+}
+
+/// A store whose log holds 50 commits of run `x` (5,000 points) not yet folded in.
+fn store_with_logged_commits() -> (tempfile::TempDir, EmbeddedStore, RunId) {
     let (dir, s) = store();
     let id = run(&s);
-    let wal = || {
-        std::fs::metadata(dir.path().join("flightlog.db-wal"))
-            .map(|m| m.len())
-            .unwrap_or(0)
-    };
     for i in 0..50 {
         s.write_batch(&id, batch(vec![scalars("x", &[i as f64; 100])]))
             .unwrap();
     }
-    assert!(wal() > 0, "commits go to the log first");
+    assert!(wal_len(&dir) > 0, "commits go to the log first");
+    (dir, s, id)
+}
+
+#[test]
+fn a_steady_stream_of_reads_cannot_hold_off_the_log_truncation() {
+    let (dir, s, id) = store_with_logged_commits();
     // Reads without a pause: the idle checkpoint waits for one at most about a second, then runs anyway.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while wal() > 0 && std::time::Instant::now() < deadline {
+    while wal_len(&dir) > 0 && std::time::Instant::now() < deadline {
         assert_eq!(s.read_scalars(&id, "x", &all()).unwrap().len(), 5000);
     }
-    assert_eq!(wal(), 0, "the log is truncated although reads never paused");
+    assert_eq!(
+        wal_len(&dir),
+        0,
+        "the log is truncated although reads never paused"
+    );
 }
 
 #[test]
 fn the_log_is_folded_in_and_truncated_once_writes_pause() {
-    let (dir, s) = store();
-    let id = run(&s);
-    let wal = || {
-        std::fs::metadata(dir.path().join("flightlog.db-wal"))
-            .map(|m| m.len())
-            .unwrap_or(0)
-    };
-    for i in 0..50 {
-        s.write_batch(&id, batch(vec![scalars("x", &[i as f64; 100])]))
-            .unwrap();
-    }
-    assert!(wal() > 0, "commits go to the log first");
+    let (dir, s, id) = store_with_logged_commits();
     // A reader in the middle of a read blocks the truncation; it is retried once the reader is done.
     let reader = rusqlite::Connection::open(dir.path().join("flightlog.db")).unwrap();
     reader.execute_batch("BEGIN").unwrap();
@@ -2058,9 +2057,9 @@ fn the_log_is_folded_in_and_truncated_once_writes_pause() {
     std::thread::sleep(std::time::Duration::from_millis(100));
     reader.execute_batch("COMMIT").unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while wal() > 0 && std::time::Instant::now() < deadline {
+    while wal_len(&dir) > 0 && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    assert_eq!(wal(), 0, "the idle writer truncates the log");
+    assert_eq!(wal_len(&dir), 0, "the idle writer truncates the log");
     assert_eq!(s.read_scalars(&id, "x", &all()).unwrap().len(), 5000);
 }

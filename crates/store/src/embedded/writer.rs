@@ -12,7 +12,7 @@ use rusqlite::Connection;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// Most commands run per transaction, so one commit never waits on an unbounded queue.
@@ -28,9 +28,9 @@ const CHECKPOINT_RETRY: Duration = Duration::from_millis(5);
 /// file and resets it, which costs the CPU and empties every reader's page cache: one that fell in the middle
 /// of a burst of queries (a search right after the runs were logged) made them ~40% slower.
 const READ_QUIET: Duration = Duration::from_millis(5);
-/// The most quiet-read waits an idle checkpoint makes before it runs anyway (a second), so a steady stream of
-/// reads cannot keep the log from being folded in.
-const MAX_READ_WAITS: u32 = 200;
+/// The longest an idle checkpoint waits for reads to pause before it runs anyway, so a steady stream of reads
+/// cannot keep the log from being folded in.
+const MAX_READ_WAIT: Duration = Duration::from_secs(1);
 
 /// Reads in flight and reads finished, counted by the store's read path so that the writer starts an idle
 /// checkpoint only once reads have paused too.
@@ -180,8 +180,8 @@ impl Drop for Writer {
 }
 
 /// The writer loop: block for one command, gather whatever else is queued, run them as one group. After
-/// [`IDLE_CHECKPOINT`] without commands, and once reads pause for [`READ_QUIET`], checkpoints and truncates
-/// the log (retried while readers block it).
+/// [`IDLE_CHECKPOINT`] without commands, and once reads pause for [`READ_QUIET`] (or have gone on for
+/// [`MAX_READ_WAIT`]), checkpoints and truncates the log (retried while readers block it).
 fn run(
     mut ctx: WriteCtx,
     rx: Receiver<Job>,
@@ -193,20 +193,26 @@ fn run(
     // reader blocked is retried after CHECKPOINT_RETRY, then waiting twice as long each time (at most a second).
     let mut idle: Option<Duration> = None;
     let mut retry = CHECKPOINT_RETRY;
-    let (mut reads_seen, mut read_waits) = (0, 0);
+    // Reads last seen finished, and how long the pending checkpoint may still wait for them to pause.
+    let (mut reads_seen, mut read_deadline) = (0, None);
     loop {
         let first = match idle {
             Some(wait) => match rx.recv_timeout(wait) {
                 Ok(job) => job,
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                    if reads.busy_since(&mut reads_seen) && read_waits < MAX_READ_WAITS {
-                        read_waits += 1;
+                    let deadline =
+                        *read_deadline.get_or_insert_with(|| Instant::now() + MAX_READ_WAIT);
+                    if reads.busy_since(&mut reads_seen) && Instant::now() < deadline {
                         idle = Some(READ_QUIET);
                         continue;
                     }
-                    read_waits = 0;
-                    idle = (!idle_checkpoint(&ctx.conn)).then_some(retry);
+                    let done = idle_checkpoint(&ctx.conn);
+                    idle = (!done).then_some(retry);
                     retry = (retry * 2).min(Duration::from_secs(1));
+                    if done {
+                        // Until then, retries of a blocked checkpoint do not wait for quiet again.
+                        read_deadline = None;
+                    }
                     continue;
                 }
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
@@ -217,7 +223,7 @@ fn run(
             },
         };
         idle = Some(IDLE_CHECKPOINT);
-        retry = CHECKPOINT_RETRY;
+        (retry, read_deadline) = (CHECKPOINT_RETRY, None);
         let mut jobs = vec![first];
         while jobs.len() < MAX_GROUP {
             match rx.try_recv() {
