@@ -45,8 +45,6 @@ struct Inner {
     dirs: Dirs,
     writer: Writer,
     readers: Mutex<Vec<Connection>>,
-    /// Reads counted for the writer's idle checkpoints.
-    reads: Arc<writer::ReadActivity>,
     announce: writer::Announce,
 }
 
@@ -86,13 +84,11 @@ impl EmbeddedStore {
         let announce = writer::Announce::new(newest as u64);
         let log_files = log_files::LogFiles::new(dirs.logs.clone());
         let log_sync = durability::LogSync::start(&dirs.db, durability)?;
-        let reads = Arc::new(writer::ReadActivity::default());
-        let writer = Writer::start(conn, log_files, log_sync, announce.clone(), reads.clone())?;
+        let writer = Writer::start(conn, log_files, log_sync, announce.clone())?;
         let inner = Inner {
             dirs,
             writer,
             readers: Mutex::new(Vec::new()),
-            reads,
             announce,
         };
         Ok(EmbeddedStore {
@@ -141,7 +137,6 @@ fn sql_err(context: &'static str) -> impl Fn(rusqlite::Error) -> Error {
 impl Inner {
     /// Runs `f` on a pooled read connection inside a read transaction (one consistent snapshot).
     fn read<R>(&self, f: impl FnOnce(&Connection) -> Result<R>) -> Result<R> {
-        let _counted = self.reads.begin();
         let conn = match self.readers.lock().pop() {
             Some(c) => c,
             None => open_connection(&self.dirs.db)?,

@@ -10,9 +10,8 @@ use crossbeam_channel::{Receiver, Sender};
 use flightlog_model::{Error, Result};
 use rusqlite::Connection;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::watch;
 
 /// Most commands run per transaction, so one commit never waits on an unbounded queue.
@@ -24,46 +23,6 @@ const IDLE_CHECKPOINT: Duration = Duration::from_millis(20);
 /// The first wait before retrying an idle checkpoint that readers blocked. Reads are short, so a retry soon after
 /// usually succeeds; a data directory measured right after a burst of reads then holds no stale log.
 const CHECKPOINT_RETRY: Duration = Duration::from_millis(5);
-/// How long reads must pause before an idle checkpoint starts. A checkpoint copies the log into the database
-/// file and resets it, which costs the CPU and empties every reader's page cache: one that fell in the middle
-/// of a burst of queries (a search right after the runs were logged) made them ~40% slower.
-const READ_QUIET: Duration = Duration::from_millis(5);
-/// The longest an idle checkpoint waits for reads to pause before it runs anyway, so a steady stream of reads
-/// cannot keep the log from being folded in.
-const MAX_READ_WAIT: Duration = Duration::from_secs(1);
-
-/// Reads in flight and reads finished, counted by the store's read path so that the writer starts an idle
-/// checkpoint only once reads have paused too.
-#[derive(Default)]
-pub struct ReadActivity {
-    in_flight: AtomicUsize,
-    finished: AtomicU64,
-}
-
-/// Marks one read in flight until dropped.
-pub struct ReadGuard<'a>(&'a ReadActivity);
-
-impl ReadActivity {
-    pub fn begin(&self) -> ReadGuard<'_> {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        ReadGuard(self)
-    }
-
-    /// Whether a read is in flight or finished since the last call (whose count is `seen`).
-    fn busy_since(&self, seen: &mut u64) -> bool {
-        let finished = self.finished.load(Ordering::Relaxed);
-        let busy = self.in_flight.load(Ordering::Relaxed) > 0 || finished != *seen;
-        *seen = finished;
-        busy
-    }
-}
-
-impl Drop for ReadGuard<'_> {
-    fn drop(&mut self) {
-        self.0.finished.fetch_add(1, Ordering::Relaxed);
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
 
 /// What a command sees: the connection (inside the group's transaction) and the writer's caches.
 pub struct WriteCtx {
@@ -108,13 +67,12 @@ pub struct Writer {
 
 impl Writer {
     /// Starts the writer thread on `conn` (log files in `logs`, commits reported to `sync`), announcing every
-    /// commit on `announce`; idle checkpoints wait for a pause in `reads`.
+    /// commit on `announce`.
     pub fn start(
         conn: Connection,
         logs: LogFiles,
         sync: LogSync,
         announce: Announce,
-        reads: Arc<ReadActivity>,
     ) -> Result<Writer> {
         let (tx, rx) = crossbeam_channel::unbounded::<Job>();
         let ctx = WriteCtx {
@@ -126,7 +84,7 @@ impl Writer {
         };
         let thread = std::thread::Builder::new()
             .name("flightlog-writer".into())
-            .spawn(move || run(ctx, rx, sync, announce, &reads))
+            .spawn(move || run(ctx, rx, sync, announce))
             .map_err(|e| Error::storage(format!("starting the writer thread: {e}")))?;
         Ok(Writer {
             tx: Some(tx),
@@ -180,39 +138,19 @@ impl Drop for Writer {
 }
 
 /// The writer loop: block for one command, gather whatever else is queued, run them as one group. After
-/// [`IDLE_CHECKPOINT`] without commands, and once reads pause for [`READ_QUIET`] (or have gone on for
-/// [`MAX_READ_WAIT`]), checkpoints and truncates the log (retried while readers block it).
-fn run(
-    mut ctx: WriteCtx,
-    rx: Receiver<Job>,
-    sync: LogSync,
-    announce: Announce,
-    reads: &ReadActivity,
-) {
+/// [`IDLE_CHECKPOINT`] without commands, checkpoints and truncates the log (retried while readers block it).
+fn run(mut ctx: WriteCtx, rx: Receiver<Job>, sync: LogSync, announce: Announce) {
     // `Some(wait)`: the log holds frames to fold in once the queue has been empty for `wait`. A checkpoint a
     // reader blocked is retried after CHECKPOINT_RETRY, then waiting twice as long each time (at most a second).
     let mut idle: Option<Duration> = None;
     let mut retry = CHECKPOINT_RETRY;
-    // Reads last seen finished, and how long the pending checkpoint may still wait for them to pause.
-    let (mut reads_seen, mut read_deadline) = (0, None);
     loop {
         let first = match idle {
             Some(wait) => match rx.recv_timeout(wait) {
                 Ok(job) => job,
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                    let deadline =
-                        *read_deadline.get_or_insert_with(|| Instant::now() + MAX_READ_WAIT);
-                    if reads.busy_since(&mut reads_seen) && Instant::now() < deadline {
-                        idle = Some(READ_QUIET);
-                        continue;
-                    }
-                    let done = idle_checkpoint(&ctx.conn);
-                    idle = (!done).then_some(retry);
+                    idle = (!idle_checkpoint(&ctx.conn)).then_some(retry);
                     retry = (retry * 2).min(Duration::from_secs(1));
-                    if done {
-                        // Until then, retries of a blocked checkpoint do not wait for quiet again.
-                        read_deadline = None;
-                    }
                     continue;
                 }
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
@@ -223,7 +161,7 @@ fn run(
             },
         };
         idle = Some(IDLE_CHECKPOINT);
-        (retry, read_deadline) = (CHECKPOINT_RETRY, None);
+        retry = CHECKPOINT_RETRY;
         let mut jobs = vec![first];
         while jobs.len() < MAX_GROUP {
             match rx.try_recv() {
@@ -333,25 +271,4 @@ fn run_job(ctx: &mut WriteCtx, job: Job) -> Option<Reply> {
 /// several times per group, and parsing them each time was a measurable part of a small write.
 fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<usize> {
     conn.prepare_cached(sql)?.execute([])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::ReadActivity;
-
-    #[test]
-    fn reads_count_as_busy_while_in_flight_and_once_after_they_finish() {
-        let reads = ReadActivity::default();
-        let mut seen = 0;
-        assert!(!reads.busy_since(&mut seen), "no reads yet");
-        let guard = reads.begin();
-        assert!(reads.busy_since(&mut seen), "a read in flight");
-        assert!(reads.busy_since(&mut seen), "still in flight");
-        drop(guard);
-        assert!(
-            reads.busy_since(&mut seen),
-            "a read finished since the last look"
-        );
-        assert!(!reads.busy_since(&mut seen), "quiet since");
-    }
 }
