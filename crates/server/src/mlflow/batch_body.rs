@@ -5,7 +5,8 @@
 //! MLflow client's body (callgrind): field names matched through visitors, every string re-validated as UTF-8,
 //! each point built as a struct and then copied into columns. This parser knows the one shape and reads it in
 //! a single pass over text validated once: ~1,900 instructions per point, a 1,000-point body in ~140 µs
-//! instead of ~320 µs. It takes only bodies it can read
+//! instead of ~320 µs; matching the client's member names as literals took ~350 more off. It takes only bodies
+//! it can read
 //! exactly as serde would; anything else (escapes, `null`, numbers in strings, NaN, params, tags, model
 //! fields, unknown or repeated fields, invalid keys) makes it return `None` and the body takes the general
 //! path, which also words every error. Its tests check it against that path.
@@ -82,8 +83,9 @@ fn metric_array<'a>(c: &mut Cursor<'a>, max_points: usize) -> Option<Columns<'a>
 fn metric<'a>(c: &mut Cursor<'a>) -> Option<(&'a str, f64, i64, i64)> {
     let (mut key, mut value, mut timestamp, mut step) = (None, None, None, None);
     c.expect(b'{')?;
+    let mut expected = CLIENT_ORDER.iter();
     loop {
-        let name = c.name()?;
+        let name = c.name_likely(expected.next().copied())?;
         if is(name, b"key") && key.is_none() {
             key = Some(c.string()?);
         } else if is(name, b"value") && value.is_none() {
@@ -101,6 +103,9 @@ fn metric<'a>(c: &mut Cursor<'a>) -> Option<(&'a str, f64, i64, i64)> {
     }
     Some((key?, value?, timestamp?, step.unwrap_or(0)))
 }
+
+/// The member order of the mlflow client's points, whose names are then matched as literals.
+const CLIENT_ORDER: [&[u8]; 4] = [b"key", b"value", b"timestamp", b"step"];
 
 /// A position in JSON text.
 struct Cursor<'a> {
@@ -162,6 +167,23 @@ impl<'a> Cursor<'a> {
         let (start, end) = self.string_span()?;
         self.expect(b':')?;
         Some(&self.bytes()[start..end])
+    }
+
+    /// [`Cursor::name`], compared first with `likely` as a literal: the scan for the closing quote was a seventh
+    /// of the server's instructions per point (callgrind).
+    fn name_likely(&mut self, likely: Option<&[u8]>) -> Option<&'a [u8]> {
+        if let Some(lit) = likely {
+            self.peek_after_space()?;
+            let (b, open) = (self.bytes(), self.pos);
+            let close = open + 1 + lit.len();
+            if b[open] == b'"' && b.get(open + 1..close) == Some(lit) && b.get(close) == Some(&b'"')
+            {
+                self.pos = close + 1;
+                self.expect(b':')?;
+                return Some(&b[open + 1..close]);
+            }
+        }
+        self.name()
     }
 
     /// Where the contents of the string at the cursor start and end, if it has no escapes or control
@@ -372,6 +394,12 @@ mod tests {
             body(r#"{"key": "m", "value": .5, "timestamp": 1}"#),
             body(r#"{"key": "m", "value": +1, "timestamp": 1}"#),
             body(r#"{"key": "m", "value": 1, "timestamp": 1,}"#),
+            body(r#"{"keys": "m", "value": 1, "timestamp": 1}"#),
+            body(r#"{"ke": "m", "value": 1, "timestamp": 1}"#),
+            body(r#"{"key\u0073": "m", "value": 1, "timestamp": 1}"#),
+            body(r#"{"k\u0065y": "m", "value": 1, "timestamp": 1}"#),
+            body(r#"{"key" "m", "value": 1, "timestamp": 1}"#),
+            r#"{"run_id": "abc", "metrics": [{"key"#.to_string(),
             body(""),
             format!(
                 r#"{{"run_id": "abc", "metrics": [{point}], "params": [{{"key": "p", "value": "v"}}]}}"#
