@@ -5,11 +5,11 @@
 //! MLflow client's body (callgrind): field names matched through visitors, every string re-validated as UTF-8,
 //! each point built as a struct and then copied into columns. This parser knows the one shape and reads it in
 //! a single pass over text validated once: ~1,900 instructions per point, a 1,000-point body in ~140 µs
-//! instead of ~320 µs; matching the client's member names as literals took ~350 more off. It takes only bodies
-//! it can read
-//! exactly as serde would; anything else (escapes, `null`, numbers in strings, NaN, params, tags, model
-//! fields, unknown or repeated fields, invalid keys) makes it return `None` and the body takes the general
-//! path, which also words every error. Its tests check it against that path.
+//! instead of ~320 µs; matching the client's member names as literals took ~280 more off (a 40k-point ingest,
+//! 144.3M server instructions down to 133.0M). It takes only bodies it can read exactly as serde would;
+//! anything else (escapes, `null`, numbers in strings, NaN, params, tags, model fields, unknown or repeated
+//! fields, invalid keys) makes it return `None` and the body takes the general path, which also words every
+//! error. Its tests check it against that path.
 
 use super::convert::validate_key;
 use flightlog_model::{ScalarWrite, WallTime, F64};
