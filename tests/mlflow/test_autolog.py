@@ -59,3 +59,40 @@ def test_sklearn_autolog_grid_search_logs_child_runs(autolog, client, experiment
         assert scores[str(c)] == pytest.approx(score)
     best = client.get_run(parent.info.run_id).data
     assert best.params["best_C"] == str(search.best_params_["C"])
+
+
+def test_xgboost_autolog_with_early_stopping(client, experiment, server):
+    """XGBoost autologging, unchanged: per-iteration metrics through the batching logger (which sends the first
+    iteration twice), the best iteration's metrics one step after the last, params, and the model."""
+    import xgboost as xgb
+    from sklearn.datasets import load_breast_cancer
+
+    mlflow.xgboost.autolog(silent=True)
+    try:
+        X, y = load_breast_cancer(return_X_y=True)
+        train, val = xgb.DMatrix(X[:400], label=y[:400]), xgb.DMatrix(X[400:], label=y[400:])
+        evals = {}
+        params = {"objective": "binary:logistic", "max_depth": 3, "eta": 0.3, "eval_metric": ["logloss", "error"]}
+        with mlflow.start_run() as run:
+            booster = xgb.train(params, train, num_boost_round=40, evals=[(train, "train"), (val, "val")],
+                                evals_result=evals, early_stopping_rounds=3, verbose_eval=False)
+    finally:
+        mlflow.xgboost.autolog(disable=True)
+    rid = run.info.run_id
+    got = client.get_run(rid).data
+    assert got.params["max_depth"] == "3" and got.params["early_stopping_rounds"] == "3"
+    assert got.metrics["best_iteration"] == booster.best_iteration
+    rounds = len(evals["val"]["logloss"])
+    assert rounds < 40, "early stopping ended training"
+    history = client.get_metric_history(rid, "val-logloss")
+    # One point per iteration, then the best iteration's value at the step after the last.
+    assert [m.step for m in history] == list(range(rounds + 1))
+    assert [m.value for m in history[:rounds]] == pytest.approx(evals["val"]["logloss"])
+    assert history[-1].value == pytest.approx(evals["val"]["logloss"][booster.best_iteration])
+
+    native = api(server, "GET", f"/api/v1/runs/{rid}/metrics/val-logloss").json()
+    assert native["steps"] == list(range(rounds + 1))
+    logged = mlflow.last_logged_model()
+    assert logged.source_run_id == rid
+    loaded = mlflow.pyfunc.load_model(f"models:/{logged.model_id}")
+    assert np.allclose(loaded.predict(X[400:]), booster.predict(val))

@@ -255,3 +255,53 @@ def test_logged_model_search_on_metrics_matches_mlflow(server, mlflow_server):
     theirs = model_search_names(mlflow_server)
     assert model_search_names(server) == theirs
     assert theirs[0] == ["C", "B", "A"], "a metric condition holds when any point meets it"
+
+
+# Points sent again, in new requests and within one: MLflow keys its metrics table on the whole point (key,
+# timestamp, step, value, NaN flag), so a point it holds is not stored twice. XGBoost autologging counts on
+# this: it sends its first iteration twice, in two requests listing the metrics in different orders.
+REPEATS = [
+    ("runs/log-batch", {"metrics": [{"key": "a", "value": 0.5, "timestamp": 10, "step": 0},
+                                    {"key": "b", "value": 1.5, "timestamp": 10, "step": 0}]}),
+    ("runs/log-batch", {"metrics": [{"key": "b", "value": 1.5, "timestamp": 10, "step": 0},
+                                    {"key": "a", "value": 0.5, "timestamp": 10, "step": 0}]}),
+    ("runs/log-batch", {"metrics": [{"key": "a", "value": 0.75, "timestamp": 10, "step": 0},
+                                    {"key": "a", "value": 0.5, "timestamp": 11, "step": 0},
+                                    {"key": "a", "value": 0.5, "timestamp": 10, "step": 1},
+                                    {"key": "a", "value": 2, "timestamp": 12, "step": 2},
+                                    {"key": "a", "value": 2, "timestamp": 12, "step": 2}]}),
+    ("runs/log-metric", {"key": "a", "value": 2.0, "timestamp": 12, "step": 2}),
+    ("runs/log-metric", {"key": "a", "value": "NaN", "timestamp": 13, "step": 3}),
+    ("runs/log-metric", {"key": "a", "value": "NaN", "timestamp": 13, "step": 3}),
+    ("runs/log-metric", {"key": "a", "value": "Infinity", "timestamp": 14, "step": 4}),
+    ("runs/log-batch", {"metrics": [{"key": "a", "value": "Infinity", "timestamp": 14, "step": 4}],
+                        "params": [{"key": "p", "value": "1"}]}),
+    ("runs/log-metric", {"key": "a", "value": 0.0, "timestamp": 15, "step": 5}),
+    ("runs/log-metric", {"key": "a", "value": -0.0, "timestamp": 15, "step": 5}),
+]
+
+
+def stored_histories(base):
+    """Sends REPEATS to a new run of one server; each key's history as sorted (timestamp, step, value)."""
+    s = requests.Session()
+
+    def call(method, path, **kw):
+        r = s.request(method, f"{base}/api/2.0/mlflow/{path}", timeout=30, **kw)
+        assert r.ok, f"{path}: {r.status_code} {r.text[:200]}"
+        return r.json()
+
+    eid = call("POST", "experiments/create", json={"name": f"repeats-{time.time_ns()}"})["experiment_id"]
+    run = call("POST", "runs/create", json={"experiment_id": eid})["run"]["info"]["run_id"]
+    for path, body in REPEATS:
+        call("POST", path, json={"run_id": run, **body})
+    histories = {}
+    for key in ["a", "b"]:
+        got = call("GET", "metrics/get-history", params={"run_id": run, "metric_key": key})["metrics"]
+        histories[key] = sorted((m["timestamp"], m["step"], str(m["value"])) for m in got)
+    return histories
+
+
+def test_repeated_points_are_stored_once_as_mlflow_stores_them(server, mlflow_server):
+    theirs = stored_histories(mlflow_server)
+    assert stored_histories(server) == theirs
+    assert len(theirs["a"]) == 8 and len(theirs["b"]) == 1, "the case holds repeats to drop and points to keep"

@@ -74,7 +74,7 @@ impl Deliver for Http {
                 batch_id: batch.batch_id.clone(),
                 scalars: batch.scalars.clone(),
                 metrics: batch.metrics.clone(),
-                logs: Vec::new(),
+                ..Default::default()
             };
             let a: BatchAck = self.try_send_json(
                 "POST",

@@ -289,6 +289,13 @@ pub struct Batch {
     /// Text appended to log streams, in order, deduplicated with the rest of the batch.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub logs: Vec<LogAppend>,
+    /// Whether a scalar point equal to one its series already holds, or to one earlier in the batch (same
+    /// step, time and value, NaN equal to NaN), is left out. MLflow's rule: its metrics table is keyed on the
+    /// whole point, and its clients count on that, sending points again in new requests (XGBoost autologging
+    /// sends its first iteration twice). Set by the MLflow API only, never read from the wire: the native API
+    /// keeps every point it is sent and makes retries safe with `batch_id`.
+    #[serde(skip)]
+    pub drop_repeated_points: bool,
 }
 
 /// Text to append to one of the run's log streams.

@@ -362,7 +362,7 @@ impl<'a, S: IngestSink + ?Sized> FileIngest<'a, S> {
             batch_id: Some(format!("tb-{}-{first}-{}", self.file_key, p.last)),
             scalars: p.scalars,
             metrics: p.others,
-            logs: Vec::new(),
+            ..Default::default()
         };
         for (name, (steps, times, values)) in p.texts {
             batch.metrics.push(MetricWrite::Text {

@@ -296,11 +296,13 @@ fn metric_batch(run: &RunId, body: &[u8], points: &[Point]) -> Batch {
 }
 
 /// Scalar writes as a batch whose id is derived from the run and the request bytes, so a request the client
-/// retries after a 5xx is stored once.
+/// retries after a 5xx is stored once, and whose points are stored once however often they are sent, as
+/// MLflow stores them.
 fn scalar_batch(run: &RunId, body: &[u8], scalars: Vec<ScalarWrite>) -> Batch {
     Batch {
         batch_id: Some(batch_id(run, body)),
         scalars,
+        drop_repeated_points: true,
         ..Default::default()
     }
 }

@@ -1,10 +1,12 @@
 //! Metric blocks: the columnar scalar encoding (varint deltas + raw f64 bits, lz4 when it pays), the JSON-lines
 //! record encoding, the writer's cache of each series' open tail block, and appending across block boundaries.
 
+use super::schema::{UNKNOWN_MAX_TIME, UNKNOWN_MIN_TIME};
 use super::{sql_err, summaries};
 use flightlog_model::{Error, Record, Result, ScalarSeries, WallTime, F64};
 use rusqlite::{params, Connection};
 use std::collections::HashMap;
+use std::ops::RangeInclusive;
 
 /// Points per block: big enough that per-block overhead vanishes, small enough that re-encoding the tail on
 /// every append stays cheap.
@@ -163,6 +165,8 @@ struct Encoded {
     count: usize,
     min_step: i64,
     max_step: i64,
+    min_time: i64,
+    max_time: i64,
     min_value: Option<f64>,
     max_value: Option<f64>,
     encoding: i64,
@@ -406,8 +410,8 @@ fn insert_block(
     summary: Option<Vec<u8>>,
 ) -> Result<()> {
     conn.prepare_cached(
-        "INSERT OR REPLACE INTO blocks (series_id, first_index, count, min_step, max_step, min_value, max_value, \
-         encoding, data, summary) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        "INSERT OR REPLACE INTO blocks (series_id, first_index, count, min_step, max_step, min_time, max_time, \
+         min_value, max_value, encoding, data, summary) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )
     .and_then(|mut st| {
         st.execute(params![
@@ -416,6 +420,8 @@ fn insert_block(
             e.count as i64,
             e.min_step,
             e.max_step,
+            e.min_time,
+            e.max_time,
             e.min_value,
             e.max_value,
             e.encoding,
@@ -488,11 +494,61 @@ fn encode_scalars(s: &Scalars) -> Encoded {
         count: n,
         min_step: s.steps.iter().copied().min().unwrap_or(0),
         max_step: s.steps.iter().copied().max().unwrap_or(0),
+        min_time: s
+            .times
+            .iter()
+            .map(|t| t.0)
+            .min()
+            .unwrap_or(UNKNOWN_MIN_TIME),
+        max_time: s
+            .times
+            .iter()
+            .map(|t| t.0)
+            .max()
+            .unwrap_or(UNKNOWN_MAX_TIME),
         min_value,
         max_value,
         encoding,
         data,
     }
+}
+
+/// Appends to `out` the points of the scalar blocks of series `series_id` whose spans cut both `steps` and
+/// `times`, found through the `blocks_by_time` index, which holds every block's spans, so that only those blocks
+/// are read. Their points outside the ranges come too: the caller filters.
+pub fn scalars_cut_by(
+    conn: &Connection,
+    series_id: i64,
+    steps: &RangeInclusive<i64>,
+    times: &RangeInclusive<i64>,
+    out: &mut Scalars,
+) -> Result<()> {
+    let err = sql_err("reading the metric blocks a span cuts");
+    let mut st = conn
+        .prepare_cached(
+            "SELECT encoding, data FROM blocks INDEXED BY blocks_by_time WHERE series_id = ?1 \
+             AND max_time >= ?2 AND min_time <= ?3 AND max_step >= ?4 AND min_step <= ?5",
+        )
+        .map_err(&err)?;
+    let mut rows = st
+        .query(params![
+            series_id,
+            times.start(),
+            times.end(),
+            steps.start(),
+            steps.end()
+        ])
+        .map_err(&err)?;
+    let mut scratch = Vec::new();
+    while let Some(row) = rows.next().map_err(&err)? {
+        let encoding: i64 = row.get(0).map_err(&err)?;
+        let data = row
+            .get_ref(1)
+            .and_then(|v| Ok(v.as_blob()?))
+            .map_err(&err)?;
+        decode_scalars_with(&mut scratch, encoding, data, out)?;
+    }
+    Ok(())
 }
 
 /// Decodes a scalar block, appending its points to `out`.
@@ -587,6 +643,8 @@ fn encode_records(lines: &[RecordLine]) -> Encoded {
         count: lines.len(),
         min_step: lines.iter().map(|l| l.step).min().unwrap_or(0),
         max_step: lines.iter().map(|l| l.step).max().unwrap_or(0),
+        min_time: UNKNOWN_MIN_TIME,
+        max_time: UNKNOWN_MAX_TIME,
         min_value: None,
         max_value: None,
         encoding,

@@ -6,7 +6,7 @@ mod downsample;
 use super::blocks::{self, Scalars, ScalarsExt, BLOCK_POINTS};
 use super::events::emit;
 use super::writer::WriteCtx;
-use super::{column_count, logs, qualified, runs, sql_err, Inner};
+use super::{column_count, logs, qualified, repeats, runs, sql_err, Inner};
 use crate::BatchDone;
 use flightlog_model::*;
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -198,7 +198,7 @@ fn apply_batch(ctx: &mut WriteCtx, run: &RunId, batch: Batch) -> Result<BatchAck
     let exp = runs::open_for_write(&ctx.conn, run)?;
     let now = WallTime::now().0;
     for s in batch.scalars {
-        write_scalars(ctx, exp, run, s, now)?;
+        write_scalars(ctx, exp, run, s, now, batch.drop_repeated_points)?;
     }
     for m in batch.metrics {
         write_records(ctx, exp, run, m, now)?;
@@ -242,6 +242,7 @@ fn write_scalars(
     run: &RunId,
     w: ScalarWrite,
     now: i64,
+    drop_repeated_points: bool,
 ) -> Result<()> {
     let series = open_series(
         &ctx.conn,
@@ -251,14 +252,18 @@ fn write_scalars(
         w.description.as_deref(),
     )?;
     let n = w.values.len();
-    if n == 0 {
-        return Ok(());
-    }
-    let pts = Scalars {
+    let mut pts = Scalars {
         steps: resolve_steps(w.steps, n, series.last_step),
         times: w.times.unwrap_or_else(|| vec![WallTime(now); n]),
         values: w.values,
     };
+    if drop_repeated_points && n > 0 {
+        pts = repeats::without_repeats(&ctx.conn, series.id, series.count, pts)?;
+    }
+    let n = pts.len();
+    if n == 0 {
+        return Ok(());
+    }
     blocks::append_scalars(&ctx.conn, &mut ctx.tails, series.id, series.count, &pts)?;
     let finite = || pts.values.iter().map(|v| v.0).filter(|v| !v.is_nan());
     let appended = Appended {

@@ -13,6 +13,7 @@ mod logs;
 mod metrics;
 mod names;
 mod paging;
+mod repeats;
 mod runs;
 mod schema;
 mod summaries;

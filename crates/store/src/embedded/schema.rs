@@ -5,7 +5,7 @@ use flightlog_model::{Result, WallTime};
 use rusqlite::Connection;
 
 /// The schema version this build writes.
-pub const VERSION: i64 = 7;
+pub const VERSION: i64 = 8;
 
 /// Version 1: experiments, runs, metric series and their blocks, batches, logs and events.
 const V1: &str = r#"
@@ -173,6 +173,20 @@ ALTER TABLE blocks_v7 RENAME TO blocks;
 CREATE UNIQUE INDEX blocks_by_series ON blocks(series_id, first_index);
 "#;
 
+/// Version 8: each block's time span, and an index that finds the blocks a span of steps and times cuts
+/// without reading them (see `repeats`). Blocks written before hold the widest span, [`UNKNOWN_MIN_TIME`] to
+/// [`UNKNOWN_MAX_TIME`], as the columns' defaults, so no row is rewritten; they count as cut by every span.
+const V8: &str = r#"
+ALTER TABLE blocks ADD COLUMN min_time INTEGER NOT NULL DEFAULT -9223372036854775807;
+ALTER TABLE blocks ADD COLUMN max_time INTEGER NOT NULL DEFAULT 9223372036854775807;
+CREATE INDEX blocks_by_time ON blocks(series_id, max_time, min_time, max_step, min_step);
+"#;
+
+/// The time span of a block whose times are not known (written before version 8, or a record block).
+/// `i64::MIN + 1`: SQLite reads `-9223372036854775808` in SQL as a float.
+pub const UNKNOWN_MIN_TIME: i64 = i64::MIN + 1;
+pub const UNKNOWN_MAX_TIME: i64 = i64::MAX;
+
 /// Whether `table` has `column` (a version-5 column may already be there in a directory that was marked older,
 /// and SQLite cannot add a column only if missing).
 fn has_column(conn: &Connection, table: &str, column: &str) -> Result<bool> {
@@ -253,6 +267,10 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
     if version < 7 {
         tx.execute_batch(V7)
             .map_err(sql_err("moving metric blocks to an indexed table"))?;
+    }
+    if version < 8 {
+        tx.execute_batch(V8)
+            .map_err(sql_err("indexing metric blocks by time"))?;
     }
     tx.pragma_update(None, "user_version", VERSION)
         .map_err(sql_err("writing the schema version"))?;

@@ -974,6 +974,128 @@ fn write_batch_then_answers_like_write_batch() {
     assert_eq!(s.read_scalars(&id, "loss", &all()).unwrap().len(), 3);
 }
 
+/// A scalar write of (step, time ms, value) points.
+fn points(name: &str, pts: &[(i64, i64, f64)]) -> ScalarWrite {
+    ScalarWrite {
+        name: name.into(),
+        steps: Some(pts.iter().map(|p| Some(p.0)).collect()),
+        times: Some(pts.iter().map(|p| WallTime(p.1)).collect()),
+        values: pts.iter().map(|p| F64(p.2)).collect(),
+        ..Default::default()
+    }
+}
+
+/// A batch that drops repeated points, as the MLflow API's are.
+fn mlflow_batch(w: ScalarWrite) -> Batch {
+    Batch {
+        drop_repeated_points: true,
+        ..batch(vec![w])
+    }
+}
+
+/// A series' points as (step, time ms, value bits), in stored order.
+fn stored_points(s: &EmbeddedStore, run: &RunId, name: &str) -> Vec<(i64, i64, u64)> {
+    let got = s.read_scalars(run, name, &all()).unwrap();
+    (0..got.len())
+        .map(|i| (got.steps[i], got.times[i].0, got.values[i].0.to_bits()))
+        .collect()
+}
+
+#[test]
+fn repeated_points_are_dropped_only_where_the_batch_asks() {
+    let (_d, s) = store();
+    let id = run(&s);
+    let first = [
+        (0, 10, 1.0),
+        (1, 11, 2.0),
+        (1, 11, 2.0),
+        (2, 12, f64::NAN),
+        (3, 13, 0.0),
+    ];
+    s.write_batch(&id, mlflow_batch(points("m", &first)))
+        .unwrap();
+    let again = [
+        (1, 11, 3.0),       // same step and time, another value: kept
+        (2, 12, -f64::NAN), // NaN again: dropped
+        (1, 11, 2.0),       // stored: dropped
+        (3, 13, -0.0),      // zero again, other sign: dropped
+        (0, 11, 1.0),       // another time: kept
+        (4, 14, 4.0),
+        (4, 14, 4.0), // twice in the batch: kept once
+    ];
+    s.write_batch(&id, mlflow_batch(points("m", &again)))
+        .unwrap();
+    let nan = f64::NAN.to_bits();
+    let expected = vec![
+        (0, 10, 1f64.to_bits()),
+        (1, 11, 2f64.to_bits()),
+        (2, 12, nan),
+        (3, 13, 0),
+        (1, 11, 3f64.to_bits()),
+        (0, 11, 1f64.to_bits()),
+        (4, 14, 4f64.to_bits()),
+    ];
+    assert_eq!(stored_points(&s, &id, "m"), expected);
+    let info = s.metric_info(&id, "m").unwrap();
+    assert_eq!((info.count, info.last_step), (7, Some(4)));
+    // A batch that does not ask keeps every point (the native API's rule).
+    s.write_batch(&id, batch(vec![points("m", &[(1, 11, 2.0), (1, 11, 2.0)])]))
+        .unwrap();
+    assert_eq!(stored_points(&s, &id, "m").len(), 9);
+    // A batch of nothing but repeats stores nothing and keeps the summary.
+    s.write_batch(&id, mlflow_batch(points("m", &[(4, 14, 4.0)])))
+        .unwrap();
+    assert_eq!(s.metric_info(&id, "m").unwrap().count, 9);
+}
+
+#[test]
+fn points_moving_forward_in_time_at_one_step_are_all_kept() {
+    let (_d, s) = store();
+    let id = run(&s);
+    for t in 0..50 {
+        // MLflow's default step is 0; the same value at a new time is a new point.
+        let w = points("loss", &[(0, 1000 + t, 0.5), (0, 1000 + t, 0.25)]);
+        s.write_batch(&id, mlflow_batch(w)).unwrap();
+    }
+    assert_eq!(stored_points(&s, &id, "loss").len(), 100);
+}
+
+#[test]
+fn repeats_are_found_in_full_blocks_and_in_blocks_written_before_time_spans() {
+    let (d, s) = store();
+    let id = run(&s);
+    let n = super::blocks::BLOCK_POINTS as i64 * 2 + 100;
+    let all_points: Vec<(i64, i64, f64)> = (0..n).map(|i| (i, 5000 + i, i as f64 / 7.0)).collect();
+    for chunk in all_points.chunks(1000) {
+        s.write_batch(&id, mlflow_batch(points("m", chunk)))
+            .unwrap();
+    }
+    let resent = [all_points[3], all_points[5000], (n, 5000 + n, 1.0)];
+    s.write_batch(&id, mlflow_batch(points("m", &resent)))
+        .unwrap();
+    assert_eq!(stored_points(&s, &id, "m").len() as i64, n + 1);
+    drop(s);
+    // Blocks from before version 8 hold no time span: the columns' defaults, the widest.
+    let c = rusqlite::Connection::open(d.path().join("flightlog.db")).unwrap();
+    c.execute_batch(
+        "UPDATE blocks SET min_time = -9223372036854775807, max_time = 9223372036854775807",
+    )
+    .unwrap();
+    use super::schema::{UNKNOWN_MAX_TIME, UNKNOWN_MIN_TIME};
+    assert_eq!(
+        (UNKNOWN_MIN_TIME, UNKNOWN_MAX_TIME),
+        (-9223372036854775807, 9223372036854775807)
+    );
+    drop(c);
+    let s = EmbeddedStore::open(d.path()).unwrap();
+    let resent = [all_points[1], all_points[8000], (n + 1, 1, 1.0)];
+    s.write_batch(&id, mlflow_batch(points("m", &resent)))
+        .unwrap();
+    let got = stored_points(&s, &id, "m");
+    assert_eq!(got.len() as i64, n + 2);
+    assert_eq!(got.last(), Some(&(n + 1, 1, 1f64.to_bits())));
+}
+
 #[test]
 fn batch_ids_make_retries_harmless() {
     let (_d, s) = store();
