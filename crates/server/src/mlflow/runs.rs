@@ -287,35 +287,23 @@ fn checked_metrics<'a>(metrics: &'a [BatchMetric<'a>]) -> MlResult<Vec<Point<'a>
 }
 
 /// Metric points as a flightlog batch, one scalar series per key, points in request order.
-fn metric_batch(run: &RunId, body: &[u8], points: &[Point]) -> Batch {
+fn metric_batch(points: &[Point]) -> Batch {
     let mut columns = Columns::default();
     for &(key, value, ts, step) in points {
         columns.push(key, value, ts, step);
     }
-    scalar_batch(run, body, columns.finish())
+    scalar_batch(columns.finish())
 }
 
-/// Scalar writes as a batch whose id is derived from the run and the request bytes, so a request the client
-/// retries after a 5xx is stored once, and whose points are stored once however often they are sent, as
-/// MLflow stores them.
-fn scalar_batch(run: &RunId, body: &[u8], scalars: Vec<ScalarWrite>) -> Batch {
+/// Scalar writes as a batch whose points are stored once however often they are sent, as MLflow stores them.
+/// That also makes a request the client retries after a 5xx harmless, with no batch id: its points are all
+/// stored already.
+fn scalar_batch(scalars: Vec<ScalarWrite>) -> Batch {
     Batch {
-        batch_id: Some(batch_id(run, body)),
         scalars,
         drop_repeated_points: true,
         ..Default::default()
     }
-}
-
-/// `mlflow-` and 32 hex digits: the 128-bit XXH3 of the body, seeded with an FNV-1a hash of the run id. A
-/// specified hash, so ids are stable across builds (unlike std's hasher), and fast: a 1,000-point body is
-/// ~80 KB, hashed per request.
-pub fn batch_id(run: &RunId, body: &[u8]) -> String {
-    let seed = run.as_str().bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    });
-    let h = twox_hash::XxHash3_128::oneshot_with_seed(seed, body);
-    format!("mlflow-{h:032x}")
 }
 
 /// A log-metric body: the run and one metric in log-batch's form, checked by the same code.
@@ -336,7 +324,7 @@ async fn log_metric(State(st): State<AppState>, body: Bytes) -> MlResult<Json<Va
     let point = checked_metrics(metrics)?;
     let for_models = model_metrics(&id, metrics, &point);
     let writes = Writes {
-        batch: Some(metric_batch(&id, &body, &point)),
+        batch: Some(metric_batch(&point)),
         for_models,
         ..Default::default()
     };
@@ -541,7 +529,7 @@ async fn log_batch(State(st): State<AppState>, body: Bytes) -> MlResult<Json<Val
     if let Some(plain) = batch_body::plain_metrics(&body, MAX_BATCH_METRICS) {
         let id = run_id(Some(plain.run_id), None)?;
         let writes = Writes {
-            batch: Some(scalar_batch(&id, &body, plain.scalars)),
+            batch: Some(scalar_batch(plain.scalars)),
             ..Default::default()
         };
         writes.store(&st, id).await?;
@@ -560,7 +548,7 @@ async fn log_batch(State(st): State<AppState>, body: Bytes) -> MlResult<Json<Val
     let writes = Writes {
         params,
         tags,
-        batch: (!points.is_empty()).then(|| metric_batch(&id, &body, &points)),
+        batch: (!points.is_empty()).then(|| metric_batch(&points)),
         for_models: model_metrics(&id, &r.metrics, &points),
     };
     writes.store(&st, id).await?;
@@ -1083,24 +1071,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn batch_ids_are_deterministic_per_run_and_body() {
-        let a = RunId::new();
-        let b = RunId::new();
-        assert_eq!(batch_id(&a, b"x"), batch_id(&a, b"x"));
-        assert_ne!(batch_id(&a, b"x"), batch_id(&a, b"y"));
-        assert_ne!(batch_id(&a, b"x"), batch_id(&b, b"x"));
-        assert_eq!(batch_id(&a, b"x").len(), "mlflow-".len() + 32);
-    }
-
-    #[test]
     fn metrics_group_by_key_in_order() {
-        let id = RunId::new();
         let pts = [
             ("b", 1.0, 1000, 0),
             ("a", 2.0, 2000, 1),
             ("b", 3.0, 3000, 2),
         ];
-        let batch = metric_batch(&id, b"{}", &pts);
+        let batch = metric_batch(&pts);
         assert_eq!(batch.scalars.len(), 2);
         assert_eq!(batch.scalars[0].name, "b");
         assert_eq!(batch.scalars[0].steps, Some(vec![Some(0), Some(2)]));
@@ -1115,7 +1092,7 @@ mod tests {
         let r: BatchReq = parse(body.as_bytes()).ok()?;
         check_batch_limits(&r).ok()?;
         let points = checked_metrics(&r.metrics).ok()?;
-        Some(metric_batch(&RunId::new(), b"", &points).scalars)
+        Some(metric_batch(&points).scalars)
     }
 
     /// A number token as clients write them: integers, shortest decimals, exponents, signs, extreme values.

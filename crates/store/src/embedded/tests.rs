@@ -1075,18 +1075,8 @@ fn repeats_are_found_in_full_blocks_and_in_blocks_written_before_time_spans() {
         .unwrap();
     assert_eq!(stored_points(&s, &id, "m").len() as i64, n + 1);
     drop(s);
-    // Blocks from before version 8 hold no time span: the columns' defaults, the widest.
-    let c = rusqlite::Connection::open(d.path().join("flightlog.db")).unwrap();
-    c.execute_batch(
-        "UPDATE blocks SET min_time = -9223372036854775807, max_time = 9223372036854775807",
-    )
-    .unwrap();
-    use super::schema::{UNKNOWN_MAX_TIME, UNKNOWN_MIN_TIME};
-    assert_eq!(
-        (UNKNOWN_MIN_TIME, UNKNOWN_MAX_TIME),
-        (-9223372036854775807, 9223372036854775807)
-    );
-    drop(c);
+    // Blocks from before version 8 had no time span: the migration gives them the columns' defaults.
+    write_blocks_as_version_6(d.path());
     let s = EmbeddedStore::open(d.path()).unwrap();
     let resent = [all_points[1], all_points[8000], (n + 1, 1, 1.0)];
     s.write_batch(&id, mlflow_batch(points("m", &resent)))
