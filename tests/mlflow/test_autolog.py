@@ -90,8 +90,10 @@ def test_xgboost_autolog_with_early_stopping(client, experiment, server):
     assert [m.value for m in history[:rounds]] == pytest.approx(evals["val"]["logloss"])
     assert history[-1].value == pytest.approx(evals["val"]["logloss"][booster.best_iteration])
 
+    # The native API lists points in arrival order, and autologging's asynchronous batches may arrive after the
+    # best-iteration point logged when training ends: each step once is what must hold.
     native = api(server, "GET", f"/api/v1/runs/{rid}/metrics/val-logloss").json()
-    assert native["steps"] == list(range(rounds + 1))
+    assert sorted(native["steps"]) == list(range(rounds + 1))
     logged = mlflow.last_logged_model()
     assert logged.source_run_id == rid
     loaded = mlflow.pyfunc.load_model(f"models:/{logged.model_id}")
