@@ -43,6 +43,12 @@ class NativeRun:
     def seed_kinds(self, kinds: Dict[str, str]) -> None:
         """Records the kinds of metrics already stored, so logging a name as another kind fails at once."""
 
+# --- fork (os.register_at_fork, see workspace.py) ---
+def prepare_fork() -> None:
+    """Waits until no SQLite call of the embedded store is in progress and holds new ones back until after_fork."""
+def after_fork() -> None:
+    """Lets SQLite calls go on (in the parent and in the child)."""
+
 # --- script runs (python/src/submit.rs) ---
 def submit_create(client: NativeClient, experiment_id: str, spec: str) -> str:
     """Checks a submission (JSON) and creates its run, Queued; returns the run JSON. Starts nothing."""

@@ -8,6 +8,7 @@ from collections.abc import Mapping as _Mapping
 import sys
 import threading
 import time
+import weakref
 
 from . import _values
 from .errors import FlightlogError, TransportError
@@ -34,6 +35,22 @@ _context_run: Optional["Run"] = None
 _context_lock = threading.Lock()
 
 
+#: Every Run object alive, so that a forked child can move them onto a sender of its own.
+_live_runs: "weakref.WeakSet[Run]" = weakref.WeakSet()
+
+
+def _rebind_runs_in_child() -> None:
+    """A forked child inherits its parent's Run objects but not the sender threads behind them: each is
+    unbound, and its next log call binds to a client of the child's own (see workspace._forget_clients_in_child),
+    so what the child logs into an inherited run is delivered like anything else it logs."""
+    for run in list(_live_runs):
+        run._unbind()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_rebind_runs_in_child)
+
+
 def _hostname() -> str:
     import socket
 
@@ -49,7 +66,7 @@ def _user() -> str:
         return ""
 
 
-def _make_handler(native_run: Any, level: int) -> "logging.Handler":
+def _make_handler(run: "Run", level: int) -> "logging.Handler":
     """A handler that ships log records to a run's ``python`` log stream (batched, never blocking)."""
     import logging
     import traceback
@@ -59,7 +76,10 @@ def _make_handler(native_run: Any, level: int) -> "logging.Handler":
 
         def __init__(self) -> None:
             super().__init__(level)
-            self._append = native_run.append_log
+
+        def _append(self, stream: str, text: str) -> None:
+            # The handle is looked up each time: a forked child gets its own sender (see _rebind_runs_in_child).
+            run._native.append_log(stream, text)
 
         def emit(self, record: logging.LogRecord) -> None:
             try:
@@ -121,7 +141,13 @@ class Run:
         run._offline = False
         # The hot path: bound native methods, bound lazily for runs read from the server.
         run._scalar = run._bind_then_scalar
+        _live_runs.add(run)
         return run
+
+    def _unbind(self) -> None:
+        """Forgets the native handle: the next log call binds a new one, on the workspace's current client."""
+        self._native_run = None
+        self._scalar = self._bind_then_scalar
 
     def _bind(self) -> Any:
         native = self._native_run
@@ -585,7 +611,7 @@ class Run:
         import logging
 
         target = logger if isinstance(logger, logging.Logger) else logging.getLogger(logger)
-        handler = _make_handler(self._native, level)
+        handler = _make_handler(self, level)
         target.addHandler(handler)
         if target.getEffectiveLevel() > level:
             target.setLevel(level)

@@ -7,6 +7,7 @@ import json
 import os
 import threading
 import warnings
+import weakref
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
     from typing import Any, Dict, Optional, Tuple
@@ -101,17 +102,32 @@ def _flush_all_at_exit() -> None:
 atexit.register(_flush_all_at_exit)
 
 
+#: Every Workspace object alive, so that a forked child can give them clients of its own.
+_live_workspaces: "weakref.WeakSet[Workspace]" = weakref.WeakSet()
+
+
 def _forget_clients_in_child() -> None:
-    """A forked child has no sender threads: it must not wait on its parent's clients at exit. Workspaces
-    created in the child get fresh clients; runs inherited from the parent should not be logged to there."""
+    """A forked child has none of its parent's sender threads: it must not wait on its parent's clients at exit,
+    and what it logs must not queue up where no thread sends it. Every workspace, inherited or new, gets a
+    client of the child's own on its next use (inherited runs rebind too, see run._rebind_runs_in_child). The
+    parent's clients may be dropped here: in a child their native side leaves the parent's threads alone."""
     global _clients_lock, _monitor_started
+    _native.after_fork()
     _clients_lock = threading.Lock()
     _clients.clear()
     _monitor_started = False
+    for ws in list(_live_workspaces):
+        ws._native_client = None
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_clients_in_child)
+    # Around the fork the embedded store holds SQLite still (no call in progress), so the child can open the
+    # same data folder with a clean slate (see flightlog_store's fork_gate).
+    os.register_at_fork(
+        before=_native.prepare_fork,
+        after_in_parent=_native.after_fork,
+        after_in_child=_forget_clients_in_child,
+    )
 
 
 def _find_config(start: Optional[str] = None) -> Optional[str]:
@@ -177,6 +193,7 @@ class Workspace:
         self._data_dir: Optional[str] = data_dir
         self._config_path = config_path
         self._native_client: Optional["_native.NativeClient"] = None
+        _live_workspaces.add(self)
 
     @staticmethod
     def _read_config(path: str) -> Tuple[Optional[str], Optional[str]]:

@@ -10,13 +10,12 @@ mod tensorboard;
 use flightlog_client::{Client, ClientConfig};
 use flightlog_model::*;
 use ops::{LocalOps, Ops};
-use parking_lot::Mutex;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 /// A flightlog error as the matching `flightlog.errors` exception (a `ValueError` subclass for caller errors,
@@ -55,6 +54,19 @@ fn parse_run(id: &str) -> PyResult<RunId> {
 struct NativeClient {
     ops: Arc<dyn Ops>,
     client: Arc<Client>,
+    /// The process that made it: a forked child inherits the object but not its threads (see `Drop`).
+    owner_pid: u32,
+}
+
+impl Drop for NativeClient {
+    /// In a forked child the last reference must not be released: that would drop the parent's embedded store
+    /// (joining writer threads the child does not have) or its sender. One reference of each is leaked instead.
+    fn drop(&mut self) {
+        if std::process::id() != self.owner_pid {
+            std::mem::forget(self.ops.clone());
+            std::mem::forget(self.client.clone());
+        }
+    }
 }
 
 fn arg<'a>(a: &'a serde_json::Value, key: &str) -> Result<&'a serde_json::Value> {
@@ -132,7 +144,11 @@ impl NativeClient {
                 ))
             }
         };
-        Ok(NativeClient { ops, client })
+        Ok(NativeClient {
+            ops,
+            client,
+            owner_pid: std::process::id(),
+        })
     }
 
     /// A control-plane request: `args` is a JSON object, the answer is JSON. Releases the GIL while it runs.
@@ -285,10 +301,16 @@ struct NativeRun {
 
 const NAME_CACHE: usize = 32;
 
+/// `m` locked, usable after a panic elsewhere. std's mutex: parking_lot's process-wide table of parked threads
+/// would be inherited, stale, by a forked child (see the client's queue).
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl NativeRun {
     #[inline]
     fn check_kind(&self, name: &str, kind: MetricKind) -> PyResult<()> {
-        let mut kinds = self.kinds.lock();
+        let mut kinds = locked(&self.kinds);
         match kinds.get(name) {
             Some(k) if *k == kind => Ok(()),
             Some(k) => Err(to_py(Error::conflict(format!(
@@ -336,7 +358,7 @@ impl NativeRun {
 
     /// Records the kinds of metrics already stored for the run (`{name: kind}`).
     fn seed_kinds(&self, kinds: HashMap<String, String>) {
-        let mut map = self.kinds.lock();
+        let mut map = locked(&self.kinds);
         for (name, kind) in kinds {
             if let Some(k) = MetricKind::parse(&kind) {
                 map.entry(name).or_insert(k);
@@ -354,7 +376,7 @@ impl NativeRun {
         step: Option<i64>,
         description: Option<String>,
     ) -> PyResult<()> {
-        let mut names = self.names.lock();
+        let mut names = locked(&self.names);
         if let Some(d) = description.as_deref().filter(|d| !d.is_empty()) {
             let text = name.to_cow()?;
             self.check_kind(&text, MetricKind::Scalar)?;
@@ -530,11 +552,27 @@ impl NativeRun {
 }
 
 /// The native core of the flightlog SDK.
+/// `os.register_at_fork(before=...)`: waits until no SQLite call of this process is in progress, so a forked
+/// child inherits only idle connections and can open the same data folder (see the store's fork gate). Keeps
+/// the GIL: no thread inside the gate needs it.
+#[pyfunction]
+fn prepare_fork() {
+    flightlog_store::embedded::fork_gate::prepare_fork();
+}
+
+/// `os.register_at_fork(after_in_parent=..., after_in_child=...)`: lets SQLite calls go on.
+#[pyfunction]
+fn after_fork() {
+    flightlog_store::embedded::fork_gate::after_fork();
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeClient>()?;
     m.add_class::<NativeRun>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_function(wrap_pyfunction!(prepare_fork, m)?)?;
+    m.add_function(wrap_pyfunction!(after_fork, m)?)?;
     submit::register(m)?;
     tensorboard::register(m)?;
     Ok(())

@@ -150,26 +150,52 @@ def test_native_stub_matches_the_module():
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
-def test_forked_child_exits_promptly_and_can_log(tmp_path):
+@pytest.mark.parametrize("mode", ["local", "server"])
+def test_forked_children_exit_promptly_and_can_log(tmp_path, server, mode):
+    """Forks while a thread of the parent keeps logging into (and reading from) a run. Each child opens the
+    same destination again (in local mode: the same data folder) and logs into the run both through the Run
+    object it inherited and through a fresh handle; nothing it logs may be lost, and it must exit at once (its atexit flush must not
+    wait on the parent's sender). Before the store held SQLite still across fork, a child could inherit a
+    write lock "held in this process" and fail with `database is locked`, or crash in a notify that followed
+    parking_lot's inherited table of parked threads (in server mode too)."""
+    dest = f"data_dir={str(tmp_path / 'data')!r}" if mode == "local" else repr(server.uri)
     code = f"""
-import os, sys, time
+import os, sys, threading, time
 import flightlog
-ws = flightlog.Workspace(data_dir={str(tmp_path / 'data')!r})
+ws = flightlog.Workspace({dest})
 run = flightlog.Experiment(ws, "fork").start_logging()
 run.log("parent", 1.0)
-pid = os.fork()
-if pid == 0:
-    child_ws = flightlog.Workspace(data_dir={str(tmp_path / 'data')!r})
-    child = flightlog.Run.get(child_ws, run.id)
-    child.log("from_child", 2.0)
-    sys.exit(0)  # atexit runs here: must not hang on the parent's client
-t = time.time()
-_, status = os.waitpid(pid, 0)
-assert status == 0 and time.time() - t < 20, (status, time.time() - t)
+stop = threading.Event()
+def busy():
+    i = 0
+    while not stop.is_set():
+        run.log("busy", float(i))
+        i += 1
+        if i % 500 == 0:
+            run.flush()
+            run.get_metrics("busy")
+logger = threading.Thread(target=busy)
+logger.start()
+for k in range(8):
+    time.sleep(0.01)
+    pid = os.fork()
+    if pid == 0:
+        run.log("inherited", float(k), step=k)
+        child_ws = flightlog.Workspace({dest})
+        flightlog.Run.get(child_ws, run.id).log("fresh", float(k), step=k)
+        sys.exit(0)  # atexit runs here: must not hang on the parent's client
+    t = time.time()
+    _, status = os.waitpid(pid, 0)
+    assert status == 0 and time.time() - t < 20, (k, status, time.time() - t)
+stop.set()
+logger.join()
 run.flush()
 print(run.id)
 """
     r = run_script(code, timeout=60)
     assert r.returncode == 0, r.stderr
-    run = Run.get(Workspace(data_dir=str(tmp_path / "data")), r.stdout.strip())
-    assert run.get_metrics() == {"parent": 1.0, "from_child": 2.0}
+    ws = Workspace(data_dir=str(tmp_path / "data")) if mode == "local" else Workspace(server.uri)
+    run = Run.get(ws, r.stdout.strip())
+    for name in ("inherited", "fresh"):
+        assert run.get_metrics(name)[name] == [float(k) for k in range(8)], name
+    assert run.get_metrics("parent") == {"parent": 1.0}

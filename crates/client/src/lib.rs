@@ -156,7 +156,7 @@ struct RecordsAnswer {
 /// A connection to a flightlog server. Cheap to share across threads (`&Client` is enough to log).
 pub struct Client {
     shared: Arc<Shared>,
-    sender: parking_lot::Mutex<Option<JoinHandle<()>>>,
+    sender: std::sync::Mutex<Option<JoinHandle<()>>>,
     /// The process that started the sender. A forked child inherits the client's memory but not its sender
     /// thread: there the queue and its condition variable belong to the parent and must not be touched.
     owner_pid: u32,
@@ -195,7 +195,7 @@ impl Client {
         }
         Client {
             shared,
-            sender: parking_lot::Mutex::new(Some(handle)),
+            sender: std::sync::Mutex::new(Some(handle)),
             owner_pid: std::process::id(),
         }
     }
@@ -216,7 +216,7 @@ impl Client {
             .expect("spawn the flightlog sender thread");
         Client {
             shared,
-            sender: parking_lot::Mutex::new(Some(handle)),
+            sender: std::sync::Mutex::new(Some(handle)),
             owner_pid: std::process::id(),
         }
     }
@@ -935,12 +935,20 @@ impl Client {
         })
     }
 
+    /// The sender thread's handle, if not yet taken (by `close` or drop).
+    fn take_sender(&self) -> Option<JoinHandle<()>> {
+        self.sender
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+
     /// Flushes (up to `timeout`), then stops the sender; anything still unsent goes to the journal for a later
     /// `flightlog sync` (or the next client's start). Logging after `close` is an error.
     pub fn close(&self, timeout: Duration) -> Result<FlushReport> {
         let report = self.flush(timeout)?;
         self.shared.close_and_spill();
-        if let Some(h) = self.sender.lock().take() {
+        if let Some(h) = self.take_sender() {
             let _ = h.join();
         }
         let (_, _, spooled) = self.shared.pending();
@@ -984,11 +992,16 @@ impl Drop for Client {
     /// the parent's waiters from the child would follow pointers to threads that do not exist here.
     fn drop(&mut self) {
         if std::process::id() != self.owner_pid {
-            std::mem::forget(self.sender.get_mut().take());
+            let sender = self.sender.get_mut();
+            std::mem::forget(
+                sender
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take(),
+            );
             return;
         }
         self.shared.close_and_spill();
-        let _ = self.sender.lock().take();
+        let _ = self.take_sender();
     }
 }
 

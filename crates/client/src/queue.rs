@@ -6,9 +6,8 @@ use crate::http::{Http, SendError};
 use crate::journal::{JournalEntry, JournalRecord, JournalWriter};
 use crate::ClientConfig;
 use flightlog_model::*;
-use parking_lot::{Condvar, Mutex};
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Retry delays double from this up to [`MAX_BACKOFF`].
@@ -199,6 +198,34 @@ impl Shared {
         }
     }
 
+    /// The state, locked. A panic elsewhere while it was held leaves it usable (no poisoning): every change
+    /// to it is complete before the lock is released.
+    ///
+    /// std's locks, not parking_lot's: parking_lot keeps parked threads in one process-wide table, which a
+    /// forked child inherits with entries for threads it does not have (their stacks are reused by the child's
+    /// new threads), so a notify in the child could follow a dead entry and crash. std's futex locks keep their
+    /// state in the lock itself.
+    #[inline]
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits on `cv` until notified or `deadline`; also returns true when the deadline has passed.
+    fn wait_until<'a>(
+        cv: &Condvar,
+        st: MutexGuard<'a, State>,
+        deadline: Instant,
+    ) -> (MutexGuard<'a, State>, bool) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return (st, true);
+        }
+        let (st, wait) = cv
+            .wait_timeout(st, left)
+            .unwrap_or_else(PoisonError::into_inner);
+        (st, wait.timed_out())
+    }
+
     /// Where entries go: the sink's name, or the server's URI.
     pub fn destination(&self) -> &str {
         self.sink
@@ -228,7 +255,7 @@ impl Shared {
         value: f64,
         time: WallTime,
     ) -> Result<()> {
-        let mut guard = self.state.lock();
+        let mut guard = self.lock();
         let st = &mut *guard;
         if st.closed {
             return Err(Self::closed_error());
@@ -265,7 +292,7 @@ impl Shared {
     pub fn describe_scalar(&self, run: &RunId, name: &str, description: &str) -> Result<()> {
         validate::name("metric", name)?;
         validate::description("description", description)?;
-        let mut guard = self.state.lock();
+        let mut guard = self.lock();
         let st = &mut *guard;
         if st.closed {
             return Err(Self::closed_error());
@@ -288,7 +315,7 @@ impl Shared {
 
     pub fn log_metric(&self, run: &RunId, write: MetricWrite) -> Result<()> {
         let n = write.point_count();
-        let mut guard = self.state.lock();
+        let mut guard = self.lock();
         let st = &mut *guard;
         if st.closed {
             return Err(Self::closed_error());
@@ -304,7 +331,7 @@ impl Shared {
     }
 
     pub fn log_text(&self, run: &RunId, stream: &str, text: &str) -> Result<()> {
-        let mut guard = self.state.lock();
+        let mut guard = self.lock();
         let st = &mut *guard;
         if st.closed {
             return Err(Self::closed_error());
@@ -331,7 +358,7 @@ impl Shared {
 
     /// Queues a control entry after everything already logged (for its run and any other).
     pub fn enqueue_entry(&self, entry: JournalEntry) -> Result<u64> {
-        let mut guard = self.state.lock();
+        let mut guard = self.lock();
         if guard.closed {
             return Err(Self::closed_error());
         }
@@ -351,7 +378,7 @@ impl Shared {
     }
 
     #[inline]
-    fn after_enqueue(&self, mut st: parking_lot::MutexGuard<'_, State>) {
+    fn after_enqueue(&self, mut st: MutexGuard<'_, State>) {
         if st.acc_points >= self.config.max_batch_points && !st.wake_requested {
             st.wake_requested = true;
             self.wake.notify_one();
@@ -457,7 +484,7 @@ impl Shared {
 
     /// Seals what is pending and returns the seq that, once done, means everything before now is delivered.
     pub fn flush_target(&self) -> u64 {
-        let mut st = self.state.lock();
+        let mut st = self.lock();
         self.seal_all(&mut st);
         st.wake_requested = true;
         self.wake.notify_one();
@@ -465,9 +492,11 @@ impl Shared {
     }
 
     pub fn wait_done(&self, target: u64, deadline: Instant) -> bool {
-        let mut st = self.state.lock();
+        let mut st = self.lock();
         while st.done_seq < target {
-            if self.progress.wait_until(&mut st, deadline).timed_out() {
+            let (guard, timed_out) = Self::wait_until(&self.progress, st, deadline);
+            st = guard;
+            if timed_out {
                 return st.done_seq >= target;
             }
         }
@@ -475,7 +504,7 @@ impl Shared {
     }
 
     pub fn close_and_spill(&self) {
-        let mut st = self.state.lock();
+        let mut st = self.lock();
         st.closed = true;
         self.spill(&mut st);
         st.shutdown = true;
@@ -484,7 +513,7 @@ impl Shared {
     }
 
     pub fn pending(&self) -> (u64, u64, u64) {
-        let st = self.state.lock();
+        let st = self.lock();
         let journal = st.journal.as_ref().map_or(0, |j| j.unsent());
         let entries =
             st.outbox.len() as u64 + st.inflight.as_ref().map_or(0, |i| (!i.spilled) as u64);
@@ -492,7 +521,7 @@ impl Shared {
     }
 
     pub fn stats(&self) -> Stats {
-        self.state.lock().stats.clone()
+        self.lock().stats.clone()
     }
 
     // --- the sender thread ---------------------------------------------------------------------------
@@ -503,7 +532,7 @@ impl Shared {
         loop {
             // Wait for something to do.
             {
-                let mut st = self.state.lock();
+                let mut st = self.lock();
                 loop {
                     if st.shutdown {
                         return;
@@ -516,7 +545,7 @@ impl Shared {
                     if Instant::now() >= deadline {
                         break;
                     }
-                    self.wake.wait_until(&mut st, deadline);
+                    st = Self::wait_until(&self.wake, st, deadline).0;
                 }
                 st.wake_requested = false;
                 self.seal_all(&mut st);
@@ -530,9 +559,9 @@ impl Shared {
                     Step::Failed => {
                         let deadline = Instant::now() + backoff;
                         backoff = (backoff * 2).min(MAX_BACKOFF);
-                        let mut st = self.state.lock();
+                        let mut st = self.lock();
                         while !st.shutdown && Instant::now() < deadline {
-                            self.wake.wait_until(&mut st, deadline);
+                            st = Self::wait_until(&self.wake, st, deadline).0;
                         }
                         if st.shutdown {
                             return;
@@ -541,7 +570,7 @@ impl Shared {
                     Step::Shutdown => return,
                 }
                 // Keep a steady flow under heavy logging.
-                let mut st = self.state.lock();
+                let mut st = self.lock();
                 if st.acc_points >= self.config.max_batch_points
                     || Instant::now() >= last_seal + self.config.flush_interval
                 {
@@ -551,7 +580,7 @@ impl Shared {
                 }
             }
             // A fully delivered journal is removed.
-            let mut st = self.state.lock();
+            let mut st = self.lock();
             if st.journal.as_ref().is_some_and(|j| j.unsent() == 0) && st.inflight.is_none() {
                 if let Some(j) = st.journal.take() {
                     crate::journal::remove_journal(j.path());
@@ -562,7 +591,7 @@ impl Shared {
 
     fn send_next(&self) -> Step {
         // 1. The journal holds the oldest entries.
-        let mut st = self.state.lock();
+        let mut st = self.lock();
         if st.shutdown {
             return Step::Shutdown;
         }
@@ -582,7 +611,7 @@ impl Shared {
             let rec = match decoded {
                 Ok(r) => r,
                 Err(e) => {
-                    let mut st = self.state.lock();
+                    let mut st = self.lock();
                     if let Some(j) = st.journal.take() {
                         let msg = format!(
                             "cannot read the spool journal {}: {e}; its remaining entries are left for `flightlog sync`",
@@ -596,7 +625,7 @@ impl Shared {
                 }
             };
             let result = self.deliver(&rec.entry);
-            let mut st = self.state.lock();
+            let mut st = self.lock();
             return match result {
                 Err(SendError::Retry(e)) => self.note_failure(&mut st, e),
                 other => {
@@ -626,7 +655,7 @@ impl Shared {
         });
         drop(st);
         let result = self.deliver(&entry);
-        let mut st = self.state.lock();
+        let mut st = self.lock();
         let inf = st.inflight.take().expect("inflight");
         match result {
             Err(SendError::Retry(e)) => {

@@ -135,7 +135,7 @@ impl LogSync {
         let wal = PathBuf::from(wal);
         let conn = super::open_connection(db)?;
         Self::spawn(interval, move || {
-            if !checkpointed_whole_log(&conn) {
+            if !super::fork_gate::using_sqlite(|| checkpointed_whole_log(&conn)) {
                 if let Err(e) = sync_file(&wal) {
                     tracing::error!("{e}");
                 }

@@ -8,6 +8,7 @@ mod documents;
 mod durability;
 mod events;
 mod experiments;
+pub mod fork_gate;
 mod log_files;
 mod logs;
 mod metrics;
@@ -25,11 +26,10 @@ mod tests;
 use crate::{BatchDone, ByteReader, Store};
 pub use durability::Durability;
 use flightlog_model::*;
-use parking_lot::Mutex;
 use rusqlite::{Connection, OpenFlags};
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::sync::watch;
 use writer::{WriteCtx, Writer};
 
@@ -66,6 +66,10 @@ impl EmbeddedStore {
     /// Opens (creating if needed) the data directory: makes its folders, migrates the schema, ensures the
     /// Default experiment, and starts the writer thread, which commits with `durability`.
     pub fn open_with(data_dir: &Path, durability: Durability) -> Result<EmbeddedStore> {
+        fork_gate::using_sqlite(|| Self::open_gated(data_dir, durability))
+    }
+
+    fn open_gated(data_dir: &Path, durability: Durability) -> Result<EmbeddedStore> {
         let dirs = Dirs {
             db: data_dir.join("flightlog.db"),
             artifacts: data_dir.join("artifacts"),
@@ -135,24 +139,39 @@ fn sql_err(context: &'static str) -> impl Fn(rusqlite::Error) -> Error {
     move |e| Error::storage(format!("{context}: {e}"))
 }
 
+impl Drop for Inner {
+    /// Closing a connection is a use of SQLite like any other (see [`fork_gate`]).
+    fn drop(&mut self) {
+        fork_gate::using_sqlite(|| self.idle_readers().clear());
+    }
+}
+
 impl Inner {
+    /// The pool of idle read connections. std's mutex rather than parking_lot's, whose process-wide table of
+    /// parked threads a forked child inherits (see the client's queue); a pool is usable after a panic.
+    fn idle_readers(&self) -> MutexGuard<'_, Vec<Connection>> {
+        self.readers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Runs `f` on a pooled read connection inside a read transaction (one consistent snapshot).
     fn read<R>(&self, f: impl FnOnce(&Connection) -> Result<R>) -> Result<R> {
-        let conn = match self.readers.lock().pop() {
-            Some(c) => c,
-            None => open_connection(&self.dirs.db)?,
-        };
-        conn.execute_batch("BEGIN")
-            .map_err(sql_err("starting a read"))?;
-        let result = f(&conn);
-        // A connection whose read transaction did not close cleanly is dropped rather than reused.
-        if conn.execute_batch("COMMIT").is_ok() {
-            let mut pool = self.readers.lock();
-            if pool.len() < READ_POOL_SIZE {
-                pool.push(conn);
+        fork_gate::using_sqlite(|| {
+            let conn = match self.idle_readers().pop() {
+                Some(c) => c,
+                None => open_connection(&self.dirs.db)?,
+            };
+            conn.execute_batch("BEGIN")
+                .map_err(sql_err("starting a read"))?;
+            let result = f(&conn);
+            // A connection whose read transaction did not close cleanly is dropped rather than reused.
+            if conn.execute_batch("COMMIT").is_ok() {
+                let mut pool = self.idle_readers();
+                if pool.len() < READ_POOL_SIZE {
+                    pool.push(conn);
+                }
             }
-        }
-        result
+            result
+        })
     }
 
     /// Runs `f` in the writer thread; see [`Writer::write`].

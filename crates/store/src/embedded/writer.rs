@@ -4,6 +4,7 @@
 
 use super::blocks::TailCache;
 use super::durability::LogSync;
+use super::fork_gate::using_sqlite;
 use super::log_files::LogFiles;
 use super::sql_err;
 use crossbeam_channel::{Receiver, Sender};
@@ -149,7 +150,7 @@ fn run(mut ctx: WriteCtx, rx: Receiver<Job>, sync: LogSync, announce: Announce) 
             Some(wait) => match rx.recv_timeout(wait) {
                 Ok(job) => job,
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                    idle = (!idle_checkpoint(&ctx.conn)).then_some(retry);
+                    idle = (!using_sqlite(|| idle_checkpoint(&ctx.conn))).then_some(retry);
                     retry = (retry * 2).min(Duration::from_secs(1));
                     continue;
                 }
@@ -169,16 +170,21 @@ fn run(mut ctx: WriteCtx, rx: Receiver<Job>, sync: LogSync, announce: Announce) 
                 Err(_) => break,
             }
         }
-        run_group(&mut ctx, jobs, &announce);
+        using_sqlite(|| run_group(&mut ctx, jobs, &announce));
         sync.committed();
     }
     // Whatever commits still wait for a sync get it before the log is folded in.
     drop(sync);
     // A clean stop folds the write-ahead log back into the database file, so the data dir holds only what is
     // kept (and the next open has no log to replay).
-    if let Err(e) = ctx.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
-        tracing::warn!("checkpoint on close failed (the log is replayed on the next open): {e}");
-    }
+    using_sqlite(move || {
+        if let Err(e) = ctx.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
+            tracing::warn!(
+                "checkpoint on close failed (the log is replayed on the next open): {e}"
+            );
+        }
+        drop(ctx);
+    });
 }
 
 /// Copies the committed log into the database file and truncates the log, without waiting: if a reader still
