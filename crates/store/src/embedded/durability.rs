@@ -133,7 +133,7 @@ impl LogSync {
         let mut wal = db.as_os_str().to_owned();
         wal.push("-wal");
         let wal = PathBuf::from(wal);
-        let conn = super::open_connection(db)?;
+        let conn = super::fork_gate::using_sqlite(|| super::open_connection(db))?;
         Self::spawn(interval, move || {
             if !super::fork_gate::using_sqlite(|| checkpointed_whole_log(&conn)) {
                 if let Err(e) = sync_file(&wal) {

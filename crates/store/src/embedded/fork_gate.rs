@@ -42,7 +42,9 @@ impl Drop for InUse {
     }
 }
 
-/// Runs `f`, which uses SQLite: a fork waits until it is done.
+/// Runs `f`, which uses SQLite: a fork waits until it is done. `f` must not wait on another thread that uses
+/// SQLite (such as the writer): while a fork waits to close the gate, that thread cannot enter it, and the fork
+/// waits for `f`.
 pub(crate) fn using_sqlite<R>(f: impl FnOnce() -> R) -> R {
     let _in_use = InUse::enter();
     f()

@@ -66,10 +66,6 @@ impl EmbeddedStore {
     /// Opens (creating if needed) the data directory: makes its folders, migrates the schema, ensures the
     /// Default experiment, and starts the writer thread, which commits with `durability`.
     pub fn open_with(data_dir: &Path, durability: Durability) -> Result<EmbeddedStore> {
-        fork_gate::using_sqlite(|| Self::open_gated(data_dir, durability))
-    }
-
-    fn open_gated(data_dir: &Path, durability: Durability) -> Result<EmbeddedStore> {
         let dirs = Dirs {
             db: data_dir.join("flightlog.db"),
             artifacts: data_dir.join("artifacts"),
@@ -80,12 +76,17 @@ impl EmbeddedStore {
             std::fs::create_dir_all(d)
                 .map_err(|e| Error::storage(format!("creating {}: {e}", d.display())))?;
         }
-        let mut conn = open_connection(&dirs.db)?;
-        durability.configure_writer(&conn)?;
-        schema::migrate(&mut conn)?;
-        let newest: i64 = conn
-            .query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0))
-            .map_err(sql_err("reading the newest event"))?;
+        // Only the SQLite work is gated: the writer thread started below enters the gate itself, and waiting
+        // for it from inside the gate could deadlock with a fork waiting to close it.
+        let (conn, newest) = fork_gate::using_sqlite(|| -> Result<(Connection, i64)> {
+            let mut conn = open_connection(&dirs.db)?;
+            durability.configure_writer(&conn)?;
+            schema::migrate(&mut conn)?;
+            let newest: i64 = conn
+                .query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0))
+                .map_err(sql_err("reading the newest event"))?;
+            Ok((conn, newest))
+        })?;
         let announce = writer::Announce::new(newest as u64);
         let log_files = log_files::LogFiles::new(dirs.logs.clone());
         let log_sync = durability::LogSync::start(&dirs.db, durability)?;
