@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import sys
 import threading
 import warnings
 import weakref
@@ -86,8 +87,9 @@ def _deliver(client: "_native.NativeClient", timeout: float) -> bool:
 
 
 def _flush_all_at_exit() -> None:
-    with _clients_lock:
-        clients = list(_clients.values())
+    # A copy of the values, without the lock: this also runs from a signal handler, which may interrupt a
+    # holder of the lock on the same thread.
+    clients = list(_clients.values())
     timeout = float(os.environ.get("FLIGHTLOG_EXIT_FLUSH_TIMEOUT", "30"))
     for client in clients:
         try:
@@ -120,11 +122,59 @@ def _forget_clients_in_child() -> None:
         ws._native_client = None
 
 
+class _Anchor:
+    """Keeps the multiprocessing after-fork registration alive (its registry holds values weakly)."""
+
+
+_mp_anchor: Optional[_Anchor] = None
+
+
+def _flush_at_multiprocessing_exit() -> None:
+    """A multiprocessing child (Process, Pool worker) ends with os._exit, which skips atexit: the flush at exit
+    is registered as one of its finalizers too. multiprocessing clears the finalizers a child inherits and then
+    runs its after-fork callbacks, so the registration is made from one of those, set up in the parent."""
+    global _mp_anchor
+    util = sys.modules.get("multiprocessing.util")
+    if _mp_anchor is not None or util is None:
+        return
+    _mp_anchor = _Anchor()
+
+    def in_child(_: _Anchor) -> None:
+        util.Finalize(None, _flush_all_at_exit, exitpriority=10)
+        _flush_on_sigterm()
+
+    util.register_after_fork(_mp_anchor, in_child)
+
+
+def _flush_on_sigterm() -> None:
+    """Process.terminate() and Pool.terminate() (how `with Pool()` ends) stop a child with SIGTERM, whose
+    default action skips every exit hook. Where SIGTERM still has that default, the child flushes first (within
+    FLIGHTLOG_EXIT_FLUSH_TIMEOUT), then dies of the signal as it would have."""
+    import signal
+
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends it at once
+        try:
+            _flush_all_at_exit()
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def _before_fork() -> None:
+    _flush_at_multiprocessing_exit()
+    # The embedded store holds SQLite still (no call in progress) until after the fork, so the child can open
+    # the same data folder on a clean slate (see flightlog_store's fork_gate).
+    _native.prepare_fork()
+
+
 if hasattr(os, "register_at_fork"):
-    # Around the fork the embedded store holds SQLite still (no call in progress), so the child can open the
-    # same data folder with a clean slate (see flightlog_store's fork_gate).
     os.register_at_fork(
-        before=_native.prepare_fork,
+        before=_before_fork,
         after_in_parent=_native.after_fork,
         after_in_child=_forget_clients_in_child,
     )

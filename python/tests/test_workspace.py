@@ -199,3 +199,35 @@ print(run.id)
     for name in ("inherited", "fresh"):
         assert run.get_metrics(name)[name] == [float(k) for k in range(8)], name
     assert run.get_metrics("parent") == {"parent": 1.0}
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.parametrize("mode", ["local", "server"])
+def test_multiprocessing_children_deliver_what_they_log(tmp_path, server, mode):
+    """multiprocessing children end with os._exit, which skips atexit, and `with Pool()` ends its workers with
+    SIGTERM: before the SDK flushed from multiprocessing's finalizers and on SIGTERM, every point these children
+    logged into the inherited run was lost (the run read back empty)."""
+    dest = f"data_dir={str(tmp_path / 'data')!r}" if mode == "local" else repr(server.uri)
+    code = f"""
+import multiprocessing as mp
+import flightlog
+run = flightlog.Experiment(flightlog.Workspace({dest}), "mp").start_logging()
+def work(k):
+    run.log("worker", float(k), step=k)
+if __name__ == "__main__":
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=work, args=(k,)) for k in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    assert [p.exitcode for p in procs] == [0] * 4
+    with ctx.Pool(2) as pool:  # leaving the block terminates the workers
+        pool.map(work, range(4, 8))
+    print(run.id)
+"""
+    r = run_script(code, timeout=60)
+    assert r.returncode == 0, r.stderr
+    ws = Workspace(data_dir=str(tmp_path / "data")) if mode == "local" else Workspace(server.uri)
+    run = Run.get(ws, r.stdout.strip())
+    assert sorted(run.get_metrics("worker")["worker"]) == [float(k) for k in range(8)]
