@@ -202,9 +202,9 @@ impl Shared {
     /// to it is complete before the lock is released.
     ///
     /// std's locks, not parking_lot's: parking_lot keeps parked threads in one process-wide table, which a
-    /// forked child inherits with entries for threads it does not have (their stacks are reused by the child's
-    /// new threads), so a notify in the child could follow a dead entry and crash. std's futex locks keep their
-    /// state in the lock itself.
+    /// forked child inherits with entries for threads it does not have (whose memory the child may reuse), so a
+    /// notify in the child could follow a dead entry and crash, as it did in a test. std's futex locks keep
+    /// their state in the lock itself.
     #[inline]
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
