@@ -112,7 +112,8 @@ def _forget_clients_in_child() -> None:
     """A forked child has none of its parent's sender threads: it must not wait on its parent's clients at exit,
     and what it logs must not queue up where no thread sends it. Every workspace, inherited or new, gets a
     client of the child's own on its next use (inherited runs rebind too, see run._rebind_runs_in_child). The
-    parent's clients may be dropped here: in a child their native side leaves the parent's threads alone."""
+    parent's clients may be dropped here: in a child, the native client and embedded store leave the parent's
+    threads alone."""
     global _clients_lock, _monitor_started
     _native.after_fork()
     _clients_lock = threading.Lock()

@@ -54,19 +54,6 @@ fn parse_run(id: &str) -> PyResult<RunId> {
 struct NativeClient {
     ops: Arc<dyn Ops>,
     client: Arc<Client>,
-    /// The process that made it: a forked child inherits the object but not its threads (see `Drop`).
-    owner_pid: u32,
-}
-
-impl Drop for NativeClient {
-    /// In a forked child the last reference must not be released: that would drop the parent's embedded store
-    /// (joining writer threads the child does not have) or its sender. One reference of each is leaked instead.
-    fn drop(&mut self) {
-        if std::process::id() != self.owner_pid {
-            std::mem::forget(self.ops.clone());
-            std::mem::forget(self.client.clone());
-        }
-    }
 }
 
 fn arg<'a>(a: &'a serde_json::Value, key: &str) -> Result<&'a serde_json::Value> {
@@ -144,11 +131,7 @@ impl NativeClient {
                 ))
             }
         };
-        Ok(NativeClient {
-            ops,
-            client,
-            owner_pid: std::process::id(),
-        })
+        Ok(NativeClient { ops, client })
     }
 
     /// A control-plane request: `args` is a JSON object, the answer is JSON. Releases the GIL while it runs.
@@ -551,7 +534,6 @@ impl NativeRun {
     }
 }
 
-/// The native core of the flightlog SDK.
 /// `os.register_at_fork(before=...)`: waits until no SQLite call of this process is in progress, so a forked
 /// child inherits only idle connections and can open the same data folder (see the store's fork gate). Keeps
 /// the GIL: no thread inside the gate needs it.
@@ -566,6 +548,7 @@ fn after_fork() {
     flightlog_store::embedded::fork_gate::after_fork();
 }
 
+/// The native core of the flightlog SDK.
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeClient>()?;

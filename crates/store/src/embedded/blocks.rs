@@ -490,27 +490,27 @@ fn encode_scalars(s: &Scalars) -> Encoded {
     let min_value = finite.clone().reduce(f64::min);
     let max_value = finite.reduce(f64::max);
     let (encoding, data) = maybe_compress(buf, ENC_SCALAR_PLANES, ENC_SCALAR_PLANES_LZ4);
+    let steps = span(s.steps.iter().copied()).unwrap_or(0..=0);
+    let times = span(s.times.iter().map(|t| t.0)).unwrap_or(UNKNOWN_MIN_TIME..=UNKNOWN_MAX_TIME);
     Encoded {
         count: n,
-        min_step: s.steps.iter().copied().min().unwrap_or(0),
-        max_step: s.steps.iter().copied().max().unwrap_or(0),
-        min_time: s
-            .times
-            .iter()
-            .map(|t| t.0)
-            .min()
-            .unwrap_or(UNKNOWN_MIN_TIME),
-        max_time: s
-            .times
-            .iter()
-            .map(|t| t.0)
-            .max()
-            .unwrap_or(UNKNOWN_MAX_TIME),
+        min_step: *steps.start(),
+        max_step: *steps.end(),
+        min_time: *times.start(),
+        max_time: *times.end(),
         min_value,
         max_value,
         encoding,
         data,
     }
+}
+
+/// The smallest and largest of `values`, in one pass; `None` for none.
+pub fn span(values: impl IntoIterator<Item = i64>) -> Option<RangeInclusive<i64>> {
+    values.into_iter().fold(None, |acc, v| match acc {
+        None => Some(v..=v),
+        Some(r) => Some(v.min(*r.start())..=v.max(*r.end())),
+    })
 }
 
 /// Appends to `out` the points of the scalar blocks of series `series_id` whose spans cut both `steps` and
@@ -639,10 +639,11 @@ fn encode_records(lines: &[RecordLine]) -> Encoded {
         buf.push(b'\n');
     }
     let (encoding, data) = maybe_compress(buf, ENC_RECORDS, ENC_RECORDS_LZ4);
+    let steps = span(lines.iter().map(|l| l.step)).unwrap_or(0..=0);
     Encoded {
         count: lines.len(),
-        min_step: lines.iter().map(|l| l.step).min().unwrap_or(0),
-        max_step: lines.iter().map(|l| l.step).max().unwrap_or(0),
+        min_step: *steps.start(),
+        max_step: *steps.end(),
         min_time: UNKNOWN_MIN_TIME,
         max_time: UNKNOWN_MAX_TIME,
         min_value: None,
@@ -770,6 +771,12 @@ pub(super) fn varint_at(buf: &[u8], pos: &mut usize) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spans_hold_the_extremes() {
+        assert_eq!(span([3, -1, 7, 2]), Some(-1..=7));
+        assert_eq!(span([]), None);
+    }
 
     #[test]
     fn scalar_blocks_round_trip_exact_bits() {

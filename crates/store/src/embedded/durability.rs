@@ -143,13 +143,17 @@ impl LogSync {
         })
     }
 
-    /// Starts the syncer thread, which calls `sync` when one is due.
-    fn spawn(interval: Duration, sync: impl FnMut() + Send + 'static) -> Result<LogSync> {
+    /// Starts the syncer thread, which calls `sync` when one is due. `sync` (with the connection it owns) is
+    /// dropped under the fork gate: closing a connection uses SQLite too.
+    fn spawn(interval: Duration, mut sync: impl FnMut() + Send + 'static) -> Result<LogSync> {
         let shared = Arc::new(Shared::default());
         let theirs = shared.clone();
         let thread = std::thread::Builder::new()
             .name("flightlog-sync".into())
-            .spawn(move || run(interval, &theirs, sync))
+            .spawn(move || {
+                run(interval, &theirs, &mut sync);
+                super::fork_gate::using_sqlite(move || drop(sync));
+            })
             .map_err(|e| Error::storage(format!("starting the log sync thread: {e}")))?;
         Ok(LogSync {
             shared,

@@ -39,6 +39,19 @@ const READ_POOL_SIZE: usize = 8;
 /// The default [`Store`]: everything under one data directory.
 pub struct EmbeddedStore {
     inner: Arc<Inner>,
+    /// The process that opened it: a forked child inherits the store but not its writer and syncer threads.
+    owner_pid: u32,
+}
+
+impl Drop for EmbeddedStore {
+    /// In a forked child the store must never close: that would join writer and syncer threads the child does
+    /// not have (a wait that never ends) and close SQLite connections the parent still uses. One reference is
+    /// leaked instead, so whoever holds the inherited store may drop it.
+    fn drop(&mut self) {
+        if std::process::id() != self.owner_pid {
+            std::mem::forget(self.inner.clone());
+        }
+    }
 }
 
 /// What every operation needs; shared so helpers can take `&Inner`.
@@ -99,6 +112,7 @@ impl EmbeddedStore {
         };
         Ok(EmbeddedStore {
             inner: Arc::new(inner),
+            owner_pid: std::process::id(),
         })
     }
 }

@@ -1,11 +1,10 @@
 //! MLflow's identity of a metric point, its step, time and value together: the points of a write that its
 //! series already holds, or that come earlier in the same write, are left out.
 
-use super::blocks::{self, Scalars, ScalarsExt};
+use super::blocks::{self, span, Scalars, ScalarsExt};
 use flightlog_model::Result;
 use rusqlite::Connection;
 use std::collections::HashSet;
-use std::ops::RangeInclusive;
 
 /// A point as MLflow's metrics table keys it: NaN equals NaN (the table stores a NaN flag, not the payload),
 /// and 0.0 equals -0.0 (SQL compares numbers by value).
@@ -84,14 +83,6 @@ fn stored_in_spans_of(
         .collect())
 }
 
-/// The smallest and largest of `values`, if any.
-fn span(values: impl IntoIterator<Item = i64>) -> Option<RangeInclusive<i64>> {
-    values.into_iter().fold(None, |acc, v| match acc {
-        None => Some(v..=v),
-        Some(r) => Some(v.min(*r.start())..=v.max(*r.end())),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,11 +135,5 @@ mod tests {
             !moves_forward(&pts(&[(2, 1, 1.0), (1, 2, 1.0)])),
             "a step back"
         );
-    }
-
-    #[test]
-    fn spans_hold_the_extremes() {
-        assert_eq!(span([3, -1, 7, 2]), Some(-1..=7));
-        assert_eq!(span([]), None);
     }
 }

@@ -2176,3 +2176,38 @@ fn the_log_is_folded_in_and_truncated_once_writes_pause() {
     assert_eq!(wal_len(&dir), 0, "the idle writer truncates the log");
     assert_eq!(s.read_scalars(&id, "x", &all()).unwrap().len(), 5000);
 }
+
+#[test]
+fn a_store_dropped_in_a_forked_child_leaves_the_parents_threads_alone() {
+    let (_d, s) = store();
+    let id = run(&s);
+    // SAFETY: the child drops the store and leaves with _exit; with the guard that drop only bumps a count.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        drop(s);
+        unsafe { libc::_exit(0) };
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut status = 0;
+    let exited = loop {
+        if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == pid {
+            break true;
+        }
+        if std::time::Instant::now() >= deadline {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            break false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    assert!(
+        exited,
+        "the child hung dropping the store (joining threads it does not have)"
+    );
+    assert_eq!(status, 0);
+    // The parent's store is untouched and goes on.
+    s.write_batch(&id, batch(vec![scalars("after", &[1.0])]))
+        .unwrap();
+    assert_eq!(s.read_scalars(&id, "after", &all()).unwrap().len(), 1);
+}
