@@ -178,15 +178,15 @@ fn new_readers_start_now_and_resume_misses_nothing() {
     );
     assert_eq!(status, 200);
 
+    // The ten appends were merged into x's one points event; it may repeat points the reader had (here the
+    // first two), and `from_index` says which.
     let resumed = Stream::open(&s, &format!("/api/v1/runs/{run}/events"), Some(first.id));
-    let msgs = resumed.take(11);
-    let points: Vec<i64> = msgs
-        .iter()
-        .filter(|m| m.event == "points")
-        .map(|m| m.data["values"][0].as_f64().unwrap() as i64)
-        .collect();
-    assert_eq!(points, (3..=12).collect::<Vec<_>>());
-    assert_eq!(msgs[10].event, "run_updated");
+    let msgs = resumed.take(2);
+    let kinds: Vec<&str> = msgs.iter().map(|m| m.event.as_str()).collect();
+    assert_eq!(kinds, ["points", "run_updated"]);
+    let had = 2;
+    assert!(msgs[0].data["from_index"].as_u64().unwrap() <= had);
+    assert_eq!(new_values(&msgs[0].data, had), (3..=12).collect::<Vec<_>>());
     assert!(msgs.iter().all(|m| m.id > first.id));
     assert!(msgs.windows(2).all(|w| w[0].id < w[1].id));
     assert!(
@@ -197,10 +197,78 @@ fn new_readers_start_now_and_resume_misses_nothing() {
     // ?after= works like the header.
     let again = Stream::open(
         &s,
-        &format!("/api/v1/runs/{run}/events?after={}", msgs[9].id),
+        &format!("/api/v1/runs/{run}/events?after={}", msgs[0].id),
         None,
     );
     assert_eq!(again.next().event, "run_updated");
+}
+
+/// The values of a points message from index `had` on (the ones a reader holding `had` points lacks).
+fn new_values(data: &Value, had: u64) -> Vec<i64> {
+    let from = data["from_index"].as_u64().unwrap();
+    let values = data["values"].as_array().unwrap();
+    assert_eq!(data["count"].as_u64().unwrap(), values.len() as u64);
+    let skip = had.saturating_sub(from) as usize;
+    values[skip..]
+        .iter()
+        .map(|v| v.as_f64().unwrap() as i64)
+        .collect()
+}
+
+#[test]
+fn points_logged_one_at_a_time_reach_a_live_reader_once_each() {
+    let s = TestServer::start();
+    let run = s.new_run();
+    for v in 0..5 {
+        batch(&s, &run, "a", json!([v]));
+    }
+    // A reader from now gets none of the five old points, though each new event of `a` covers them too.
+    let stream = Stream::open(&s, &format!("/api/v1/runs/{run}/events"), None);
+    let mut got: std::collections::BTreeMap<String, Vec<(u64, i64)>> = Default::default();
+    let mut last_id = 0;
+    for v in 5..45 {
+        batch(&s, &run, "a", json!([v]));
+        batch(&s, &run, "b", json!([v]));
+        if v % 10 == 0 {
+            // Let a few appends merge before the reader looks.
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    while got.values().map(Vec::len).sum::<usize>() < 80 {
+        let m = stream.next();
+        assert_eq!(m.event, "points");
+        let from = m.data["from_index"].as_u64().unwrap();
+        let values = m.data["values"].as_array().unwrap();
+        let name = m.data["name"].as_str().unwrap().to_string();
+        let series = got.entry(name).or_default();
+        for (i, v) in values.iter().enumerate() {
+            series.push((from + i as u64, v.as_f64().unwrap() as i64));
+        }
+        last_id = m.id;
+    }
+    let expect = |first_index: u64| -> Vec<(u64, i64)> {
+        (5..45).map(|v| (first_index + v as u64 - 5, v)).collect()
+    };
+    assert_eq!(
+        got["a"],
+        expect(5),
+        "a: each new point once, old ones not at all"
+    );
+    assert_eq!(got["b"], expect(0), "b: each point once");
+    assert!(
+        stream.quiet(Duration::from_millis(300)),
+        "points sent twice"
+    );
+
+    // A reader resuming from the newest id it read gets exactly the points logged since.
+    batch(&s, &run, "a", json!([45]));
+    let resumed = Stream::open(&s, &format!("/api/v1/runs/{run}/events"), Some(last_id));
+    let m = resumed.next();
+    assert_eq!(
+        (m.data["from_index"].as_u64(), m.data["count"].as_u64()),
+        (Some(45), Some(1))
+    );
+    assert_eq!(m.data["values"], json!([45.0]));
 }
 
 #[test]

@@ -301,8 +301,9 @@ pub struct ArtifactInfo {
     pub modified_time: Option<WallTime>,
 }
 
-/// Something committed to the store, announced to live streams. `seq` increases by one per event across the
-/// whole store and is the SSE event id: a reader that reconnects with its last seq misses nothing.
+/// Something committed to the store, announced to live streams. `seq` increases with every event across the
+/// whole store and is the SSE event id: a reader that reconnects with its last seq misses nothing. It has gaps
+/// where a points event was replaced (see [`EventBody::Points`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     pub seq: u64,
@@ -338,7 +339,9 @@ pub enum EventBody {
         #[serde(default)]
         status_changed: bool,
     },
-    /// Points `[from_index, from_index + count)` of metric `name` were appended.
+    /// Points `[from_index, from_index + count)` of metric `name` were appended. A series' newest points
+    /// event is replaced by the next append's, which then covers both ranges (so the log keeps one event for
+    /// many small appends); `replaced` says which event it took the place of.
     Points {
         name: String,
         kind: MetricKind,
@@ -348,6 +351,8 @@ pub enum EventBody {
         last_step: Option<i64>,
         #[serde(default)]
         last_value: serde_json::Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        replaced: Option<Replaced>,
     },
     /// Bytes `[offset, offset + length)` were appended to log stream `stream`.
     LogAppended {
@@ -362,6 +367,14 @@ pub enum EventBody {
     ArtifactDeleted {
         path: String,
     },
+}
+
+/// The points event a merged one took the place of: event `seq`, which covered the series' points before
+/// index `end`. A reader past `seq` has those points already and needs only `[end, from_index + count)`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Replaced {
+    pub seq: u64,
+    pub end: u64,
 }
 
 /// Which events a stream reader wants.

@@ -11,6 +11,8 @@ use axum::routing::get;
 use axum::Router;
 use flightlog_model::{Event, EventBody, EventFilter, MetricKind, ReadRange};
 use flightlog_store::Store;
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -110,11 +112,19 @@ async fn pump(
     tx: mpsc::Sender<Result<SseEvent, Infallible>>,
 ) {
     let mut watch = st.store.subscribe();
+    let mut sent = Sent::new();
     loop {
         watch.borrow_and_update();
         let (store, f) = (st.store.clone(), filter.clone());
-        let page = match blocking(move || fetch(store.as_ref(), &f, after, scope)).await {
-            Ok(page) => page,
+        let read = blocking(move || {
+            let page = fetch(store.as_ref(), &f, after, scope, &mut sent)?;
+            Ok((page, sent))
+        });
+        let page = match read.await {
+            Ok((page, now_sent)) => {
+                sent = now_sent;
+                page
+            }
             Err(e) => {
                 tracing::warn!("event stream ended: {}", e.message());
                 return;
@@ -145,7 +155,16 @@ struct Page {
     full: bool,
 }
 
-fn fetch(store: &dyn Store, filter: &EventFilter, after: u64, scope: Scope) -> ApiResult<Page> {
+/// Where this connection's run stream has sent each series up to.
+type Sent = HashMap<String, u64>;
+
+fn fetch(
+    store: &dyn Store,
+    filter: &EventFilter,
+    after: u64,
+    scope: Scope,
+    sent: &mut Sent,
+) -> ApiResult<Page> {
     let events = store.events_since(filter, after, PAGE)?;
     Ok(Page {
         last_seq: events.last().map(|e| e.seq),
@@ -153,9 +172,57 @@ fn fetch(store: &dyn Store, filter: &EventFilter, after: u64, scope: Scope) -> A
         messages: events
             .iter()
             .filter(|e| wanted(e, scope))
-            .map(|e| message(store, e, scope))
+            .filter_map(|e| match scope {
+                Scope::Run => unsent(e, after, sent),
+                Scope::Experiment => Some(Cow::Borrowed(e)),
+            })
+            .map(|e| message(store, &e, scope))
             .collect(),
     })
+}
+
+/// The part of a points event that a reader past event `after` has not had (any other event whole); `None` if
+/// it had all of it. A series' points event replaces its previous one and covers that range too, so the part
+/// the replaced event announced is left out when the reader is past it, and so is whatever this connection
+/// sent (it may have read an event that was replaced twice since). A reader resuming from further back can
+/// still get points it had: `from_index` says which.
+fn unsent<'a>(e: &'a Event, after: u64, sent: &mut Sent) -> Option<Cow<'a, Event>> {
+    let EventBody::Points {
+        name,
+        from_index,
+        count,
+        replaced,
+        ..
+    } = &e.body
+    else {
+        return Some(Cow::Borrowed(e));
+    };
+    let end = from_index + count;
+    let mut start = *from_index;
+    if let Some(r) = replaced.filter(|r| r.seq <= after) {
+        start = start.max(r.end);
+    }
+    if let Some(&s) = sent.get(name) {
+        start = start.max(s);
+    }
+    if start >= end {
+        return None;
+    }
+    sent.insert(name.clone(), end);
+    if start == *from_index {
+        return Some(Cow::Borrowed(e));
+    }
+    let mut rest = e.clone();
+    if let EventBody::Points {
+        from_index,
+        count,
+        replaced,
+        ..
+    } = &mut rest.body
+    {
+        (*from_index, *count, *replaced) = (start, end - start, None);
+    }
+    Some(Cow::Owned(rest))
 }
 
 fn wanted(e: &Event, scope: Scope) -> bool {
@@ -231,5 +298,58 @@ fn append_data(store: &dyn Store, e: &Event, out: &mut Vec<u8>) {
             }
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flightlog_model::{ExperimentId, Replaced, WallTime};
+
+    fn points(seq: u64, from_index: u64, count: u64, replaced: Option<Replaced>) -> Event {
+        Event {
+            seq,
+            time: WallTime(0),
+            experiment_id: ExperimentId(0),
+            run_id: None,
+            body: EventBody::Points {
+                name: "loss".into(),
+                kind: MetricKind::Scalar,
+                from_index,
+                count,
+                last_step: None,
+                last_value: serde_json::Value::Null,
+                replaced,
+            },
+        }
+    }
+
+    fn range(e: Option<Cow<Event>>) -> Option<(u64, u64)> {
+        match e?.body {
+            EventBody::Points {
+                from_index, count, ..
+            } => Some((from_index, count)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_reader_past_the_replaced_event_gets_only_the_new_points() {
+        let e = points(9, 0, 5, Some(Replaced { seq: 7, end: 3 }));
+        assert_eq!(range(unsent(&e, 7, &mut Sent::new())), Some((3, 2)));
+        assert_eq!(range(unsent(&e, 6, &mut Sent::new())), Some((0, 5)));
+    }
+
+    #[test]
+    fn a_connection_never_sends_a_point_twice() {
+        let mut sent = Sent::new();
+        assert_eq!(
+            range(unsent(&points(5, 0, 1, None), 0, &mut sent)),
+            Some((0, 1))
+        );
+        // Replaced twice before the reader looked again: the newest event names event 7, which it never saw.
+        let e = points(9, 0, 3, Some(Replaced { seq: 7, end: 2 }));
+        assert_eq!(range(unsent(&e, 5, &mut sent)), Some((1, 2)));
+        assert_eq!(range(unsent(&e, 5, &mut sent)), None, "all of it sent");
     }
 }

@@ -30,6 +30,13 @@ test('a metric value logged while the page is open appears within 2 s', async (t
   t.diagnostic(`metric value shown ${ms} ms after it was logged`);
   assert.ok(ms <= LIVE_MS, `shown after ${ms} ms`);
 
+  // Points logged one per request: the server keeps one growing event per series, and the page must still
+  // get each point once.
+  for (let k = 6; k < 16; k++) await logScalars(run.id, 'loss', [k], [0.5 - k / 100]);
+  await eventually(async () => (await chart.getAttribute('data-points')) === '16', LIVE_MS, 'chart has 16 points');
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(await chart.getAttribute('data-points'), '16', 'no point drawn twice');
+
   // A new metric logged live gets its own chart.
   await logScalars(run.id, 'grad_norm', [0, 1], [3.5, 2.5]);
   const grad = page.locator(tid('metric-chart', { metric: 'grad_norm' }));

@@ -134,6 +134,18 @@ export function metricsTab({ run, root, query }: TabCtx): TabHandle {
   if (!cards.size) grid.append(h("div.card.pad.muted", null, "No metrics logged yet."));
   tracker.arm();
 
+  // Where each series' points are known up to. A points event covers [from_index, from_index + count); after
+  // the stream reconnects, an event can cover points this page already has (the server merges a series'
+  // events), so those are skipped.
+  const known = new Map<string, number>(run.metrics.map((m) => [m.name, m.count]));
+  const alreadyHave = (name: string, e: StreamEvent): number => {
+    const from = Number(e.from_index ?? 0);
+    const end = from + Number(e.count ?? 0);
+    const have = known.get(name) ?? from;
+    known.set(name, Math.max(have, end));
+    return Math.max(0, have - from);
+  };
+
   const pendingRefresh = new Set<string>();
   const flushRefresh = debounce(() => {
     for (const n of pendingRefresh) cards.get(n)?.refresh?.();
@@ -146,6 +158,7 @@ export function metricsTab({ run, root, query }: TabCtx): TabHandle {
       const name = e.name as string;
       const kind = e.kind as SeriesInfo["kind"];
       if (kind === "image") return;
+      const skip = alreadyHave(name, e);
       const card = cards.get(name);
       if (!card) {
         // A metric born while the page is open: read it whole (includes these points).
@@ -155,11 +168,13 @@ export function metricsTab({ run, root, query }: TabCtx): TabHandle {
         return;
       }
       if (card.scalar && Array.isArray(e.steps)) {
+        if (skip >= (e.steps as number[]).length) return;
+        const cut = <T>(a: T[]) => (skip ? a.slice(skip) : a);
         card.scalar.append(
           run.id,
-          e.steps as number[],
-          e.times as number[],
-          (e.values as unknown[]).map(num),
+          cut(e.steps as number[]),
+          cut(e.times as number[]),
+          cut((e.values as unknown[]).map(num)),
         );
       } else {
         pendingRefresh.add(name);

@@ -1,11 +1,11 @@
 //! Metric blocks: the columnar scalar encoding (varint deltas + raw f64 bits, lz4 when it pays), the JSON-lines
 //! record encoding, the writer's cache of each series' open tail block, and appending across block boundaries.
 
+use super::job_cache::JobCache;
 use super::schema::{UNKNOWN_MAX_TIME, UNKNOWN_MIN_TIME};
 use super::{sql_err, summaries};
 use flightlog_model::{Error, Record, Result, ScalarSeries, WallTime, F64};
 use rusqlite::{params, Connection};
-use std::collections::HashMap;
 use std::ops::RangeInclusive;
 
 /// Points per block: big enough that per-block overhead vanishes, small enough that re-encoding the tail on
@@ -14,7 +14,7 @@ pub const BLOCK_POINTS: usize = 4096;
 /// A record block is also closed once its JSON passes this size, so big text points do not make huge blobs.
 const RECORD_BLOCK_BYTES: usize = 1 << 20;
 /// Tails kept in the writer's cache before it is emptied (a cheap bound on its memory).
-const MAX_CACHED_TAILS: usize = 1024;
+pub const MAX_CACHED_TAILS: usize = 1024;
 /// Rows a scalar series' open region may span before it is merged: more rows cost readers a little; fewer make
 /// small appends re-encode more.
 const MAX_FRAGMENTS: usize = 16;
@@ -86,7 +86,7 @@ enum TailData {
 /// The open end of a series, decoded, so appends need not read it back from SQLite: for records the newest
 /// block; for scalars the points after the last full block, which may span several fragment rows.
 #[derive(Clone, Debug)]
-struct Tail {
+pub struct Tail {
     first_index: u64,
     data: TailData,
     /// How many stored rows hold these points.
@@ -125,39 +125,14 @@ impl Tail {
     }
 }
 
-/// The writer's cache of tails by series id. Entries touched by a job are forgotten if that job rolls back.
-#[derive(Default)]
-pub struct TailCache {
-    map: HashMap<i64, Tail>,
-    touched: Vec<i64>,
-}
+/// The writer's cache of tails by series id.
+pub type TailCache = JobCache<Tail>;
 
-impl TailCache {
-    pub fn begin_job(&mut self) {
-        self.touched.clear();
-    }
-    pub fn forget_job(&mut self) {
-        for id in self.touched.drain(..) {
-            self.map.remove(&id);
-        }
-    }
-    pub fn clear(&mut self) {
-        self.map.clear();
-        self.touched.clear();
-    }
-    /// Takes the cached tail of `series_id` if it still ends at `count` (another process may have appended).
-    fn take(&mut self, series_id: i64, count: u64) -> Option<Tail> {
-        self.touched.push(series_id);
-        self.map
-            .remove(&series_id)
-            .filter(|t| t.first_index + t.len() as u64 == count)
-    }
-    fn put(&mut self, series_id: i64, tail: Tail) {
-        if self.map.len() >= MAX_CACHED_TAILS {
-            self.map.clear();
-        }
-        self.map.insert(series_id, tail);
-    }
+/// Takes the cached tail of `series_id` if it still ends at `count` (another process may have appended).
+fn take_tail(cache: &mut TailCache, series_id: i64, count: u64) -> Option<Tail> {
+    cache
+        .take(series_id)
+        .filter(|t| t.first_index + t.len() as u64 == count)
 }
 
 /// An encoded block ready for the `blocks` table.
@@ -275,7 +250,7 @@ fn open_record_tail(
     series_id: i64,
     count: u64,
 ) -> Result<Tail> {
-    if let Some(t) = cache.take(series_id, count) {
+    if let Some(t) = take_tail(cache, series_id, count) {
         return Ok(t);
     }
     let mut stored = last_blocks(conn, series_id, 1)?;
@@ -310,7 +285,7 @@ fn open_scalar_tail(
     series_id: i64,
     count: u64,
 ) -> Result<Tail> {
-    if let Some(t) = cache.take(series_id, count) {
+    if let Some(t) = take_tail(cache, series_id, count) {
         return Ok(t);
     }
     let stored = last_blocks(conn, series_id, MAX_FRAGMENTS)?;

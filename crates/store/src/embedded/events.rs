@@ -1,5 +1,7 @@
 //! The event log: one row per committed change, written in the change's own transaction, so `seq` order is
-//! commit order and a stream reader that resumes from a seq misses nothing.
+//! commit order and a stream reader that resumes from a seq misses nothing. A series' points events are the
+//! exception that keeps the log small: each append replaces the series' newest points event with one covering
+//! both ranges (see [`emit_points`]).
 
 use super::sql_err;
 use super::writer::WriteCtx;
@@ -33,6 +35,67 @@ pub fn emit(
         ctx.last_artifact_seq = ctx.last_artifact_seq.max(seq);
     }
     Ok(seq)
+}
+
+/// Most points one merged points event announces. A reader that resumes from before a merged event reads its
+/// whole range again (streams skip what they sent on the same connection), so this bounds what it re-reads.
+const MERGE_POINTS: u64 = 1000;
+/// Series whose newest points event the writer remembers (see [`super::job_cache::JobCache`]).
+pub const REMEMBERED_SERIES: usize = 4096;
+
+/// Where a series' newest points event is and what it covers.
+pub struct LastPoints {
+    seq: u64,
+    from_index: u64,
+    count: u64,
+}
+
+/// Records a `Points` event for series `series_id`, replacing the series' newest points event when this append
+/// continues it: logging one point per call (MLflow's `log_metric` in a training loop) would otherwise cost an
+/// event row and two index entries per point, ten times the point itself. The replacement has a new seq, so it
+/// reaches every reader that had not read the old one, and covers the old range too, so nothing is missed.
+pub fn emit_points(
+    ctx: &mut WriteCtx,
+    experiment_id: ExperimentId,
+    run_id: &RunId,
+    series_id: i64,
+    mut body: EventBody,
+) -> Result<u64> {
+    let EventBody::Points {
+        from_index,
+        count,
+        replaced,
+        ..
+    } = &mut body
+    else {
+        return emit(ctx, experiment_id, Some(run_id), &body);
+    };
+    if let Some(last) = ctx.points.take(series_id) {
+        let end = last.from_index + last.count;
+        if end == *from_index && last.count + *count <= MERGE_POINTS && delete(ctx, last.seq)? {
+            *replaced = Some(Replaced { seq: last.seq, end });
+            *from_index = last.from_index;
+            *count += last.count;
+        }
+    }
+    let (from_index, count) = (*from_index, *count);
+    let seq = emit(ctx, experiment_id, Some(run_id), &body)?;
+    let last = LastPoints {
+        seq,
+        from_index,
+        count,
+    };
+    ctx.points.put(series_id, last);
+    Ok(seq)
+}
+
+/// Deletes event `seq`; `false` if it was not there (another process's writer may have replaced it).
+fn delete(ctx: &WriteCtx, seq: u64) -> Result<bool> {
+    ctx.conn
+        .prepare_cached("DELETE FROM events WHERE seq = ?1")
+        .and_then(|mut st| st.execute([seq as i64]))
+        .map(|n| n == 1)
+        .map_err(sql_err("replacing a points event"))
 }
 
 /// Events after `after` matching `filter`, oldest first.

@@ -4,7 +4,7 @@
 mod downsample;
 
 use super::blocks::{self, Scalars, ScalarsExt, BLOCK_POINTS};
-use super::events::emit;
+use super::events::emit_points;
 use super::writer::WriteCtx;
 use super::{column_count, logs, qualified, repeats, runs, sql_err, Inner};
 use crate::BatchDone;
@@ -565,8 +565,9 @@ fn finish_append(
         count: a.n,
         last_step: Some(a.last_step),
         last_value: a.last_value,
+        replaced: None,
     };
-    emit(ctx, exp, Some(run), &body)?;
+    emit_points(ctx, exp, run, s.id, body)?;
     Ok(())
 }
 

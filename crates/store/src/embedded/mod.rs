@@ -9,6 +9,7 @@ mod durability;
 mod events;
 mod experiments;
 pub mod fork_gate;
+mod job_cache;
 mod log_files;
 mod logs;
 mod metrics;

@@ -1758,6 +1758,85 @@ fn artifact_commits_are_announced_apart_from_metric_commits() {
 }
 
 #[test]
+fn points_logged_one_at_a_time_keep_one_event_per_series() {
+    let (_d, s) = store();
+    let id = run(&s);
+    let points_events = |after: u64| {
+        let filter = EventFilter {
+            run_id: Some(id.clone()),
+            types: vec!["points".into()],
+            ..Default::default()
+        };
+        let events = s.events_since(&filter, after, 10_000).unwrap();
+        let ranges = events.iter().map(|e| match &e.body {
+            EventBody::Points {
+                name,
+                from_index,
+                count,
+                last_value,
+                ..
+            } => (name.clone(), *from_index, *count, last_value.clone()),
+            other => panic!("not a points event: {other:?}"),
+        });
+        (events.last().map(|e| e.seq), ranges.collect::<Vec<_>>())
+    };
+    s.write_batch(&id, batch(vec![scalars("loss", &[1.0])]))
+        .unwrap();
+    let (seen, _) = points_events(0);
+    for i in 1..5 {
+        let b = batch(vec![
+            scalars("loss", &[1.0 + i as f64]),
+            scalars("acc", &[i as f64]),
+        ]);
+        s.write_batch(&id, b).unwrap();
+    }
+    let (_, all) = points_events(0);
+    assert_eq!(
+        all,
+        vec![
+            ("loss".into(), 0, 5, serde_json::json!(5.0)),
+            ("acc".into(), 0, 4, serde_json::json!(4.0))
+        ],
+        "each series' events merged into one, in the order of their newest commit"
+    );
+    let (_, after_first) = points_events(seen.unwrap());
+    assert_eq!(
+        after_first, all,
+        "a reader past the first event still gets every point"
+    );
+    let newest = s
+        .events_since(&EventFilter::default(), seen.unwrap(), 100)
+        .unwrap();
+    let EventBody::Points {
+        replaced: Some(r), ..
+    } = newest[0].body
+    else {
+        panic!(
+            "the merged loss event says what it replaced: {:?}",
+            newest[0]
+        );
+    };
+    assert_eq!(r.end, 4, "the replaced event covered loss's first 4 points");
+    assert!(r.seq > seen.unwrap() && r.seq < newest[0].seq);
+
+    s.write_batch(&id, batch(vec![scalars("loss", &[0.0; 995])]))
+        .unwrap();
+    s.write_batch(&id, batch(vec![scalars("loss", &[7.0])]))
+        .unwrap();
+    let (_, all) = points_events(0);
+    let loss: Vec<_> = all
+        .iter()
+        .filter(|r| r.0 == "loss")
+        .map(|r| (r.1, r.2))
+        .collect();
+    assert_eq!(
+        loss,
+        vec![(0, 1000), (1000, 1)],
+        "a merged event covers 1,000 points at most"
+    );
+}
+
+#[test]
 fn events_are_ordered_and_filtered() {
     let (_d, s) = store();
     let rx = s.subscribe();
@@ -1812,7 +1891,8 @@ fn events_are_ordered_and_filtered() {
             from_index: 0,
             count: 2,
             last_step: Some(1),
-            last_value: serde_json::json!(2.0)
+            last_value: serde_json::json!(2.0),
+            replaced: None,
         }
     );
     assert!(matches!(bodies[2], EventBody::Points { ref name, .. } if name == "acc"));
@@ -2040,7 +2120,36 @@ fn concurrent_writers_lose_nothing() {
         assert_eq!(log.data.lines().count(), 400);
     }
     let events = s.events_since(&EventFilter::default(), 0, 100_000).unwrap();
-    assert!(events.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+    assert!(events.windows(2).all(|w| w[1].seq > w[0].seq));
+    let ends = replayed_point_ranges(&events);
+    for (r, run) in runs.iter().enumerate() {
+        assert_eq!(ends[&(run.clone(), "shared".to_string())], 400);
+        for t in (r..16).step_by(4) {
+            assert_eq!(ends[&(run.clone(), format!("own{t}"))], 200);
+        }
+    }
+}
+
+/// Replays the points events in seq order, checking each continues its series where the last one ended (a
+/// reader following the log gets every point once); returns where each series ended.
+fn replayed_point_ranges(events: &[Event]) -> BTreeMap<(RunId, String), u64> {
+    let mut ends = BTreeMap::new();
+    for e in events {
+        if let EventBody::Points {
+            name,
+            from_index,
+            count,
+            ..
+        } = &e.body
+        {
+            let end = ends
+                .entry((e.run_id.clone().unwrap(), name.clone()))
+                .or_insert(0);
+            assert_eq!(*from_index, *end, "event {} of {name} leaves a gap", e.seq);
+            *end += count;
+        }
+    }
+    ends
 }
 
 #[test]

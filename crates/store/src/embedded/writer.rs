@@ -2,9 +2,11 @@
 //! closure in its own savepoint), commits once, then answers them all: one commit (and, under
 //! [`super::Durability::EveryCommit`], one sync) serves every caller of the group.
 
-use super::blocks::TailCache;
+use super::blocks::{TailCache, MAX_CACHED_TAILS};
 use super::durability::LogSync;
+use super::events::{LastPoints, REMEMBERED_SERIES};
 use super::fork_gate::using_sqlite;
+use super::job_cache::JobCache;
 use super::log_files::LogFiles;
 use super::sql_err;
 use crossbeam_channel::{Receiver, Sender};
@@ -29,6 +31,8 @@ const CHECKPOINT_RETRY: Duration = Duration::from_millis(5);
 pub struct WriteCtx {
     pub conn: Connection,
     pub tails: TailCache,
+    /// Each series' newest points event, which the next append of the series replaces (see [`emit_points`]).
+    pub points: JobCache<LastPoints>,
     /// Log stream files written by the group, synced before its commit.
     pub logs: LogFiles,
     /// The newest event seq inserted by the current group.
@@ -78,7 +82,8 @@ impl Writer {
         let (tx, rx) = crossbeam_channel::unbounded::<Job>();
         let ctx = WriteCtx {
             conn,
-            tails: TailCache::default(),
+            tails: TailCache::new(MAX_CACHED_TAILS),
+            points: JobCache::new(REMEMBERED_SERIES),
             logs,
             last_seq: 0,
             last_artifact_seq: 0,
@@ -229,6 +234,7 @@ fn run_group(ctx: &mut WriteCtx, jobs: Vec<Job>, announce: &Announce) {
     if commit.is_err() {
         let _ = ctx.conn.execute_batch("ROLLBACK");
         ctx.tails.clear();
+        ctx.points.clear();
     } else {
         raise(&announce.events, ctx.last_seq);
         raise(&announce.artifacts, ctx.last_artifact_seq);
@@ -257,6 +263,7 @@ fn run_job(ctx: &mut WriteCtx, job: Job) -> Option<Reply> {
         return None;
     }
     ctx.tails.begin_job();
+    ctx.points.begin_job();
     let seqs_before = (ctx.last_seq, ctx.last_artifact_seq);
     let (ok, reply) = match catch_unwind(AssertUnwindSafe(|| job(ctx))) {
         Ok((ok, reply)) => (ok, Some(reply)),
@@ -268,6 +275,7 @@ fn run_job(ctx: &mut WriteCtx, job: Job) -> Option<Reply> {
         let _ = run_cached(&ctx.conn, "ROLLBACK TO job");
         let _ = run_cached(&ctx.conn, "RELEASE job");
         ctx.tails.forget_job();
+        ctx.points.forget_job();
         (ctx.last_seq, ctx.last_artifact_seq) = seqs_before;
     }
     reply

@@ -1,0 +1,87 @@
+//! The writer's per-series memory of what it last wrote, kept across commits and undone with a failed job.
+
+use std::collections::HashMap;
+
+/// Values by series id that the writer keeps between jobs so as not to read them back (a series' open tail
+/// block, its newest points event). What a job touched is forgotten if the job rolls back, and everything if
+/// the commit fails, so an entry never describes a write that did not happen; a missing entry only costs a
+/// read or a new row. Holders check an entry against the row it describes before using it: another process
+/// may have written since.
+pub struct JobCache<V> {
+    map: HashMap<i64, V>,
+    touched: Vec<i64>,
+    capacity: usize,
+}
+
+impl<V> JobCache<V> {
+    /// A cache emptied whenever it would hold more than `capacity` entries (a cheap bound on its memory).
+    pub fn new(capacity: usize) -> JobCache<V> {
+        JobCache {
+            map: HashMap::new(),
+            touched: Vec::new(),
+            capacity,
+        }
+    }
+
+    pub fn begin_job(&mut self) {
+        self.touched.clear();
+    }
+
+    /// Drops what the job being rolled back touched.
+    pub fn forget_job(&mut self) {
+        for id in self.touched.drain(..) {
+            self.map.remove(&id);
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.map.clear();
+        self.touched.clear();
+    }
+
+    /// Takes the entry of `series_id` out; the caller puts back what it then writes.
+    pub fn take(&mut self, series_id: i64) -> Option<V> {
+        self.touched.push(series_id);
+        self.map.remove(&series_id)
+    }
+
+    pub fn put(&mut self, series_id: i64, value: V) {
+        if self.map.len() >= self.capacity {
+            self.map.clear();
+        }
+        self.touched.push(series_id);
+        self.map.insert(series_id, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::JobCache;
+
+    #[test]
+    fn a_rolled_back_job_forgets_only_what_it_touched() {
+        let mut c = JobCache::new(8);
+        c.begin_job();
+        c.put(1, "a");
+        c.begin_job();
+        c.put(2, "b");
+        assert_eq!(c.take(1), Some("a"));
+        c.put(1, "a2");
+        c.forget_job();
+        assert_eq!(c.take(1), None, "rewritten by the failed job");
+        assert_eq!(c.take(2), None, "written by the failed job");
+        c.begin_job();
+        c.put(3, "c");
+        c.begin_job();
+        assert_eq!(c.take(3), Some("c"), "an earlier job's entry survives");
+    }
+
+    #[test]
+    fn it_empties_itself_at_capacity() {
+        let mut c = JobCache::new(2);
+        c.put(1, 1);
+        c.put(2, 2);
+        c.put(3, 3);
+        assert_eq!((c.take(1), c.take(2), c.take(3)), (None, None, Some(3)));
+    }
+}
