@@ -52,8 +52,9 @@ pub struct LastPoints {
 
 /// Records a `Points` event for series `series_id`, replacing the series' newest points event when this append
 /// continues it: logging one point per call (MLflow's `log_metric` in a training loop) would otherwise cost an
-/// event row and two index entries per point, ten times the point itself. The replacement has a new seq, so it
-/// reaches every reader that had not read the old one, and covers the old range too, so nothing is missed.
+/// event row and two index entries per point, ~240 bytes against ~9 for the point itself. The replacement has
+/// a new seq, so it reaches every reader that had not read the old one, and covers the old range too, so
+/// nothing is missed.
 pub fn emit_points(
     ctx: &mut WriteCtx,
     experiment_id: ExperimentId,
