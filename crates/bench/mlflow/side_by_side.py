@@ -13,6 +13,9 @@ on this machine, so a missed target can be told apart from one no server can mee
            workers build and encode their batches in Python on the cores the server shares)
   history  the loop's own time with the waits for answers taken out (it parses each page before asking for the
            next, so that is what it would take against a server that answered in no time)
+Under the latency figure, whose points come one per request, "disk per point" is the growth of each server's data
+directory over that scenario divided by its points: logging one point per step is the most common way, and the
+final disk figure, dominated by batched points, would hide a per-request cost.
 Run through scripts/mlflow-bench, which provides the pinned MLflow and the release binaries.
 """
 import argparse
@@ -45,12 +48,17 @@ EXTRA = {
     "ingest": [("waited_s", "lower", "  ...each worker waiting on answers (s)")],
     "history": [("served_median_s", "lower", "  ...responses in, before parsing (s)")],
 }
+# Scenarios whose points come one per request, with the workload figure that counts them: the growth of each
+# server's data directory over the scenario, per point, is shown under it ("disk per point" for the most common
+# way of logging, one `log_metric` per step, which the final disk figure's mix of batches hides).
+ONE_POINT_PER_REQUEST = {"latency": "calls"}
 # scenario: (where the ceiling figure comes from, figure); see the module's doc.
 CEILING = {
     "ingest": ("noop", "points_per_s"),
     "history": ("flightlog", "client_median_s"),
 }
 CEILING_LABEL = "  ...ceiling for any server here"
+DISK_PER_POINT_LABEL = "  ...disk per point (bytes)"
 
 
 def free_port():
@@ -180,6 +188,7 @@ def main():
             ceiling_source, ceiling_figure = CEILING.get(name, (None, None))
             if ceiling_source == "noop":
                 got["noop"] = []
+            before = {s: disk_mb(data[s]) for s in servers}
             for _ in range(a.rounds):
                 for s, (_, url) in servers.items():
                     got[s].append(workload(url, name, args))
@@ -200,6 +209,13 @@ def main():
                 row(extra_label, m["mlflow"], m["flightlog"], ratio(m["mlflow"], m["flightlog"], extra_better), None)
             if ceiling_source:
                 row(CEILING_LABEL, med["mlflow"], best, ceiling, None)
+            if name in ONE_POINT_PER_REQUEST:
+                time.sleep(1)  # let both servers settle their write-ahead logs
+                points = {s: sum(r.get(ONE_POINT_PER_REQUEST[name], 0) for r in got[s]) for s in servers}
+                per = {s: (disk_mb(data[s]) - before[s]) * 2**20 / points[s] if points[s] else None for s in servers}
+                row(DISK_PER_POINT_LABEL, per["mlflow"], per["flightlog"],
+                    ratio(per["mlflow"], per["flightlog"], "lower"), 10, "{:.1f}")
+                results.append({"scenario": name, "figure": "disk_bytes_per_point", **per, "target": 10})
             results.append({"scenario": name, "figure": figure, "mlflow": med["mlflow"],
                             "flightlog": med["flightlog"], "advantage": r, "target": target, "ceiling": ceiling,
                             "runs": got})
