@@ -41,14 +41,10 @@ _live_runs: "weakref.WeakSet[Run]" = weakref.WeakSet()
 
 def _rebind_runs_in_child() -> None:
     """A forked child inherits its parent's Run objects but not the sender threads behind them: each is
-    unbound, and its next log call binds to a client of the child's own (see workspace._forget_clients_in_child),
-    so what the child logs into an inherited run is delivered like anything else it logs."""
+    unbound, and its next log call binds to a client of the child's own, so what the child logs into an
+    inherited run is delivered like anything else it logs. Called by workspace._forget_clients_in_child."""
     for run in list(_live_runs):
         run._unbind()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_rebind_runs_in_child)
 
 
 def _hostname() -> str:

@@ -111,7 +111,7 @@ _live_workspaces: "weakref.WeakSet[Workspace]" = weakref.WeakSet()
 def _forget_clients_in_child() -> None:
     """A forked child has none of its parent's sender threads: it must not wait on its parent's clients at exit,
     and what it logs must not queue up where no thread sends it. Every workspace, inherited or new, gets a
-    client of the child's own on its next use (inherited runs rebind too, see run._rebind_runs_in_child). The
+    client of the child's own on its next use, and inherited runs rebind to it (run._rebind_runs_in_child). The
     parent's clients may be dropped here: in a child, the native client and embedded store leave the parent's
     threads alone."""
     global _clients_lock, _monitor_started
@@ -121,6 +121,9 @@ def _forget_clients_in_child() -> None:
     _monitor_started = False
     for ws in list(_live_workspaces):
         ws._native_client = None
+    run_module = sys.modules.get(__package__ + ".run")
+    if run_module is not None:  # no Run exists before the module is loaded
+        run_module._rebind_runs_in_child()
 
 
 class _Anchor:

@@ -7,6 +7,7 @@ use super::sql_err;
 use super::writer::WriteCtx;
 use flightlog_model::*;
 use rusqlite::{params, Connection};
+use std::ops::Range;
 
 /// Records an event in the current transaction and remembers its seq for the post-commit wake-up.
 pub fn emit(
@@ -43,50 +44,47 @@ const MERGE_POINTS: u64 = 1000;
 /// Series whose newest points event the writer remembers (see [`super::job_cache::JobCache`]).
 pub const REMEMBERED_SERIES: usize = 4096;
 
-/// Where a series' newest points event is and what it covers.
+/// Where a series' newest points event is and the points it covers.
 pub struct LastPoints {
     seq: u64,
-    from_index: u64,
-    count: u64,
+    range: Range<u64>,
 }
 
-/// Records a `Points` event for series `series_id`, replacing the series' newest points event when this append
-/// continues it: logging one point per call (MLflow's `log_metric` in a training loop) would otherwise cost an
-/// event row and two index entries per point, ~240 bytes against ~9 for the point itself. The replacement has
-/// a new seq, so it reaches every reader that had not read the old one, and covers the old range too, so
-/// nothing is missed.
+/// Records the points event of an append to series `series_id` of the points `appended`, made by `body` from
+/// the range it announces and the event it replaced. It replaces the series' newest points event when this
+/// append continues it: logging one point per call (MLflow's `log_metric` in a training loop) would otherwise
+/// cost an event row and two index entries per point, ~240 bytes against ~9 for the point itself. The
+/// replacement has a new seq, so it reaches every reader that had not read the old one, and covers the old
+/// range too, so nothing is missed.
 pub fn emit_points(
     ctx: &mut WriteCtx,
     experiment_id: ExperimentId,
     run_id: &RunId,
     series_id: i64,
-    mut body: EventBody,
+    appended: Range<u64>,
+    body: impl FnOnce(Range<u64>, Option<Replaced>) -> EventBody,
 ) -> Result<u64> {
-    let EventBody::Points {
-        from_index,
-        count,
-        replaced,
-        ..
-    } = &mut body
-    else {
-        return emit(ctx, experiment_id, Some(run_id), &body);
-    };
+    let (mut range, mut replaced) = (appended, None);
     if let Some(last) = ctx.points.take(series_id) {
-        let end = last.from_index + last.count;
-        if end == *from_index && last.count + *count <= MERGE_POINTS && delete(ctx, last.seq)? {
-            *replaced = Some(Replaced { seq: last.seq, end });
-            *from_index = last.from_index;
-            *count += last.count;
+        let merged = last.range.start..range.end;
+        if last.range.end == range.start
+            && merged.end - merged.start <= MERGE_POINTS
+            && delete(ctx, last.seq)?
+        {
+            replaced = Some(Replaced {
+                seq: last.seq,
+                end: last.range.end,
+            });
+            range = merged;
         }
     }
-    let (from_index, count) = (*from_index, *count);
-    let seq = emit(ctx, experiment_id, Some(run_id), &body)?;
-    let last = LastPoints {
-        seq,
-        from_index,
-        count,
-    };
-    ctx.points.put(series_id, last);
+    let seq = emit(
+        ctx,
+        experiment_id,
+        Some(run_id),
+        &body(range.clone(), replaced),
+    )?;
+    ctx.points.put(series_id, LastPoints { seq, range });
     Ok(seq)
 }
 

@@ -558,16 +558,16 @@ fn finish_append(
             st.execute(params![s.id, (s.count + a.n) as i64, a.first_time, a.last_time, a.last_step, last_value, min, max, a.schema, columns])
         })
         .map_err(sql_err("updating a series"))?;
-    let body = EventBody::Points {
+    let body = |points: std::ops::Range<u64>, replaced| EventBody::Points {
         name: name.to_string(),
         kind,
-        from_index: s.count,
-        count: a.n,
+        from_index: points.start,
+        count: points.end - points.start,
         last_step: Some(a.last_step),
         last_value: a.last_value,
-        replaced: None,
+        replaced,
     };
-    emit_points(ctx, exp, run, s.id, body)?;
+    emit_points(ctx, exp, run, s.id, s.count..s.count + a.n, body)?;
     Ok(())
 }
 

@@ -41,6 +41,26 @@ pub struct WriteCtx {
     pub last_artifact_seq: u64,
 }
 
+impl WriteCtx {
+    /// Starts tracking what the next job touches in the writer's caches.
+    fn begin_job(&mut self) {
+        self.tails.begin_job();
+        self.points.begin_job();
+    }
+
+    /// The job was rolled back: the caches forget what it touched.
+    fn forget_job(&mut self) {
+        self.tails.forget_job();
+        self.points.forget_job();
+    }
+
+    /// The commit failed: the caches forget everything.
+    fn forget_all(&mut self) {
+        self.tails.clear();
+        self.points.clear();
+    }
+}
+
 /// The watch channels commits are announced on: the newest event seq of every commit (stream readers), and
 /// the newest `artifact_written` seq (followers of uploaded files, who need not wake for every metric commit).
 #[derive(Clone)]
@@ -233,8 +253,7 @@ fn run_group(ctx: &mut WriteCtx, jobs: Vec<Job>, announce: &Announce) {
     });
     if commit.is_err() {
         let _ = ctx.conn.execute_batch("ROLLBACK");
-        ctx.tails.clear();
-        ctx.points.clear();
+        ctx.forget_all();
     } else {
         raise(&announce.events, ctx.last_seq);
         raise(&announce.artifacts, ctx.last_artifact_seq);
@@ -262,8 +281,7 @@ fn run_job(ctx: &mut WriteCtx, job: Job) -> Option<Reply> {
         tracing::error!("cannot start a savepoint: {e}");
         return None;
     }
-    ctx.tails.begin_job();
-    ctx.points.begin_job();
+    ctx.begin_job();
     let seqs_before = (ctx.last_seq, ctx.last_artifact_seq);
     let (ok, reply) = match catch_unwind(AssertUnwindSafe(|| job(ctx))) {
         Ok((ok, reply)) => (ok, Some(reply)),
@@ -274,8 +292,7 @@ fn run_job(ctx: &mut WriteCtx, job: Job) -> Option<Reply> {
     } else {
         let _ = run_cached(&ctx.conn, "ROLLBACK TO job");
         let _ = run_cached(&ctx.conn, "RELEASE job");
-        ctx.tails.forget_job();
-        ctx.points.forget_job();
+        ctx.forget_job();
         (ctx.last_seq, ctx.last_artifact_seq) = seqs_before;
     }
     reply
