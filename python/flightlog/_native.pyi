@@ -48,6 +48,8 @@ def prepare_fork() -> None:
     """Waits until no SQLite call of the embedded store is in progress and holds new ones back until after_fork."""
 def after_fork() -> None:
     """Lets SQLite calls go on (in the parent and in the child)."""
+def flush_on_sigterm(timeout_seconds: float) -> None:
+    """From now on SIGTERM flushes this process's clients (natively, within the timeout), then kills it as before."""
 
 # --- script runs (python/src/submit.rs) ---
 def submit_create(client: NativeClient, experiment_id: str, spec: str) -> str:

@@ -153,20 +153,14 @@ def _flush_at_multiprocessing_exit() -> None:
 def _flush_on_sigterm() -> None:
     """Process.terminate() and Pool.terminate() (how `with Pool()` ends) stop a child with SIGTERM, whose
     default action skips every exit hook. Where SIGTERM still has that default, the child flushes first (within
-    FLIGHTLOG_EXIT_FLUSH_TIMEOUT), then dies of the signal as it would have."""
+    FLIGHTLOG_EXIT_FLUSH_TIMEOUT), then dies of the signal as it would have. The handler is native: a Python
+    one runs only when the main thread next looks, which a pool worker blocked on its queue's lock never did
+    (it hung; see python/src/sigterm.rs)."""
     import signal
 
     if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         return
-
-    def on_sigterm(signum: int, frame: Any) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends it at once
-        try:
-            _flush_all_at_exit()
-        finally:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, on_sigterm)
+    _native.flush_on_sigterm(float(os.environ.get("FLIGHTLOG_EXIT_FLUSH_TIMEOUT", "30")))
 
 
 def _before_fork() -> None:

@@ -4,6 +4,7 @@
 //! API surface; this module holds nothing but plumbing.
 
 mod ops;
+mod sigterm;
 mod submit;
 mod tensorboard;
 
@@ -131,6 +132,7 @@ impl NativeClient {
                 ))
             }
         };
+        sigterm::track(&client);
         Ok(NativeClient { ops, client })
     }
 
@@ -556,6 +558,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(prepare_fork, m)?)?;
     m.add_function(wrap_pyfunction!(after_fork, m)?)?;
+    m.add_function(wrap_pyfunction!(sigterm::flush_on_sigterm, m)?)?;
     submit::register(m)?;
     tensorboard::register(m)?;
     Ok(())

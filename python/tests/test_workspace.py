@@ -201,6 +201,40 @@ print(run.id)
     assert run.get_metrics("parent") == {"parent": 1.0}
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="reads thread signal masks from /proc")
+@pytest.mark.parametrize("mode", ["local", "server"])
+def test_the_sdks_threads_leave_signals_to_the_programs_threads(tmp_path, server, mode):
+    """A signal sent to the process goes to any thread that does not block it. One that landed on a flightlog
+    thread was only noted for Python's main thread, which, waiting in C (a Pool worker on its queue's lock at
+    `with Pool()`'s SIGTERM), never looked: the worker hung (1 run in 80 under load). Every thread the SDK
+    starts must block SIGTERM and SIGINT; the main thread must not."""
+    dest = f"data_dir={str(tmp_path / 'data')!r}" if mode == "local" else repr(server.uri)
+    code = f"""
+import json, os, threading
+import flightlog
+run = flightlog.Experiment(flightlog.Workspace({dest}), "signals").start_logging()
+run.log("x", 1.0)
+run.flush()
+masks = {{}}
+for tid in os.listdir("/proc/self/task"):
+    with open(f"/proc/self/task/{{tid}}/comm") as f:
+        name = f.read().strip()
+    with open(f"/proc/self/task/{{tid}}/status") as f:
+        blocked = int(next(l for l in f if l.startswith("SigBlk:")).split()[1], 16)
+    key = "main" if int(tid) == threading.get_native_id() else name
+    masks[key] = [bool(blocked >> (s - 1) & 1) for s in (15, 2)]
+print(json.dumps(masks))
+"""
+    r = run_script(code)
+    assert r.returncode == 0, r.stderr
+    masks = json.loads(r.stdout.strip().splitlines()[-1])
+    ours = {name: m for name, m in masks.items() if name.startswith("flightlog-")}
+    expected = {"flightlog-sende"} | ({"flightlog-write", "flightlog-sync"} if mode == "local" else set())
+    assert expected <= set(ours), masks
+    assert all(m == [True, True] for m in ours.values()), masks
+    assert masks["main"] == [False, False]
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 @pytest.mark.parametrize("mode", ["local", "server"])
 def test_multiprocessing_children_deliver_what_they_log(tmp_path, server, mode):

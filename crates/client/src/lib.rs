@@ -172,15 +172,11 @@ impl Client {
             .then(|| (config.spool_dir.clone(), http.base().to_string()));
         let shared = Arc::new(Shared::new(http, config));
         let s = shared.clone();
-        let handle = std::thread::Builder::new()
-            .name("flightlog-sender".into())
-            .spawn(move || s.run_sender())
-            .expect("spawn the flightlog sender thread");
+        let handle = start_sender(s);
         if let Some((dir, uri)) = replay {
             if dir.is_dir() {
-                let _ = std::thread::Builder::new()
-                    .name("flightlog-replay".into())
-                    .spawn(move || match replay_spool(&dir, Some(&uri)) {
+                let _ = flightlog_model::background::spawn("flightlog-replay", move || {
+                    match replay_spool(&dir, Some(&uri)) {
                         Ok(r) if r.entries_sent > 0 || r.entries_rejected > 0 => {
                             tracing::info!(
                                 "replayed {} spooled entries from {}",
@@ -190,7 +186,8 @@ impl Client {
                         }
                         Ok(_) => {}
                         Err(e) => tracing::debug!("spool replay: {e}"),
-                    });
+                    }
+                });
             }
         }
         Client {
@@ -210,10 +207,7 @@ impl Client {
         shared.sink = Some(sink);
         let shared = Arc::new(shared);
         let s = shared.clone();
-        let handle = std::thread::Builder::new()
-            .name("flightlog-sender".into())
-            .spawn(move || s.run_sender())
-            .expect("spawn the flightlog sender thread");
+        let handle = start_sender(s);
         Client {
             shared,
             sender: std::sync::Mutex::new(Some(handle)),
@@ -984,6 +978,12 @@ impl Client {
     pub fn replay_spool(spool_dir: &Path, uri_filter: Option<&str>) -> Result<ReplayReport> {
         replay_spool(spool_dir, uri_filter)
     }
+}
+
+/// Starts the thread that sends what `shared` queues.
+fn start_sender(shared: Arc<Shared>) -> JoinHandle<()> {
+    flightlog_model::background::spawn("flightlog-sender", move || shared.run_sender())
+        .expect("spawn the flightlog sender thread")
 }
 
 impl Drop for Client {

@@ -1,6 +1,7 @@
 //! The vocabulary of flightlog: ids, experiments, runs, metric kinds, events, and the validation rules that
 //! every API (native, MLflow, SDK) shares, so a bad value is rejected the same way whichever door it came in by.
 
+pub mod background;
 pub mod entity;
 pub mod error;
 pub mod ids;

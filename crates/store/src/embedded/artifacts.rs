@@ -159,9 +159,8 @@ struct FolderSync {
 impl FolderSync {
     fn start(dir: PathBuf) -> FolderSync {
         let d = dir.clone();
-        let syncing = std::thread::Builder::new()
-            .name("flightlog-dir-sync".into())
-            .spawn(move || sync_dir(&d));
+        let syncing =
+            flightlog_model::background::spawn("flightlog-dir-sync", move || sync_dir(&d));
         FolderSync { dir, syncing }
     }
 

@@ -148,13 +148,11 @@ impl LogSync {
     fn spawn(interval: Duration, mut sync: impl FnMut() + Send + 'static) -> Result<LogSync> {
         let shared = Arc::new(Shared::default());
         let theirs = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("flightlog-sync".into())
-            .spawn(move || {
-                run(interval, &theirs, &mut sync);
-                super::fork_gate::using_sqlite(move || drop(sync));
-            })
-            .map_err(|e| Error::storage(format!("starting the log sync thread: {e}")))?;
+        let thread = flightlog_model::background::spawn("flightlog-sync", move || {
+            run(interval, &theirs, &mut sync);
+            super::fork_gate::using_sqlite(move || drop(sync));
+        })
+        .map_err(|e| Error::storage(format!("starting the log sync thread: {e}")))?;
         Ok(LogSync {
             shared,
             thread: Some(thread),

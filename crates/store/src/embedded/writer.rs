@@ -108,10 +108,10 @@ impl Writer {
             last_seq: 0,
             last_artifact_seq: 0,
         };
-        let thread = std::thread::Builder::new()
-            .name("flightlog-writer".into())
-            .spawn(move || run(ctx, rx, sync, announce))
-            .map_err(|e| Error::storage(format!("starting the writer thread: {e}")))?;
+        let thread = flightlog_model::background::spawn("flightlog-writer", move || {
+            run(ctx, rx, sync, announce)
+        })
+        .map_err(|e| Error::storage(format!("starting the writer thread: {e}")))?;
         Ok(Writer {
             tx: Some(tx),
             thread: Some(thread),

@@ -1,0 +1,112 @@
+//! Flushing the SDK's clients when a multiprocessing child is stopped with SIGTERM, without Python's help.
+//!
+//! `Pool.terminate()` (the end of a `with Pool()` block) stops its workers with SIGTERM, whose default action
+//! skips every exit hook, so what a worker logged and had not sent yet was lost. A Python-level handler does
+//! not fix that reliably: CPython runs it only when the main thread next looks, and a signal that arrives just
+//! before the worker blocks on its task queue's lock (held by a worker already dead) is never looked at, so
+//! the worker hung and the pool with it (1 run in 80 under load). Here the handler itself only writes a byte to
+//! a pipe; a thread of ours reads it, flushes every client of this process, and then lets the signal kill the
+//! process as it would have.
+
+use flightlog_client::Client;
+use pyo3::prelude::*;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+/// The clients to flush, with the process that made each (a forked child inherits its parent's entries,
+/// whose sender threads it does not have).
+static CLIENTS: Mutex<Vec<(u32, Weak<Client>)>> = Mutex::new(Vec::new());
+/// The write end of the pipe the handler wakes the flushing thread through; -1 until installed.
+static WAKE: AtomicI32 = AtomicI32::new(-1);
+
+/// Remembers `client` for a flush on SIGTERM (if [`flush_on_sigterm`] is installed in this process).
+pub fn track(client: &Arc<Client>) {
+    let mut clients = CLIENTS.lock().unwrap_or_else(PoisonError::into_inner);
+    clients.retain(|(_, c)| c.strong_count() > 0);
+    clients.push((std::process::id(), Arc::downgrade(client)));
+}
+
+/// From here on, SIGTERM first flushes this process's clients (up to `timeout_seconds` in all, giving up on
+/// a server that keeps failing: what is unsent goes to the spool journal), then kills the process as before.
+/// Installed by the SDK in multiprocessing children whose SIGTERM has its default action.
+#[pyfunction]
+pub fn flush_on_sigterm(timeout_seconds: f64) -> PyResult<()> {
+    let mut fds = [-1 as RawFd; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    let timeout = Duration::from_secs_f64(timeout_seconds.clamp(0.0, 3600.0));
+    flightlog_model::background::spawn("flightlog-sigterm", move || {
+        wait_then_flush(fds[0], timeout)
+    })?;
+    WAKE.store(fds[1], Ordering::SeqCst);
+    // SAFETY: `on_sigterm` only loads an atomic and calls write(2), both async-signal-safe.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_sigterm as *const () as usize;
+        action.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(libc::SIGTERM, &action, std::ptr::null_mut());
+    }
+    Ok(())
+}
+
+extern "C" fn on_sigterm(_: libc::c_int) {
+    let fd = WAKE.load(Ordering::SeqCst);
+    if fd >= 0 {
+        // SAFETY: writes one byte from a static buffer; a failure leaves nothing to do here.
+        unsafe { libc::write(fd, b"!".as_ptr().cast(), 1) };
+    }
+}
+
+/// Waits for the handler's byte, flushes, restores SIGTERM's default action and sends it again.
+fn wait_then_flush(read_fd: RawFd, timeout: Duration) {
+    let mut byte = 0u8;
+    loop {
+        // SAFETY: reads at most one byte into `byte`.
+        let n = unsafe { libc::read(read_fd, (&mut byte as *mut u8).cast(), 1) };
+        if n == 1 {
+            break;
+        }
+        if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+            continue;
+        }
+        return;
+    }
+    let me = std::process::id();
+    let clients: Vec<Arc<Client>> = CLIENTS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .filter(|(pid, _)| *pid == me)
+        .filter_map(|(_, c)| c.upgrade())
+        .collect();
+    let deadline = Instant::now() + timeout;
+    for client in clients {
+        deliver(&client, deadline);
+        let _ = client.close(Duration::ZERO);
+    }
+    // SAFETY: restores the default action and signals the process (not this thread, which blocks SIGTERM).
+    unsafe {
+        libc::signal(libc::SIGTERM, libc::SIG_DFL);
+        libc::kill(libc::getpid(), libc::SIGTERM);
+    }
+}
+
+/// Flushes until everything is delivered, `deadline`, or a server that failed twice in a row (the same rule
+/// as the SDK's exit flush).
+fn deliver(client: &Client, deadline: Instant) {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let step = left.min(Duration::from_millis(250));
+        if client.flush(step).is_ok_and(|r| r.complete) || left.is_zero() {
+            return;
+        }
+        if client.status().consecutive_failures >= 2 {
+            return;
+        }
+    }
+}
