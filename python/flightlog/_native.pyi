@@ -22,6 +22,8 @@ class NativeClient:
         """Downloads artifact ``path`` to local ``file``; returns the ArtifactInfo JSON."""
     def flush(self, timeout_seconds: float) -> bool:
         """Waits (GIL released) until everything enqueued is stored; False on timeout."""
+    def deliver(self, timeout_seconds: float) -> bool:
+        """Flushes until delivered, the timeout, or a server failing twice in a row; True when delivered."""
     def delivery(self) -> str:
         """JSON delivery state: enqueued/sent/pending points, spooled entries, rejections, last_error."""
     def close(self, timeout_seconds: float) -> bool:

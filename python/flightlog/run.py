@@ -694,9 +694,7 @@ class Run:
         delivered = True
         if self._native_run is not None:
             # Deliver what was logged first; a server that keeps failing is not waited for.
-            from .workspace import _deliver
-
-            delivered = _deliver(client, 300.0)
+            delivered = client.deliver(300.0)
         patch: Dict[str, Any] = {"status": status}
         if error is not None:
             patch["error"] = error

@@ -73,19 +73,6 @@ def _start_monitor() -> None:
     threading.Thread(target=watch, name="flightlog-delivery-monitor", daemon=True).start()
 
 
-def _deliver(client: "_native.NativeClient", timeout: float) -> bool:
-    """Flushes, but gives up early once sends keep failing (server down): what is unsent stays queued and is
-    journaled. True when everything was delivered."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while True:
-        if client.flush(max(0.0, min(0.25, deadline - time.monotonic()))):
-            return True
-        if time.monotonic() >= deadline or json.loads(client.delivery()).get("consecutive_failures", 0) >= 2:
-            return False
-
-
 def _flush_all_at_exit() -> None:
     # A copy of the values, without the lock: this also runs from a signal handler, which may interrupt a
     # holder of the lock on the same thread.
@@ -95,7 +82,7 @@ def _flush_all_at_exit() -> None:
         try:
             # A server that is down now is not waited for: what is unsent goes to the journal, replayed by the
             # next start (or `flightlog sync`).
-            _deliver(client, timeout)
+            client.deliver(timeout)
             client.close(0.5)
         except Exception:  # pragma: no cover - never fail interpreter exit
             pass

@@ -237,6 +237,13 @@ impl NativeClient {
         py.detach(|| Ok(self.client.flush(timeout)?.complete)).py()
     }
 
+    /// Flushes (GIL released) until everything is delivered, the timeout passes, or the server has failed
+    /// twice in a row (what is unsent stays queued and journaled); True when everything was delivered.
+    fn deliver(&self, py: Python<'_>, timeout_seconds: f64) -> bool {
+        let timeout = Duration::from_secs_f64(timeout_seconds.clamp(0.0, 1e9));
+        py.detach(|| self.client.deliver(timeout))
+    }
+
     /// The delivery state as JSON: points enqueued/sent/pending, entries spooled to disk, rejections, last
     /// error (None while all is well).
     fn delivery(&self) -> String {

@@ -86,27 +86,12 @@ fn wait_then_flush(read_fd: RawFd, timeout: Duration) {
         .collect();
     let deadline = Instant::now() + timeout;
     for client in clients {
-        deliver(&client, deadline);
+        client.deliver(deadline.saturating_duration_since(Instant::now()));
         let _ = client.close(Duration::ZERO);
     }
     // SAFETY: restores the default action and signals the process (not this thread, which blocks SIGTERM).
     unsafe {
         libc::signal(libc::SIGTERM, libc::SIG_DFL);
         libc::kill(libc::getpid(), libc::SIGTERM);
-    }
-}
-
-/// Flushes until everything is delivered, `deadline`, or a server that failed twice in a row (the same rule
-/// as the SDK's exit flush).
-fn deliver(client: &Client, deadline: Instant) {
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let step = left.min(Duration::from_millis(250));
-        if client.flush(step).is_ok_and(|r| r.complete) || left.is_zero() {
-            return;
-        }
-        if client.status().consecutive_failures >= 2 {
-            return;
-        }
     }
 }

@@ -30,6 +30,11 @@ use std::time::{Duration, Instant};
 /// Default server.
 pub const DEFAULT_URI: &str = "http://127.0.0.1:5000";
 
+/// [`Client::deliver`] gives up on a server that failed this many sends in a row.
+pub const GIVE_UP_AFTER_FAILURES: u32 = 2;
+/// How long each wait of [`Client::deliver`] lasts before it looks at the failure count again.
+const DELIVER_STEP: Duration = Duration::from_millis(250);
+
 /// How a [`Client`] talks to the server and buffers data.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
@@ -929,6 +934,24 @@ impl Client {
         })
     }
 
+    /// Flushes like [`Client::flush`], but stops waiting once the server has failed [`GIVE_UP_AFTER_FAILURES`]
+    /// times in a row: at exit (or on SIGTERM) a server that is down is not waited for, since what is unsent
+    /// is journaled and replayed later. True when everything was delivered.
+    pub fn deliver(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if self.flush(left.min(DELIVER_STEP)).is_ok_and(|r| r.complete) {
+                return true;
+            }
+            if Instant::now() >= deadline
+                || self.shared.stats().consecutive_failures >= GIVE_UP_AFTER_FAILURES
+            {
+                return false;
+            }
+        }
+    }
+
     /// The sender thread's handle, if not yet taken (by `close` or drop).
     fn take_sender(&self) -> Option<JoinHandle<()>> {
         self.sender
@@ -1232,15 +1255,38 @@ mod tests {
         assert!(decode_binary_scalars(&b[..20]).is_err());
     }
 
+    /// A client whose server is never there (port 1), journaling into `spool`.
+    fn client_of_a_dead_server(spool: &Path) -> Client {
+        Client::new(ClientConfig {
+            uri: "http://127.0.0.1:1".into(),
+            spool_dir: spool.to_path_buf(),
+            replay_on_start: false,
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn deliver_gives_up_on_a_server_that_keeps_failing_long_before_its_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let client = client_of_a_dead_server(dir.path());
+        assert!(client.deliver(Duration::ZERO), "nothing logged: delivered");
+        client
+            .log_scalar(&RunId::new(), "loss", Some(0), 1.0, None)
+            .unwrap();
+        let t = Instant::now();
+        assert!(!client.deliver(Duration::from_secs(60)));
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "gave up after {:?}",
+            t.elapsed()
+        );
+        assert!(client.status().consecutive_failures >= GIVE_UP_AFTER_FAILURES);
+    }
+
     #[test]
     fn logging_validates_and_never_blocks_without_a_server() {
         let dir = tempfile::tempdir().unwrap();
-        let client = Client::new(ClientConfig {
-            uri: "http://127.0.0.1:1".into(),
-            spool_dir: dir.path().to_path_buf(),
-            replay_on_start: false,
-            ..Default::default()
-        });
+        let client = client_of_a_dead_server(dir.path());
         let run = RunId::new();
         assert!(matches!(
             client.log_scalar(&run, "", None, 1.0, None),
