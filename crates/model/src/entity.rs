@@ -354,11 +354,15 @@ pub enum EventBody {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         replaced: Option<Replaced>,
     },
-    /// Bytes `[offset, offset + length)` were appended to log stream `stream`.
+    /// Bytes `[offset, offset + length)` were appended to log stream `stream`. Like points events, a
+    /// stream's newest append event is replaced by the next append's, which then covers both ranges;
+    /// `replaced` says which event it took the place of (`end` a byte offset).
     LogAppended {
         stream: String,
         offset: u64,
         length: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        replaced: Option<Replaced>,
     },
     ArtifactWritten {
         path: String,
@@ -369,8 +373,9 @@ pub enum EventBody {
     },
 }
 
-/// The points event a merged one took the place of: event `seq`, which covered the series' points before
-/// index `end`. A reader past `seq` has those points already and needs only `[end, from_index + count)`.
+/// The event a merged one took the place of: event `seq`, which covered the series' points before index `end`
+/// (of a log stream: its bytes before offset `end`). A reader past `seq` has those already and needs only what
+/// follows `end`.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Replaced {
     pub seq: u64,

@@ -4,6 +4,7 @@
 use crate::sse::{SseEvent, SseReader};
 use flightlog_client::Client;
 use flightlog_model::{Error, Result, Run, RunId, RunPatch, RunStatus};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// How long the server may stay unreachable before waiting gives up.
@@ -20,10 +21,10 @@ pub fn wait_for_run(
         .get_run(id)?
         .properties
         .contains_key(crate::lifecycle::TARGET_PROPERTY);
-    let mut after = 0;
+    let mut at = Position::default();
     let mut unreachable_since: Option<Instant> = None;
     loop {
-        match follow(client, id, submitted, &mut after, on_output) {
+        match follow(client, id, submitted, &mut at, on_output) {
             Ok(true) => return client.get_run(id),
             Ok(false) => unreachable_since = None,
             Err(Error::Transport(e)) => {
@@ -38,15 +39,25 @@ pub fn wait_for_run(
     }
 }
 
-/// Reads one connection's events after `after` (advancing it); `Ok(true)` once the run has ended.
+/// Where following a run has got to, kept across connections.
+#[derive(Default)]
+struct Position {
+    /// The last event seq read.
+    after: u64,
+    /// How far each log stream's text has been passed on. A connection that resumes from before a merged
+    /// `log_appended` event gets bytes that were passed on already (see docs/api.md, live streams).
+    passed: HashMap<String, u64>,
+}
+
+/// Reads one connection's events after `at.after` (advancing it); `Ok(true)` once the run has ended.
 fn follow(
     client: &Client,
     id: &RunId,
     submitted: bool,
-    after: &mut u64,
+    at: &mut Position,
     on_output: &mut dyn FnMut(&str, &str),
 ) -> Result<bool> {
-    let reader = client.run_events(id, Some(*after))?;
+    let reader = client.run_events(id, Some(at.after))?;
     let mut sse = SseReader::new(reader);
     loop {
         let ev = match sse.next_event() {
@@ -54,11 +65,11 @@ fn follow(
             Ok(None) => return Ok(false),
             Err(e) => return Err(Error::Transport(format!("event stream broke: {e}"))),
         };
-        if handle(client, id, submitted, &ev, on_output)? {
+        if handle(client, id, submitted, &ev, &mut at.passed, on_output)? {
             return Ok(true);
         }
         if let Some(seq) = ev.id {
-            *after = seq;
+            at.after = seq;
         }
     }
 }
@@ -71,21 +82,29 @@ fn handle(
     id: &RunId,
     submitted: bool,
     ev: &SseEvent,
+    passed: &mut HashMap<String, u64>,
     on_output: &mut dyn FnMut(&str, &str),
 ) -> Result<bool> {
     if ev.kind() == "log_appended" {
         let v = ev.json();
         let stream = v["stream"].as_str().unwrap_or_default();
-        match v["data"].as_str() {
-            Some(text) => on_output(stream, text),
+        let offset = v["offset"].as_u64().unwrap_or(0);
+        let end = offset.saturating_add(v["length"].as_u64().unwrap_or(0));
+        let from = passed.get(stream).copied().unwrap_or(0).max(offset);
+        if from >= end {
+            return Ok(false);
+        }
+        let skip = (from - offset) as usize;
+        match v["data"].as_str().filter(|d| d.is_char_boundary(skip)) {
+            Some(text) => on_output(stream, &text[skip..]),
             None => {
-                // The server could not attach the text: read exactly the announced range.
-                let offset = v["offset"].as_u64().unwrap_or(0);
-                let length = v["length"].as_u64().unwrap_or(0);
-                let slice = client.read_log(id, stream, offset, Some(length))?;
+                // The server could not attach the text (or it overlaps what was passed on mid-character):
+                // read exactly the range not passed on yet.
+                let slice = client.read_log(id, stream, from, Some(end - from))?;
                 on_output(stream, &slice.data);
             }
         }
+        passed.insert(stream.to_string(), end);
         return Ok(false);
     }
     match ev.status() {

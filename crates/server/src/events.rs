@@ -9,11 +9,12 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, KeepAliveStream, Sse};
 use axum::routing::get;
 use axum::Router;
-use flightlog_model::{Event, EventBody, EventFilter, MetricKind, ReadRange};
+use flightlog_model::{Event, EventBody, EventFilter, MetricKind, ReadRange, Replaced};
 use flightlog_store::Store;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::ops::Range;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -155,8 +156,8 @@ struct Page {
     full: bool,
 }
 
-/// Where this connection's run stream has sent each series up to.
-type Sent = HashMap<String, u64>;
+/// Where this connection's run stream has sent each series (and log stream) up to, by event type and name.
+type Sent = HashMap<(&'static str, String), u64>;
 
 fn fetch(
     store: &dyn Store,
@@ -181,48 +182,73 @@ fn fetch(
     })
 }
 
-/// The part of a points event that a reader past event `after` has not had (any other event whole); `None` if
-/// it had all of it. A series' points event replaces its previous one and covers that range too, so the part
-/// the replaced event announced is left out when the reader is past it, and so is whatever this connection
-/// sent (it may have read an event that was replaced twice since). A reader resuming from further back can
-/// still get points it had: `from_index` says which.
+/// The part of an append event (points, log_appended) that a reader past event `after` has not had (any other
+/// event whole); `None` if it had all of it. An append event replaces its series' (stream's) previous one and
+/// covers that range too, so the part the replaced event announced is left out when the reader is past it, and
+/// so is whatever this connection sent (it may have read an event that was replaced twice since). A reader
+/// resuming from further back can still get points or bytes it had: `from_index` / `offset` say which.
 fn unsent<'a>(e: &'a Event, after: u64, sent: &mut Sent) -> Option<Cow<'a, Event>> {
-    let EventBody::Points {
-        name,
-        from_index,
-        count,
-        replaced,
-        ..
-    } = &e.body
-    else {
+    let Some((name, range, replaced)) = appended(&e.body) else {
         return Some(Cow::Borrowed(e));
     };
-    let end = from_index + count;
-    let mut start = *from_index;
+    let mut start = range.start;
     if let Some(r) = replaced.filter(|r| r.seq <= after) {
         start = start.max(r.end);
     }
-    if let Some(&s) = sent.get(name) {
+    let key = (type_name(&e.body), name.to_string());
+    if let Some(&s) = sent.get(&key) {
         start = start.max(s);
     }
-    if start >= end {
+    if start >= range.end {
         return None;
     }
-    sent.insert(name.clone(), end);
-    if start == *from_index {
+    sent.insert(key, range.end);
+    if start == range.start {
         return Some(Cow::Borrowed(e));
     }
     let mut rest = e.clone();
-    if let EventBody::Points {
-        from_index,
-        count,
-        replaced,
-        ..
-    } = &mut rest.body
-    {
-        (*from_index, *count, *replaced) = (start, end - start, None);
-    }
+    narrow(&mut rest.body, start);
     Some(Cow::Owned(rest))
+}
+
+/// An append event's series or stream name, the range it announces (point indexes or bytes) and the event it
+/// replaced; `None` for other events.
+fn appended(body: &EventBody) -> Option<(&str, Range<u64>, Option<Replaced>)> {
+    match body {
+        EventBody::Points {
+            name,
+            from_index,
+            count,
+            replaced,
+            ..
+        } => Some((name, *from_index..from_index + count, *replaced)),
+        EventBody::LogAppended {
+            stream,
+            offset,
+            length,
+            replaced,
+        } => Some((stream, *offset..offset + length, *replaced)),
+        _ => None,
+    }
+}
+
+/// Makes an append event announce only its range from `start` on (a part no event replaced).
+fn narrow(body: &mut EventBody, start: u64) {
+    match body {
+        EventBody::Points {
+            from_index,
+            count,
+            replaced,
+            ..
+        } => (*count, *from_index, *replaced) = (*from_index + *count - start, start, None),
+        EventBody::LogAppended {
+            offset,
+            length,
+            replaced,
+            ..
+        } => (*length, *offset, *replaced) = (*offset + *length - start, start, None),
+        _ => {}
+    }
 }
 
 fn wanted(e: &Event, scope: Scope) -> bool {
@@ -304,7 +330,7 @@ fn append_data(store: &dyn Store, e: &Event, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flightlog_model::{ExperimentId, Replaced, WallTime};
+    use flightlog_model::{ExperimentId, WallTime};
 
     fn points(seq: u64, from_index: u64, count: u64, replaced: Option<Replaced>) -> Event {
         Event {
@@ -351,5 +377,39 @@ mod tests {
         let e = points(9, 0, 3, Some(Replaced { seq: 7, end: 2 }));
         assert_eq!(range(unsent(&e, 5, &mut sent)), Some((1, 2)));
         assert_eq!(range(unsent(&e, 5, &mut sent)), None, "all of it sent");
+    }
+
+    #[test]
+    fn log_appends_are_trimmed_like_points_and_apart_from_a_series_of_the_same_name() {
+        let log = |seq, offset, length, replaced| Event {
+            body: EventBody::LogAppended {
+                stream: "loss".into(),
+                offset,
+                length,
+                replaced,
+            },
+            ..points(seq, 0, 0, None)
+        };
+        let mut sent = Sent::new();
+        let first = log(3, 0, 10, None);
+        assert_eq!(unsent(&first, 0, &mut sent).as_deref(), Some(&first));
+        assert_eq!(
+            range(unsent(&points(4, 0, 4, None), 0, &mut sent)),
+            Some((0, 4)),
+            "a series named like the stream is tracked apart"
+        );
+        let merged = log(6, 0, 25, Some(Replaced { seq: 5, end: 18 }));
+        let rest = unsent(&merged, 4, &mut sent).map(|e| e.into_owned().body);
+        assert_eq!(
+            rest,
+            Some(EventBody::LogAppended {
+                stream: "loss".into(),
+                offset: 10,
+                length: 15,
+                replaced: None
+            }),
+            "event 5 was never seen: only what this connection sent is left out"
+        );
+        assert_eq!(unsent(&merged, 4, &mut sent), None);
     }
 }

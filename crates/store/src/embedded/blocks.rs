@@ -131,7 +131,7 @@ pub type TailCache = JobCache<Tail>;
 /// Takes the cached tail of `series_id` if it still ends at `count` (another process may have appended).
 fn take_tail(cache: &mut TailCache, series_id: i64, count: u64) -> Option<Tail> {
     cache
-        .take(series_id)
+        .take(&series_id)
         .filter(|t| t.first_index + t.len() as u64 == count)
 }
 

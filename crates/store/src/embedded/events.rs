@@ -1,7 +1,7 @@
 //! The event log: one row per committed change, written in the change's own transaction, so `seq` order is
-//! commit order and a stream reader that resumes from a seq misses nothing. A series' points events are the
-//! exception that keeps the log small: each append replaces the series' newest points event with one covering
-//! both ranges (see [`emit_points`]).
+//! commit order and a stream reader that resumes from a seq misses nothing. Appends are the exception that
+//! keeps the log small: each one replaces its series' newest points event (or its log stream's newest
+//! `log_appended` event) with one covering both ranges (see [`emit_points`]).
 
 use super::sql_err;
 use super::writer::WriteCtx;
@@ -41,14 +41,19 @@ pub fn emit(
 /// Most points one merged points event announces. A reader that resumes from before a merged event reads its
 /// whole range again (streams skip what they sent on the same connection), so this bounds what it re-reads.
 const MERGE_POINTS: u64 = 1000;
-/// Series whose newest points event the writer remembers (see [`super::job_cache::JobCache`]).
+/// Most bytes one merged `log_appended` event announces (the same bound, for a log stream).
+const MERGE_LOG_BYTES: u64 = 64 * 1024;
+/// Series (and log streams) whose newest event the writer remembers (see [`super::job_cache::JobCache`]).
 pub const REMEMBERED_SERIES: usize = 4096;
 
-/// Where a series' newest points event is and the points it covers.
-pub struct LastPoints {
+/// Where a series' (or log stream's) newest event is and the range it covers: point indexes, or bytes.
+pub struct LastEvent {
     seq: u64,
     range: Range<u64>,
 }
+
+/// A log stream, as the writer's cache of newest append events knows it.
+pub type StreamKey = (RunId, String);
 
 /// Records the points event of an append to series `series_id` of the points `appended`, made by `body` from
 /// the range it announces and the event it replaced. It replaces the series' newest points event when this
@@ -64,28 +69,64 @@ pub fn emit_points(
     appended: Range<u64>,
     body: impl FnOnce(Range<u64>, Option<Replaced>) -> EventBody,
 ) -> Result<u64> {
-    let (mut range, mut replaced) = (appended, None);
-    if let Some(last) = ctx.points.take(series_id) {
-        let merged = last.range.start..range.end;
-        if last.range.end == range.start
-            && merged.end - merged.start <= MERGE_POINTS
-            && delete(ctx, last.seq)?
-        {
-            replaced = Some(Replaced {
-                seq: last.seq,
-                end: last.range.end,
-            });
-            range = merged;
-        }
-    }
+    let last = ctx.points.take(&series_id);
+    let (range, replaced) = merge(ctx, last, appended, MERGE_POINTS)?;
     let seq = emit(
         ctx,
         experiment_id,
         Some(run_id),
         &body(range.clone(), replaced),
     )?;
-    ctx.points.put(series_id, LastPoints { seq, range });
+    ctx.points.put(series_id, LastEvent { seq, range });
     Ok(seq)
+}
+
+/// Records the `log_appended` event of bytes `appended` of a run's log stream, replacing the stream's newest
+/// one as [`emit_points`] does for points: a job's output is sent every few milliseconds, and an event row per
+/// send cost more than the output itself.
+pub fn emit_log_append(
+    ctx: &mut WriteCtx,
+    experiment_id: ExperimentId,
+    run_id: &RunId,
+    stream: &str,
+    appended: Range<u64>,
+) -> Result<u64> {
+    let key: StreamKey = (run_id.clone(), stream.to_string());
+    let last = ctx.log_appends.take(&key);
+    let (range, replaced) = merge(ctx, last, appended, MERGE_LOG_BYTES)?;
+    let body = EventBody::LogAppended {
+        stream: stream.to_string(),
+        offset: range.start,
+        length: range.end - range.start,
+        replaced,
+    };
+    let seq = emit(ctx, experiment_id, Some(run_id), &body)?;
+    ctx.log_appends.put(key, LastEvent { seq, range });
+    Ok(seq)
+}
+
+/// The range the event of an append of `appended` announces, and the event it replaces: `last` (deleted here)
+/// when the append continues it and the two together stay within `max`.
+fn merge(
+    ctx: &WriteCtx,
+    last: Option<LastEvent>,
+    appended: Range<u64>,
+    max: u64,
+) -> Result<(Range<u64>, Option<Replaced>)> {
+    if let Some(last) = last {
+        let merged = last.range.start..appended.end;
+        if last.range.end == appended.start
+            && merged.end - merged.start <= max
+            && delete(ctx, last.seq)?
+        {
+            let replaced = Replaced {
+                seq: last.seq,
+                end: last.range.end,
+            };
+            return Ok((merged, Some(replaced)));
+        }
+    }
+    Ok((appended, None))
 }
 
 /// Deletes event `seq`; `false` if it was not there (another process's writer may have replaced it).
@@ -94,7 +135,7 @@ fn delete(ctx: &WriteCtx, seq: u64) -> Result<bool> {
         .prepare_cached("DELETE FROM events WHERE seq = ?1")
         .and_then(|mut st| st.execute([seq as i64]))
         .map(|n| n == 1)
-        .map_err(sql_err("replacing a points event"))
+        .map_err(sql_err("replacing an event"))
 }
 
 /// Events after `after` matching `filter`, oldest first.

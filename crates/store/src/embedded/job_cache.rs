@@ -1,21 +1,22 @@
 //! The writer's per-series memory of what it last wrote, kept across commits and undone with a failed job.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 
-/// Values by series id that the writer keeps between jobs so as not to read them back (a series' open tail
-/// block, its newest points event). What a job touched is forgotten if the job rolls back, and everything if
+/// Values by series id (or another key: a log stream) that the writer keeps between jobs so as not to read
+/// them back (a series' open tail block, its newest points event, a stream's newest append event). What a job touched is forgotten if the job rolls back, and everything if
 /// the commit fails, so an entry never describes a write that did not happen; a missing entry only costs a
 /// read or a new row. Holders check an entry against the row it describes before using it: another process
 /// may have written since.
-pub struct JobCache<V> {
-    map: HashMap<i64, V>,
-    touched: Vec<i64>,
+pub struct JobCache<V, K = i64> {
+    map: HashMap<K, V>,
+    touched: Vec<K>,
     capacity: usize,
 }
 
-impl<V> JobCache<V> {
+impl<V, K: Eq + Hash + Clone> JobCache<V, K> {
     /// A cache emptied whenever it would hold more than `capacity` entries (a cheap bound on its memory).
-    pub fn new(capacity: usize) -> JobCache<V> {
+    pub fn new(capacity: usize) -> JobCache<V, K> {
         JobCache {
             map: HashMap::new(),
             touched: Vec::new(),
@@ -39,18 +40,18 @@ impl<V> JobCache<V> {
         self.touched.clear();
     }
 
-    /// Takes the entry of `series_id` out; the caller puts back what it then writes.
-    pub fn take(&mut self, series_id: i64) -> Option<V> {
-        self.touched.push(series_id);
-        self.map.remove(&series_id)
+    /// Takes the entry of `key` out; the caller puts back what it then writes.
+    pub fn take(&mut self, key: &K) -> Option<V> {
+        self.touched.push(key.clone());
+        self.map.remove(key)
     }
 
-    pub fn put(&mut self, series_id: i64, value: V) {
+    pub fn put(&mut self, key: K, value: V) {
         if self.map.len() >= self.capacity {
             self.map.clear();
         }
-        self.touched.push(series_id);
-        self.map.insert(series_id, value);
+        self.touched.push(key.clone());
+        self.map.insert(key, value);
     }
 }
 
@@ -65,15 +66,15 @@ mod tests {
         c.put(1, "a");
         c.begin_job();
         c.put(2, "b");
-        assert_eq!(c.take(1), Some("a"));
+        assert_eq!(c.take(&1), Some("a"));
         c.put(1, "a2");
         c.forget_job();
-        assert_eq!(c.take(1), None, "rewritten by the failed job");
-        assert_eq!(c.take(2), None, "written by the failed job");
+        assert_eq!(c.take(&1), None, "rewritten by the failed job");
+        assert_eq!(c.take(&2), None, "written by the failed job");
         c.begin_job();
         c.put(3, "c");
         c.begin_job();
-        assert_eq!(c.take(3), Some("c"), "an earlier job's entry survives");
+        assert_eq!(c.take(&3), Some("c"), "an earlier job's entry survives");
     }
 
     #[test]
@@ -82,6 +83,6 @@ mod tests {
         c.put(1, 1);
         c.put(2, 2);
         c.put(3, 3);
-        assert_eq!((c.take(1), c.take(2), c.take(3)), (None, None, Some(3)));
+        assert_eq!((c.take(&1), c.take(&2), c.take(&3)), (None, None, Some(3)));
     }
 }

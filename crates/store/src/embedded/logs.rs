@@ -9,7 +9,7 @@
 //! frame. Small ones (a line now and then) stay rows: a file needs a sync of its own before the commit, and
 //! for a few bytes that second sync would double the append's latency.
 
-use super::events::emit;
+use super::events::emit_log_append;
 use super::log_files;
 use super::writer::WriteCtx;
 use super::{runs, sql_err, Inner};
@@ -88,12 +88,7 @@ pub fn append_in(
             ])
         })
         .map_err(sql_err("appending to a log"))?;
-    let body = EventBody::LogAppended {
-        stream: stream.to_string(),
-        offset,
-        length: data.len() as u64,
-    };
-    emit(ctx, exp, Some(run), &body)?;
+    emit_log_append(ctx, exp, run, stream, offset..new_len)?;
     Ok(new_len)
 }
 

@@ -1837,6 +1837,68 @@ fn points_logged_one_at_a_time_keep_one_event_per_series() {
 }
 
 #[test]
+fn output_appended_a_line_at_a_time_keeps_one_event_per_stream() {
+    let (_d, s) = store();
+    let id = run(&s);
+    let appends = |after: u64| {
+        let filter = EventFilter {
+            run_id: Some(id.clone()),
+            types: vec!["log_appended".into()],
+            ..Default::default()
+        };
+        let events = s.events_since(&filter, after, 10_000).unwrap();
+        let ranges = events.iter().map(|e| match &e.body {
+            EventBody::LogAppended {
+                stream,
+                offset,
+                length,
+                replaced,
+            } => (stream.clone(), *offset, *length, replaced.map(|r| r.end)),
+            other => panic!("not a log event: {other:?}"),
+        });
+        (events.last().map(|e| e.seq), ranges.collect::<Vec<_>>())
+    };
+    s.append_log(&id, "stdout", b"line 0\n").unwrap();
+    let (seen, _) = appends(0);
+    for i in 1..5 {
+        s.append_log(&id, "stdout", format!("line {i}\n").as_bytes())
+            .unwrap();
+    }
+    s.append_log(&id, "stderr", b"oops\n").unwrap();
+    assert_eq!(
+        appends(0).1,
+        vec![
+            ("stdout".into(), 0, 35, Some(28)),
+            ("stderr".into(), 0, 5, None)
+        ],
+        "each stream's appends merged into one event, naming the part the replaced one covered"
+    );
+    assert_eq!(
+        appends(seen.unwrap()).1,
+        appends(0).1,
+        "a reader past the first event still gets every byte"
+    );
+    assert_eq!(
+        s.read_log(&id, "stdout", 0, 35).unwrap().data,
+        "line 0\nline 1\nline 2\nline 3\nline 4\n"
+    );
+    let big = vec![b'x'; 40 * 1024];
+    s.append_log(&id, "stdout", &big).unwrap();
+    s.append_log(&id, "stdout", &big).unwrap();
+    let stdout: Vec<_> = appends(0)
+        .1
+        .into_iter()
+        .filter(|a| a.0 == "stdout")
+        .map(|a| (a.1, a.2))
+        .collect();
+    assert_eq!(
+        stdout,
+        vec![(0, 35 + 40 * 1024), (35 + 40 * 1024, 40 * 1024)],
+        "a merged event covers 64 KiB at most"
+    );
+}
+
+#[test]
 fn events_are_ordered_and_filtered() {
     let (_d, s) = store();
     let rx = s.subscribe();
@@ -1941,7 +2003,8 @@ fn events_are_ordered_and_filtered() {
         EventBody::LogAppended {
             stream: "stdout".into(),
             offset: 0,
-            length: 2
+            length: 2,
+            replaced: None
         }
     );
     let typed = |types: &[&str]| {

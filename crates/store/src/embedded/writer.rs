@@ -4,7 +4,7 @@
 
 use super::blocks::{TailCache, MAX_CACHED_TAILS};
 use super::durability::LogSync;
-use super::events::{LastPoints, REMEMBERED_SERIES};
+use super::events::{LastEvent, StreamKey, REMEMBERED_SERIES};
 use super::fork_gate::using_sqlite;
 use super::job_cache::JobCache;
 use super::log_files::LogFiles;
@@ -31,8 +31,10 @@ const CHECKPOINT_RETRY: Duration = Duration::from_millis(5);
 pub struct WriteCtx {
     pub conn: Connection,
     pub tails: TailCache,
-    /// Each series' newest points event, which the next append of the series replaces (see [`emit_points`]).
-    pub points: JobCache<LastPoints>,
+    /// Each series' newest points event, which the next append of the series replaces (see [`super::events::emit_points`]).
+    pub points: JobCache<LastEvent>,
+    /// Each log stream's newest `log_appended` event, replaced the same way (see [`super::events::emit_log_append`]).
+    pub log_appends: JobCache<LastEvent, StreamKey>,
     /// Log stream files written by the group, synced before its commit.
     pub logs: LogFiles,
     /// The newest event seq inserted by the current group.
@@ -46,18 +48,21 @@ impl WriteCtx {
     fn begin_job(&mut self) {
         self.tails.begin_job();
         self.points.begin_job();
+        self.log_appends.begin_job();
     }
 
     /// The job was rolled back: the caches forget what it touched.
     fn forget_job(&mut self) {
         self.tails.forget_job();
         self.points.forget_job();
+        self.log_appends.forget_job();
     }
 
     /// The commit failed: the caches forget everything.
     fn forget_all(&mut self) {
         self.tails.clear();
         self.points.clear();
+        self.log_appends.clear();
     }
 }
 
@@ -104,6 +109,7 @@ impl Writer {
             conn,
             tails: TailCache::new(MAX_CACHED_TAILS),
             points: JobCache::new(REMEMBERED_SERIES),
+            log_appends: JobCache::new(REMEMBERED_SERIES),
             logs,
             last_seq: 0,
             last_artifact_seq: 0,
