@@ -24,6 +24,10 @@ CASES = [
     ("POST", "experiments/create", {"json": {}}),
     ("POST", "experiments/create", {"json": {"name": ""}}),
     ("POST", "experiments/delete", {"json": {"experiment_id": "987654"}}),
+    ("POST", "experiments/delete", {"json": {"experiment_id": "{gone_eid}"}}),
+    ("POST", "experiments/restore", {"json": {"experiment_id": "{eid}"}}),
+    ("POST", "runs/log-metric", {"json": {"run_id": "{orphan}", "key": "m", "value": 1, "timestamp": 1}}),
+    ("POST", "runs/set-tag", {"json": {"run_id": "{orphan}", "key": "t", "value": "1"}}),
     ("POST", "experiments/search", {"json": {"max_results": 50001}}),
     ("POST", "experiments/search", {"json": {"max_results": 10, "filter": "name = 'a' OR name = 'b'"}}),
     ("GET", "runs/get", {"params": {"run_id": "0" * 32}}),
@@ -132,7 +136,11 @@ def outcomes(base):
     run, dead = new_run(), new_run()
     call("POST", "runs/delete", json={"run_id": dead})
     call("POST", "runs/log-parameter", json={"run_id": run, "key": "p", "value": "1"})
-    names = {"exp_name": exp_name, "eid": eid, "run": run, "dead": dead}
+    # An experiment deleted with its run still active: MLflow deletes the run with it.
+    gone_eid = call("POST", "experiments/create", json={"name": exp_name + "-gone"}).json()["experiment_id"]
+    orphan = call("POST", "runs/create", json={"experiment_id": gone_eid, "start_time": 1}).json()["run"]["info"]["run_id"]
+    call("POST", "experiments/delete", json={"experiment_id": gone_eid})
+    names = {"exp_name": exp_name, "eid": eid, "run": run, "dead": dead, "gone_eid": gone_eid, "orphan": orphan}
     out = []
     for method, path, kw in CASES:
         r = call(method, path, **fill(kw, names))
@@ -305,3 +313,31 @@ def test_repeated_points_are_stored_once_as_mlflow_stores_them(server, mlflow_se
     theirs = stored_histories(mlflow_server)
     assert stored_histories(server) == theirs
     assert len(theirs["a"]) == 8 and len(theirs["b"]) == 1, "the case holds repeats to drop and points to keep"
+
+
+def lifecycles_through_experiment_delete_and_restore(base):
+    """Run names by view type after an experiment with an active and a deleted run is deleted, then restored."""
+    s = requests.Session()
+    call = lambda path, body: s.post(f"{base}/api/2.0/mlflow/{path}", json=body, timeout=30).json()
+    eid = call("experiments/create", {"name": f"cascade-{time.time_ns()}"})["experiment_id"]
+    for name in ["kept", "gone"]:
+        call("runs/create", {"experiment_id": eid, "run_name": name, "start_time": 1})
+    gone = call("runs/search", {"experiment_ids": [eid], "filter": "attributes.run_name = 'gone'"})["runs"][0]
+    call("runs/delete", {"run_id": gone["info"]["run_id"]})
+
+    def by_view():
+        return {view: sorted(r["info"]["run_name"] for r in call("runs/search", {
+            "experiment_ids": [eid], "run_view_type": view}).get("runs", []))
+            for view in ["ACTIVE_ONLY", "DELETED_ONLY"]}
+
+    out = []
+    for step in ["experiments/delete", "experiments/restore"]:
+        call(step, {"experiment_id": eid})
+        out.append(by_view())
+    return out
+
+
+def test_deleting_an_experiment_deletes_its_runs_as_on_mlflow(server, mlflow_server):
+    theirs = lifecycles_through_experiment_delete_and_restore(mlflow_server)
+    assert lifecycles_through_experiment_delete_and_restore(server) == theirs
+    assert theirs[0] == {"ACTIVE_ONLY": [], "DELETED_ONLY": ["gone", "kept"]}

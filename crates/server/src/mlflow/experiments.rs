@@ -268,6 +268,30 @@ async fn patch(st: AppState, id: ExperimentId, patch: ExperimentPatch) -> MlResu
     Ok(empty())
 }
 
+/// Moves an experiment (and, in the store, its runs) from lifecycle `from` to `to`. As on MLflow's server, one
+/// not in `from` (deleting a deleted experiment, restoring an active one) is not found.
+async fn move_to(
+    st: AppState,
+    id: ExperimentId,
+    from: Lifecycle,
+    to: Lifecycle,
+) -> MlResult<Json<Value>> {
+    blocking(move || {
+        if find(st.store.as_ref(), id)?.lifecycle != from {
+            return Err(MlError::not_found(format!(
+                "No Experiment with id={id} exists"
+            )));
+        }
+        let patch = ExperimentPatch {
+            lifecycle: Some(to),
+            ..Default::default()
+        };
+        Ok(st.store.update_experiment(id, patch)?)
+    })
+    .await?;
+    Ok(empty())
+}
+
 async fn update(State(st): State<AppState>, Req(r): Req<IdReq>) -> MlResult<Json<Value>> {
     let id = experiment_id(r.experiment_id.as_deref())?;
     let name = r
@@ -292,28 +316,12 @@ async fn delete(State(st): State<AppState>, Req(r): Req<IdReq>) -> MlResult<Json
             "Cannot delete the default experiment '0'. This is an internally reserved experiment.",
         ));
     }
-    patch(
-        st,
-        id,
-        ExperimentPatch {
-            lifecycle: Some(Lifecycle::Deleted),
-            ..Default::default()
-        },
-    )
-    .await
+    move_to(st, id, Lifecycle::Active, Lifecycle::Deleted).await
 }
 
 async fn restore(State(st): State<AppState>, Req(r): Req<IdReq>) -> MlResult<Json<Value>> {
     let id = experiment_id(r.experiment_id.as_deref())?;
-    patch(
-        st,
-        id,
-        ExperimentPatch {
-            lifecycle: Some(Lifecycle::Active),
-            ..Default::default()
-        },
-    )
-    .await
+    move_to(st, id, Lifecycle::Deleted, Lifecycle::Active).await
 }
 
 async fn set_tag(State(st): State<AppState>, Req(r): Req<IdReq>) -> MlResult<Json<Value>> {

@@ -1,6 +1,7 @@
 //! Experiments: create, read, list (with run counts and last activity), rename, tag, delete and restore.
 
 use super::events::emit;
+use super::writer::WriteCtx;
 use super::{paging, sql_err, Inner};
 use flightlog_model::*;
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -120,28 +121,68 @@ pub fn update(inner: &Inner, id: ExperimentId, patch: ExperimentPatch) -> Result
     }
     inner.write(move |ctx| {
         let mut e = get(&ctx.conn, id)?;
-        if let Some(name) = patch.name {
-            if find_id(&ctx.conn, &name)?.is_some_and(|other| other != id) {
-                return Err(Error::AlreadyExists { entity: Entity::Experiment, id: name });
+        if let Some(name) = &patch.name {
+            if find_id(&ctx.conn, name)?.is_some_and(|other| other != id) {
+                return Err(Error::AlreadyExists { entity: Entity::Experiment, id: name.clone() });
             }
+        }
+        let renamed_or_moved = patch.name.as_ref().is_some_and(|n| *n != e.name)
+            || patch.lifecycle.is_some_and(|l| l != e.lifecycle);
+        if let Some(name) = patch.name {
             e.name = name;
         }
-        if let Some(l) = patch.lifecycle {
+        if let Some(l) = patch.lifecycle.filter(|l| *l != e.lifecycle) {
             e.lifecycle = l;
+            set_runs_lifecycle(ctx, id, l)?;
         }
         e.tags.extend(patch.set_tags);
         for k in &patch.remove_tags {
             e.tags.remove(k);
         }
+        // As on MLflow's server, tags alone do not count as an update of the experiment (its "last modified").
+        let updated = if renamed_or_moved { WallTime::now() } else { e.last_update_time };
         ctx.conn
             .execute(
                 "UPDATE experiments SET name = ?2, lifecycle = ?3, tags = ?4, last_update_time = ?5 WHERE id = ?1",
-                params![id.0, e.name, e.lifecycle.as_str(), json(&e.tags)?, WallTime::now().0],
+                params![id.0, e.name, e.lifecycle.as_str(), json(&e.tags)?, updated.0],
             )
             .map_err(sql_err("updating an experiment"))?;
         emit(ctx, id, None, &EventBody::ExperimentUpdated { name: e.name.clone(), lifecycle: e.lifecycle })?;
         get(&ctx.conn, id)
     })
+}
+
+/// Gives every run of the experiment its new lifecycle, as MLflow's server does: deleting an experiment deletes
+/// its runs (so they leave searches of active runs and take no more writes), and restoring it restores them
+/// all. Each run changed gets a `run_updated` event.
+fn set_runs_lifecycle(ctx: &mut WriteCtx, id: ExperimentId, to: Lifecycle) -> Result<()> {
+    let changed: Vec<(String, String)> = ctx
+        .conn
+        .prepare_cached(
+            "UPDATE runs SET lifecycle = ?2, last_update_time = ?3 WHERE experiment_id = ?1 AND lifecycle != ?2 \
+             RETURNING id, status",
+        )
+        .and_then(|mut st| {
+            st.query_map(params![id.0, to.as_str(), WallTime::now().0], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect()
+        })
+        .map_err(sql_err("updating an experiment's runs"))?;
+    for (run, status) in changed {
+        let run: RunId = run.parse()?;
+        let status = status
+            .parse()
+            .map_err(|_| Error::storage(format!("run {run}: unknown status {status}")))?;
+        emit(
+            ctx,
+            id,
+            Some(&run),
+            &EventBody::RunUpdated {
+                status,
+                status_changed: false,
+            },
+        )?;
+    }
+    Ok(())
 }
 
 /// Tag keys are names, values bounded.

@@ -276,6 +276,77 @@ fn default_experiment_exists_and_experiments_work() {
 }
 
 #[test]
+fn deleting_an_experiment_deletes_its_runs_and_restoring_it_restores_them() {
+    let (_d, s) = store();
+    let e = s
+        .create_experiment(NewExperiment {
+            name: "sweep".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    let new_run = || {
+        s.create_run(NewRun {
+            experiment_id: e.id,
+            ..Default::default()
+        })
+        .unwrap()
+        .id
+    };
+    let (kept, gone) = (new_run(), new_run());
+    let other = run(&s);
+    let lifecycle = |l| ExperimentPatch {
+        lifecycle: Some(l),
+        ..Default::default()
+    };
+    let delete = RunPatch {
+        lifecycle: Some(Lifecycle::Deleted),
+        ..Default::default()
+    };
+    s.update_run(&gone, delete).unwrap();
+    let before = s.get_experiment(e.id).unwrap().last_update_time;
+    let tagged = ExperimentPatch {
+        set_tags: [("team".into(), "x".into())].into(),
+        ..Default::default()
+    };
+    s.update_experiment(e.id, tagged).unwrap();
+    assert_eq!(
+        s.get_experiment(e.id).unwrap().last_update_time,
+        before,
+        "a tag is not an update of the experiment (as on MLflow)"
+    );
+    let seen = *s.subscribe().borrow();
+    s.update_experiment(e.id, lifecycle(Lifecycle::Deleted))
+        .unwrap();
+    assert!(s.get_experiment(e.id).unwrap().last_update_time > before);
+    assert_eq!(s.get_run(&kept).unwrap().lifecycle, Lifecycle::Deleted);
+    assert!(matches!(
+        s.append_log(&kept, "stdout", b"x"),
+        Err(Error::Deleted { .. })
+    ));
+    assert_eq!(s.get_run(&other).unwrap().lifecycle, Lifecycle::Active);
+    let announced: Vec<_> = s
+        .events_since(&EventFilter::default(), seen, 100)
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| e.run_id)
+        .collect();
+    assert_eq!(
+        announced,
+        vec![kept.clone()],
+        "readers learn of the run's change"
+    );
+    s.update_experiment(e.id, lifecycle(Lifecycle::Active))
+        .unwrap();
+    for id in [&kept, &gone] {
+        assert_eq!(
+            s.get_run(id).unwrap().lifecycle,
+            Lifecycle::Active,
+            "MLflow restores every run of a restored experiment"
+        );
+    }
+}
+
+#[test]
 fn create_run_defaults_and_idempotency() {
     let (_d, s) = store();
     let r = s
