@@ -341,3 +341,56 @@ def test_deleting_an_experiment_deletes_its_runs_as_on_mlflow(server, mlflow_ser
     theirs = lifecycles_through_experiment_delete_and_restore(mlflow_server)
     assert lifecycles_through_experiment_delete_and_restore(server) == theirs
     assert theirs[0] == {"ACTIVE_ONLY": [], "DELETED_ONLY": ["gone", "kept"]}
+
+
+# A metric's "latest" value on MLflow is its greatest point by (step, timestamp, value), NaN counting as 0, the
+# first logged of equal ones; not the point logged last. Each case: points (value, timestamp, step) in the
+# order they are logged, one request each, then the same points again as one log-batch into another metric.
+LATEST_CASES = [
+    [(0.5, 1, 10), (0.9, 2, 5)],                  # a validation loop logging an earlier step
+    [(1.0, 5, 1), (2.0, 9, 0)],
+    [(1.0, 5, 0), (2.0, 4, 0)],                   # same step: the later timestamp wins
+    [(2.0, 5, 0), (1.0, 5, 0)],                   # same step and time: the greater value
+    [(1.0, 5, 0), ("NaN", 5, 0)],                 # NaN counts as 0
+    [(-1.0, 5, 0), ("NaN", 5, 0)],
+    [("NaN", 5, 0), (0.0, 5, 0)],                 # a tie: the first logged stays
+    [("Infinity", 1, 0), (3.0, 1, 0)],
+    [(0.25, 1, 3), (0.5, 2, 1), (0.75, 3, 2)],
+]
+
+
+def latest_metrics(base):
+    """Per case, the latest value runs/get reports for the one-request-each and the one-batch metric, and which
+    runs a `metrics.c0 < 0.6` search finds."""
+    s = requests.Session()
+
+    def call(path, body=None, params=None):
+        r = s.request("POST" if body is not None else "GET", f"{base}/api/2.0/mlflow/{path}", json=body,
+                      params=params, timeout=30)
+        assert r.ok, f"{path}: {r.status_code} {r.text[:200]}"
+        return r.json()
+
+    eid = call("experiments/create", {"name": f"latest-{time.time_ns()}"})["experiment_id"]
+    out = []
+    for i, points in enumerate(LATEST_CASES):
+        run = call("runs/create", {"experiment_id": eid, "run_name": f"case{i}", "start_time": i})["run"]
+        rid = run["info"]["run_id"]
+        metric = lambda key, p: {"key": key, "value": p[0], "timestamp": p[1], "step": p[2]}
+        for p in points:
+            call("runs/log-metric", {"run_id": rid, **metric("c0", p)})
+        call("runs/log-batch", {"run_id": rid, "metrics": [metric("c1", p) for p in points]})
+        got = call("runs/get", params={"run_id": rid})["run"]["data"]["metrics"]
+        out.append(sorted((m["key"], str(m["value"]), m["timestamp"], m["step"]) for m in got))
+    found = call("runs/search", {"experiment_ids": [eid], "filter": "metrics.c0 < 0.6",
+                                 "order_by": ["attributes.run_name ASC"]})
+    out.append([r["info"]["run_name"] for r in found.get("runs", [])])
+    return out
+
+
+def test_latest_metric_values_are_mlflows(server, mlflow_server):
+    theirs = latest_metrics(mlflow_server)
+    ours = latest_metrics(server)
+    diffs = [f"{c}:\n  mlflow    {t}\n  flightlog {o}" for c, t, o in zip(LATEST_CASES + ["search"], theirs, ours)
+             if t != o]
+    assert not diffs, "\n".join(diffs)
+    assert theirs[0][0][1] == "0.5", "the case logs an earlier step after a later one"

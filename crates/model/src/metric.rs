@@ -373,6 +373,42 @@ pub struct SeriesInfo {
     /// Column names of row/table metrics, in first-seen order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub columns: Vec<String>,
+    /// Of a scalar series, the point MLflow reports as the metric's latest (see [`TopPoint`]); the MLflow API
+    /// serves it, the native one `last_*` (the point logged last).
+    #[serde(skip)]
+    pub top: Option<TopPoint>,
+}
+
+/// The point of a scalar series that MLflow's server keeps as its "latest metric": the greatest by (step,
+/// time, value), a NaN counting as 0 and ±Inf as ±f64::MAX (how MLflow stores them), the first logged of equal
+/// ones. It differs from the point logged last when steps come out of order (a validation loop logging an
+/// earlier step, a re-logged step), and MLflow's run views, filters and ordering use it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TopPoint {
+    pub step: i64,
+    pub time: WallTime,
+    pub value: F64,
+}
+
+impl TopPoint {
+    /// The greater of `self` and `other` by MLflow's rule (`self` on a tie: it was logged first).
+    pub fn max(self, other: TopPoint) -> TopPoint {
+        if other.key() > self.key() {
+            other
+        } else {
+            self
+        }
+    }
+
+    fn key(&self) -> (i64, i64, f64) {
+        let v = self.value.0;
+        let v = if v.is_nan() {
+            0.0
+        } else {
+            v.clamp(f64::MIN, f64::MAX)
+        };
+        (self.step, self.time.0, v)
+    }
 }
 
 /// Scalar points read back, as columns of equal length, in the order they were logged.
@@ -424,6 +460,30 @@ pub struct Record {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_top_point_is_the_greatest_by_step_time_and_value_as_on_mlflow() {
+        let p = |step, time, value| TopPoint {
+            step,
+            time: WallTime(time),
+            value: F64(value),
+        };
+        let top = |points: &[TopPoint]| points.iter().copied().reduce(TopPoint::max).unwrap();
+        assert_eq!(top(&[p(10, 1, 0.5), p(5, 2, 0.9)]), p(10, 1, 0.5));
+        assert_eq!(top(&[p(0, 5, 1.0), p(0, 4, 2.0)]), p(0, 5, 1.0));
+        assert_eq!(top(&[p(0, 5, 1.0), p(0, 5, 2.0)]), p(0, 5, 2.0));
+        let nan = top(&[p(0, 5, -1.0), p(0, 5, f64::NAN)]);
+        assert!(nan.value.0.is_nan(), "NaN counts as 0, above -1");
+        assert_eq!(top(&[p(0, 5, 1.0), p(0, 5, f64::NAN)]), p(0, 5, 1.0));
+        assert!(
+            top(&[p(0, 5, f64::NAN), p(0, 5, 0.0)]).value.0.is_nan(),
+            "of equal points the first logged stays"
+        );
+        assert_eq!(
+            top(&[p(0, 1, f64::INFINITY), p(0, 1, f64::MAX)]).value.0,
+            f64::INFINITY
+        );
+    }
 
     #[test]
     fn non_finite_values_travel_as_strings() {

@@ -114,10 +114,15 @@ pub fn run_artifact_uri(run: &Run) -> String {
     )
 }
 
-/// The latest value of a scalar series: (value, timestamp ms, step). Other kinds are not MLflow metrics.
+/// The latest value of a scalar series as MLflow means it: (value, timestamp ms, step) of the series' top point
+/// (the greatest by step, time and value; see `TopPoint`), or of its last point where the store has no top.
+/// Other kinds are not MLflow metrics.
 pub fn latest_scalar(s: &SeriesInfo) -> Option<(f64, i64, i64)> {
     if s.kind != MetricKind::Scalar {
         return None;
+    }
+    if let Some(top) = s.top {
+        return Some((top.value.0, millis(top.time), top.step));
     }
     let value = match &s.last_value {
         Value::Number(n) => n.as_f64()?,
@@ -480,6 +485,7 @@ mod tests {
                 max: None,
                 schema: None,
                 columns: vec![],
+                top: None,
             }],
         }
     }

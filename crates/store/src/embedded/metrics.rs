@@ -14,7 +14,8 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 
 const SERIES_COLUMNS: &str =
-    "name, kind, description, count, first_time, last_time, last_step, last_value, min, max, schema, columns";
+    "name, kind, description, count, first_time, last_time, last_step, last_value, min, max, schema, columns, \
+     top_step, top_time, top_value";
 
 /// A series as the writer needs it.
 pub struct Series {
@@ -24,6 +25,7 @@ pub struct Series {
     min: Option<f64>,
     max: Option<f64>,
     columns: Vec<String>,
+    top: Option<TopPoint>,
 }
 
 /// What one write added to a series, for its summary row and its `Points` event.
@@ -37,6 +39,8 @@ pub struct Appended {
     pub max: Option<f64>,
     pub schema: Option<String>,
     pub new_columns: Vec<String>,
+    /// The series' top point after the write (scalars only).
+    pub top: Option<TopPoint>,
 }
 
 // --- writes ----------------------------------------------------------------------------------------------
@@ -276,6 +280,7 @@ fn write_scalars(
         max: finite().reduce(f64::max),
         schema: None,
         new_columns: Vec::new(),
+        top: top_after(series.top, &pts),
     };
     finish_append(
         ctx,
@@ -286,6 +291,16 @@ fn write_scalars(
         &series,
         appended,
     )
+}
+
+/// The series' top point once `pts` are appended to a series whose top was `top`.
+fn top_after(top: Option<TopPoint>, pts: &Scalars) -> Option<TopPoint> {
+    let new = (0..pts.len()).map(|i| TopPoint {
+        step: pts.steps[i],
+        time: pts.times[i],
+        value: pts.values[i],
+    });
+    top.into_iter().chain(new).reduce(TopPoint::max)
 }
 
 /// Steps for `n` new points: given ones as they are, missing ones the next integer after the previous step.
@@ -352,6 +367,7 @@ pub fn append_records(
             .into_iter()
             .filter(|c| !series.columns.contains(c))
             .collect(),
+        top: None,
     };
     blocks::append_records(&ctx.conn, &mut ctx.tails, series.id, series.count, &records)?;
     finish_append(ctx, exp, run, name, kind, series, appended)
@@ -468,15 +484,15 @@ pub fn open_series(
     description: Option<&str>,
 ) -> Result<Series> {
     let found = conn
-        .prepare_cached("SELECT id, kind, count, last_step, min, max, columns FROM series WHERE run_id = ?1 AND name = ?2")
+        .prepare_cached("SELECT id, kind, count, last_step, min, max, columns, top_step, top_time, top_value FROM series WHERE run_id = ?1 AND name = ?2")
         .and_then(|mut st| {
             st.query_row(params![run.as_str(), name], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get::<_, String>(6)?))
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get::<_, String>(6)?, top_at(r, 7)))
             })
             .optional()
         })
         .map_err(sql_err("reading a series"))?;
-    let Some((id, stored, count, last_step, min, max, columns)) = found else {
+    let Some((id, stored, count, last_step, min, max, columns, top)) = found else {
         conn.prepare_cached(
             "INSERT INTO series (run_id, name, kind, description) VALUES (?1, ?2, ?3, ?4)",
         )
@@ -497,6 +513,7 @@ pub fn open_series(
             min: None,
             max: None,
             columns: Vec::new(),
+            top: None,
         });
     };
     let stored = parse_kind(&stored)?;
@@ -520,6 +537,7 @@ pub fn open_series(
         min,
         max,
         columns,
+        top: top?,
     })
 }
 
@@ -548,14 +566,21 @@ fn finish_append(
         Some(serde_json::to_string(&all).map_err(Error::storage)?)
     };
     let last_value = a.last_value.to_string();
+    let top_value = a
+        .top
+        .map(|t| to_json(&t.value))
+        .transpose()?
+        .map(|v| v.to_string());
     ctx.conn
         .prepare_cached(
             "UPDATE series SET count = ?2, first_time = coalesce(first_time, ?3), last_time = ?4, last_step = ?5, \
-             last_value = ?6, min = ?7, max = ?8, schema = coalesce(?9, schema), columns = coalesce(?10, columns) \
-             WHERE id = ?1",
+             last_value = ?6, min = ?7, max = ?8, schema = coalesce(?9, schema), columns = coalesce(?10, columns), \
+             top_step = coalesce(?11, top_step), top_time = coalesce(?12, top_time), \
+             top_value = coalesce(?13, top_value) WHERE id = ?1",
         )
         .and_then(|mut st| {
-            st.execute(params![s.id, (s.count + a.n) as i64, a.first_time, a.last_time, a.last_step, last_value, min, max, a.schema, columns])
+            st.execute(params![s.id, (s.count + a.n) as i64, a.first_time, a.last_time, a.last_step, last_value, min, max, a.schema, columns,
+                a.top.map(|t| t.step), a.top.map(|t| t.time.0), top_value])
         })
         .map_err(sql_err("updating a series"))?;
     let body = |points: std::ops::Range<u64>, replaced| EventBody::Points {
@@ -595,6 +620,7 @@ fn info_at(r: &Row, at: usize) -> rusqlite::Result<Result<SeriesInfo>> {
         max: r.get::<_, Option<f64>>(at + 9)?.map(F64),
         schema: r.get(at + 10)?,
         columns: Vec::new(),
+        top: None,
     };
     Ok((|| {
         Ok(SeriesInfo {
@@ -605,9 +631,30 @@ fn info_at(r: &Row, at: usize) -> rusqlite::Result<Result<SeriesInfo>> {
             } else {
                 serde_json::from_str(columns).map_err(Error::storage)?
             },
+            top: top_at(r, at + 12)?,
             ..info
         })
     })())
+}
+
+/// The top point stored in columns `at..at + 3` (top_step, top_time, top_value); None where there is none.
+fn top_at(r: &Row, at: usize) -> Result<Option<TopPoint>> {
+    let read = || -> rusqlite::Result<_> {
+        Ok((
+            r.get::<_, Option<i64>>(at)?,
+            r.get::<_, Option<i64>>(at + 1)?,
+            r.get::<_, Option<String>>(at + 2)?,
+        ))
+    };
+    let (Some(step), Some(time), Some(value)) = read().map_err(sql_err("reading a series"))? else {
+        return Ok(None);
+    };
+    let value = serde_json::from_str(&value).map_err(Error::storage)?;
+    Ok(Some(TopPoint {
+        step,
+        time: WallTime(time),
+        value,
+    }))
 }
 
 /// How many columns [`SERIES_COLUMNS`] names.

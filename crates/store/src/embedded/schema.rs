@@ -5,7 +5,7 @@ use flightlog_model::{Result, WallTime};
 use rusqlite::Connection;
 
 /// The schema version this build writes.
-pub const VERSION: i64 = 8;
+pub const VERSION: i64 = 9;
 
 /// Version 1: experiments, runs, metric series and their blocks, batches, logs and events.
 const V1: &str = r#"
@@ -182,6 +182,17 @@ ALTER TABLE blocks ADD COLUMN max_time INTEGER NOT NULL DEFAULT 9223372036854775
 CREATE INDEX blocks_by_time ON blocks(series_id, max_time, min_time, max_step, min_step);
 "#;
 
+/// Version 9: each scalar series' top point, the one MLflow reports as its latest (see
+/// `flightlog_model::TopPoint`): the greatest by (step, time, value), not the one logged last. Series written
+/// before start from their last point, which is their top unless they were logged out of step order.
+const V9: &str = r#"
+ALTER TABLE series ADD COLUMN top_step INTEGER;
+ALTER TABLE series ADD COLUMN top_time INTEGER;
+ALTER TABLE series ADD COLUMN top_value TEXT;
+UPDATE series SET top_step = last_step, top_time = last_time, top_value = last_value
+WHERE kind = 'scalar' AND count > 0;
+"#;
+
 /// The time span of a block whose times are not known (written before version 8, or a record block).
 /// `i64::MIN + 1`: SQLite reads `-9223372036854775808` in SQL as a float.
 pub const UNKNOWN_MIN_TIME: i64 = i64::MIN + 1;
@@ -271,6 +282,10 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
     if version < 8 {
         tx.execute_batch(V8)
             .map_err(sql_err("indexing metric blocks by time"))?;
+    }
+    if version < 9 && !has_column(&tx, "series", "top_step")? {
+        tx.execute_batch(V9)
+            .map_err(sql_err("adding series' top points"))?;
     }
     tx.pragma_update(None, "user_version", VERSION)
         .map_err(sql_err("writing the schema version"))?;

@@ -2174,6 +2174,52 @@ fn version_6_blocks_move_to_the_indexed_table() {
     );
 }
 
+/// A series' top point (MLflow's "latest metric") is the greatest by step, time and value, kept as points come
+/// in any order; a directory of version 8 starts each series from its last point.
+#[test]
+fn series_keep_their_top_point_and_version_8_directories_start_from_the_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let points = |steps: &[i64], values: &[f64]| ScalarWrite {
+        steps: Some(steps.iter().map(|s| Some(*s)).collect()),
+        times: Some(vec![WallTime(1000); steps.len()]),
+        ..scalars("acc", values)
+    };
+    let top = |s: &EmbeddedStore, id: &RunId| {
+        let t = s.metric_info(id, "acc").unwrap().top.unwrap();
+        (t.step, t.value.0)
+    };
+    let id = {
+        let s = EmbeddedStore::open(dir.path()).unwrap();
+        let id = run(&s);
+        s.write_batch(&id, batch(vec![points(&[10, 2], &[0.5, 0.7])]))
+            .unwrap();
+        s.write_batch(&id, batch(vec![points(&[5], &[0.9])]))
+            .unwrap();
+        assert_eq!(top(&s, &id), (10, 0.5), "not the last logged (5, 0.9)");
+        s.write_batch(&id, batch(vec![points(&[10], &[0.6])]))
+            .unwrap();
+        assert_eq!(
+            top(&s, &id),
+            (10, 0.6),
+            "same step and time: the greater value"
+        );
+        id
+    };
+    let c = rusqlite::Connection::open(dir.path().join("flightlog.db")).unwrap();
+    c.execute_batch(
+        "ALTER TABLE series DROP COLUMN top_step; ALTER TABLE series DROP COLUMN top_time;
+         ALTER TABLE series DROP COLUMN top_value; PRAGMA user_version = 8;",
+    )
+    .unwrap();
+    drop(c);
+    let s = EmbeddedStore::open(dir.path()).unwrap();
+    assert_eq!(schema_version(dir.path()), super::schema::VERSION);
+    assert_eq!(top(&s, &id), (10, 0.6), "the last point, here also the top");
+    s.write_batch(&id, batch(vec![points(&[11], &[0.1])]))
+        .unwrap();
+    assert_eq!(top(&s, &id), (11, 0.1));
+}
+
 /// (series, first index, count) of every stored block, in key order.
 fn block_rows(dir: &std::path::Path) -> Vec<(i64, i64, i64)> {
     let c = rusqlite::Connection::open(dir.join("flightlog.db")).unwrap();
