@@ -394,3 +394,40 @@ def test_latest_metric_values_are_mlflows(server, mlflow_server):
              if t != o]
     assert not diffs, "\n".join(diffs)
     assert theirs[0][0][1] == "0.5", "the case logs an earlier step after a later one"
+
+
+# Series shapes whose chart sampling (get-history-bulk-interval) must be MLflow's: the first point of each of
+# max_results equal runs of points in (step, timestamp, value) order, and always the last point.
+SAMPLED_SERIES = {
+    "periodic": [(i % 7, 1000 + i, i) for i in range(1000)],
+    "one_step": [(i, 1000 + i, 0) for i in range(300)],
+    "backwards": [(i * 0.5, 5000 - i, 400 - i) for i in range(400)],
+    "with_nan": [("NaN" if i % 50 == 0 else i, 1000 + i, i // 2) for i in range(200)],
+}
+
+
+def sampled(base):
+    s = requests.Session()
+    post = lambda path, body: s.post(f"{base}/api/2.0/mlflow/{path}", json=body, timeout=30).json()
+    eid = post("experiments/create", {"name": f"sampled-{time.time_ns()}"})["experiment_id"]
+    rid = post("runs/create", {"experiment_id": eid, "start_time": 1})["run"]["info"]["run_id"]
+    for key, points in SAMPLED_SERIES.items():
+        for i in range(0, len(points), 1000):
+            post("runs/log-batch", {"run_id": rid, "metrics": [
+                {"key": key, "value": v, "timestamp": t, "step": st} for v, t, st in points[i:i + 1000]]})
+    out = {}
+    for key in SAMPLED_SERIES:
+        for max_results in [1, 10, 320]:
+            r = s.get(f"{base}/api/2.0/mlflow/metrics/get-history-bulk-interval", timeout=30,
+                      params={"run_ids": rid, "metric_key": key, "max_results": max_results})
+            assert r.ok, r.text[:200]
+            out[key, max_results] = [(m["step"], m["timestamp"], str(m["value"])) for m in r.json()["metrics"]]
+    return out
+
+
+def test_chart_sampling_is_mlflows(server, mlflow_server):
+    theirs = sampled(mlflow_server)
+    ours = sampled(server)
+    diffs = [f"{k}:\n  mlflow    {theirs[k][:12]}\n  flightlog {ours[k][:12]}" for k in theirs if theirs[k] != ours[k]]
+    assert not diffs, "\n".join(diffs)
+    assert len(theirs["one_step", 10]) == 10

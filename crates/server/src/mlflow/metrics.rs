@@ -1,4 +1,4 @@
-//! MLflow metric reads: get-history (paged, opaque tokens) and get-history-bulk-interval (downsampled).
+//! MLflow metric reads: get-history (paged, opaque tokens) and get-history-bulk-interval (sampled for charts).
 
 use super::convert::{double, one_or_many, opt_i64};
 use super::error::{MlError, MlResult};
@@ -271,8 +271,10 @@ struct BulkReq {
     max_results: Option<i64>,
 }
 
-/// Up to `max_results` points per run within the step range, from the downsampled blocks (each bucket keeps
-/// its min and max, so spikes survive).
+/// Up to `max_results` points per run within the step range, sampled as MLflow's server samples them (see
+/// [`sample`]), which its UI's charts expect: the first point of each of `max_results` equal runs of points
+/// and always the last point. A series longer than [`EXACT_SAMPLE_LIMIT`] is sampled the same way from its
+/// downsampled blocks (each bucket's min and max) instead of from every point.
 async fn bulk_interval(State(st): State<AppState>, Req(r): Req<BulkReq>) -> MlResult<Json<Value>> {
     if r.run_ids.is_empty() {
         return Err(MlError::missing("run_ids"));
@@ -293,12 +295,18 @@ async fn bulk_interval(State(st): State<AppState>, Req(r): Req<BulkReq>) -> MlRe
             "max_results must be between 1 and {MAX_BULK_RESULTS}, got {max}"
         )));
     }
-    if let (Some(a), Some(b)) = (r.start_step, r.end_step) {
-        if a > b {
+    match (r.start_step, r.end_step) {
+        (Some(a), Some(b)) if a > b => {
             return Err(MlError::invalid(format!(
                 "end_step must be greater than start_step. Found start_step={a} and end_step={b}."
-            )));
+            )))
         }
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(MlError::invalid(
+                "If either start step or end step are specified, both must be specified.",
+            ))
+        }
+        _ => {}
     }
     let ids = r
         .run_ids
@@ -310,15 +318,14 @@ async fn bulk_interval(State(st): State<AppState>, Req(r): Req<BulkReq>) -> MlRe
         max_step: r.end_step,
         ..Default::default()
     };
-    let buckets = ((max / 2).max(1)) as u32;
     let out = blocking(move || {
         let mut metrics = Vec::new();
         for id in &ids {
             find(st.store.as_ref(), id)?;
-            let mut pts = points(read_series(st.store.as_ref(), id, &key, &range, Some(buckets))?);
-            pts.sort_by_key(|p| (p.1, p.0));
-            pts.truncate(max as usize);
-            metrics.extend(pts.iter().map(|(ts, step, v)| {
+            let long = count_of(st.store.as_ref(), id, &key)?.unwrap_or(0) > EXACT_SAMPLE_LIMIT;
+            let buckets = long.then_some(max as u32);
+            let pts = points(read_series(st.store.as_ref(), id, &key, &range, buckets)?);
+            metrics.extend(sample(pts, max as usize).iter().map(|(ts, step, v)| {
                 json!({ "key": key, "value": double(*v), "timestamp": ts, "step": step, "run_id": id.as_str() })
             }));
         }
@@ -328,10 +335,67 @@ async fn bulk_interval(State(st): State<AppState>, Req(r): Req<BulkReq>) -> MlRe
     Ok(Json(out))
 }
 
+/// Series up to this many points are sampled from every point (as MLflow does); longer ones from their
+/// downsampled blocks, so that a chart of many long runs reads a bounded number of points per run.
+const EXACT_SAMPLE_LIMIT: u64 = 1_000_000;
+
+/// MLflow's sampling for charts (`_sample_rows_with_window_functions`): the points in (step, timestamp,
+/// value) order, a NaN as 0 after the equal number, cut into `max` runs as SQL's NTILE cuts them (the first
+/// `n % max` one point longer), the first point of each run, and the last point of all (in place of the last
+/// sampled one when there are `max` already). With `max` 1, that is the last point alone.
+fn sample(mut pts: Vec<Point>, max: usize) -> Vec<Point> {
+    let key = |p: &Point| {
+        let nan = p.2.is_nan();
+        (p.1, p.0, if nan { 0.0 } else { p.2 }, nan)
+    };
+    pts.sort_by(|a, b| {
+        let (a, b) = (key(a), key(b));
+        (a.0, a.1)
+            .cmp(&(b.0, b.1))
+            .then(a.2.total_cmp(&b.2))
+            .then(a.3.cmp(&b.3))
+    });
+    let (n, max) = (pts.len(), max.max(1));
+    let Some(&last) = pts.last() else {
+        return pts;
+    };
+    if n <= max {
+        return pts;
+    }
+    let (size, longer) = (n / max, n % max);
+    let mut kept: Vec<Point> = (0..max).map(|b| pts[b * size + b.min(longer)]).collect();
+    if let Some(end) = kept.last_mut().filter(|p| key(p) != key(&last)) {
+        *end = last;
+    }
+    kept
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use flightlog_model::{WallTime, F64};
+
+    #[test]
+    fn charts_are_sampled_as_mlflow_samples_them() {
+        let steps = |pts: &[Point]| pts.iter().map(|p| p.1).collect::<Vec<_>>();
+        let periodic: Vec<Point> = (0..1000).rev().map(|i| (i, i, (i % 7) as f64)).collect();
+        assert_eq!(
+            steps(&sample(periodic.clone(), 10)),
+            vec![0, 100, 200, 300, 400, 500, 600, 700, 800, 999],
+            "in step order whatever the stored order; the last point always"
+        );
+        assert_eq!(steps(&sample(periodic.clone(), 1)), vec![999]);
+        assert_eq!(sample(periodic[..5].to_vec(), 10).len(), 5);
+        // 10 points into 4 runs: NTILE makes runs of 3, 3, 2, 2.
+        let ten: Vec<Point> = (0..10).map(|i| (i, i, 0.0)).collect();
+        assert_eq!(steps(&sample(ten, 4)), vec![0, 3, 6, 9]);
+        let one_step: Vec<Point> = (0..1000).map(|i| (5, 0, i as f64)).collect();
+        let got = sample(one_step, 10);
+        assert_eq!(got.len(), 10, "points at one step are not one bucket");
+        assert_eq!((got[0].2, got[9].2), (0.0, 999.0));
+        let nan = sample(vec![(1, 0, 0.0), (1, 0, f64::NAN), (1, 0, -1.0)], 1);
+        assert!(nan[0].2.is_nan(), "a NaN sorts as 0, after an equal 0");
+    }
 
     fn series(pts: &[(i64, i64, f64)]) -> ScalarSeries {
         ScalarSeries {
