@@ -137,6 +137,17 @@ def test_validation_matches_mlflow(client, experiment, server):
     assert resp.status_code == 404 and resp.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
     resp = api(server, "POST", "/api/2.0/mlflow/runs/log-metric", json={"run_id": rid, "key": "m", "value": 1})
     assert resp.status_code == 400 and "timestamp" in resp.json()["message"]
+    # Times flightlog cannot store exactly are refused, not clamped (clamped, distinct points became equal and
+    # all but one were dropped as repeats, after a 200).
+    for ts in [2**63 - 1, 9223372036854776, -1]:
+        for path, body in [("runs/log-metric", {"key": "t", "value": ts % 7, "timestamp": ts}),
+                           ("runs/log-batch", {"metrics": [{"key": "t", "value": 1, "timestamp": ts, "step": 0}]})]:
+            resp = api(server, "POST", f"/api/2.0/mlflow/{path}", json={"run_id": rid, **body})
+            assert resp.status_code == 400 and "imestamp" in resp.json()["message"], (path, ts, resp.text)
+    resp = api(server, "POST", "/api/2.0/mlflow/runs/update", json={"run_id": rid, "status": "FINISHED",
+                                                                  "end_time": 2**63 - 1})
+    assert resp.status_code == 400 and "end_time" in resp.json()["message"]
+    assert client.get_metric_history(rid, "t") == []
 
 
 def test_nan_and_infinity(client, experiment):

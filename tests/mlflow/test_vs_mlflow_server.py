@@ -41,6 +41,9 @@ CASES = [
     ("POST", "runs/log-metric", {"json": {"run_id": "{dead}", "key": "m", "value": 1, "timestamp": 1}}),
     ("POST", "runs/log-metric", {"json": {"run_id": "0" * 32, "key": "m", "value": 1, "timestamp": 1}}),
     ("POST", "runs/log-metric", {"json": {"run_id": "{run}", "key": "m", "value": "NaN", "timestamp": 1}}),
+    ("POST", "runs/log-metric", {"json": {"run_id": "{run}", "key": "m", "value": 1, "timestamp": -1}}),
+    ("POST", "runs/log-batch", {"json": {"run_id": "{run}", "metrics": [
+        {"key": "m", "value": 1, "timestamp": -5, "step": 0}]}}),
     ("POST", "runs/log-metric", {"json": {"run_id": "{run}", "key": "m", "value": 1, "timestamp": 1,
                                           "model_id": "m-doesnotexist"}}),
     ("POST", "runs/log-batch", {"json": {"run_id": "{run}", "metrics": [

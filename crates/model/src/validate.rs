@@ -78,6 +78,9 @@ pub fn stream_name(value: &str) -> Result<()> {
 
 /// Checks an artifact path and returns it normalized ('/'-separated, no empty or '.' segments). Rejects
 /// absolute paths, `..`, backslashes, NUL and control characters: a path can never leave the run's storage.
+/// Longest folder or file name in an artifact path: what filesystems allow (NAME_MAX).
+pub const MAX_PATH_SEGMENT_BYTES: usize = 255;
+
 pub fn artifact_path(path: &str) -> Result<String> {
     let bad = |reason: &str| Error::InvalidPath {
         path: truncate(path, 200),
@@ -105,6 +108,13 @@ pub fn artifact_path(path: &str) -> Result<String> {
         match part {
             "" | "." => continue,
             ".." => return Err(bad("'..' is not allowed")),
+            p if p.len() > MAX_PATH_SEGMENT_BYTES => {
+                return Err(bad(&format!(
+                    "'{}' is {} bytes; each folder or file name may be at most {MAX_PATH_SEGMENT_BYTES} bytes",
+                    truncate(p, 40),
+                    p.len()
+                )))
+            }
             p => parts.push(p),
         }
     }
@@ -174,6 +184,7 @@ mod tests {
             "C:/x",
             "a/\0b",
             "./.",
+            &format!("a/{}/b", "x".repeat(256)),
         ] {
             assert!(
                 matches!(artifact_path(bad), Err(Error::InvalidPath { .. })),

@@ -45,6 +45,30 @@ pub fn double(v: f64) -> Value {
     }
 }
 
+/// The latest time in milliseconds flightlog stores exactly (its times are microseconds in an i64).
+pub const MAX_MILLIS: i64 = i64::MAX / 1000;
+
+/// A metric timestamp (ms) checked: not negative, as MLflow requires, and not past [`MAX_MILLIS`] (stored
+/// clamped, distinct points would become equal and be stored once).
+pub fn metric_timestamp(ms: i64) -> MlResult<i64> {
+    if ms < 0 {
+        return Err(MlError::invalid(format!(
+            "Timestamp must be a nonnegative long (64-bit integer), got {ms}"
+        )));
+    }
+    run_time("timestamp", ms).map(|_| ms)
+}
+
+/// A run's start or end time (ms) as flightlog stores it; beyond [`MAX_MILLIS`] either way is a 400.
+pub fn run_time(field: &str, ms: i64) -> MlResult<WallTime> {
+    if !(-MAX_MILLIS..=MAX_MILLIS).contains(&ms) {
+        return Err(MlError::invalid(format!(
+            "{field} {ms} is out of range: flightlog stores milliseconds up to {MAX_MILLIS} either side of 1970"
+        )));
+    }
+    Ok(WallTime::from_millis(ms))
+}
+
 /// ±Inf become ±max double, as MLflow stores them; NaN is kept (and read back as "NaN").
 pub fn clamp_infinite(v: f64) -> f64 {
     if v.is_infinite() {

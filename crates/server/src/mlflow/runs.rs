@@ -147,7 +147,10 @@ async fn create(State(st): State<AppState>, Req(r): Req<CreateReq>) -> MlResult<
             description,
             parent_id: parent,
             status: Some(RunStatus::Running),
-            start_time: r.start_time.map(WallTime::from_millis),
+            start_time: r
+                .start_time
+                .map(|t| convert::run_time("start_time", t))
+                .transpose()?,
             tags,
             user,
             ..Default::default()
@@ -204,10 +207,14 @@ struct UpdateReq {
 async fn update(State(st): State<AppState>, Req(r): Req<UpdateReq>) -> MlResult<Json<Value>> {
     let id = run_id(r.run_id.as_deref(), r.run_uuid.as_deref())?;
     let status = r.status.as_deref().map(parse_status).transpose()?;
+    let end_time = r
+        .end_time
+        .map(|t| convert::run_time("end_time", t))
+        .transpose()?;
     let info = blocking(move || {
         let run = find(st.store.as_ref(), &id)?;
         active(&run)?;
-        let patch = update_patch(&run, status, r.end_time, r.run_name);
+        let patch = update_patch(&run, status, end_time, r.run_name);
         let run = st.store.update_run(&id, patch)?;
         Ok(run_info_json(&run))
     })
@@ -218,12 +225,12 @@ async fn update(State(st): State<AppState>, Req(r): Req<UpdateReq>) -> MlResult<
 fn update_patch(
     run: &Run,
     status: Option<RunStatus>,
-    end_ms: Option<i64>,
+    end: Option<WallTime>,
     name: Option<String>,
 ) -> RunPatch {
     let reopen = status == Some(RunStatus::Running) && run.status.is_terminal();
     let end_time = match status {
-        Some(s) if s.is_terminal() => end_ms.map(WallTime::from_millis),
+        Some(s) if s.is_terminal() => end,
         _ => None,
     };
     RunPatch {
@@ -281,6 +288,7 @@ fn checked_metrics<'a>(metrics: &'a [BatchMetric<'a>]) -> MlResult<Vec<Point<'a>
             }
             let value = m.value.ok_or_else(|| MlError::missing("value"))?.0;
             let ts = m.timestamp.ok_or_else(|| MlError::missing("timestamp"))?;
+            let ts = convert::metric_timestamp(ts)?;
             Ok((key, clamp_infinite(value), ts, m.step.unwrap_or(0)))
         })
         .collect()
@@ -1121,6 +1129,17 @@ mod tests {
         }
     }
 
+    /// A timestamp MLflow accepts and flightlog stores exactly, in one of [`number`]'s integer spellings.
+    fn timestamp(rng: &mut u64) -> String {
+        let t = number(rng, true);
+        match t.parse::<i64>() {
+            Ok(v) if !(0..=convert::MAX_MILLIS).contains(&v) => {
+                (v.unsigned_abs() % convert::MAX_MILLIS as u64).to_string()
+            }
+            _ => t,
+        }
+    }
+
     #[test]
     fn the_fast_path_stores_exactly_what_the_general_path_does() {
         let mut rng = 0x9e37_79b9_7f4a_7c15u64;
@@ -1129,7 +1148,7 @@ mod tests {
             let points: Vec<String> = (0..1 + round % 40)
                 .map(|i| {
                     let key = ["loss", "acc", "val/loss", "lr", "m é"][(i + round) % 5];
-                    let (v, ts, step) = (number(&mut rng, false), number(&mut rng, true), number(&mut rng, true));
+                    let (v, ts, step) = (number(&mut rng, false), timestamp(&mut rng), number(&mut rng, true));
                     let step = if i % 7 == 3 { String::new() } else { format!(",{spaces}\"step\":{spaces}{step}") };
                     format!("{{\"key\":{spaces}\"{key}\",\"value\": {v},{spaces}\"timestamp\":{ts}{step}}}")
                 })
@@ -1150,6 +1169,8 @@ mod tests {
             r#"{"run_id":"r","metrics":[{"key":"","value":1,"timestamp":1}]}"#,
             r#"{"run_id":"r","metrics":[{"key":"a b?","value":1,"timestamp":1}]}"#,
             r#"{"run_id":"r","metrics":[{"key":"a","value":1}]}"#,
+            r#"{"run_id":"r","metrics":[{"key":"a","value":1,"timestamp":-1}]}"#,
+            r#"{"run_id":"r","metrics":[{"key":"a","value":1,"timestamp":9223372036854776}]}"#,
             r#"{"run_id":"r","metrics":[{"key":"a","value":1,"timestamp":-}]}"#,
             r#"{"run_id":"r","metrics":[{"key":"a","value":1,"timestamp":1e}]}"#,
             r#"{"run_id":"r","metrics":[{"key":"a","value":1,"timestamp":1}"#,
@@ -1171,11 +1192,21 @@ mod tests {
     fn resume_reopens_only_finished_runs() {
         let mut run = convert_test_run();
         run.status = RunStatus::Completed;
-        let p = update_patch(&run, Some(RunStatus::Running), Some(5), None);
+        let p = update_patch(
+            &run,
+            Some(RunStatus::Running),
+            Some(WallTime::from_millis(5)),
+            None,
+        );
         assert!(p.reopen);
         assert_eq!(p.end_time, None);
         run.status = RunStatus::Running;
-        let p = update_patch(&run, Some(RunStatus::Completed), Some(5), Some("n".into()));
+        let p = update_patch(
+            &run,
+            Some(RunStatus::Completed),
+            Some(WallTime::from_millis(5)),
+            Some("n".into()),
+        );
         assert!(!p.reopen);
         assert_eq!(p.end_time, Some(WallTime(5000)));
         assert_eq!(p.display_name.as_deref(), Some("n"));

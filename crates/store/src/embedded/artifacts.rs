@@ -346,9 +346,20 @@ fn image_ext(media_type: &str, bytes: &[u8]) -> Result<&'static str> {
     }
 }
 
-/// A metric name as one safe folder name.
+/// The folder of a metric's images, under `images/`: its name where each `/`-separated part is a plain file
+/// name (letters, digits, `-_.`, not starting with a dot) and the whole at most [`PLAIN_FOLDER_BYTES`], so
+/// `samples/pred` keeps its images in `samples/pred/`; otherwise the name made plain and cut, then a hash of the
+/// whole name, so that no two metrics share a folder (`x y` and `x_y` would) and the name fits the filesystem.
 fn folder_name(name: &str) -> String {
-    let s: String = name
+    let plain_part = |p: &str| {
+        !p.is_empty()
+            && !p.starts_with('.')
+            && p.chars().all(|c| c.is_alphanumeric() || "-_.".contains(c))
+    };
+    if name.len() <= PLAIN_FOLDER_BYTES && name.split('/').all(plain_part) {
+        return name.to_string();
+    }
+    let mut cut: String = name
         .chars()
         .map(|c| {
             if c.is_alphanumeric() || "-_.".contains(c) {
@@ -357,12 +368,35 @@ fn folder_name(name: &str) -> String {
                 '_'
             }
         })
-        .collect();
-    if s.starts_with('.') {
-        format!("_{s}")
-    } else {
-        s
+        .collect::<String>()
+        .trim_start_matches('.')
+        .to_string();
+    while cut.len() > PLAIN_FOLDER_BYTES - 17 {
+        cut.pop();
     }
+    format!("{cut}-{:016x}", fnv1a(name.as_bytes()))
+}
+
+/// Longest metric name used as its image folder's name as it is.
+const PLAIN_FOLDER_BYTES: usize = 200;
+
+/// FNV-1a, 64 bits: a hash that stays the same across builds and platforms (folder names are stored).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// `folder/stem.ext`, or `folder/stem-N.ext` with the first N that names nothing yet: an image never replaces
+/// a file already there (one uploaded by hand, or left by a write that was rolled back).
+fn unused_path(root: &Path, folder: &str, stem: &str, ext: &str) -> Result<String> {
+    let mut rel = format!("{folder}/{stem}.{ext}");
+    let mut n = 0;
+    while !matches!(check(root, &rel)?, Found::Missing) {
+        n += 1;
+        rel = format!("{folder}/{stem}-{n}.{ext}");
+    }
+    Ok(rel)
 }
 
 pub fn write_image(inner: &Inner, run: &RunId, meta: ImageWrite, bytes: &[u8]) -> Result<Record> {
@@ -392,11 +426,8 @@ pub fn write_image(inner: &Inner, run: &RunId, meta: ImageWrite, bytes: &[u8]) -
         let step = meta
             .step
             .unwrap_or_else(|| series.last_step.map_or(0, |s| s.saturating_add(1)));
-        let rel = format!(
-            "images/{}/{step}_{}.{ext}",
-            folder_name(&meta.name),
-            series.count
-        );
+        let folder = format!("images/{}", folder_name(&meta.name));
+        let rel = unused_path(&root, &folder, &format!("{step}_{}", series.count), ext)?;
         let mut value = json!({"path": rel, "media_type": meta.media_type});
         if let Some(d) = meta.description.filter(|d| !d.is_empty()) {
             value["description"] = json!(d);
@@ -498,7 +529,9 @@ mod tests {
             .to_string()
             .contains("image/png image"));
         assert!(image_ext("image/png", b"hello").is_err());
-        assert_eq!(folder_name("train/img é"), "train_img_é");
-        assert_eq!(folder_name(".."), "_..");
+        assert_eq!(folder_name("train/img_é"), "train/img_é");
+        assert!(folder_name("train/img é").starts_with("train_img_é-"));
+        assert!(folder_name("..").starts_with('-'), "{}", folder_name(".."));
+        assert!(folder_name("a//b").starts_with("a__b-"));
     }
 }

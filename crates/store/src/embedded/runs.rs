@@ -508,9 +508,10 @@ fn select_with_series(metrics: &[String], bind: &mut dyn FnMut(&str) -> String) 
 }
 
 /// The SQLite JSON path of the member `key` of an object (`$."key"`); `None` for a key that a quoted path
-/// label cannot hold (a double quote or a backslash), which is then looked up with `json_each`.
+/// label cannot hold (a double quote, a backslash or a control character: SQLite rejects the path), which is
+/// then looked up with `json_each`.
 fn json_path(key: &str) -> Option<String> {
-    (!key.contains(['"', '\\'])).then(|| format!("$.\"{key}\""))
+    (!key.contains(['"', '\\']) && !key.contains(char::is_control)).then(|| format!("$.\"{key}\""))
 }
 
 /// Newest first, filtered in SQL; `with_metrics` fills every run's metrics with one more query.

@@ -653,6 +653,17 @@ fn list_runs_filters_and_pages() {
         }),
         1
     );
+    for odd_key in ["\0", "a\u{1}b", "say \"hi\""] {
+        assert_eq!(
+            q(RunQuery {
+                params: [(odd_key.into(), Some("x".into()))].into(),
+                tags: [(odd_key.into(), None)].into(),
+                ..Default::default()
+            }),
+            0,
+            "a key SQLite's JSON paths cannot hold is looked up another way"
+        );
+    }
     assert_eq!(
         q(RunQuery {
             top_level_only: true,
@@ -1709,7 +1720,7 @@ fn images_are_sniffed_and_recorded() {
         batch_id: None,
     };
     let r = s.write_image(&id, meta.clone(), png).unwrap();
-    assert_eq!(r.value["path"], "images/samples_pred/0_0.png");
+    assert_eq!(r.value["path"], "images/samples/pred/0_0.png");
     let r2 = s
         .write_image(
             &id,
@@ -1729,7 +1740,7 @@ fn images_are_sniffed_and_recorded() {
     assert_eq!(recs.len(), 2);
     assert_eq!(
         recs[0].value,
-        serde_json::json!({"path": "images/samples_pred/0_0.png", "media_type": "image/png", "description": "d"})
+        serde_json::json!({"path": "images/samples/pred/0_0.png", "media_type": "image/png", "description": "d"})
     );
     assert_eq!(
         s.metric_info(&id, "samples/pred").unwrap().kind,
@@ -1751,6 +1762,49 @@ fn images_are_sniffed_and_recorded() {
         s.read_records(&id, "samples/pred", &all()).unwrap().len(),
         2
     );
+}
+
+#[test]
+fn images_never_replace_another_metrics_images_or_an_uploaded_file() {
+    let (_d, s) = store();
+    let id = run(&s);
+    let image = |name: &str, body: &[u8]| {
+        let meta = ImageWrite {
+            name: name.into(),
+            description: None,
+            step: Some(0),
+            time: None,
+            media_type: "image/png".into(),
+            batch_id: None,
+        };
+        let png = [&b"\x89PNG\r\n\x1a\n"[..], body].concat();
+        let r = s.write_image(&id, meta, &png).unwrap();
+        r.value["path"].as_str().unwrap().to_string()
+    };
+    s.put_artifact(&id, "images/mine/0_0.png", &mut &b"my own file"[..])
+        .unwrap();
+    let long = "n".repeat(300);
+    let paths: Vec<String> = [
+        ("x/y", "a"),
+        ("x_y", "b"),
+        ("x y", "c"),
+        ("mine", "d"),
+        (long.as_str(), "e"),
+        ("é".repeat(130).as_str(), "f"),
+    ]
+    .iter()
+    .map(|(name, body)| image(name, body.as_bytes()))
+    .collect();
+    assert_eq!(&paths[..2], ["images/x/y/0_0.png", "images/x_y/0_0.png"]);
+    assert!(paths[2].starts_with("images/x_y-"), "{}", paths[2]);
+    assert_eq!(paths[3], "images/mine/0_0-1.png", "the uploaded file stays");
+    for (path, body) in paths.iter().zip(["a", "b", "c", "d", "e", "f"]) {
+        let (_, bytes) = s.open_artifact(&id, path).unwrap();
+        assert!(read_all(bytes).ends_with(body.as_bytes()), "{path}");
+        assert!(path.split('/').all(|part| part.len() <= 255), "{path}");
+    }
+    let (_, mine) = s.open_artifact(&id, "images/mine/0_0.png").unwrap();
+    assert_eq!(read_all(mine), b"my own file");
 }
 
 #[test]
