@@ -15,7 +15,6 @@ use serde_json::{json, Value};
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
 /// Download chunk size: big enough for throughput, small enough that a slow client holds little memory.
@@ -71,7 +70,9 @@ async fn upload(
     }
     let exceeded = Arc::new(AtomicBool::new(false));
     let reader = SyncIoBridge::new(StreamReader::new(counted(body, limit, exceeded.clone())));
+    let slot = upload_slot().await;
     let info = blocking(move || {
+        let _slot = slot;
         let mut reader = reader;
         match st.store.put_artifact(&id, &path, &mut reader) {
             Err(_) if exceeded.load(Ordering::SeqCst) => Err(too_large(limit + 1, limit)),
@@ -82,24 +83,62 @@ async fn upload(
     Ok(Json(info))
 }
 
-/// The body's data as an `io` stream that fails once more than `limit` bytes have come.
+/// The body's data as an `io` stream that fails once more than `limit` bytes have come, or once the client
+/// has sent nothing for [`UPLOAD_STALL`] (an upload is read on a blocking thread, which a silent client would
+/// otherwise hold for as long as its connection stays open).
 pub(crate) fn counted(
     body: Body,
     limit: u64,
     exceeded: Arc<AtomicBool>,
 ) -> impl futures::Stream<Item = io::Result<Bytes>> + Unpin + Send {
-    let mut seen = 0u64;
-    body.into_data_stream().map(move |chunk| {
-        let chunk = chunk.map_err(io::Error::other)?;
-        seen += chunk.len() as u64;
-        if seen > limit {
-            exceeded.store(true, Ordering::SeqCst);
-            return Err(io::Error::other(format!(
-                "upload larger than {limit} bytes"
-            )));
-        }
-        Ok(chunk)
-    })
+    let data = body.into_data_stream();
+    Box::pin(futures::stream::unfold(
+        (data, 0u64, false),
+        move |(mut data, seen, failed)| {
+            let exceeded = exceeded.clone();
+            async move {
+                if failed {
+                    return None;
+                }
+                let chunk = match tokio::time::timeout(UPLOAD_STALL, data.next()).await {
+                    Err(_) => Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "the upload stalled: no data for {} s",
+                            UPLOAD_STALL.as_secs()
+                        ),
+                    )),
+                    Ok(None) => return None,
+                    Ok(Some(chunk)) => chunk.map_err(io::Error::other),
+                };
+                let seen = seen + chunk.as_ref().map_or(0, |c| c.len() as u64);
+                let chunk = chunk.and_then(|c| {
+                    if seen <= limit {
+                        return Ok(c);
+                    }
+                    exceeded.store(true, Ordering::SeqCst);
+                    Err(io::Error::other(format!(
+                        "upload larger than {limit} bytes"
+                    )))
+                });
+                let failed = chunk.is_err();
+                Some((chunk, (data, seen, failed)))
+            }
+        },
+    ))
+}
+
+/// How long an upload may send nothing before it fails.
+const UPLOAD_STALL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Uploads being read at once (each on a blocking thread); more wait for a slot without holding a thread, so
+/// uploads can never take the threads every other request's store calls need.
+static UPLOAD_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(64);
+
+/// Waits for one of the [`UPLOAD_SLOTS`]; hold it while the upload is read. (`None` only if the semaphore
+/// were closed, which nothing does.)
+pub(crate) async fn upload_slot() -> Option<tokio::sync::SemaphorePermit<'static>> {
+    UPLOAD_SLOTS.acquire().await.ok()
 }
 
 pub(crate) fn too_large(size: u64, limit: u64) -> ApiError {
@@ -118,9 +157,7 @@ async fn download(
     let id = run_id(&id)?;
     let ct = content_type(&path);
     let (info, reader) = blocking(move || Ok(st.store.open_artifact(&id, &path)?)).await?;
-    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(4);
-    tokio::task::spawn_blocking(move || pump(reader, tx));
-    let mut resp = Response::new(Body::from_stream(ReceiverStream::new(rx)));
+    let mut resp = Response::new(file_body(reader));
     let headers = resp.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
     if let Some(size) = info.size {
@@ -130,26 +167,38 @@ async fn download(
     Ok(resp)
 }
 
-/// Reads chunks until the end, the first error, or the client going away (the channel closes).
-pub(crate) fn pump(
-    mut reader: Box<dyn Read + Send>,
-    tx: tokio::sync::mpsc::Sender<io::Result<Bytes>>,
-) {
+/// A response body read from `reader` a chunk at a time, each read on the blocking pool only when the
+/// connection asks for the next chunk. A client that stops reading then holds no thread: a reader thread that
+/// waited on it did, and a few hundred such clients used up the pool every store call runs on.
+pub(crate) fn file_body(reader: Box<dyn Read + Send>) -> Body {
+    let chunks = futures::stream::unfold(Some(reader), |reader| async move {
+        let mut reader = reader?;
+        let read = tokio::task::spawn_blocking(move || {
+            let chunk = read_chunk(&mut reader);
+            (reader, chunk)
+        });
+        match read.await {
+            Ok((_, Ok(None))) => None,
+            Ok((reader, Ok(Some(chunk)))) => Some((Ok(chunk), Some(reader))),
+            Ok((_, Err(e))) => Some((Err(e), None)),
+            Err(e) => Some((Err(io::Error::other(e)), None)),
+        }
+    });
+    Body::from_stream(chunks)
+}
+
+/// The next chunk of `reader`; `None` at its end.
+fn read_chunk(reader: &mut dyn Read) -> io::Result<Option<Bytes>> {
+    let mut buf = vec![0u8; CHUNK];
     loop {
-        let mut buf = vec![0u8; CHUNK];
         match reader.read(&mut buf) {
-            Ok(0) => return,
+            Ok(0) => return Ok(None),
             Ok(n) => {
                 buf.truncate(n);
-                if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
-                    return;
-                }
+                return Ok(Some(Bytes::from(buf)));
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                let _ = tx.blocking_send(Err(e));
-                return;
-            }
+            Err(e) => return Err(e),
         }
     }
 }

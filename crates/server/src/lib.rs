@@ -101,6 +101,9 @@ fn build_router(
         .merge(logs::routes())
         .merge(events::routes())
         .layer(DefaultBodyLimit::max(json_limit))
+        .layer(axum::middleware::from_fn(
+            move |req: Request, next: Next| refuse_declared_over::<ApiError>(json_limit, req, next),
+        ))
         // Artifact uploads stream past the buffered-body limit; their own limit is counted while streaming.
         .merge(artifacts::routes().layer(DefaultBodyLimit::disable()));
     Router::new()
@@ -202,6 +205,29 @@ async fn json_errors(req: Request, next: Next) -> Response {
     );
     out.headers_mut().remove(header::CONTENT_LENGTH);
     out.into_response()
+}
+
+/// Answers 413 at once (in the error shape `E` of the API) to a request whose Content-Length is over `limit`,
+/// instead of reading a body it would refuse anyway, or waiting for one that never comes.
+pub(crate) async fn refuse_declared_over<E: From<ApiError> + IntoResponse>(
+    limit: usize,
+    req: Request,
+    next: Next,
+) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared.filter(|n| *n > limit as u64) {
+        Some(size) => E::from(ApiError::Model(flightlog_model::Error::TooLarge {
+            what: "the request body".into(),
+            size,
+            limit: limit as u64,
+        }))
+        .into_response(),
+        None => next.run(req).await,
+    }
 }
 
 /// Gzip only JSON worth compressing: never event streams (they must flush each event), binary series or

@@ -4,9 +4,9 @@ use super::error::{MlError, MlResult};
 use super::models;
 use super::runs::find;
 use super::{blocking, empty, Req};
-use crate::artifacts::{content_type, counted, pump, too_large, NoCompress};
+use crate::artifacts::{content_type, counted, file_body, too_large, upload_slot, NoCompress};
 use crate::AppState;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::Response;
@@ -17,7 +17,6 @@ use flightlog_store::Store;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
 /// `<exp>/<run>/artifacts/<path>` is the run's own artifact storage (the same files the native API serves);
@@ -169,9 +168,7 @@ async fn download(State(st): State<AppState>, Path(raw): Path<String>) -> MlResu
         Ok(st.store.open_artifact(&run, &path)?)
     })
     .await?;
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
-    tokio::task::spawn_blocking(move || pump(reader, tx));
-    let mut resp = Response::new(Body::from_stream(ReceiverStream::new(rx)));
+    let mut resp = Response::new(file_body(reader));
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
     if let Some(size) = info.size {
@@ -201,7 +198,9 @@ async fn upload(
     let (run, path) = blocking(move || file_target(store.as_ref(), &raw)).await?;
     let exceeded = Arc::new(AtomicBool::new(false));
     let reader = SyncIoBridge::new(StreamReader::new(counted(body, limit, exceeded.clone())));
+    let slot = upload_slot().await;
     blocking(move || {
+        let _slot = slot;
         let mut reader = reader;
         match st.store.put_artifact(&run, &path, &mut reader) {
             Err(_) if exceeded.load(Ordering::SeqCst) => Err(too_large(limit + 1, limit).into()),

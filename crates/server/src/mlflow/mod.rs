@@ -19,6 +19,7 @@ use crate::AppState;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request};
 use axum::http::Method;
+use axum::middleware::Next;
 use axum::routing::{any, get};
 use axum::{Json, Router};
 pub(crate) use error::MlError;
@@ -38,7 +39,10 @@ pub fn routes() -> Router<AppState> {
         .merge(models::routes())
         .merge(artifacts::api_routes())
         .route("/{*rest}", any(endpoint_not_found))
-        .layer(DefaultBodyLimit::max(crate::DEFAULT_JSON_BODY_BYTES));
+        .layer(DefaultBodyLimit::max(crate::DEFAULT_JSON_BODY_BYTES))
+        .layer(axum::middleware::from_fn(|req: Request, next: Next| {
+            crate::refuse_declared_over::<MlError>(crate::DEFAULT_JSON_BODY_BYTES, req, next)
+        }));
     Router::new()
         .nest("/api/2.0/mlflow", api.clone())
         .nest("/ajax-api/2.0/mlflow", api)
