@@ -148,6 +148,11 @@ def test_validation_matches_mlflow(client, experiment, server):
                                                                   "end_time": 2**63 - 1})
     assert resp.status_code == 400 and "end_time" in resp.json()["message"]
     assert client.get_metric_history(rid, "t") == []
+    # Errors outside the handlers keep the MLflow shape too, naming the whole path.
+    resp = api(server, "GET", "/api/2.0/mlflow/runs/create")
+    assert resp.status_code == 405 and resp.json()["error_code"] == "METHOD_NOT_ALLOWED", resp.text
+    resp = api(server, "GET", "/ajax-api/2.0/mlflow/runs/nonexistent")
+    assert resp.status_code == 404 and "/ajax-api/2.0/mlflow/runs/nonexistent" in resp.json()["message"]
 
 
 def test_nan_and_infinity(client, experiment):

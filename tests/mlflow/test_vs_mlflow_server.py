@@ -434,3 +434,23 @@ def test_chart_sampling_is_mlflows(server, mlflow_server):
     diffs = [f"{k}:\n  mlflow    {theirs[k][:12]}\n  flightlog {ours[k][:12]}" for k in theirs if theirs[k] != ours[k]]
     assert not diffs, "\n".join(diffs)
     assert len(theirs["one_step", 10]) == 10
+
+
+def history_order(base):
+    """get-history of points tied on (timestamp, step), NaN among them: MLflow orders a NaN as the 0 it stores."""
+    s = requests.Session()
+    post = lambda path, body: s.post(f"{base}/api/2.0/mlflow/{path}", json=body, timeout=30).json()
+    eid = post("experiments/create", {"name": f"order-{time.time_ns()}"})["experiment_id"]
+    rid = post("runs/create", {"experiment_id": eid, "start_time": 1})["run"]["info"]["run_id"]
+    points = [(0.1, 1, -2), ("NaN", 1, -2), (-0.5, 1, -2), ("Infinity", 1, -1), ("NaN", 1, -1), (2.0, 0, 5)]
+    post("runs/log-batch", {"run_id": rid, "metrics": [
+        {"key": "k", "value": v, "timestamp": t, "step": st} for v, t, st in points]})
+    got = s.get(f"{base}/api/2.0/mlflow/metrics/get-history", params={"run_id": rid, "metric_key": "k"},
+                timeout=30).json()["metrics"]
+    return [(m["timestamp"], m["step"], str(m["value"])) for m in got]
+
+
+def test_history_order_of_ties_is_mlflows(server, mlflow_server):
+    theirs = history_order(mlflow_server)
+    assert history_order(server) == theirs
+    assert theirs[2:4] == [(1, -2, "NaN"), (1, -2, "0.1")]

@@ -165,16 +165,19 @@ async fn not_found(req: Request) -> Response {
     .into_response()
 }
 
-async fn method_not_allowed(req: Request) -> ApiError {
+/// 405, in the MLflow error shape on MLflow's paths (its clients read only that one).
+async fn method_not_allowed(req: Request) -> Response {
+    let path = req.uri().path();
+    let message = format!("method {} is not allowed on {path}", req.method());
+    if mlflow::is_mlflow_path(path) {
+        return mlflow::MlError::new("METHOD_NOT_ALLOWED", message).into_response();
+    }
     ApiError::http(
         StatusCode::METHOD_NOT_ALLOWED,
         "METHOD_NOT_ALLOWED",
-        format!(
-            "method {} is not allowed on {}",
-            req.method(),
-            req.uri().path()
-        ),
+        message,
     )
+    .into_response()
 }
 
 /// Turns any error response that is not JSON yet (a rejection made inside axum, e.g. a path that is not

@@ -46,6 +46,7 @@ pub fn status_of_code(code: &str) -> StatusCode {
             StatusCode::BAD_REQUEST
         }
         "RESOURCE_DOES_NOT_EXIST" | "ENDPOINT_NOT_FOUND" => StatusCode::NOT_FOUND,
+        "METHOD_NOT_ALLOWED" => StatusCode::METHOD_NOT_ALLOWED,
         "UNAUTHENTICATED" => StatusCode::UNAUTHORIZED,
         "PERMISSION_DENIED" => StatusCode::FORBIDDEN,
         "ABORTED" | "ALREADY_EXISTS" | "RESOURCE_CONFLICT" => StatusCode::CONFLICT,

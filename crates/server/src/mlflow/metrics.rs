@@ -172,29 +172,38 @@ fn count_of(store: &dyn Store, run: &RunId, key: &str) -> MlResult<Option<u64>> 
 }
 
 /// `None` when the points are already in MLflow's order (timestamp ms, step, value), as logged series nearly
-/// always are; else the indexes in that order.
+/// always are; else the indexes in that order. Values compare as MLflow stores them ([`stored_value`]); points
+/// equal by that order keep the order they were logged in.
 fn mlflow_order(s: &ScalarSeries) -> Option<Vec<u32>> {
     let key = |i: usize| (s.times[i].millis(), s.steps[i]);
-    let mut prev = (i64::MIN, i64::MIN);
-    let sorted = (0..s.len()).all(|i| {
-        let k = key(i);
-        let ok = i == 0
-            || prev < k
-            || (prev == k && s.values[i - 1].0.total_cmp(&s.values[i].0).is_le());
-        prev = k;
-        ok
-    });
-    if sorted {
+    let cmp = |a: usize, b: usize| {
+        key(a)
+            .cmp(&key(b))
+            .then(compare_stored(s.values[a].0, s.values[b].0))
+    };
+    if (1..s.len()).all(|i| cmp(i - 1, i).is_le()) {
         return None;
     }
     let mut order: Vec<u32> = (0..s.len() as u32).collect();
-    order.sort_by(|&a, &b| {
-        let (a, b) = (a as usize, b as usize);
-        key(a)
-            .cmp(&key(b))
-            .then(s.values[a].0.total_cmp(&s.values[b].0))
-    });
+    order.sort_by(|&a, &b| cmp(a as usize, b as usize));
     Some(order)
+}
+
+/// A value as MLflow's SQL store holds it, which is how it orders points: NaN as 0 (with a flag beside it),
+/// ±Inf as ±f64::MAX.
+fn stored_value(v: f64) -> f64 {
+    if v.is_nan() {
+        0.0
+    } else {
+        v.clamp(f64::MIN, f64::MAX)
+    }
+}
+
+/// Two values in MLflow's order ([`stored_value`]; 0 and -0 are equal, as in SQL).
+fn compare_stored(a: f64, b: f64) -> std::cmp::Ordering {
+    stored_value(a)
+        .partial_cmp(&stored_value(b))
+        .unwrap_or(std::cmp::Ordering::Equal)
 }
 
 fn history_json(
@@ -344,16 +353,12 @@ const EXACT_SAMPLE_LIMIT: u64 = 1_000_000;
 /// `n % max` one point longer), the first point of each run, and the last point of all (in place of the last
 /// sampled one when there are `max` already). With `max` 1, that is the last point alone.
 fn sample(mut pts: Vec<Point>, max: usize) -> Vec<Point> {
-    let key = |p: &Point| {
-        let nan = p.2.is_nan();
-        (p.1, p.0, if nan { 0.0 } else { p.2 }, nan)
-    };
+    let key = |p: &Point| (p.1, p.0, stored_value(p.2), p.2.is_nan());
     pts.sort_by(|a, b| {
-        let (a, b) = (key(a), key(b));
-        (a.0, a.1)
-            .cmp(&(b.0, b.1))
-            .then(a.2.total_cmp(&b.2))
-            .then(a.3.cmp(&b.3))
+        (a.1, a.0)
+            .cmp(&(b.1, b.0))
+            .then(compare_stored(a.2, b.2))
+            .then(a.2.is_nan().cmp(&b.2.is_nan()))
     });
     let (n, max) = (pts.len(), max.max(1));
     let Some(&last) = pts.last() else {

@@ -17,7 +17,7 @@ pub(crate) use search::{Condition, Kind as SearchKind, Literal, Op};
 
 use crate::AppState;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, Request};
+use axum::extract::{DefaultBodyLimit, FromRequest, OriginalUri, Request};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::routing::{any, get};
@@ -51,15 +51,18 @@ pub fn routes() -> Router<AppState> {
         .route("/version", get(version))
 }
 
-async fn endpoint_not_found(req: Request) -> MlError {
+async fn endpoint_not_found(OriginalUri(uri): OriginalUri, req: Request) -> MlError {
     MlError::new(
         "ENDPOINT_NOT_FOUND",
-        format!(
-            "No API endpoint found for {} {}",
-            req.method(),
-            req.uri().path()
-        ),
+        format!("No API endpoint found for {} {}", req.method(), uri.path()),
     )
+}
+
+/// Whether `path` is one of the MLflow API's (whose clients expect its error shape).
+pub fn is_mlflow_path(path: &str) -> bool {
+    ["/api/2.0/mlflow", "/ajax-api/2.0/mlflow", "/api/3.0/mlflow"]
+        .iter()
+        .any(|p| path.starts_with(p))
 }
 
 /// What the client probes before artifact transfers: plain proxied uploads and downloads, no multipart.

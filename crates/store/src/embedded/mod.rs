@@ -71,6 +71,30 @@ struct Dirs {
     tmp: PathBuf,
 }
 
+/// A temp file this old is left by a process that died mid-upload (kill -9, power loss): no live upload
+/// writes to one for a day.
+const STALE_TEMP_FILE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Removes uploads' temp files that a crashed process left in `tmp` (they were never cleaned up, and each
+/// crash mid-upload left its partial file there for good). Fresh ones may belong to another process sharing
+/// the data directory, so only [`STALE_TEMP_FILE`]-old ones go; a failure only leaves a file.
+fn remove_stale_temp_files(tmp: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > STALE_TEMP_FILE);
+        if old && entry.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 impl EmbeddedStore {
     /// [`EmbeddedStore::open_with`] the default [`Durability`].
     pub fn open(data_dir: &Path) -> Result<EmbeddedStore> {
@@ -90,6 +114,7 @@ impl EmbeddedStore {
             std::fs::create_dir_all(d)
                 .map_err(|e| Error::storage(format!("creating {}: {e}", d.display())))?;
         }
+        remove_stale_temp_files(&dirs.tmp);
         // Only the SQLite work is gated: the writer thread started below enters the gate itself, and waiting
         // for it from inside the gate could deadlock with a fork waiting to close it.
         let (conn, newest) = fork_gate::using_sqlite(|| -> Result<(Connection, i64)> {

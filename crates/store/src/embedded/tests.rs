@@ -347,6 +347,26 @@ fn deleting_an_experiment_deletes_its_runs_and_restoring_it_restores_them() {
 }
 
 #[test]
+fn opening_removes_temp_files_a_crashed_upload_left_a_day_ago() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(EmbeddedStore::open(dir.path()).unwrap());
+    let (stale, fresh) = (dir.path().join("tmp/stale"), dir.path().join("tmp/fresh"));
+    for f in [&stale, &fresh] {
+        std::fs::write(f, b"partial upload").unwrap();
+    }
+    let two_days_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 86400);
+    std::fs::File::options()
+        .write(true)
+        .open(&stale)
+        .unwrap()
+        .set_modified(two_days_ago)
+        .unwrap();
+    drop(EmbeddedStore::open(dir.path()).unwrap());
+    assert!(!stale.exists(), "left by a crash");
+    assert!(fresh.exists(), "may be another process's upload in flight");
+}
+
+#[test]
 fn create_run_defaults_and_idempotency() {
     let (_d, s) = store();
     let r = s
