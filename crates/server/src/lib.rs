@@ -8,6 +8,7 @@ mod events;
 mod experiments;
 mod extract;
 mod health;
+mod listen;
 mod logs;
 mod metrics;
 mod mlflow;
@@ -25,7 +26,6 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use axum::Router;
 use flightlog_store::Store;
 use std::future::Future;
@@ -47,6 +47,8 @@ pub struct ServerConfig {
     pub port: u16,
     /// Largest artifact PUT body; JSON endpoints stay at [`DEFAULT_JSON_BODY_BYTES`] (or this, if smaller).
     pub max_body_bytes: usize,
+    /// How long a client may take to send a request's headers before its connection is closed.
+    pub header_read_timeout: std::time::Duration,
 }
 
 impl Default for ServerConfig {
@@ -55,6 +57,7 @@ impl Default for ServerConfig {
             host: "127.0.0.1".into(),
             port: 5000,
             max_body_bytes: DEFAULT_ARTIFACT_BODY_BYTES,
+            header_read_timeout: listen::HEADER_READ_TIMEOUT,
         }
     }
 }
@@ -137,19 +140,12 @@ pub async fn serve(
     let json_limit = DEFAULT_JSON_BODY_BYTES.min(config.max_body_bytes);
     tokio::spawn(tb_ingest::run(store.clone(), token.clone()));
     let app = build_router(store, json_limit, config.max_body_bytes, token.clone());
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::warn!("could not set TCP_NODELAY: {e}");
-        }
-    });
     on_ready(addr);
     let signal = async move {
         shutdown.await;
         token.cancel();
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(signal)
-        .await
+    listen::serve(listener, app, config.header_read_timeout, signal).await
 }
 
 /// The portal answers GETs outside the API namespaces; anything else unmatched is the API's JSON 404.
