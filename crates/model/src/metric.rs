@@ -373,8 +373,8 @@ pub struct SeriesInfo {
     /// Column names of row/table metrics, in first-seen order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub columns: Vec<String>,
-    /// Of a scalar series, the point MLflow reports as the metric's latest (see [`TopPoint`]); the MLflow API
-    /// serves it, the native one `last_*` (the point logged last).
+    /// Of a scalar series, the point MLflow reports as the metric's latest (see [`TopPoint`]) where that is not
+    /// the last point (`last_*`, which the native API serves); None where it is.
     #[serde(skip)]
     pub top: Option<TopPoint>,
 }

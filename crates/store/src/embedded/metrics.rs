@@ -39,7 +39,8 @@ pub struct Appended {
     pub max: Option<f64>,
     pub schema: Option<String>,
     pub new_columns: Vec<String>,
-    /// The series' top point after the write (scalars only).
+    /// The series' top point after the write where it is not its last point (scalars only; stored as NULL
+    /// otherwise, which is the usual case of steps logged in order and costs no room).
     pub top: Option<TopPoint>,
 }
 
@@ -280,7 +281,7 @@ fn write_scalars(
         max: finite().reduce(f64::max),
         schema: None,
         new_columns: Vec::new(),
-        top: top_after(series.top, &pts),
+        top: top_after(series.top, &pts).filter(|t| *t != last_point(&pts)),
     };
     finish_append(
         ctx,
@@ -291,6 +292,16 @@ fn write_scalars(
         &series,
         appended,
     )
+}
+
+/// The last of `pts` (not empty) as a top point.
+fn last_point(pts: &Scalars) -> TopPoint {
+    let n = pts.len() - 1;
+    TopPoint {
+        step: pts.steps[n],
+        time: pts.times[n],
+        value: pts.values[n],
+    }
 }
 
 /// The series' top point once `pts` are appended to a series whose top was `top`.
@@ -484,10 +495,23 @@ pub fn open_series(
     description: Option<&str>,
 ) -> Result<Series> {
     let found = conn
-        .prepare_cached("SELECT id, kind, count, last_step, min, max, columns, top_step, top_time, top_value FROM series WHERE run_id = ?1 AND name = ?2")
+        .prepare_cached(
+            "SELECT id, kind, count, last_step, min, max, columns, top_step, top_time, top_value, \
+                         last_time, last_value FROM series WHERE run_id = ?1 AND name = ?2",
+        )
         .and_then(|mut st| {
             st.query_row(params![run.as_str(), name], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get::<_, String>(6)?, top_at(r, 7)))
+                let top = top_at(r, 7).map(|top| top.or_else(|| last_as_top(r)));
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get::<_, String>(6)?,
+                    top,
+                ))
             })
             .optional()
         })
@@ -541,6 +565,19 @@ pub fn open_series(
     })
 }
 
+/// The last point of a scalar series read by [`open_series`] (columns 3, 10 and 11), which is its top point
+/// where none is stored; None for a series without points or of another kind.
+fn last_as_top(r: &Row) -> Option<TopPoint> {
+    let step = r.get::<_, Option<i64>>(3).ok()??;
+    let time = r.get::<_, Option<i64>>(10).ok()??;
+    let value = r.get_ref(11).ok()?.as_str().ok()?;
+    Some(TopPoint {
+        step,
+        time: WallTime(time),
+        value: serde_json::from_str(value).ok()?,
+    })
+}
+
 fn parse_kind(s: &str) -> Result<MetricKind> {
     MetricKind::parse(s)
         .ok_or_else(|| Error::storage(format!("unknown metric kind '{s}' in the database")))
@@ -575,8 +612,7 @@ fn finish_append(
         .prepare_cached(
             "UPDATE series SET count = ?2, first_time = coalesce(first_time, ?3), last_time = ?4, last_step = ?5, \
              last_value = ?6, min = ?7, max = ?8, schema = coalesce(?9, schema), columns = coalesce(?10, columns), \
-             top_step = coalesce(?11, top_step), top_time = coalesce(?12, top_time), \
-             top_value = coalesce(?13, top_value) WHERE id = ?1",
+             top_step = ?11, top_time = ?12, top_value = ?13 WHERE id = ?1",
         )
         .and_then(|mut st| {
             st.execute(params![s.id, (s.count + a.n) as i64, a.first_time, a.last_time, a.last_step, last_value, min, max, a.schema, columns,
@@ -637,7 +673,8 @@ fn info_at(r: &Row, at: usize) -> rusqlite::Result<Result<SeriesInfo>> {
     })())
 }
 
-/// The top point stored in columns `at..at + 3` (top_step, top_time, top_value); None where there is none.
+/// The top point stored in columns `at..at + 3` (top_step, top_time, top_value); None where there is none,
+/// which means the series' last point is its top.
 fn top_at(r: &Row, at: usize) -> Result<Option<TopPoint>> {
     let read = || -> rusqlite::Result<_> {
         Ok((

@@ -183,14 +183,13 @@ CREATE INDEX blocks_by_time ON blocks(series_id, max_time, min_time, max_step, m
 "#;
 
 /// Version 9: each scalar series' top point, the one MLflow reports as its latest (see
-/// `flightlog_model::TopPoint`): the greatest by (step, time, value), not the one logged last. Series written
-/// before start from their last point, which is their top unless they were logged out of step order.
+/// `flightlog_model::TopPoint`): the greatest by (step, time, value), not the one logged last. NULL where it is
+/// the last point (steps logged in order), so it costs nothing then; series written before start that way,
+/// which is right unless they were logged out of step order.
 const V9: &str = r#"
 ALTER TABLE series ADD COLUMN top_step INTEGER;
 ALTER TABLE series ADD COLUMN top_time INTEGER;
 ALTER TABLE series ADD COLUMN top_value TEXT;
-UPDATE series SET top_step = last_step, top_time = last_time, top_value = last_value
-WHERE kind = 'scalar' AND count > 0;
 "#;
 
 /// The time span of a block whose times are not known (written before version 8, or a record block).

@@ -2259,8 +2259,11 @@ fn series_keep_their_top_point_and_version_8_directories_start_from_the_last() {
         ..scalars("acc", values)
     };
     let top = |s: &EmbeddedStore, id: &RunId| {
-        let t = s.metric_info(id, "acc").unwrap().top.unwrap();
-        (t.step, t.value.0)
+        let info = s.metric_info(id, "acc").unwrap();
+        match info.top {
+            Some(t) => (t.step, t.value.0),
+            None => (info.last_step.unwrap(), info.last_value.as_f64().unwrap()),
+        }
     };
     let id = {
         let s = EmbeddedStore::open(dir.path()).unwrap();
@@ -2277,6 +2280,17 @@ fn series_keep_their_top_point_and_version_8_directories_start_from_the_last() {
             (10, 0.6),
             "same step and time: the greater value"
         );
+        s.write_batch(&id, batch(vec![points(&[12], &[0.2])]))
+            .unwrap();
+        let info = s.metric_info(&id, "acc").unwrap();
+        assert_eq!(info.top, None, "the last point is the top: nothing stored");
+        s.write_batch(&id, batch(vec![points(&[10], &[0.9])]))
+            .unwrap();
+        assert_eq!(
+            top(&s, &id),
+            (12, 0.2),
+            "a top stored as NULL was the last point"
+        );
         id
     };
     let c = rusqlite::Connection::open(dir.path().join("flightlog.db")).unwrap();
@@ -2288,7 +2302,7 @@ fn series_keep_their_top_point_and_version_8_directories_start_from_the_last() {
     drop(c);
     let s = EmbeddedStore::open(dir.path()).unwrap();
     assert_eq!(schema_version(dir.path()), super::schema::VERSION);
-    assert_eq!(top(&s, &id), (10, 0.6), "the last point, here also the top");
+    assert_eq!(top(&s, &id), (10, 0.9), "the last point, taken for the top");
     s.write_batch(&id, batch(vec![points(&[11], &[0.1])]))
         .unwrap();
     assert_eq!(top(&s, &id), (11, 0.1));
