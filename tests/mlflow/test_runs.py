@@ -148,6 +148,9 @@ def test_validation_matches_mlflow(client, experiment, server):
                                                                   "end_time": 2**63 - 1})
     assert resp.status_code == 400 and "end_time" in resp.json()["message"]
     assert client.get_metric_history(rid, "t") == []
+    # As on MLflow's server, a search names its experiments: none finds nothing (not every run).
+    resp = api(server, "POST", "/api/2.0/mlflow/runs/search", json={"experiment_ids": []})
+    assert resp.status_code == 200 and resp.json().get("runs", []) == []
     # Errors outside the handlers keep the MLflow shape too, naming the whole path.
     resp = api(server, "GET", "/api/2.0/mlflow/runs/create")
     assert resp.status_code == 405 and resp.json()["error_code"] == "METHOD_NOT_ALLOWED", resp.text

@@ -72,6 +72,7 @@ CASES = [
     ("POST", "runs/search", {"json": {"experiment_ids": ["{eid}"], "max_results": 50001}}),
     ("POST", "runs/search", {"json": {"experiment_ids": ["{eid}"], "order_by": ["metrics.a SIDEWAYS"]}}),
     ("POST", "runs/search", {"json": {"experiment_ids": ["{eid}"], "page_token": "garbage"}}),
+    ("POST", "runs/search", {"json": {"experiment_ids": [], "max_results": 5}}),
     ("GET", "metrics/get-history", {"params": {"run_id": "0" * 32, "metric_key": "m"}}),
     ("GET", "metrics/get-history", {"params": {"run_id": "{run}", "metric_key": "nothing"}}),
     ("GET", "metrics/get-history-bulk-interval", {"params": {"run_ids": ["{run}"] * 101, "metric_key": "m"}}),
@@ -180,6 +181,8 @@ SEARCHES = [
     ("attributes.run_name LIKE 'run1%'", ["attributes.start_time ASC"]),
     ("metrics.m1 >= 0", ["tags.team ASC", "metrics.m1 DESC"]),
     ("params.p0 = 'zzz'", []),
+    ("params.p0 = 'a' AND", ["attributes.start_time ASC"]),
+    ("AND tags.team = 'x' and and metrics.m0 > 0.2", ["attributes.start_time ASC"]),
 ]
 
 

@@ -834,6 +834,11 @@ impl RunSearch {
     /// Filters, sorts (ties: newest start first, then run id) and pages the runs of the experiments; the
     /// response's JSON.
     fn execute(&self, store: &dyn Store) -> MlResult<Vec<u8>> {
+        if self.experiments.is_empty() {
+            // MLflow's server searches the experiments named, so none finds nothing (the store would read
+            // none as "all").
+            return Ok(b"{}".to_vec());
+        }
         // Only what the filter and order name is read of every run; the page's runs are then read in full.
         let found = find_runs(
             store,

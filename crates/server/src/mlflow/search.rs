@@ -340,31 +340,32 @@ fn attribute(g: &Grammar, key: &str) -> Result<Ident, String> {
     })
 }
 
-/// Parses a filter into its conditions (all must hold). Empty or blank: no conditions.
+/// Parses a filter into its conditions (all must hold). Empty or blank: no conditions. An AND with nothing on
+/// one side (leading, trailing or doubled) is passed over, as MLflow's parser (sqlparse) passes over it.
 pub fn parse_filter(g: &Grammar, input: &str) -> MlResult<Vec<Condition>> {
     let toks = tokenize(input)?;
+    let and_at = |i: usize| keyword(toks.get(i), "and");
     let mut i = 0;
     let mut out = Vec::new();
-    while i < toks.len() {
+    loop {
+        while and_at(i) {
+            i += 1;
+        }
+        if i >= toks.len() {
+            return Ok(out);
+        }
         let (cond, next) = condition(g, input, &toks, i)?;
         out.push(cond);
         i = next;
-        if i < toks.len() {
-            if !keyword(toks.get(i), "and") {
-                let what = if keyword(toks.get(i), "or") {
-                    "OR is not supported, only AND"
-                } else {
-                    "expected AND"
-                };
-                return Err(err_at(input, toks.get(i), what));
-            }
-            i += 1;
-            if i == toks.len() {
-                return Err(err_at(input, None, "expected a condition after AND"));
-            }
+        if i < toks.len() && !and_at(i) {
+            let what = if keyword(toks.get(i), "or") {
+                "OR is not supported, only AND"
+            } else {
+                "expected AND"
+            };
+            return Err(err_at(input, toks.get(i), what));
         }
     }
-    Ok(out)
 }
 
 fn condition(g: &Grammar, input: &str, t: &[Token], i: usize) -> MlResult<(Condition, usize)> {
@@ -781,7 +782,16 @@ mod tests {
         assert!(err("status IN ('a')").contains("invalid comparator In"));
         assert!(err("params.lr = 'x").contains("unterminated quote"));
         assert!(err("params.lr =").ends_with("expected a value at the end"));
-        assert!(err("params.lr = 'a' AND").contains("expected a condition after AND"));
+        for lenient in [
+            "params.lr = 'a' AND",
+            "and params.lr = 'a'",
+            "params.lr = 'a' AND AND params.b = 'c'",
+        ] {
+            assert!(
+                parse_filter(&RUNS, lenient).is_ok(),
+                "MLflow accepts {lenient:?}"
+            );
+        }
         assert!(err("run_id IN ('a' 'b')").contains("expected ',' or ')' at ''b''"));
         assert!(err("params.lr 'x'").contains("expected a comparison operator at ''x''"));
         let e = parse_filter(&RUNS, "metrics.a ~ 1").unwrap_err();
