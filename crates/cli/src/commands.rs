@@ -879,21 +879,15 @@ impl LogFollower<'_> {
             return Ok(());
         }
         let have = *self.offsets.get(stream).unwrap_or(&0);
-        let end = offset + length;
-        if end <= have {
-            return Ok(());
-        }
-        match data {
-            Some(d) if offset <= have && d.len() as u64 == length => {
-                let skip = (have - offset) as usize;
-                if d.is_char_boundary(skip) {
-                    self.emit(stream, have, &d[skip..])?;
-                    self.offsets.insert(stream.to_string(), end);
-                    return Ok(());
-                }
-                self.catch_up(stream)
+        let end = offset.saturating_add(length);
+        match log_news(have, offset..end, data) {
+            LogNews::Nothing => Ok(()),
+            LogNews::Text(text) => {
+                self.emit(stream, have, text)?;
+                self.offsets.insert(stream.to_string(), end);
+                Ok(())
             }
-            _ => self.catch_up(stream),
+            LogNews::Read(_) => self.catch_up(stream),
         }
     }
 

@@ -382,6 +382,32 @@ pub struct Replaced {
     pub end: u64,
 }
 
+/// What a follower of a log stream, which has passed on its text up to byte `have`, still needs of a
+/// `log_appended` event. Merged events cover bytes it may have had (see [`Replaced`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum LogNews<'a> {
+    /// It had every byte the event announces.
+    Nothing,
+    /// This text, which runs from `have` to the event's end.
+    Text(&'a str),
+    /// Bytes to read from the store: the event carried no text, or its text does not start or split at `have`.
+    Read(std::ops::Range<u64>),
+}
+
+/// [`LogNews`] of an event announcing bytes `announced` with the attached text `data` (if any), for a
+/// follower that has passed on bytes up to `have`.
+pub fn log_news(have: u64, announced: std::ops::Range<u64>, data: Option<&str>) -> LogNews<'_> {
+    if announced.end <= have {
+        return LogNews::Nothing;
+    }
+    let attached = data.filter(|d| d.len() as u64 == announced.end - announced.start);
+    let skip = have.saturating_sub(announced.start) as usize;
+    match attached {
+        Some(d) if announced.start <= have && d.is_char_boundary(skip) => LogNews::Text(&d[skip..]),
+        _ => LogNews::Read(have..announced.end),
+    }
+}
+
 /// Which events a stream reader wants.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct EventFilter {
@@ -390,4 +416,49 @@ pub struct EventFilter {
     /// Only events of these types (the `type` of [`EventBody`]'s JSON, e.g. `"artifact_written"`); empty: all.
     /// Matched by the store, so a reader that wants one rare type does not decode every event.
     pub types: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_news_is_what_a_follower_lacks() {
+        let cases = [
+            (
+                10,
+                0..10,
+                Some("0123456789"),
+                LogNews::Nothing,
+                "had it all",
+            ),
+            (
+                4,
+                0..10,
+                Some("0123456789"),
+                LogNews::Text("456789"),
+                "overlap skipped",
+            ),
+            (0, 0..3, Some("abc"), LogNews::Text("abc"), "all new"),
+            (3, 0..5, None, LogNews::Read(3..5), "no text attached"),
+            (1, 0..3, Some("éa"), LogNews::Read(1..3), "mid-character"),
+            (
+                2,
+                5..8,
+                Some("xyz"),
+                LogNews::Read(2..8),
+                "a gap is read too",
+            ),
+            (
+                0,
+                0..9,
+                Some("short"),
+                LogNews::Read(0..9),
+                "text cut short",
+            ),
+        ];
+        for (have, announced, data, news, why) in cases {
+            assert_eq!(log_news(have, announced, data), news, "{why}");
+        }
+    }
 }

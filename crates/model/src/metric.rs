@@ -401,13 +401,17 @@ impl TopPoint {
     }
 
     fn key(&self) -> (i64, i64, f64) {
-        let v = self.value.0;
-        let v = if v.is_nan() {
-            0.0
-        } else {
-            v.clamp(f64::MIN, f64::MAX)
-        };
-        (self.step, self.time.0, v)
+        (self.step, self.time.0, mlflow_stored_value(self.value.0))
+    }
+}
+
+/// A value as MLflow's SQL store holds it, which is how MLflow compares and orders points: NaN as 0 (with a
+/// flag beside it), ±Inf as ±f64::MAX.
+pub fn mlflow_stored_value(v: f64) -> f64 {
+    if v.is_nan() {
+        0.0
+    } else {
+        v.clamp(f64::MIN, f64::MAX)
     }
 }
 

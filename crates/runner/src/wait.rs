@@ -3,7 +3,7 @@
 
 use crate::sse::{SseEvent, SseReader};
 use flightlog_client::Client;
-use flightlog_model::{Error, Result, Run, RunId, RunPatch, RunStatus};
+use flightlog_model::{log_news, Error, LogNews, Result, Run, RunId, RunPatch, RunStatus};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -90,17 +90,13 @@ fn handle(
         let stream = v["stream"].as_str().unwrap_or_default();
         let offset = v["offset"].as_u64().unwrap_or(0);
         let end = offset.saturating_add(v["length"].as_u64().unwrap_or(0));
-        let from = passed.get(stream).copied().unwrap_or(0).max(offset);
-        if from >= end {
-            return Ok(false);
-        }
-        let skip = (from - offset) as usize;
-        match v["data"].as_str().filter(|d| d.is_char_boundary(skip)) {
-            Some(text) => on_output(stream, &text[skip..]),
-            None => {
-                // The server could not attach the text (or it overlaps what was passed on mid-character):
-                // read exactly the range not passed on yet.
-                let slice = client.read_log(id, stream, from, Some(end - from))?;
+        let have = passed.get(stream).copied().unwrap_or(0);
+        match log_news(have, offset..end, v["data"].as_str()) {
+            LogNews::Nothing => return Ok(false),
+            LogNews::Text(text) => on_output(stream, text),
+            LogNews::Read(range) => {
+                let slice =
+                    client.read_log(id, stream, range.start, Some(range.end - range.start))?;
                 on_output(stream, &slice.data);
             }
         }

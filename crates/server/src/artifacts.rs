@@ -9,7 +9,7 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
-use flightlog_model::{validate, ArtifactInfo, Error};
+use flightlog_model::{validate, ArtifactInfo, Error, RunId};
 use futures::StreamExt;
 use serde_json::{json, Value};
 use std::io::{self, Read};
@@ -50,8 +50,6 @@ async fn list(
     Ok(Json(json!({ "items": items })))
 }
 
-/// Streams the body into the store from a blocking task; the bytes are counted on the way so an upload over
-/// the limit fails (and the store discards its temp file) without ever being held in memory.
 async fn upload(
     State(st): State<AppState>,
     Path((id, path)): Path<(String, String)>,
@@ -60,33 +58,41 @@ async fn upload(
 ) -> ApiResult<Json<ArtifactInfo>> {
     let id = run_id(&id)?;
     validate::artifact_path(&path)?;
+    Ok(Json(store_upload(st, id, path, &headers, body).await?))
+}
+
+/// Streams an upload into the run's artifact `path` from a blocking task (one of the [`UPLOAD_SLOTS`]); the
+/// bytes are counted on the way so an upload over the limit fails (and the store discards its temp file)
+/// without ever being held in memory. Both APIs' uploads come here.
+pub(crate) async fn store_upload(
+    st: AppState,
+    run: RunId,
+    path: String,
+    headers: &HeaderMap,
+    body: Body,
+) -> ApiResult<ArtifactInfo> {
     let limit = st.artifact_limit as u64;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok());
-    if let Some(size) = declared.filter(|n: &u64| *n > limit) {
+    if let Some(size) = crate::declared_length(headers).filter(|n| *n > limit) {
         return Err(too_large(size, limit));
     }
     let exceeded = Arc::new(AtomicBool::new(false));
     let reader = SyncIoBridge::new(StreamReader::new(counted(body, limit, exceeded.clone())));
-    let slot = upload_slot().await;
-    let info = blocking(move || {
+    let slot = UPLOAD_SLOTS.acquire().await.ok();
+    blocking(move || {
         let _slot = slot;
         let mut reader = reader;
-        match st.store.put_artifact(&id, &path, &mut reader) {
+        match st.store.put_artifact(&run, &path, &mut reader) {
             Err(_) if exceeded.load(Ordering::SeqCst) => Err(too_large(limit + 1, limit)),
             r => Ok(r?),
         }
     })
-    .await?;
-    Ok(Json(info))
+    .await
 }
 
 /// The body's data as an `io` stream that fails once more than `limit` bytes have come, or once the client
 /// has sent nothing for [`UPLOAD_STALL`] (an upload is read on a blocking thread, which a silent client would
 /// otherwise hold for as long as its connection stays open).
-pub(crate) fn counted(
+fn counted(
     body: Body,
     limit: u64,
     exceeded: Arc<AtomicBool>,
@@ -132,16 +138,11 @@ pub(crate) fn counted(
 const UPLOAD_STALL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Uploads being read at once (each on a blocking thread); more wait for a slot without holding a thread, so
-/// uploads can never take the threads every other request's store calls need.
+/// uploads can never take the threads every other request's store calls need. (Never closed: acquiring only
+/// fails on a closed semaphore.)
 static UPLOAD_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(64);
 
-/// Waits for one of the [`UPLOAD_SLOTS`]; hold it while the upload is read. (`None` only if the semaphore
-/// were closed, which nothing does.)
-pub(crate) async fn upload_slot() -> Option<tokio::sync::SemaphorePermit<'static>> {
-    UPLOAD_SLOTS.acquire().await.ok()
-}
-
-pub(crate) fn too_large(size: u64, limit: u64) -> ApiError {
+fn too_large(size: u64, limit: u64) -> ApiError {
     ApiError::Model(Error::TooLarge {
         what: "artifact upload".into(),
         size,

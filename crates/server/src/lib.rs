@@ -206,6 +206,14 @@ async fn json_errors(req: Request, next: Next) -> Response {
     out.into_response()
 }
 
+/// The body size a request declares in its Content-Length header, if it gives a valid one.
+pub(crate) fn declared_length(headers: &axum::http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
 /// Answers 413 at once (in the error shape `E` of the API) to a request whose Content-Length is over `limit`,
 /// instead of reading a body it would refuse anyway, or waiting for one that never comes.
 pub(crate) async fn refuse_declared_over<E: From<ApiError> + IntoResponse>(
@@ -213,12 +221,7 @@ pub(crate) async fn refuse_declared_over<E: From<ApiError> + IntoResponse>(
     req: Request,
     next: Next,
 ) -> Response {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    match declared.filter(|n| *n > limit as u64) {
+    match declared_length(req.headers()).filter(|n| *n > limit as u64) {
         Some(size) => E::from(ApiError::Model(flightlog_model::Error::TooLarge {
             what: "the request body".into(),
             size,

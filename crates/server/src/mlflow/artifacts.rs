@@ -4,7 +4,7 @@ use super::error::{MlError, MlResult};
 use super::models;
 use super::runs::find;
 use super::{blocking, empty, Req};
-use crate::artifacts::{content_type, counted, file_body, too_large, upload_slot, NoCompress};
+use crate::artifacts::{content_type, file_body, store_upload, NoCompress};
 use crate::AppState;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
@@ -15,9 +15,6 @@ use axum::{Json, Router};
 use flightlog_model::{validate, Error, RunId};
 use flightlog_store::Store;
 use serde_json::{json, Value};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use tokio_util::io::{StreamReader, SyncIoBridge};
 
 /// `<exp>/<run>/artifacts/<path>` is the run's own artifact storage (the same files the native API serves);
 /// `<exp>/models/<model>/artifacts/<path>` a logged model's files, kept in its source run's storage under
@@ -186,28 +183,9 @@ async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> MlResult<Json<Value>> {
-    let limit = st.artifact_limit as u64;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if let Some(size) = declared.filter(|n| *n > limit) {
-        return Err(too_large(size, limit).into());
-    }
     let store = st.store.clone();
     let (run, path) = blocking(move || file_target(store.as_ref(), &raw)).await?;
-    let exceeded = Arc::new(AtomicBool::new(false));
-    let reader = SyncIoBridge::new(StreamReader::new(counted(body, limit, exceeded.clone())));
-    let slot = upload_slot().await;
-    blocking(move || {
-        let _slot = slot;
-        let mut reader = reader;
-        match st.store.put_artifact(&run, &path, &mut reader) {
-            Err(_) if exceeded.load(Ordering::SeqCst) => Err(too_large(limit + 1, limit).into()),
-            r => Ok(r?),
-        }
-    })
-    .await?;
+    store_upload(st, run, path, &headers, body).await?;
     Ok(empty())
 }
 

@@ -11,7 +11,7 @@
 //! fields, invalid keys) makes it return `None` and the body takes the general path, which also words every
 //! error. Its tests check it against that path.
 
-use super::convert::{validate_key, MAX_MILLIS};
+use super::convert::{validate_key, METRIC_TIMESTAMPS};
 use flightlog_model::{ScalarWrite, WallTime, F64};
 use std::collections::HashMap;
 
@@ -70,7 +70,7 @@ fn metric_array<'a>(c: &mut Cursor<'a>, max_points: usize) -> Option<Columns<'a>
             return None;
         }
         let (key, value, timestamp, step) = metric(c)?;
-        if !(0..=MAX_MILLIS).contains(&timestamp) {
+        if !METRIC_TIMESTAMPS.contains(&timestamp) {
             return None; // the general path words the error
         }
         columns.push_new_checked(key, value, timestamp, step, |key| {

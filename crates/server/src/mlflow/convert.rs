@@ -6,6 +6,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Value};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
 
 /// The default artifact root: artifacts are proxied by this server and kept in the run's artifact store.
 pub const ARTIFACT_SCHEME: &str = "mlflow-artifacts:/";
@@ -48,25 +49,34 @@ pub fn double(v: f64) -> Value {
 /// The latest time in milliseconds flightlog stores exactly (its times are microseconds in an i64).
 pub const MAX_MILLIS: i64 = i64::MAX / 1000;
 
-/// A metric timestamp (ms) checked: not negative, as MLflow requires, and not past [`MAX_MILLIS`] (stored
+/// The metric timestamps (ms) accepted: not negative, as MLflow requires, and not past [`MAX_MILLIS`] (stored
 /// clamped, distinct points would become equal and be stored once).
+pub const METRIC_TIMESTAMPS: RangeInclusive<i64> = 0..=MAX_MILLIS;
+
+/// A metric timestamp (ms) checked against [`METRIC_TIMESTAMPS`].
 pub fn metric_timestamp(ms: i64) -> MlResult<i64> {
-    if ms < 0 {
-        return Err(MlError::invalid(format!(
+    match ms {
+        _ if METRIC_TIMESTAMPS.contains(&ms) => Ok(ms),
+        ..0 => Err(MlError::invalid(format!(
             "Timestamp must be a nonnegative long (64-bit integer), got {ms}"
-        )));
+        ))),
+        _ => Err(out_of_range("timestamp", ms)),
     }
-    run_time("timestamp", ms).map(|_| ms)
 }
 
 /// A run's start or end time (ms) as flightlog stores it; beyond [`MAX_MILLIS`] either way is a 400.
 pub fn run_time(field: &str, ms: i64) -> MlResult<WallTime> {
-    if !(-MAX_MILLIS..=MAX_MILLIS).contains(&ms) {
-        return Err(MlError::invalid(format!(
-            "{field} {ms} is out of range: flightlog stores milliseconds up to {MAX_MILLIS} either side of 1970"
-        )));
+    if (-MAX_MILLIS..=MAX_MILLIS).contains(&ms) {
+        Ok(WallTime::from_millis(ms))
+    } else {
+        Err(out_of_range(field, ms))
     }
-    Ok(WallTime::from_millis(ms))
+}
+
+fn out_of_range(field: &str, ms: i64) -> MlError {
+    MlError::invalid(format!(
+        "{field} {ms} is out of range: flightlog stores milliseconds up to {MAX_MILLIS} either side of 1970"
+    ))
 }
 
 /// ±Inf become ±max double, as MLflow stores them; NaN is kept (and read back as "NaN").

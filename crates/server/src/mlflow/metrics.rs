@@ -11,10 +11,11 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use flightlog_model::{Error, ReadRange, RunId, ScalarSeries};
+use flightlog_model::{mlflow_stored_value, Error, ReadRange, RunId, ScalarSeries};
 use flightlog_store::Store;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::cmp::Ordering;
 
 /// Most runs one bulk-interval request may name, and its point bounds (MLflow's).
 const MAX_BULK_RUNS: usize = 100;
@@ -172,7 +173,7 @@ fn count_of(store: &dyn Store, run: &RunId, key: &str) -> MlResult<Option<u64>> 
 }
 
 /// `None` when the points are already in MLflow's order (timestamp ms, step, value), as logged series nearly
-/// always are; else the indexes in that order. Values compare as MLflow stores them ([`stored_value`]); points
+/// always are; else the indexes in that order. Values compare as MLflow stores them ([`compare_stored`]); points
 /// equal by that order keep the order they were logged in.
 fn mlflow_order(s: &ScalarSeries) -> Option<Vec<u32>> {
     let key = |i: usize| (s.times[i].millis(), s.steps[i]);
@@ -189,21 +190,11 @@ fn mlflow_order(s: &ScalarSeries) -> Option<Vec<u32>> {
     Some(order)
 }
 
-/// A value as MLflow's SQL store holds it, which is how it orders points: NaN as 0 (with a flag beside it),
-/// ±Inf as ±f64::MAX.
-fn stored_value(v: f64) -> f64 {
-    if v.is_nan() {
-        0.0
-    } else {
-        v.clamp(f64::MIN, f64::MAX)
-    }
-}
-
-/// Two values in MLflow's order ([`stored_value`]; 0 and -0 are equal, as in SQL).
-fn compare_stored(a: f64, b: f64) -> std::cmp::Ordering {
-    stored_value(a)
-        .partial_cmp(&stored_value(b))
-        .unwrap_or(std::cmp::Ordering::Equal)
+/// Two values in MLflow's order ([`mlflow_stored_value`]; 0 and -0 are equal, as in SQL).
+fn compare_stored(a: f64, b: f64) -> Ordering {
+    mlflow_stored_value(a)
+        .partial_cmp(&mlflow_stored_value(b))
+        .unwrap_or(Ordering::Equal)
 }
 
 fn history_json(
@@ -353,13 +344,13 @@ const EXACT_SAMPLE_LIMIT: u64 = 1_000_000;
 /// `n % max` one point longer), the first point of each run, and the last point of all (in place of the last
 /// sampled one when there are `max` already). With `max` 1, that is the last point alone.
 fn sample(mut pts: Vec<Point>, max: usize) -> Vec<Point> {
-    let key = |p: &Point| (p.1, p.0, stored_value(p.2), p.2.is_nan());
-    pts.sort_by(|a, b| {
+    let order = |a: &Point, b: &Point| {
         (a.1, a.0)
             .cmp(&(b.1, b.0))
             .then(compare_stored(a.2, b.2))
             .then(a.2.is_nan().cmp(&b.2.is_nan()))
-    });
+    };
+    pts.sort_by(order);
     let (n, max) = (pts.len(), max.max(1));
     let Some(&last) = pts.last() else {
         return pts;
@@ -369,7 +360,7 @@ fn sample(mut pts: Vec<Point>, max: usize) -> Vec<Point> {
     }
     let (size, longer) = (n / max, n % max);
     let mut kept: Vec<Point> = (0..max).map(|b| pts[b * size + b.min(longer)]).collect();
-    if let Some(end) = kept.last_mut().filter(|p| key(p) != key(&last)) {
+    if let Some(end) = kept.last_mut().filter(|p| order(p, &last).is_ne()) {
         *end = last;
     }
     kept

@@ -121,17 +121,18 @@ pub fn update(inner: &Inner, id: ExperimentId, patch: ExperimentPatch) -> Result
     }
     inner.write(move |ctx| {
         let mut e = get(&ctx.conn, id)?;
-        if let Some(name) = &patch.name {
+        let renamed = patch.name.filter(|n| *n != e.name);
+        let moved = patch.lifecycle.filter(|l| *l != e.lifecycle);
+        if let Some(name) = &renamed {
             if find_id(&ctx.conn, name)?.is_some_and(|other| other != id) {
                 return Err(Error::AlreadyExists { entity: Entity::Experiment, id: name.clone() });
             }
         }
-        let renamed_or_moved = patch.name.as_ref().is_some_and(|n| *n != e.name)
-            || patch.lifecycle.is_some_and(|l| l != e.lifecycle);
-        if let Some(name) = patch.name {
+        let renamed_or_moved = renamed.is_some() || moved.is_some();
+        if let Some(name) = renamed {
             e.name = name;
         }
-        if let Some(l) = patch.lifecycle.filter(|l| *l != e.lifecycle) {
+        if let Some(l) = moved {
             e.lifecycle = l;
             set_runs_lifecycle(ctx, id, l)?;
         }

@@ -281,7 +281,7 @@ fn write_scalars(
         max: finite().reduce(f64::max),
         schema: None,
         new_columns: Vec::new(),
-        top: top_after(series.top, &pts).filter(|t| *t != last_point(&pts)),
+        top: top_after(series.top, &pts).filter(|t| *t != point_at(&pts, n - 1)),
     };
     finish_append(
         ctx,
@@ -294,23 +294,18 @@ fn write_scalars(
     )
 }
 
-/// The last of `pts` (not empty) as a top point.
-fn last_point(pts: &Scalars) -> TopPoint {
-    let n = pts.len() - 1;
+/// Point `i` of `pts` as a top point.
+fn point_at(pts: &Scalars, i: usize) -> TopPoint {
     TopPoint {
-        step: pts.steps[n],
-        time: pts.times[n],
-        value: pts.values[n],
+        step: pts.steps[i],
+        time: pts.times[i],
+        value: pts.values[i],
     }
 }
 
 /// The series' top point once `pts` are appended to a series whose top was `top`.
 fn top_after(top: Option<TopPoint>, pts: &Scalars) -> Option<TopPoint> {
-    let new = (0..pts.len()).map(|i| TopPoint {
-        step: pts.steps[i],
-        time: pts.times[i],
-        value: pts.values[i],
-    });
+    let new = (0..pts.len()).map(|i| point_at(pts, i));
     top.into_iter().chain(new).reduce(TopPoint::max)
 }
 

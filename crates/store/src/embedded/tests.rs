@@ -1902,17 +1902,22 @@ fn artifact_commits_are_announced_apart_from_metric_commits() {
     );
 }
 
+/// The run's events of one type after seq `after`.
+fn events_of_type(s: &EmbeddedStore, id: &RunId, ty: &str, after: u64) -> Vec<Event> {
+    let filter = EventFilter {
+        run_id: Some(id.clone()),
+        types: vec![ty.into()],
+        ..Default::default()
+    };
+    s.events_since(&filter, after, 10_000).unwrap()
+}
+
 #[test]
 fn points_logged_one_at_a_time_keep_one_event_per_series() {
     let (_d, s) = store();
     let id = run(&s);
     let points_events = |after: u64| {
-        let filter = EventFilter {
-            run_id: Some(id.clone()),
-            types: vec!["points".into()],
-            ..Default::default()
-        };
-        let events = s.events_since(&filter, after, 10_000).unwrap();
+        let events = events_of_type(&s, &id, "points", after);
         let ranges = events.iter().map(|e| match &e.body {
             EventBody::Points {
                 name,
@@ -1986,12 +1991,7 @@ fn output_appended_a_line_at_a_time_keeps_one_event_per_stream() {
     let (_d, s) = store();
     let id = run(&s);
     let appends = |after: u64| {
-        let filter = EventFilter {
-            run_id: Some(id.clone()),
-            types: vec!["log_appended".into()],
-            ..Default::default()
-        };
-        let events = s.events_since(&filter, after, 10_000).unwrap();
+        let events = events_of_type(&s, &id, "log_appended", after);
         let ranges = events.iter().map(|e| match &e.body {
             EventBody::LogAppended {
                 stream,
