@@ -103,6 +103,20 @@ fn experiments_crud() {
     let (status, default) = s.get("/api/v1/experiments/0");
     assert_eq!(status, 200);
     assert_eq!(default["name"], "Default");
+    let r = s.patch("/api/v1/experiments/0", &json!({"lifecycle": "deleted"}));
+    assert_error(
+        &r,
+        400,
+        "INVALID_ARGUMENT",
+        "Default experiment '0' cannot be deleted",
+    );
+    let r = s.post(
+        "/api/2.0/mlflow/experiments/delete",
+        &json!({"experiment_id": "0"}),
+    );
+    assert_eq!(r.0, 400, "{}", r.1);
+    assert_eq!(r.1["error_code"], "INVALID_PARAMETER_VALUE");
+    assert_eq!(s.get("/api/v1/experiments/0").1["lifecycle"], "active");
 
     // Paging: limit 1 gives a token that leads to the rest.
     for i in 0..3 {
@@ -270,8 +284,10 @@ fn bad_input_is_a_json_4xx_naming_the_culprit() {
         "NOT_FOUND",
         missing,
     );
+    // A parent that does not exist is the body's mistake: a 400 that names parent_id.
     let r = s.post("/api/v1/runs", &json!({"parent_id": missing}));
-    assert_error(&r, 404, "NOT_FOUND", missing);
+    assert_error(&r, 400, "INVALID_ARGUMENT", "invalid parent_id: no run");
+    assert_error(&r, 400, "INVALID_ARGUMENT", missing);
     let r = s.post("/api/v1/runs", &json!({"experiment_id": "424242"}));
     assert_error(&r, 404, "NOT_FOUND", "424242");
 
@@ -367,7 +383,13 @@ fn bad_input_is_a_json_4xx_naming_the_culprit() {
         &s.get("/api/v1/runs?status=Sleeping"),
         400,
         "INVALID_ARGUMENT",
-        "status",
+        "'Sleeping' is not a run status; expected one of",
+    );
+    assert_error(
+        &s.get("/api/v1/runs?limit=99999999999999999999"),
+        400,
+        "INVALID_ARGUMENT",
+        "too large; the largest accepted is 4294967295",
     );
     assert_error(
         &s.get("/api/v1/runs?include_deleted=maybe"),

@@ -9,7 +9,7 @@ use flightlog_model::{Batch, BatchAck, Error, ExperimentId, RunId};
 use flightlog_store::Store;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use std::str::FromStr;
+use std::num::IntErrorKind;
 
 /// A JSON request body. Unlike `axum::Json`, every rejection is a JSON error: a body that does not parse names
 /// the field path that failed (`scalars[0].values[2]`), a non-JSON content type is a 415, an oversized body 413.
@@ -131,7 +131,7 @@ impl Query {
     }
 
     /// `key` parsed as `T`; a value that does not parse is a 400 naming the parameter.
-    pub fn parsed<T: FromStr>(&self, key: &str) -> ApiResult<Option<T>> {
+    pub fn parsed<T: QueryValue>(&self, key: &str) -> ApiResult<Option<T>> {
         self.get(key).map(|v| parse_param(key, v)).transpose()
     }
 
@@ -149,25 +149,58 @@ impl Query {
     }
 }
 
-pub fn parse_param<T: FromStr>(key: &str, value: &str) -> ApiResult<T> {
-    value.parse().map_err(|_| {
-        let shown: String = value.chars().take(80).collect();
-        ApiError::invalid(
-            key,
-            format!("'{shown}' is not a valid {}", type_word::<T>()),
-        )
-    })
+/// A value a query parameter or header can hold, with the reason a text is not one: a number out of range says
+/// so and gives the bound, rather than calling `99999999999999999999` "not a valid integer".
+pub trait QueryValue: Sized {
+    /// The value, or what is wrong with `text` (a sentence that quotes it).
+    fn from_query(text: &str) -> Result<Self, String>;
 }
 
-fn type_word<T>() -> &'static str {
-    let name = std::any::type_name::<T>();
-    if name.ends_with("u64") || name.ends_with("u32") || name.ends_with("usize") {
-        "non-negative integer"
-    } else if name.ends_with("i64") || name.ends_with("i32") {
-        "integer"
-    } else {
-        "value"
+impl QueryValue for String {
+    fn from_query(text: &str) -> Result<Self, String> {
+        Ok(text.to_string())
     }
+}
+
+impl QueryValue for flightlog_model::RunStatus {
+    fn from_query(text: &str) -> Result<Self, String> {
+        text.parse().map_err(|e| match e {
+            Error::InvalidArgument { message, .. } => message,
+            other => other.to_string(),
+        })
+    }
+}
+
+macro_rules! integer_query_value {
+    ($($int:ty => $word:literal),* $(,)?) => {$(
+        impl QueryValue for $int {
+            fn from_query(text: &str) -> Result<Self, String> {
+                text.parse().map_err(|e: std::num::ParseIntError| {
+                    let shown = shown(text);
+                    match e.kind() {
+                        IntErrorKind::PosOverflow => {
+                            format!("'{shown}' is too large; the largest accepted is {}", <$int>::MAX)
+                        }
+                        IntErrorKind::NegOverflow => {
+                            format!("'{shown}' is too small; the smallest accepted is {}", <$int>::MIN)
+                        }
+                        _ => format!("'{shown}' is not a valid {}", $word),
+                    }
+                })
+            }
+        }
+    )*};
+}
+
+integer_query_value!(u64 => "non-negative integer", u32 => "non-negative integer", i64 => "integer");
+
+/// At most 80 characters of a rejected value: enough to recognise it, short enough for a message.
+fn shown(text: &str) -> String {
+    text.chars().take(80).collect()
+}
+
+pub fn parse_param<T: QueryValue>(key: &str, value: &str) -> ApiResult<T> {
+    T::from_query(value).map_err(|reason| ApiError::invalid(key, reason))
 }
 
 pub fn run_id(s: &str) -> ApiResult<RunId> {
@@ -212,6 +245,31 @@ pub async fn write_batch(store: &dyn Store, run: &RunId, batch: Batch) -> Result
 mod tests {
     use super::*;
     use flightlog_model::Batch;
+
+    #[test]
+    fn query_values_say_what_is_wrong() {
+        let reason = |r: Result<u32, String>| r.err().unwrap();
+        assert_eq!(
+            reason(u32::from_query("4294967296")),
+            "'4294967296' is too large; the largest accepted is 4294967295"
+        );
+        assert_eq!(
+            reason(u32::from_query("-1")),
+            "'-1' is not a valid non-negative integer"
+        );
+        assert_eq!(
+            i64::from_query("-99999999999999999999").err().unwrap(),
+            "'-99999999999999999999' is too small; the smallest accepted is -9223372036854775808"
+        );
+        assert_eq!(i64::from_query("-7"), Ok(-7));
+        let status = flightlog_model::RunStatus::from_query("Dozing")
+            .err()
+            .unwrap();
+        assert!(
+            status.starts_with("'Dozing' is not a run status"),
+            "{status}"
+        );
+    }
 
     #[test]
     fn json_errors_name_the_field() {

@@ -311,11 +311,6 @@ async fn update(State(st): State<AppState>, Req(r): Req<IdReq>) -> MlResult<Json
 
 async fn delete(State(st): State<AppState>, Req(r): Req<IdReq>) -> MlResult<Json<Value>> {
     let id = experiment_id(r.experiment_id.as_deref())?;
-    if id == ExperimentId::DEFAULT {
-        return Err(MlError::invalid(
-            "Cannot delete the default experiment '0'. This is an internally reserved experiment.",
-        ));
-    }
     move_to(st, id, Lifecycle::Active, Lifecycle::Deleted).await
 }
 

@@ -116,6 +116,12 @@ pub fn update(inner: &Inner, id: ExperimentId, patch: ExperimentPatch) -> Result
         validate::title("name", name)?;
     }
     validate_tags(&patch.set_tags)?;
+    if id == ExperimentId::DEFAULT && patch.lifecycle == Some(Lifecycle::Deleted) {
+        return Err(Error::invalid(
+            "lifecycle",
+            "the Default experiment '0' cannot be deleted: it is where runs without an experiment go",
+        ));
+    }
     for k in &patch.remove_tags {
         validate::name("tag key", k)?;
     }

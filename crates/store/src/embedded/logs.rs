@@ -168,7 +168,12 @@ pub fn read(
     let read_end = end.saturating_add(3).min(length);
     let bytes = read_bytes(conn, files, run, stream, &at, start, read_end)?;
     let want = (end - start) as usize;
-    let take = char_boundary(&bytes, want);
+    let mut take = char_boundary(&bytes, want);
+    if take < want && end == length && writer_is_done(conn, run)? {
+        // The stream ends inside a character that its ended run will never complete: hand over the bytes
+        // (as U+FFFD) so a reader reaches the end instead of waiting at them for ever.
+        take = want;
+    }
     Ok(LogSlice {
         stream: stream.to_string(),
         offset: start,
@@ -176,6 +181,11 @@ pub fn read(
         length,
         data: String::from_utf8_lossy(&bytes[..take]).into_owned(),
     })
+}
+
+/// Whether the run's output is over (the run has a terminal status), so nothing will finish a partial character.
+fn writer_is_done(conn: &Connection, run: &RunId) -> Result<bool> {
+    Ok(runs::find(conn, run)?.is_some_and(|r| r.status.is_terminal()))
 }
 
 /// How many of `want` bytes to return so the slice does not end in a partial character: back off to the

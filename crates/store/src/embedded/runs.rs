@@ -59,6 +59,17 @@ fn validate_map(what: &str, map: &BTreeMap<String, String>) -> Result<()> {
     Ok(())
 }
 
+/// A parent that does not exist is the request's mistake in `parent_id` (a 400 naming it), not a missing
+/// resource at the path: "run 'X' not found" would read as if the run being created were missing.
+fn missing_parent(parent: &RunId, own: Option<&RunId>) -> Error {
+    let why = if own == Some(parent) {
+        "a run cannot be its own parent"
+    } else {
+        "a parent must be an existing run"
+    };
+    Error::invalid("parent_id", format!("no run '{parent}' exists; {why}"))
+}
+
 /// Inserts a new run after checking its experiment and parent.
 fn insert(ctx: &mut WriteCtx, new: NewRun) -> Result<Run> {
     let lifecycle: Option<String> = ctx
@@ -82,7 +93,7 @@ fn insert(ctx: &mut WriteCtx, new: NewRun) -> Result<Run> {
     }
     if let Some(p) = &new.parent_id {
         if find(&ctx.conn, p)?.is_none() {
-            return Err(Error::not_found(Entity::Run, p));
+            return Err(missing_parent(p, new.id.as_ref()));
         }
     }
     let now = WallTime::now();

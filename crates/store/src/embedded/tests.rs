@@ -418,7 +418,23 @@ fn create_run_defaults_and_idempotency() {
             ..Default::default()
         })
         .unwrap_err();
-    assert_eq!(err, Error::not_found(Entity::Run, &orphan));
+    assert_eq!(
+        err.to_string(),
+        format!("invalid parent_id: no run '{orphan}' exists; a parent must be an existing run")
+    );
+    let itself = s
+        .create_run(NewRun {
+            id: Some(orphan.clone()),
+            parent_id: Some(orphan.clone()),
+            ..Default::default()
+        })
+        .unwrap_err();
+    assert!(
+        itself
+            .to_string()
+            .ends_with("a run cannot be its own parent"),
+        "{itself}"
+    );
     assert!(matches!(
         s.create_run(NewRun {
             experiment_id: ExperimentId(42),
@@ -1558,6 +1574,26 @@ fn logs_resume_at_offsets_and_respect_utf8() {
         s.append_log(&id, "a/b", b"x"),
         Err(Error::InvalidArgument { .. })
     ));
+}
+
+#[test]
+fn a_log_cut_inside_a_character_is_delivered_once_its_run_has_ended() {
+    let (_d, s) = store();
+    let id = run(&s);
+    s.append_log(&id, "stdout", b"abc\xe2\x82").unwrap();
+    // While the run goes on, the cut character waits for its last byte.
+    let live = s.read_log(&id, "stdout", 0, 1 << 20).unwrap();
+    assert_eq!((live.data.as_str(), live.next_offset), ("abc", 3));
+    let patch = RunPatch {
+        status: Some(RunStatus::Failed),
+        ..Default::default()
+    };
+    s.update_run(&id, patch).unwrap();
+    // Once the run has ended nothing will complete it: the reader gets it as U+FFFD and reaches the end.
+    let tail = s.read_log(&id, "stdout", 3, 1 << 20).unwrap();
+    assert_eq!((tail.data.as_str(), tail.next_offset), ("\u{FFFD}", 5));
+    let whole = s.read_log(&id, "stdout", 0, 1 << 20).unwrap();
+    assert_eq!((whole.data.as_str(), whole.next_offset), ("abc\u{FFFD}", 5));
 }
 
 // --- artifacts -----------------------------------------------------------------------------------------------
