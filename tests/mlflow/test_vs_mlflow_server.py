@@ -65,6 +65,7 @@ CASES = [
     ("POST", "experiments/set-experiment-tag", {"json": {"experiment_id": "{eid}", "key": "bad!", "value": "v"}}),
     ("POST", "experiments/update", {"json": {"experiment_id": "{eid}"}}),
     ("POST", "runs/delete-tag", {"json": {"run_id": "{run}", "key": "nope"}}),
+    ("POST", "runs/delete-tag", {"json": {"run_id": "{run}", "key": "mlflow.runName"}}),
     ("POST", "runs/search", {"json": {"experiment_ids": ["{eid}"], "filter": "metrics.a > 1 OR params.b = 'x'"}}),
     ("POST", "runs/search", {"json": {"experiment_ids": ["{eid}"], "filter": "metrics.a = 'x'"}}),
     ("POST", "runs/search", {"json": {"experiment_ids": ["{eid}"], "filter": "foo.a = 'x'"}}),
@@ -457,3 +458,35 @@ def test_history_order_of_ties_is_mlflows(server, mlflow_server):
     theirs = history_order(mlflow_server)
     assert history_order(server) == theirs
     assert theirs[2:4] == [(1, -2, "NaN"), (1, -2, "0.1")]
+
+
+# runs/update requests in order, each answered with the run's (status, end_time, run_name) as runs/get shows it.
+# Left out where flightlog differs on purpose: a run ended without an end time gets now (MLflow leaves none),
+# and a run reopened to RUNNING loses its end time (MLflow keeps the old one).
+RUN_UPDATES = [
+    {"status": "FINISHED", "end_time": 5000},
+    {"end_time": 7000},                           # corrects a finished run's end time
+    {"run_name": "renamed"},
+    {"status": "FAILED", "end_time": 9000},
+    {"end_time": 8000, "run_name": "again"},
+    {"status": "KILLED"},                         # another ended status keeps the end time
+]
+
+
+def run_updates(base):
+    s = requests.Session()
+    post = lambda path, body: s.post(f"{base}/api/2.0/mlflow/{path}", json=body, timeout=30).json()
+    eid = post("experiments/create", {"name": f"update-{time.time_ns()}"})["experiment_id"]
+    rid = post("runs/create", {"experiment_id": eid, "start_time": 1000, "run_name": "r"})["run"]["info"]["run_id"]
+    out = []
+    for update in RUN_UPDATES:
+        post("runs/update", {"run_id": rid, **update})
+        info = s.get(f"{base}/api/2.0/mlflow/runs/get", params={"run_id": rid}, timeout=30).json()["run"]["info"]
+        out.append((info["status"], info.get("end_time"), info["run_name"]))
+    return out
+
+
+def test_run_updates_are_mlflows(server, mlflow_server):
+    theirs = run_updates(mlflow_server)
+    assert run_updates(server) == theirs
+    assert theirs[1] == ("FINISHED", 7000, "r"), "the case corrects an end time alone"

@@ -228,10 +228,16 @@ fn update_patch(
     end: Option<WallTime>,
     name: Option<String>,
 ) -> RunPatch {
-    let reopen = status == Some(RunStatus::Running) && run.status.is_terminal();
-    let end_time = match status {
-        Some(s) if s.is_terminal() => end,
-        _ => None,
+    // MLflow lets an ended run take any status (RUNNING again, or FAILED after FINISHED); flightlog's way out of
+    // an ended state is an explicit reopen, which the new status then follows.
+    let reopen = run.status.is_terminal() && status.is_some_and(|s| s != run.status);
+    // An end time belongs to an ended run: it is kept when the run is ending or has ended (MLflow also takes
+    // `{"end_time": t}` alone, to correct a finished run's), and dropped for a run that goes on. A run moved
+    // from one ended status to another keeps its end time unless given a new one, as on MLflow.
+    let end_time = match status.unwrap_or(run.status).is_terminal() {
+        false => None,
+        true if reopen => end.or(run.end_time),
+        true => end,
     };
     RunPatch {
         status,
@@ -499,6 +505,10 @@ async fn delete_tag(State(st): State<AppState>, Req(r): Req<KeyValueReq>) -> MlR
                 ..Default::default()
             };
             return Ok(st.store.update_run(&id, patch)?);
+        }
+        if key == RUN_NAME_TAG {
+            // MLflow drops the tag and keeps the name; a flightlog run's name is its tag, and stays.
+            return Ok(run);
         }
         if !run.tags.contains_key(&key) {
             return Err(MlError::not_found(format!(
