@@ -43,6 +43,11 @@ def test_experiment_lifecycle_and_tags(client):
     assert client.get_experiment(eid).name == n + "-renamed"
     client.delete_experiment(eid)
     assert client.get_experiment(eid).lifecycle_stage == "deleted"
+    # A deleted experiment takes no rename (MLflow's server refuses with a 500 the client retries; a 400 here).
+    with pytest.raises(MlflowException) as e:
+        client.rename_experiment(eid, n + "-while-deleted")
+    assert e.value.get_http_status_code() == 400 and "restore it" in e.value.message
+    assert client.get_experiment(eid).name == n + "-renamed"
     deleted = client.search_experiments(view_type=mlflow.entities.ViewType.DELETED_ONLY)
     assert eid in [e.experiment_id for e in deleted]
     active = client.search_experiments()

@@ -26,6 +26,8 @@ CASES = [
     ("POST", "experiments/delete", {"json": {"experiment_id": "987654"}}),
     ("POST", "experiments/delete", {"json": {"experiment_id": "{gone_eid}"}}),
     ("POST", "experiments/restore", {"json": {"experiment_id": "{eid}"}}),
+    ("POST", "experiments/set-experiment-tag", {"json": {"experiment_id": "{gone_eid}", "key": "t", "value": "v"}}),
+    ("POST", "experiments/delete-experiment-tag", {"json": {"experiment_id": "{gone_eid}", "key": "t"}}),
     ("POST", "runs/log-metric", {"json": {"run_id": "{orphan}", "key": "m", "value": 1, "timestamp": 1}}),
     ("POST", "runs/set-tag", {"json": {"run_id": "{orphan}", "key": "t", "value": "1"}}),
     ("POST", "experiments/search", {"json": {"max_results": 50001}}),

@@ -327,19 +327,11 @@ async fn set_tag(State(st): State<AppState>, Req(r): Req<IdReq>) -> MlResult<Jso
     check_tag_value(&key, &value)?;
     let set_tags = BTreeMap::from([(key, value)]);
     blocking(move || {
-        let e = find(st.store.as_ref(), id)?;
-        if e.lifecycle == Lifecycle::Deleted {
-            return Err(MlError::invalid(format!(
-                "The experiment {id} must be in the 'active' state. Current state is deleted."
-            )));
-        }
-        Ok(st.store.update_experiment(
-            id,
-            ExperimentPatch {
-                set_tags,
-                ..Default::default()
-            },
-        )?)
+        let patch = ExperimentPatch {
+            set_tags,
+            ..Default::default()
+        };
+        Ok(st.store.update_experiment(id, patch)?)
     })
     .await?;
     Ok(empty())
@@ -350,7 +342,8 @@ async fn delete_tag(State(st): State<AppState>, Req(r): Req<IdReq>) -> MlResult<
     let key = r.key.ok_or_else(|| MlError::missing("key"))?;
     blocking(move || {
         let e = find(st.store.as_ref(), id)?;
-        if !e.tags.contains_key(&key) {
+        // A deleted experiment's refusal (the store's) comes before a missing tag's, as on MLflow.
+        if !e.tags.contains_key(&key) && e.lifecycle == Lifecycle::Active {
             return Err(MlError::not_found(format!(
                 "No tag with name: {key} in experiment with id {id}"
             )));

@@ -129,6 +129,12 @@ pub fn update(inner: &Inner, id: ExperimentId, patch: ExperimentPatch) -> Result
         let mut e = get(&ctx.conn, id)?;
         let renamed = patch.name.filter(|n| *n != e.name);
         let moved = patch.lifecycle.filter(|l| *l != e.lifecycle);
+        let edits = renamed.is_some() || !patch.set_tags.is_empty() || !patch.remove_tags.is_empty();
+        if edits && e.lifecycle == Lifecycle::Deleted && moved.is_none() {
+            // As MLflow's server: a deleted experiment takes no renames or tag changes until it is restored
+            // (a patch that restores it may carry them).
+            return Err(Error::Deleted { entity: Entity::Experiment, id: id.to_string() });
+        }
         if let Some(name) = &renamed {
             if find_id(&ctx.conn, name)?.is_some_and(|other| other != id) {
                 return Err(Error::AlreadyExists { entity: Entity::Experiment, id: name.clone() });

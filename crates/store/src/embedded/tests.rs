@@ -273,6 +273,43 @@ fn default_experiment_exists_and_experiments_work() {
         }),
         Err(Error::AlreadyExists { .. })
     ));
+    // A deleted experiment takes no rename or tag change; a patch that restores it may carry them.
+    let rename = |lifecycle| ExperimentPatch {
+        name: Some("Vision 2".into()),
+        lifecycle,
+        ..Default::default()
+    };
+    assert!(matches!(
+        s.update_experiment(e.id, rename(None)),
+        Err(Error::Deleted {
+            entity: Entity::Experiment,
+            ..
+        })
+    ));
+    let untag = ExperimentPatch {
+        remove_tags: vec!["a".into()],
+        ..Default::default()
+    };
+    assert!(matches!(
+        s.update_experiment(e.id, untag),
+        Err(Error::Deleted { .. })
+    ));
+    assert_eq!(s.get_experiment(e.id).unwrap().name, "Vision");
+    let back = s
+        .update_experiment(e.id, rename(Some(Lifecycle::Active)))
+        .unwrap();
+    assert_eq!(
+        (back.name.as_str(), back.lifecycle),
+        ("Vision 2", Lifecycle::Active)
+    );
+    let default_gone = ExperimentPatch {
+        lifecycle: Some(Lifecycle::Deleted),
+        ..Default::default()
+    };
+    assert!(matches!(
+        s.update_experiment(ExperimentId::DEFAULT, default_gone),
+        Err(Error::InvalidArgument { .. })
+    ));
 }
 
 #[test]
