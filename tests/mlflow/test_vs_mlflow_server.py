@@ -81,6 +81,11 @@ CASES = [
     ("GET", "metrics/get-history-bulk-interval", {"params": {"run_ids": ["{run}"] * 101, "metric_key": "m"}}),
     ("GET", "metrics/get-history-bulk-interval", {"params": {"run_ids": ["{run}"], "metric_key": "m",
                                                              "max_results": 3000}}),
+    # Accepted by both: enums by number (protobuf's JSON form), a trailing comma in an IN list.
+    ("POST", "runs/search", {"json": {"experiment_ids": ["{eid}"], "run_view_type": 3}}),
+    ("POST", "experiments/search", {"json": {"max_results": 5, "view_type": 2}}),
+    ("POST", "runs/search", {"json": {"experiment_ids": ["{eid}"], "filter": "attributes.run_id IN ('{run}',)"}}),
+    ("POST", "runs/update", {"json": {"run_id": "{run}", "status": 3, "end_time": 5}}),
 ]
 
 

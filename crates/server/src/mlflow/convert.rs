@@ -101,12 +101,13 @@ pub fn status_name(s: RunStatus) -> &'static str {
 }
 
 pub fn parse_status(s: &str) -> MlResult<RunStatus> {
+    // By name, or by the enum's number in mlflow's protobuf (which its JSON parser also takes).
     match s {
-        "RUNNING" => Ok(RunStatus::Running),
-        "SCHEDULED" => Ok(RunStatus::Queued),
-        "FINISHED" => Ok(RunStatus::Completed),
-        "FAILED" => Ok(RunStatus::Failed),
-        "KILLED" => Ok(RunStatus::Canceled),
+        "RUNNING" | "1" => Ok(RunStatus::Running),
+        "SCHEDULED" | "2" => Ok(RunStatus::Queued),
+        "FINISHED" | "3" => Ok(RunStatus::Completed),
+        "FAILED" | "4" => Ok(RunStatus::Failed),
+        "KILLED" | "5" => Ok(RunStatus::Canceled),
         other => Err(MlError::invalid(format!(
             "Invalid value '{other}' for parameter 'status': expected one of RUNNING, SCHEDULED, FINISHED, FAILED, KILLED"
         ))),
@@ -465,6 +466,20 @@ pub fn opt_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error>
         }
     }
     d.deserialize_option(V)
+}
+
+/// A protobuf enum field: its name, or its number (protobuf's JSON form allows either), as the number's text.
+pub fn opt_enum<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Name(String),
+        Number(i64),
+    }
+    Ok(Option::<Raw>::deserialize(d)?.map(|raw| match raw {
+        Raw::Name(name) => name,
+        Raw::Number(n) => n.to_string(),
+    }))
 }
 
 /// A list that a GET query may carry as one value (`order_by=x`) or several.

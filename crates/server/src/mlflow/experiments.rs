@@ -1,8 +1,8 @@
 //! MLflow experiments: create, get, get-by-name, search, update, delete, restore, tags.
 
 use super::convert::{
-    experiment_json, millis, one_or_many, opt_i64, validate_key, KeyValue, MAX_EXPERIMENT_NAME,
-    MAX_EXPERIMENT_TAG_VALUE,
+    experiment_json, millis, one_or_many, opt_enum, opt_i64, validate_key, KeyValue,
+    MAX_EXPERIMENT_NAME, MAX_EXPERIMENT_TAG_VALUE,
 };
 use super::error::{MlError, MlResult};
 use super::search::{self, Kind, Row};
@@ -170,16 +170,16 @@ struct SearchReq {
     filter: Option<String>,
     #[serde(default, deserialize_with = "one_or_many")]
     order_by: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_enum")]
     view_type: Option<String>,
 }
 
 /// Which lifecycles a `view_type` / `run_view_type` selects.
 pub fn view_type(v: Option<&str>) -> MlResult<&'static [Lifecycle]> {
     match v.unwrap_or("ACTIVE_ONLY") {
-        "ACTIVE_ONLY" | "" => Ok(&[Lifecycle::Active]),
-        "DELETED_ONLY" => Ok(&[Lifecycle::Deleted]),
-        "ALL" => Ok(&[Lifecycle::Active, Lifecycle::Deleted]),
+        "ACTIVE_ONLY" | "1" | "" => Ok(&[Lifecycle::Active]),
+        "DELETED_ONLY" | "2" => Ok(&[Lifecycle::Deleted]),
+        "ALL" | "3" => Ok(&[Lifecycle::Active, Lifecycle::Deleted]),
         other => Err(MlError::invalid(format!(
             "Invalid view type '{other}': expected ACTIVE_ONLY, DELETED_ONLY or ALL"
         ))),

@@ -2,9 +2,9 @@
 
 use super::batch_body::{self, Columns};
 use super::convert::{
-    self, checked_pair, clamp_infinite, latest_scalar, millis, one_or_many, opt_i64, parse_status,
-    run_info_json, run_json, truncate_value, validate_key, KeyValue, RunView, MAX_PARAM_VALUE,
-    MAX_TAG_VALUE, NOTE_TAG, PARENT_TAG, RUN_NAME_TAG,
+    self, checked_pair, clamp_infinite, latest_scalar, millis, one_or_many, opt_enum, opt_i64,
+    parse_status, run_info_json, run_json, truncate_value, validate_key, KeyValue, RunView,
+    MAX_PARAM_VALUE, MAX_TAG_VALUE, NOTE_TAG, PARENT_TAG, RUN_NAME_TAG,
 };
 use super::error::{MlError, MlResult};
 use super::experiments::{experiment_id, max_results, view_type, MAX_RESULTS};
@@ -194,7 +194,7 @@ struct UpdateReq {
     run_id: Option<String>,
     #[serde(default)]
     run_uuid: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_enum")]
     status: Option<String>,
     #[serde(default, deserialize_with = "opt_i64")]
     end_time: Option<i64>,
@@ -786,7 +786,7 @@ struct SearchReq {
     experiment_ids: Vec<String>,
     #[serde(default)]
     filter: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_enum")]
     run_view_type: Option<String>,
     #[serde(default, deserialize_with = "opt_i64")]
     max_results: Option<i64>,

@@ -443,6 +443,10 @@ fn list(input: &str, t: &[Token], mut i: usize) -> MlResult<(Vec<String>, usize)
         }
         i += 1;
         match t.get(i).map(|x| &x.tok) {
+            // A trailing comma before ')' is allowed, as MLflow's parser (Python's tuple syntax) allows it.
+            Some(Tok::Comma) if t.get(i + 1).map(|x| &x.tok) == Some(&Tok::RParen) => {
+                return Ok((out, i + 2))
+            }
             Some(Tok::Comma) => i += 1,
             Some(Tok::RParen) => return Ok((out, i + 1)),
             _ => return Err(err_at(input, t.get(i), "expected ',' or ')'")),
@@ -758,6 +762,8 @@ mod tests {
             "attributes.status = 'FINISHED' AND run_id IN ('x', 'abc')"
         ));
         assert!(eval("attr.run_id NOT IN ('x')"));
+        assert!(eval("run_id IN ('abc',)"));
+        assert!(!eval("run_id IN ('x', 'y',)"));
         assert!(eval("params.missing IS NULL AND params.lr IS NOT NULL"));
         assert!(!eval("metrics.missing != 1"));
         assert!(eval("created >= 100"));
