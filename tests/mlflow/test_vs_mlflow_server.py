@@ -64,6 +64,13 @@ CASES = [
     ("POST", "runs/create", {"json": {"experiment_id": "987654"}}),
     ("POST", "runs/update", {"json": {"run_id": "{dead}", "status": "FINISHED"}}),
     ("POST", "runs/log-inputs", {"json": {"run_id": "{run}", "datasets": [{"dataset": {"name": "d"}}]}}),
+    ("POST", "runs/log-inputs", {"json": {"run_id": "{run}", "datasets": [{"dataset": {
+        "name": "n" * 501, "digest": "d", "source_type": "local", "source": "s"}}]}}),
+    ("POST", "runs/log-inputs", {"json": {"run_id": "{run}", "datasets": [{"dataset": {
+        "name": "n", "digest": "d" * 37, "source_type": "local", "source": "s"}}]}}),
+    ("POST", "runs/log-inputs", {"json": {"run_id": "{run}", "datasets": [{"dataset": {
+        "name": "n", "digest": "d", "source_type": "local", "source": "s"},
+        "tags": [{"key": "mlflow.data.context", "value": "v" * 501}]}]}}),
     ("POST", "experiments/set-experiment-tag", {"json": {"experiment_id": "{eid}", "key": "bad!", "value": "v"}}),
     ("POST", "experiments/update", {"json": {"experiment_id": "{eid}"}}),
     ("POST", "runs/delete-tag", {"json": {"run_id": "{run}", "key": "nope"}}),
@@ -497,3 +504,26 @@ def test_run_updates_are_mlflows(server, mlflow_server):
     theirs = run_updates(mlflow_server)
     assert run_updates(server) == theirs
     assert theirs[1] == ("FINISHED", 7000, "r"), "the case corrects an end time alone"
+
+
+def logged_inputs(base):
+    """runs/get's inputs after a full dataset input and one that leaves out its digest, source and schema."""
+    s = requests.Session()
+    post = lambda path, body: s.post(f"{base}/api/2.0/mlflow/{path}", json=body, timeout=30)
+    eid = post("experiments/create", {"name": f"inputs-{time.time_ns()}"}).json()["experiment_id"]
+    rid = post("runs/create", {"experiment_id": eid, "start_time": 1}).json()["run"]["info"]["run_id"]
+    full = {"name": "mnist", "digest": "abc123", "source_type": "local", "source": "{\"uri\": \"/d\"}",
+            "schema": "{}", "profile": "{\"rows\": 3}"}
+    r = post("runs/log-inputs", {"run_id": rid, "datasets": [
+        {"dataset": full, "tags": [{"key": "mlflow.data.context", "value": "train"}]},
+        {"dataset": {"name": "bare"}}]})
+    assert r.ok, r.text[:200]
+    inputs = s.get(f"{base}/api/2.0/mlflow/runs/get", params={"run_id": rid}, timeout=30).json()["run"]["inputs"]
+    return sorted(([d["dataset"], d.get("tags", [])] for d in inputs["dataset_inputs"]),
+                  key=lambda d: d[0]["name"])
+
+
+def test_dataset_inputs_are_stored_as_mlflow_stores_them(server, mlflow_server):
+    theirs = logged_inputs(mlflow_server)
+    assert logged_inputs(server) == theirs
+    assert theirs[0][0]["digest"] == "", "the bare dataset's digest reads as empty"

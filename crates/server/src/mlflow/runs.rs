@@ -677,16 +677,66 @@ struct InputsReq {
 /// input, as in MLflow). Like MLflow's server, incomplete dataset entries are stored as sent.
 async fn log_inputs(State(st): State<AppState>, Req(r): Req<InputsReq>) -> MlResult<Json<Value>> {
     let id = run_id(r.run_id.as_deref(), None)?;
+    let datasets = r
+        .datasets
+        .into_iter()
+        .map(dataset_input)
+        .collect::<MlResult<Vec<_>>>()?;
     blocking(move || {
         append_to_run_document(
             st.store.as_ref(),
             &id,
             INPUTS_DOC,
-            [("dataset_inputs", r.datasets), ("model_inputs", r.models)],
+            [("dataset_inputs", datasets), ("model_inputs", r.models)],
         )
     })
     .await?;
     Ok(empty())
+}
+
+/// MLflow's limits on a dataset input, in characters: the dataset's fields, then its tags' key and value.
+const DATASET_LIMITS: [(&str, usize); 5] = [
+    ("name", 500),
+    ("digest", 36),
+    ("source", 65_535),
+    ("schema", 1_048_575),
+    ("profile", 16_777_215),
+];
+const INPUT_TAG_LIMITS: [(&str, usize); 2] = [("key", 255), ("value", 500)];
+
+/// A dataset input checked against MLflow's limits, its missing name, digest and source fields stored as ""
+/// (MLflow's server reads them from protobuf, where an absent string is "", and answers them so).
+fn dataset_input(mut input: Value) -> MlResult<Value> {
+    let dataset = &mut input["dataset"];
+    if !dataset.is_object() {
+        return Err(MlError::invalid("A dataset input needs a 'dataset' object"));
+    }
+    for field in ["name", "digest", "source_type", "source"] {
+        if dataset[field].is_null() {
+            dataset[field] = json!("");
+        }
+    }
+    within_limits(dataset, &DATASET_LIMITS)?;
+    if let Some(tags) = input["tags"].as_array() {
+        for tag in tags {
+            within_limits(tag, &INPUT_TAG_LIMITS)?;
+        }
+    }
+    Ok(input)
+}
+
+fn within_limits(entity: &Value, limits: &[(&str, usize)]) -> MlResult<()> {
+    for &(field, limit) in limits {
+        if entity[field]
+            .as_str()
+            .is_some_and(|v| v.chars().count() > limit)
+        {
+            return Err(MlError::invalid(format!(
+                "'{field}' exceeds the maximum length of {limit} characters"
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[derive(Deserialize, Default)]
