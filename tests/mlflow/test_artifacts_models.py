@@ -93,6 +93,24 @@ def test_pyfunc_log_and_load_model(client, experiment):
     assert [m.model_id for m in found] == [info.model_id]
 
 
+def test_models_keep_their_files_apart_from_runs(client, experiment):
+    # MLflow 3 logs a model with no run, and keeps a run's models out of its artifacts.
+    mlflow.set_experiment(experiment_id=experiment.experiment_id)
+    alone = mlflow.pyfunc.log_model(name="alone", python_model=AddN(2), pip_requirements=["mlflow"])
+    assert not client.get_logged_model(alone.model_id).source_run_id
+    assert list(mlflow.pyfunc.load_model(alone.model_uri).predict(pd.DataFrame({"a": [1]}))["a"]) == [3]
+    external = mlflow.create_external_model(name="ext")
+    assert "MLmodel" in [f.path for f in mlflow.artifacts.list_artifacts(f"models:/{external.model_id}")]
+    with mlflow.start_run() as run:
+        mlflow.log_text("mine", "models/readme.txt")
+        inside = mlflow.pyfunc.log_model(name="inside", python_model=AddN(1), pip_requirements=["mlflow"])
+    assert [f.path for f in client.list_artifacts(run.info.run_id)] == ["models"]
+    assert [f.path for f in client.list_artifacts(run.info.run_id, "models")] == ["models/readme.txt"]
+    loaded = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/inside")
+    assert list(loaded.predict(pd.DataFrame({"a": [1]}))["a"]) == [2]
+    assert "MLmodel" in [f.path for f in mlflow.artifacts.list_artifacts(inside.model_uri)]
+
+
 def test_metrics_logged_after_log_model_belong_to_the_model(client, experiment, server):
     # What MLflow's own server shows for the same calls: the run's metrics at the model's step (0), those logged
     # before log_model included; a metric at another step stays the run's alone.

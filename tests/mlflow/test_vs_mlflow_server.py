@@ -197,6 +197,9 @@ SEARCHES = [
     ("metrics.m1 >= 0", ["tags.team ASC", "metrics.m1 DESC"]),
     ("params.p0 = 'zzz'", []),
     ("params.p0 = 'a' AND", ["attributes.start_time ASC"]),
+    ("datasets.context != 'train'", ["attributes.start_time ASC"]),
+    ("datasets.name = 'mnist' AND datasets.context = 'eval'", ["attributes.start_time ASC"]),
+    ("datasets.context IN ('eval', 'x') AND datasets.digest != 'mnis'", ["attributes.start_time ASC"]),
     ("AND tags.team = 'x' and and metrics.m0 > 0.2", ["attributes.start_time ASC"]),
 ]
 
@@ -225,6 +228,13 @@ def logged_runs(base, seed=7):
             metrics.append({"key": f"m{j}", "value": v, "timestamp": 5, "step": 0})
         tags = [{"key": "team", "value": rng.choice("xy")}] if rng.random() > 0.2 else []
         call("runs/log-batch", {"run_id": run["info"]["run_id"], "params": params, "metrics": metrics, "tags": tags})
+        datasets = []
+        for name in rng.sample(["mnist", "imagenet"], rng.randint(0, 2)):
+            context = [{"key": "mlflow.data.context", "value": rng.choice(["train", "eval"])}]
+            datasets.append({"dataset": {"name": name, "digest": name[:4], "source_type": "local", "source": "s"},
+                             "tags": context if rng.random() < 0.6 else []})
+        if datasets:
+            call("runs/log-inputs", {"run_id": run["info"]["run_id"], "datasets": datasets})
     return s, eid
 
 

@@ -10,6 +10,7 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
 use flightlog_model::{validate, ArtifactInfo, Error, RunId};
+use flightlog_store::{ByteReader, Store};
 use futures::StreamExt;
 use serde_json::{json, Value};
 use std::io::{self, Read};
@@ -58,7 +59,54 @@ async fn upload(
 ) -> ApiResult<Json<ArtifactInfo>> {
     let id = run_id(&id)?;
     validate::artifact_path(&path)?;
-    Ok(Json(store_upload(st, id, path, &headers, body).await?))
+    Ok(Json(
+        store_upload(st, FilesOf::Run(id), path, &headers, body).await?,
+    ))
+}
+
+/// Whose files a request reads or writes: a run's artifacts, or a logged model's files (kept apart from runs).
+pub(crate) enum FilesOf {
+    Run(RunId),
+    Model(String),
+}
+
+impl FilesOf {
+    pub fn put(
+        &self,
+        store: &dyn Store,
+        path: &str,
+        data: &mut dyn io::Read,
+    ) -> Result<ArtifactInfo, Error> {
+        match self {
+            FilesOf::Run(run) => store.put_artifact(run, path, data),
+            FilesOf::Model(id) => store.put_model_file(id, path, data),
+        }
+    }
+
+    pub fn open(&self, store: &dyn Store, path: &str) -> Result<(ArtifactInfo, ByteReader), Error> {
+        match self {
+            FilesOf::Run(run) => store.open_artifact(run, path),
+            FilesOf::Model(id) => store.open_model_file(id, path),
+        }
+    }
+
+    pub fn list(
+        &self,
+        store: &dyn Store,
+        prefix: Option<&str>,
+    ) -> Result<Vec<ArtifactInfo>, Error> {
+        match self {
+            FilesOf::Run(run) => store.list_artifacts(run, prefix, false),
+            FilesOf::Model(id) => store.list_model_files(id, prefix, false),
+        }
+    }
+
+    pub fn delete(&self, store: &dyn Store, path: &str) -> Result<(), Error> {
+        match self {
+            FilesOf::Run(run) => store.delete_artifact(run, path),
+            FilesOf::Model(id) => store.delete_model_file(id, path),
+        }
+    }
 }
 
 /// Streams an upload into the run's artifact `path` from a blocking task (one of the [`UPLOAD_SLOTS`]); the
@@ -66,7 +114,7 @@ async fn upload(
 /// without ever being held in memory. Both APIs' uploads come here.
 pub(crate) async fn store_upload(
     st: AppState,
-    run: RunId,
+    owner: FilesOf,
     path: String,
     headers: &HeaderMap,
     body: Body,
@@ -81,7 +129,7 @@ pub(crate) async fn store_upload(
     blocking(move || {
         let _slot = slot;
         let mut reader = reader;
-        match st.store.put_artifact(&run, &path, &mut reader) {
+        match owner.put(st.store.as_ref(), &path, &mut reader) {
             Err(_) if exceeded.load(Ordering::SeqCst) => Err(too_large(limit + 1, limit)),
             r => Ok(r?),
         }

@@ -107,6 +107,19 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes a file or a folder with everything in it.
     fn delete_artifact(&self, run: &RunId, path: &str) -> Result<()>;
 
+    /// A logged model's files (an MLflow 3 model, which may have no run): stored like a run's artifacts, with
+    /// the same path rules and durability, apart from every run's (they are no run's artifacts) and without
+    /// events. The caller checks that the model exists; a model id is one plain name, never a path.
+    fn put_model_file(&self, model: &str, path: &str, data: &mut dyn Read) -> Result<ArtifactInfo>;
+    fn open_model_file(&self, model: &str, path: &str) -> Result<(ArtifactInfo, ByteReader)>;
+    fn list_model_files(
+        &self,
+        model: &str,
+        prefix: Option<&str>,
+        recursive: bool,
+    ) -> Result<Vec<ArtifactInfo>>;
+    fn delete_model_file(&self, model: &str, path: &str) -> Result<()>;
+
     // --- events ----------------------------------------------------------------------------------------
     /// Events with `seq > after` matching the filter, oldest first, at most `limit`.
     fn events_since(&self, filter: &EventFilter, after: u64, limit: usize) -> Result<Vec<Event>>;

@@ -4,7 +4,7 @@ use super::error::{MlError, MlResult};
 use super::models;
 use super::runs::find;
 use super::{blocking, empty, Req};
-use crate::artifacts::{content_type, file_body, store_upload, NoCompress};
+use crate::artifacts::{content_type, file_body, store_upload, FilesOf, NoCompress};
 use crate::AppState;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
@@ -17,8 +17,8 @@ use flightlog_store::Store;
 use serde_json::{json, Value};
 
 /// `<exp>/<run>/artifacts/<path>` is the run's own artifact storage (the same files the native API serves);
-/// `<exp>/models/<model>/artifacts/<path>` a logged model's files, kept in its source run's storage under
-/// `models/<model>/`.
+/// `<exp>/models/<model>/artifacts/<path>` a logged model's files, which the store keeps apart from every
+/// run's (a model may have no run, and its files are not its source run's artifacts, as on MLflow 3).
 pub fn routes() -> Router<AppState> {
     let mut r = Router::new();
     for base in [
@@ -78,14 +78,14 @@ async fn list_by_run(State(st): State<AppState>, Req(r): Req<ListReq>) -> MlResu
     Ok(Json(out))
 }
 
-/// Where a proxied path lives: a run's storage and the path inside it (None: the root).
+/// Where a proxied path lives: a run's or a model's files and the path inside them (None: the root).
 struct Target {
-    run: RunId,
+    owner: FilesOf,
     path: Option<String>,
 }
 
 /// Resolves `<exp>/<run>/artifacts[/p]` or `<exp>/models/<id>/artifacts[/p]`; a path that would escape is a
-/// 400, one that names no run or model a 404.
+/// 400, one that names no run or model of that experiment a 404.
 fn resolve(store: &dyn Store, raw: &str) -> MlResult<Target> {
     let norm = validate::artifact_path(raw)?;
     let parts: Vec<&str> = norm.split('/').collect();
@@ -94,25 +94,23 @@ fn resolve(store: &dyn Store, raw: &str) -> MlResult<Target> {
             "No artifact location '{raw}': expected <experiment>/<run>/artifacts/<path>"
         ))
     };
-    let (exp, run, rest, prefix) = match parts.as_slice() {
+    let (exp, owner, rest) = match parts.as_slice() {
         [exp, "models", model, "artifacts", rest @ ..] => {
-            let run = models::source_run(store, model)?;
-            (*exp, run, rest, Some(format!("models/{model}")))
+            let stored = models::experiment_of(store, model)?;
+            (stored == *exp, FilesOf::Model(model.to_string()), rest)
         }
         [exp, run, "artifacts", rest @ ..] => {
             let run: RunId = run.parse().map_err(|_| unknown())?;
-            (*exp, run, rest, None)
+            let stored = find(store, &run)?.experiment_id.to_string();
+            (stored == *exp, FilesOf::Run(run), rest)
         }
         _ => return Err(unknown()),
     };
-    let stored = find(store, &run)?;
-    if stored.experiment_id.to_string() != exp {
+    if !exp {
         return Err(unknown());
     }
-    let mut segments: Vec<&str> = prefix.iter().map(String::as_str).collect();
-    segments.extend(rest);
-    let path = (!segments.is_empty()).then(|| segments.join("/"));
-    Ok(Target { run, path })
+    let path = (!rest.is_empty()).then(|| rest.join("/"));
+    Ok(Target { owner, path })
 }
 
 async fn list(State(st): State<AppState>, RawQuery(raw): RawQuery) -> MlResult<Json<Value>> {
@@ -122,7 +120,7 @@ async fn list(State(st): State<AppState>, RawQuery(raw): RawQuery) -> MlResult<J
     };
     let files = blocking(move || {
         let t = resolve(st.store.as_ref(), &path)?;
-        let items = match st.store.list_artifacts(&t.run, t.path.as_deref(), false) {
+        let items = match t.owner.list(st.store.as_ref(), t.path.as_deref()) {
             Ok(items) => items,
             Err(Error::NotFound { .. }) => Vec::new(),
             Err(e) => return Err(e.into()),
@@ -150,19 +148,19 @@ async fn list(State(st): State<AppState>, RawQuery(raw): RawQuery) -> MlResult<J
 }
 
 /// The file named by the path (a folder or the artifact root is not a file).
-fn file_target(store: &dyn Store, raw: &str) -> MlResult<(RunId, String)> {
+fn file_target(store: &dyn Store, raw: &str) -> MlResult<(FilesOf, String)> {
     let t = resolve(store, raw)?;
     let path = t
         .path
         .ok_or_else(|| MlError::invalid(format!("'{raw}' names a folder, not a file")))?;
-    Ok((t.run, path))
+    Ok((t.owner, path))
 }
 
 async fn download(State(st): State<AppState>, Path(raw): Path<String>) -> MlResult<Response> {
     let ct = content_type(&raw);
     let (info, reader) = blocking(move || {
-        let (run, path) = file_target(st.store.as_ref(), &raw)?;
-        Ok(st.store.open_artifact(&run, &path)?)
+        let (owner, path) = file_target(st.store.as_ref(), &raw)?;
+        Ok(owner.open(st.store.as_ref(), &path)?)
     })
     .await?;
     let mut resp = Response::new(file_body(reader));
@@ -176,7 +174,7 @@ async fn download(State(st): State<AppState>, Path(raw): Path<String>) -> MlResu
     Ok(resp)
 }
 
-/// Streams the body into the run's storage, counted against the artifact limit like native uploads.
+/// Streams the body into the run's or model's storage, counted against the artifact limit like native uploads.
 async fn upload(
     State(st): State<AppState>,
     Path(raw): Path<String>,
@@ -184,8 +182,8 @@ async fn upload(
     body: Body,
 ) -> MlResult<Json<Value>> {
     let store = st.store.clone();
-    let (run, path) = blocking(move || file_target(store.as_ref(), &raw)).await?;
-    store_upload(st, run, path, &headers, body).await?;
+    let (owner, path) = blocking(move || file_target(store.as_ref(), &raw)).await?;
+    store_upload(st, owner, path, &headers, body).await?;
     Ok(empty())
 }
 
@@ -195,7 +193,7 @@ async fn remove(State(st): State<AppState>, Path(raw): Path<String>) -> MlResult
         let path = t
             .path
             .ok_or_else(|| MlError::invalid("the artifact root cannot be deleted"))?;
-        Ok(st.store.delete_artifact(&t.run, &path)?)
+        Ok(t.owner.delete(st.store.as_ref(), &path)?)
     })
     .await?;
     Ok(empty())

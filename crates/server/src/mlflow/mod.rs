@@ -11,6 +11,7 @@ mod runs;
 mod search;
 
 pub(crate) use convert::status_name;
+pub(crate) use models::move_legacy_files as move_legacy_model_files;
 pub(crate) use runs::find_runs;
 pub(crate) use search::{parse_filter, parse_order_by, RUNS as RUN_GRAMMAR};
 pub(crate) use search::{Condition, Kind as SearchKind, Literal, Op};

@@ -47,17 +47,46 @@ fn with_metrics(store: &dyn Store, id: &str, mut model: Value) -> MlResult<Value
     Ok(model)
 }
 
-/// The run whose artifact storage holds a model's files.
-pub fn source_run(store: &dyn Store, id: &str) -> MlResult<RunId> {
+/// Moves the files of models logged by earlier versions, which kept them in their source run's artifacts under
+/// `models/<id>/`, to the models' own storage. Each model's files are copied, then the run's folder removed:
+/// a crash midway leaves the run's copy to be moved again at the next start, never a model without its files.
+/// A run that takes no writes (deleted) keeps its copy; a model whose storage already holds as many files is
+/// not copied again.
+pub fn move_legacy_files(store: &dyn Store) -> Result<usize, flightlog_model::Error> {
+    let mut moved = 0;
+    for (id, model) in store.list_documents(MODEL_DOC)? {
+        let Some(run) = model["info"]["source_run_id"]
+            .as_str()
+            .and_then(|r| r.parse::<RunId>().ok())
+        else {
+            continue;
+        };
+        let folder = format!("models/{id}");
+        let files = match store.list_artifacts(&run, Some(&folder), true) {
+            Ok(files) if !files.is_empty() => files,
+            _ => continue,
+        };
+        if store.list_model_files(&id, None, true)?.len() < files.len() {
+            for f in &files {
+                let (_, mut reader) = store.open_artifact(&run, &f.path)?;
+                store.put_model_file(&id, &f.path[folder.len() + 1..], &mut reader)?;
+            }
+        }
+        if let Err(e) = store.delete_artifact(&run, &folder) {
+            tracing::warn!("model {id}: its files stay in run {run} as well: {e}");
+        }
+        moved += 1;
+    }
+    Ok(moved)
+}
+
+/// The experiment a model was logged in, as its artifact paths name it (`<exp>/models/<id>/...`).
+pub fn experiment_of(store: &dyn Store, id: &str) -> MlResult<String> {
     let model = load(store, id)?;
-    model["info"]["source_run_id"]
+    Ok(model["info"]["experiment_id"]
         .as_str()
-        .and_then(|r| r.parse().ok())
-        .ok_or_else(|| {
-            MlError::invalid(format!(
-                "Logged model '{id}' has no source run; flightlog keeps model files in their run's artifacts"
-            ))
-        })
+        .unwrap_or_default()
+        .to_string())
 }
 
 #[derive(Deserialize, Default)]
@@ -103,7 +132,7 @@ async fn create(State(st): State<AppState>, Req(r): Req<CreateReq>) -> MlResult<
             .name
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| format!("model-{}", &id[2..10]));
-        let model = json!({
+        let mut model = json!({
             "info": {
                 "model_id": id,
                 "experiment_id": exp.to_string(),
@@ -112,12 +141,15 @@ async fn create(State(st): State<AppState>, Req(r): Req<CreateReq>) -> MlResult<
                 "creation_timestamp_ms": now,
                 "last_updated_timestamp_ms": now,
                 "model_type": r.model_type.unwrap_or_default(),
-                "source_run_id": r.source_run_id.unwrap_or_default(),
                 "status": "LOGGED_MODEL_PENDING",
                 "tags": tags,
             },
             "data": { "params": params, "metrics": [] },
         });
+        // A model logged outside a run has no source run: the field is left out, as MLflow's server does.
+        if let Some(run) = r.source_run_id.filter(|s| !s.is_empty()) {
+            model["info"]["source_run_id"] = json!(run);
+        }
         st.store.put_document(MODEL_DOC, &id, &model)?;
         Ok(model)
     })
@@ -450,4 +482,52 @@ fn row(m: &Value) -> Row {
         .map(|(k, (v, _))| (k.to_string(), v))
         .collect();
     row
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flightlog_model::NewRun;
+    use flightlog_store::embedded::EmbeddedStore;
+
+    fn read(reader: flightlog_store::ByteReader) -> String {
+        let mut text = String::new();
+        let mut reader = reader;
+        std::io::Read::read_to_string(&mut reader, &mut text).unwrap();
+        text
+    }
+
+    #[test]
+    fn files_kept_in_runs_by_earlier_versions_move_to_the_models_own_storage() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let run = store.create_run(NewRun::default()).unwrap().id;
+        let id = format!("m-{}", RunId::new());
+        let model =
+            json!({"info": {"model_id": id, "experiment_id": "0", "source_run_id": run.as_str()}});
+        store.put_document(MODEL_DOC, &id, &model).unwrap();
+        for (path, text) in [("MLmodel", "flavors"), ("python_model/model.pkl", "pickle")] {
+            let legacy = format!("models/{id}/{path}");
+            store
+                .put_artifact(&run, &legacy, &mut text.as_bytes())
+                .unwrap();
+        }
+        store
+            .put_artifact(&run, "models/mine.txt", &mut &b"kept"[..])
+            .unwrap();
+
+        assert_eq!(move_legacy_files(&store).unwrap(), 1);
+        let (_, reader) = store
+            .open_model_file(&id, "python_model/model.pkl")
+            .unwrap();
+        assert_eq!(read(reader), "pickle");
+        let left: Vec<_> = store.list_artifacts(&run, None, true).unwrap();
+        assert_eq!(
+            left.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
+            ["models/mine.txt"]
+        );
+        // A second start finds nothing more to move.
+        assert_eq!(move_legacy_files(&store).unwrap(), 0);
+        assert_eq!(store.list_model_files(&id, None, true).unwrap().len(), 2);
+    }
 }

@@ -1131,9 +1131,8 @@ fn row(run: &Run, inputs: Option<&Value>, idents: &[&search::Ident]) -> Row {
             .flatten()
             .find(|t| t["key"] == "mlflow.data.context")
             .and_then(|t| t["value"].as_str())
-            .unwrap_or("")
-            .to_string();
-        let field = |f: &str| d["dataset"][f].as_str().unwrap_or("").to_string();
+            .map(str::to_string);
+        let field = |f: &str| Some(d["dataset"][f].as_str().unwrap_or("").to_string());
         row.datasets.push([field("name"), field("digest"), context]);
     }
     row

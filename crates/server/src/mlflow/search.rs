@@ -12,8 +12,9 @@ pub struct Row {
     pub tags: BTreeMap<String, String>,
     pub text: BTreeMap<&'static str, String>,
     pub numbers: BTreeMap<&'static str, f64>,
-    /// (name, digest, context) of each dataset input.
-    pub datasets: Vec<[String; 3]>,
+    /// (name, digest, context) of each dataset input; the context is absent for an input without the
+    /// `mlflow.data.context` tag, which MLflow's join leaves out of every context comparison (`!=` too).
+    pub datasets: Vec<[Option<String>; 3]>,
 }
 
 /// Which identifiers a search accepts; attribute aliases map to the canonical name.
@@ -557,7 +558,7 @@ pub fn matches(row: &Row, c: &Condition) -> bool {
             };
             row.datasets
                 .iter()
-                .any(|d| text_matches(c.op, Some(&d[idx]), &c.value))
+                .any(|d| text_matches(c.op, d[idx].as_deref(), &c.value))
         }
     }
 }
@@ -736,8 +737,13 @@ mod tests {
         r.text.insert("run_id", "abc".into());
         r.text.insert("status", "FINISHED".into());
         r.numbers.insert("start_time", 100.0);
+        r.datasets.push([
+            Some("train".into()),
+            Some("d1".into()),
+            Some("training".into()),
+        ]);
         r.datasets
-            .push(["train".into(), "d1".into(), "training".into()]);
+            .push([Some("eval".into()), Some("d2".into()), None]);
         r
     }
 
@@ -770,6 +776,9 @@ mod tests {
         assert!(eval(
             "datasets.name = 'train' and dataset.context = 'training'"
         ));
+        assert!(!eval("datasets.context != 'training'"));
+        assert!(eval("datasets.name != 'train'"));
+        assert!(eval("datasets.digest = 'd2'"));
         assert!(eval("metrics.acc>0.5"));
         assert!(eval("metrics.acc = 9e-1"));
         assert!(!eval("metrics.acc < -1"));

@@ -39,6 +39,35 @@ fn bad_path(rel: &str, reason: impl Into<String>) -> Error {
     }
 }
 
+/// Whose files: a run's (its writes checked against the run's state and announced as events to its readers),
+/// or a logged model's, which has no run of its own (MLflow 3 logs models outside runs, and a model's files
+/// are not the run's artifacts). The API layer that keeps the model checks that it exists.
+#[derive(Clone, Copy)]
+pub enum Owner<'a> {
+    Run(&'a RunId),
+    Model(&'a str),
+}
+
+/// Models' files live under `artifacts/models/<id>/`: `models` is no run id, so the two never meet.
+const MODELS_FOLDER: &str = "models";
+
+/// The owner's folder; a model id must be one plain name (letters, digits, `-`, `_`), never a path.
+fn root(inner: &Inner, owner: Owner) -> Result<PathBuf> {
+    match owner {
+        Owner::Run(run) => Ok(run_root(inner, run)),
+        Owner::Model(id) => {
+            let plain = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+            if id.is_empty() || id.len() > 64 || !id.chars().all(plain) {
+                return Err(Error::invalid(
+                    "model_id",
+                    format!("'{id}' is not a model id (letters, digits, '-' and '_', at most 64)"),
+                ));
+            }
+            Ok(inner.dirs.artifacts.join(MODELS_FOLDER).join(id))
+        }
+    }
+}
+
 fn run_root(inner: &Inner, run: &RunId) -> PathBuf {
     inner.dirs.artifacts.join(run.as_str())
 }
@@ -195,17 +224,23 @@ fn info(rel: String, meta: &fs::Metadata) -> ArtifactInfo {
     }
 }
 
-pub fn put(inner: &Inner, run: &RunId, path: &str, data: &mut dyn Read) -> Result<ArtifactInfo> {
+pub fn put(inner: &Inner, owner: Owner, path: &str, data: &mut dyn Read) -> Result<ArtifactInfo> {
     let rel = validate::artifact_path(path)?;
-    inner.read(|c| runs::writable(c, run))?;
-    let root = run_root(inner, run);
+    if let Owner::Run(run) = owner {
+        inner.read(|c| runs::writable(c, run))?;
+    }
+    let root = root(inner, owner)?;
     if matches!(check(&root, &rel)?, Found::Dir) {
         return Err(bad_path(&rel, format!("'{rel}' is a folder")));
     }
     let (tmp, size) = spool(inner, data)?;
-    let run = run.clone();
+    let run = run_of(owner);
     let tmp2 = tmp.clone();
     let result = inner.write(move |ctx| {
+        let Some(run) = run else {
+            let (meta, synced) = place(&root, &rel, &tmp2)?;
+            return Ok((info(rel, &meta), synced));
+        };
         let exp = runs::open_for_write(&ctx.conn, &run)?;
         let (meta, synced) = place(&root, &rel, &tmp2)?;
         emit(
@@ -228,10 +263,25 @@ pub fn put(inner: &Inner, run: &RunId, path: &str, data: &mut dyn Read) -> Resul
     }
 }
 
-pub fn open(inner: &Inner, run: &RunId, path: &str) -> Result<(ArtifactInfo, ByteReader)> {
+/// The run an owner's writes are checked against and announced to (none for a model).
+fn run_of(owner: Owner) -> Option<RunId> {
+    match owner {
+        Owner::Run(run) => Some(run.clone()),
+        Owner::Model(_) => None,
+    }
+}
+
+/// A run's files can be read while the run exists (deleted runs included); a model's while its folder does.
+fn readable_root(inner: &Inner, owner: Owner) -> Result<PathBuf> {
+    if let Owner::Run(run) = owner {
+        inner.read(|c| runs::exists(c, run))?;
+    }
+    root(inner, owner)
+}
+
+pub fn open(inner: &Inner, owner: Owner, path: &str) -> Result<(ArtifactInfo, ByteReader)> {
     let rel = validate::artifact_path(path)?;
-    inner.read(|c| runs::exists(c, run))?;
-    let root = run_root(inner, run);
+    let root = readable_root(inner, owner)?;
     let Found::File(meta) = check(&root, &rel)? else {
         return Err(Error::not_found(Entity::Artifact, &rel));
     };
@@ -242,12 +292,11 @@ pub fn open(inner: &Inner, run: &RunId, path: &str) -> Result<(ArtifactInfo, Byt
 
 pub fn list(
     inner: &Inner,
-    run: &RunId,
+    owner: Owner,
     prefix: Option<&str>,
     recursive: bool,
 ) -> Result<Vec<ArtifactInfo>> {
-    inner.read(|c| runs::exists(c, run))?;
-    let root = run_root(inner, run);
+    let root = readable_root(inner, owner)?;
     let rel = match prefix.filter(|p| !p.trim_matches('/').is_empty()) {
         Some(p) => Some(validate::artifact_path(p)?),
         None => None,
@@ -256,7 +305,7 @@ pub fn list(
         Some(rel) => check(&root, rel)?,
         None => match fs::symlink_metadata(&root) {
             Ok(m) if m.is_dir() => Found::Dir,
-            Ok(_) => return Err(bad_path("", "the run's artifact folder is not a folder")),
+            Ok(_) => return Err(bad_path("", "the artifact folder is not a folder")),
             Err(_) => Found::Missing,
         },
     };
@@ -294,24 +343,29 @@ fn walk(
     Ok(())
 }
 
-pub fn delete(inner: &Inner, run: &RunId, path: &str) -> Result<()> {
+pub fn delete(inner: &Inner, owner: Owner, path: &str) -> Result<()> {
     let rel = validate::artifact_path(path)?;
-    let root = run_root(inner, run);
-    let run = run.clone();
+    let root = root(inner, owner)?;
+    let run = run_of(owner);
     inner.write(move |ctx| {
-        let exp = runs::open_for_write(&ctx.conn, &run)?;
+        let exp = match &run {
+            Some(run) => Some(runs::open_for_write(&ctx.conn, run)?),
+            None => None,
+        };
         let target = root.join(&rel);
         match check(&root, &rel)? {
             Found::Missing => return Err(Error::not_found(Entity::Artifact, &rel)),
             Found::File(_) => fs::remove_file(&target).map_err(io_err("deleting", &target))?,
             Found::Dir => fs::remove_dir_all(&target).map_err(io_err("deleting", &target))?,
         }
-        emit(
-            ctx,
-            exp,
-            Some(&run),
-            &EventBody::ArtifactDeleted { path: rel },
-        )?;
+        if let (Some(exp), Some(run)) = (exp, &run) {
+            emit(
+                ctx,
+                exp,
+                Some(run),
+                &EventBody::ArtifactDeleted { path: rel },
+            )?;
+        }
         Ok(())
     })
 }

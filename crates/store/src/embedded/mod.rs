@@ -25,6 +25,7 @@ mod writer;
 mod tests;
 
 use crate::{BatchDone, ByteReader, Store};
+use artifacts::Owner;
 pub use durability::Durability;
 use flightlog_model::*;
 use rusqlite::{Connection, OpenFlags};
@@ -304,10 +305,10 @@ impl Store for EmbeddedStore {
     }
 
     fn put_artifact(&self, run: &RunId, path: &str, data: &mut dyn Read) -> Result<ArtifactInfo> {
-        artifacts::put(&self.inner, run, path, data)
+        artifacts::put(&self.inner, Owner::Run(run), path, data)
     }
     fn open_artifact(&self, run: &RunId, path: &str) -> Result<(ArtifactInfo, ByteReader)> {
-        artifacts::open(&self.inner, run, path)
+        artifacts::open(&self.inner, Owner::Run(run), path)
     }
     fn list_artifacts(
         &self,
@@ -315,10 +316,27 @@ impl Store for EmbeddedStore {
         prefix: Option<&str>,
         recursive: bool,
     ) -> Result<Vec<ArtifactInfo>> {
-        artifacts::list(&self.inner, run, prefix, recursive)
+        artifacts::list(&self.inner, Owner::Run(run), prefix, recursive)
     }
     fn delete_artifact(&self, run: &RunId, path: &str) -> Result<()> {
-        artifacts::delete(&self.inner, run, path)
+        artifacts::delete(&self.inner, Owner::Run(run), path)
+    }
+    fn put_model_file(&self, model: &str, path: &str, data: &mut dyn Read) -> Result<ArtifactInfo> {
+        artifacts::put(&self.inner, Owner::Model(model), path, data)
+    }
+    fn open_model_file(&self, model: &str, path: &str) -> Result<(ArtifactInfo, ByteReader)> {
+        artifacts::open(&self.inner, Owner::Model(model), path)
+    }
+    fn list_model_files(
+        &self,
+        model: &str,
+        prefix: Option<&str>,
+        recursive: bool,
+    ) -> Result<Vec<ArtifactInfo>> {
+        artifacts::list(&self.inner, Owner::Model(model), prefix, recursive)
+    }
+    fn delete_model_file(&self, model: &str, path: &str) -> Result<()> {
+        artifacts::delete(&self.inner, Owner::Model(model), path)
     }
 
     fn events_since(&self, filter: &EventFilter, after: u64, limit: usize) -> Result<Vec<Event>> {

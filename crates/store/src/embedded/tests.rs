@@ -1635,6 +1635,59 @@ fn a_log_cut_inside_a_character_is_delivered_once_its_run_has_ended() {
 
 // --- artifacts -----------------------------------------------------------------------------------------------
 
+#[test]
+fn model_files_are_kept_apart_from_runs_and_checked_like_artifacts() {
+    let (d, s) = store();
+    let id = "m-0123456789abcdef0123456789abcdef";
+    s.put_model_file(id, "MLmodel", &mut &b"flavors"[..])
+        .unwrap();
+    s.put_model_file(id, "data/model.pkl", &mut &b"x"[..])
+        .unwrap();
+    let listed = s.list_model_files(id, None, false).unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|f| (f.path.as_str(), f.is_dir))
+            .collect::<Vec<_>>(),
+        [("MLmodel", false), ("data", true)]
+    );
+    let mut text = String::new();
+    s.open_model_file(id, "MLmodel")
+        .unwrap()
+        .1
+        .read_to_string(&mut text)
+        .unwrap();
+    assert_eq!(text, "flavors");
+    assert!(matches!(
+        s.put_model_file(id, "../escape", &mut &b"x"[..]),
+        Err(Error::InvalidPath { .. })
+    ));
+    for bad in ["../m", "a/b", "", "m.1"] {
+        assert!(
+            matches!(
+                s.put_model_file(bad, "f", &mut &b"x"[..]),
+                Err(Error::InvalidArgument { .. })
+            ),
+            "{bad:?}"
+        );
+    }
+    s.delete_model_file(id, "data").unwrap();
+    assert_eq!(s.list_model_files(id, None, true).unwrap().len(), 1);
+    assert!(matches!(
+        s.open_model_file(id, "data/model.pkl"),
+        Err(Error::NotFound { .. })
+    ));
+    // Nothing of the model's lands in a run's folder or outside the models' one.
+    let run = run(&s);
+    assert!(s.list_artifacts(&run, None, true).unwrap().is_empty());
+    assert!(d
+        .path()
+        .join("artifacts/models")
+        .join(id)
+        .join("MLmodel")
+        .is_file());
+}
+
 fn read_all(mut r: crate::ByteReader) -> Vec<u8> {
     let mut v = Vec::new();
     r.read_to_end(&mut v).unwrap();
