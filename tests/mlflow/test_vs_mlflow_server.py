@@ -1,6 +1,7 @@
 """The same bad requests sent to MLflow's own server (3.17.2, SQLite backend) and to flightlog: the HTTP status
 and `error_code` must agree."""
 
+import json
 import os
 import shutil
 import signal
@@ -537,3 +538,34 @@ def test_dataset_inputs_are_stored_as_mlflow_stores_them(server, mlflow_server):
     theirs = logged_inputs(mlflow_server)
     assert logged_inputs(server) == theirs
     assert theirs[0][0]["digest"] == "", "the bare dataset's digest reads as empty"
+
+
+def relogged_datasets(base):
+    """Inputs of two runs after one dataset is logged again with other contexts and another source, and which
+    run a context filter finds: MLflow keeps one input per run and dataset, and one dataset per experiment."""
+    s = requests.Session()
+    post = lambda path, body: s.post(f"{base}/api/2.0/mlflow/{path}", json=body, timeout=30)
+    eid = post("experiments/create", {"name": f"relogged-{time.time_ns()}"}).json()["experiment_id"]
+    runs = [post("runs/create", {"experiment_id": eid, "run_name": f"r{i}", "start_time": i}).json()["run"]["info"]
+            ["run_id"] for i in range(2)]
+    d = {"name": "d", "digest": "g1", "source_type": "local", "source": "first", "schema": "s1"}
+    ctx = lambda c: [{"key": "mlflow.data.context", "value": c}]
+    for inputs in [[{"dataset": d, "tags": ctx("train")}], [{"dataset": d, "tags": ctx("eval")}], [{"dataset": d}],
+                   [{"dataset": {**d, "source": "second"}, "tags": ctx("eval")},
+                    {"dataset": {**d, "digest": "g2"}, "tags": ctx("eval")}]]:
+        assert post("runs/log-inputs", {"run_id": runs[0], "datasets": inputs}).ok
+    assert post("runs/log-inputs", {"run_id": runs[1], "datasets": [
+        {"dataset": {"name": "d", "digest": "g1", "source_type": "local", "source": "other"}, "tags": ctx("eval")}]}).ok
+    out = []
+    for rid in runs:
+        inputs = s.get(f"{base}/api/2.0/mlflow/runs/get", params={"run_id": rid}, timeout=30).json()["run"]["inputs"]
+        out.append(sorted(json.dumps(i, sort_keys=True) for i in inputs["dataset_inputs"]))
+    found = post("runs/search", {"experiment_ids": [eid], "filter": "datasets.context = 'eval' AND datasets.digest = 'g1'"})
+    out.append(sorted(r["info"]["run_name"] for r in found.json().get("runs", [])))
+    return out
+
+
+def test_relogged_datasets_are_kept_once_as_on_mlflow(server, mlflow_server):
+    theirs = relogged_datasets(mlflow_server)
+    assert relogged_datasets(server) == theirs
+    assert len(theirs[0]) == 2 and len(theirs[1]) == 1, "one input per dataset of the run"

@@ -5,6 +5,7 @@ mod batch_body;
 mod convert;
 mod error;
 mod experiments;
+mod inputs;
 mod metrics;
 mod models;
 mod runs;

@@ -8,7 +8,7 @@ use super::convert::{
 };
 use super::error::{MlError, MlResult};
 use super::experiments::{experiment_id, max_results, view_type, MAX_RESULTS};
-use super::models;
+use super::{inputs, models};
 use super::search::{self, Kind, Row};
 use super::{blocking, empty, Req};
 use crate::AppState;
@@ -51,8 +51,8 @@ pub fn routes() -> Router<AppState> {
         .route("/runs/set-tag", post(set_tag))
         .route("/runs/delete-tag", post(delete_tag))
         .route("/runs/log-batch", post(log_batch))
-        .route("/runs/log-inputs", post(log_inputs))
-        .route("/runs/outputs", post(log_outputs))
+        .route("/runs/log-inputs", post(inputs::log_inputs))
+        .route("/runs/outputs", post(inputs::log_outputs))
         .route("/runs/log-model", post(log_model))
 }
 
@@ -75,7 +75,7 @@ pub fn find(store: &dyn Store, id: &RunId) -> MlResult<Run> {
 }
 
 /// Writes need an active run, as in MLflow.
-fn active(run: &Run) -> MlResult<()> {
+pub(super) fn active(run: &Run) -> MlResult<()> {
     if run.lifecycle == Lifecycle::Deleted {
         return Err(MlError::invalid(format!(
             "The run {} must be in the 'active' state. Current state is deleted.",
@@ -661,137 +661,6 @@ fn batch_params(kvs: &[KeyValue]) -> MlResult<BTreeMap<String, String>> {
         )));
     }
     Ok(out)
-}
-
-#[derive(Deserialize, Default)]
-struct InputsReq {
-    #[serde(default)]
-    run_id: Option<String>,
-    #[serde(default)]
-    datasets: Vec<Value>,
-    #[serde(default)]
-    models: Vec<Value>,
-}
-
-/// Dataset and model inputs are kept as one document per run, deduplicated (a re-logged dataset is one
-/// input, as in MLflow). Like MLflow's server, incomplete dataset entries are stored as sent.
-async fn log_inputs(State(st): State<AppState>, Req(r): Req<InputsReq>) -> MlResult<Json<Value>> {
-    let id = run_id(r.run_id.as_deref(), None)?;
-    let datasets = r
-        .datasets
-        .into_iter()
-        .map(dataset_input)
-        .collect::<MlResult<Vec<_>>>()?;
-    blocking(move || {
-        append_to_run_document(
-            st.store.as_ref(),
-            &id,
-            INPUTS_DOC,
-            [("dataset_inputs", datasets), ("model_inputs", r.models)],
-        )
-    })
-    .await?;
-    Ok(empty())
-}
-
-/// MLflow's limits on a dataset input, in characters: the dataset's fields, then its tags' key and value.
-const DATASET_LIMITS: [(&str, usize); 5] = [
-    ("name", 500),
-    ("digest", 36),
-    ("source", 65_535),
-    ("schema", 1_048_575),
-    ("profile", 16_777_215),
-];
-const INPUT_TAG_LIMITS: [(&str, usize); 2] = [("key", 255), ("value", 500)];
-
-/// A dataset input checked against MLflow's limits, its missing name, digest and source fields stored as ""
-/// (MLflow's server reads them from protobuf, where an absent string is "", and answers them so).
-fn dataset_input(mut input: Value) -> MlResult<Value> {
-    let dataset = &mut input["dataset"];
-    if !dataset.is_object() {
-        return Err(MlError::invalid("A dataset input needs a 'dataset' object"));
-    }
-    for field in ["name", "digest", "source_type", "source"] {
-        if dataset[field].is_null() {
-            dataset[field] = json!("");
-        }
-    }
-    within_limits(dataset, &DATASET_LIMITS)?;
-    if let Some(tags) = input["tags"].as_array() {
-        for tag in tags {
-            within_limits(tag, &INPUT_TAG_LIMITS)?;
-        }
-    }
-    Ok(input)
-}
-
-fn within_limits(entity: &Value, limits: &[(&str, usize)]) -> MlResult<()> {
-    for &(field, limit) in limits {
-        if entity[field]
-            .as_str()
-            .is_some_and(|v| v.chars().count() > limit)
-        {
-            return Err(MlError::invalid(format!(
-                "'{field}' exceeds the maximum length of {limit} characters"
-            )));
-        }
-    }
-    Ok(())
-}
-
-#[derive(Deserialize, Default)]
-struct OutputsReq {
-    #[serde(default)]
-    run_id: Option<String>,
-    #[serde(default)]
-    models: Vec<Value>,
-}
-
-async fn log_outputs(State(st): State<AppState>, Req(r): Req<OutputsReq>) -> MlResult<Json<Value>> {
-    let id = run_id(r.run_id.as_deref(), None)?;
-    blocking(move || {
-        append_to_run_document(
-            st.store.as_ref(),
-            &id,
-            OUTPUTS_DOC,
-            [("model_outputs", r.models)],
-        )
-    })
-    .await?;
-    Ok(empty())
-}
-
-/// Adds entries to the lists of an active run's `kind` document (one per run), skipping ones already there.
-fn append_to_run_document<const N: usize>(
-    store: &dyn Store,
-    id: &RunId,
-    kind: &str,
-    lists: [(&str, Vec<Value>); N],
-) -> MlResult<()> {
-    active(&find(store, id)?)?;
-    let mut doc = store
-        .get_document(kind, id.as_str())?
-        .unwrap_or_else(|| json!({}));
-    for (field, items) in lists {
-        append_unique(&mut doc, field, items);
-    }
-    Ok(store.put_document(kind, id.as_str(), &doc)?)
-}
-
-fn append_unique(doc: &mut Value, field: &str, items: Vec<Value>) {
-    if items.is_empty() {
-        return;
-    }
-    if !doc[field].is_array() {
-        doc[field] = json!([]);
-    }
-    if let Some(list) = doc[field].as_array_mut() {
-        for item in items {
-            if !list.contains(&item) {
-                list.push(item);
-            }
-        }
-    }
 }
 
 #[derive(Deserialize, Default)]
