@@ -89,6 +89,7 @@ CASES = [
     ("GET", "metrics/get-history-bulk-interval", {"params": {"run_ids": ["{run}"] * 101, "metric_key": "m"}}),
     ("GET", "metrics/get-history-bulk-interval", {"params": {"run_ids": ["{run}"], "metric_key": "m",
                                                              "max_results": 3000}}),
+    ("POST", "logged-models/search", {"json": {"experiment_ids": ["{eid}"], "datasets": [{"dataset_digest": "x"}]}}),
     # Accepted by both: enums by number (protobuf's JSON form), a trailing comma in an IN list.
     ("POST", "runs/search", {"json": {"experiment_ids": ["{eid}"], "run_view_type": 3}}),
     ("POST", "experiments/search", {"json": {"max_results": 5, "view_type": 2}}),
@@ -289,6 +290,45 @@ def model_search_names(base):
             body["order_by"] = [{"field_name": order[0], "ascending": order[1]}]
         out.append([m["info"]["name"] for m in call("logged-models/search", body)["models"]])
     return out
+
+
+# Logged-model searches restricted to datasets, over models whose metric points carry dataset names and digests.
+DATASET_SEARCHES = [
+    {"datasets": [{"dataset_name": "ds1", "dataset_digest": "d1"}]},
+    {"datasets": [{"dataset_name": "ds2", "dataset_digest": "d2"}], "filter": "metrics.acc > 0.5"},
+    {"datasets": [{"dataset_name": "ds1", "dataset_digest": "d1"}], "filter": "metrics.loss > 0"},
+    {"datasets": [{"dataset_name": "ds1", "dataset_digest": "d1"}, {"dataset_name": "ds2", "dataset_digest": "d2"}],
+     "filter": "metrics.acc < 0.6"},
+    {"order_by": [{"field_name": "metrics.acc", "dataset_name": "ds1"}]},
+    {"order_by": [{"field_name": "metrics.acc", "dataset_name": "ds2", "dataset_digest": "d2", "ascending": False}]},
+]
+
+
+def model_dataset_search_names(base):
+    s = requests.Session()
+    call = lambda path, body: s.post(f"{base}/api/2.0/mlflow/{path}", json=body, timeout=30).json()
+    eid = call("experiments/create", {"name": f"model-ds-{time.time_ns()}"})["experiment_id"]
+    run = call("runs/create", {"experiment_id": eid, "start_time": 1})["run"]["info"]["run_id"]
+    for name, points in [("alpha", [("acc", 0.5, "ds1", "d1"), ("acc", 0.9, "ds2", "d2")]),
+                         ("beta", [("acc", 0.7, "ds1", "d1"), ("acc", 0.2, "ds2", "d2")]),
+                         ("gamma", [("acc", 0.6, None, None)]),
+                         ("delta", [("loss", 1.0, "ds1", "d1x")])]:
+        mid = call("logged-models", {"experiment_id": eid, "name": name, "source_run_id": run})["model"]["info"]["model_id"]
+        for i, (key, value, ds, digest) in enumerate(points):
+            point = {"run_id": run, "key": key, "value": value, "timestamp": 10 + i, "step": 0, "model_id": mid}
+            if ds:
+                point.update(dataset_name=ds, dataset_digest=digest)
+            call("runs/log-metric", point)
+    return [[m["info"]["name"] for m in call("logged-models/search", {"experiment_ids": [eid], **body})
+             .get("models", [])] for body in DATASET_SEARCHES]
+
+
+def test_logged_model_search_on_datasets_matches_mlflow(server, mlflow_server):
+    theirs = model_dataset_search_names(mlflow_server)
+    ours = model_dataset_search_names(server)
+    diffs = [f"{b}:\n  mlflow    {t}\n  flightlog {o}" for b, t, o in zip(DATASET_SEARCHES, theirs, ours) if t != o]
+    assert not diffs, "\n".join(diffs)
+    assert theirs[0] == ["beta", "alpha"], "naming a dataset keeps the models with points on it"
 
 
 def test_logged_model_search_on_metrics_matches_mlflow(server, mlflow_server):

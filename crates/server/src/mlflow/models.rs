@@ -339,6 +339,36 @@ struct OrderReq {
     field_name: Option<String>,
     #[serde(default)]
     ascending: Option<bool>,
+    #[serde(default, flatten)]
+    dataset: DatasetFilter,
+}
+
+/// Points logged on one dataset: its name, and its digest when given.
+#[derive(Deserialize, Default, Clone)]
+struct DatasetFilter {
+    #[serde(default)]
+    dataset_name: Option<String>,
+    #[serde(default)]
+    dataset_digest: Option<String>,
+}
+
+impl DatasetFilter {
+    fn is_set(&self) -> bool {
+        self.dataset_name.is_some() || self.dataset_digest.is_some()
+    }
+
+    fn holds(&self, point: &Value) -> bool {
+        let is = |field: &str, want: &Option<String>| {
+            want.as_deref()
+                .is_none_or(|w| point[field].as_str() == Some(w))
+        };
+        is("dataset_name", &self.dataset_name) && is("dataset_digest", &self.dataset_digest)
+    }
+}
+
+/// Whether a point is on one of the datasets (any point, when none are named).
+fn on_datasets(point: &Value, datasets: &[DatasetFilter]) -> bool {
+    datasets.is_empty() || datasets.iter().any(|d| d.holds(point))
 }
 
 #[derive(Deserialize, Default)]
@@ -353,6 +383,8 @@ struct SearchReq {
     order_by: Vec<OrderReq>,
     #[serde(default)]
     page_token: Option<String>,
+    #[serde(default)]
+    datasets: Vec<DatasetFilter>,
 }
 
 async fn search_models(
@@ -361,19 +393,31 @@ async fn search_models(
 ) -> MlResult<Json<Value>> {
     let limit = max_results(r.max_results, 100, experiments::MAX_RESULTS)?;
     let conds = search::parse_filter(&search::LOGGED_MODELS, r.filter.as_deref().unwrap_or(""))?;
-    let order: Vec<_> = r
-        .order_by
+    let datasets = r.datasets;
+    if datasets
         .iter()
-        .map(|o| {
-            let field = o
-                .field_name
-                .as_deref()
-                .ok_or_else(|| MlError::missing("order_by.field_name"))?;
-            let mut clause = search::parse_order_by(&search::LOGGED_MODELS, field)?;
-            clause.ascending = o.ascending.unwrap_or(true);
-            Ok(clause)
-        })
-        .collect::<MlResult<_>>()?;
+        .any(|d| d.dataset_name.as_deref().is_none_or(str::is_empty))
+    {
+        return Err(MlError::invalid(
+            "`dataset_name` in the `datasets` clause must be specified.",
+        ));
+    }
+    let mut order = Vec::new();
+    let mut order_datasets = Vec::new();
+    for (i, o) in r.order_by.iter().enumerate() {
+        let field = o
+            .field_name
+            .as_deref()
+            .ok_or_else(|| MlError::missing("order_by.field_name"))?;
+        let mut clause = search::parse_order_by(&search::LOGGED_MODELS, field)?;
+        clause.ascending = o.ascending.unwrap_or(true);
+        if clause.ident.kind == Kind::Metric && o.dataset.is_set() {
+            // Sorted on the latest point on that dataset, which the row carries under a key of its own.
+            order_datasets.push((ordering_key(i), clause.ident.key.clone(), o.dataset.clone()));
+            clause.ident.key = ordering_key(i);
+        }
+        order.push(clause);
+    }
     let exps = r.experiment_ids;
     let in_scope = move |m: &Value| {
         exps.is_empty()
@@ -393,8 +437,13 @@ async fn search_models(
     .await?;
     let mut items: Vec<(Row, Value)> = models
         .into_iter()
-        .map(|m| (row(&m), m))
-        .filter(|(row, m)| matches_all(row, m, &conds))
+        .filter(|m| {
+            datasets.is_empty()
+                || has_metric_filter(&conds)
+                || points(m, &datasets).next().is_some()
+        })
+        .map(|m| (row(&m, &order_datasets), m))
+        .filter(|(row, m)| matches_all(row, m, &conds, &datasets))
         .collect();
     let ties = [
         search::attr_order(Kind::NumberAttr, "creation_timestamp", false),
@@ -410,23 +459,50 @@ async fn search_models(
     Ok(Json(out))
 }
 
-/// As MLflow's server: a metric condition holds when any of the model's points of that metric meets it; the
-/// rest are checked on the row.
-fn matches_all(row: &Row, model: &Value, conds: &[search::Condition]) -> bool {
+/// The row key under which the `i`th order clause's dataset-restricted metric is kept (no metric key has NUL).
+fn ordering_key(i: usize) -> String {
+    format!("\u{0}order{i}")
+}
+
+fn has_metric_filter(conds: &[search::Condition]) -> bool {
+    conds.iter().any(|c| c.ident.kind == Kind::Metric)
+}
+
+/// As MLflow's server: a metric condition holds when any of the model's points of that metric (on one of the
+/// requested datasets, if any) meets it; the rest are checked on the row. Without a metric condition, naming
+/// datasets keeps the models with a point on one of them.
+fn matches_all(
+    row: &Row,
+    model: &Value,
+    conds: &[search::Condition],
+    datasets: &[DatasetFilter],
+) -> bool {
     conds.iter().all(|c| match c.ident.kind {
-        Kind::Metric => metric_points(model)
+        Kind::Metric => points(model, datasets)
             .filter(|(key, _, _)| *key == c.ident.key)
             .any(|(_, value, _)| search::number_matches(c.op, Some(value), &c.value)),
         _ => search::matches(row, c),
     })
 }
 
-/// The model's metric points: (key, value, (timestamp, step)).
-fn metric_points(model: &Value) -> impl Iterator<Item = (&str, f64, (i64, i64))> {
+/// The model's metric points on the datasets (all of them when none are named).
+fn points<'a>(
+    model: &'a Value,
+    datasets: &'a [DatasetFilter],
+) -> impl Iterator<Item = (&'a str, f64, (i64, i64))> + 'a {
+    metric_points(model, move |p| on_datasets(p, datasets))
+}
+
+/// The model's metric points that `keep` accepts: (key, value, (timestamp, step)).
+fn metric_points<'a>(
+    model: &'a Value,
+    keep: impl Fn(&Value) -> bool + 'a,
+) -> impl Iterator<Item = (&'a str, f64, (i64, i64))> + 'a {
     model["data"]["metrics"]
         .as_array()
         .into_iter()
         .flatten()
+        .filter(move |p| keep(p))
         .filter_map(|p| {
             let value = match &p["value"] {
                 Value::String(s) => flightlog_model::parse_non_finite(s)?,
@@ -440,7 +516,9 @@ fn metric_points(model: &Value) -> impl Iterator<Item = (&str, f64, (i64, i64))>
         })
 }
 
-fn row(m: &Value) -> Row {
+/// The model's fields as a search row; `order_datasets` are the metrics that order clauses restrict to a
+/// dataset: (the row key they sort on, the metric, the dataset).
+fn row(m: &Value, order_datasets: &[(String, String, DatasetFilter)]) -> Row {
     let info = &m["info"];
     let mut row = Row::default();
     for f in ["name", "model_id", "model_type", "status", "source_run_id"] {
@@ -470,18 +548,30 @@ fn row(m: &Value) -> Row {
     };
     row.tags = kvs(&info["tags"]);
     row.params = kvs(&m["data"]["params"]);
-    // Models sort on each metric's latest point (by timestamp, then step), as MLflow's server does.
+    row.metrics = latest_values(metric_points(m, |_| true));
+    for (row_key, metric, dataset) in order_datasets {
+        let on_dataset = metric_points(m, |p| dataset.holds(p)).filter(|(k, _, _)| k == metric);
+        if let Some(v) = latest_values(on_dataset).remove(metric.as_str()) {
+            row.metrics.insert(row_key.clone(), v);
+        }
+    }
+    row
+}
+
+/// Each metric's latest value (by timestamp, then step): what models sort on, as on MLflow's server.
+fn latest_values<'a>(
+    points: impl Iterator<Item = (&'a str, f64, (i64, i64))>,
+) -> BTreeMap<String, f64> {
     let mut latest: BTreeMap<&str, (f64, (i64, i64))> = BTreeMap::new();
-    for (key, value, at) in metric_points(m) {
+    for (key, value, at) in points {
         if latest.get(key).is_none_or(|(_, seen)| at >= *seen) {
             latest.insert(key, (value, at));
         }
     }
-    row.metrics = latest
+    latest
         .into_iter()
         .map(|(k, (v, _))| (k.to_string(), v))
-        .collect();
-    row
+        .collect()
 }
 
 #[cfg(test)]

@@ -8,9 +8,9 @@ use super::convert::{
 };
 use super::error::{MlError, MlResult};
 use super::experiments::{experiment_id, max_results, view_type, MAX_RESULTS};
-use super::{inputs, models};
 use super::search::{self, Kind, Row};
 use super::{blocking, empty, Req};
+use super::{inputs, models};
 use crate::AppState;
 use axum::body::Bytes;
 use axum::extract::State;
