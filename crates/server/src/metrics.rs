@@ -219,18 +219,19 @@ fn scalar_json_response(info: SeriesInfo, series: ScalarSeries) -> Response {
     if series.len() <= STREAM_POINTS {
         return parts_response(scalar_json_parts(&info, &series));
     }
-    let (tx, rx) =
-        tokio::sync::mpsc::channel::<Result<axum::body::Bytes, std::convert::Infallible>>(4);
-    tokio::task::spawn_blocking(move || {
-        for chunk in scalar_json_chunks(&info, &series) {
-            if tx.blocking_send(Ok(chunk.into())).is_err() {
-                return; // the client went away
-            }
-        }
+    // Each piece is written when the connection asks for it: a client that reads slowly holds the series in
+    // memory, never a thread.
+    let n = series
+        .steps
+        .len()
+        .min(series.times.len())
+        .min(series.values.len());
+    let held = Arc::new((info, series));
+    let pieces = json_pieces(n).map(move |piece| {
+        let (info, series) = &*held;
+        Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(piece.write(info, series, n)))
     });
-    let mut resp = Response::new(Body::from_stream(
-        tokio_stream::wrappers::ReceiverStream::new(rx),
-    ));
+    let mut resp = Response::new(Body::from_stream(futures::stream::iter(pieces)));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -238,50 +239,60 @@ fn scalar_json_response(info: SeriesInfo, series: ScalarSeries) -> Response {
     resp
 }
 
-/// The same text as [`scalar_json_parts`], written lazily a chunk of points at a time.
-fn scalar_json_chunks<'a>(
-    info: &'a SeriesInfo,
-    s: &'a ScalarSeries,
-) -> impl Iterator<Item = Vec<u8>> + 'a {
-    // Equal by contract; the shortest bounds the indexing below, so a store bug cannot panic here.
-    let n = s.steps.len().min(s.times.len()).min(s.values.len());
-    let head = std::iter::once_with(move || {
-        let mut out = b"{\"info\":".to_vec();
-        if serde_json::to_writer(&mut out, info).is_err() {
-            out.extend_from_slice(b"null");
+/// One piece of a streamed series body: the head, up to [`STREAM_CHUNK`] points of one column, or the tail.
+#[derive(Clone, Copy)]
+enum Piece {
+    Head,
+    Column { col: usize, chunk: usize },
+    Tail,
+}
+
+/// The pieces of an `n`-point body, in order.
+fn json_pieces(n: usize) -> impl Iterator<Item = Piece> {
+    let chunks = n.div_ceil(STREAM_CHUNK).max(1);
+    std::iter::once(Piece::Head)
+        .chain(
+            (0..3).flat_map(move |col| (0..chunks).map(move |chunk| Piece::Column { col, chunk })),
+        )
+        .chain(std::iter::once(Piece::Tail))
+}
+
+impl Piece {
+    /// The piece's text: together, the pieces write the same text as [`scalar_json_parts`]. `n` bounds the
+    /// indexing (the columns are equal by contract; the shortest is used, so a store bug cannot panic here).
+    fn write(self, info: &SeriesInfo, s: &ScalarSeries, n: usize) -> Vec<u8> {
+        let (col, c) = match self {
+            Piece::Head => {
+                let mut out = b"{\"info\":".to_vec();
+                if serde_json::to_writer(&mut out, info).is_err() {
+                    out.extend_from_slice(b"null");
+                }
+                return out;
+            }
+            Piece::Tail => return b"}".to_vec(),
+            Piece::Column { col, chunk } => (col, chunk),
+        };
+        let (from, to) = (c * STREAM_CHUNK, ((c + 1) * STREAM_CHUNK).min(n));
+        let mut out = Vec::with_capacity(STREAM_CHUNK * 24 + 16);
+        if c == 0 {
+            out.extend_from_slice([&b",\"steps\":["[..], b",\"times\":[", b",\"values\":["][col]);
+        }
+        let (mut ib, mut fb) = (itoa::Buffer::new(), ryu::Buffer::new());
+        for i in from..to {
+            if i > 0 {
+                out.push(b',');
+            }
+            match col {
+                0 => out.extend_from_slice(ib.format(s.steps[i]).as_bytes()),
+                1 => out.extend_from_slice(ib.format(s.times[i].0).as_bytes()),
+                _ => write_f64(&mut out, &mut fb, s.values[i].0),
+            }
+        }
+        if to == n {
+            out.push(b']');
         }
         out
-    });
-    let column = move |col: usize| {
-        (0..n.div_ceil(STREAM_CHUNK).max(1)).map(move |c| {
-            let (from, to) = (c * STREAM_CHUNK, ((c + 1) * STREAM_CHUNK).min(n));
-            let mut out = Vec::with_capacity(STREAM_CHUNK * 24 + 16);
-            if c == 0 {
-                out.extend_from_slice(
-                    [&b",\"steps\":["[..], b",\"times\":[", b",\"values\":["][col],
-                );
-            }
-            let (mut ib, mut fb) = (itoa::Buffer::new(), ryu::Buffer::new());
-            for i in from..to {
-                if i > 0 {
-                    out.push(b',');
-                }
-                match col {
-                    0 => out.extend_from_slice(ib.format(s.steps[i]).as_bytes()),
-                    1 => out.extend_from_slice(ib.format(s.times[i].0).as_bytes()),
-                    _ => write_f64(&mut out, &mut fb, s.values[i].0),
-                }
-            }
-            if to == n {
-                out.push(b']');
-            }
-            out
-        })
-    };
-    head.chain(column(0))
-        .chain(column(1))
-        .chain(column(2))
-        .chain(std::iter::once(b"}".to_vec()))
+    }
 }
 
 /// A JSON body sent as the pieces it was written in, with its exact length.
@@ -455,23 +466,15 @@ mod tests {
             values: (0..200_000).map(|i| F64(i as f64 / 7.0)).collect(),
         };
         let whole = scalar_json_parts(&info(), &big).concat();
-        assert_eq!(
-            scalar_json_chunks(&info(), &big)
-                .collect::<Vec<_>>()
-                .concat(),
-            whole
-        );
-        assert_eq!(
-            scalar_json_chunks(&info(), &s).collect::<Vec<_>>().concat(),
-            scalar_json(&info(), &s)
-        );
+        let streamed = |s: &ScalarSeries| -> Vec<u8> {
+            json_pieces(s.len())
+                .flat_map(|piece| piece.write(&info(), s, s.len()))
+                .collect()
+        };
+        assert_eq!(streamed(&big), whole);
+        assert_eq!(streamed(&s), scalar_json(&info(), &s));
         let empty = ScalarSeries::default();
-        assert_eq!(
-            scalar_json_chunks(&info(), &empty)
-                .collect::<Vec<_>>()
-                .concat(),
-            scalar_json(&info(), &empty)
-        );
+        assert_eq!(streamed(&empty), scalar_json(&info(), &empty));
         let parts: Value = serde_json::from_slice(&whole).unwrap();
         assert_eq!(parts["values"].as_array().unwrap().len(), 200_000);
         assert_eq!(parts["times"][199_999], 199_999);
