@@ -317,3 +317,32 @@ fn stalled_transfers_do_not_stall_other_requests() {
     );
     drop(held);
 }
+
+#[test]
+fn a_logged_models_files_live_apart_from_runs_and_go_with_it() {
+    let s = TestServer::start();
+    let (status, created) = s.post(
+        "/api/2.0/mlflow/logged-models",
+        &json!({"experiment_id": "0", "name": "alone"}),
+    );
+    assert_eq!(status, 200, "{created}");
+    let id = created["model"]["info"]["model_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let file = format!("/api/2.0/mlflow-artifacts/artifacts/0/models/{id}/artifacts/MLmodel");
+    let (status, body) = s.send_raw("PUT", &file, "application/octet-stream", b"flavors");
+    assert_eq!(status, 200, "{body}");
+    let (status, bytes, _) = s.get_bytes(&file);
+    assert_eq!((status, bytes.as_slice()), (200, &b"flavors"[..]));
+    let folder = s.data_dir().join("artifacts/models").join(&id);
+    assert_eq!(files_under(&folder).len(), 1, "the model's own storage");
+
+    let (status, body) = s.delete(&format!("/api/2.0/mlflow/logged-models/{id}"));
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        files_under(&folder).is_empty(),
+        "a deleted model's files go with it"
+    );
+    assert_eq!(s.get_bytes(&file).0, 404);
+}

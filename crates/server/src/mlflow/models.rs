@@ -319,15 +319,19 @@ async fn delete_tag(
     Ok(empty())
 }
 
+/// Deletes the model and its files: once the model is gone no path reaches them, and they would only hold disk.
 async fn remove(State(st): State<AppState>, Path(id): Path<String>) -> MlResult<Json<Value>> {
     blocking(move || {
-        if st.store.delete_document(MODEL_DOC, &id)? {
-            Ok(())
-        } else {
-            Err(MlError::not_found(format!(
+        let store = st.store.as_ref();
+        if !store.delete_document(MODEL_DOC, &id)? {
+            return Err(MlError::not_found(format!(
                 "Logged model with ID '{id}' not found."
-            )))
+            )));
         }
+        for top in store.list_model_files(&id, None, false)? {
+            store.delete_model_file(&id, &top.path)?;
+        }
+        Ok(())
     })
     .await?;
     Ok(empty())
