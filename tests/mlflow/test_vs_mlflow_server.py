@@ -90,6 +90,8 @@ CASES = [
     ("GET", "metrics/get-history-bulk-interval", {"params": {"run_ids": ["{run}"], "metric_key": "m",
                                                              "max_results": 3000}}),
     ("POST", "logged-models/search", {"json": {"experiment_ids": ["{eid}"], "datasets": [{"dataset_digest": "x"}]}}),
+    ("POST", "logged-models/search", {"json": {"experiment_ids": ["{eid}"], "filter": "tags.t IS NULL"}}),
+    ("POST", "logged-models/search", {"json": {"experiment_ids": ["{eid}"], "filter": "params.p IN ('a', 'b')"}}),
     # Accepted by both: enums by number (protobuf's JSON form), a trailing comma in an IN list.
     ("POST", "runs/search", {"json": {"experiment_ids": ["{eid}"], "run_view_type": 3}}),
     ("POST", "experiments/search", {"json": {"max_results": 5, "view_type": 2}}),
@@ -284,7 +286,8 @@ def model_search_names(base):
                                      "step": step, "model_id": model["model"]["info"]["model_id"]})
     out = []
     for filter_string, order in [("metrics.acc > 0.5", None), ("metrics.acc < 0.5", None),
-                                 ("", ("metrics.acc", True)), ("", ("metrics.acc", False))]:
+                                 ("", ("metrics.acc", True)), ("", ("metrics.acc", False)),
+                                 ("name IN ('A', 'C')", None), ("name NOT IN ('A') AND metrics.acc > 0", None)]:
         body = {"experiment_ids": [eid], "filter": filter_string}
         if order:
             body["order_by"] = [{"field_name": order[0], "ascending": order[1]}]

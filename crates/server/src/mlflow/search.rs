@@ -25,6 +25,8 @@ pub struct Grammar {
     pub metrics: bool,
     pub params: bool,
     pub datasets: bool,
+    /// Every text identifier takes `IN` / `NOT IN` and none takes `IS NULL` (MLflow's logged-models grammar).
+    pub text_lists: bool,
 }
 
 pub const RUNS: Grammar = Grammar {
@@ -45,6 +47,7 @@ pub const RUNS: Grammar = Grammar {
     metrics: true,
     params: true,
     datasets: true,
+    text_lists: false,
 };
 
 pub const EXPERIMENTS: Grammar = Grammar {
@@ -54,6 +57,7 @@ pub const EXPERIMENTS: Grammar = Grammar {
     metrics: false,
     params: false,
     datasets: false,
+    text_lists: false,
 };
 
 pub const LOGGED_MODELS: Grammar = Grammar {
@@ -67,6 +71,7 @@ pub const LOGGED_MODELS: Grammar = Grammar {
     metrics: true,
     params: true,
     datasets: false,
+    text_lists: true,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -399,7 +404,7 @@ fn condition(g: &Grammar, input: &str, t: &[Token], i: usize) -> MlResult<(Condi
         op,
         value,
     };
-    check(&cond).map_err(|m| err_at(input, t.get(i), &m))?;
+    check(g, &cond).map_err(|m| err_at(input, t.get(i), &m))?;
     Ok((cond, j))
 }
 
@@ -456,11 +461,12 @@ fn list(input: &str, t: &[Token], mut i: usize) -> MlResult<(Vec<String>, usize)
 }
 
 /// Which operators and value types each kind of identifier takes (MLflow's rules).
-fn check(c: &Condition) -> Result<(), String> {
+fn check(g: &Grammar, c: &Condition) -> Result<(), String> {
     use Op::*;
     let numeric = matches!(c.ident.kind, Kind::Metric | Kind::NumberAttr);
     let op_ok = match c.ident.kind {
         Kind::Metric | Kind::NumberAttr => matches!(c.op, Eq | Ne | Lt | Le | Gt | Ge),
+        _ if g.text_lists => matches!(c.op, Eq | Ne | Like | ILike | In | NotIn),
         Kind::Param | Kind::Tag => matches!(c.op, Eq | Ne | Like | ILike | IsNull | IsNotNull),
         Kind::TextAttr if c.ident.key == "run_id" || c.ident.key == "model_id" => {
             matches!(c.op, Eq | Ne | Like | ILike | In | NotIn)
@@ -782,6 +788,20 @@ mod tests {
         assert!(eval("metrics.acc>0.5"));
         assert!(eval("metrics.acc = 9e-1"));
         assert!(!eval("metrics.acc < -1"));
+    }
+
+    #[test]
+    fn logged_models_take_lists_on_text_and_no_null_tests() {
+        assert!(parse_filter(
+            &LOGGED_MODELS,
+            "name IN ('a', 'b') AND params.p NOT IN ('x')"
+        )
+        .is_ok());
+        let err = parse_filter(&LOGGED_MODELS, "tags.t IS NULL")
+            .unwrap_err()
+            .message;
+        assert!(err.contains("invalid comparator IsNull"), "{err}");
+        assert!(parse_filter(&RUNS, "params.p IN ('x')").is_err());
     }
 
     #[test]
