@@ -91,6 +91,12 @@ CASES = [
                                                              "max_results": 3000}}),
     ("POST", "logged-models/search", {"json": {"experiment_ids": ["{eid}"], "datasets": [{"dataset_digest": "x"}]}}),
     ("POST", "logged-models/search", {"json": {"experiment_ids": ["{eid}"], "filter": "tags.t IS NULL"}}),
+    ("DELETE", "logged-models/{model}/tags/nope", {}),
+    ("PATCH", "logged-models/{model}", {"json": {"model_id": "{model}", "status": 2}}),
+    ("POST", "runs/log-metric", {"json": {"run_id": "{run}", "key": "m", "value": 1, "timestamp": 1,
+                                          "dataset_name": "ds"}}),
+    ("POST", "runs/log-batch", {"json": {"run_id": "{run}", "metrics": [
+        {"key": "m", "value": 1, "timestamp": 1, "step": 0, "dataset_digest": "d"}]}}),
     ("POST", "logged-models/search", {"json": {"experiment_ids": ["{eid}"], "filter": "params.p IN ('a', 'b')"}}),
     # Accepted by both: enums by number (protobuf's JSON form), a trailing comma in an IN list.
     ("POST", "runs/search", {"json": {"experiment_ids": ["{eid}"], "run_view_type": 3}}),
@@ -163,10 +169,12 @@ def outcomes(base):
     gone_eid = call("POST", "experiments/create", json={"name": exp_name + "-gone"}).json()["experiment_id"]
     orphan = call("POST", "runs/create", json={"experiment_id": gone_eid, "start_time": 1}).json()["run"]["info"]["run_id"]
     call("POST", "experiments/delete", json={"experiment_id": gone_eid})
-    names = {"exp_name": exp_name, "eid": eid, "run": run, "dead": dead, "gone_eid": gone_eid, "orphan": orphan}
+    model = call("POST", "logged-models", json={"experiment_id": eid, "name": "m"}).json()["model"]["info"]["model_id"]
+    names = {"exp_name": exp_name, "eid": eid, "run": run, "dead": dead, "gone_eid": gone_eid, "orphan": orphan,
+             "model": model}
     out = []
     for method, path, kw in CASES:
-        r = call(method, path, **fill(kw, names))
+        r = call(method, fill(path, names), **fill(kw, names))
         code = r.json().get("error_code") if r.headers.get("content-type", "").startswith("application/json") else None
         out.append((r.status_code, code))
     return out

@@ -1,6 +1,6 @@
 //! MLflow 3 logged models: create, get, finalize, tags, params, search, delete.
 
-use super::convert::{checked_pair, opt_i64, KeyValue, ARTIFACT_SCHEME};
+use super::convert::{checked_pair, opt_enum, opt_i64, KeyValue, ARTIFACT_SCHEME};
 use super::error::{MlError, MlResult};
 use super::experiments::{self, max_results};
 use super::search::{self, Kind, Row};
@@ -228,7 +228,7 @@ pub fn add_metrics(store: &dyn Store, points: Vec<(String, Value)>) -> MlResult<
 
 #[derive(Deserialize, Default)]
 struct FinalizeReq {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_enum")]
     status: Option<String>,
 }
 
@@ -237,15 +237,18 @@ async fn finalize(
     Path(id): Path<String>,
     Req(r): Req<FinalizeReq>,
 ) -> MlResult<Json<Value>> {
-    let status = r.status.ok_or_else(|| MlError::missing("status"))?;
-    if !matches!(
-        status.as_str(),
-        "LOGGED_MODEL_READY" | "LOGGED_MODEL_UPLOAD_FAILED" | "LOGGED_MODEL_PENDING"
-    ) {
-        return Err(MlError::invalid(format!(
-            "Invalid logged model status '{status}'"
-        )));
-    }
+    let given = r.status.ok_or_else(|| MlError::missing("status"))?;
+    // By name, or by its number in MLflow's protobuf enum.
+    let status = match given.as_str() {
+        "LOGGED_MODEL_PENDING" | "1" => "LOGGED_MODEL_PENDING",
+        "LOGGED_MODEL_READY" | "2" => "LOGGED_MODEL_READY",
+        "LOGGED_MODEL_UPLOAD_FAILED" | "3" => "LOGGED_MODEL_UPLOAD_FAILED",
+        _ => {
+            return Err(MlError::invalid(format!(
+                "Invalid logged model status '{given}'"
+            )))
+        }
+    };
     let model = modify(st, id, move |m| {
         m["info"]["status"] = json!(status);
         Ok(())
@@ -309,9 +312,15 @@ async fn delete_tag(
     State(st): State<AppState>,
     Path((id, key)): Path<(String, String)>,
 ) -> MlResult<Json<Value>> {
-    modify(st, id, move |m| {
-        if let Some(tags) = m["info"]["tags"].as_array_mut() {
-            tags.retain(|t| t["key"] != key.as_str());
+    modify(st, id.clone(), move |m| {
+        let tags = m["info"]["tags"].as_array_mut();
+        match tags.filter(|t| t.iter().any(|t| t["key"] == key.as_str())) {
+            Some(tags) => tags.retain(|t| t["key"] != key.as_str()),
+            None => {
+                return Err(MlError::not_found(format!(
+                    "No tag with key '{key}' found for logged model with ID '{id}'."
+                )))
+            }
         }
         Ok(())
     })

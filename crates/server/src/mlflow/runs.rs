@@ -292,6 +292,11 @@ fn checked_metrics<'a>(metrics: &'a [BatchMetric<'a>]) -> MlResult<Vec<Point<'a>
                     valid.push(key);
                 }
             }
+            if m.dataset_name.is_some() != m.dataset_digest.is_some() {
+                return Err(MlError::invalid(
+                    "Both dataset_name and dataset_digest must be provided if one is provided",
+                ));
+            }
             let value = m.value.ok_or_else(|| MlError::missing("value"))?.0;
             let ts = m.timestamp.ok_or_else(|| MlError::missing("timestamp"))?;
             let ts = convert::metric_timestamp(ts)?;
