@@ -45,6 +45,51 @@ test('a metric value logged while the page is open appears within 2 s', async (t
   await api('PATCH', `/api/v1/runs/${run.id}`, { status: 'Completed' });
 });
 
+test('after the stream reconnects, points the page holds are not drawn again', async () => {
+  const run = await newRun('portal-live', 'live-reconnect');
+  await logScalars(run.id, 'acc', [0, 1, 2, 3, 4], [0.1, 0.2, 0.3, 0.4, 0.5]);
+  // A page whose event streams can be dropped: each EventSource is wrapped so that drop() does what the browser
+  // does when a connection breaks, reconnect resuming after the last event it got (with ?after=, the query
+  // form of Last-Event-ID).
+  const p = await page.context().newPage();
+  await p.addInitScript(() => {
+    const Native = window.EventSource;
+    window.__streams = [];
+    window.EventSource = class {
+      constructor(url) {
+        this.url = url; this.listeners = []; this.lastId = null; this.opened = 0;
+        this.open(url);
+        window.__streams.push(this);
+      }
+      open(url) { this.es = new Native(url); this.opened += 1; for (const [t, f] of this.listeners) this.attach(t, f); }
+      attach(t, f) { this.es.addEventListener(t, (m) => { if (m.lastEventId) this.lastId = m.lastEventId; f(m); }); }
+      addEventListener(t, f) { this.listeners.push([t, f]); this.attach(t, f); }
+      close() { this.es.close(); }
+      drop() {
+        this.es.close();
+        const u = new URL(this.url, location.href);
+        u.searchParams.set('after', this.lastId);
+        this.open(u.toString());
+      }
+    };
+  });
+  await p.goto(`/runs/${run.id}?tab=metrics`);
+  await p.waitForFunction(() => window.__flightlog?.chartsDrawn === true);
+  const chart = p.locator(tid('metric-chart', { metric: 'acc' }));
+  await logScalars(run.id, 'acc', [5], [0.6]);
+  await eventually(async () => (await chart.getAttribute('data-points')) === '6', LIVE_MS, 'chart has 6 points');
+  // While the stream is down, the server merges the series' newest points event (the one that brought point 5)
+  // with four more: the stream resumed after it replays an event that starts at point 5 again.
+  await p.evaluate(() => window.__streams.forEach((s) => s.es.close()));
+  for (let k = 6; k < 10; k++) await logScalars(run.id, 'acc', [k], [0.1 * k]);
+  await p.evaluate(() => window.__streams.forEach((s) => s.drop()));
+  await eventually(async () => (await chart.getAttribute('data-points')) === '10', 5000, 'chart has 10 points');
+  assert.ok(await p.evaluate(() => window.__streams.some((s) => s.opened > 1)), 'a stream reconnected');
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(await chart.getAttribute('data-points'), '10', 'point 5 not drawn twice');
+  await p.close();
+});
+
 test('a log line logged while the logs tab is open appears within 2 s', async (t) => {
   const run = await newRun('portal-live', 'live-logs');
   await api('POST', `/api/v1/runs/${run.id}/logs/stdout`, 'first line\n', 'application/octet-stream');
