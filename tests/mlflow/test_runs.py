@@ -63,6 +63,11 @@ def test_end_run_statuses_and_update(client, experiment):
     mlflow.start_run()
     mlflow.end_run(status="FAILED")
     assert client.get_run(mlflow.last_active_run().info.run_id).info.status == "FAILED"
+    # An ended run cannot go back to SCHEDULED (a difference docs/mlflow.md lists); the refusal names its status.
+    with pytest.raises(MlflowException) as e:
+        client.update_run(r.info.run_id, status="SCHEDULED")
+    assert "from Failed to Queued" in e.value.message
+    assert client.get_run(r.info.run_id).info.status == "FAILED"
 
 
 def test_resume_finished_run(client, experiment, server):
@@ -246,3 +251,21 @@ def test_note_is_the_description_and_names_must_agree(client, experiment, server
     client.delete_run(rid)  # deleting twice is harmless
     client.restore_run(rid)
     client.restore_run(rid)
+
+
+def test_dataset_inputs_of_the_wrong_shape_are_refused_and_the_run_stays_readable(client, experiment, server):
+    # Stored as sent, such inputs made every later get_run and search_runs of the experiment fail to parse
+    # (and a datasets entry that was not an object panicked the handler): they are 400s, and nothing is stored.
+    run = client.create_run(experiment.experiment_id)
+    rid = run.info.run_id
+    good = {"name": "n", "digest": "d", "source_type": "local", "source": "s"}
+    for body in [{"datasets": [5]}, {"datasets": ["x"]}, {"datasets": [{"dataset": {**good, "name": 5}}]},
+                 {"datasets": [{"dataset": good, "tags": 5}]}, {"datasets": [{"dataset": good, "tags": [7]}]},
+                 {"models": [5]}, {"datasets": [{"dataset": good}] * 1001}]:
+        r = api(server, "POST", "/api/2.0/mlflow/runs/log-inputs", json={"run_id": rid, **body})
+        assert r.status_code == 400 and r.json()["error_code"] == "INVALID_PARAMETER_VALUE", (body, r.text[:200])
+    assert client.get_run(rid).inputs.dataset_inputs == []
+    r = api(server, "POST", "/api/2.0/mlflow/runs/log-inputs", json={"run_id": rid, "datasets": [{"dataset": good}]})
+    assert r.ok, r.text
+    assert [d.dataset.name for d in client.get_run(rid).inputs.dataset_inputs] == ["n"]
+    assert len(mlflow.search_runs([experiment.experiment_id], output_format="list")) == 1

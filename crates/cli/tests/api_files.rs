@@ -341,8 +341,54 @@ fn a_logged_models_files_live_apart_from_runs_and_go_with_it() {
     let (status, body) = s.delete(&format!("/api/2.0/mlflow/logged-models/{id}"));
     assert_eq!(status, 200, "{body}");
     assert!(
-        files_under(&folder).is_empty(),
-        "a deleted model's files go with it"
+        !folder.exists(),
+        "a deleted model's files go with it, folder and all"
     );
     assert_eq!(s.get_bytes(&file).0, 404);
+}
+
+#[test]
+fn uploads_racing_a_model_delete_leave_no_files_behind() {
+    let s = TestServer::start();
+    for round in 0..3 {
+        let (_, created) = s.post(
+            "/api/2.0/mlflow/logged-models",
+            &json!({"experiment_id": "0", "name": format!("racy-{round}")}),
+        );
+        let id = created["model"]["info"]["model_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let base = format!(
+            "{}/api/2.0/mlflow-artifacts/artifacts/0/models/{id}/artifacts",
+            s.base()
+        );
+        std::thread::scope(|scope| {
+            for w in 0..4 {
+                let base = &base;
+                scope.spawn(move || {
+                    let agent = common::agent();
+                    for i in 0..30 {
+                        let url = format!("{base}/w{w}/f{i}");
+                        let answer = agent.put(&url).send(&[7u8; 4096][..]);
+                        let status = match answer {
+                            Ok(r) => r.status().as_u16(),
+                            Err(ureq::Error::StatusCode(code)) => code,
+                            Err(e) => panic!("{e}"),
+                        };
+                        assert!(status == 200 || status == 404, "upload answered {status}");
+                    }
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            let (status, body) = s.delete(&format!("/api/2.0/mlflow/logged-models/{id}"));
+            assert_eq!(status, 200, "{body}");
+        });
+        let folder = s.data_dir().join("artifacts/models").join(&id);
+        assert!(
+            !folder.exists(),
+            "round {round}: {:?}",
+            files_under(&folder)
+        );
+    }
 }

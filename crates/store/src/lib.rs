@@ -119,6 +119,8 @@ pub trait Store: Send + Sync + 'static {
         recursive: bool,
     ) -> Result<Vec<ArtifactInfo>>;
     fn delete_model_file(&self, model: &str, path: &str) -> Result<()>;
+    /// Deletes all of a model's files, its folder included.
+    fn delete_model_files(&self, model: &str) -> Result<()>;
 
     // --- events ----------------------------------------------------------------------------------------
     /// Events with `seq > after` matching the filter, oldest first, at most `limit`.

@@ -183,8 +183,27 @@ async fn upload(
 ) -> MlResult<Json<Value>> {
     let store = st.store.clone();
     let (owner, path) = blocking(move || file_target(store.as_ref(), &raw)).await?;
-    store_upload(st, owner, path, &headers, body).await?;
+    let model = match &owner {
+        FilesOf::Model(id) => Some(id.clone()),
+        FilesOf::Run(_) => None,
+    };
+    store_upload(st.clone(), owner, path, &headers, body).await?;
+    if let Some(id) = model {
+        blocking(move || no_orphan(st.store.as_ref(), &id)).await?;
+    }
     Ok(empty())
+}
+
+/// After an upload to a model: if the model was deleted meanwhile (its files with it), the file just placed
+/// is removed as well and the upload answers 404; a delete after this check removes it itself.
+fn no_orphan(store: &dyn Store, model: &str) -> MlResult<()> {
+    if store.get_document(models::MODEL_DOC, model)?.is_none() {
+        store.delete_model_files(model)?;
+        return Err(MlError::not_found(format!(
+            "Logged model with ID '{model}' not found."
+        )));
+    }
+    Ok(())
 }
 
 async fn remove(State(st): State<AppState>, Path(raw): Path<String>) -> MlResult<Json<Value>> {

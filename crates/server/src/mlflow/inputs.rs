@@ -9,12 +9,17 @@ use axum::extract::State;
 use axum::Json;
 use flightlog_model::{ExperimentId, RunId};
 use flightlog_store::Store;
-use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::collections::HashSet;
 use std::sync::Mutex;
 
-/// The datasets of each experiment (one document per experiment), keyed by name and digest.
-const DATASETS_DOC: &str = "mlflow.experiment_datasets";
+/// An experiment's datasets, one document each (id: the experiment and a hash of name and digest), so that
+/// large schemas of some datasets never keep others out.
+const DATASET_DOC: &str = "mlflow.experiment_dataset";
+
+/// Most dataset inputs in one request (the mlflow client sends at most this many).
+const MAX_DATASETS_PER_REQUEST: usize = 1000;
 
 /// MLflow's limits on a dataset input, in characters: the dataset's fields, then its tags' key and value.
 const DATASET_LIMITS: [(&str, usize); 5] = [
@@ -29,14 +34,57 @@ const INPUT_TAG_LIMITS: [(&str, usize); 2] = [("key", 255), ("value", 500)];
 /// Serializes the read-modify-writes of run and experiment input documents, so concurrent requests all land.
 static DOCUMENT_WRITES: Mutex<()> = Mutex::new(());
 
+/// A dataset as MLflow's protobuf has it: every field a string (absent ones stored as "" where MLflow's
+/// server reads them so), unknown fields dropped.
+#[derive(Deserialize, Serialize, Clone, Default)]
+struct Dataset {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    digest: String,
+    #[serde(default)]
+    source_type: String,
+    #[serde(default)]
+    source: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    schema: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    profile: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone)]
+struct InputTag {
+    #[serde(default)]
+    key: String,
+    #[serde(default)]
+    value: String,
+}
+
+#[derive(Deserialize, Serialize, Clone)]
+struct DatasetInput {
+    #[serde(default)]
+    tags: Vec<InputTag>,
+    #[serde(default)]
+    dataset: Option<Dataset>,
+}
+
+/// A model input or output: the model and, for outputs, the step.
+#[derive(Deserialize, Serialize, Clone, PartialEq)]
+struct ModelRef {
+    #[serde(default)]
+    model_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    step: Option<i64>,
+}
+
 #[derive(Deserialize, Default)]
 pub(super) struct InputsReq {
     #[serde(default)]
     run_id: Option<String>,
     #[serde(default)]
-    datasets: Vec<Value>,
+    datasets: Vec<DatasetInput>,
     #[serde(default)]
-    models: Vec<Value>,
+    models: Vec<ModelRef>,
 }
 
 /// Dataset inputs as MLflow's server keeps them: a dataset is one per experiment by (name, digest), the first
@@ -47,24 +95,28 @@ pub(super) async fn log_inputs(
     Req(r): Req<InputsReq>,
 ) -> MlResult<Json<Value>> {
     let id = run_id(r.run_id.as_deref(), None)?;
-    let datasets = r
-        .datasets
-        .into_iter()
-        .map(dataset_input)
-        .collect::<MlResult<Vec<_>>>()?;
+    if r.datasets.len() > MAX_DATASETS_PER_REQUEST {
+        return Err(MlError::invalid(format!(
+            "A log-inputs request can contain at most {MAX_DATASETS_PER_REQUEST} datasets. Got {}.",
+            r.datasets.len()
+        )));
+    }
+    for input in &r.datasets {
+        check_dataset_input(input)?;
+    }
     blocking(move || {
         let store = st.store.as_ref();
         let _one_at_a_time = DOCUMENT_WRITES.lock().unwrap_or_else(|e| e.into_inner());
         let run = find(store, &id)?;
         active(&run)?;
-        let datasets = registered(store, run.experiment_id, datasets)?;
+        let datasets = registered(store, run.experiment_id, r.datasets)?;
         append_to_run_document(
             store,
             &id,
             INPUTS_DOC,
             [
-                ("dataset_inputs", datasets, same_dataset),
-                ("model_inputs", r.models, Value::eq),
+                ("dataset_inputs", values(datasets)?, dataset_key),
+                ("model_inputs", values(r.models)?, Value::to_string),
             ],
         )
     })
@@ -72,76 +124,96 @@ pub(super) async fn log_inputs(
     Ok(empty())
 }
 
-/// A dataset input checked against MLflow's limits, its missing name, digest and source fields stored as ""
-/// (MLflow's server reads them from protobuf, where an absent string is "", and answers them so).
-fn dataset_input(mut input: Value) -> MlResult<Value> {
-    let dataset = &mut input["dataset"];
-    if !dataset.is_object() {
-        return Err(MlError::invalid("A dataset input needs a 'dataset' object"));
-    }
-    for field in ["name", "digest", "source_type", "source"] {
-        if dataset[field].is_null() {
-            dataset[field] = json!("");
-        }
-    }
-    within_limits(dataset, &DATASET_LIMITS)?;
-    if let Some(tags) = input["tags"].as_array() {
-        for tag in tags {
-            within_limits(tag, &INPUT_TAG_LIMITS)?;
-        }
-    }
-    Ok(input)
+fn values<T: Serialize>(items: Vec<T>) -> MlResult<Vec<Value>> {
+    items
+        .into_iter()
+        .map(|i| Ok(serde_json::to_value(i).map_err(flightlog_model::Error::storage)?))
+        .collect()
 }
 
-fn within_limits(entity: &Value, limits: &[(&str, usize)]) -> MlResult<()> {
-    for &(field, limit) in limits {
-        if entity[field]
-            .as_str()
-            .is_some_and(|v| v.chars().count() > limit)
-        {
-            return Err(MlError::invalid(format!(
-                "'{field}' exceeds the maximum length of {limit} characters"
-            )));
-        }
+/// A dataset input within MLflow's limits (lengths in characters); it must carry a dataset.
+fn check_dataset_input(input: &DatasetInput) -> MlResult<()> {
+    let dataset = input
+        .dataset
+        .as_ref()
+        .ok_or_else(|| MlError::invalid("A dataset input needs a 'dataset' object"))?;
+    let fields = [
+        Some(&dataset.name),
+        Some(&dataset.digest),
+        Some(&dataset.source),
+        dataset.schema.as_ref(),
+        dataset.profile.as_ref(),
+    ];
+    for (value, (field, limit)) in fields.into_iter().zip(DATASET_LIMITS) {
+        within_limit(value, field, limit)?;
+    }
+    for tag in &input.tags {
+        let [(key, key_limit), (value, value_limit)] = INPUT_TAG_LIMITS;
+        within_limit(Some(&tag.key), key, key_limit)?;
+        within_limit(Some(&tag.value), value, value_limit)?;
     }
     Ok(())
 }
 
-/// What identifies a dataset within an experiment.
+fn within_limit(value: Option<&String>, field: &str, limit: usize) -> MlResult<()> {
+    if value.is_some_and(|v| v.chars().count() > limit) {
+        return Err(MlError::invalid(format!(
+            "'{field}' exceeds the maximum length of {limit} characters"
+        )));
+    }
+    Ok(())
+}
+
+/// What identifies a stored dataset input within a run: its dataset's name and digest.
 fn dataset_key(input: &Value) -> String {
     let field = |f: &str| input["dataset"][f].as_str().unwrap_or_default().to_string();
     format!("{}\u{0}{}", field("name"), field("digest"))
 }
 
-fn same_dataset(a: &Value, b: &Value) -> bool {
-    dataset_key(a) == dataset_key(b)
+/// The experiment's document of the dataset named `name` with `digest`: the experiment id and a 128-bit hash
+/// of the two (document ids are short names; the document itself holds the name and digest, checked on read).
+fn dataset_doc_id(exp: ExperimentId, d: &Dataset) -> String {
+    let text = format!("{}\u{0}{}", d.name, d.digest);
+    let hash = |seed: u64| {
+        text.bytes().fold(seed, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    };
+    format!(
+        "{exp}-{:016x}{:016x}",
+        hash(0xcbf2_9ce4_8422_2325),
+        hash(0x6c62_272e_07bb_0142)
+    )
 }
 
 /// The inputs with each dataset as the experiment first recorded it; datasets it has not seen are recorded.
-fn registered(store: &dyn Store, exp: ExperimentId, inputs: Vec<Value>) -> MlResult<Vec<Value>> {
-    if inputs.is_empty() {
-        return Ok(inputs);
-    }
-    let doc_id = exp.to_string();
-    let mut known = match store.get_document(DATASETS_DOC, &doc_id)? {
-        Some(Value::Object(map)) => map,
-        _ => Map::new(),
-    };
-    let before = known.len();
-    let inputs = inputs
+fn registered(
+    store: &dyn Store,
+    exp: ExperimentId,
+    inputs: Vec<DatasetInput>,
+) -> MlResult<Vec<DatasetInput>> {
+    inputs
         .into_iter()
         .map(|mut input| {
-            let first = known
-                .entry(dataset_key(&input))
-                .or_insert_with(|| input["dataset"].clone());
-            input["dataset"] = first.clone();
-            input
+            let Some(dataset) = input.dataset.as_mut() else {
+                return Ok(input);
+            };
+            let doc = dataset_doc_id(exp, dataset);
+            let stored = store
+                .get_document(DATASET_DOC, &doc)?
+                .and_then(|v| serde_json::from_value::<Dataset>(v).ok())
+                .filter(|s| s.name == dataset.name && s.digest == dataset.digest);
+            match stored {
+                Some(first) => *dataset = first,
+                None => store.put_document(
+                    DATASET_DOC,
+                    &doc,
+                    &serde_json::to_value(&*dataset).unwrap_or_default(),
+                )?,
+            }
+            Ok(input)
         })
-        .collect();
-    if known.len() != before {
-        store.put_document(DATASETS_DOC, &doc_id, &Value::Object(known))?;
-    }
-    Ok(inputs)
+        .collect()
 }
 
 #[derive(Deserialize, Default)]
@@ -149,7 +221,7 @@ pub(super) struct OutputsReq {
     #[serde(default)]
     run_id: Option<String>,
     #[serde(default)]
-    models: Vec<Value>,
+    models: Vec<ModelRef>,
 }
 
 pub(super) async fn log_outputs(
@@ -165,15 +237,15 @@ pub(super) async fn log_outputs(
             store,
             &id,
             OUTPUTS_DOC,
-            [("model_outputs", r.models, Value::eq)],
+            [("model_outputs", values(r.models)?, Value::to_string)],
         )
     })
     .await?;
     Ok(empty())
 }
 
-/// One list of a run document: its field, the entries to add, and when an entry is one already there.
-type Additions<'a> = (&'a str, Vec<Value>, fn(&Value, &Value) -> bool);
+/// One list of a run document: its field, the entries to add, and what makes two entries the same one.
+type Additions<'a> = (&'a str, Vec<Value>, fn(&Value) -> String);
 
 /// Adds entries to the lists of a run's `kind` document (one per run), skipping ones already there.
 fn append_to_run_document<const N: usize>(
@@ -184,19 +256,17 @@ fn append_to_run_document<const N: usize>(
 ) -> MlResult<()> {
     let mut doc = store
         .get_document(kind, id.as_str())?
+        .filter(Value::is_object)
         .unwrap_or_else(|| json!({}));
-    for (field, items, same) in lists {
-        append_unique(&mut doc, field, items, same);
+    for (field, items, identity) in lists {
+        append_unique(&mut doc, field, items, identity);
     }
     Ok(store.put_document(kind, id.as_str(), &doc)?)
 }
 
-fn append_unique(
-    doc: &mut Value,
-    field: &str,
-    items: Vec<Value>,
-    same: fn(&Value, &Value) -> bool,
-) {
+/// Appends the items not already in `doc[field]` (by `identity`, looked up in a set: a request may carry a
+/// thousand datasets).
+fn append_unique(doc: &mut Value, field: &str, items: Vec<Value>, identity: fn(&Value) -> String) {
     if items.is_empty() {
         return;
     }
@@ -204,8 +274,9 @@ fn append_unique(
         doc[field] = json!([]);
     }
     if let Some(list) = doc[field].as_array_mut() {
+        let mut had: HashSet<String> = list.iter().map(identity).collect();
         for item in items {
-            if !list.iter().any(|had| same(had, &item)) {
+            if had.insert(identity(&item)) {
                 list.push(item);
             }
         }

@@ -47,11 +47,16 @@ fn with_metrics(store: &dyn Store, id: &str, mut model: Value) -> MlResult<Value
     Ok(model)
 }
 
+/// Records that a model's legacy files were copied to its own storage, so that no later start copies them
+/// again: its run may keep its copy (a deleted run takes no writes), and the model's files may since have
+/// changed or been deleted.
+const FILES_MOVED_DOC: &str = "mlflow.logged_model_files_moved";
+
 /// Moves the files of models logged by earlier versions, which kept them in their source run's artifacts under
-/// `models/<id>/`, to the models' own storage. Each model's files are copied, then the run's folder removed:
-/// a crash midway leaves the run's copy to be moved again at the next start, never a model without its files.
-/// A run that takes no writes (deleted) keeps its copy; a model whose storage already holds as many files is
-/// not copied again.
+/// `models/<id>/`, to the models' own storage. Each model's files are copied, marked copied, then removed from
+/// the run: a crash midway leaves the run's copy to be copied again at the next start, never a model without
+/// its files. A model that cannot be moved is reported and skipped; the others still move. Returns how many
+/// models' files were copied.
 pub fn move_legacy_files(store: &dyn Store) -> Result<usize, flightlog_model::Error> {
     let mut moved = 0;
     for (id, model) in store.list_documents(MODEL_DOC)? {
@@ -61,23 +66,41 @@ pub fn move_legacy_files(store: &dyn Store) -> Result<usize, flightlog_model::Er
         else {
             continue;
         };
-        let folder = format!("models/{id}");
-        let files = match store.list_artifacts(&run, Some(&folder), true) {
-            Ok(files) if !files.is_empty() => files,
-            _ => continue,
-        };
-        if store.list_model_files(&id, None, true)?.len() < files.len() {
-            for f in &files {
-                let (_, mut reader) = store.open_artifact(&run, &f.path)?;
-                store.put_model_file(&id, &f.path[folder.len() + 1..], &mut reader)?;
-            }
+        match move_one(store, &id, &run) {
+            Ok(copied) => moved += usize::from(copied),
+            Err(e) => tracing::warn!("model {id}: its files stay in run {run}: {e}"),
         }
-        if let Err(e) = store.delete_artifact(&run, &folder) {
-            tracing::warn!("model {id}: its files stay in run {run} as well: {e}");
-        }
-        moved += 1;
     }
     Ok(moved)
+}
+
+/// One model's move; whether its files were copied now.
+fn move_one(store: &dyn Store, id: &str, run: &RunId) -> Result<bool, flightlog_model::Error> {
+    let folder = format!("models/{id}");
+    let prefix = format!("{folder}/");
+    // A file at exactly `models/<id>` is the run's own, not a model folder.
+    let files: Vec<_> = match store.list_artifacts(run, Some(&folder), true) {
+        Ok(files) => files
+            .into_iter()
+            .filter(|f| f.path.starts_with(&prefix))
+            .collect(),
+        Err(_) => return Ok(false),
+    };
+    if files.is_empty() {
+        return Ok(false);
+    }
+    let copy = store.get_document(FILES_MOVED_DOC, id)?.is_none();
+    if copy {
+        for f in &files {
+            let (_, mut reader) = store.open_artifact(run, &f.path)?;
+            store.put_model_file(id, &f.path[prefix.len()..], &mut reader)?;
+        }
+        store.put_document(FILES_MOVED_DOC, id, &json!({ "from_run": run.as_str() }))?;
+    }
+    if let Err(e) = store.delete_artifact(run, &folder) {
+        tracing::debug!("model {id}: the copy in run {run} stays: {e}");
+    }
+    Ok(copy)
 }
 
 /// The experiment a model was logged in, as its artifact paths name it (`<exp>/models/<id>/...`).
@@ -337,10 +360,7 @@ async fn remove(State(st): State<AppState>, Path(id): Path<String>) -> MlResult<
                 "Logged model with ID '{id}' not found."
             )));
         }
-        for top in store.list_model_files(&id, None, false)? {
-            store.delete_model_file(&id, &top.path)?;
-        }
-        Ok(())
+        Ok(store.delete_model_files(&id)?)
     })
     .await?;
     Ok(empty())
@@ -619,18 +639,57 @@ mod tests {
             .put_artifact(&run, "models/mine.txt", &mut &b"kept"[..])
             .unwrap();
 
+        // The model's storage already holds as many files, others: the legacy ones are still copied.
+        store.put_model_file(&id, "a", &mut &b"1"[..]).unwrap();
+        store.put_model_file(&id, "b", &mut &b"2"[..]).unwrap();
+        // Another model whose "folder" in the run is a plain file, the run's own: left alone, no panic.
+        let other = format!("m-{}", RunId::new());
+        let doc = json!({"info": {"model_id": other, "experiment_id": "0", "source_run_id": run.as_str()}});
+        store.put_document(MODEL_DOC, &other, &doc).unwrap();
+        store
+            .put_artifact(&run, &format!("models/{other}"), &mut &b"a file"[..])
+            .unwrap();
+
         assert_eq!(move_legacy_files(&store).unwrap(), 1);
         let (_, reader) = store
             .open_model_file(&id, "python_model/model.pkl")
             .unwrap();
         assert_eq!(read(reader), "pickle");
+        assert_eq!(store.list_model_files(&id, None, true).unwrap().len(), 4);
         let left: Vec<_> = store.list_artifacts(&run, None, true).unwrap();
+        let mut left: Vec<_> = left.iter().map(|f| f.path.clone()).collect();
+        left.sort();
         assert_eq!(
-            left.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
-            ["models/mine.txt"]
+            left,
+            [format!("models/{other}"), "models/mine.txt".to_string()]
         );
         // A second start finds nothing more to move.
         assert_eq!(move_legacy_files(&store).unwrap(), 0);
-        assert_eq!(store.list_model_files(&id, None, true).unwrap().len(), 2);
+        assert_eq!(store.list_model_files(&id, None, true).unwrap().len(), 4);
+    }
+
+    #[test]
+    fn a_deleted_runs_copy_is_moved_once_and_files_deleted_since_stay_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let run = store.create_run(NewRun::default()).unwrap().id;
+        let id = format!("m-{}", RunId::new());
+        let model =
+            json!({"info": {"model_id": id, "experiment_id": "0", "source_run_id": run.as_str()}});
+        store.put_document(MODEL_DOC, &id, &model).unwrap();
+        store
+            .put_artifact(&run, &format!("models/{id}/MLmodel"), &mut &b"flavors"[..])
+            .unwrap();
+        let deleted = flightlog_model::RunPatch {
+            lifecycle: Some(Lifecycle::Deleted),
+            ..Default::default()
+        };
+        store.update_run(&run, deleted).unwrap();
+
+        assert_eq!(move_legacy_files(&store).unwrap(), 1);
+        store.delete_model_file(&id, "MLmodel").unwrap();
+        // The deleted run keeps its copy, but a later start does not bring the file back.
+        assert_eq!(move_legacy_files(&store).unwrap(), 0);
+        assert!(store.list_model_files(&id, None, true).unwrap().is_empty());
     }
 }

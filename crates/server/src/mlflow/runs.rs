@@ -230,7 +230,9 @@ fn update_patch(
 ) -> RunPatch {
     // MLflow lets an ended run take any status (RUNNING again, or FAILED after FINISHED); flightlog's way out of
     // an ended state is an explicit reopen, which the new status then follows.
-    let reopen = run.status.is_terminal() && status.is_some_and(|s| s != run.status);
+    // (Not for SCHEDULED, which no started run can go back to: the refusal then names the run's own status.)
+    let reopen = run.status.is_terminal()
+        && status.is_some_and(|s| s != run.status && s != RunStatus::Queued);
     // An end time belongs to an ended run: it is kept when the run is ending or has ended (MLflow also takes
     // `{"end_time": t}` alone, to correct a finished run's), and dropped for a run that goes on. A run moved
     // from one ended status to another keeps its end time unless given a new one, as on MLflow.

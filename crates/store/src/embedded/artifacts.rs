@@ -370,6 +370,15 @@ pub fn delete(inner: &Inner, owner: Owner, path: &str) -> Result<()> {
     })
 }
 
+/// Deletes a model's folder with every file in it (nothing, if it has none).
+pub fn delete_model_files(inner: &Inner, model: &str) -> Result<()> {
+    let root = root(inner, Owner::Model(model))?;
+    inner.write(move |_| match fs::remove_dir_all(&root) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("deleting", &root)(e)),
+        _ => Ok(()),
+    })
+}
+
 // --- images ----------------------------------------------------------------------------------------------
 
 /// The file extension for `media_type`, if the bytes really are that kind of image.

@@ -338,6 +338,9 @@ impl Store for EmbeddedStore {
     fn delete_model_file(&self, model: &str, path: &str) -> Result<()> {
         artifacts::delete(&self.inner, Owner::Model(model), path)
     }
+    fn delete_model_files(&self, model: &str) -> Result<()> {
+        artifacts::delete_model_files(&self.inner, model)
+    }
 
     fn events_since(&self, filter: &EventFilter, after: u64, limit: usize) -> Result<Vec<Event>> {
         self.inner.read(|c| events::since(c, filter, after, limit))
