@@ -212,7 +212,11 @@ async fn remove(State(st): State<AppState>, Path(raw): Path<String>) -> MlResult
         let path = t
             .path
             .ok_or_else(|| MlError::invalid("the artifact root cannot be deleted"))?;
-        Ok(t.owner.delete(st.store.as_ref(), &path)?)
+        // As MLflow's proxy: deleting what is not there succeeds (`mlflow gc` may delete a path twice).
+        match t.owner.delete(st.store.as_ref(), &path) {
+            Err(Error::NotFound { .. }) => Ok(()),
+            done => Ok(done?),
+        }
     })
     .await?;
     Ok(empty())
