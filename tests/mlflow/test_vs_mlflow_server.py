@@ -92,6 +92,8 @@ CASES = [
     ("POST", "logged-models/search", {"json": {"experiment_ids": ["{eid}"], "datasets": [{"dataset_digest": "x"}]}}),
     ("POST", "logged-models/search", {"json": {"experiment_ids": ["{eid}"], "filter": "tags.t IS NULL"}}),
     ("DELETE", "logged-models/{model}/tags/nope", {}),
+    ("POST", "logged-models", {"json": {"experiment_id": "{eid}", "name": "bad/name"}}),
+    ("POST", "logged-models", {"json": {"experiment_id": "{eid}", "name": "v1.2"}}),
     ("PATCH", "logged-models/{model}", {"json": {"model_id": "{model}", "status": 2}}),
     ("POST", "runs/log-metric", {"json": {"run_id": "{run}", "key": "m", "value": 1, "timestamp": 1,
                                           "dataset_name": "ds"}}),

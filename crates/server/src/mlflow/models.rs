@@ -112,6 +112,19 @@ pub fn experiment_of(store: &dyn Store, id: &str) -> MlResult<String> {
         .to_string())
 }
 
+/// A model name as MLflow takes it: it becomes part of `runs:/<run>/<name>` URIs, so no `/`, `:`, `.`, `%`
+/// or quotes.
+fn checked_name(name: String) -> MlResult<String> {
+    const BAD: [char; 6] = ['/', ':', '.', '%', '"', '\''];
+    if name.contains(BAD) {
+        return Err(MlError::invalid(format!(
+            "Invalid model name ('{name}') provided. Model name must be a non-empty string and cannot \
+             contain the following characters: ('/', ':', '.', '%', '\"', \"'\")"
+        )));
+    }
+    Ok(name)
+}
+
 #[derive(Deserialize, Default)]
 struct CreateReq {
     #[serde(default)]
@@ -154,6 +167,8 @@ async fn create(State(st): State<AppState>, Req(r): Req<CreateReq>) -> MlResult<
         let name = r
             .name
             .filter(|n| !n.is_empty())
+            .map(checked_name)
+            .transpose()?
             .unwrap_or_else(|| format!("model-{}", &id[2..10]));
         let mut model = json!({
             "info": {
