@@ -94,7 +94,7 @@ fn resolve(store: &dyn Store, raw: &str) -> MlResult<Target> {
             "No artifact location '{raw}': expected <experiment>/<run>/artifacts/<path>"
         ))
     };
-    let (exp, owner, rest) = match parts.as_slice() {
+    let (in_experiment, owner, rest) = match parts.as_slice() {
         [exp, "models", model, "artifacts", rest @ ..] => {
             let stored = models::experiment_of(store, model)?;
             (stored == *exp, FilesOf::Model(model.to_string()), rest)
@@ -106,7 +106,7 @@ fn resolve(store: &dyn Store, raw: &str) -> MlResult<Target> {
         }
         _ => return Err(unknown()),
     };
-    if !exp {
+    if !in_experiment {
         return Err(unknown());
     }
     let path = (!rest.is_empty()).then(|| rest.join("/"));
