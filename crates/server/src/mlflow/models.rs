@@ -635,15 +635,21 @@ mod tests {
         text
     }
 
+    /// A model logged in `run`, as its document records it; returns its id.
+    fn model_of(store: &EmbeddedStore, run: &RunId) -> String {
+        let id = format!("m-{}", RunId::new());
+        let doc =
+            json!({"info": {"model_id": id, "experiment_id": "0", "source_run_id": run.as_str()}});
+        store.put_document(MODEL_DOC, &id, &doc).unwrap();
+        id
+    }
+
     #[test]
     fn files_kept_in_runs_by_earlier_versions_move_to_the_models_own_storage() {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(dir.path()).unwrap();
         let run = store.create_run(NewRun::default()).unwrap().id;
-        let id = format!("m-{}", RunId::new());
-        let model =
-            json!({"info": {"model_id": id, "experiment_id": "0", "source_run_id": run.as_str()}});
-        store.put_document(MODEL_DOC, &id, &model).unwrap();
+        let id = model_of(&store, &run);
         for (path, text) in [("MLmodel", "flavors"), ("python_model/model.pkl", "pickle")] {
             let legacy = format!("models/{id}/{path}");
             store
@@ -658,9 +664,7 @@ mod tests {
         store.put_model_file(&id, "a", &mut &b"1"[..]).unwrap();
         store.put_model_file(&id, "b", &mut &b"2"[..]).unwrap();
         // Another model whose "folder" in the run is a plain file, the run's own: left alone, no panic.
-        let other = format!("m-{}", RunId::new());
-        let doc = json!({"info": {"model_id": other, "experiment_id": "0", "source_run_id": run.as_str()}});
-        store.put_document(MODEL_DOC, &other, &doc).unwrap();
+        let other = model_of(&store, &run);
         store
             .put_artifact(&run, &format!("models/{other}"), &mut &b"a file"[..])
             .unwrap();
@@ -688,10 +692,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(dir.path()).unwrap();
         let run = store.create_run(NewRun::default()).unwrap().id;
-        let id = format!("m-{}", RunId::new());
-        let model =
-            json!({"info": {"model_id": id, "experiment_id": "0", "source_run_id": run.as_str()}});
-        store.put_document(MODEL_DOC, &id, &model).unwrap();
+        let id = model_of(&store, &run);
         store
             .put_artifact(&run, &format!("models/{id}/MLmodel"), &mut &b"flavors"[..])
             .unwrap();
