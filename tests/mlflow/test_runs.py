@@ -269,3 +269,22 @@ def test_dataset_inputs_of_the_wrong_shape_are_refused_and_the_run_stays_readabl
     assert r.ok, r.text
     assert [d.dataset.name for d in client.get_run(rid).inputs.dataset_inputs] == ["n"]
     assert len(mlflow.search_runs([experiment.experiment_id], output_format="list")) == 1
+
+
+def test_large_dataset_schemas_fill_a_run_not_its_experiment(client, experiment, server):
+    # Each dataset of an experiment is kept on its own, so large schemas logged by one run never keep another
+    # run's datasets out; a run's own inputs are bounded (4 MiB), and past that the answer says so.
+    full, other = (client.create_run(experiment.experiment_id).info.run_id for _ in range(2))
+    schema = "s" * 1_000_000
+    answers = []
+    for i in range(5):
+        r = api(server, "POST", "/api/2.0/mlflow/runs/log-inputs", json={"run_id": full, "datasets": [
+            {"dataset": {"name": f"big{i}", "digest": "d", "source_type": "local", "source": "s", "schema": schema}}]})
+        answers.append(r.status_code)
+    assert answers[:3] == [200, 200, 200] and answers[-1] == 400, answers
+    assert "per run" in r.json()["message"]
+    assert len(client.get_run(full).inputs.dataset_inputs) == answers.count(200)
+    r = api(server, "POST", "/api/2.0/mlflow/runs/log-inputs", json={"run_id": other, "datasets": [
+        {"dataset": {"name": "small", "digest": "d", "source_type": "local", "source": "s"}}]})
+    assert r.ok, r.text
+    assert [d.dataset.name for d in client.get_run(other).inputs.dataset_inputs] == ["small"]

@@ -261,7 +261,15 @@ fn append_to_run_document<const N: usize>(
     for (field, items, identity) in lists {
         append_unique(&mut doc, field, items, identity);
     }
-    Ok(store.put_document(kind, id.as_str(), &doc)?)
+    store
+        .put_document(kind, id.as_str(), &doc)
+        .map_err(|e| match e {
+            flightlog_model::Error::TooLarge { size, limit, .. } => MlError::invalid(format!(
+                "The run's inputs would take {size} bytes with these; flightlog keeps at most {limit} bytes \
+                 of inputs (datasets with their schemas and profiles) per run."
+            )),
+            e => e.into(),
+        })
 }
 
 /// Appends the items not already in `doc[field]` (by `identity`, looked up in a set: a request may carry a
