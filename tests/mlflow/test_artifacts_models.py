@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import mlflow  # noqa: E402
+import pytest  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -149,3 +150,13 @@ def test_artifacts_list_by_run(client, experiment, server):
     assert out["root_uri"] == r.info.artifact_uri
     top = api(server, "GET", "/ajax-api/2.0/mlflow/artifacts/list", params={"run_id": r.info.run_id}).json()
     assert top["files"] == [{"path": "d", "is_dir": True}]
+
+
+def test_model_params_are_write_once(client, experiment):
+    model = client.create_logged_model(experiment_id=experiment.experiment_id, name="params")
+    client.log_model_params(model.model_id, {"lr": "0.1"})
+    client.log_model_params(model.model_id, {"lr": "0.1", "depth": "3"})  # the same value again is nothing
+    with pytest.raises(mlflow.exceptions.MlflowException) as e:
+        client.log_model_params(model.model_id, {"lr": "0.2"})
+    assert e.value.get_http_status_code() == 400 and "Changing param values" in e.value.message
+    assert client.get_logged_model(model.model_id).params == {"lr": "0.1", "depth": "3"}

@@ -338,7 +338,19 @@ async fn log_params(
     Req(r): Req<ListReq>,
 ) -> MlResult<Json<Value>> {
     let params = pairs("param", &r.params)?;
-    modify(st, id, move |m| {
+    modify(st, id.clone(), move |m| {
+        let logged = m["data"]["params"].as_array().cloned().unwrap_or_default();
+        for p in &params {
+            // Params are write-once, as a run's are: the same value again is nothing, another is a 400.
+            let earlier = logged.iter().chain(&params).find(|e| e["key"] == p["key"]);
+            if let Some(e) = earlier.filter(|e| e["value"] != p["value"]) {
+                return Err(MlError::invalid(format!(
+                    "Changing param values is not allowed. Param with key={} was already logged with \
+                     value={} for logged model ID '{id}'. Attempted logging new value {}.",
+                    p["key"], e["value"], p["value"]
+                )));
+            }
+        }
         upsert(&mut m["data"]["params"], params);
         Ok(())
     })
