@@ -6,7 +6,7 @@ use crate::tensorboard_cmd::{Bridge, ImportArgs};
 use crate::{CliError, EXIT_NOT_FOUND};
 use flightlog_model::*;
 use flightlog_tensorboard::ingest::{
-    clean_name, fnv1a128, write_behind, FileIngest, IngestCounts, IngestSink,
+    clean_name, write_behind, FileIngest, IngestCounts, IngestSink,
 };
 use flightlog_tensorboard::{is_event_file_name, EventFileReader, ValueDecoder};
 use serde::Serialize;

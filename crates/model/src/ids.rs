@@ -129,9 +129,40 @@ pub(crate) fn truncate(s: &str, max_chars: usize) -> String {
     }
 }
 
+/// FNV-1a: hashes that stay the same across builds and platforms, for ids and names made from user text that
+/// are stored (an imported folder's run id, a file's batch ids, an image folder, a document id), where the text
+/// itself is too long or not a plain name. Not for security. 64 bits where a name only needs to differ from its
+/// neighbours' (an image folder also carries the name's text).
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// [`fnv1a64`]'s 128-bit form, where an id must not collide with any other.
+pub fn fnv1a128(bytes: &[u8]) -> u128 {
+    bytes
+        .iter()
+        .fold(0x6c62_272e_07bb_0142_62b8_2175_6295_c58d, |h, &b| {
+            (h ^ u128::from(b)).wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013b)
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fnv_hashes_are_the_published_fnv_1a() {
+        // Stored ids and names depend on these values: they must never change.
+        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a128(b"a"), 0xd228_cb69_6f1a_8caf_7891_2b70_4e4a_8964);
+        assert_eq!(
+            fnv1a128(b"flightlog"),
+            0x27ad_0a7d_7806_1471_7c46_ef6b_4562_a6f3
+        );
+    }
 
     #[test]
     fn run_ids_are_32_hex() {

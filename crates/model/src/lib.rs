@@ -13,7 +13,7 @@ pub mod validate;
 
 pub use entity::*;
 pub use error::{Entity, Error, Result};
-pub use ids::{ExperimentId, RunId};
+pub use ids::{fnv1a128, fnv1a64, ExperimentId, RunId};
 pub use metric::*;
 pub use status::RunStatus;
 pub use time::WallTime;

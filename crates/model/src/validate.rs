@@ -76,11 +76,12 @@ pub fn stream_name(value: &str) -> Result<()> {
     }
 }
 
-/// Checks an artifact path and returns it normalized ('/'-separated, no empty or '.' segments). Rejects
-/// absolute paths, `..`, backslashes, NUL and control characters: a path can never leave the run's storage.
 /// Longest folder or file name in an artifact path: what filesystems allow (NAME_MAX).
 pub const MAX_PATH_SEGMENT_BYTES: usize = 255;
 
+/// Checks an artifact path and returns it normalized ('/'-separated, no empty or '.' segments). Rejects
+/// absolute paths, `..`, backslashes, NUL and control characters, and names over [`MAX_PATH_SEGMENT_BYTES`]: a
+/// path can never leave its owner's storage, and what the API accepts the filesystem can hold.
 pub fn artifact_path(path: &str) -> Result<String> {
     let bad = |reason: &str| Error::InvalidPath {
         path: truncate(path, 200),

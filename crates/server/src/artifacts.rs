@@ -9,8 +9,8 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
-use flightlog_model::{validate, ArtifactInfo, Error, RunId};
-use flightlog_store::{ByteReader, Store};
+use flightlog_model::{validate, ArtifactInfo, Error};
+use flightlog_store::FileOwner;
 use futures::StreamExt;
 use serde_json::{json, Value};
 use std::io::{self, Read};
@@ -60,61 +60,16 @@ async fn upload(
     let id = run_id(&id)?;
     validate::artifact_path(&path)?;
     Ok(Json(
-        store_upload(st, FilesOf::Run(id), path, &headers, body).await?,
+        store_upload(st, FileOwner::Run(id), path, &headers, body).await?,
     ))
 }
 
-/// Whose files a request reads or writes: a run's artifacts, or a logged model's files (kept apart from runs).
-pub(crate) enum FilesOf {
-    Run(RunId),
-    Model(String),
-}
-
-impl FilesOf {
-    pub fn put(
-        &self,
-        store: &dyn Store,
-        path: &str,
-        data: &mut dyn io::Read,
-    ) -> Result<ArtifactInfo, Error> {
-        match self {
-            FilesOf::Run(run) => store.put_artifact(run, path, data),
-            FilesOf::Model(id) => store.put_model_file(id, path, data),
-        }
-    }
-
-    pub fn open(&self, store: &dyn Store, path: &str) -> Result<(ArtifactInfo, ByteReader), Error> {
-        match self {
-            FilesOf::Run(run) => store.open_artifact(run, path),
-            FilesOf::Model(id) => store.open_model_file(id, path),
-        }
-    }
-
-    pub fn list(
-        &self,
-        store: &dyn Store,
-        prefix: Option<&str>,
-    ) -> Result<Vec<ArtifactInfo>, Error> {
-        match self {
-            FilesOf::Run(run) => store.list_artifacts(run, prefix, false),
-            FilesOf::Model(id) => store.list_model_files(id, prefix, false),
-        }
-    }
-
-    pub fn delete(&self, store: &dyn Store, path: &str) -> Result<(), Error> {
-        match self {
-            FilesOf::Run(run) => store.delete_artifact(run, path),
-            FilesOf::Model(id) => store.delete_model_file(id, path),
-        }
-    }
-}
-
-/// Streams an upload into the run's artifact `path` from a blocking task (one of the [`UPLOAD_SLOTS`]); the
+/// Streams an upload into the owner's file `path` from a blocking task (one of the [`UPLOAD_SLOTS`]); the
 /// bytes are counted on the way so an upload over the limit fails (and the store discards its temp file)
 /// without ever being held in memory. Both APIs' uploads come here.
 pub(crate) async fn store_upload(
     st: AppState,
-    owner: FilesOf,
+    owner: FileOwner,
     path: String,
     headers: &HeaderMap,
     body: Body,
@@ -129,7 +84,7 @@ pub(crate) async fn store_upload(
     blocking(move || {
         let _slot = slot;
         let mut reader = reader;
-        match owner.put(st.store.as_ref(), &path, &mut reader) {
+        match st.store.put_file(&owner, &path, &mut reader) {
             Err(_) if exceeded.load(Ordering::SeqCst) => Err(too_large(limit + 1, limit)),
             r => Ok(r?),
         }

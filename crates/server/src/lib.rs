@@ -139,15 +139,10 @@ pub async fn serve(
     let token = CancellationToken::new();
     let json_limit = DEFAULT_JSON_BODY_BYTES.min(config.max_body_bytes);
     let legacy = store.clone();
-    match tokio::task::spawn_blocking(move || mlflow::move_legacy_model_files(legacy.as_ref()))
-        .await
-    {
-        Ok(Ok(0)) => {}
-        Ok(Ok(n)) => {
-            tracing::info!("moved the files of {n} logged models to the models' own storage")
-        }
-        Ok(Err(e)) => tracing::warn!("could not move logged models' files out of their runs: {e}"),
-        Err(e) => tracing::warn!("moving logged models' files failed: {e}"),
+    let moved =
+        tokio::task::spawn_blocking(move || mlflow::move_legacy_model_files(legacy.as_ref()));
+    if let Ok(Err(e)) = moved.await {
+        tracing::warn!("could not move logged models' files out of their runs: {e}");
     }
     tokio::spawn(tb_ingest::run(store.clone(), token.clone()));
     let app = build_router(store, json_limit, config.max_body_bytes, token.clone());

@@ -10,7 +10,7 @@
 use flightlog_model::*;
 use flightlog_store::Store;
 use flightlog_tensorboard::ingest::{
-    fnv1a128, ingest_reader, write_behind, FileIngest, IngestCounts, IngestSink,
+    ingest_reader, write_behind, FileIngest, IngestCounts, IngestSink,
 };
 use flightlog_tensorboard::{is_event_file_name, ValueDecoder};
 use serde::{Deserialize, Serialize};

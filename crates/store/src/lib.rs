@@ -21,6 +21,17 @@ pub fn write_not_applied() -> Error {
     Error::storage("the write was not applied: the writer failed (see the server log)")
 }
 
+/// Whose files a call reads or writes: a run's artifacts (writes checked against the run's state and announced
+/// to its readers as events), or a logged model's files, which may have no run (MLflow 3 logs models outside
+/// runs) and are no run's artifacts, so they are kept apart, without events. Both follow the same path rules
+/// and durability. A model's existence is for the API layer that keeps it to check; its id is one plain name
+/// (letters, digits, `-`, `_`), never a path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FileOwner {
+    Run(RunId),
+    Model(String),
+}
+
 /// Everything flightlog stores. Every method validates its input (names, lengths, ids, paths) itself, so no
 /// caller can store something that breaks the rules; a rejected call changes nothing. Every write that
 /// returns `Ok` is durable (survives kill -9 of the process) and has been announced to subscribers.
@@ -91,36 +102,45 @@ pub trait Store: Send + Sync + 'static {
     fn list_logs(&self, run: &RunId) -> Result<Vec<LogStreamInfo>>;
 
     // --- artifacts -------------------------------------------------------------------------------------
-    /// Streams `data` into the run's artifact `path` (written to a temp file, synced, then renamed into
-    /// place, so a reader never sees half a file). Returns the stored file's info.
-    fn put_artifact(&self, run: &RunId, path: &str, data: &mut dyn Read) -> Result<ArtifactInfo>;
+    /// Streams `data` into the owner's file `path` (written to a temp file, synced, then renamed into place, so
+    /// a reader never sees half a file). Returns the stored file's info.
+    fn put_file(&self, owner: &FileOwner, path: &str, data: &mut dyn Read) -> Result<ArtifactInfo>;
     /// Opens a stored file for streaming; `NotFound` for a missing file or a folder.
-    fn open_artifact(&self, run: &RunId, path: &str) -> Result<(ArtifactInfo, ByteReader)>;
+    fn open_file(&self, owner: &FileOwner, path: &str) -> Result<(ArtifactInfo, ByteReader)>;
     /// Files and folders under `prefix` (None: the root). Not recursive: one level, folders marked `is_dir`;
     /// recursive: every file below, no folders.
+    fn list_files(
+        &self,
+        owner: &FileOwner,
+        prefix: Option<&str>,
+        recursive: bool,
+    ) -> Result<Vec<ArtifactInfo>>;
+    /// Deletes a file or a folder with everything in it.
+    fn delete_file(&self, owner: &FileOwner, path: &str) -> Result<()>;
+    /// Deletes all of a model's files, its folder included (nothing, if it has none).
+    fn delete_model_files(&self, model: &str) -> Result<()>;
+
+    /// [`Store::put_file`] into a run's artifacts.
+    fn put_artifact(&self, run: &RunId, path: &str, data: &mut dyn Read) -> Result<ArtifactInfo> {
+        self.put_file(&FileOwner::Run(run.clone()), path, data)
+    }
+    /// [`Store::open_file`] of a run's artifact.
+    fn open_artifact(&self, run: &RunId, path: &str) -> Result<(ArtifactInfo, ByteReader)> {
+        self.open_file(&FileOwner::Run(run.clone()), path)
+    }
+    /// [`Store::list_files`] of a run's artifacts.
     fn list_artifacts(
         &self,
         run: &RunId,
         prefix: Option<&str>,
         recursive: bool,
-    ) -> Result<Vec<ArtifactInfo>>;
-    /// Deletes a file or a folder with everything in it.
-    fn delete_artifact(&self, run: &RunId, path: &str) -> Result<()>;
-
-    /// A logged model's files (an MLflow 3 model, which may have no run): stored like a run's artifacts, with
-    /// the same path rules and durability, apart from every run's (they are no run's artifacts) and without
-    /// events. The caller checks that the model exists; a model id is one plain name, never a path.
-    fn put_model_file(&self, model: &str, path: &str, data: &mut dyn Read) -> Result<ArtifactInfo>;
-    fn open_model_file(&self, model: &str, path: &str) -> Result<(ArtifactInfo, ByteReader)>;
-    fn list_model_files(
-        &self,
-        model: &str,
-        prefix: Option<&str>,
-        recursive: bool,
-    ) -> Result<Vec<ArtifactInfo>>;
-    fn delete_model_file(&self, model: &str, path: &str) -> Result<()>;
-    /// Deletes all of a model's files, its folder included.
-    fn delete_model_files(&self, model: &str) -> Result<()>;
+    ) -> Result<Vec<ArtifactInfo>> {
+        self.list_files(&FileOwner::Run(run.clone()), prefix, recursive)
+    }
+    /// [`Store::delete_file`] of a run's artifact.
+    fn delete_artifact(&self, run: &RunId, path: &str) -> Result<()> {
+        self.delete_file(&FileOwner::Run(run.clone()), path)
+    }
 
     // --- events ----------------------------------------------------------------------------------------
     /// Events with `seq > after` matching the filter, oldest first, at most `limit`.

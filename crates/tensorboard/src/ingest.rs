@@ -63,16 +63,6 @@ fn metric_name(tag: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// 128-bit FNV-1a: stable ids derived from names (run ids of imported folders, batch ids of files).
-pub fn fnv1a128(bytes: &[u8]) -> u128 {
-    let mut h: u128 = 0x6c62272e07bb014262b821756295c58d;
-    for &b in bytes {
-        h ^= b as u128;
-        h = h.wrapping_mul(0x0000000001000000000000000000013B);
-    }
-    h
-}
-
 /// The media type of encoded image bytes, by their signature.
 pub fn media_type(b: &[u8]) -> Option<&'static str> {
     if b.starts_with(b"\x89PNG\r\n\x1a\n") {

@@ -4,7 +4,7 @@ use super::error::{MlError, MlResult};
 use super::models;
 use super::runs::find;
 use super::{blocking, empty, Req};
-use crate::artifacts::{content_type, file_body, store_upload, FilesOf, NoCompress};
+use crate::artifacts::{content_type, file_body, store_upload, NoCompress};
 use crate::AppState;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
@@ -13,7 +13,7 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
 use flightlog_model::{validate, Error, RunId};
-use flightlog_store::Store;
+use flightlog_store::{FileOwner, Store};
 use serde_json::{json, Value};
 
 /// `<exp>/<run>/artifacts/<path>` is the run's own artifact storage (the same files the native API serves);
@@ -80,7 +80,7 @@ async fn list_by_run(State(st): State<AppState>, Req(r): Req<ListReq>) -> MlResu
 
 /// Where a proxied path lives: a run's or a model's files and the path inside them (None: the root).
 struct Target {
-    owner: FilesOf,
+    owner: FileOwner,
     path: Option<String>,
 }
 
@@ -97,12 +97,12 @@ fn resolve(store: &dyn Store, raw: &str) -> MlResult<Target> {
     let (in_experiment, owner, rest) = match parts.as_slice() {
         [exp, "models", model, "artifacts", rest @ ..] => {
             let stored = models::experiment_of(store, model)?;
-            (stored == *exp, FilesOf::Model(model.to_string()), rest)
+            (stored == *exp, FileOwner::Model(model.to_string()), rest)
         }
         [exp, run, "artifacts", rest @ ..] => {
             let run: RunId = run.parse().map_err(|_| unknown())?;
             let stored = find(store, &run)?.experiment_id.to_string();
-            (stored == *exp, FilesOf::Run(run), rest)
+            (stored == *exp, FileOwner::Run(run), rest)
         }
         _ => return Err(unknown()),
     };
@@ -120,7 +120,7 @@ async fn list(State(st): State<AppState>, RawQuery(raw): RawQuery) -> MlResult<J
     };
     let files = blocking(move || {
         let t = resolve(st.store.as_ref(), &path)?;
-        let items = match t.owner.list(st.store.as_ref(), t.path.as_deref()) {
+        let items = match st.store.list_files(&t.owner, t.path.as_deref(), false) {
             Ok(items) => items,
             Err(Error::NotFound { .. }) => Vec::new(),
             Err(e) => return Err(e.into()),
@@ -148,7 +148,7 @@ async fn list(State(st): State<AppState>, RawQuery(raw): RawQuery) -> MlResult<J
 }
 
 /// The file named by the path (a folder or the artifact root is not a file).
-fn file_target(store: &dyn Store, raw: &str) -> MlResult<(FilesOf, String)> {
+fn file_target(store: &dyn Store, raw: &str) -> MlResult<(FileOwner, String)> {
     let t = resolve(store, raw)?;
     let path = t
         .path
@@ -160,7 +160,7 @@ async fn download(State(st): State<AppState>, Path(raw): Path<String>) -> MlResu
     let ct = content_type(&raw);
     let (info, reader) = blocking(move || {
         let (owner, path) = file_target(st.store.as_ref(), &raw)?;
-        Ok(owner.open(st.store.as_ref(), &path)?)
+        Ok(st.store.open_file(&owner, &path)?)
     })
     .await?;
     let mut resp = Response::new(file_body(reader));
@@ -184,8 +184,8 @@ async fn upload(
     let store = st.store.clone();
     let (owner, path) = blocking(move || file_target(store.as_ref(), &raw)).await?;
     let model = match &owner {
-        FilesOf::Model(id) => Some(id.clone()),
-        FilesOf::Run(_) => None,
+        FileOwner::Model(id) => Some(id.clone()),
+        FileOwner::Run(_) => None,
     };
     store_upload(st.clone(), owner, path, &headers, body).await?;
     if let Some(id) = model {
@@ -199,9 +199,7 @@ async fn upload(
 fn no_orphan(store: &dyn Store, model: &str) -> MlResult<()> {
     if store.get_document(models::MODEL_DOC, model)?.is_none() {
         store.delete_model_files(model)?;
-        return Err(MlError::not_found(format!(
-            "Logged model with ID '{model}' not found."
-        )));
+        return Err(models::missing(model));
     }
     Ok(())
 }
@@ -213,7 +211,7 @@ async fn remove(State(st): State<AppState>, Path(raw): Path<String>) -> MlResult
             .path
             .ok_or_else(|| MlError::invalid("the artifact root cannot be deleted"))?;
         // As MLflow's proxy: deleting what is not there succeeds (`mlflow gc` may delete a path twice).
-        match t.owner.delete(st.store.as_ref(), &path) {
+        match st.store.delete_file(&t.owner, &path) {
             Err(Error::NotFound { .. }) => Ok(()),
             done => Ok(done?),
         }

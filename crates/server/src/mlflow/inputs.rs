@@ -7,7 +7,7 @@ use super::{blocking, empty, Req};
 use crate::AppState;
 use axum::extract::State;
 use axum::Json;
-use flightlog_model::{ExperimentId, RunId};
+use flightlog_model::{fnv1a128, ExperimentId, RunId};
 use flightlog_store::Store;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -64,8 +64,7 @@ struct InputTag {
 struct DatasetInput {
     #[serde(default)]
     tags: Vec<InputTag>,
-    #[serde(default)]
-    dataset: Option<Dataset>,
+    dataset: Dataset,
 }
 
 /// A model input or output: the model and, for outputs, the step.
@@ -125,18 +124,16 @@ pub(super) async fn log_inputs(
 }
 
 fn values<T: Serialize>(items: Vec<T>) -> MlResult<Vec<Value>> {
-    items
-        .into_iter()
-        .map(|i| Ok(serde_json::to_value(i).map_err(flightlog_model::Error::storage)?))
-        .collect()
+    items.iter().map(to_value).collect()
 }
 
-/// A dataset input within MLflow's limits (lengths in characters); it must carry a dataset.
+fn to_value<T: Serialize>(item: &T) -> MlResult<Value> {
+    Ok(serde_json::to_value(item).map_err(flightlog_model::Error::storage)?)
+}
+
+/// A dataset input within MLflow's limits (lengths in characters).
 fn check_dataset_input(input: &DatasetInput) -> MlResult<()> {
-    let dataset = input
-        .dataset
-        .as_ref()
-        .ok_or_else(|| MlError::invalid("A dataset input needs a 'dataset' object"))?;
+    let dataset = &input.dataset;
     let fields = [
         Some(&dataset.name),
         Some(&dataset.digest),
@@ -164,25 +161,23 @@ fn within_limit(value: Option<&String>, field: &str, limit: usize) -> MlResult<(
     Ok(())
 }
 
-/// What identifies a stored dataset input within a run: its dataset's name and digest.
-fn dataset_key(input: &Value) -> String {
-    let field = |f: &str| input["dataset"][f].as_str().unwrap_or_default().to_string();
-    format!("{}\u{0}{}", field("name"), field("digest"))
+/// What identifies a dataset within an experiment, and so an input within a run: its name and digest.
+fn identity(name: &str, digest: &str) -> String {
+    format!("{name}\u{0}{digest}")
 }
 
-/// The experiment's document of the dataset named `name` with `digest`: the experiment id and a 128-bit hash
-/// of the two (document ids are short names; the document itself holds the name and digest, checked on read).
+/// [`identity`] of a stored dataset input (run documents written by earlier versions hold inputs as sent).
+fn dataset_key(input: &Value) -> String {
+    let field = |f: &str| input["dataset"][f].as_str().unwrap_or_default();
+    identity(field("name"), field("digest"))
+}
+
+/// The experiment's document of a dataset: the experiment id and a 128-bit hash of the dataset's identity
+/// (document ids are short plain names; the document itself holds the name and digest, checked on read).
 fn dataset_doc_id(exp: ExperimentId, d: &Dataset) -> String {
-    let text = format!("{}\u{0}{}", d.name, d.digest);
-    let hash = |seed: u64| {
-        text.bytes().fold(seed, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-        })
-    };
     format!(
-        "{exp}-{:016x}{:016x}",
-        hash(0xcbf2_9ce4_8422_2325),
-        hash(0x6c62_272e_07bb_0142)
+        "{exp}-{:032x}",
+        fnv1a128(identity(&d.name, &d.digest).as_bytes())
     )
 }
 
@@ -190,30 +185,21 @@ fn dataset_doc_id(exp: ExperimentId, d: &Dataset) -> String {
 fn registered(
     store: &dyn Store,
     exp: ExperimentId,
-    inputs: Vec<DatasetInput>,
+    mut inputs: Vec<DatasetInput>,
 ) -> MlResult<Vec<DatasetInput>> {
-    inputs
-        .into_iter()
-        .map(|mut input| {
-            let Some(dataset) = input.dataset.as_mut() else {
-                return Ok(input);
-            };
-            let doc = dataset_doc_id(exp, dataset);
-            let stored = store
-                .get_document(DATASET_DOC, &doc)?
-                .and_then(|v| serde_json::from_value::<Dataset>(v).ok())
-                .filter(|s| s.name == dataset.name && s.digest == dataset.digest);
-            match stored {
-                Some(first) => *dataset = first,
-                None => store.put_document(
-                    DATASET_DOC,
-                    &doc,
-                    &serde_json::to_value(&*dataset).unwrap_or_default(),
-                )?,
-            }
-            Ok(input)
-        })
-        .collect()
+    for input in &mut inputs {
+        let dataset = &mut input.dataset;
+        let doc = dataset_doc_id(exp, dataset);
+        let first = store
+            .get_document(DATASET_DOC, &doc)?
+            .and_then(|v| serde_json::from_value::<Dataset>(v).ok())
+            .filter(|s| s.name == dataset.name && s.digest == dataset.digest);
+        match first {
+            Some(first) => *dataset = first,
+            None => store.put_document(DATASET_DOC, &doc, &to_value(&*dataset)?)?,
+        }
+    }
+    Ok(inputs)
 }
 
 #[derive(Deserialize, Default)]

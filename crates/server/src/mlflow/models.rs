@@ -10,7 +10,7 @@ use axum::extract::{Path, State};
 use axum::routing::{delete, get, patch, post};
 use axum::{Json, Router};
 use flightlog_model::{Lifecycle, RunId, WallTime};
-use flightlog_store::Store;
+use flightlog_store::{FileOwner, Store};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -33,11 +33,16 @@ pub fn routes() -> Router<AppState> {
         .route("/logged-models/{id}/params", post(log_params))
 }
 
+/// MLflow's 404 for a model that is not there.
+pub fn missing(id: &str) -> MlError {
+    MlError::not_found(format!("Logged model with ID '{id}' not found."))
+}
+
 /// The stored model, or MLflow's 404.
 fn load(store: &dyn Store, id: &str) -> MlResult<Value> {
     store
         .get_document(MODEL_DOC, id)?
-        .ok_or_else(|| MlError::not_found(format!("Logged model with ID '{id}' not found.")))
+        .ok_or_else(|| missing(id))
 }
 
 /// The model as MLflow shows it: with its metric points, kept as the items of its document (a list that
@@ -52,13 +57,22 @@ fn with_metrics(store: &dyn Store, id: &str, mut model: Value) -> MlResult<Value
 /// changed or been deleted.
 const FILES_MOVED_DOC: &str = "mlflow.logged_model_files_moved";
 
+/// Records a move that finished for every model: later starts have nothing to look at (models logged since
+/// keep their files in their own storage from the first).
+const MOVE_DONE_DOC: (&str, &str) = ("mlflow.migrations", "model_files_out_of_runs");
+
 /// Moves the files of models logged by earlier versions, which kept them in their source run's artifacts under
 /// `models/<id>/`, to the models' own storage. Each model's files are copied, marked copied, then removed from
 /// the run: a crash midway leaves the run's copy to be copied again at the next start, never a model without
-/// its files. A model that cannot be moved is reported and skipped; the others still move. Returns how many
-/// models' files were copied.
+/// its files. A model that cannot be moved is reported and skipped (the others still move) and tried again at
+/// the next start; once all have moved, later starts skip the pass. Reports what it did in the log; returns how
+/// many models' files it copied.
 pub fn move_legacy_files(store: &dyn Store) -> Result<usize, flightlog_model::Error> {
-    let mut moved = 0;
+    let (kind, done) = MOVE_DONE_DOC;
+    if store.get_document(kind, done)?.is_some() {
+        return Ok(0);
+    }
+    let (mut moved, mut failed) = (0, false);
     for (id, model) in store.list_documents(MODEL_DOC)? {
         let Some(run) = model["info"]["source_run_id"]
             .as_str()
@@ -68,8 +82,17 @@ pub fn move_legacy_files(store: &dyn Store) -> Result<usize, flightlog_model::Er
         };
         match move_one(store, &id, &run) {
             Ok(copied) => moved += usize::from(copied),
-            Err(e) => tracing::warn!("model {id}: its files stay in run {run}: {e}"),
+            Err(e) => {
+                failed = true;
+                tracing::warn!("model {id}: its files stay in run {run} for now: {e}");
+            }
         }
+    }
+    if moved > 0 {
+        tracing::info!("moved the files of {moved} logged models out of their runs");
+    }
+    if !failed {
+        store.put_document(kind, done, &json!({}))?;
     }
     Ok(moved)
 }
@@ -91,9 +114,10 @@ fn move_one(store: &dyn Store, id: &str, run: &RunId) -> Result<bool, flightlog_
     }
     let copy = store.get_document(FILES_MOVED_DOC, id)?.is_none();
     if copy {
+        let owner = FileOwner::Model(id.to_string());
         for f in &files {
             let (_, mut reader) = store.open_artifact(run, &f.path)?;
-            store.put_model_file(id, &f.path[prefix.len()..], &mut reader)?;
+            store.put_file(&owner, &f.path[prefix.len()..], &mut reader)?;
         }
         store.put_document(FILES_MOVED_DOC, id, &json!({ "from_run": run.as_str() }))?;
     }
@@ -383,9 +407,7 @@ async fn remove(State(st): State<AppState>, Path(id): Path<String>) -> MlResult<
     blocking(move || {
         let store = st.store.as_ref();
         if !store.delete_document(MODEL_DOC, &id)? {
-            return Err(MlError::not_found(format!(
-                "Logged model with ID '{id}' not found."
-            )));
+            return Err(missing(&id));
         }
         Ok(store.delete_model_files(&id)?)
     })
@@ -673,8 +695,9 @@ mod tests {
             .unwrap();
 
         // The model's storage already holds as many files, others: the legacy ones are still copied.
-        store.put_model_file(&id, "a", &mut &b"1"[..]).unwrap();
-        store.put_model_file(&id, "b", &mut &b"2"[..]).unwrap();
+        let model = FileOwner::Model(id.clone());
+        store.put_file(&model, "a", &mut &b"1"[..]).unwrap();
+        store.put_file(&model, "b", &mut &b"2"[..]).unwrap();
         // Another model whose "folder" in the run is a plain file, the run's own: left alone, no panic.
         let other = model_of(&store, &run);
         store
@@ -682,11 +705,9 @@ mod tests {
             .unwrap();
 
         assert_eq!(move_legacy_files(&store).unwrap(), 1);
-        let (_, reader) = store
-            .open_model_file(&id, "python_model/model.pkl")
-            .unwrap();
+        let (_, reader) = store.open_file(&model, "python_model/model.pkl").unwrap();
         assert_eq!(read(reader), "pickle");
-        assert_eq!(store.list_model_files(&id, None, true).unwrap().len(), 4);
+        assert_eq!(store.list_files(&model, None, true).unwrap().len(), 4);
         let left: Vec<_> = store.list_artifacts(&run, None, true).unwrap();
         let mut left: Vec<_> = left.iter().map(|f| f.path.clone()).collect();
         left.sort();
@@ -696,7 +717,7 @@ mod tests {
         );
         // A second start finds nothing more to move.
         assert_eq!(move_legacy_files(&store).unwrap(), 0);
-        assert_eq!(store.list_model_files(&id, None, true).unwrap().len(), 4);
+        assert_eq!(store.list_files(&model, None, true).unwrap().len(), 4);
     }
 
     #[test]
@@ -715,9 +736,16 @@ mod tests {
         store.update_run(&run, deleted).unwrap();
 
         assert_eq!(move_legacy_files(&store).unwrap(), 1);
-        store.delete_model_file(&id, "MLmodel").unwrap();
-        // The deleted run keeps its copy, but a later start does not bring the file back.
+        let model = FileOwner::Model(id.clone());
+        store.delete_file(&model, "MLmodel").unwrap();
+        // The deleted run keeps its copy, but a later pass (after one that failed elsewhere, which leaves the
+        // move not done) does not bring the file back.
+        let (kind, done) = MOVE_DONE_DOC;
+        assert!(
+            store.delete_document(kind, done).unwrap(),
+            "a complete pass is marked done"
+        );
         assert_eq!(move_legacy_files(&store).unwrap(), 0);
-        assert!(store.list_model_files(&id, None, true).unwrap().is_empty());
+        assert!(store.list_files(&model, None, true).unwrap().is_empty());
     }
 }

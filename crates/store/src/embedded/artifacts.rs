@@ -11,8 +11,9 @@
 //! found, and the TensorBoard ingester re-reads a file shorter than it had ingested.)
 
 use super::events::emit;
+use super::writer::WriteCtx;
 use super::{metrics, runs, Inner};
-use crate::ByteReader;
+use crate::{ByteReader, FileOwner};
 use flightlog_model::*;
 use rusqlite::Connection;
 use serde_json::json;
@@ -39,23 +40,14 @@ fn bad_path(rel: &str, reason: impl Into<String>) -> Error {
     }
 }
 
-/// Whose files: a run's (its writes checked against the run's state and announced as events to its readers),
-/// or a logged model's, which has no run of its own (MLflow 3 logs models outside runs, and a model's files
-/// are not the run's artifacts). The API layer that keeps the model checks that it exists.
-#[derive(Clone, Copy)]
-pub enum Owner<'a> {
-    Run(&'a RunId),
-    Model(&'a str),
-}
-
 /// Models' files live under `artifacts/models/<id>/`: `models` is no run id, so the two never meet.
 const MODELS_FOLDER: &str = "models";
 
 /// The owner's folder; a model id must be one plain name (letters, digits, `-`, `_`), never a path.
-fn root(inner: &Inner, owner: Owner) -> Result<PathBuf> {
+fn root(inner: &Inner, owner: &FileOwner) -> Result<PathBuf> {
     match owner {
-        Owner::Run(run) => Ok(run_root(inner, run)),
-        Owner::Model(id) => {
+        FileOwner::Run(run) => Ok(run_root(inner, run)),
+        FileOwner::Model(id) => {
             let plain = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
             if id.is_empty() || id.len() > 64 || !id.chars().all(plain) {
                 return Err(Error::invalid(
@@ -224,9 +216,14 @@ fn info(rel: String, meta: &fs::Metadata) -> ArtifactInfo {
     }
 }
 
-pub fn put(inner: &Inner, owner: Owner, path: &str, data: &mut dyn Read) -> Result<ArtifactInfo> {
+pub fn put(
+    inner: &Inner,
+    owner: &FileOwner,
+    path: &str,
+    data: &mut dyn Read,
+) -> Result<ArtifactInfo> {
     let rel = validate::artifact_path(path)?;
-    if let Owner::Run(run) = owner {
+    if let FileOwner::Run(run) = owner {
         inner.read(|c| runs::writable(c, run))?;
     }
     let root = root(inner, owner)?;
@@ -234,24 +231,16 @@ pub fn put(inner: &Inner, owner: Owner, path: &str, data: &mut dyn Read) -> Resu
         return Err(bad_path(&rel, format!("'{rel}' is a folder")));
     }
     let (tmp, size) = spool(inner, data)?;
-    let run = run_of(owner);
+    let owner = owner.clone();
     let tmp2 = tmp.clone();
     let result = inner.write(move |ctx| {
-        let Some(run) = run else {
-            let (meta, synced) = place(&root, &rel, &tmp2)?;
-            return Ok((info(rel, &meta), synced));
-        };
-        let exp = runs::open_for_write(&ctx.conn, &run)?;
+        let exp = open_for_write(ctx, &owner)?;
         let (meta, synced) = place(&root, &rel, &tmp2)?;
-        emit(
-            ctx,
-            exp,
-            Some(&run),
-            &EventBody::ArtifactWritten {
-                path: rel.clone(),
-                size,
-            },
-        )?;
+        let body = EventBody::ArtifactWritten {
+            path: rel.clone(),
+            size,
+        };
+        announce(ctx, exp, &owner, &body)?;
         Ok((info(rel, &meta), synced))
     });
     match result {
@@ -263,23 +252,36 @@ pub fn put(inner: &Inner, owner: Owner, path: &str, data: &mut dyn Read) -> Resu
     }
 }
 
-/// The run an owner's writes are checked against and announced to (none for a model).
-fn run_of(owner: Owner) -> Option<RunId> {
+/// A run's experiment, after checking in the write's transaction that the run takes writes (none for a model).
+fn open_for_write(ctx: &WriteCtx, owner: &FileOwner) -> Result<Option<ExperimentId>> {
     match owner {
-        Owner::Run(run) => Some(run.clone()),
-        Owner::Model(_) => None,
+        FileOwner::Run(run) => runs::open_for_write(&ctx.conn, run).map(Some),
+        FileOwner::Model(_) => Ok(None),
+    }
+}
+
+/// Tells a run's readers of a change to its files (a model's have none).
+fn announce(
+    ctx: &mut WriteCtx,
+    exp: Option<ExperimentId>,
+    owner: &FileOwner,
+    body: &EventBody,
+) -> Result<()> {
+    match (exp, owner) {
+        (Some(exp), FileOwner::Run(run)) => emit(ctx, exp, Some(run), body).map(|_| ()),
+        _ => Ok(()),
     }
 }
 
 /// A run's files can be read while the run exists (deleted runs included); a model's while its folder does.
-fn readable_root(inner: &Inner, owner: Owner) -> Result<PathBuf> {
-    if let Owner::Run(run) = owner {
+fn readable_root(inner: &Inner, owner: &FileOwner) -> Result<PathBuf> {
+    if let FileOwner::Run(run) = owner {
         inner.read(|c| runs::exists(c, run))?;
     }
     root(inner, owner)
 }
 
-pub fn open(inner: &Inner, owner: Owner, path: &str) -> Result<(ArtifactInfo, ByteReader)> {
+pub fn open(inner: &Inner, owner: &FileOwner, path: &str) -> Result<(ArtifactInfo, ByteReader)> {
     let rel = validate::artifact_path(path)?;
     let root = readable_root(inner, owner)?;
     let Found::File(meta) = check(&root, &rel)? else {
@@ -292,7 +294,7 @@ pub fn open(inner: &Inner, owner: Owner, path: &str) -> Result<(ArtifactInfo, By
 
 pub fn list(
     inner: &Inner,
-    owner: Owner,
+    owner: &FileOwner,
     prefix: Option<&str>,
     recursive: bool,
 ) -> Result<Vec<ArtifactInfo>> {
@@ -343,36 +345,25 @@ fn walk(
     Ok(())
 }
 
-pub fn delete(inner: &Inner, owner: Owner, path: &str) -> Result<()> {
+pub fn delete(inner: &Inner, owner: &FileOwner, path: &str) -> Result<()> {
     let rel = validate::artifact_path(path)?;
     let root = root(inner, owner)?;
-    let run = run_of(owner);
+    let owner = owner.clone();
     inner.write(move |ctx| {
-        let exp = match &run {
-            Some(run) => Some(runs::open_for_write(&ctx.conn, run)?),
-            None => None,
-        };
+        let exp = open_for_write(ctx, &owner)?;
         let target = root.join(&rel);
         match check(&root, &rel)? {
             Found::Missing => return Err(Error::not_found(Entity::Artifact, &rel)),
             Found::File(_) => fs::remove_file(&target).map_err(io_err("deleting", &target))?,
             Found::Dir => fs::remove_dir_all(&target).map_err(io_err("deleting", &target))?,
         }
-        if let (Some(exp), Some(run)) = (exp, &run) {
-            emit(
-                ctx,
-                exp,
-                Some(run),
-                &EventBody::ArtifactDeleted { path: rel },
-            )?;
-        }
-        Ok(())
+        announce(ctx, exp, &owner, &EventBody::ArtifactDeleted { path: rel })
     })
 }
 
 /// Deletes a model's folder with every file in it (nothing, if it has none).
 pub fn delete_model_files(inner: &Inner, model: &str) -> Result<()> {
-    let root = root(inner, Owner::Model(model))?;
+    let root = root(inner, &FileOwner::Model(model.to_string()))?;
     inner.write(move |_| match fs::remove_dir_all(&root) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("deleting", &root)(e)),
         _ => Ok(()),
@@ -437,18 +428,11 @@ fn folder_name(name: &str) -> String {
     while cut.len() > PLAIN_FOLDER_BYTES - 17 {
         cut.pop();
     }
-    format!("{cut}-{:016x}", fnv1a(name.as_bytes()))
+    format!("{cut}-{:016x}", fnv1a64(name.as_bytes()))
 }
 
 /// Longest metric name used as its image folder's name as it is.
 const PLAIN_FOLDER_BYTES: usize = 200;
-
-/// FNV-1a, 64 bits: a hash that stays the same across builds and platforms (folder names are stored).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
 
 /// `folder/stem.ext`, or `folder/stem-N.ext` with the first N that names nothing yet: an image never replaces
 /// a file already there (one uploaded by hand, or left by a write that was rolled back).

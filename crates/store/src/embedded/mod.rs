@@ -24,8 +24,7 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
-use crate::{BatchDone, ByteReader, Store};
-use artifacts::Owner;
+use crate::{BatchDone, ByteReader, FileOwner, Store};
 pub use durability::Durability;
 use flightlog_model::*;
 use rusqlite::{Connection, OpenFlags};
@@ -304,39 +303,22 @@ impl Store for EmbeddedStore {
         self.inner.read(|c| logs::list(c, run))
     }
 
-    fn put_artifact(&self, run: &RunId, path: &str, data: &mut dyn Read) -> Result<ArtifactInfo> {
-        artifacts::put(&self.inner, Owner::Run(run), path, data)
+    fn put_file(&self, owner: &FileOwner, path: &str, data: &mut dyn Read) -> Result<ArtifactInfo> {
+        artifacts::put(&self.inner, owner, path, data)
     }
-    fn open_artifact(&self, run: &RunId, path: &str) -> Result<(ArtifactInfo, ByteReader)> {
-        artifacts::open(&self.inner, Owner::Run(run), path)
+    fn open_file(&self, owner: &FileOwner, path: &str) -> Result<(ArtifactInfo, ByteReader)> {
+        artifacts::open(&self.inner, owner, path)
     }
-    fn list_artifacts(
+    fn list_files(
         &self,
-        run: &RunId,
+        owner: &FileOwner,
         prefix: Option<&str>,
         recursive: bool,
     ) -> Result<Vec<ArtifactInfo>> {
-        artifacts::list(&self.inner, Owner::Run(run), prefix, recursive)
+        artifacts::list(&self.inner, owner, prefix, recursive)
     }
-    fn delete_artifact(&self, run: &RunId, path: &str) -> Result<()> {
-        artifacts::delete(&self.inner, Owner::Run(run), path)
-    }
-    fn put_model_file(&self, model: &str, path: &str, data: &mut dyn Read) -> Result<ArtifactInfo> {
-        artifacts::put(&self.inner, Owner::Model(model), path, data)
-    }
-    fn open_model_file(&self, model: &str, path: &str) -> Result<(ArtifactInfo, ByteReader)> {
-        artifacts::open(&self.inner, Owner::Model(model), path)
-    }
-    fn list_model_files(
-        &self,
-        model: &str,
-        prefix: Option<&str>,
-        recursive: bool,
-    ) -> Result<Vec<ArtifactInfo>> {
-        artifacts::list(&self.inner, Owner::Model(model), prefix, recursive)
-    }
-    fn delete_model_file(&self, model: &str, path: &str) -> Result<()> {
-        artifacts::delete(&self.inner, Owner::Model(model), path)
+    fn delete_file(&self, owner: &FileOwner, path: &str) -> Result<()> {
+        artifacts::delete(&self.inner, owner, path)
     }
     fn delete_model_files(&self, model: &str) -> Result<()> {
         artifacts::delete_model_files(&self.inner, model)

@@ -1,7 +1,7 @@
 //! Behaviour tests of the embedded store through the `Store` trait.
 
 use super::EmbeddedStore;
-use crate::Store;
+use crate::{FileOwner, Store};
 use flightlog_model::*;
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -1639,11 +1639,11 @@ fn a_log_cut_inside_a_character_is_delivered_once_its_run_has_ended() {
 fn model_files_are_kept_apart_from_runs_and_checked_like_artifacts() {
     let (d, s) = store();
     let id = "m-0123456789abcdef0123456789abcdef";
-    s.put_model_file(id, "MLmodel", &mut &b"flavors"[..])
+    let model = FileOwner::Model(id.into());
+    s.put_file(&model, "MLmodel", &mut &b"flavors"[..]).unwrap();
+    s.put_file(&model, "data/model.pkl", &mut &b"x"[..])
         .unwrap();
-    s.put_model_file(id, "data/model.pkl", &mut &b"x"[..])
-        .unwrap();
-    let listed = s.list_model_files(id, None, false).unwrap();
+    let listed = s.list_files(&model, None, false).unwrap();
     assert_eq!(
         listed
             .iter()
@@ -1652,29 +1652,29 @@ fn model_files_are_kept_apart_from_runs_and_checked_like_artifacts() {
         [("MLmodel", false), ("data", true)]
     );
     let mut text = String::new();
-    s.open_model_file(id, "MLmodel")
+    s.open_file(&model, "MLmodel")
         .unwrap()
         .1
         .read_to_string(&mut text)
         .unwrap();
     assert_eq!(text, "flavors");
     assert!(matches!(
-        s.put_model_file(id, "../escape", &mut &b"x"[..]),
+        s.put_file(&model, "../escape", &mut &b"x"[..]),
         Err(Error::InvalidPath { .. })
     ));
     for bad in ["../m", "a/b", "", "m.1"] {
         assert!(
             matches!(
-                s.put_model_file(bad, "f", &mut &b"x"[..]),
+                s.put_file(&FileOwner::Model(bad.into()), "f", &mut &b"x"[..]),
                 Err(Error::InvalidArgument { .. })
             ),
             "{bad:?}"
         );
     }
-    s.delete_model_file(id, "data").unwrap();
-    assert_eq!(s.list_model_files(id, None, true).unwrap().len(), 1);
+    s.delete_file(&model, "data").unwrap();
+    assert_eq!(s.list_files(&model, None, true).unwrap().len(), 1);
     assert!(matches!(
-        s.open_model_file(id, "data/model.pkl"),
+        s.open_file(&model, "data/model.pkl"),
         Err(Error::NotFound { .. })
     ));
     // Nothing of the model's lands in a run's folder or outside the models' one.
