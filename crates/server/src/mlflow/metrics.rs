@@ -322,8 +322,11 @@ async fn bulk_interval(State(st): State<AppState>, Req(r): Req<BulkReq>) -> MlRe
         let mut metrics = Vec::new();
         for id in &ids {
             find(st.store.as_ref(), id)?;
-            let long = count_of(st.store.as_ref(), id, &key)?.unwrap_or(0) > EXACT_SAMPLE_LIMIT;
-            let buckets = long.then_some(max as u32);
+            // A run without the metric has nothing to read.
+            let Some(count) = count_of(st.store.as_ref(), id, &key)? else {
+                continue;
+            };
+            let buckets = (count > EXACT_SAMPLE_LIMIT).then_some(max as u32);
             let pts = points(read_series(st.store.as_ref(), id, &key, &range, buckets)?);
             metrics.extend(sample(pts, max as usize).iter().map(|(ts, step, v)| {
                 json!({ "key": key, "value": double(*v), "timestamp": ts, "step": step, "run_id": id.as_str() })
