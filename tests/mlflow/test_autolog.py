@@ -1,5 +1,11 @@
-"""Code built on the mlflow client, unchanged: scikit-learn autologging (params, training metrics, tags, the
-training dataset, the logged model, and GridSearchCV's child runs) lands in flightlog and reads back both ways."""
+"""Code built on the mlflow client, unchanged: scikit-learn, XGBoost and Keras autologging (params, training
+metrics, tags, the training dataset, the logged model, and GridSearchCV's child runs) land in flightlog and read
+back both ways."""
+
+import os
+
+# Keras 3 picks its backend once, at import (on a backend that is not installed, importing fails).
+os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import mlflow
 import numpy as np
@@ -98,3 +104,47 @@ def test_xgboost_autolog_with_early_stopping(client, experiment, server):
     assert logged.source_run_id == rid
     loaded = mlflow.pyfunc.load_model(f"models:/{logged.model_id}")
     assert np.allclose(loaded.predict(X[400:]), booster.predict(val))
+
+
+def test_keras_autolog_logs_each_epoch_and_the_model(client, experiment, server):
+    """Keras 3 autologging (JAX backend, on the CPU), unchanged: fit's arguments and the optimizer's settings as
+    params, every epoch's training and validation metrics as history, the training data as a dataset input, the
+    model summary, and a logged model that loads back and predicts as the trained one does."""
+    import keras
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(256, 4)).astype("float32")
+    y = (X.sum(axis=1) > 0).astype("float32")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu", name="hidden"),
+                              keras.layers.Dense(1, activation="sigmoid", name="out")])
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="binary_crossentropy", metrics=["accuracy"])
+    mlflow.keras.autolog()
+    try:
+        with mlflow.start_run() as run:
+            fit = model.fit(X, y, epochs=3, batch_size=32, validation_split=0.25, verbose=0)
+    finally:
+        mlflow.keras.autolog(disable=True)
+    rid = run.info.run_id
+    got = client.get_run(rid)
+    assert got.info.status == "FINISHED"
+    params = got.data.params
+    assert (params["epochs"], params["batch_size"], params["optimizer_name"]) == ("3", "32", "adam")
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        history = client.get_metric_history(rid, key)
+        assert [m.step for m in history] == [0, 1, 2], key
+        assert [m.value for m in history] == pytest.approx(fit.history[key]), key
+        assert got.data.metrics[key] == pytest.approx(fit.history[key][-1])
+
+    [dataset] = got.inputs.dataset_inputs
+    assert dataset.tags[0].value == "train" and '"features_shape": [256, 4]' in dataset.dataset.profile
+    summary = mlflow.artifacts.load_text(f"runs:/{rid}/model_summary.txt")
+    assert "hidden" in summary and "out" in summary
+
+    logged = mlflow.last_logged_model()
+    assert logged.source_run_id == rid
+    assert {m.key for m in logged.metrics} >= {"loss", "val_loss"}
+    loaded = mlflow.pyfunc.load_model(f"models:/{logged.model_id}")
+    assert np.allclose(np.ravel(loaded.predict(X[:8])), np.ravel(model.predict(X[:8], verbose=0)))
+
+    native = api(server, "GET", f"/api/v1/runs/{rid}/metrics/val_loss").json()
+    assert native["steps"] == [0, 1, 2]
