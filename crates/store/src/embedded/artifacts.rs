@@ -197,9 +197,15 @@ impl FolderSync {
     }
 }
 
-/// Makes the folder's entries (a rename into it) durable.
+/// Makes the folder's entries (a rename into it) durable. A folder that is gone was deleted, with the file
+/// just renamed into it, by a write that ran after the one that placed the file (the sync runs beside the
+/// writer, not in it): the upload did succeed and then was deleted, so there is nothing left to sync.
 fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir).and_then(|f| f.sync_all())
+    match File::open(dir) {
+        Ok(f) => f.sync_all(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 fn info(rel: String, meta: &fs::Metadata) -> ArtifactInfo {
@@ -580,5 +586,22 @@ mod tests {
         assert!(folder_name("train/img é").starts_with("train_img_é-"));
         assert!(folder_name("..").starts_with('-'), "{}", folder_name(".."));
         assert!(folder_name("a//b").starts_with("a__b-"));
+    }
+
+    /// The race behind an upload answered 500: the upload's rename commits, a delete of the model (or folder)
+    /// commits next, and the upload's folder sync, running beside the writer, then finds no folder.
+    #[test]
+    fn a_folder_deleted_before_its_sync_leaves_nothing_to_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("w0");
+        fs::create_dir(&folder).unwrap();
+        File::create(folder.join("f0")).unwrap();
+        assert!(sync_dir(&folder).is_ok());
+        fs::remove_dir_all(&folder).unwrap();
+        let sync = FolderSync {
+            dir: folder,
+            syncing: Err(io::Error::other("no thread")),
+        };
+        assert!(sync.wait().is_ok(), "a deleted folder has nothing to sync");
     }
 }
