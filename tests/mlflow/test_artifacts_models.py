@@ -22,6 +22,7 @@ def test_artifact_calls_land_in_native_storage(client, experiment, server, tmp_p
     (sub / "nested").mkdir(parents=True)
     (sub / "a.txt").write_text("a")
     (sub / "nested" / "b.txt").write_text("bb")
+    (sub / "nested" / "empty.bin").write_bytes(b"")
     fig, ax = plt.subplots()
     ax.plot([1, 2, 3])
     with mlflow.start_run() as run:
@@ -38,7 +39,8 @@ def test_artifact_calls_land_in_native_storage(client, experiment, server, tmp_p
                    "plots": True, "images": True, "tables": True}
     assert {f.path for f in client.list_artifacts(rid, "data")} == {"data/a.txt", "data/nested"}
     sizes = {f.path: f.file_size for f in client.list_artifacts(rid, "data/nested")}
-    assert sizes == {"data/nested/b.txt": 2}
+    # An empty file's size is left out, as MLflow's server (proto3) leaves out zeros: None to the client.
+    assert sizes == {"data/nested/b.txt": 2, "data/nested/empty.bin": None}
     out = client.download_artifacts(rid, "config/params.json", str(tmp_path / "dl"))
     assert json.load(open(out)) == {"k": [1, 2]}
     assert mlflow.artifacts.load_text(f"runs:/{rid}/notes.txt") == "some text"
@@ -160,3 +162,36 @@ def test_model_params_are_write_once(client, experiment):
         client.log_model_params(model.model_id, {"lr": "0.2"})
     assert e.value.get_http_status_code() == 400 and "Changing param values" in e.value.message
     assert client.get_logged_model(model.model_id).params == {"lr": "0.1", "depth": "3"}
+
+
+def test_an_experiments_artifact_location_is_where_its_runs_files_go(client, server, tmp_path):
+    """As on MLflow, a run's artifact URI is `<experiment artifact_location>/<run>/artifacts`. The client writes
+    a path or file:// location itself; an `mlflow-artifacts:/` one goes through this server into the run's own
+    storage (which the native API serves); a location that names another host is refused."""
+    from mlflow.exceptions import MlflowException
+
+    local = client.create_experiment(f"local-{tmp_path.name}", artifact_location=f"file://{tmp_path}/store/")
+    assert client.get_experiment(local).artifact_location == f"file://{tmp_path}/store/"
+    run = client.create_run(local)
+    assert run.info.artifact_uri == f"file://{tmp_path}/store/{run.info.run_id}/artifacts"
+    client.log_text(run.info.run_id, "on the client's disk", "notes/a.txt")
+    assert (tmp_path / "store" / run.info.run_id / "artifacts" / "notes" / "a.txt").read_text() == "on the client's disk"
+
+    proxied = client.create_experiment(f"proxied-{tmp_path.name}", artifact_location="mlflow-artifacts:/team/vision")
+    with mlflow.start_run(experiment_id=proxied) as started:
+        mlflow.log_text("served", "notes/b.txt")
+        model = mlflow.initialize_logged_model(name="m")
+    rid = started.info.run_id
+    assert started.info.artifact_uri == f"mlflow-artifacts:/team/vision/{rid}/artifacts"
+    assert client.get_run(rid).info.artifact_uri == started.info.artifact_uri
+    assert [a.path for a in client.list_artifacts(rid, "notes")] == ["notes/b.txt"]
+    assert api(server, "GET", f"/api/v1/runs/{rid}/artifacts/notes/b.txt").content == b"served"
+    # The run's files are under its experiment's root only.
+    assert api(server, "GET", f"/api/2.0/mlflow-artifacts/artifacts/{proxied}/{rid}/artifacts/notes/b.txt").status_code == 404
+    found = mlflow.search_runs([proxied], filter_string="attributes.artifact_uri LIKE 'mlflow-artifacts:/team/%'")
+    assert list(found["run_id"]) == [rid]
+    assert mlflow.get_logged_model(model.model_id).artifact_location == f"mlflow-artifacts:/team/vision/models/{model.model_id}/artifacts"
+
+    with pytest.raises(MlflowException) as refused:
+        client.create_experiment(f"remote-{tmp_path.name}", artifact_location="http://example.com/artifacts")
+    assert refused.value.error_code == "INVALID_PARAMETER_VALUE" and "'http' scheme" in refused.value.message

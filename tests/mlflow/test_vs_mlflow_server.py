@@ -105,6 +105,19 @@ CASES = [
     ("POST", "experiments/search", {"json": {"max_results": 5, "view_type": 2}}),
     ("POST", "runs/search", {"json": {"experiment_ids": ["{eid}"], "filter": "attributes.run_id IN ('{run}',)"}}),
     ("POST", "runs/update", {"json": {"run_id": "{run}", "status": 3, "end_time": 5}}),
+    # An empty required text is a missing one; blanks are no filter; an unknown view is ACTIVE_ONLY; a run that
+    # does not exist is skipped by a chart's bulk read; a negative experiment id names no experiment.
+    ("GET", "experiments/get-by-name", {"params": {"experiment_name": ""}}),
+    ("POST", "runs/delete-tag", {"json": {"run_id": "{run}", "key": ""}}),
+    ("POST", "experiments/delete-experiment-tag", {"json": {"experiment_id": "{eid}", "key": ""}}),
+    ("POST", "runs/search", {"json": {"experiment_ids": ["{eid}"], "filter": "   "}}),
+    ("POST", "runs/search", {"json": {"experiment_ids": ["{eid}"], "run_view_type": "BOGUS"}}),
+    ("GET", "experiments/search", {"params": {"max_results": 5, "view_type": "all"}}),
+    ("GET", "metrics/get-history-bulk-interval", {"params": {"run_ids": ["0" * 32, "{run}"], "metric_key": "m"}}),
+    ("GET", "experiments/get", {"params": {"experiment_id": "-1"}}),
+    ("POST", "experiments/create", {"json": {"name": "{exp_name}-loc", "artifact_location": "http://example.com/x"}}),
+    ("POST", "experiments/create", {"json": {"name": "{exp_name}-frag", "artifact_location": "s3://b/p#f"}}),
+    ("POST", "experiments/create", {"json": {"name": "{exp_name} "}}),
 ]
 
 

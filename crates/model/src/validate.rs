@@ -20,6 +20,17 @@ pub const MAX_PATH_BYTES: usize = 1024;
 pub const MAX_STREAM_NAME_BYTES: usize = 100;
 /// Largest single log append, in bytes.
 pub const MAX_LOG_APPEND_BYTES: usize = 16 * 1024 * 1024;
+/// Longest experiment artifact location, in bytes (MLflow's default limit).
+pub const MAX_LOCATION_BYTES: usize = 2048;
+
+/// URI schemes whose artifact stores connect to the host the URI names. MLflow's server refuses them in an
+/// experiment's location, since a client could otherwise point the server at any host; so does flightlog.
+const HOST_SCHEMES: [&str; 9] = [
+    "ftp", "sftp", "hdfs", "viewfs", "http", "https", "r2", "b2", "abfss",
+];
+/// Schemes whose URIs Python's `urlparse` reads `;params` from (the empty one is a plain path): MLflow
+/// refuses a location with params, as one with a fragment.
+const PARAM_SCHEMES: [&str; 5] = ["", "ftp", "http", "https", "sftp"];
 
 /// A name (metric, tag key, property key, param key, column): non-empty, bounded, no control characters.
 /// Unicode is welcome.
@@ -40,10 +51,14 @@ pub fn name(field: &str, value: &str) -> Result<()> {
     no_control_chars(field, value)
 }
 
-/// A title (experiment name, display name): like a name.
+/// A title (experiment name, display name): non-empty, bounded, no control characters. Unlike a name it may
+/// begin or end with spaces, as MLflow's experiment and run names may (`set_experiment("trial ")` must work).
 pub fn title(field: &str, value: &str) -> Result<()> {
-    name(field, value)?;
-    bounded(field, value, MAX_TITLE_BYTES)
+    if value.is_empty() {
+        return Err(Error::invalid(field, "must not be empty"));
+    }
+    bounded(field, value, MAX_TITLE_BYTES)?;
+    no_control_chars(field, value)
 }
 
 /// A value (tag, property, param): bounded; may be empty; may contain newlines and tabs.
@@ -125,6 +140,102 @@ pub fn artifact_path(path: &str) -> Result<String> {
     Ok(parts.join("/"))
 }
 
+/// An experiment's artifact location, where MLflow clients put its runs' files (`<location>/<run>/artifacts`),
+/// checked as MLflow's server checks it: bounded, not a `runs:` URI, no fragment or params, no `..` in its query,
+/// no scheme that names another host. Returns it as stored: a relative local path is made absolute against the
+/// server's working directory, as MLflow does (clients then write there on their own machine).
+pub fn artifact_location(location: &str) -> Result<String> {
+    let bad = |why: String| Error::invalid("artifact_location", why);
+    if location.is_empty() {
+        return Err(bad(
+            "must not be empty; leave it out for the server's own storage".into(),
+        ));
+    }
+    bounded("artifact_location", location, MAX_LOCATION_BYTES)?;
+    no_control_chars("artifact_location", location)?;
+    let (scheme, rest) = split_scheme(location);
+    if scheme == "runs" {
+        return Err(bad(format!("cannot be a runs:/ URI, given '{location}'")));
+    }
+    let names_host = rest.strip_prefix("//").is_some_and(|r| !r.starts_with('/'));
+    if HOST_SCHEMES.contains(&scheme.as_str()) || (scheme == "mlflow-artifacts" && names_host) {
+        return Err(bad(format!(
+            "cannot use the '{scheme}' scheme: it names a host other than this server's storage, which the \
+             server would then connect to; leave artifact_location out to keep files on this server, or give \
+             a location clients write to themselves (s3://, gs://, file://, a path)"
+        )));
+    }
+    let (before_fragment, fragment) = rest
+        .split_once('#')
+        .map_or((rest, None), |(a, f)| (a, Some(f)));
+    let (path, query) = before_fragment
+        .split_once('?')
+        .unwrap_or((before_fragment, ""));
+    let last_segment = path.rsplit('/').next().unwrap_or_default();
+    if fragment.is_some()
+        || (PARAM_SCHEMES.contains(&scheme.as_str()) && last_segment.contains(';'))
+    {
+        return Err(bad(
+            "a URL with a fragment (#) or params (;) cannot be an artifact location".into(),
+        ));
+    }
+    if percent_decoded(query).contains("..") {
+        return Err(bad("its query string must not contain '..'".into()));
+    }
+    let relative = scheme.is_empty() && !std::path::Path::new(location).is_absolute();
+    match std::env::current_dir() {
+        Ok(cwd) if relative => Ok(cwd.join(location).to_string_lossy().into_owned()),
+        _ => Ok(location.to_string()),
+    }
+}
+
+/// A URI's scheme, lower-cased, and what follows its colon, as Python's `urlsplit` reads them: letters first,
+/// then letters, digits, `+`, `-` or `.`; none for a plain path.
+fn split_scheme(uri: &str) -> (String, &str) {
+    match uri.split_once(':') {
+        Some((scheme, rest))
+            if scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) =>
+        {
+            (scheme.to_ascii_lowercase(), rest)
+        }
+        _ => (String::new(), uri),
+    }
+}
+
+/// `%XX` escapes decoded until nothing changes (at most 10 rounds, as MLflow does), so `%252e%252e` is `..`.
+fn percent_decoded(text: &str) -> String {
+    let mut current = text.to_string();
+    for _ in 0..10 {
+        let bytes = current.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok());
+            match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                Some(b) if bytes[i] == b'%' => {
+                    out.push(b);
+                    i += 3;
+                }
+                _ => {
+                    out.push(bytes[i]);
+                    i += 1;
+                }
+            }
+        }
+        let next = String::from_utf8_lossy(&out).into_owned();
+        if next == current {
+            break;
+        }
+        current = next;
+    }
+    current
+}
+
 fn bounded(field: &str, value: &str, max: usize) -> Result<()> {
     if value.len() > max {
         Err(Error::invalid(
@@ -174,6 +285,20 @@ mod tests {
     }
 
     #[test]
+    fn titles_may_have_surrounding_spaces_but_no_control_characters() {
+        assert!(title("name", "trial ").is_ok() && title("name", " ").is_ok());
+        assert!(title("name", "").is_err());
+        assert!(title("name", "a\nb")
+            .unwrap_err()
+            .to_string()
+            .contains("control characters"));
+        assert!(title("name", &"x".repeat(501))
+            .unwrap_err()
+            .to_string()
+            .contains("the limit is 500"));
+    }
+
+    #[test]
     fn artifact_paths_cannot_escape() {
         assert_eq!(artifact_path("a/./b//c.txt").unwrap(), "a/b/c.txt");
         for bad in [
@@ -192,6 +317,37 @@ mod tests {
                 "{bad:?} accepted"
             );
         }
+    }
+
+    #[test]
+    fn artifact_locations_are_checked_as_mlflow_checks_them() {
+        for good in [
+            "s3://bucket/path",
+            "gs://b/p/",
+            "file:///tmp/x",
+            "/mnt/shared/exp",
+            "mlflow-artifacts:/custom/x",
+            "mlflow-artifacts:///custom/x",
+            "s3://b/p;v=1",
+            "s3://b/p?versioned=true",
+        ] {
+            assert_eq!(artifact_location(good).unwrap(), good);
+        }
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            artifact_location("relative/dir").unwrap(),
+            cwd.join("relative/dir").to_string_lossy()
+        );
+        let refused = |loc: &str| artifact_location(loc).unwrap_err().to_string();
+        assert!(refused("http://example.com/x").contains("cannot use the 'http' scheme"));
+        assert!(refused("HTTPS://example.com/x").contains("'https' scheme"));
+        assert!(refused("mlflow-artifacts://other:5000/x").contains("'mlflow-artifacts' scheme"));
+        assert!(refused("runs:/abc/model").contains("runs:/ URI"));
+        assert!(refused("s3://b/p#frag").contains("fragment"));
+        assert!(refused("/tmp/a;b").contains("params"));
+        assert!(refused("s3://b/p?x=%252e%252e/y").contains("'..'"));
+        assert!(refused("").contains("must not be empty"));
+        assert!(refused(&format!("s3://b/{}", "x".repeat(2048))).contains("the limit is 2048"));
     }
 
     #[test]

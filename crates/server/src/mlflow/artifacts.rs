@@ -1,5 +1,6 @@
 //! The proxied artifact API (`mlflow-artifacts:/`), served from the runs' own artifact storage.
 
+use super::artifact_roots::{proxied_prefix, ArtifactRoots};
 use super::error::{MlError, MlResult};
 use super::models;
 use super::runs::find;
@@ -8,11 +9,11 @@ use crate::artifacts::{content_type, file_body, store_upload, NoCompress};
 use crate::AppState;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
-use flightlog_model::{validate, Error, RunId};
+use flightlog_model::{validate, ArtifactInfo, Error, ExperimentId, RunId};
 use flightlog_store::{FileOwner, Store};
 use serde_json::{json, Value};
 
@@ -65,17 +66,22 @@ async fn list_by_run(State(st): State<AppState>, Req(r): Req<ListReq>) -> MlResu
         let files: Vec<Value> = items
             .iter()
             .filter(|i| prefix.as_deref() != Some(i.path.as_str()))
-            .map(|i| match (i.is_dir, i.size) {
-                (false, Some(size)) => {
-                    json!({ "path": i.path, "is_dir": false, "file_size": size })
-                }
-                _ => json!({ "path": i.path, "is_dir": i.is_dir }),
-            })
+            .map(|i| file_info(&i.path, i))
             .collect();
-        Ok(json!({ "root_uri": super::convert::run_artifact_uri(&run), "files": files }))
+        let root_uri = ArtifactRoots::new(st.store.as_ref()).run_uri(&run);
+        Ok(json!({ "root_uri": root_uri, "files": files }))
     })
     .await?;
     Ok(Json(out))
+}
+
+/// A listed file or folder as MLflow's FileInfo: a size for files, left out when 0 (proto3 omits zeros, so the
+/// client reads `file_size` None for an empty file there).
+fn file_info(path: &str, item: &ArtifactInfo) -> Value {
+    match item.size.filter(|&size| !item.is_dir && size > 0) {
+        Some(size) => json!({ "path": path, "is_dir": false, "file_size": size }),
+        None => json!({ "path": path, "is_dir": item.is_dir }),
+    }
 }
 
 /// Where a proxied path lives: a run's or a model's files and the path inside them (None: the root).
@@ -84,33 +90,56 @@ struct Target {
     path: Option<String>,
 }
 
-/// Resolves `<exp>/<run>/artifacts[/p]` or `<exp>/models/<id>/artifacts[/p]`; a path that would escape is a
-/// 400, one that names no run or model of that experiment a 404.
+/// Resolves `<prefix>/<run>/artifacts[/p]` or `<prefix>/models/<id>/artifacts[/p]`, where `<prefix>` is the
+/// path of the run's or model's experiment root under `mlflow-artifacts:` (its id, unless the experiment was
+/// created with an `mlflow-artifacts:/...` location of its own). A path that would escape is a 400; one that
+/// names no run or model under that root a 404.
 fn resolve(store: &dyn Store, raw: &str) -> MlResult<Target> {
     let norm = validate::artifact_path(raw)?;
     let parts: Vec<&str> = norm.split('/').collect();
-    let unknown = || {
+    let roots = ArtifactRoots::new(store);
+    let mut missing = None;
+    for at in 1..parts.len() {
+        match owner_at(store, &parts, at) {
+            None => {}
+            Some(Err(e)) if e.status() == StatusCode::NOT_FOUND => {
+                missing.get_or_insert(e);
+            }
+            Some(Err(e)) => return Err(e),
+            Some(Ok((owner, experiment, rest))) => {
+                let prefix = parts[..at].join("/");
+                if proxied_prefix(&roots.root(experiment)) == Some(prefix.as_str()) {
+                    let path = (!rest.is_empty()).then(|| rest.join("/"));
+                    return Ok(Target { owner, path });
+                }
+            }
+        }
+    }
+    Err(missing.unwrap_or_else(|| {
         MlError::not_found(format!(
             "No artifact location '{raw}': expected <experiment>/<run>/artifacts/<path>"
         ))
-    };
-    let (in_experiment, owner, rest) = match parts.as_slice() {
-        [exp, "models", model, "artifacts", rest @ ..] => {
-            let stored = models::experiment_of(store, model)?;
-            (stored == *exp, FileOwner::Model(model.to_string()), rest)
+    }))
+}
+
+/// The run or model whose files `parts[at..]` names (`<run>/artifacts/...` or `models/<id>/artifacts/...`),
+/// its experiment and the path inside its files; None where the parts have neither shape.
+fn owner_at<'p>(
+    store: &dyn Store,
+    parts: &'p [&'p str],
+    at: usize,
+) -> Option<MlResult<(FileOwner, ExperimentId, &'p [&'p str])>> {
+    match &parts[at..] {
+        ["models", model, "artifacts", rest @ ..] => Some(
+            models::experiment_of(store, model)
+                .map(|exp| (FileOwner::Model(model.to_string()), exp, rest)),
+        ),
+        [run, "artifacts", rest @ ..] => {
+            let run: RunId = run.parse().ok()?;
+            Some(find(store, &run).map(|r| (FileOwner::Run(run), r.experiment_id, rest)))
         }
-        [exp, run, "artifacts", rest @ ..] => {
-            let run: RunId = run.parse().map_err(|_| unknown())?;
-            let stored = find(store, &run)?.experiment_id.to_string();
-            (stored == *exp, FileOwner::Run(run), rest)
-        }
-        _ => return Err(unknown()),
-    };
-    if !in_experiment {
-        return Err(unknown());
+        _ => None,
     }
-    let path = (!rest.is_empty()).then(|| rest.join("/"));
-    Ok(Target { owner, path })
 }
 
 async fn list(State(st): State<AppState>, RawQuery(raw): RawQuery) -> MlResult<Json<Value>> {
@@ -128,15 +157,7 @@ async fn list(State(st): State<AppState>, RawQuery(raw): RawQuery) -> MlResult<J
         Ok(items
             .iter()
             .filter(|i| t.path.as_deref() != Some(i.path.as_str()))
-            .map(|i| {
-                let name = i.path.rsplit('/').next().unwrap_or(&i.path);
-                match (i.is_dir, i.size) {
-                    (false, Some(size)) => {
-                        json!({ "path": name, "is_dir": false, "file_size": size })
-                    }
-                    _ => json!({ "path": name, "is_dir": i.is_dir }),
-                }
-            })
+            .map(|i| file_info(i.path.rsplit('/').next().unwrap_or(&i.path), i))
             .collect::<Vec<Value>>())
     })
     .await?;

@@ -124,6 +124,7 @@ pub fn key_values(map: &BTreeMap<String, String>) -> Vec<Value> {
         .collect()
 }
 
+/// An experiment's `artifact_location` as given, or the default root.
 pub fn experiment_artifact_location(e: &Experiment) -> String {
     e.artifact_location
         .clone()
@@ -140,13 +141,6 @@ pub fn experiment_json(e: &Experiment) -> Value {
         "last_update_time": millis(e.last_update_time),
         "tags": key_values(&e.tags),
     })
-}
-
-pub fn run_artifact_uri(run: &Run) -> String {
-    format!(
-        "{ARTIFACT_SCHEME}{}/{}/artifacts",
-        run.experiment_id, run.id
-    )
 }
 
 /// The latest value of a scalar series as MLflow means it: (value, timestamp ms, step) of the series' top point
@@ -171,13 +165,19 @@ pub fn latest_scalar(s: &SeriesInfo) -> Option<(f64, i64, i64)> {
     ))
 }
 
-pub fn run_info_json(run: &Run) -> Value {
-    serde_json::to_value(RunInfoView::of(run)).unwrap_or_default()
+/// A run's info; `artifact_uri` is where its experiment puts its files (see [`super::artifact_roots`]).
+pub fn run_info_json(run: &Run, artifact_uri: String) -> Value {
+    serde_json::to_value(RunInfoView::of(run, artifact_uri)).unwrap_or_default()
 }
 
 /// A whole run; `inputs`/`outputs` are the MLflow-only records kept as documents.
-pub fn run_json(run: &Run, inputs: Option<Value>, outputs: Option<Value>) -> Value {
-    serde_json::to_value(RunView::of(run, inputs, outputs)).unwrap_or_default()
+pub fn run_json(
+    run: &Run,
+    artifact_uri: String,
+    inputs: Option<Value>,
+    outputs: Option<Value>,
+) -> Value {
+    serde_json::to_value(RunView::of(run, artifact_uri, inputs, outputs)).unwrap_or_default()
 }
 
 /// A run as MLflow's JSON shows it, serialized straight from the run: a search writes hundreds, so no
@@ -191,9 +191,14 @@ pub struct RunView<'a> {
 }
 
 impl<'a> RunView<'a> {
-    pub fn of(run: &'a Run, inputs: Option<Value>, outputs: Option<Value>) -> Self {
+    pub fn of(
+        run: &'a Run,
+        artifact_uri: String,
+        inputs: Option<Value>,
+        outputs: Option<Value>,
+    ) -> Self {
         RunView {
-            info: RunInfoView::of(run),
+            info: RunInfoView::of(run, artifact_uri),
             data: RunDataView {
                 metrics: run.metrics.iter().filter_map(MetricView::latest).collect(),
                 params: run
@@ -225,7 +230,7 @@ struct RunInfoView<'a> {
 }
 
 impl<'a> RunInfoView<'a> {
-    fn of(run: &'a Run) -> Self {
+    fn of(run: &'a Run, artifact_uri: String) -> Self {
         RunInfoView {
             run_id: run.id.as_str(),
             run_uuid: run.id.as_str(),
@@ -235,7 +240,7 @@ impl<'a> RunInfoView<'a> {
             status: status_name(run.status),
             start_time: millis(run.start_time.unwrap_or(run.created_time)),
             end_time: run.end_time.map(millis),
-            artifact_uri: run_artifact_uri(run),
+            artifact_uri,
             lifecycle_stage: lifecycle_name(run.lifecycle),
         }
     }
@@ -542,15 +547,12 @@ mod tests {
     #[test]
     fn runs_convert_with_mlflow_names_and_units() {
         let r = run();
-        let j = run_json(&r, None, None);
+        let j = run_json(&r, "s3://b/3/r/artifacts".into(), None, None);
         assert_eq!(j["info"]["status"], "FINISHED");
         assert_eq!(j["info"]["start_time"], 7);
         assert_eq!(j["info"]["end_time"], 9);
         assert_eq!(j["info"]["experiment_id"], "3");
-        assert_eq!(
-            j["info"]["artifact_uri"],
-            format!("mlflow-artifacts:/3/{}/artifacts", r.id)
-        );
+        assert_eq!(j["info"]["artifact_uri"], "s3://b/3/r/artifacts");
         assert_eq!(j["data"]["metrics"][0]["value"], "NaN");
         assert_eq!(j["data"]["metrics"][0]["timestamp"], 12);
         let tags = run_tags(&r);

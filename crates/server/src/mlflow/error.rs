@@ -34,6 +34,12 @@ impl MlError {
     pub fn missing(field: &str) -> Self {
         Self::invalid(format!("Missing value for required parameter '{field}'."))
     }
+    /// A required text field: MLflow's server reads an empty one as absent (proto3 leaves no difference).
+    pub fn required(value: Option<String>, field: &str) -> MlResult<String> {
+        value
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| Self::missing(field))
+    }
     pub fn status(&self) -> StatusCode {
         status_of_code(self.code)
     }

@@ -103,10 +103,13 @@ pub fn experiment_id(raw: Option<&str>) -> MlResult<ExperimentId> {
     let raw = raw
         .filter(|s| !s.is_empty())
         .ok_or_else(|| MlError::missing("experiment_id"))?;
-    raw.parse().map_err(|_| {
-        MlError::invalid(format!(
+    let raw = raw.trim();
+    raw.parse().map_err(|_| match raw.parse::<i64>() {
+        // An integer that is no experiment's id (a negative one) names none, as on MLflow.
+        Ok(n) => MlError::not_found(format!("No Experiment with id={n} exists")),
+        Err(_) => MlError::invalid(format!(
             "Invalid experiment ID '{raw}': it must be an integer"
-        ))
+        )),
     })
 }
 
@@ -145,9 +148,7 @@ struct ByNameReq {
 }
 
 async fn get_by_name(State(st): State<AppState>, Req(r): Req<ByNameReq>) -> MlResult<Json<Value>> {
-    let name = r
-        .experiment_name
-        .ok_or_else(|| MlError::missing("experiment_name"))?;
+    let name = MlError::required(r.experiment_name, "experiment_name")?;
     let e = blocking(move || {
         st.store.get_experiment_by_name(&name).map_err(|e| match e {
             flightlog_model::Error::NotFound { .. } => {
@@ -175,14 +176,12 @@ struct SearchReq {
 }
 
 /// Which lifecycles a `view_type` / `run_view_type` selects.
-pub fn view_type(v: Option<&str>) -> MlResult<&'static [Lifecycle]> {
-    match v.unwrap_or("ACTIVE_ONLY") {
-        "ACTIVE_ONLY" | "1" | "" => Ok(&[Lifecycle::Active]),
-        "DELETED_ONLY" | "2" => Ok(&[Lifecycle::Deleted]),
-        "ALL" | "3" => Ok(&[Lifecycle::Active, Lifecycle::Deleted]),
-        other => Err(MlError::invalid(format!(
-            "Invalid view type '{other}': expected ACTIVE_ONLY, DELETED_ONLY or ALL"
-        ))),
+pub fn view_type(v: Option<&str>) -> &'static [Lifecycle] {
+    // A name MLflow's enum lacks (`BOGUS`, `all`) reads as ACTIVE_ONLY there, as an unset one does.
+    match v {
+        Some("DELETED_ONLY" | "2") => &[Lifecycle::Deleted],
+        Some("ALL" | "3") => &[Lifecycle::Active, Lifecycle::Deleted],
+        _ => &[Lifecycle::Active],
     }
 }
 
@@ -202,7 +201,7 @@ async fn search_experiments(
     Req(r): Req<SearchReq>,
 ) -> MlResult<Json<Value>> {
     let limit = max_results(r.max_results, 1000, MAX_RESULTS)?;
-    let lifecycles = view_type(r.view_type.as_deref())?;
+    let lifecycles = view_type(r.view_type.as_deref());
     let conds = search::parse_filter(&search::EXPERIMENTS, r.filter.as_deref().unwrap_or(""))?;
     let order: Vec<_> = r
         .order_by
@@ -339,7 +338,7 @@ async fn set_tag(State(st): State<AppState>, Req(r): Req<IdReq>) -> MlResult<Jso
 
 async fn delete_tag(State(st): State<AppState>, Req(r): Req<IdReq>) -> MlResult<Json<Value>> {
     let id = experiment_id(r.experiment_id.as_deref())?;
-    let key = r.key.ok_or_else(|| MlError::missing("key"))?;
+    let key = MlError::required(r.key, "key")?;
     blocking(move || {
         let e = find(st.store.as_ref(), id)?;
         // A deleted experiment's refusal (the store's) comes before a missing tag's, as on MLflow.

@@ -1,5 +1,6 @@
 //! The MLflow tracking REST API (`/api/2.0/mlflow/...`, `/ajax-api/2.0/...`): an MLflow run is a flightlog run.
 
+mod artifact_roots;
 mod artifacts;
 mod batch_body;
 mod convert;

@@ -1,6 +1,7 @@
 //! MLflow 3 logged models: create, get, finalize, tags, params, search, delete.
 
-use super::convert::{checked_pair, opt_enum, opt_i64, KeyValue, ARTIFACT_SCHEME};
+use super::artifact_roots::experiment_root;
+use super::convert::{checked_pair, opt_enum, opt_i64, KeyValue};
 use super::error::{MlError, MlResult};
 use super::experiments::{self, max_results};
 use super::search::{self, Kind, Row};
@@ -9,7 +10,7 @@ use crate::AppState;
 use axum::extract::{Path, State};
 use axum::routing::{delete, get, patch, post};
 use axum::{Json, Router};
-use flightlog_model::{Lifecycle, RunId, WallTime};
+use flightlog_model::{Error, ExperimentId, Lifecycle, RunId, WallTime};
 use flightlog_store::{FileOwner, Store};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -127,13 +128,13 @@ fn move_one(store: &dyn Store, id: &str, run: &RunId) -> Result<bool, flightlog_
     Ok(copy)
 }
 
-/// The experiment a model was logged in, as its artifact paths name it (`<exp>/models/<id>/...`).
-pub fn experiment_of(store: &dyn Store, id: &str) -> MlResult<String> {
+/// The experiment a model was logged in.
+pub fn experiment_of(store: &dyn Store, id: &str) -> MlResult<ExperimentId> {
     let model = load(store, id)?;
-    Ok(model["info"]["experiment_id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string())
+    let stored = model["info"]["experiment_id"].as_str().unwrap_or_default();
+    stored.parse().map_err(|_| {
+        Error::storage(format!("logged model {id} has experiment id '{stored}'")).into()
+    })
 }
 
 /// A model name as MLflow takes it: it becomes part of `runs:/<run>/<name>` URIs, so no `/`, `:`, `.`, `%`
@@ -199,7 +200,7 @@ async fn create(State(st): State<AppState>, Req(r): Req<CreateReq>) -> MlResult<
                 "model_id": id,
                 "experiment_id": exp.to_string(),
                 "name": name,
-                "artifact_uri": format!("{ARTIFACT_SCHEME}{exp}/models/{id}/artifacts"),
+                "artifact_uri": format!("{}/models/{id}/artifacts", experiment_root(&e)),
                 "creation_timestamp_ms": now,
                 "last_updated_timestamp_ms": now,
                 "model_type": r.model_type.unwrap_or_default(),

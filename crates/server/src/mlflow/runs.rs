@@ -1,5 +1,6 @@
 //! MLflow runs: create, get, update (incl. resume), delete, restore, search, and every logging call.
 
+use super::artifact_roots::ArtifactRoots;
 use super::batch_body::{self, Columns};
 use super::convert::{
     self, checked_pair, clamp_infinite, latest_scalar, millis, one_or_many, opt_enum, opt_i64,
@@ -89,7 +90,8 @@ pub(super) fn active(run: &Run) -> MlResult<()> {
 pub fn full_run_json(store: &dyn Store, run: &Run) -> MlResult<Value> {
     let inputs = store.get_document(INPUTS_DOC, run.id.as_str())?;
     let outputs = store.get_document(OUTPUTS_DOC, run.id.as_str())?;
-    Ok(run_json(run, inputs, outputs))
+    let artifact_uri = ArtifactRoots::new(store).run_uri(run);
+    Ok(run_json(run, artifact_uri, inputs, outputs))
 }
 
 #[derive(Deserialize, Default)]
@@ -216,7 +218,10 @@ async fn update(State(st): State<AppState>, Req(r): Req<UpdateReq>) -> MlResult<
         active(&run)?;
         let patch = update_patch(&run, status, end_time, r.run_name);
         let run = st.store.update_run(&id, patch)?;
-        Ok(run_info_json(&run))
+        Ok(run_info_json(
+            &run,
+            ArtifactRoots::new(st.store.as_ref()).run_uri(&run),
+        ))
     })
     .await?;
     Ok(Json(json!({ "run_info": info })))
@@ -502,7 +507,7 @@ fn write_params_tags(
 
 async fn delete_tag(State(st): State<AppState>, Req(r): Req<KeyValueReq>) -> MlResult<Json<Value>> {
     let id = run_id(r.run_id.as_deref(), r.run_uuid.as_deref())?;
-    let key = r.key.ok_or_else(|| MlError::missing("key"))?;
+    let key = MlError::required(r.key, "key")?;
     blocking(move || {
         let run = find(st.store.as_ref(), &id)?;
         active(&run)?;
@@ -751,7 +756,7 @@ impl RunSearch {
     fn parse(r: SearchReq) -> MlResult<Self> {
         Ok(RunSearch {
             limit: max_results(r.max_results, 1000, MAX_RESULTS)?,
-            lifecycles: view_type(r.run_view_type.as_deref())?,
+            lifecycles: view_type(r.run_view_type.as_deref()),
             conditions: search::parse_filter(&search::RUNS, r.filter.as_deref().unwrap_or(""))?,
             order: r
                 .order_by
@@ -797,11 +802,17 @@ impl RunSearch {
                 inputs.extend(store.list_documents(INPUTS_DOC)?);
             }
         }
+        let roots = ArtifactRoots::new(store);
         let runs = page
             .iter()
             .map(|run| {
                 let id = run.id.as_str();
-                RunView::of(run, inputs.remove(id), outputs.remove(id))
+                RunView::of(
+                    run,
+                    roots.run_uri(run),
+                    inputs.remove(id),
+                    outputs.remove(id),
+                )
             })
             .collect();
         let body = SearchPage {
@@ -881,11 +892,13 @@ pub(crate) fn find_runs(
     }
     let mut idents = idents;
     idents.extend(ties.iter().map(|t| &t.ident));
+    let roots = ArtifactRoots::new(store);
+    let artifact_uri = |run: &Run| roots.run_uri(run);
     let mut items: Vec<(Row, Run)> = runs
         .into_iter()
         .map(|run| {
             let docs = inputs.as_ref().and_then(|i| i.get(run.id.as_str()));
-            (row(&run, docs, &idents), run)
+            (row(&run, docs, &idents, &artifact_uri), run)
         })
         .filter(|(row, _)| search::matches_all(row, conditions))
         .collect();
@@ -937,7 +950,12 @@ fn all_runs(store: &dyn Store, query: RunQuery) -> MlResult<Vec<Run>> {
 }
 
 /// What a filter or sort sees of a run: the values `idents` name, nothing else.
-fn row(run: &Run, inputs: Option<&Value>, idents: &[&search::Ident]) -> Row {
+fn row(
+    run: &Run,
+    inputs: Option<&Value>,
+    idents: &[&search::Ident],
+    artifact_uri: &dyn Fn(&Run) -> String,
+) -> Row {
     let mut row = Row::default();
     let mut datasets = false;
     for ident in idents {
@@ -973,7 +991,7 @@ fn row(run: &Run, inputs: Option<&Value>, idents: &[&search::Ident]) -> Row {
                     "run_name" => ("run_name", run.display_name.clone()),
                     "status" => ("status", convert::status_name(run.status).to_string()),
                     "user_id" => ("user_id", run.user.clone()),
-                    "artifact_uri" => ("artifact_uri", convert::run_artifact_uri(run)),
+                    "artifact_uri" => ("artifact_uri", artifact_uri(run)),
                     "lifecycle_stage" => ("lifecycle_stage", run.lifecycle.as_str().to_string()),
                     _ => continue,
                 };
@@ -1185,7 +1203,9 @@ mod tests {
             ident(Kind::Param, "p"),
             ident(Kind::NumberAttr, "start_time"),
         ];
-        let r = row(&run, None, &named.iter().collect::<Vec<_>>());
+        let r = row(&run, None, &named.iter().collect::<Vec<_>>(), &|_| {
+            unreachable!("not named")
+        });
         assert_eq!(r.params.len(), 1);
         assert!(r.tags.is_empty() && r.metrics.is_empty() && r.text.is_empty());
         assert_eq!(

@@ -350,6 +350,12 @@ fn attribute(g: &Grammar, key: &str) -> Result<Ident, String> {
 /// one side (leading, trailing or doubled) is passed over, as MLflow's parser (sqlparse) passes over it.
 pub fn parse_filter(g: &Grammar, input: &str) -> MlResult<Vec<Condition>> {
     let toks = tokenize(input)?;
+    if toks.is_empty() && !input.is_empty() {
+        // Blanks alone: MLflow's parser finds no statement in them (an empty filter is no filter).
+        return Err(MlError::invalid(format!(
+            "Invalid filter '{input}'. Could not be parsed."
+        )));
+    }
     let and_at = |i: usize| keyword(toks.get(i), "and");
     let mut i = 0;
     let mut out = Vec::new();

@@ -14,12 +14,14 @@ const SELECT: &str =
     (SELECT max(r.last_update_time) FROM runs r WHERE r.experiment_id = e.id) \
     FROM experiments e";
 
-pub fn create(inner: &Inner, new: NewExperiment) -> Result<Experiment> {
+pub fn create(inner: &Inner, mut new: NewExperiment) -> Result<Experiment> {
     validate::title("name", &new.name)?;
     validate_tags(&new.tags)?;
-    if let Some(loc) = &new.artifact_location {
-        validate::value("artifact_location", loc)?;
-    }
+    new.artifact_location = new
+        .artifact_location
+        .as_deref()
+        .map(validate::artifact_location)
+        .transpose()?;
     inner.write(move |ctx| {
         if find_id(&ctx.conn, &new.name)?.is_some() {
             return Err(Error::AlreadyExists { entity: Entity::Experiment, id: new.name });

@@ -1,0 +1,86 @@
+//! Where MLflow clients put an experiment's files: its artifact root, under which a run's artifact URI is
+//! `<root>/<run>/artifacts` and a logged model's `<root>/models/<id>/artifacts` (fixed when the model is
+//! created), as MLflow builds them.
+
+use super::convert::ARTIFACT_SCHEME;
+use flightlog_model::{Experiment, ExperimentId, Run};
+use flightlog_store::Store;
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+/// An experiment's root: the `artifact_location` it was created with, else `mlflow-artifacts:/<id>` (this
+/// server's own storage, through the proxied artifact API). A location's trailing `/` is not doubled.
+pub fn experiment_root(e: &Experiment) -> String {
+    match e.artifact_location.as_deref() {
+        Some(location) => location.trim_end_matches('/').to_string(),
+        None => format!("{ARTIFACT_SCHEME}{}", e.id),
+    }
+}
+
+/// The path under the proxied artifact API at which this server serves `root`, if it serves it: roots of
+/// the `mlflow-artifacts:` scheme without a host (`mlflow-artifacts:/x`, `mlflow-artifacts:///x` → `x`).
+/// Files under any other root (s3://, a path...) are written by the clients themselves, not through here.
+pub fn proxied_prefix(root: &str) -> Option<&str> {
+    let rest = root.strip_prefix("mlflow-artifacts:")?;
+    let path = match rest.strip_prefix("//") {
+        Some(after) => after.strip_prefix('/')?,
+        None => rest,
+    };
+    Some(path.trim_matches('/'))
+}
+
+/// Experiments' roots, each read from the store once per request (a search page shows many runs of few
+/// experiments). A root that cannot be read is the default one: the location is then unknown, and the
+/// server's own storage is where the run's files would be.
+pub struct ArtifactRoots<'s> {
+    store: &'s dyn Store,
+    known: RefCell<HashMap<ExperimentId, String>>,
+}
+
+impl<'s> ArtifactRoots<'s> {
+    pub fn new(store: &'s dyn Store) -> Self {
+        ArtifactRoots {
+            store,
+            known: RefCell::default(),
+        }
+    }
+
+    pub fn root(&self, experiment: ExperimentId) -> String {
+        if let Some(root) = self.known.borrow().get(&experiment) {
+            return root.clone();
+        }
+        match self.store.get_experiment(experiment) {
+            Ok(e) => {
+                let root = experiment_root(&e);
+                self.known.borrow_mut().insert(experiment, root.clone());
+                root
+            }
+            Err(_) => format!("{ARTIFACT_SCHEME}{experiment}"),
+        }
+    }
+
+    pub fn run_uri(&self, run: &Run) -> String {
+        format!("{}/{}/artifacts", self.root(run.experiment_id), run.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_hostless_mlflow_artifacts_roots_are_served_here() {
+        assert_eq!(proxied_prefix("mlflow-artifacts:/3"), Some("3"));
+        assert_eq!(
+            proxied_prefix("mlflow-artifacts:/custom/x/"),
+            Some("custom/x")
+        );
+        assert_eq!(
+            proxied_prefix("mlflow-artifacts:///custom/x"),
+            Some("custom/x")
+        );
+        assert_eq!(proxied_prefix("mlflow-artifacts://host/x"), None);
+        assert_eq!(proxied_prefix("s3://bucket/x"), None);
+        assert_eq!(proxied_prefix("/mnt/x"), None);
+    }
+}
