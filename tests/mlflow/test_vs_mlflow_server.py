@@ -118,6 +118,14 @@ CASES = [
     ("POST", "experiments/create", {"json": {"name": "{exp_name}-loc", "artifact_location": "http://example.com/x"}}),
     ("POST", "experiments/create", {"json": {"name": "{exp_name}-frag", "artifact_location": "s3://b/p#f"}}),
     ("POST", "experiments/create", {"json": {"name": "{exp_name} "}}),
+    # A value left out or null is "" (proto3 has no absent string).
+    ("POST", "runs/log-parameter", {"json": {"run_id": "{run}", "key": "no-value"}}),
+    ("POST", "runs/set-tag", {"json": {"run_id": "{run}", "key": "t", "value": None}}),
+    ("POST", "experiments/set-experiment-tag", {"json": {"experiment_id": "{eid}", "key": "t"}}),
+    ("POST", "experiments/create", {"json": {"name": "{exp_name}-tags", "tags": [{"key": "t"}]}}),
+    ("POST", "runs/log-batch", {"json": {"run_id": "{run}", "params": [{"key": "q"}], "tags": [{"key": "u"}]}}),
+    ("POST", "runs/create", {"json": {"experiment_id": "{eid}", "tags": [{"key": "t"}]}}),
+    ("POST", "logged-models", {"json": {"experiment_id": "{eid}", "name": "nv", "params": [{"key": "p"}]}}),
 ]
 
 

@@ -388,15 +388,12 @@ pub fn truncate_value(v: &str, max_chars: usize) -> String {
     }
 }
 
-/// A key/value entry with both parts present and the key valid.
+/// A key/value entry with its key present and valid. A value left out (or null) is `""`, as MLflow's server
+/// reads it (proto3 has no absent string).
 pub fn checked_pair(what: &str, kv: &KeyValue) -> MlResult<(String, String)> {
     let key = kv.key.as_deref().ok_or_else(|| MlError::missing("key"))?;
     validate_key(what, key)?;
-    let value = kv
-        .value
-        .as_deref()
-        .ok_or_else(|| MlError::missing("value"))?;
-    Ok((key.to_string(), value.to_string()))
+    Ok((key.to_string(), kv.value.clone().unwrap_or_default()))
 }
 
 /// An optional string that borrows from the request body unless it has escapes (then it is unescaped into

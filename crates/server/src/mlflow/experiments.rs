@@ -322,7 +322,7 @@ async fn set_tag(State(st): State<AppState>, Req(r): Req<IdReq>) -> MlResult<Jso
     let id = experiment_id(r.experiment_id.as_deref())?;
     let key = r.key.ok_or_else(|| MlError::missing("key"))?;
     validate_key("tag", &key)?;
-    let value = r.value.ok_or_else(|| MlError::missing("value"))?;
+    let value = r.value.unwrap_or_default();
     check_tag_value(&key, &value)?;
     let set_tags = BTreeMap::from([(key, value)]);
     blocking(move || {
