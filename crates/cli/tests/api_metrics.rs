@@ -314,3 +314,49 @@ fn binary_scalar_batches_store_every_point_once_and_bad_bodies_are_400() {
         "a rejected body stores nothing"
     );
 }
+
+/// A read of more than 2M points by index is streamed from the store a chunk at a time; its body is the one
+/// the same points give read by step bounds (read whole, then streamed from memory), in JSON and in binary.
+#[test]
+fn huge_reads_stream_from_the_store_the_points_a_whole_read_gives() {
+    use flightlog_model::{scalar_wire, Batch, ScalarWrite, WallTime, F64};
+    let s = TestServer::start();
+    let id = s.new_run();
+    let n: i64 = 2_100_000;
+    for from in (0..n).step_by(300_000) {
+        let steps: Vec<i64> = (from..(from + 300_000).min(n)).collect();
+        let batch = Batch {
+            scalars: vec![ScalarWrite {
+                name: "loss".into(),
+                description: None,
+                steps: Some(steps.iter().map(|&i| Some(i)).collect()),
+                times: Some(steps.iter().map(|&i| WallTime(i * 1000)).collect()),
+                values: steps.iter().map(|&i| F64(i as f64 / 3.0)).collect(),
+            }],
+            ..Default::default()
+        };
+        let body = scalar_wire::encode(&batch).expect("a scalar batch has a binary form");
+        let path = format!("/api/v1/runs/{id}/batch");
+        let (status, ack) = s.send_raw("POST", &path, scalar_wire::MEDIA_TYPE, &body);
+        assert_eq!(status, 200, "{ack}");
+    }
+    let read = |query: &str| {
+        let (status, body, _) = s.get_bytes(&format!("/api/v1/runs/{id}/metrics/loss?{query}"));
+        assert_eq!(status, 200, "{query}");
+        body
+    };
+    // 2,050,000 points: over the streaming threshold either way.
+    let by_index = read("start_index=50000&limit=2050000");
+    assert_eq!(by_index, read("min_step=50000&max_step=2099999"));
+    let text = String::from_utf8_lossy(&by_index);
+    assert!(text.contains(r#","steps":[50000,50001,"#), "{}", &text[..300]);
+    assert!(text.ends_with(",699999.6666666666]}"), "{}", &text[text.len() - 100..]);
+
+    let binary = read("start_index=50000&limit=2050000&format=binary");
+    assert_eq!(binary, read("min_step=50000&max_step=2099999&format=binary"));
+    assert_eq!(binary.len(), 8 + 24 * 2_050_000);
+    let word = |i: usize| i64::from_le_bytes(binary[8 + 8 * i..16 + 8 * i].try_into().unwrap());
+    assert_eq!(u64::from_le_bytes(binary[..8].try_into().unwrap()), 2_050_000);
+    assert_eq!((word(0), word(2_049_999)), (50_000, 2_099_999));
+    assert_eq!(word(2_050_000), 50_000_000, "the first time, after every step");
+}

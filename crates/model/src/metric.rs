@@ -430,6 +430,15 @@ impl ScalarSeries {
     pub fn is_empty(&self) -> bool {
         self.values.is_empty()
     }
+    /// A copy of points `from..to`, cut short where a column is (none is, by contract).
+    pub fn slice(&self, from: usize, to: usize) -> ScalarSeries {
+        let cut = |len: usize| from.min(len)..to.min(len);
+        ScalarSeries {
+            steps: self.steps[cut(self.steps.len())].to_vec(),
+            times: self.times[cut(self.times.len())].to_vec(),
+            values: self.values[cut(self.values.len())].to_vec(),
+        }
+    }
 }
 
 /// Which points of a series to read: by position (index in logging order) and/or by step range.

@@ -16,6 +16,7 @@ mod openapi;
 mod portal;
 mod runs;
 mod runs_table;
+mod series_stream;
 mod tb_ingest;
 
 pub use error::ApiError;

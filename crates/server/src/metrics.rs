@@ -3,6 +3,7 @@
 use crate::downsample_cache::Key;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{blocking, body_bytes, json_bytes, parse_json, run_id, write_batch, Query};
+use crate::series_stream::{self, Format, STREAM_POINTS};
 use crate::AppState;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, Request, State};
@@ -11,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use flightlog_model::{
-    scalar_wire, Batch, BatchAck, ImageWrite, MetricKind, ReadRange, Record, ScalarSeries,
+    scalar_wire, Batch, BatchAck, ImageWrite, MetricKind, ReadRange, Record, RunId, ScalarSeries,
     SeriesInfo, WallTime,
 };
 use serde_json::{json, Value};
@@ -183,6 +184,17 @@ async fn read(
             return Ok(Json(json!({ "info": info, "records": records })).into_response());
         }
         let started = std::time::Instant::now();
+        if let Some(n) = huge_read(&rq, info.count) {
+            return Ok(lazy_read(
+                &st,
+                id,
+                name,
+                info,
+                rq.range.start_index,
+                n,
+                rq.binary,
+            ));
+        }
         let series = match rq.buckets {
             Some(b) => {
                 let key = Key::new(&id, &name, info.count, &rq.range, b);
@@ -198,10 +210,24 @@ async fn read(
             None => Arc::new(store.read_scalars(&id, &name, &rq.range)?),
         };
         let read = started.elapsed();
-        let resp = if rq.binary {
+        let resp = if series.len() > STREAM_POINTS {
+            // Step bounds left a huge read to stream from memory.
+            let format = if rq.binary {
+                Format::Binary
+            } else {
+                Format::Json
+            };
+            let n = series.len();
+            series_stream::response(
+                info,
+                n,
+                format,
+                Arc::new(move |from, to| Ok(series.slice(from, to))),
+            )
+        } else if rq.binary {
             binary_response(&series)
         } else {
-            scalar_json_response(info, Arc::unwrap_or_clone(series))
+            parts_response(scalar_json_parts(&info, &series))
         };
         tracing::debug!(?read, encoded = ?(started.elapsed() - read), "scalar read");
         Ok(resp)
@@ -209,90 +235,40 @@ async fn read(
     .await
 }
 
-/// Above this many points the JSON body is streamed in chunks as it is written, so a huge read never holds
-/// its whole text in memory (a million points is about 45 MB of JSON).
-const STREAM_POINTS: usize = 2_000_000;
-/// Points per chunk of a streamed body.
-const STREAM_CHUNK: usize = 65_536;
-
-fn scalar_json_response(info: SeriesInfo, series: ScalarSeries) -> Response {
-    if series.len() <= STREAM_POINTS {
-        return parts_response(scalar_json_parts(&info, &series));
+/// The number of points of a read to stream from the store a chunk at a time: an index range (no step
+/// bounds, no downsampling) of more than [`STREAM_POINTS`]. `None` for any other read.
+fn huge_read(rq: &ReadQuery, count: u64) -> Option<usize> {
+    let r = &rq.range;
+    if rq.buckets.is_some() || r.min_step.is_some() || r.max_step.is_some() {
+        return None;
     }
-    // Each piece is written when the connection asks for it: a client that reads slowly holds the series in
-    // memory, never a thread.
-    let n = series
-        .steps
-        .len()
-        .min(series.times.len())
-        .min(series.values.len());
-    let held = Arc::new((info, series));
-    let pieces = json_pieces(n).map(move |piece| {
-        let (info, series) = &*held;
-        Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(piece.write(info, series, n)))
-    });
-    let mut resp = Response::new(Body::from_stream(futures::stream::iter(pieces)));
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    resp
+    let left = count.saturating_sub(r.start_index);
+    let n = usize::try_from(r.limit.map_or(left, |l| l.min(left))).ok()?;
+    (n > STREAM_POINTS).then_some(n)
 }
 
-/// One piece of a streamed series body: the head, up to [`STREAM_CHUNK`] points of one column, or the tail.
-#[derive(Clone, Copy)]
-enum Piece {
-    Head,
-    Column { col: usize, chunk: usize },
-    Tail,
-}
-
-/// The pieces of an `n`-point body, in order.
-fn json_pieces(n: usize) -> impl Iterator<Item = Piece> {
-    let chunks = n.div_ceil(STREAM_CHUNK).max(1);
-    std::iter::once(Piece::Head)
-        .chain(
-            (0..3).flat_map(move |col| (0..chunks).map(move |chunk| Piece::Column { col, chunk })),
-        )
-        .chain(std::iter::once(Piece::Tail))
-}
-
-impl Piece {
-    /// The piece's text: together, the pieces write the same text as [`scalar_json_parts`]. `n` bounds the
-    /// indexing (the columns are equal by contract; the shortest is used, so a store bug cannot panic here).
-    fn write(self, info: &SeriesInfo, s: &ScalarSeries, n: usize) -> Vec<u8> {
-        let (col, c) = match self {
-            Piece::Head => {
-                let mut out = b"{\"info\":".to_vec();
-                if serde_json::to_writer(&mut out, info).is_err() {
-                    out.extend_from_slice(b"null");
-                }
-                return out;
-            }
-            Piece::Tail => return b"}".to_vec(),
-            Piece::Column { col, chunk } => (col, chunk),
+/// Streams points `start..start + n` of a series, each chunk read from the store as the body is written.
+/// Points are only ever appended, so every column reads the same points.
+fn lazy_read(
+    st: &AppState,
+    id: RunId,
+    name: String,
+    info: SeriesInfo,
+    start: u64,
+    n: usize,
+    binary: bool,
+) -> Response {
+    let store = st.store.clone();
+    let read = move |from: usize, to: usize| {
+        let range = ReadRange {
+            start_index: start + from as u64,
+            limit: Some((to - from) as u64),
+            ..Default::default()
         };
-        let (from, to) = (c * STREAM_CHUNK, ((c + 1) * STREAM_CHUNK).min(n));
-        let mut out = Vec::with_capacity(STREAM_CHUNK * 24 + 16);
-        if c == 0 {
-            out.extend_from_slice([&b",\"steps\":["[..], b",\"times\":[", b",\"values\":["][col]);
-        }
-        let (mut ib, mut fb) = (itoa::Buffer::new(), ryu::Buffer::new());
-        for i in from..to {
-            if i > 0 {
-                out.push(b',');
-            }
-            match col {
-                0 => out.extend_from_slice(ib.format(s.steps[i]).as_bytes()),
-                1 => out.extend_from_slice(ib.format(s.times[i].0).as_bytes()),
-                _ => write_f64(&mut out, &mut fb, s.values[i].0),
-            }
-        }
-        if to == n {
-            out.push(b']');
-        }
-        out
-    }
+        store.read_scalars(&id, &name, &range)
+    };
+    let format = if binary { Format::Binary } else { Format::Json };
+    series_stream::response(info, n, format, Arc::new(read))
 }
 
 /// A JSON body sent as the pieces it was written in, with its exact length.
@@ -431,7 +407,7 @@ fn write_ints(out: &mut Vec<u8>, ib: &mut itoa::Buffer, values: impl Iterator<It
 }
 
 /// Same text as `F64`'s serde form: ryu for finite values, the three strings otherwise.
-fn write_f64(out: &mut Vec<u8>, fb: &mut ryu::Buffer, v: f64) {
+pub(crate) fn write_f64(out: &mut Vec<u8>, fb: &mut ryu::Buffer, v: f64) {
     if v.is_finite() {
         out.extend_from_slice(fb.format_finite(v).as_bytes());
     } else if v.is_nan() {
@@ -466,15 +442,7 @@ mod tests {
             values: (0..200_000).map(|i| F64(i as f64 / 7.0)).collect(),
         };
         let whole = scalar_json_parts(&info(), &big).concat();
-        let streamed = |s: &ScalarSeries| -> Vec<u8> {
-            json_pieces(s.len())
-                .flat_map(|piece| piece.write(&info(), s, s.len()))
-                .collect()
-        };
-        assert_eq!(streamed(&big), whole);
-        assert_eq!(streamed(&s), scalar_json(&info(), &s));
-        let empty = ScalarSeries::default();
-        assert_eq!(streamed(&empty), scalar_json(&info(), &empty));
+        assert_eq!(whole, scalar_json_parts_single(&info(), &big).concat());
         let parts: Value = serde_json::from_slice(&whole).unwrap();
         assert_eq!(parts["values"].as_array().unwrap().len(), 200_000);
         assert_eq!(parts["times"][199_999], 199_999);
