@@ -48,6 +48,25 @@ pub enum Command {
             value_name = "always|INTERVAL"
         )]
         fsync: Durability,
+        /// Host names (or `name:port`, `*` wildcards, `*` for any) accepted in the Host header beside loopback
+        /// and private addresses, `localhost` and the --host address: the names people reach this server by
+        /// when it listens on 0.0.0.0. Others are refused, which protects the server from DNS rebinding.
+        #[arg(
+            long,
+            env = "FLIGHTLOG_ALLOWED_HOSTS",
+            value_delimiter = ',',
+            value_name = "HOSTS"
+        )]
+        allowed_hosts: Vec<String>,
+        /// Origins of web pages that may change data (`https://dash.example`, `*` wildcards, `*` for any);
+        /// the portal's own origin and localhost pages always may.
+        #[arg(
+            long,
+            env = "FLIGHTLOG_ALLOWED_ORIGINS",
+            value_delimiter = ',',
+            value_name = "ORIGINS"
+        )]
+        allowed_origins: Vec<String>,
     },
     /// Experiments.
     #[command(subcommand)]
@@ -194,11 +213,17 @@ fn dispatch(cli: Cli) -> Result<(), CliError> {
             port,
             data,
             fsync,
+            allowed_hosts,
+            allowed_origins,
         } => server_cmd::run(server_cmd::ServerArgs {
             host,
             port,
             data,
             durability: fsync,
+            access: flightlog_server::AccessPolicy {
+                allowed_hosts,
+                allowed_origins,
+            },
         }),
         Command::Export(c) => tensorboard_cmd::export(&cli.server, cli.json, c),
         Command::Import(c) => tensorboard_cmd::import(&cli.server, cli.json, c),

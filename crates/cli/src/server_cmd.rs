@@ -12,6 +12,7 @@ pub struct ServerArgs {
     pub port: u16,
     pub data: PathBuf,
     pub durability: Durability,
+    pub access: flightlog_server::AccessPolicy,
 }
 
 /// Logging to stderr, `RUST_LOG` wins; default: info for flightlog's crates, warn for the rest.
@@ -56,9 +57,13 @@ pub fn run(args: ServerArgs) -> Result<(), CliError> {
         .thread_name("flightlog-server")
         .build()
         .map_err(|e| CliError::new(1, format!("cannot start the async runtime: {e}")))?;
-    let host = args.host.clone();
-    let port = args.port;
-    let result = runtime.block_on(serve(host, port, Arc::new(store)));
+    let config = flightlog_server::ServerConfig {
+        host: args.host.clone(),
+        port: args.port,
+        access: args.access,
+        ..Default::default()
+    };
+    let result = runtime.block_on(serve(config, Arc::new(store)));
     result.map_err(|e| {
         let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
             "another process uses that port; pick another with --port"
@@ -74,12 +79,10 @@ pub fn run(args: ServerArgs) -> Result<(), CliError> {
 }
 
 /// The one place that knows `flightlog_server::serve`'s signature.
-async fn serve(host: String, port: u16, store: Arc<EmbeddedStore>) -> std::io::Result<()> {
-    let config = flightlog_server::ServerConfig {
-        host,
-        port,
-        ..Default::default()
-    };
+async fn serve(
+    config: flightlog_server::ServerConfig,
+    store: Arc<EmbeddedStore>,
+) -> std::io::Result<()> {
     let on_ready = |addr: SocketAddr| {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "flightlog server listening on http://{addr}");

@@ -349,14 +349,32 @@ fn huge_reads_stream_from_the_store_the_points_a_whole_read_gives() {
     let by_index = read("start_index=50000&limit=2050000");
     assert_eq!(by_index, read("min_step=50000&max_step=2099999"));
     let text = String::from_utf8_lossy(&by_index);
-    assert!(text.contains(r#","steps":[50000,50001,"#), "{}", &text[..300]);
-    assert!(text.ends_with(",699999.6666666666]}"), "{}", &text[text.len() - 100..]);
+    assert!(
+        text.contains(r#","steps":[50000,50001,"#),
+        "{}",
+        &text[..300]
+    );
+    assert!(
+        text.ends_with(",699999.6666666666]}"),
+        "{}",
+        &text[text.len() - 100..]
+    );
 
     let binary = read("start_index=50000&limit=2050000&format=binary");
-    assert_eq!(binary, read("min_step=50000&max_step=2099999&format=binary"));
+    assert_eq!(
+        binary,
+        read("min_step=50000&max_step=2099999&format=binary")
+    );
     assert_eq!(binary.len(), 8 + 24 * 2_050_000);
     let word = |i: usize| i64::from_le_bytes(binary[8 + 8 * i..16 + 8 * i].try_into().unwrap());
-    assert_eq!(u64::from_le_bytes(binary[..8].try_into().unwrap()), 2_050_000);
+    assert_eq!(
+        u64::from_le_bytes(binary[..8].try_into().unwrap()),
+        2_050_000
+    );
     assert_eq!((word(0), word(2_049_999)), (50_000, 2_099_999));
-    assert_eq!(word(2_050_000), 50_000_000, "the first time, after every step");
+    assert_eq!(
+        word(2_050_000),
+        50_000_000,
+        "the first time, after every step"
+    );
 }

@@ -161,14 +161,30 @@ async fn download(
     let id = run_id(&id)?;
     let ct = content_type(&path);
     let (info, reader) = blocking(move || Ok(st.store.open_artifact(&id, &path)?)).await?;
+    Ok(file_response(ct, info.size, reader))
+}
+
+/// A stored file as an answer: its type guessed from its name, its length, no compression, and sandboxed. A
+/// file is served from the portal's origin, so an uploaded HTML or SVG page opened from its link would run
+/// as a page of the portal; `Content-Security-Policy: sandbox` gives it an origin of its own and no scripts.
+/// (The portal's previews fetch text and show images, which the policy does not touch.)
+pub(crate) fn file_response(
+    ct: &'static str,
+    size: Option<u64>,
+    reader: Box<dyn Read + Send>,
+) -> Response {
     let mut resp = Response::new(file_body(reader));
     let headers = resp.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
-    if let Some(size) = info.size {
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox"),
+    );
+    if let Some(size) = size {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
     }
     resp.extensions_mut().insert(NoCompress);
-    Ok(resp)
+    resp
 }
 
 /// A response body read from `reader` a chunk at a time, each read on the blocking pool only when the

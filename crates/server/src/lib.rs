@@ -7,6 +7,7 @@ mod error;
 mod events;
 mod experiments;
 mod extract;
+mod guard;
 mod health;
 mod listen;
 mod logs;
@@ -20,6 +21,7 @@ mod series_stream;
 mod tb_ingest;
 
 pub use error::ApiError;
+pub use guard::AccessPolicy;
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request};
@@ -50,6 +52,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// How long a client may take to send a request's headers before its connection is closed.
     pub header_read_timeout: std::time::Duration,
+    /// Host headers and origins accepted beyond the defaults (see [`AccessPolicy`]).
+    pub access: AccessPolicy,
 }
 
 impl Default for ServerConfig {
@@ -59,6 +63,7 @@ impl Default for ServerConfig {
             port: 5000,
             max_body_bytes: DEFAULT_ARTIFACT_BODY_BYTES,
             header_read_timeout: listen::HEADER_READ_TIMEOUT,
+            access: AccessPolicy::default(),
         }
     }
 }
@@ -75,13 +80,14 @@ pub(crate) struct AppState {
     pub downsampled: Arc<downsample_cache::DownsampleCache>,
 }
 
-/// The API with default limits; event streams end only when their clients leave.
+/// The API with default limits, as served on 127.0.0.1; event streams end only when their clients leave.
 pub fn router(store: Arc<dyn Store>) -> Router {
     build_router(
         store,
         DEFAULT_JSON_BODY_BYTES,
         DEFAULT_ARTIFACT_BODY_BYTES,
         CancellationToken::new(),
+        AccessPolicy::default().listening_on("127.0.0.1"),
     )
 }
 
@@ -90,7 +96,9 @@ fn build_router(
     json_limit: usize,
     artifact_limit: usize,
     shutdown: CancellationToken,
+    access: AccessPolicy,
 ) -> Router {
+    let access = Arc::new(access);
     let state = AppState {
         store,
         artifact_limit,
@@ -119,6 +127,9 @@ fn build_router(
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(axum::middleware::from_fn(json_errors))
+        .layer(axum::middleware::from_fn(
+            move |req: Request, next: Next| guard::guard(access.clone(), req, next),
+        ))
         .layer(
             CompressionLayer::new()
                 .quality(CompressionLevel::Fastest)
@@ -146,7 +157,14 @@ pub async fn serve(
         tracing::warn!("could not move logged models' files out of their runs: {e}");
     }
     tokio::spawn(tb_ingest::run(store.clone(), token.clone()));
-    let app = build_router(store, json_limit, config.max_body_bytes, token.clone());
+    let access = config.access.listening_on(&config.host);
+    let app = build_router(
+        store,
+        json_limit,
+        config.max_body_bytes,
+        token.clone(),
+        access,
+    );
     on_ready(addr);
     let signal = async move {
         shutdown.await;

@@ -5,11 +5,11 @@ use super::error::{MlError, MlResult};
 use super::models;
 use super::runs::find;
 use super::{blocking, empty, Req};
-use crate::artifacts::{content_type, file_body, store_upload, NoCompress};
+use crate::artifacts::{content_type, file_response, store_upload};
 use crate::AppState;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -184,15 +184,7 @@ async fn download(State(st): State<AppState>, Path(raw): Path<String>) -> MlResu
         Ok(st.store.open_file(&owner, &path)?)
     })
     .await?;
-    let mut resp = Response::new(file_body(reader));
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
-    if let Some(size) = info.size {
-        resp.headers_mut()
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
-    }
-    resp.extensions_mut().insert(NoCompress);
-    Ok(resp)
+    Ok(file_response(ct, info.size, reader))
 }
 
 /// Streams the body into the run's or model's storage, counted against the artifact limit like native uploads.
