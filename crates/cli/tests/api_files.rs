@@ -280,10 +280,10 @@ fn stalled_transfers_do_not_stall_other_requests() {
     for i in 0..560 {
         let mut c = connect();
         let head = if i < 40 {
-            format!("GET /api/v1/runs/{id}/artifacts/big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+            format!("GET /api/v1/runs/{id}/artifacts/big.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         } else {
             format!(
-                "PUT /api/v1/runs/{id}/artifacts/slow{i} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nabc"
+                "PUT /api/v1/runs/{id}/artifacts/slow{i} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\nabc"
             )
         };
         c.write_all(head.as_bytes()).unwrap();
@@ -301,7 +301,7 @@ fn stalled_transfers_do_not_stall_other_requests() {
 
     let mut c = connect();
     let head = format!(
-        "POST /api/v1/runs/{id}/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+        "POST /api/v1/runs/{id}/batch HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
          Content-Length: 99999999999999\r\n\r\n{{}}"
     );
     c.write_all(head.as_bytes()).unwrap();
