@@ -230,11 +230,19 @@ fn check(
         .read_to_string()
         .unwrap_or_default();
     let err = error_from_body(status, &text, entity);
-    if status >= 500 || status == 429 || status == 408 {
+    if retryable(status) {
         Err(SendError::Retry(err))
     } else {
         Err(SendError::Reject(err))
     }
+}
+
+/// Whether a request refused with `status` may succeed later unchanged: server failures, rate limits, time-outs,
+/// and 403, which the server answers only when its Host check refuses the name the client reaches it by (no
+/// API refuses data with it). That is the server's configuration (`--allowed-hosts`), not the data, so what
+/// was logged stays in the spool until the server accepts it rather than being dropped.
+fn retryable(status: u16) -> bool {
+    status >= 500 || matches!(status, 403 | 408 | 429)
 }
 
 fn read_json<T: DeserializeOwned>(
@@ -500,5 +508,15 @@ mod tests {
         assert_eq!(encode_segment("a b/c"), "a%20b%2Fc");
         assert_eq!(encode_path("train/loss é"), "train/loss%20%C3%A9");
         assert_eq!(normalize_uri("localhost:5000/"), "http://localhost:5000");
+    }
+
+    #[test]
+    fn refusals_of_the_servers_configuration_are_retried_and_of_the_data_are_not() {
+        for status in [403, 408, 429, 500, 503] {
+            assert!(retryable(status), "{status}");
+        }
+        for status in [400, 404, 409, 413, 422] {
+            assert!(!retryable(status), "{status}");
+        }
     }
 }
