@@ -67,6 +67,10 @@ pub enum Command {
             value_name = "ORIGINS"
         )]
         allowed_origins: Vec<String>,
+        /// Largest artifact upload (`512MiB`, `16GiB`, plain bytes). Uploads stream to disk, so this bounds
+        /// disk use per file, not memory.
+        #[arg(long, env = "FLIGHTLOG_MAX_ARTIFACT_SIZE", default_value = "16GiB", value_parser = byte_size, value_name = "SIZE")]
+        max_artifact_size: usize,
     },
     /// Experiments.
     #[command(subcommand)]
@@ -215,11 +219,13 @@ fn dispatch(cli: Cli) -> Result<(), CliError> {
             fsync,
             allowed_hosts,
             allowed_origins,
+            max_artifact_size,
         } => server_cmd::run(server_cmd::ServerArgs {
             host,
             port,
             data,
             durability: fsync,
+            max_artifact_size,
             access: flightlog_server::AccessPolicy {
                 allowed_hosts,
                 allowed_origins,
@@ -235,5 +241,46 @@ fn dispatch(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         _ => crate::commands::run(cli),
+    }
+}
+
+/// A size in bytes: a whole number with an optional binary unit (`KiB`, `MiB`, `GiB`, `TiB`, or `K`, `M`, `G`,
+/// `T`), e.g. `512MiB`.
+fn byte_size(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" => 10,
+        "m" | "mib" => 20,
+        "g" | "gib" => 30,
+        "t" | "tib" => 40,
+        other => {
+            return Err(format!(
+                "unknown unit '{other}': use KiB, MiB, GiB or TiB (e.g. 512MiB)"
+            ))
+        }
+    };
+    let n: usize = number.parse().map_err(|_| {
+        format!("'{text}' is not a size: give a whole number and a unit, e.g. 16GiB")
+    })?;
+    n.checked_mul(1usize << shift)
+        .filter(|&bytes| bytes > 0)
+        .ok_or_else(|| format!("'{text}' is not a size this server can use (zero, or too large)"))
+}
+
+#[cfg(test)]
+mod size_tests {
+    #[test]
+    fn sizes_read_with_binary_units() {
+        assert_eq!(super::byte_size("512MiB"), Ok(512 << 20));
+        assert_eq!(super::byte_size("16G"), Ok(16 << 30));
+        assert_eq!(super::byte_size("1000"), Ok(1000));
+        assert!(super::byte_size("0").is_err());
+        assert!(super::byte_size("12 parsecs")
+            .unwrap_err()
+            .contains("unknown unit"));
+        assert!(super::byte_size("MiB").unwrap_err().contains("not a size"));
     }
 }

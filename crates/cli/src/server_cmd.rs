@@ -13,6 +13,8 @@ pub struct ServerArgs {
     pub data: PathBuf,
     pub durability: Durability,
     pub access: flightlog_server::AccessPolicy,
+    /// Largest artifact upload, in bytes.
+    pub max_artifact_size: usize,
 }
 
 /// Logging to stderr, `RUST_LOG` wins; default: info for flightlog's crates, warn for the rest.
@@ -61,6 +63,7 @@ pub fn run(args: ServerArgs) -> Result<(), CliError> {
         host: args.host.clone(),
         port: args.port,
         access: args.access,
+        max_body_bytes: args.max_artifact_size,
         ..Default::default()
     };
     let result = runtime.block_on(serve(config, Arc::new(store)));

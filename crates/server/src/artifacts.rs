@@ -14,7 +14,6 @@ use flightlog_store::FileOwner;
 use futures::StreamExt;
 use serde_json::{json, Value};
 use std::io::{self, Read};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
@@ -78,60 +77,76 @@ pub(crate) async fn store_upload(
     if let Some(size) = crate::declared_length(headers).filter(|n| *n > limit) {
         return Err(too_large(size, limit));
     }
-    let exceeded = Arc::new(AtomicBool::new(false));
-    let reader = SyncIoBridge::new(StreamReader::new(counted(body, limit, exceeded.clone())));
+    let fault = Arc::new(std::sync::Mutex::new(None));
+    let reader = SyncIoBridge::new(StreamReader::new(counted(body, limit, fault.clone())));
     let slot = UPLOAD_SLOTS.acquire().await.ok();
     blocking(move || {
         let _slot = slot;
         let mut reader = reader;
-        match st.store.put_file(&owner, &path, &mut reader) {
-            Err(_) if exceeded.load(Ordering::SeqCst) => Err(too_large(limit + 1, limit)),
-            r => Ok(r?),
+        let stored = st.store.put_file(&owner, &path, &mut reader);
+        // A failure of the body (the client's side) is the client's error, whatever the store made of it.
+        match (stored, fault.lock().ok().and_then(|mut f| f.take())) {
+            (Err(_), Some(BodyFault::TooLarge)) => Err(too_large(limit + 1, limit)),
+            (Err(_), Some(BodyFault::Broken(why))) => Err(ApiError::invalid(
+                "body",
+                format!("{why}; nothing was stored, send the file again"),
+            )),
+            (r, _) => Ok(r?),
         }
     })
     .await
 }
 
-/// The body's data as an `io` stream that fails once more than `limit` bytes have come, or once the client
-/// has sent nothing for [`UPLOAD_STALL`] (an upload is read on a blocking thread, which a silent client would
-/// otherwise hold for as long as its connection stays open).
+/// Why an upload's body could not be read to its end: faults of the client or its connection, answered as
+/// such (not as the storage errors they surface as inside the store).
+enum BodyFault {
+    TooLarge,
+    Broken(String),
+}
+
+/// The body's data as an `io` stream that fails once more than `limit` bytes have come, once the client has
+/// sent nothing for [`UPLOAD_STALL`] (an upload is read on a blocking thread, which a silent client would
+/// otherwise hold for as long as its connection stays open), or when the connection breaks; `fault` then
+/// says which.
 fn counted(
     body: Body,
     limit: u64,
-    exceeded: Arc<AtomicBool>,
+    fault: Arc<std::sync::Mutex<Option<BodyFault>>>,
 ) -> impl futures::Stream<Item = io::Result<Bytes>> + Unpin + Send {
     let data = body.into_data_stream();
     Box::pin(futures::stream::unfold(
         (data, 0u64, false),
         move |(mut data, seen, failed)| {
-            let exceeded = exceeded.clone();
+            let fault = fault.clone();
             async move {
                 if failed {
                     return None;
                 }
-                let chunk = match tokio::time::timeout(UPLOAD_STALL, data.next()).await {
-                    Err(_) => Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!(
-                            "the upload stalled: no data for {} s",
-                            UPLOAD_STALL.as_secs()
-                        ),
-                    )),
+                let (chunk, why) = match tokio::time::timeout(UPLOAD_STALL, data.next()).await {
+                    Err(_) => (None, Some(BodyFault::Broken(format!(
+                        "the upload stalled: no data came for {} s",
+                        UPLOAD_STALL.as_secs()
+                    )))),
                     Ok(None) => return None,
-                    Ok(Some(chunk)) => chunk.map_err(io::Error::other),
+                    Ok(Some(Err(e))) => (None, Some(BodyFault::Broken(format!(
+                        "the upload's body could not be read to its end ({e}): the client stopped sending \
+                         or sent a malformed body"
+                    )))),
+                    Ok(Some(Ok(c))) if seen + c.len() as u64 > limit => (None, Some(BodyFault::TooLarge)),
+                    Ok(Some(Ok(c))) => (Some(c), None),
                 };
                 let seen = seen + chunk.as_ref().map_or(0, |c| c.len() as u64);
-                let chunk = chunk.and_then(|c| {
-                    if seen <= limit {
-                        return Ok(c);
+                let item = match (chunk, why) {
+                    (Some(c), _) => Ok(c),
+                    (None, why) => {
+                        if let Ok(mut f) = fault.lock() {
+                            *f = why;
+                        }
+                        Err(io::Error::other("the upload's body failed"))
                     }
-                    exceeded.store(true, Ordering::SeqCst);
-                    Err(io::Error::other(format!(
-                        "upload larger than {limit} bytes"
-                    )))
-                });
-                let failed = chunk.is_err();
-                Some((chunk, (data, seen, failed)))
+                };
+                let failed = item.is_err();
+                Some((item, (data, seen, failed)))
             }
         },
     ))
@@ -141,9 +156,11 @@ fn counted(
 const UPLOAD_STALL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Uploads being read at once (each on a blocking thread); more wait for a slot without holding a thread, so
-/// uploads can never take the threads every other request's store calls need. (Never closed: acquiring only
-/// fails on a closed semaphore.)
-static UPLOAD_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(64);
+/// uploads can never take the threads every other request's store calls need: half of tokio's 512. A slot is
+/// held for the whole upload, so this many slow clients (checkpoints over a slow link) make others wait (64 slow
+/// uploads held up every other upload in a test of round F). (Never closed: acquiring only fails on a closed
+/// semaphore.)
+static UPLOAD_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(256);
 
 fn too_large(size: u64, limit: u64) -> ApiError {
     ApiError::Model(Error::TooLarge {

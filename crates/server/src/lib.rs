@@ -40,8 +40,9 @@ use tower_http::trace::TraceLayer;
 
 /// Largest JSON request body (a batch of a few million points fits).
 pub const DEFAULT_JSON_BODY_BYTES: usize = 64 * 1024 * 1024;
-/// Largest artifact upload.
-pub const DEFAULT_ARTIFACT_BODY_BYTES: usize = 256 * 1024 * 1024;
+/// Largest artifact upload by default (`flightlog server --max-artifact-size` sets it): uploads stream to disk,
+/// and model checkpoints are often several GiB.
+pub const DEFAULT_ARTIFACT_BODY_BYTES: usize = 16 << 30;
 
 /// Where to listen and how big an upload may be.
 #[derive(Clone, Debug)]
