@@ -85,17 +85,16 @@ fn json_error<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> ApiError {
         Ok(_) => ApiError::invalid("body", "the JSON body has trailing characters"),
         Err(e) => {
             let path = e.path().to_string();
-            let field = if path == "." || path.is_empty() {
+            let inner = e.into_inner();
+            // Malformed text has no field to name (its path can be `?`, a key that is no string); the
+            // message gives the line and column.
+            let malformed = inner.is_syntax() || inner.is_eof();
+            let field = if malformed || path == "." || path.is_empty() {
                 "body".to_string()
             } else {
                 path
             };
-            let inner = e.into_inner();
-            let what = if inner.is_syntax() || inner.is_eof() {
-                "malformed JSON: "
-            } else {
-                ""
-            };
+            let what = if malformed { "malformed JSON: " } else { "" };
             ApiError::invalid(field, format!("{what}{inner}"))
         }
     }
@@ -285,6 +284,15 @@ mod tests {
         let err = parse_json::<Batch>(b"{not json").err().unwrap();
         assert!(
             err.message().contains("malformed JSON"),
+            "{}",
+            err.message()
+        );
+        let err = parse_json::<Batch>(br#"{"scalars": [], 5: 1}"#)
+            .err()
+            .unwrap();
+        assert!(
+            err.message()
+                .starts_with("invalid body: malformed JSON: key must be a string"),
             "{}",
             err.message()
         );
