@@ -1,6 +1,7 @@
 //! `flightlog-bench`: starts the real `flightlog server` binary on a free loopback port with a temp data dir and
 //! prints the tracking-core figures: batch ingest rate, durable single-call latency, whole and downsampled
-//! history reads of a 1M-point series, disk bytes per point, and server memory idle and under load.
+//! history reads of a 1M-point series, disk bytes per point, and server memory idle, under load and while a
+//! slow client reads a series too big to hold.
 //!
 //! Run with `cargo build --release && cargo run --release -p flightlog-bench` (or `scripts/bench`).
 
@@ -26,6 +27,9 @@ struct Args {
     /// Points of the series read back in the history scenario.
     #[arg(long, default_value_t = 1_000_000)]
     history_points: u64,
+    /// Points of the series read by a slow client in the huge-read scenario (over 2M: streamed).
+    #[arg(long, default_value_t = 5_000_000)]
+    huge_read_points: u64,
     /// Sequential one-point log calls in the latency scenario.
     #[arg(long, default_value_t = 2_000)]
     calls: usize,
@@ -131,6 +135,18 @@ fn main() {
             format!(
                 "disk per point:                  {:8.2} bytes (target ≤ 16; MLflow ~240)",
                 h.bytes_per_point
+            ),
+        );
+
+        let server = Server::start(&args.bin);
+        let growth = huge_read_growth_mb(&server, args.huge_read_points);
+        record(
+            "rss_growth_huge_read_mb",
+            growth,
+            format!(
+                "RSS growth, {}M-point read, slow client: {growth:6.1} MB   (the series would be {:.0} MB)",
+                args.huge_read_points / 1_000_000,
+                args.huge_read_points as f64 * 24.0 / 1e6
             ),
         );
     }
@@ -511,6 +527,46 @@ fn history(server: &mut Server, points: u64) -> History {
         downsampled_ms,
         bytes_per_point,
     }
+}
+
+/// Logs one `points`-long series, then reads it whole with a client that takes a 1 MiB piece every 2 ms:
+/// how far the server's RSS rises above where it was before the read, at most. A read that held the series
+/// would rise by at least 24 bytes a point; a streamed one holds a 65,536-point chunk per column piece, plus
+/// what the allocator and SQLite's page cache keep.
+fn huge_read_growth_mb(server: &Server, points: u64) -> f64 {
+    let run = server.new_run();
+    let mut noise = Noise(7);
+    for first in (0..points).step_by(50_000) {
+        let n = 50_000.min(points - first) as usize;
+        server.post(
+            &format!("/api/v1/runs/{run}/batch"),
+            &scalar_batch(1, n, first as i64, &mut noise),
+        );
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let before = server.memory_kb().0;
+    let url = format!("{}/api/v1/runs/{run}/metrics/metric_0", server.url);
+    let resp = server
+        .agent
+        .get(&url)
+        .call()
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let mut body = resp.into_body().into_reader();
+    let (mut peak, mut read, mut piece) = (before, 0usize, vec![0u8; 1 << 20]);
+    loop {
+        let n = body.read(&mut piece).expect("read the series");
+        if n == 0 {
+            break;
+        }
+        read += n;
+        peak = peak.max(server.memory_kb().0);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(
+        read as u64 > points * 20,
+        "the whole series came: {read} bytes"
+    );
+    peak.saturating_sub(before) as f64 / 1024.0
 }
 
 fn median_ms(repeat: usize, mut f: impl FnMut()) -> f64 {

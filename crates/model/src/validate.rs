@@ -165,14 +165,12 @@ pub fn artifact_location(location: &str) -> Result<String> {
              a location clients write to themselves (s3://, gs://, file://, a path)"
         )));
     }
-    let (before_fragment, fragment) = rest
-        .split_once('#')
-        .map_or((rest, None), |(a, f)| (a, Some(f)));
+    let before_fragment = rest.split('#').next().unwrap_or(rest);
     let (path, query) = before_fragment
         .split_once('?')
         .unwrap_or((before_fragment, ""));
     let last_segment = path.rsplit('/').next().unwrap_or_default();
-    if fragment.is_some()
+    if rest.contains('#')
         || (PARAM_SCHEMES.contains(&scheme.as_str()) && last_segment.contains(';'))
     {
         return Err(bad(
@@ -209,25 +207,9 @@ fn split_scheme(uri: &str) -> (String, &str) {
 fn percent_decoded(text: &str) -> String {
     let mut current = text.to_string();
     for _ in 0..10 {
-        let bytes = current.as_bytes();
-        let mut out = Vec::with_capacity(bytes.len());
-        let mut i = 0;
-        while i < bytes.len() {
-            let hex = bytes
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok());
-            match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                Some(b) if bytes[i] == b'%' => {
-                    out.push(b);
-                    i += 3;
-                }
-                _ => {
-                    out.push(bytes[i]);
-                    i += 1;
-                }
-            }
-        }
-        let next = String::from_utf8_lossy(&out).into_owned();
+        let next = percent_encoding::percent_decode_str(&current)
+            .decode_utf8_lossy()
+            .into_owned();
         if next == current {
             break;
         }

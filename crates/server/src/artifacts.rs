@@ -122,29 +122,26 @@ fn counted(
                 if failed {
                     return None;
                 }
-                let (chunk, why) = match tokio::time::timeout(UPLOAD_STALL, data.next()).await {
-                    Err(_) => (None, Some(BodyFault::Broken(format!(
+                let next = match tokio::time::timeout(UPLOAD_STALL, data.next()).await {
+                    Err(_) => Err(BodyFault::Broken(format!(
                         "the upload stalled: no data came for {} s",
                         UPLOAD_STALL.as_secs()
-                    )))),
+                    ))),
                     Ok(None) => return None,
-                    Ok(Some(Err(e))) => (None, Some(BodyFault::Broken(format!(
+                    Ok(Some(Err(e))) => Err(BodyFault::Broken(format!(
                         "the upload's body could not be read to its end ({e}): the client stopped sending \
                          or sent a malformed body"
-                    )))),
-                    Ok(Some(Ok(c))) if seen + c.len() as u64 > limit => (None, Some(BodyFault::TooLarge)),
-                    Ok(Some(Ok(c))) => (Some(c), None),
+                    ))),
+                    Ok(Some(Ok(c))) if seen + c.len() as u64 > limit => Err(BodyFault::TooLarge),
+                    Ok(Some(Ok(c))) => Ok(c),
                 };
-                let seen = seen + chunk.as_ref().map_or(0, |c| c.len() as u64);
-                let item = match (chunk, why) {
-                    (Some(c), _) => Ok(c),
-                    (None, why) => {
-                        if let Ok(mut f) = fault.lock() {
-                            *f = why;
-                        }
-                        Err(io::Error::other("the upload's body failed"))
+                let item = next.map_err(|why| {
+                    if let Ok(mut f) = fault.lock() {
+                        *f = Some(why);
                     }
-                };
+                    io::Error::other("the upload's body failed")
+                });
+                let seen = seen + item.as_ref().map_or(0, |c| c.len() as u64);
                 let failed = item.is_err();
                 Some((item, (data, seen, failed)))
             }

@@ -50,44 +50,47 @@ impl AccessPolicy {
         else {
             return false; // "null" (a sandboxed page, a file) or malformed
         };
-        let name = host_name(authority);
         authority.eq_ignore_ascii_case(host)
-            || name == "localhost"
-            || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+            || is_loopback(host_name(authority))
             || self.allowed_origins.iter().any(|p| glob(p, origin))
     }
 }
 
 /// The middleware: refuses what the policy does not accept, and adds the browser headers to every answer.
 pub async fn guard(policy: Arc<AccessPolicy>, req: Request, next: Next) -> Response {
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    if !exempt(req.uri().path()) && !policy.host_allowed(&host) {
-        tracing::warn!(
-            host,
-            "refused a request with a Host header that is not allowed"
-        );
-        return refusal(format!(
-            "Invalid Host header '{host}': this server answers requests for loopback and private addresses \
-             and the address it listens on, which protects it from DNS rebinding. Start it with \
-             --allowed-hosts {} (or '*') to accept that name.",
-            host_name(&host)
-        ));
-    }
-    if let Some(origin) = cross_site_write(&req, &policy, &host) {
-        tracing::warn!(origin, "refused a write from a page of another origin");
-        return refusal(format!(
-            "Cross-origin request blocked: a page of '{origin}' may not change data on this server. Start it \
-             with --allowed-origins {origin} to allow that site's pages."
-        ));
+    if let Some(refused) = refusal_of(&policy, &req) {
+        return refused;
     }
     let mut resp = next.run(req).await;
     add_browser_headers(resp.headers_mut());
     resp
+}
+
+/// The answer to a request the policy does not accept, if it is one.
+fn refusal_of(policy: &AccessPolicy, req: &Request) -> Option<Response> {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    if !exempt(req.uri().path()) && !policy.host_allowed(host) {
+        tracing::warn!(
+            host,
+            "refused a request with a Host header that is not allowed"
+        );
+        return Some(refusal(format!(
+            "Invalid Host header '{host}': this server answers requests for loopback and private addresses \
+             and the address it listens on, which protects it from DNS rebinding. Start it with \
+             --allowed-hosts {} (or '*') to accept that name.",
+            host_name(host)
+        )));
+    }
+    let origin = cross_site_write(req, policy, host)?;
+    tracing::warn!(origin, "refused a write from a page of another origin");
+    Some(refusal(format!(
+        "Cross-origin request blocked: a page of '{origin}' may not change data on this server. Start it \
+         with --allowed-origins {origin} to allow that site's pages."
+    )))
 }
 
 /// Health and version answer any Host: probes of orchestrators name the server by whatever they reach.
@@ -97,7 +100,7 @@ fn exempt(path: &str) -> bool {
 
 /// The origin of a writing request from a page the policy does not trust, if it is one. Requests without an
 /// `Origin` header come from programs (the SDK, the mlflow client, curl), which pages cannot forge.
-fn cross_site_write(req: &Request, policy: &AccessPolicy, host: &str) -> Option<String> {
+fn cross_site_write<'r>(req: &'r Request, policy: &AccessPolicy, host: &str) -> Option<&'r str> {
     let writes = matches!(
         *req.method(),
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE
@@ -107,7 +110,7 @@ fn cross_site_write(req: &Request, policy: &AccessPolicy, host: &str) -> Option<
         .get(header::ORIGIN)?
         .to_str()
         .unwrap_or("null");
-    (writes && !policy.origin_allowed(origin, host)).then(|| origin.to_string())
+    (writes && !policy.origin_allowed(origin, host)).then_some(origin)
 }
 
 fn refusal(message: String) -> Response {
@@ -149,16 +152,18 @@ fn host_name(host: &str) -> &str {
 /// `localhost`, a loopback, unspecified or private IPv4 address (10/8, 172.16/12, 192.168/16), or an IPv6
 /// loopback, unspecified or unique-local (fc00::/7) one.
 fn is_local_or_private(name: &str) -> bool {
-    if name.eq_ignore_ascii_case("localhost") {
-        return true;
-    }
-    match name.parse::<IpAddr>() {
-        Ok(IpAddr::V4(ip)) => ip.is_loopback() || ip.is_private() || ip.is_unspecified(),
-        Ok(IpAddr::V6(ip)) => {
-            ip.is_loopback() || ip.is_unspecified() || (ip.segments()[0] & 0xfe00) == 0xfc00
+    is_loopback(name)
+        || match name.parse::<IpAddr>() {
+            Ok(IpAddr::V4(ip)) => ip.is_private() || ip.is_unspecified(),
+            Ok(IpAddr::V6(ip)) => ip.is_unspecified() || (ip.segments()[0] & 0xfe00) == 0xfc00,
+            Err(_) => false,
         }
-        Err(_) => false,
-    }
+}
+
+/// `localhost` or a loopback address: this machine.
+fn is_loopback(name: &str) -> bool {
+    name.eq_ignore_ascii_case("localhost")
+        || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// `text` matches `pattern`, whose `*` stands for any run of characters; ASCII case is ignored.

@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use flightlog_model::{
     scalar_wire, Batch, BatchAck, ImageWrite, MetricKind, ReadRange, Record, RunId, ScalarSeries,
-    SeriesInfo, WallTime,
+    SeriesInfo, WallTime, F64,
 };
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -134,6 +134,16 @@ struct ReadQuery {
     binary: bool,
 }
 
+impl ReadQuery {
+    fn format(&self) -> Format {
+        if self.binary {
+            Format::Binary
+        } else {
+            Format::Json
+        }
+    }
+}
+
 fn read_query(q: &Query) -> ApiResult<ReadQuery> {
     let binary = match q.get("format") {
         None | Some("json") => false,
@@ -185,15 +195,8 @@ async fn read(
         }
         let started = std::time::Instant::now();
         if let Some(n) = huge_read(&rq, info.count) {
-            return Ok(lazy_read(
-                &st,
-                id,
-                name,
-                info,
-                rq.range.start_index,
-                n,
-                rq.binary,
-            ));
+            let start = rq.range.start_index;
+            return Ok(lazy_read(&st, id, name, info, start, n, rq.format()));
         }
         let series = match rq.buckets {
             Some(b) => {
@@ -212,18 +215,9 @@ async fn read(
         let read = started.elapsed();
         let resp = if series.len() > STREAM_POINTS {
             // Step bounds left a huge read to stream from memory.
-            let format = if rq.binary {
-                Format::Binary
-            } else {
-                Format::Json
-            };
             let n = series.len();
-            series_stream::response(
-                info,
-                n,
-                format,
-                Arc::new(move |from, to| Ok(series.slice(from, to))),
-            )
+            let chunks = Arc::new(move |from, to| Ok(series.slice(from, to)));
+            series_stream::response(info, n, rq.format(), chunks)
         } else if rq.binary {
             binary_response(&series)
         } else {
@@ -256,7 +250,7 @@ fn lazy_read(
     info: SeriesInfo,
     start: u64,
     n: usize,
-    binary: bool,
+    format: Format,
 ) -> Response {
     let store = st.store.clone();
     let read = move |from: usize, to: usize| {
@@ -267,7 +261,6 @@ fn lazy_read(
         };
         store.read_scalars(&id, &name, &range)
     };
-    let format = if binary { Format::Binary } else { Format::Json };
     series_stream::response(info, n, format, Arc::new(read))
 }
 
@@ -376,38 +369,44 @@ pub fn write_scalar_columns(out: &mut Vec<u8>, s: &ScalarSeries) {
 }
 
 fn write_int_columns(out: &mut Vec<u8>, s: &ScalarSeries) {
-    let mut ib = itoa::Buffer::new();
-    out.extend_from_slice(b",\"steps\":");
-    write_ints(out, &mut ib, s.steps.iter().copied());
-    out.extend_from_slice(b",\"times\":");
-    write_ints(out, &mut ib, s.times.iter().map(|t| t.0));
+    out.extend_from_slice(b",\"steps\":[");
+    write_int_items(out, s.steps.iter().copied(), 0);
+    out.extend_from_slice(b"],\"times\":[");
+    write_int_items(out, s.times.iter().map(|t| t.0), 0);
+    out.push(b']');
 }
 
 fn write_value_column(out: &mut Vec<u8>, s: &ScalarSeries) {
     out.extend_from_slice(b",\"values\":[");
-    let mut fb = ryu::Buffer::new();
-    for (i, v) in s.values.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        write_f64(out, &mut fb, v.0);
-    }
+    write_value_items(out, &s.values, 0);
     out.push(b']');
 }
 
-fn write_ints(out: &mut Vec<u8>, ib: &mut itoa::Buffer, values: impl Iterator<Item = i64>) {
-    out.push(b'[');
+/// Appends integers as JSON array items; `at` is the index of the first in its array (a comma precedes every
+/// item but the array's first), so an array can be written in pieces.
+pub(crate) fn write_int_items(out: &mut Vec<u8>, values: impl Iterator<Item = i64>, at: usize) {
+    let mut ib = itoa::Buffer::new();
     for (i, v) in values.enumerate() {
-        if i > 0 {
+        if at + i > 0 {
             out.push(b',');
         }
         out.extend_from_slice(ib.format(v).as_bytes());
     }
-    out.push(b']');
+}
+
+/// [`write_int_items`] for values, in `F64`'s JSON form.
+pub(crate) fn write_value_items(out: &mut Vec<u8>, values: &[F64], at: usize) {
+    let mut fb = ryu::Buffer::new();
+    for (i, v) in values.iter().enumerate() {
+        if at + i > 0 {
+            out.push(b',');
+        }
+        write_f64(out, &mut fb, v.0);
+    }
 }
 
 /// Same text as `F64`'s serde form: ryu for finite values, the three strings otherwise.
-pub(crate) fn write_f64(out: &mut Vec<u8>, fb: &mut ryu::Buffer, v: f64) {
+fn write_f64(out: &mut Vec<u8>, fb: &mut ryu::Buffer, v: f64) {
     if v.is_finite() {
         out.extend_from_slice(fb.format_finite(v).as_bytes());
     } else if v.is_nan() {

@@ -2,6 +2,7 @@
 //! from a chunk of points read from the store just then, so a read of tens of millions of points holds one
 //! chunk in memory however slowly the client reads, never the series.
 
+use crate::metrics::{write_int_items, write_value_items};
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderValue};
 use axum::response::Response;
@@ -128,16 +129,10 @@ impl Column<'_> {
         if from == 0 {
             out.extend_from_slice([&b",\"steps\":["[..], b",\"times\":[", b",\"values\":["][col]);
         }
-        let (mut ib, mut fb) = (itoa::Buffer::new(), ryu::Buffer::new());
-        for i in 0..self.steps.len() {
-            if from + i > 0 {
-                out.push(b',');
-            }
-            match col {
-                0 => out.extend_from_slice(ib.format(self.steps[i]).as_bytes()),
-                1 => out.extend_from_slice(ib.format(self.times[i].0).as_bytes()),
-                _ => crate::metrics::write_f64(&mut out, &mut fb, self.values[i].0),
-            }
+        match col {
+            0 => write_int_items(&mut out, self.steps.iter().copied(), from),
+            1 => write_int_items(&mut out, self.times.iter().map(|t| t.0), from),
+            _ => write_value_items(&mut out, self.values, from),
         }
         if last {
             out.push(b']');

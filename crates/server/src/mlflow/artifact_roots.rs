@@ -2,19 +2,27 @@
 //! `<root>/<run>/artifacts` and a logged model's `<root>/models/<id>/artifacts` (fixed when the model is
 //! created), as MLflow builds them.
 
-use super::convert::ARTIFACT_SCHEME;
 use flightlog_model::{Experiment, ExperimentId, Run};
 use flightlog_store::Store;
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-/// An experiment's root: the `artifact_location` it was created with, else `mlflow-artifacts:/<id>` (this
-/// server's own storage, through the proxied artifact API). A location's trailing `/` is not doubled.
+/// The root of an experiment created without an `artifact_location`: this server's own storage, through the
+/// proxied artifact API.
+fn default_root(experiment: ExperimentId) -> String {
+    format!("mlflow-artifacts:/{experiment}")
+}
+
+/// An experiment's `artifact_location` as MLflow shows it: as it was given, else the default root.
+pub fn artifact_location(e: &Experiment) -> String {
+    e.artifact_location
+        .clone()
+        .unwrap_or_else(|| default_root(e.id))
+}
+
+/// The root that URIs are built under: the location without a trailing `/`, so none is doubled.
 pub fn experiment_root(e: &Experiment) -> String {
-    match e.artifact_location.as_deref() {
-        Some(location) => location.trim_end_matches('/').to_string(),
-        None => format!("{ARTIFACT_SCHEME}{}", e.id),
-    }
+    artifact_location(e).trim_end_matches('/').to_string()
 }
 
 /// The path under the proxied artifact API at which this server serves `root`, if it serves it: roots of
@@ -55,7 +63,7 @@ impl<'s> ArtifactRoots<'s> {
                 self.known.borrow_mut().insert(experiment, root.clone());
                 root
             }
-            Err(_) => format!("{ARTIFACT_SCHEME}{experiment}"),
+            Err(_) => default_root(experiment),
         }
     }
 

@@ -8,8 +8,6 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 
-/// The default artifact root: artifacts are proxied by this server and kept in the run's artifact store.
-pub const ARTIFACT_SCHEME: &str = "mlflow-artifacts:/";
 /// The tag MLflow keeps the run name in; here it is the run's display name.
 pub const RUN_NAME_TAG: &str = "mlflow.runName";
 /// The tag MLflow keeps the parent run in; here it is the run's parent id.
@@ -124,18 +122,11 @@ pub fn key_values(map: &BTreeMap<String, String>) -> Vec<Value> {
         .collect()
 }
 
-/// An experiment's `artifact_location` as given, or the default root.
-pub fn experiment_artifact_location(e: &Experiment) -> String {
-    e.artifact_location
-        .clone()
-        .unwrap_or_else(|| format!("{ARTIFACT_SCHEME}{}", e.id))
-}
-
 pub fn experiment_json(e: &Experiment) -> Value {
     json!({
         "experiment_id": e.id.to_string(),
         "name": e.name,
-        "artifact_location": experiment_artifact_location(e),
+        "artifact_location": super::artifact_roots::artifact_location(e),
         "lifecycle_stage": lifecycle_name(e.lifecycle),
         "creation_time": millis(e.created_time),
         "last_update_time": millis(e.last_update_time),

@@ -7,7 +7,7 @@ use super::{blocking, empty, Req};
 use crate::AppState;
 use axum::extract::State;
 use axum::Json;
-use flightlog_model::{fnv1a128, ExperimentId, RunId};
+use flightlog_model::{fnv1a128, ExperimentId, Run, RunId};
 use flightlog_store::Store;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -105,19 +105,18 @@ pub(super) async fn log_inputs(
     }
     blocking(move || {
         let store = st.store.as_ref();
-        let _one_at_a_time = DOCUMENT_WRITES.lock().unwrap_or_else(|e| e.into_inner());
-        let run = find(store, &id)?;
-        active(&run)?;
-        let datasets = registered(store, run.experiment_id, r.datasets)?;
-        append_to_run_document(
-            store,
-            &id,
-            INPUTS_DOC,
-            [
-                ("dataset_inputs", values(datasets)?, dataset_key),
-                ("model_inputs", values(r.models)?, Value::to_string),
-            ],
-        )
+        with_active_run(store, &id, |run| {
+            let datasets = registered(store, run.experiment_id, r.datasets)?;
+            append_to_run_document(
+                store,
+                &id,
+                INPUTS_DOC,
+                [
+                    ("dataset_inputs", values(datasets)?, dataset_key),
+                    ("model_inputs", values(r.models)?, Value::to_string),
+                ],
+            )
+        })
     })
     .await?;
     Ok(empty())
@@ -217,17 +216,30 @@ pub(super) async fn log_outputs(
     let id = run_id(r.run_id.as_deref(), None)?;
     blocking(move || {
         let store = st.store.as_ref();
-        let _one_at_a_time = DOCUMENT_WRITES.lock().unwrap_or_else(|e| e.into_inner());
-        active(&find(store, &id)?)?;
-        append_to_run_document(
-            store,
-            &id,
-            OUTPUTS_DOC,
-            [("model_outputs", values(r.models)?, Value::to_string)],
-        )
+        with_active_run(store, &id, |_| {
+            let models = values(r.models)?;
+            append_to_run_document(
+                store,
+                &id,
+                OUTPUTS_DOC,
+                [("model_outputs", models, Value::to_string)],
+            )
+        })
     })
     .await?;
     Ok(empty())
+}
+
+/// Runs `write` on the run once it is found active, one document write at a time (see [`DOCUMENT_WRITES`]).
+fn with_active_run(
+    store: &dyn Store,
+    id: &RunId,
+    write: impl FnOnce(&Run) -> MlResult<()>,
+) -> MlResult<()> {
+    let _one_at_a_time = DOCUMENT_WRITES.lock().unwrap_or_else(|e| e.into_inner());
+    let run = find(store, id)?;
+    active(&run)?;
+    write(&run)
 }
 
 /// One list of a run document: its field, the entries to add, and what makes two entries the same one.
@@ -251,8 +263,9 @@ fn append_to_run_document<const N: usize>(
         .put_document(kind, id.as_str(), &doc)
         .map_err(|e| match e {
             flightlog_model::Error::TooLarge { size, limit, .. } => MlError::invalid(format!(
-                "The run's inputs would take {size} bytes with these; flightlog keeps at most {limit} bytes \
-                 of inputs (datasets with their schemas and profiles) per run."
+                "The run's {} would take {size} bytes with these; flightlog keeps at most {limit} bytes \
+                 of them per run.",
+                if kind == INPUTS_DOC { "inputs (datasets with their schemas and profiles)" } else { "outputs" }
             )),
             e => e.into(),
         })

@@ -240,13 +240,13 @@ pub fn put(
     let owner = owner.clone();
     let tmp2 = tmp.clone();
     let result = inner.write(move |ctx| {
-        let exp = open_for_write(ctx, &owner)?;
+        let readers = open_for_write(ctx, &owner)?;
         let (meta, synced) = place(&root, &rel, &tmp2)?;
         let body = EventBody::ArtifactWritten {
             path: rel.clone(),
             size,
         };
-        announce(ctx, exp, &owner, &body)?;
+        announce(ctx, readers, &body)?;
         Ok((info(rel, &meta), synced))
     });
     match result {
@@ -258,24 +258,27 @@ pub fn put(
     }
 }
 
-/// A run's experiment, after checking in the write's transaction that the run takes writes (none for a model).
-fn open_for_write(ctx: &WriteCtx, owner: &FileOwner) -> Result<Option<ExperimentId>> {
+/// The run whose readers hear of a change to the owner's files, with its experiment, after checking in the
+/// write's transaction that the run takes writes; none for a model (its files have no readers).
+fn open_for_write<'o>(
+    ctx: &WriteCtx,
+    owner: &'o FileOwner,
+) -> Result<Option<(ExperimentId, &'o RunId)>> {
     match owner {
-        FileOwner::Run(run) => runs::open_for_write(&ctx.conn, run).map(Some),
+        FileOwner::Run(run) => runs::open_for_write(&ctx.conn, run).map(|exp| Some((exp, run))),
         FileOwner::Model(_) => Ok(None),
     }
 }
 
-/// Tells a run's readers of a change to its files (a model's have none).
+/// Tells the readers of the run [`open_for_write`] found, if any, of a change to its files.
 fn announce(
     ctx: &mut WriteCtx,
-    exp: Option<ExperimentId>,
-    owner: &FileOwner,
+    readers: Option<(ExperimentId, &RunId)>,
     body: &EventBody,
 ) -> Result<()> {
-    match (exp, owner) {
-        (Some(exp), FileOwner::Run(run)) => emit(ctx, exp, Some(run), body).map(|_| ()),
-        _ => Ok(()),
+    match readers {
+        Some((exp, run)) => emit(ctx, exp, Some(run), body).map(|_| ()),
+        None => Ok(()),
     }
 }
 
@@ -356,14 +359,14 @@ pub fn delete(inner: &Inner, owner: &FileOwner, path: &str) -> Result<()> {
     let root = root(inner, owner)?;
     let owner = owner.clone();
     inner.write(move |ctx| {
-        let exp = open_for_write(ctx, &owner)?;
+        let readers = open_for_write(ctx, &owner)?;
         let target = root.join(&rel);
         match check(&root, &rel)? {
             Found::Missing => return Err(Error::not_found(Entity::Artifact, &rel)),
             Found::File(_) => fs::remove_file(&target).map_err(io_err("deleting", &target))?,
             Found::Dir => fs::remove_dir_all(&target).map_err(io_err("deleting", &target))?,
         }
-        announce(ctx, exp, &owner, &EventBody::ArtifactDeleted { path: rel })
+        announce(ctx, readers, &EventBody::ArtifactDeleted { path: rel })
     })
 }
 
