@@ -36,6 +36,7 @@ pub fn init_tracing() {
 
 pub fn run(args: ServerArgs) -> Result<(), CliError> {
     init_tracing();
+    raise_open_file_limit();
     std::fs::create_dir_all(&args.data).map_err(|e| {
         CliError::with_hint(
             1,
@@ -116,3 +117,34 @@ async fn shutdown_signal() {
         _ = term => tracing::info!("SIGTERM received, shutting down"),
     }
 }
+
+/// Raises the soft limit on open files to the hard limit, as Go's runtime and most servers do: every
+/// connection, upload temp file and store handle is a file descriptor, and the soft limit many systems still
+/// default to (1,024) is used up by a few hundred clients uploading at once, after which new connections are
+/// refused. A limit that cannot be raised is left as it is.
+#[cfg(unix)]
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: both calls only read or write the struct they are given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= limit.rlim_max
+        {
+            return;
+        }
+        let soft = limit.rlim_cur;
+        limit.rlim_cur = limit.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+            tracing::debug!(
+                from = soft,
+                to = limit.rlim_max,
+                "raised the open-file limit"
+            );
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn raise_open_file_limit() {}

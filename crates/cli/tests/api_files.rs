@@ -260,21 +260,25 @@ fn oversized_artifact_is_refused() {
 
 /// Clients that stop sending an upload or stop reading a download hold none of the threads the store's calls
 /// run on: 520 stalled uploads and 40 stalled downloads (each held a blocking thread, and past tokio's 512 every
-/// request that reads the store waited for them), then a run is still read at once. A JSON body declared
-/// larger than the limit is refused before it is sent.
+/// request that reads the store waited for them), then a run is still read at once, and a new upload is stored
+/// at once (while uploads held a thread each, at most 256 were read at a time and it waited for a free slot).
+/// A JSON body declared larger than the limit is refused before it is sent.
 #[test]
 fn stalled_transfers_do_not_stall_other_requests() {
     use std::io::{Read, Write};
     let s = TestServer::start();
     let id = s.new_run();
     let big = vec![7u8; 8 << 20];
-    let put = s.send_raw(
-        "PUT",
-        &format!("/api/v1/runs/{id}/artifacts/big.bin"),
-        "application/octet-stream",
-        &big,
-    );
-    assert_eq!(put.0, 200, "{}", put.1);
+    let upload = |name: &str| {
+        let put = s.send_raw(
+            "PUT",
+            &format!("/api/v1/runs/{id}/artifacts/{name}"),
+            "application/octet-stream",
+            &big,
+        );
+        assert_eq!(put.0, 200, "{}", put.1);
+    };
+    upload("big.bin");
     let connect = || std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
     let mut held = Vec::new();
     for i in 0..560 {
@@ -298,6 +302,15 @@ fn stalled_transfers_do_not_stall_other_requests() {
         "a run read took {:?} beside stalled transfers",
         started.elapsed()
     );
+    let started = std::time::Instant::now();
+    upload("fresh.bin");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "an upload took {:?} beside stalled uploads",
+        started.elapsed()
+    );
+    let (_, back, _) = s.get_bytes(&format!("/api/v1/runs/{id}/artifacts/fresh.bin"));
+    assert!(back == big, "the upload beside stalled ones differs");
 
     let mut c = connect();
     let head = format!(
@@ -316,6 +329,26 @@ fn stalled_transfers_do_not_stall_other_requests() {
         "{answer}"
     );
     drop(held);
+}
+
+/// A server started under a low soft limit on open files (1,024 is a common default, which a few hundred
+/// uploads in flight use up) raises it to the hard limit, so connections are not refused for want of files.
+#[test]
+fn the_server_raises_its_open_file_limit() {
+    let s = TestServer::start_with_open_file_limit(256);
+    let pid = s.pid().expect("a running server");
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("/proc limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("an open-file limit");
+    let numbers: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(numbers.len(), 2, "{line}");
+    assert_ne!(numbers[0], "256", "soft limit not raised: {line}");
+    assert_eq!(
+        numbers[0], numbers[1],
+        "soft limit not raised to the hard one: {line}"
+    );
 }
 
 #[test]

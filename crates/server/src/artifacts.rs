@@ -1,7 +1,7 @@
 //! Artifacts: streamed uploads and downloads of a run's files, listings, deletes.
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{blocking, run_id, Query};
+use crate::extract::{blocking, body_chunks, run_id, BodyFault, Query};
 use crate::AppState;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
@@ -9,13 +9,13 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
+use bytes::BytesMut;
 use flightlog_model::{validate, ArtifactInfo, Error};
-use flightlog_store::FileOwner;
-use futures::StreamExt;
+use flightlog_store::{FileOwner, UPLOAD_PIECE};
+use futures::{Stream, StreamExt};
 use serde_json::{json, Value};
 use std::io::{self, Read};
-use std::sync::Arc;
-use tokio_util::io::{StreamReader, SyncIoBridge};
+use std::pin::Pin;
 
 /// Download chunk size: big enough for throughput, small enough that a slow client holds little memory.
 const CHUNK: usize = 256 * 1024;
@@ -63,9 +63,11 @@ async fn upload(
     ))
 }
 
-/// Streams an upload into the owner's file `path` from a blocking task (one of the [`UPLOAD_SLOTS`]); the
-/// bytes are counted on the way so an upload over the limit fails (and the store discards its temp file)
-/// without ever being held in memory. Both APIs' uploads come here.
+/// Streams an upload into the owner's file `path`: the body is read here, on the runtime, and each
+/// [`UPLOAD_PIECE`] gathered is written to the store's temp file on a blocking thread. A client that sends
+/// slowly or not at all thus holds no thread, only its piece's memory. The bytes are counted on the way, so an
+/// upload over the limit fails (and the store discards its temp file) without ever being held in memory. Both
+/// APIs' uploads come here.
 pub(crate) async fn store_upload(
     st: AppState,
     owner: FileOwner,
@@ -77,87 +79,62 @@ pub(crate) async fn store_upload(
     if let Some(size) = crate::declared_length(headers).filter(|n| *n > limit) {
         return Err(too_large(size, limit));
     }
-    let fault = Arc::new(std::sync::Mutex::new(None));
-    let reader = SyncIoBridge::new(StreamReader::new(counted(body, limit, fault.clone())));
-    let slot = UPLOAD_SLOTS.acquire().await.ok();
-    blocking(move || {
-        let _slot = slot;
-        let mut reader = reader;
-        let stored = st.store.put_file(&owner, &path, &mut reader);
-        // A failure of the body (the client's side) is the client's error, whatever the store made of it.
-        match (stored, fault.lock().ok().and_then(|mut f| f.take())) {
-            (Err(_), Some(BodyFault::TooLarge)) => Err(too_large(limit + 1, limit)),
-            (Err(_), Some(BodyFault::Broken(why))) => Err(ApiError::invalid(
-                "body",
-                format!("{why}; nothing was stored, send the file again"),
-            )),
-            (r, _) => Ok(r?),
-        }
-    })
-    .await
+    let _slot = UPLOAD_SLOTS.acquire().await.ok();
+    let store = st.store.clone();
+    let mut upload = blocking(move || Ok(store.begin_file(&owner, &path)?)).await?;
+    let mut pieces = Pieces::new(body, limit);
+    while let Some(piece) = pieces.next().await? {
+        upload = blocking(move || {
+            upload.write(&piece)?;
+            Ok(upload)
+        })
+        .await?;
+    }
+    blocking(move || Ok(upload.finish()?)).await
 }
 
-/// Why an upload's body could not be read to its end: faults of the client or its connection, answered as
-/// such (not as the storage errors they surface as inside the store).
-enum BodyFault {
-    TooLarge,
-    Broken(String),
-}
-
-/// The body's data as an `io` stream that fails once more than `limit` bytes have come, once the client has
-/// sent nothing for [`UPLOAD_STALL`] (an upload is read on a blocking thread, which a silent client would
-/// otherwise hold for as long as its connection stays open), or when the connection breaks; `fault` then
-/// says which.
-fn counted(
-    body: Body,
+/// An upload's body in pieces of [`UPLOAD_PIECE`] bytes (the last one shorter), failing once more than
+/// `limit` bytes have come or the body fails ([`body_chunks`]).
+struct Pieces {
+    chunks: Pin<Box<dyn Stream<Item = Result<Bytes, BodyFault>> + Send>>,
+    seen: u64,
     limit: u64,
-    fault: Arc<std::sync::Mutex<Option<BodyFault>>>,
-) -> impl futures::Stream<Item = io::Result<Bytes>> + Unpin + Send {
-    let data = body.into_data_stream();
-    Box::pin(futures::stream::unfold(
-        (data, 0u64, false),
-        move |(mut data, seen, failed)| {
-            let fault = fault.clone();
-            async move {
-                if failed {
-                    return None;
-                }
-                let next = match tokio::time::timeout(UPLOAD_STALL, data.next()).await {
-                    Err(_) => Err(BodyFault::Broken(format!(
-                        "the upload stalled: no data came for {} s",
-                        UPLOAD_STALL.as_secs()
-                    ))),
-                    Ok(None) => return None,
-                    Ok(Some(Err(e))) => Err(BodyFault::Broken(format!(
-                        "the upload's body could not be read to its end ({e}): the client stopped sending \
-                         or sent a malformed body"
-                    ))),
-                    Ok(Some(Ok(c))) if seen + c.len() as u64 > limit => Err(BodyFault::TooLarge),
-                    Ok(Some(Ok(c))) => Ok(c),
-                };
-                let item = next.map_err(|why| {
-                    if let Ok(mut f) = fault.lock() {
-                        *f = Some(why);
-                    }
-                    io::Error::other("the upload's body failed")
-                });
-                let seen = seen + item.as_ref().map_or(0, |c| c.len() as u64);
-                let failed = item.is_err();
-                Some((item, (data, seen, failed)))
-            }
-        },
-    ))
 }
 
-/// How long an upload may send nothing before it fails.
-const UPLOAD_STALL: std::time::Duration = std::time::Duration::from_secs(60);
+impl Pieces {
+    fn new(body: Body, limit: u64) -> Pieces {
+        Pieces {
+            chunks: Box::pin(body_chunks(body)),
+            seen: 0,
+            limit,
+        }
+    }
 
-/// Uploads being read at once (each on a blocking thread); more wait for a slot without holding a thread, so
-/// uploads can never take the threads every other request's store calls need: half of tokio's 512. A slot is
-/// held for the whole upload, so this many slow clients (checkpoints over a slow link) make others wait (64 slow
-/// uploads held up every other upload in a test of round F). (Never closed: acquiring only fails on a closed
-/// semaphore.)
-static UPLOAD_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(256);
+    async fn next(&mut self) -> ApiResult<Option<Bytes>> {
+        let mut piece = BytesMut::new();
+        while piece.len() < UPLOAD_PIECE {
+            let Some(chunk) = self.chunks.next().await else {
+                break;
+            };
+            let chunk = chunk.map_err(|fault| fault.answer("the file"))?;
+            self.seen += chunk.len() as u64;
+            if self.seen > self.limit {
+                return Err(too_large(self.seen, self.limit));
+            }
+            if piece.is_empty() && chunk.len() >= UPLOAD_PIECE {
+                return Ok(Some(chunk));
+            }
+            piece.extend_from_slice(&chunk);
+        }
+        Ok((!piece.is_empty()).then(|| piece.freeze()))
+    }
+}
+
+/// Uploads received at once; more wait for a slot. An upload holds no thread while it waits for its client
+/// (only its temp file's descriptor and at most one [`UPLOAD_PIECE`] of memory), so this bounds open files
+/// and memory, not threads: 1,024 uploads in flight hold at most 256 MiB. (Never closed: acquiring only fails
+/// on a closed semaphore.)
+static UPLOAD_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1024);
 
 fn too_large(size: u64, limit: u64) -> ApiError {
     ApiError::Model(Error::TooLarge {

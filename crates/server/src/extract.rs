@@ -2,14 +2,19 @@
 //! keys, id parsing, and the bridge from async handlers to the synchronous store.
 
 use crate::error::{ApiError, ApiResult};
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, Request};
 use axum::http::{header, HeaderMap, StatusCode};
 use flightlog_model::{Batch, BatchAck, Error, ExperimentId, RunId};
 use flightlog_store::Store;
+use futures::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use std::num::IntErrorKind;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 /// A JSON request body. Unlike `axum::Json`, every rejection is a JSON error: a body that does not parse names
 /// the field path that failed (`scalars[0].values[2]`), a non-JSON content type is a 415, an oversized body 413.
@@ -30,25 +35,171 @@ pub async fn json_bytes<S: Send + Sync>(req: Request, state: &S) -> ApiResult<By
     body_bytes(req, state).await
 }
 
-/// The whole body, with the body limit's rejection turned into a JSON 413.
+/// The whole body, with the body limit's rejection turned into a JSON 413, and a body the client stops
+/// sending ([`BODY_STALL`]) or breaks off a 400.
 pub async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> ApiResult<Bytes> {
-    Bytes::from_request(req, state).await.map_err(|rej| {
-        let status = rej.status();
-        let text = rej.body_text();
-        if status == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::http(
-                status,
-                "TOO_LARGE",
-                format!("request body is too large: {text}"),
-            )
-        } else {
-            ApiError::http(
-                status,
-                crate::error::code_for_status(status),
-                format!("could not read the body: {text}"),
-            )
+    body_bytes_within(&BUFFERED_BODIES, req, state).await
+}
+
+/// [`body_bytes`], the body's bytes counted against `budget` (in KiB) for as long as they are held.
+async fn body_bytes_within<S: Send + Sync>(
+    budget: &'static Semaphore,
+    req: Request,
+    state: &S,
+) -> ApiResult<Bytes> {
+    let (parts, body) = req.into_parts();
+    let held = Arc::new(Mutex::new(None));
+    let body = Body::from_stream(budgeted(body_chunks(body), budget, held.clone()));
+    let req = Request::from_parts(parts, body);
+    let bytes = Bytes::from_request(req, state)
+        .await
+        .map_err(rejection_error)?;
+    let permit = held.lock().ok().and_then(|mut held| held.take());
+    Ok(match permit {
+        // The budget is given back when the last reference to the bytes goes.
+        Some(permit) => Bytes::from_owner(Budgeted {
+            bytes,
+            _permit: permit,
+        }),
+        None => bytes,
+    })
+}
+
+/// Request-body bytes that may be held in memory at once, across all requests, in KiB (1 GiB). One JSON body
+/// may be up to 64 MiB, and without a bound a crowd of them (clients replaying their spools at once after an
+/// outage) could take all of the machine's memory; past it, bodies wait for room, then are refused with a 503
+/// their clients retry.
+static BUFFERED_BODIES: Semaphore = Semaphore::const_new(1 << 20);
+
+/// How long a body waits for room in the budget before its request is refused.
+const BUDGET_WAIT: Duration = Duration::from_secs(30);
+
+/// Bytes that hold their share of the budget until dropped.
+struct Budgeted {
+    bytes: Bytes,
+    _permit: SemaphorePermit<'static>,
+}
+
+impl AsRef<[u8]> for Budgeted {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// Takes each chunk's size from `budget` before passing it on (waiting at most [`BUDGET_WAIT`] for room),
+/// gathering the permits in `held`.
+fn budgeted(
+    chunks: impl Stream<Item = Result<Bytes, BodyFault>> + Send + 'static,
+    budget: &'static Semaphore,
+    held: Arc<Mutex<Option<SemaphorePermit<'static>>>>,
+) -> impl Stream<Item = Result<Bytes, BodyFault>> + Send + 'static {
+    chunks.then(move |chunk| {
+        let held = held.clone();
+        async move {
+            let chunk = chunk?;
+            let kib = u32::try_from(chunk.len().div_ceil(1024)).map_err(|_| BodyFault::Busy)?;
+            let permit = tokio::time::timeout(BUDGET_WAIT, budget.acquire_many(kib))
+                .await
+                .map_err(|_| BodyFault::Busy)?
+                .map_err(|_| BodyFault::Busy)?;
+            if let Ok(mut held) = held.lock() {
+                match held.as_mut() {
+                    Some(all) => all.merge(permit),
+                    None => *held = Some(permit),
+                }
+            }
+            Ok(chunk)
         }
     })
+}
+
+/// A rejection of the body as the client's error: a fault of the body, or the body limit's 413.
+fn rejection_error(rej: BytesRejection) -> ApiError {
+    if let Some(fault) = fault_in(&rej) {
+        return fault.answer("the request");
+    }
+    let status = rej.status();
+    let text = rej.body_text();
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::http(
+            status,
+            "TOO_LARGE",
+            format!("request body is too large: {text}"),
+        )
+    } else {
+        ApiError::http(
+            status,
+            crate::error::code_for_status(status),
+            format!("could not read the body: {text}"),
+        )
+    }
+}
+
+/// How long a client may send nothing in the middle of a request body before the request fails: a silent
+/// client would otherwise hold its request (an upload's temp file, a JSON body's buffered bytes) for as long as
+/// its connection stays open.
+pub const BODY_STALL: Duration = Duration::from_secs(60);
+
+/// Why a request body could not be read to its end: the client's fault (or its connection's), answered as
+/// such rather than as the storage error it would surface as further in.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyFault {
+    #[error("the body stalled: no data came for {} s", BODY_STALL.as_secs())]
+    Stalled,
+    #[error(
+        "the body could not be read to its end ({0}): the client stopped sending or sent a malformed body"
+    )]
+    Broken(String),
+    #[error(
+        "the server is holding as many request bodies in memory as it may (1 GiB) and none made room for \
+         {} s", BUDGET_WAIT.as_secs()
+    )]
+    Busy,
+}
+
+impl BodyFault {
+    /// The client's 400 for a body that failed: what happened, and that it is safe to send `what` again.
+    pub fn answer(&self, what: &str) -> ApiError {
+        let message = format!("{self}; nothing was stored, send {what} again");
+        match self {
+            BodyFault::Stalled | BodyFault::Broken(_) => ApiError::invalid("body", message),
+            // Not the client's mistake: a 503, which clients retry after a pause.
+            BodyFault::Busy => ApiError::http(StatusCode::SERVICE_UNAVAILABLE, "BUSY", message),
+        }
+    }
+}
+
+/// The [`BodyFault`] behind a rejection, if a fault of the body is what it was.
+fn fault_in(rejection: &BytesRejection) -> Option<&BodyFault> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(rejection);
+    while let Some(e) = cause {
+        if let Some(fault) = e.downcast_ref::<BodyFault>() {
+            return Some(fault);
+        }
+        cause = e.source();
+    }
+    None
+}
+
+/// A body's data chunks, ending in a [`BodyFault`] when the client goes silent for [`BODY_STALL`] or the
+/// connection breaks.
+pub fn body_chunks(
+    body: Body,
+) -> impl Stream<Item = Result<Bytes, BodyFault>> + Send + Unpin + 'static {
+    let data = body.into_data_stream();
+    Box::pin(
+        futures::stream::unfold(Some(data), |data| async move {
+            let mut data = data?;
+            match tokio::time::timeout(BODY_STALL, data.next()).await {
+                Err(_) => Some((Err(BodyFault::Stalled), None)),
+                Ok(None) => None,
+                Ok(Some(Err(e))) => Some((Err(BodyFault::Broken(e.to_string())), None)),
+                Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(data))),
+            }
+        })
+        // Fused: a reader may ask again after the end (or a fault), and then hears of the end again.
+        .fuse(),
+    )
 }
 
 /// A missing content type is accepted (curl without -H); any other than JSON is a 415.
@@ -268,6 +419,56 @@ mod tests {
             status.starts_with("'Dozing' is not a run status"),
             "{status}"
         );
+    }
+
+    /// A JSON body the client stops sending fails once it has been silent for [`BODY_STALL`] (the clock is
+    /// paused, so the wait is instant), instead of holding its request open for as long as the connection.
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_goes_silent_fails_with_a_clear_error() {
+        let first = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"{\"run"))]);
+        let body = Body::from_stream(first.chain(futures::stream::pending()));
+        let req = Request::builder().method("POST").uri("/").body(body);
+        let err = body_bytes(req.expect("a request"), &()).await.err();
+        let err = err.expect("a silent body fails");
+        assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            err.message(),
+            "invalid body: the body stalled: no data came for 60 s; nothing was stored, send the request \
+             again"
+        );
+    }
+
+    /// Bodies held in memory count against the budget until their bytes are dropped: one that finds no room
+    /// is refused with a 503 once it has waited [`BUDGET_WAIT`], and goes through once room is made.
+    #[tokio::test(start_paused = true)]
+    async fn bodies_past_the_memory_budget_wait_then_are_refused_as_busy() {
+        static BUDGET: Semaphore = Semaphore::const_new(4);
+        let request = |kib: usize| {
+            let req = Request::builder().method("POST").uri("/");
+            req.body(Body::from(vec![b' '; kib * 1024]))
+                .expect("a request")
+        };
+        let first = body_bytes_within(&BUDGET, request(3), &()).await;
+        let first = first.expect("within the budget");
+        assert_eq!(BUDGET.available_permits(), 1);
+        let refused = body_bytes_within(&BUDGET, request(2), &()).await.err();
+        let refused = refused.expect("past the budget");
+        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            refused.message().starts_with(
+                "the server is holding as many request bodies in memory as it may (1 GiB) and none made \
+                 room for 30 s; nothing was stored"
+            ),
+            "{}",
+            refused.message()
+        );
+        let copy = first.clone();
+        drop(first);
+        assert_eq!(BUDGET.available_permits(), 1, "a clone still holds it");
+        drop(copy);
+        assert_eq!(BUDGET.available_permits(), 4);
+        let second = body_bytes_within(&BUDGET, request(2), &()).await;
+        assert_eq!(second.expect("room was made").len(), 2048);
     }
 
     #[test]

@@ -32,6 +32,33 @@ pub enum FileOwner {
     Model(String),
 }
 
+/// A file being received ([`Store::begin_file`]). Dropped unfinished (the sender failed or went away), it
+/// leaves nothing behind.
+pub trait FileUpload: Send {
+    /// Appends the next bytes of the file.
+    fn write(&mut self, bytes: &[u8]) -> Result<()>;
+    /// Syncs the file and puts it in place (replacing any file at its path); returns the stored file's info.
+    fn finish(self: Box<Self>) -> Result<ArtifactInfo>;
+}
+
+/// Bytes of an upload gathered before each write to its temp file: large writes rather than one system call
+/// per received chunk, and little memory per upload in flight.
+pub const UPLOAD_PIECE: usize = 256 << 10;
+
+/// Reads from `data` until `buf` is full or the data ends; the count read, or None at the end.
+fn fill(data: &mut dyn Read, buf: &mut [u8]) -> Result<Option<usize>> {
+    let mut n = 0;
+    while n < buf.len() {
+        match data.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::storage(format!("receiving the upload: {e}"))),
+        }
+    }
+    Ok((n > 0).then_some(n))
+}
+
 /// Everything flightlog stores. Every method validates its input (names, lengths, ids, paths) itself, so no
 /// caller can store something that breaks the rules; a rejected call changes nothing. Every write that
 /// returns `Ok` is durable (survives kill -9 of the process) and has been announced to subscribers.
@@ -102,9 +129,20 @@ pub trait Store: Send + Sync + 'static {
     fn list_logs(&self, run: &RunId) -> Result<Vec<LogStreamInfo>>;
 
     // --- artifacts -------------------------------------------------------------------------------------
-    /// Streams `data` into the owner's file `path` (written to a temp file, synced, then renamed into place, so
-    /// a reader never sees half a file). Returns the stored file's info.
-    fn put_file(&self, owner: &FileOwner, path: &str, data: &mut dyn Read) -> Result<ArtifactInfo>;
+    /// Begins receiving the owner's file `path`: its bytes go to a temp file as they are written, and
+    /// [`FileUpload::finish`] syncs it and renames it into place, so a reader never sees half a file. The
+    /// caller pushes bytes as they arrive, so a slow sender holds no thread while it sends nothing.
+    fn begin_file(&self, owner: &FileOwner, path: &str) -> Result<Box<dyn FileUpload>>;
+    /// Streams `data` into the owner's file `path` ([`Store::begin_file`] fed from a reader). Returns the stored
+    /// file's info.
+    fn put_file(&self, owner: &FileOwner, path: &str, data: &mut dyn Read) -> Result<ArtifactInfo> {
+        let mut upload = self.begin_file(owner, path)?;
+        let mut buf = vec![0u8; UPLOAD_PIECE];
+        while let Some(n) = fill(data, &mut buf)? {
+            upload.write(&buf[..n])?;
+        }
+        upload.finish()
+    }
     /// Opens a stored file for streaming; `NotFound` for a missing file or a folder.
     fn open_file(&self, owner: &FileOwner, path: &str) -> Result<(ArtifactInfo, ByteReader)>;
     /// Files and folders under `prefix` (None: the root). Not recursive: one level, folders marked `is_dir`;

@@ -18,6 +18,31 @@ pub struct TestServer {
     agent: ureq::Agent,
     /// Extra `flightlog server` arguments, kept for restarts.
     extra_args: Vec<String>,
+    /// The soft limit on open files the server starts with, if not the test's own.
+    open_file_limit: Option<u64>,
+}
+
+/// Makes `command`'s process start with a soft limit of `soft` open files (its hard limit unchanged).
+fn lower_open_file_limit(command: &mut Command, soft: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the hook runs in the forked child before exec and only calls getrlimit/setrlimit, which are
+    // async-signal-safe.
+    unsafe {
+        command.pre_exec(move || {
+            let mut limit = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            limit.rlim_cur = soft.min(limit.rlim_max);
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
 
 fn free_port() -> u16 {
@@ -42,6 +67,15 @@ impl TestServer {
 
     /// A server started with `extra_args` after the usual host, port and data (also on restarts).
     pub fn start_with(extra_args: &[&str]) -> Self {
+        Self::launch(extra_args, None)
+    }
+
+    /// A server that starts with a soft limit of `soft` open files (many systems default to 1,024).
+    pub fn start_with_open_file_limit(soft: u64) -> Self {
+        Self::launch(&[], Some(soft))
+    }
+
+    fn launch(extra_args: &[&str], open_file_limit: Option<u64>) -> Self {
         let mut s = TestServer {
             port: free_port(),
             child: None,
@@ -49,6 +83,7 @@ impl TestServer {
             logs: tempfile::tempdir().expect("tempdir"),
             agent: agent(),
             extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+            open_file_limit,
         };
         s.spawn();
         s
@@ -72,7 +107,11 @@ impl TestServer {
             .append(true)
             .open(self.logs.path().join("server.log"))
             .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_flightlog"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_flightlog"));
+        if let Some(soft) = self.open_file_limit {
+            lower_open_file_limit(&mut command, soft);
+        }
+        let child = command
             .args([
                 "server",
                 "--host",
@@ -116,6 +155,11 @@ impl TestServer {
             "flightlog server did not become healthy:\n{}",
             self.server_log()
         );
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The server's stdout and stderr so far (for failure messages).

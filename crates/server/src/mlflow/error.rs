@@ -88,12 +88,22 @@ impl From<Error> for MlError {
 }
 
 /// Native request-plumbing errors (body too large, bad JSON, wrong media type) become MLflow errors; none of
-/// them is worth a retry, so all but storage failures are 400s.
+/// them is worth a retry, so all are 400s but a server too busy to take the body (503, retried) and storage
+/// failures.
 impl From<ApiError> for MlError {
     fn from(e: ApiError) -> Self {
         match e {
             ApiError::Model(m) => m.into(),
-            ApiError::Http { message, .. } => MlError::new("BAD_REQUEST", message),
+            ApiError::Http {
+                status, message, ..
+            } => {
+                let code = match status {
+                    StatusCode::SERVICE_UNAVAILABLE => "TEMPORARILY_UNAVAILABLE",
+                    s if s.is_server_error() => "INTERNAL_ERROR",
+                    _ => "BAD_REQUEST",
+                };
+                MlError::new(code, message)
+            }
         }
     }
 }

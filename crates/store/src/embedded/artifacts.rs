@@ -13,13 +13,14 @@
 use super::events::emit;
 use super::writer::WriteCtx;
 use super::{metrics, runs, Inner};
-use crate::{ByteReader, FileOwner};
+use crate::{ByteReader, FileOwner, FileUpload};
 use flightlog_model::*;
 use rusqlite::Connection;
 use serde_json::json;
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// What is at a checked path.
 enum Found {
@@ -126,31 +127,46 @@ fn inside(root: &Path, dir: &Path, rel: &str) -> Result<()> {
     }
 }
 
-/// Bytes of an upload gathered before each write to its temp file.
-const SPOOL_BUFFER: usize = 1 << 20;
+/// An upload's temp file in `tmp`: removed when dropped, unless [`Spool::placed`] says it was moved into place.
+struct Spool {
+    path: PathBuf,
+    file: File,
+    size: u64,
+    placed: bool,
+}
 
-/// Streams `data` into a synced temp file; returns its path and size.
-fn spool(inner: &Inner, data: &mut dyn Read) -> Result<(PathBuf, u64)> {
-    let tmp = inner
-        .dirs
-        .tmp
-        .join(uuid::Uuid::new_v4().simple().to_string());
-    let result = (|| {
-        let f = File::create(&tmp).map_err(io_err("creating", &tmp))?;
-        // Written in large pieces rather than one system call per received chunk.
-        let mut w = io::BufWriter::with_capacity(SPOOL_BUFFER, f);
-        let size = io::copy(data, &mut w)
-            .map_err(|e| Error::storage(format!("receiving the upload: {e}")))?;
-        w.flush()
-            .and_then(|_| w.get_ref().sync_all())
-            .map_err(io_err("syncing", &tmp))?;
-        Ok(size)
-    })();
-    match result {
-        Ok(size) => Ok((tmp, size)),
-        Err(e) => {
-            let _ = fs::remove_file(&tmp);
-            Err(e)
+impl Spool {
+    fn create(inner: &Inner) -> Result<Spool> {
+        let path = inner
+            .dirs
+            .tmp
+            .join(uuid::Uuid::new_v4().simple().to_string());
+        let file = File::create(&path).map_err(io_err("creating", &path))?;
+        Ok(Spool {
+            path,
+            file,
+            size: 0,
+            placed: false,
+        })
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.file
+            .write_all(bytes)
+            .map_err(io_err("writing", &self.path))?;
+        self.size += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<()> {
+        self.file.sync_all().map_err(io_err("syncing", &self.path))
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        if !self.placed {
+            let _ = fs::remove_file(&self.path);
         }
     }
 }
@@ -222,12 +238,17 @@ fn info(rel: String, meta: &fs::Metadata) -> ArtifactInfo {
     }
 }
 
-pub fn put(
-    inner: &Inner,
-    owner: &FileOwner,
-    path: &str,
-    data: &mut dyn Read,
-) -> Result<ArtifactInfo> {
+/// A file being received into the owner's `rel`: checked when it begins (path, run open for writes) and again
+/// when it is placed, since the run may have ended or the path become a folder in between.
+pub struct Upload {
+    inner: Arc<Inner>,
+    owner: FileOwner,
+    root: PathBuf,
+    rel: String,
+    spool: Spool,
+}
+
+pub fn begin(inner: &Arc<Inner>, owner: &FileOwner, path: &str) -> Result<Upload> {
     let rel = validate::artifact_path(path)?;
     if let FileOwner::Run(run) = owner {
         inner.read(|c| runs::writable(c, run))?;
@@ -236,25 +257,44 @@ pub fn put(
     if matches!(check(&root, &rel)?, Found::Dir) {
         return Err(bad_path(&rel, format!("'{rel}' is a folder")));
     }
-    let (tmp, size) = spool(inner, data)?;
-    let owner = owner.clone();
-    let tmp2 = tmp.clone();
-    let result = inner.write(move |ctx| {
-        let readers = open_for_write(ctx, &owner)?;
-        let (meta, synced) = place(&root, &rel, &tmp2)?;
-        let body = EventBody::ArtifactWritten {
-            path: rel.clone(),
-            size,
-        };
-        announce(ctx, readers, &body)?;
-        Ok((info(rel, &meta), synced))
-    });
-    match result {
-        Ok((info, synced)) => synced.wait().map(|()| info),
-        Err(e) => {
-            let _ = fs::remove_file(&tmp);
-            Err(e)
-        }
+    Ok(Upload {
+        inner: inner.clone(),
+        owner: owner.clone(),
+        root,
+        rel,
+        spool: Spool::create(inner)?,
+    })
+}
+
+impl FileUpload for Upload {
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.spool.write(bytes)
+    }
+
+    /// Syncs the temp file, then renames it into place in the write's transaction (with the run check and
+    /// the event), and answers once the folder holding it is synced too.
+    fn finish(self: Box<Self>) -> Result<ArtifactInfo> {
+        let Upload {
+            inner,
+            owner,
+            root,
+            rel,
+            mut spool,
+        } = *self;
+        spool.sync()?;
+        let (size, tmp) = (spool.size, spool.path.clone());
+        let (info, synced) = inner.write(move |ctx| {
+            let readers = open_for_write(ctx, &owner)?;
+            let (meta, synced) = place(&root, &rel, &tmp)?;
+            let body = EventBody::ArtifactWritten {
+                path: rel.clone(),
+                size,
+            };
+            announce(ctx, readers, &body)?;
+            Ok((info(rel, &meta), synced))
+        })?;
+        spool.placed = true;
+        synced.wait().map(|()| info)
     }
 }
 
@@ -463,11 +503,13 @@ pub fn write_image(inner: &Inner, run: &RunId, meta: ImageWrite, bytes: &[u8]) -
     }
     let ext = image_ext(&meta.media_type, bytes)?;
     inner.read(|c| runs::writable(c, run))?;
-    let (tmp, size) = spool(inner, &mut &bytes[..])?;
+    let mut spool = Spool::create(inner)?;
+    spool.write(bytes)?;
+    spool.sync()?;
+    let (size, tmp) = (spool.size, spool.path.clone());
     let root = run_root(inner, run);
     let run = run.clone();
-    let tmp2 = tmp.clone();
-    let result = inner.write(move |ctx| {
+    let (record, synced) = inner.write(move |ctx| {
         let exp = runs::open_for_write(&ctx.conn, &run)?;
         if let Some(earlier) = image_written(&ctx.conn, &run, &meta)? {
             return Ok((earlier, None));
@@ -497,7 +539,7 @@ pub fn write_image(inner: &Inner, run: &RunId, meta: ImageWrite, bytes: &[u8]) -
             time: meta.time.unwrap_or_else(WallTime::now),
             value,
         };
-        let (_, synced) = place(&root, &rel, &tmp2)?;
+        let (_, synced) = place(&root, &rel, &tmp)?;
         metrics::append_records(
             ctx,
             exp,
@@ -519,17 +561,13 @@ pub fn write_image(inner: &Inner, run: &RunId, meta: ImageWrite, bytes: &[u8]) -
             metrics::record_batch(&ctx.conn, &run, id, 1)?;
         }
         Ok((record, Some(synced)))
-    });
-    match result {
-        Ok((record, Some(synced))) => synced.wait().map(|()| record),
-        Ok((earlier, None)) => {
-            let _ = fs::remove_file(&tmp);
-            Ok(earlier)
+    })?;
+    match synced {
+        Some(synced) => {
+            spool.placed = true;
+            synced.wait().map(|()| record)
         }
-        Err(e) => {
-            let _ = fs::remove_file(&tmp);
-            Err(e)
-        }
+        None => Ok(record),
     }
 }
 

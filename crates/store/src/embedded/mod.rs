@@ -24,11 +24,10 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
-use crate::{BatchDone, ByteReader, FileOwner, Store};
+use crate::{BatchDone, ByteReader, FileOwner, FileUpload, Store};
 pub use durability::Durability;
 use flightlog_model::*;
 use rusqlite::{Connection, OpenFlags};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::sync::watch;
@@ -303,8 +302,8 @@ impl Store for EmbeddedStore {
         self.inner.read(|c| logs::list(c, run))
     }
 
-    fn put_file(&self, owner: &FileOwner, path: &str, data: &mut dyn Read) -> Result<ArtifactInfo> {
-        artifacts::put(&self.inner, owner, path, data)
+    fn begin_file(&self, owner: &FileOwner, path: &str) -> Result<Box<dyn FileUpload>> {
+        Ok(Box::new(artifacts::begin(&self.inner, owner, path)?))
     }
     fn open_file(&self, owner: &FileOwner, path: &str) -> Result<(ArtifactInfo, ByteReader)> {
         artifacts::open(&self.inner, owner, path)
