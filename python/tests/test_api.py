@@ -398,7 +398,7 @@ def test_capture_logging(exp):
 
 @pytest.mark.parametrize(
     "name",
-    ["", " lead", "trail ", "a\nb", "tab\there", "x" * 501],
+    ["", "a\nb", "tab\there", "x" * 501, "损" * 501],
 )
 def test_bad_metric_names_raise_value_error(exp, name):
     run = exp.start_logging()
@@ -415,6 +415,15 @@ def test_bad_metric_names_raise_value_error(exp, name):
     run.flush()
     assert run.get_metrics() == {"good": 1.0}  # nothing bad was queued
     assert run.get_details()["delivery"]["rejected_entries"] == 0
+
+
+def test_names_keep_surrounding_spaces_and_count_characters(exp):
+    """As MLflow's keys: spaces around a name are part of it, and the limit counts characters, not bytes."""
+    run = exp.start_logging()
+    run.log(" lead ", 1.0)
+    run.log("损" * 500, 2.0)
+    run.flush()
+    assert run.get_metrics() == {" lead ": 1.0, "损" * 500: 2.0}
 
 
 def test_bad_values(exp):

@@ -126,6 +126,32 @@ CASES = [
     ("POST", "runs/log-batch", {"json": {"run_id": "{run}", "params": [{"key": "q"}], "tags": [{"key": "u"}]}}),
     ("POST", "runs/create", {"json": {"experiment_id": "{eid}", "tags": [{"key": "t"}]}}),
     ("POST", "logged-models", {"json": {"experiment_id": "{eid}", "name": "nv", "params": [{"key": "p"}]}}),
+    # Round G: keys with surrounding spaces (a batch with one is stored whole), limits in characters not bytes,
+    # keys starting with '..', ids that name no run in a chart read, a GET's fields in its body, a byte-order
+    # mark, the legacy model JSON's mandatory fields.
+    ("POST", "runs/log-metric", {"json": {"run_id": "{run}", "key": "val loss ", "value": 1, "timestamp": 1}}),
+    ("POST", "runs/log-batch", {"json": {"run_id": "{run}", "metrics": [
+        {"key": "loss", "value": 1, "timestamp": 1, "step": 0}, {"key": " val acc", "value": 2, "timestamp": 1}]}}),
+    ("POST", "runs/log-parameter", {"json": {"run_id": "{run}", "key": "lr ", "value": "0.1"}}),
+    ("POST", "runs/set-tag", {"json": {"run_id": "{run}", "key": " note", "value": "x"}}),
+    ("POST", "experiments/set-experiment-tag", {"json": {"experiment_id": "{eid}", "key": " k", "value": "v"}}),
+    ("POST", "experiments/create", {"json": {"name": "{exp_name}" + "实" * 200}}),
+    ("POST", "runs/create", {"json": {"experiment_id": "{eid}", "run_name": "名" * 200}}),
+    ("POST", "runs/log-metric", {"json": {"run_id": "{run}", "key": "损" * 167, "value": 1, "timestamp": 1}}),
+    ("POST", "runs/log-parameter", {"json": {"run_id": "{run}", "key": "参" * 250, "value": "1"}}),
+    ("POST", "runs/log-parameter", {"json": {"run_id": "{run}", "key": "参" * 251, "value": "1"}}),
+    ("POST", "runs/log-metric", {"json": {"run_id": "{run}", "key": "..a", "value": 1, "timestamp": 1}}),
+    ("POST", "runs/set-tag", {"json": {"run_id": "{run}", "key": "...", "value": "1"}}),
+    ("GET", "metrics/get-history-bulk-interval", {"params": {"run_ids": "nope", "metric_key": "m"}}),
+    ("GET", "metrics/get-history-bulk-interval", {"params": {"run_ids": "", "metric_key": "m"}}),
+    ("GET", "experiments/get", {"json": {"experiment_id": "{eid}"}}),
+    ("POST", "experiments/search", {"data": b"\xef\xbb\xbf{\"max_results\": 1}",
+                                    "headers": {"Content-Type": "application/json"}}),
+    ("POST", "runs/log-model", {"json": {"run_id": "{run}", "model_json": "{{}}"}}),
+    ("POST", "runs/log-model", {"json": {"run_id": "{run}", "model_json":
+        '{{"artifact_path": "m", "run_id": "{run}", "utc_time_created": "2026-01-01 00:00:00.000000"}}'}}),
+    ("POST", "runs/log-model", {"json": {"run_id": "{run}", "model_json": '{{"artifact_path": "m", "run_id": "{run}", '
+                                         '"utc_time_created": "2026-01-01 00:00:00.000000", "flavors": {{}}}}'}}),
 ]
 
 
@@ -643,3 +669,35 @@ def test_relogged_datasets_are_kept_once_as_on_mlflow(server, mlflow_server):
     theirs = relogged_datasets(mlflow_server)
     assert relogged_datasets(server) == theirs
     assert len(theirs[0]) == 2 and len(theirs[1]) == 1, "one input per dataset of the run"
+
+
+def quoting_and_spaced_keys(base):
+    """Runs whose param holds quotes and backslashes, searched with doubled and escaped quotes (MLflow strips only
+    the outer quotes), and the keys a batch with surrounding spaces stored."""
+    s = requests.Session()
+    call = lambda path, body: s.post(f"{base}/api/2.0/mlflow/{path}", json=body, timeout=30).json()
+    eid = call("experiments/create", {"name": f"quotes-{time.time_ns()}"})["experiment_id"]
+    for i, value in enumerate(["it's", "it''s", "it\\'s", "its"]):
+        run = call("runs/create", {"experiment_id": eid, "run_name": f"q{i}", "start_time": i})["run"]["info"]["run_id"]
+        call("runs/log-parameter", {"run_id": run, "key": "p", "value": value})
+    out = []
+    for f in ["params.p = 'it''s'", "params.p = \"it's\"", "params.p = 'it\\'s'", "params.p LIKE 'it''%'",
+              "params.p LIKE '%''%'", "attributes.run_name = 'q0'"]:
+        r = s.post(f"{base}/api/2.0/mlflow/runs/search", json={"experiment_ids": [eid], "filter": f,
+                                                              "order_by": ["attributes.start_time ASC"]}, timeout=30)
+        out.append((f, r.status_code, [x["info"]["run_name"] for x in r.json().get("runs", [])]))
+    run = call("runs/create", {"experiment_id": eid})["run"]["info"]["run_id"]
+    call("runs/log-batch", {"run_id": run, "metrics": [{"key": "loss", "value": 1, "timestamp": 1, "step": 0},
+                                                       {"key": "val loss ", "value": 2, "timestamp": 1, "step": 0}],
+                            "params": [{"key": " lr", "value": "1"}], "tags": [{"key": "t ", "value": "x"}]})
+    data = s.get(f"{base}/api/2.0/mlflow/runs/get", params={"run_id": run}, timeout=30).json()["run"]["data"]
+    keys = {kind: sorted(x["key"] for x in data.get(kind, []) if not x["key"].startswith("mlflow."))
+            for kind in ["metrics", "params", "tags"]}
+    return out, keys
+
+
+def test_quotes_in_filters_and_spaced_keys_are_mlflows(server, mlflow_server):
+    theirs, ours = quoting_and_spaced_keys(mlflow_server), quoting_and_spaced_keys(server)
+    assert ours == theirs
+    assert ours[1]["metrics"] == ["loss", "val loss "], ours
+    assert any(names for _, _, names in ours[0]), ours

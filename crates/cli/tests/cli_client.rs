@@ -167,7 +167,7 @@ fn batching_delivers_everything_exactly_once() {
     );
     // A caller mistake fails at once, and nothing is queued for it.
     assert!(matches!(
-        c.log_scalar(&run.id, " bad", None, 1.0, None),
+        c.log_scalar(&run.id, "bad\nname", None, 1.0, None),
         Err(Error::InvalidArgument { .. })
     ));
     // Errors map back to their variants.

@@ -4,12 +4,13 @@
 use crate::error::{Error, Result};
 use crate::ids::truncate;
 
-/// Longest metric, tag, property, param or column name, in bytes.
-pub const MAX_NAME_BYTES: usize = 500;
+/// Longest metric, tag, property, param or column name, in characters (as MLflow counts its limits: a name in
+/// Chinese or in emoji is as long as one in English).
+pub const MAX_NAME_CHARS: usize = 500;
 /// Longest tag, property or param value, in bytes.
 pub const MAX_VALUE_BYTES: usize = 64 * 1024;
-/// Longest display name / experiment name, in bytes.
-pub const MAX_TITLE_BYTES: usize = 500;
+/// Longest display name / experiment name, in characters.
+pub const MAX_TITLE_CHARS: usize = 500;
 /// Longest description, in bytes.
 pub const MAX_DESCRIPTION_BYTES: usize = 256 * 1024;
 /// Longest single text point, in bytes.
@@ -32,32 +33,34 @@ const HOST_SCHEMES: [&str; 9] = [
 /// refuses a location with params, as one with a fragment.
 const PARAM_SCHEMES: [&str; 5] = ["", "ftp", "http", "https", "sftp"];
 
-/// A name (metric, tag key, property key, param key, column): non-empty, bounded, no control characters.
-/// Unicode is welcome.
+/// A name (metric, tag key, property key, param key, column): non-empty, at most [`MAX_NAME_CHARS`], no
+/// control characters. Unicode is welcome, and so are surrounding spaces: MLflow's keys may have them
+/// (`log_metrics({"val loss ": ...})`), and refusing one refused the whole batch it came in.
 pub fn name(field: &str, value: &str) -> Result<()> {
-    if value.is_empty() {
-        return Err(Error::invalid(field, "must not be empty"));
-    }
-    if value.trim() != value {
-        return Err(Error::invalid(
-            field,
-            format!(
-                "'{}' has leading or trailing whitespace",
-                truncate(value, 80)
-            ),
-        ));
-    }
-    bounded(field, value, MAX_NAME_BYTES)?;
-    no_control_chars(field, value)
+    text(field, value, MAX_NAME_CHARS)
 }
 
-/// A title (experiment name, display name): non-empty, bounded, no control characters. Unlike a name it may
-/// begin or end with spaces, as MLflow's experiment and run names may (`set_experiment("trial ")` must work).
+/// A title (experiment name, display name): non-empty, at most [`MAX_TITLE_CHARS`], no control characters;
+/// it may begin or end with spaces, as MLflow's experiment and run names may (`set_experiment("trial ")`).
 pub fn title(field: &str, value: &str) -> Result<()> {
+    text(field, value, MAX_TITLE_CHARS)
+}
+
+/// Non-empty, at most `max` characters, no control characters.
+fn text(field: &str, value: &str, max: usize) -> Result<()> {
     if value.is_empty() {
         return Err(Error::invalid(field, "must not be empty"));
     }
-    bounded(field, value, MAX_TITLE_BYTES)?;
+    // Counting characters costs a pass over the text; one within `max` bytes is within `max` characters.
+    if value.len() > max {
+        let chars = value.chars().count();
+        if chars > max {
+            return Err(Error::invalid(
+                field,
+                format!("is {chars} characters long, the limit is {max}"),
+            ));
+        }
+    }
     no_control_chars(field, value)
 }
 
@@ -255,7 +258,12 @@ mod tests {
             name("metric", "").unwrap_err().to_string(),
             "invalid metric: must not be empty"
         );
-        assert!(name("metric", " x").is_err());
+        assert!(name("metric", " x").is_ok() && name("metric", "val loss ").is_ok());
+        assert!(name("metric", &"损".repeat(500)).is_ok());
+        assert_eq!(
+            name("metric", &"损".repeat(501)).unwrap_err().to_string(),
+            "invalid metric: is 501 characters long, the limit is 500"
+        );
         assert!(name("metric", "a\nb")
             .unwrap_err()
             .to_string()
@@ -270,6 +278,7 @@ mod tests {
     fn titles_may_have_surrounding_spaces_but_no_control_characters() {
         assert!(title("name", "trial ").is_ok() && title("name", " ").is_ok());
         assert!(title("name", "").is_err());
+        assert!(title("name", &"名".repeat(500)).is_ok());
         assert!(title("name", "a\nb")
             .unwrap_err()
             .to_string()

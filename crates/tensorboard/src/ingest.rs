@@ -29,14 +29,15 @@ pub struct IngestCounts {
     pub skipped: BTreeMap<String, u64>,
 }
 
-/// A metric name that passes validation: control characters replaced, trimmed, never empty, at most 500 bytes.
+/// A metric name that passes validation: control characters replaced, trimmed, never empty, at most 500 bytes
+/// (so within the limit of characters too).
 pub fn clean_name(s: &str) -> String {
     let s: String = s
         .chars()
         .map(|c| if c.is_control() { '_' } else { c })
         .collect();
     let mut s = s.trim().to_string();
-    while s.len() > validate::MAX_NAME_BYTES {
+    while s.len() > validate::MAX_NAME_CHARS {
         s.pop();
     }
     if s.trim().is_empty() {
@@ -49,7 +50,7 @@ pub fn clean_name(s: &str) -> String {
 /// Whether [`clean_name`] would leave `s` as it is (the common case, checked without allocating).
 fn is_clean(s: &str) -> bool {
     !s.is_empty()
-        && s.len() <= validate::MAX_NAME_BYTES
+        && s.len() <= validate::MAX_NAME_CHARS
         && s.trim() == s
         && !s.chars().any(char::is_control)
 }

@@ -343,7 +343,10 @@ pub fn validate_key(what: &str, key: &str) -> MlResult<()> {
              dashes (-), periods (.), spaces ( ), colon(:) and slashes (/)."
         )));
     }
+    // Python's normpath keeps a leading `..a` or `...` as it is, and MLflow refuses every name that then
+    // starts with `..`.
     let normalized = key.starts_with('/')
+        || key.starts_with("..")
         || key.ends_with('/')
         || key
             .split('/')

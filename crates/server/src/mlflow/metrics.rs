@@ -308,11 +308,12 @@ async fn bulk_interval(State(st): State<AppState>, Req(r): Req<BulkReq>) -> MlRe
         }
         _ => {}
     }
-    let ids = r
+    // An id that is no run id names no run, and is skipped as a missing run is (below), as MLflow does.
+    let ids: Vec<_> = r
         .run_ids
         .iter()
-        .map(|i| run_id(Some(i), None))
-        .collect::<MlResult<Vec<_>>>()?;
+        .filter_map(|i| run_id(Some(i), None).ok())
+        .collect();
     let range = ReadRange {
         min_step: r.start_step,
         max_step: r.end_step,

@@ -87,8 +87,8 @@ async fn version() -> &'static str {
 }
 
 /// An MLflow request: GET fields come from the query string (repeated keys become lists), every other method
-/// from the JSON body (an empty body reads as `{}`). Parse failures are 400 INVALID_PARAMETER_VALUE naming the
-/// field.
+/// (and a GET without a query string) from the JSON body (an empty body reads as `{}`). Parse failures are
+/// 400 INVALID_PARAMETER_VALUE naming the field.
 pub struct Req<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Req<T> {
@@ -96,11 +96,19 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Req<T> {
 
     async fn from_request(req: Request, state: &S) -> MlResult<Self> {
         let query = req.uri().query().map(str::to_string);
-        let bytes = if req.method() == Method::GET {
-            Bytes::new()
-        } else {
-            crate::extract::body_bytes(req, state).await?
-        };
+        // As MLflow's server: a GET with a query string reads its fields from it, any other request (a GET
+        // without one included) from its JSON body, which may open with a byte-order mark.
+        let bytes =
+            if req.method() == Method::GET && query.as_deref().is_some_and(|q| !q.is_empty()) {
+                Bytes::new()
+            } else {
+                let bytes = crate::extract::body_bytes(req, state).await?;
+                if bytes.starts_with(b"\xEF\xBB\xBF") {
+                    bytes.slice(3..)
+                } else {
+                    bytes
+                }
+            };
         let bytes = if bytes.iter().all(u8::is_ascii_whitespace) {
             Bytes::from(serde_json::to_vec(&query_json(query.as_deref())).unwrap_or_default())
         } else {

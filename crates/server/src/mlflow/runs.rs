@@ -688,6 +688,7 @@ async fn log_model(State(st): State<AppState>, Req(r): Req<LogModelReq>) -> MlRe
     let id = run_id(r.run_id.as_deref(), None)?;
     let model: Value = serde_json::from_str(r.model_json.as_deref().unwrap_or(""))
         .map_err(|e| MlError::invalid(format!("Invalid model_json: {e}")))?;
+    mandatory_model_fields(&model)?;
     blocking(move || {
         let run = find(st.store.as_ref(), &id)?;
         active(&run)?;
@@ -707,6 +708,29 @@ async fn log_model(State(st): State<AppState>, Req(r): Req<LogModelReq>) -> MlRe
     })
     .await?;
     Ok(empty())
+}
+
+/// A logged model's JSON has the fields readers of the history tag (the UI's model list) rely on, as MLflow's
+/// server requires.
+fn mandatory_model_fields(model: &Value) -> MlResult<()> {
+    let Value::Object(fields) = model else {
+        return Err(MlError::invalid(
+            "Invalid model_json: a model is a JSON object (an MLmodel file's fields)",
+        ));
+    };
+    let missing: Vec<String> = ["artifact_path", "flavors", "run_id", "utc_time_created"]
+        .into_iter()
+        .filter(|f| !fields.contains_key(*f))
+        .map(|f| format!("'{f}'"))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(MlError::invalid(format!(
+            "Model json is missing mandatory fields: {{{}}}",
+            missing.join(", ")
+        )))
+    }
 }
 
 // --- search ----------------------------------------------------------------------------------------------

@@ -156,13 +156,24 @@ fn is_word_char(c: char) -> bool {
     c.is_alphanumeric() || matches!(c, '_' | '.' | ':' | '/' | '-')
 }
 
-/// Reads a quoted run starting at `start` (the opening quote); returns the content and the end index.
+/// Reads a quoted run starting at `start` (the opening quote); returns the content and the end index. As in
+/// MLflow's parser (sqlparse), a doubled quote and a backslash before any character (but in backticks) stay
+/// inside the run, and they are not unescaped: MLflow strips only the outer quotes, so `'it''s'` matches the
+/// text `it''s`, not `it's` (which is written `"it's"`).
 fn quoted(input: &str, start: usize, q: char) -> MlResult<(String, usize)> {
     let mut out = String::new();
     let mut it = input[start + 1..].char_indices().peekable();
     while let Some((i, c)) = it.next() {
+        if c == '\\' && q != '`' {
+            out.push(c);
+            if let Some((_, next)) = it.next() {
+                out.push(next);
+            }
+            continue;
+        }
         if c == q {
             if it.peek().map(|(_, n)| *n) == Some(q) {
+                out.push(q);
                 out.push(q);
                 it.next();
                 continue;

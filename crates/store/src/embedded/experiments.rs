@@ -129,6 +129,8 @@ pub fn update(inner: &Inner, id: ExperimentId, patch: ExperimentPatch) -> Result
     }
     inner.write(move |ctx| {
         let mut e = get(&ctx.conn, id)?;
+        // A rename counts as an update even to the name it had, as on MLflow's server.
+        let named = patch.name.is_some();
         let renamed = patch.name.filter(|n| *n != e.name);
         let moved = patch.lifecycle.filter(|l| *l != e.lifecycle);
         let edits = renamed.is_some() || !patch.set_tags.is_empty() || !patch.remove_tags.is_empty();
@@ -142,7 +144,7 @@ pub fn update(inner: &Inner, id: ExperimentId, patch: ExperimentPatch) -> Result
                 return Err(Error::AlreadyExists { entity: Entity::Experiment, id: name.clone() });
             }
         }
-        let renamed_or_moved = renamed.is_some() || moved.is_some();
+        let renamed_or_moved = named || moved.is_some();
         if let Some(name) = renamed {
             e.name = name;
         }

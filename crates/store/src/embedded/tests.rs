@@ -351,6 +351,18 @@ fn deleting_an_experiment_deletes_its_runs_and_restoring_it_restores_them() {
         before,
         "a tag is not an update of the experiment (as on MLflow)"
     );
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    let same_name = ExperimentPatch {
+        name: Some(s.get_experiment(e.id).unwrap().name),
+        ..Default::default()
+    };
+    s.update_experiment(e.id, same_name).unwrap();
+    let renamed = s.get_experiment(e.id).unwrap().last_update_time;
+    assert!(
+        renamed > before,
+        "a rename, even to its own name, is an update (as on MLflow)"
+    );
+    let before = renamed;
     let seen = *s.subscribe().borrow();
     s.update_experiment(e.id, lifecycle(Lifecycle::Deleted))
         .unwrap();
