@@ -30,6 +30,9 @@ struct Args {
     /// Points of the series read by a slow client in the huge-read scenario (over 2M: streamed).
     #[arg(long, default_value_t = 5_000_000)]
     huge_read_points: u64,
+    /// MiB of the file uploaded (three times) in the artifact-upload scenario.
+    #[arg(long, default_value_t = 1024)]
+    upload_mb: usize,
     /// Sequential one-point log calls in the latency scenario.
     #[arg(long, default_value_t = 2_000)]
     calls: usize,
@@ -147,6 +150,25 @@ fn main() {
                 "RSS growth, {}M-point read, slow client: {growth:6.1} MB   (the series would be {:.0} MB)",
                 args.huge_read_points / 1_000_000,
                 args.huge_read_points as f64 * 24.0 / 1e6
+            ),
+        );
+
+        let server = Server::start(&args.bin);
+        let up = upload(&server, args.upload_mb);
+        record(
+            "upload_mb_per_s",
+            up.mb_per_s,
+            format!(
+                "artifact upload, {} MiB file:   {:8.0} MiB/s",
+                args.upload_mb, up.mb_per_s
+            ),
+        );
+        record(
+            "rss_growth_upload_mb",
+            up.rss_growth_mb,
+            format!(
+                "RSS growth while uploading:      {:8.1} MB   (streamed to disk, not held)",
+                up.rss_growth_mb
             ),
         );
     }
@@ -567,6 +589,34 @@ fn huge_read_growth_mb(server: &Server, points: u64) -> f64 {
         "the whole series came: {read} bytes"
     );
     peak.saturating_sub(before) as f64 / 1024.0
+}
+
+struct Upload {
+    mb_per_s: f64,
+    rss_growth_mb: f64,
+}
+
+/// Uploads an `mb`-MiB file as a run artifact three times: the median rate, and how far the server's peak
+/// RSS rose above its idle RSS (an upload is written to disk as it arrives, a piece at a time).
+fn upload(server: &Server, mb: usize) -> Upload {
+    let run = server.new_run();
+    let body: Vec<u8> = (0..mb << 20).map(|i| (i % 251) as u8).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let idle = server.memory_kb().0;
+    let url = format!("{}/api/v1/runs/{run}/artifacts/bench.bin", server.url);
+    let ms = median_ms(3, || {
+        let resp = server
+            .agent
+            .put(&url)
+            .content_type("application/octet-stream")
+            .send(&body[..])
+            .unwrap_or_else(|e| panic!("PUT {url}: {e}"));
+        assert_eq!(resp.status(), 200, "upload refused");
+    });
+    Upload {
+        mb_per_s: mb as f64 / (ms / 1e3),
+        rss_growth_mb: server.memory_kb().1.saturating_sub(idle) as f64 / 1024.0,
+    }
 }
 
 fn median_ms(repeat: usize, mut f: impl FnMut()) -> f64 {

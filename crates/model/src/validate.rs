@@ -51,17 +51,22 @@ fn text(field: &str, value: &str, max: usize) -> Result<()> {
     if value.is_empty() {
         return Err(Error::invalid(field, "must not be empty"));
     }
-    // Counting characters costs a pass over the text; one within `max` bytes is within `max` characters.
-    if value.len() > max {
-        let chars = value.chars().count();
-        if chars > max {
-            return Err(Error::invalid(
-                field,
-                format!("is {chars} characters long, the limit is {max}"),
-            ));
-        }
+    if !fits_chars(value, max) {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "is {} characters long, the limit is {max}",
+                value.chars().count()
+            ),
+        ));
     }
     no_control_chars(field, value)
+}
+
+/// Whether `value` has at most `max` characters. Counting them costs a pass over the text, so it is done only
+/// when the bytes are more than `max` (text within `max` bytes is within `max` characters).
+pub fn fits_chars(value: &str, max: usize) -> bool {
+    value.len() <= max || value.chars().count() <= max
 }
 
 /// A value (tag, property, param): bounded; may be empty; may contain newlines and tabs.
@@ -250,43 +255,32 @@ fn no_control_chars(field: &str, value: &str) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// Names and titles follow one rule: surrounding spaces and any script welcome, the limit in
+    /// characters, no control characters, never empty.
     #[test]
-    fn names() {
-        assert!(name("metric", "loss").is_ok());
-        assert!(name("metric", "train/loss é 損失").is_ok());
-        assert_eq!(
-            name("metric", "").unwrap_err().to_string(),
-            "invalid metric: must not be empty"
-        );
-        assert!(name("metric", " x").is_ok() && name("metric", "val loss ").is_ok());
-        assert!(name("metric", &"损".repeat(500)).is_ok());
-        assert_eq!(
-            name("metric", &"损".repeat(501)).unwrap_err().to_string(),
-            "invalid metric: is 501 characters long, the limit is 500"
-        );
-        assert!(name("metric", "a\nb")
-            .unwrap_err()
-            .to_string()
-            .contains("control characters"));
-        assert!(name("metric", &"x".repeat(501))
-            .unwrap_err()
-            .to_string()
-            .contains("the limit is 500"));
-    }
-
-    #[test]
-    fn titles_may_have_surrounding_spaces_but_no_control_characters() {
-        assert!(title("name", "trial ").is_ok() && title("name", " ").is_ok());
-        assert!(title("name", "").is_err());
-        assert!(title("name", &"名".repeat(500)).is_ok());
-        assert!(title("name", "a\nb")
-            .unwrap_err()
-            .to_string()
-            .contains("control characters"));
-        assert!(title("name", &"x".repeat(501))
-            .unwrap_err()
-            .to_string()
-            .contains("the limit is 500"));
+    fn names_and_titles() {
+        type Check = fn(&str, &str) -> Result<()>;
+        for (check, field) in [(name as Check, "metric"), (title as Check, "name")] {
+            for good in [
+                "loss",
+                "train/loss é 損失",
+                " x",
+                "val loss ",
+                " ",
+                &"损".repeat(500),
+            ] {
+                assert!(check(field, good).is_ok(), "{field} {good:?} refused");
+            }
+            let refused = |value: &str| check(field, value).unwrap_err().to_string();
+            assert_eq!(refused(""), format!("invalid {field}: must not be empty"));
+            assert_eq!(
+                refused(&"损".repeat(501)),
+                format!("invalid {field}: is 501 characters long, the limit is 500")
+            );
+            assert!(refused(&"x".repeat(501)).contains("the limit is 500"));
+            assert!(refused("a\nb").contains("control characters"));
+        }
+        assert!(fits_chars(&"损".repeat(500), 500) && !fits_chars(&"损".repeat(501), 500));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Artifacts: streamed uploads and downloads of a run's files, listings, deletes.
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{blocking, body_chunks, run_id, BodyFault, Query};
+use crate::extract::{blocking, body_chunks, run_id, BodyChunks, Query};
 use crate::AppState;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
@@ -12,10 +12,9 @@ use axum::{Json, Router};
 use bytes::BytesMut;
 use flightlog_model::{validate, ArtifactInfo, Error};
 use flightlog_store::{FileOwner, UPLOAD_PIECE};
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use serde_json::{json, Value};
 use std::io::{self, Read};
-use std::pin::Pin;
 
 /// Download chunk size: big enough for throughput, small enough that a slow client holds little memory.
 const CHUNK: usize = 256 * 1024;
@@ -96,7 +95,7 @@ pub(crate) async fn store_upload(
 /// An upload's body in pieces of [`UPLOAD_PIECE`] bytes (the last one shorter), failing once more than
 /// `limit` bytes have come or the body fails ([`body_chunks`]).
 struct Pieces {
-    chunks: Pin<Box<dyn Stream<Item = Result<Bytes, BodyFault>> + Send>>,
+    chunks: BodyChunks,
     seen: u64,
     limit: u64,
 }
@@ -104,7 +103,7 @@ struct Pieces {
 impl Pieces {
     fn new(body: Body, limit: u64) -> Pieces {
         Pieces {
-            chunks: Box::pin(body_chunks(body)),
+            chunks: body_chunks(body),
             seen: 0,
             limit,
         }

@@ -8,6 +8,7 @@ use axum::extract::{FromRequest, Request};
 use axum::http::{header, HeaderMap, StatusCode};
 use flightlog_model::{Batch, BatchAck, Error, ExperimentId, RunId};
 use flightlog_store::Store;
+use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -69,7 +70,8 @@ async fn body_bytes_within<S: Send + Sync>(
 /// may be up to 64 MiB, and without a bound a crowd of them (clients replaying their spools at once after an
 /// outage) could take all of the machine's memory; past it, bodies wait for room, then are refused with a 503
 /// their clients retry.
-static BUFFERED_BODIES: Semaphore = Semaphore::const_new(1 << 20);
+static BUFFERED_BODIES: Semaphore = Semaphore::const_new(BUFFERED_BODIES_KIB);
+const BUFFERED_BODIES_KIB: usize = 1 << 20;
 
 /// How long a body waits for room in the budget before its request is refused.
 const BUDGET_WAIT: Duration = Duration::from_secs(30);
@@ -151,8 +153,8 @@ pub enum BodyFault {
     )]
     Broken(String),
     #[error(
-        "the server is holding as many request bodies in memory as it may (1 GiB) and none made room for \
-         {} s", BUDGET_WAIT.as_secs()
+        "the server is holding as many request bodies in memory as it may ({} MiB) and none made room \
+         for {} s", BUFFERED_BODIES_KIB >> 10, BUDGET_WAIT.as_secs()
     )]
     Busy,
 }
@@ -181,25 +183,25 @@ fn fault_in(rejection: &BytesRejection) -> Option<&BodyFault> {
     None
 }
 
+/// A body's data, chunk by chunk ([`body_chunks`]).
+pub type BodyChunks = BoxStream<'static, Result<Bytes, BodyFault>>;
+
 /// A body's data chunks, ending in a [`BodyFault`] when the client goes silent for [`BODY_STALL`] or the
 /// connection breaks.
-pub fn body_chunks(
-    body: Body,
-) -> impl Stream<Item = Result<Bytes, BodyFault>> + Send + Unpin + 'static {
+pub fn body_chunks(body: Body) -> BodyChunks {
     let data = body.into_data_stream();
-    Box::pin(
-        futures::stream::unfold(Some(data), |data| async move {
-            let mut data = data?;
-            match tokio::time::timeout(BODY_STALL, data.next()).await {
-                Err(_) => Some((Err(BodyFault::Stalled), None)),
-                Ok(None) => None,
-                Ok(Some(Err(e))) => Some((Err(BodyFault::Broken(e.to_string())), None)),
-                Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(data))),
-            }
-        })
-        // Fused: a reader may ask again after the end (or a fault), and then hears of the end again.
-        .fuse(),
-    )
+    futures::stream::unfold(Some(data), |data| async move {
+        let mut data = data?;
+        match tokio::time::timeout(BODY_STALL, data.next()).await {
+            Err(_) => Some((Err(BodyFault::Stalled), None)),
+            Ok(None) => None,
+            Ok(Some(Err(e))) => Some((Err(BodyFault::Broken(e.to_string())), None)),
+            Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(data))),
+        }
+    })
+    // Fused: a reader may ask again after the end (or a fault), and then hears of the end again.
+    .fuse()
+    .boxed()
 }
 
 /// A missing content type is accepted (curl without -H); any other than JSON is a 415.
@@ -456,8 +458,8 @@ mod tests {
         assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(
             refused.message().starts_with(
-                "the server is holding as many request bodies in memory as it may (1 GiB) and none made \
-                 room for 30 s; nothing was stored"
+                "the server is holding as many request bodies in memory as it may (1024 MiB) and none \
+                 made room for 30 s; nothing was stored"
             ),
             "{}",
             refused.message()

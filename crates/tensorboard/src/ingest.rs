@@ -29,17 +29,14 @@ pub struct IngestCounts {
     pub skipped: BTreeMap<String, u64>,
 }
 
-/// A metric name that passes validation: control characters replaced, trimmed, never empty, at most 500 bytes
-/// (so within the limit of characters too).
+/// A metric name that passes validation: control characters replaced, trimmed (as names of earlier imports
+/// were), never empty, cut to [`validate::MAX_NAME_CHARS`] characters.
 pub fn clean_name(s: &str) -> String {
     let s: String = s
         .chars()
         .map(|c| if c.is_control() { '_' } else { c })
         .collect();
-    let mut s = s.trim().to_string();
-    while s.len() > validate::MAX_NAME_CHARS {
-        s.pop();
-    }
+    let s: String = s.trim().chars().take(validate::MAX_NAME_CHARS).collect();
     if s.trim().is_empty() {
         "_".to_string()
     } else {
@@ -50,7 +47,7 @@ pub fn clean_name(s: &str) -> String {
 /// Whether [`clean_name`] would leave `s` as it is (the common case, checked without allocating).
 fn is_clean(s: &str) -> bool {
     !s.is_empty()
-        && s.len() <= validate::MAX_NAME_CHARS
+        && validate::fits_chars(s, validate::MAX_NAME_CHARS)
         && s.trim() == s
         && !s.chars().any(char::is_control)
 }
@@ -456,4 +453,26 @@ pub fn ingest_reader<S: IngestSink + ?Sized>(
     }
     ing.flush()?;
     Ok((offset, errors))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tag becomes a name the store takes, cut by characters as the store counts them (a Chinese tag of 500
+    /// characters is whole, not cut to 500 bytes).
+    #[test]
+    fn tags_become_valid_names() {
+        let long = "损".repeat(600);
+        assert_eq!(clean_name(&long), "损".repeat(500));
+        assert!(is_clean(&"损".repeat(500)) && !is_clean(&long));
+        assert_eq!(clean_name(" \u{1}loss\n"), "_loss_");
+        assert_eq!(clean_name("  "), "_");
+        for tag in [long.as_str(), " \u{1}loss\n", "  ", "train/loss"] {
+            assert!(
+                validate::name("metric", &clean_name(tag)).is_ok(),
+                "{tag:?}"
+            );
+        }
+    }
 }
