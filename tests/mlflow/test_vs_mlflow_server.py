@@ -391,6 +391,34 @@ def test_logged_model_search_on_datasets_matches_mlflow(server, mlflow_server):
     assert theirs[0] == ["beta", "alpha"], "naming a dataset keeps the models with points on it"
 
 
+def source_run_searches(base):
+    """A model logged in a run and one logged outside any, whose status is then set to UNSPECIFIED: the
+    status read back, and the names in the order each search on the source run returns."""
+    s = requests.Session()
+    call = lambda method, path, body: s.request(method, f"{base}/api/2.0/mlflow/{path}", json=body, timeout=30)
+    eid = call("POST", "experiments/create", {"name": f"sources-{time.time_ns()}"}).json()["experiment_id"]
+    run = call("POST", "runs/create", {"experiment_id": eid}).json()["run"]["info"]["run_id"]
+    inside = call("POST", "logged-models", {"experiment_id": eid, "name": "inside", "source_run_id": run}).json()
+    outside = call("POST", "logged-models", {"experiment_id": eid, "name": "outside"}).json()
+    unspecified = call("PATCH", f"logged-models/{outside['model']['info']['model_id']}",
+                       {"model_id": outside["model"]["info"]["model_id"], "status": "LOGGED_MODEL_STATUS_UNSPECIFIED"})
+    out = [unspecified.status_code, unspecified.json()["model"]["info"]["status"],
+           outside["model"]["info"].get("source_run_id"), inside["model"]["info"]["source_run_id"] == run]
+    for filter_string, ascending in [("source_run_id = ''", None), (f"source_run_id != '{run}'", None),
+                                     ("", True), ("", False)]:
+        body = {"experiment_ids": [eid], "filter": filter_string}
+        if ascending is not None:
+            body["order_by"] = [{"field_name": "source_run_id", "ascending": ascending}]
+        out.append([m["info"]["name"] for m in call("POST", "logged-models/search", body).json().get("models", [])])
+    return out
+
+
+def test_models_outside_runs_and_unspecified_status_match_mlflow(server, mlflow_server):
+    theirs = source_run_searches(mlflow_server)
+    assert source_run_searches(server) == theirs
+    assert theirs[4] == ["outside"], "a model logged outside a run has '' for its source run"
+
+
 def test_logged_model_search_on_metrics_matches_mlflow(server, mlflow_server):
     theirs = model_search_names(mlflow_server)
     assert model_search_names(server) == theirs

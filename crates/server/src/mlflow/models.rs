@@ -195,7 +195,7 @@ async fn create(State(st): State<AppState>, Req(r): Req<CreateReq>) -> MlResult<
             .map(checked_name)
             .transpose()?
             .unwrap_or_else(|| format!("model-{}", &id[2..10]));
-        let mut model = json!({
+        let model = json!({
             "info": {
                 "model_id": id,
                 "experiment_id": exp.to_string(),
@@ -206,13 +206,12 @@ async fn create(State(st): State<AppState>, Req(r): Req<CreateReq>) -> MlResult<
                 "model_type": r.model_type.unwrap_or_default(),
                 "status": "LOGGED_MODEL_PENDING",
                 "tags": tags,
+                // A model logged outside a run has "" for its source run, as on MLflow's server, where
+                // `source_run_id = ''` finds it.
+                "source_run_id": r.source_run_id.unwrap_or_default(),
             },
             "data": { "params": params, "metrics": [] },
         });
-        // A model logged outside a run has no source run: the field is left out, as MLflow's server does.
-        if let Some(run) = r.source_run_id.filter(|s| !s.is_empty()) {
-            model["info"]["source_run_id"] = json!(run);
-        }
         st.store.put_document(MODEL_DOC, &id, &model)?;
         Ok(model)
     })
@@ -303,6 +302,7 @@ async fn finalize(
     let given = r.status.ok_or_else(|| MlError::missing("status"))?;
     // By name, or by its number in MLflow's protobuf enum.
     let status = match given.as_str() {
+        "LOGGED_MODEL_STATUS_UNSPECIFIED" | "0" => "LOGGED_MODEL_STATUS_UNSPECIFIED",
         "LOGGED_MODEL_PENDING" | "1" => "LOGGED_MODEL_PENDING",
         "LOGGED_MODEL_READY" | "2" => "LOGGED_MODEL_READY",
         "LOGGED_MODEL_UPLOAD_FAILED" | "3" => "LOGGED_MODEL_UPLOAD_FAILED",
@@ -605,9 +605,9 @@ fn row(m: &Value, order_datasets: &[(String, String, DatasetFilter)]) -> Row {
     let info = &m["info"];
     let mut row = Row::default();
     for f in ["name", "model_id", "model_type", "status", "source_run_id"] {
-        if let Some(v) = info[f].as_str() {
-            row.text.insert(f, v.to_string());
-        }
+        // Models stored before the field was always written read as MLflow's: "" for none.
+        let v = info[f].as_str().unwrap_or_default();
+        row.text.insert(f, v.to_string());
     }
     for (f, src) in [
         ("creation_timestamp", "creation_timestamp_ms"),
