@@ -390,6 +390,28 @@ fn server_subcommand_prints_address_and_rejects_bad_data_dir() {
     assert!(status.success(), "{status:?}");
 }
 
+#[test]
+fn sigterm_right_after_the_address_is_printed_stops_the_server_cleanly() {
+    // A supervisor may stop the server the moment it reports its address; the handlers must be in place by
+    // then, or the default action kills it (exit by signal 15, seen 1 time in 10 on a busy machine).
+    for _ in 0..10 {
+        let data = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_flightlog"))
+            .args(["server", "--port", "0", "--data"])
+            .arg(data.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+        unsafe { libc_kill(child.id() as i32, 15) };
+        let status = child.wait().unwrap();
+        assert!(status.success(), "{status:?}");
+    }
+}
+
 extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
