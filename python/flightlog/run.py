@@ -94,6 +94,30 @@ def _make_handler(run: "Run", level: int) -> "logging.Handler":
     return RunLogHandler()
 
 
+
+def _folder_files(path: str) -> "Tuple[List[Tuple[str, str]], List[str]]":
+    """(relative name, full path) of every file under ``path``, sorted, following symlinked folders except one
+    that leads back to a folder it is inside (a cycle); and the relative names of links that point nowhere."""
+    files: List[Tuple[str, str]] = []
+    dangling: List[str] = []
+
+    def walk(folder: str, rel: str, inside: frozenset) -> None:
+        real = os.path.realpath(folder)
+        if real in inside:
+            return
+        for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+            name = rel + entry.name
+            if entry.is_dir():
+                walk(entry.path, name + "/", inside | {real})
+            elif entry.is_file():
+                files.append((name, entry.path))
+            elif entry.is_symlink() and not os.path.exists(entry.path):
+                dangling.append(name)
+
+    walk(path, "", frozenset())
+    return files, dangling
+
+
 class Run:
     """One run: its metrics, tags, properties, files, logs and status.
 
@@ -171,11 +195,11 @@ class Run:
     def _create(cls, experiment: "Experiment", display_name: Optional[str] = None, description: Optional[str] = None,
                 snapshot_directory: Optional[str] = None, parent: Optional["Run"] = None,
                 tags: Optional[Mapping[str, str]] = None, properties: Optional[Mapping[str, str]] = None,
-                run_id: Optional[str] = None) -> "Run":
+                run_id: Optional[str] = None, status: str = "Running") -> "Run":
         ws = experiment.workspace
         new: Dict[str, Any] = {
             "experiment_id": experiment.id,
-            "status": "Running",
+            "status": status,
             "tags": {str(k): str(v) for k, v in (tags or {}).items()},
             "properties": {str(k): str(v) for k, v in (properties or {}).items()},
             "user": _user(),
@@ -465,6 +489,22 @@ class Run:
         end of the block (failed if the block raises); parent and child statuses are independent."""
         return Run._create(self.experiment, display_name=name, parent=self, run_id=run_id)
 
+    def create_children(self, count: Optional[int] = None, tag_key: Optional[str] = None,
+                        tag_values: Optional[Iterable[str]] = None) -> List["Run"]:
+        """Creates ``count`` child runs at once (for example one per worker), or one per value of
+        ``tag_values``, each tagged ``tag_key=value``; returns them in order, NotStarted: each worker calls
+        :meth:`start` on its own (logging works before that too)."""
+        values = None if tag_values is None else [str(v) for v in tag_values]
+        if (tag_key is None) != (values is None):
+            raise ValueError("create_children: pass tag_key and tag_values together")
+        if values is not None:
+            if count is not None and count != len(values):
+                raise ValueError(f"create_children: count={count} but {len(values)} tag values were given")
+            return [Run._create(self.experiment, parent=self, tags={tag_key: v}, status="NotStarted") for v in values]
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError(f"create_children: count must be a whole number ≥ 0, not {count!r}")
+        return [Run._create(self.experiment, parent=self, status="NotStarted") for _ in range(count)]
+
     def get_children(self, recursive: bool = False) -> List["Run"]:
         """The run's child runs (all descendants, depth first, with ``recursive=True``)."""
         infos = self._workspace._call("list_runs", query={"parent_id": self._id})
@@ -524,19 +564,20 @@ class Run:
         return json.loads(self._workspace._client.put_artifact_file(self._id, name, os.path.abspath(path)))
 
     def upload_folder(self, name: str, path: str) -> List[Dict[str, Any]]:
-        """Uploads every file under the local folder ``path`` as ``name/<relative path>``; returns their infos."""
+        """Uploads every file under the local folder ``path`` as ``name/<relative path>``; returns their infos.
+        Symlinked folders are followed (but not back into a folder they are inside: a cycle ends); links that
+        point nowhere are skipped with a warning naming them. The whole list is made before the first upload."""
         path = os.fspath(path)
         if not os.path.isdir(path):
             raise FileNotFoundError(f"no folder at {path!r} to upload")
-        out = []
         prefix = name.strip("/")
-        for root, dirs, files in os.walk(path):
-            dirs.sort()
-            for f in sorted(files):
-                full = os.path.join(root, f)
-                rel = os.path.relpath(full, path).replace(os.sep, "/")
-                out.append(self.upload_file(f"{prefix}/{rel}" if prefix else rel, full))
-        return out
+        files, dangling = _folder_files(path)
+        if dangling:
+            import warnings
+
+            warnings.warn(f"upload_folder: skipped {len(dangling)} link(s) that point nowhere: "
+                          + ", ".join(dangling[:5]) + (" ..." if len(dangling) > 5 else ""), stacklevel=2)
+        return [self.upload_file(f"{prefix}/{rel}" if prefix else rel, full) for rel, full in files]
 
     def get_file_names(self) -> List[str]:
         """Paths of every file stored with the run (images included), sorted."""
@@ -639,8 +680,13 @@ class Run:
         return self._workspace._client.flush(float(timeout_seconds))
 
     def _flush_quietly(self) -> None:
-        if self._native_run is not None:
-            self._workspace._client.flush(60.0)
+        client = self._workspace._logged_client()
+        if client is not None:
+            client.flush(60.0)
+
+    def start(self) -> None:
+        """Marks a NotStarted run (from :meth:`create_children`) Running; a run already Running stays so."""
+        self._patch(status="Running")
 
     def complete(self) -> None:
         """Marks the run Completed, after delivering everything logged."""
@@ -690,11 +736,10 @@ class Run:
 
     def _end(self, status: str, error: Optional[Dict[str, Any]] = None) -> None:
         self._remove_handlers()
-        client = self._workspace._client
-        delivered = True
-        if self._native_run is not None:
-            # Deliver what was logged first; a server that keeps failing is not waited for.
-            delivered = client.deliver(300.0)
+        logged = self._workspace._logged_client()
+        # Deliver what was logged first (through any handle of this process); a server that keeps failing is
+        # not waited for.
+        delivered = logged.deliver(300.0) if logged is not None else True
         patch: Dict[str, Any] = {"status": status}
         if error is not None:
             patch["error"] = error
@@ -714,7 +759,7 @@ class Run:
             from .errors import IllegalTransitionError
 
             raise IllegalTransitionError(f"run status cannot change from {current} to {status}")
-        client.update_run_async(self._id, json.dumps(patch))
+        self._workspace._client.update_run_async(self._id, json.dumps(patch))
         self._info = dict(self._info, status=status)
         warnings.warn(
             f"flightlog: the server cannot be reached; run {self._id} will be marked {status} when the queued data "
@@ -774,10 +819,18 @@ class Run:
         if self._info.get("status") in _TERMINAL:
             self._remove_handlers()
             return
-        if exc is not None:
-            self.fail(exc)
-        else:
-            self.complete()
+        from .errors import IllegalTransitionError
+
+        try:
+            if exc is not None:
+                self.fail(exc)
+            else:
+                self.complete()
+        except IllegalTransitionError:
+            # Ended meanwhile through another handle (the portal, the CLI, another process): that status
+            # stands, and the block's own exception, if any, is what propagates.
+            if self._refresh().get("status") not in _TERMINAL:
+                raise
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Run) and other._id == self._id and other._workspace == self._workspace

@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import re
 import sys
 import threading
 import warnings
@@ -40,7 +41,8 @@ def _client_for(uri: Optional[str], data_dir: Optional[str]) -> "_native.NativeC
 
 
 def _start_monitor() -> None:
-    """A daemon thread that turns the first delivery problem of each client into one warning."""
+    """A daemon thread that turns each client's first outage, and its first rejection, into one warning each:
+    they call for different things (waiting for the server; fixing the call that logs refused data)."""
     global _monitor_started
     if _monitor_started:
         return
@@ -55,16 +57,24 @@ def _start_monitor() -> None:
             with _clients_lock:
                 clients = list(_clients.items())
             for key, client in clients:
-                if key in warned:
+                if (key, "outage") in warned and (key, "rejection") in warned:
                     continue
                 try:
                     state = json.loads(client.delivery())
                 except Exception:  # pragma: no cover - interpreter shutting down
                     return
-                if state.get("last_error"):
-                    warned.add(key)
+                rejection, error = state.get("last_rejection"), state.get("last_error")
+                if rejection and (key, "rejection") not in warned:
+                    warned.add((key, "rejection"))
                     warnings.warn(
-                        f"flightlog: cannot deliver to {key[0]} ({state['last_error']}); logged data is kept on "
+                        f"flightlog: {rejection}; that data is not stored (see run.get_details()['delivery'])",
+                        DeliveryWarning,
+                        stacklevel=1,
+                    )
+                if error and error != rejection and (key, "outage") not in warned:
+                    warned.add((key, "outage"))
+                    warnings.warn(
+                        f"flightlog: cannot deliver to {key[0] or key[1]} ({error}); logged data is kept on "
                         "disk and sent when the server is back (see run.get_details()['delivery'])",
                         DeliveryWarning,
                         stacklevel=1,
@@ -77,7 +87,7 @@ def _flush_all_at_exit() -> None:
     # A copy of the values, without the lock: this also runs from a signal handler, which may interrupt a
     # holder of the lock on the same thread.
     clients = list(_clients.values())
-    timeout = float(os.environ.get("FLIGHTLOG_EXIT_FLUSH_TIMEOUT", "30"))
+    timeout = _exit_flush_timeout()
     for client in clients:
         try:
             # A server that is down now is not waited for: what is unsent goes to the journal, replayed by the
@@ -89,6 +99,25 @@ def _flush_all_at_exit() -> None:
 
 
 atexit.register(_flush_all_at_exit)
+
+_DEFAULT_EXIT_FLUSH_SECONDS = 30.0
+
+
+def _exit_flush_timeout() -> float:
+    """FLIGHTLOG_EXIT_FLUSH_TIMEOUT in seconds: "30", "30s", "500ms" or "2m". Anything else warns and falls
+    back to the default: a typo in it must never be what skips the flush at exit (the data would be lost)."""
+    raw = os.environ.get("FLIGHTLOG_EXIT_FLUSH_TIMEOUT", "").strip().lower()
+    if not raw:
+        return _DEFAULT_EXIT_FLUSH_SECONDS
+    match = re.fullmatch(r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m)?", raw)
+    if match:
+        return float(match.group(1)) * {"ms": 0.001, "m": 60.0}.get(match.group(2) or "s", 1.0)
+    warnings.warn(
+        f"flightlog: FLIGHTLOG_EXIT_FLUSH_TIMEOUT={raw!r} is not a duration (write 30, 30s, 500ms or 2m); "
+        f"using {_DEFAULT_EXIT_FLUSH_SECONDS:g} s",
+        stacklevel=2,
+    )
+    return _DEFAULT_EXIT_FLUSH_SECONDS
 
 
 #: Every Workspace object alive, so that a forked child can give them clients of its own.
@@ -147,7 +176,7 @@ def _flush_on_sigterm() -> None:
 
     if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         return
-    _native.flush_on_sigterm(float(os.environ.get("FLIGHTLOG_EXIT_FLUSH_TIMEOUT", "30")))
+    _native.flush_on_sigterm(_exit_flush_timeout())
 
 
 def _before_fork() -> None:
@@ -314,6 +343,12 @@ class Workspace:
         if client is None:
             client = self._native_client = _client_for(self._uri, self._data_dir)
         return client
+
+    def _logged_client(self) -> Optional["_native.NativeClient"]:
+        """The client this process logs to this destination with, if it has one (none is made): a run read
+        with ``Run.get`` or ``get_children`` shares it with the handle that logged."""
+        with _clients_lock:
+            return _clients.get((self._uri, self._data_dir))
 
     def _call(self, op: str, **args: Any) -> Any:
         return json.loads(self._client.call(op, json.dumps(args)))

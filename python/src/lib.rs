@@ -233,19 +233,20 @@ impl NativeClient {
 
     /// Waits (GIL released) until everything enqueued so far is stored; False if the timeout passed first.
     fn flush(&self, py: Python<'_>, timeout_seconds: f64) -> PyResult<bool> {
-        let timeout = Duration::from_secs_f64(timeout_seconds.clamp(0.0, 1e9));
+        let timeout = wait_limit(timeout_seconds).py()?;
         py.detach(|| Ok(self.client.flush(timeout)?.complete)).py()
     }
 
     /// Flushes (GIL released) until everything is delivered, the timeout passes, or the server has failed
     /// twice in a row (what is unsent stays queued and journaled); True when everything was delivered.
-    fn deliver(&self, py: Python<'_>, timeout_seconds: f64) -> bool {
-        let timeout = Duration::from_secs_f64(timeout_seconds.clamp(0.0, 1e9));
-        py.detach(|| self.client.deliver(timeout))
+    fn deliver(&self, py: Python<'_>, timeout_seconds: f64) -> PyResult<bool> {
+        let timeout = wait_limit(timeout_seconds).py()?;
+        Ok(py.detach(|| self.client.deliver(timeout)))
     }
 
     /// The delivery state as JSON: points enqueued/sent/pending, entries spooled to disk, rejections, last
-    /// error (None while all is well).
+    /// error (None while all is well: cleared once the server answers again) and last rejection (data the
+    /// server refused, which is not stored).
     fn delivery(&self) -> String {
         let s = self.client.status();
         serde_json::json!({
@@ -263,6 +264,7 @@ impl NativeClient {
             "send_failures": s.send_failures,
             "consecutive_failures": s.consecutive_failures,
             "last_error": s.last_error,
+            "last_rejection": s.last_rejection,
         })
         .to_string()
     }
@@ -270,9 +272,21 @@ impl NativeClient {
     /// Flushes (up to the timeout) and stops the sender: whatever is still unsent is in the journal, sent by
     /// the next client for this destination (or `flightlog sync`).
     fn close(&self, py: Python<'_>, timeout_seconds: f64) -> PyResult<bool> {
-        let timeout = Duration::from_secs_f64(timeout_seconds.clamp(0.0, 1e9));
+        let timeout = wait_limit(timeout_seconds).py()?;
         py.detach(|| Ok(self.client.close(timeout)?.complete)).py()
     }
+}
+
+/// A wait given in seconds: negative is no wait and anything past 30 years is forever, but NaN is an error
+/// (it would be a panic in `Duration`, which Python cannot catch as an ordinary exception).
+fn wait_limit(seconds: f64) -> Result<Duration> {
+    if seconds.is_nan() {
+        return Err(Error::invalid(
+            "timeout_seconds",
+            "is NaN; pass a number of seconds",
+        ));
+    }
+    Ok(Duration::from_secs_f64(seconds.clamp(0.0, 1e9)))
 }
 
 // --- the run handle: the hot path ----------------------------------------------------------------------------

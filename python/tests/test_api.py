@@ -18,6 +18,7 @@ from flightlog.errors import (
     InvalidArgumentError,
     InvalidPathError,
     NotFoundError,
+    TooLargeError,
 )
 
 
@@ -178,6 +179,89 @@ def test_log_image_bad_input(exp, tmp_path):
         run.log_image("x", path=str(tmp_path / "missing.png"))
 
 
+def test_oversized_image_and_descriptions_raise_at_the_call(exp, tmp_path):
+    """What the server would refuse raises at once; logged before, it was dropped later (a big image even
+    blocked the run's delivery for good: the server closes the connection mid-body, which looked like an
+    outage). Data logged after the refused calls still arrives."""
+    run = exp.start_logging()
+    big = tmp_path / "big.png"
+    with open(big, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n")
+        f.truncate(64 * 1024 * 1024 + 1)
+    with pytest.raises(TooLargeError, match="image is too large: 67108865 bytes"):
+        run.log_image("big", path=str(big))
+    long = "d" * (256 * 1024 + 1)
+    with pytest.raises(InvalidArgumentError, match="description"):
+        run.log_row("row", description=long, a=1)
+    with pytest.raises(InvalidArgumentError, match="description"):
+        run.log_list("lst", [1, 2], description=long)
+    with pytest.raises(InvalidArgumentError, match="description"):
+        run.log("txt", "hello", description=long)
+    run.log("after", 1.0)
+    assert run.flush(60)
+    assert run.get_metrics() == {"after": 1.0}
+    assert run.get_details()["delivery"]["rejected_entries"] == 0
+
+
+def test_flush_of_nan_and_a_zero_row_table(exp):
+    run = exp.start_logging()
+    with pytest.raises(InvalidArgumentError, match="NaN"):
+        run.flush(float("nan"))
+    run.log_table("t0", {"a": []})
+    assert run.flush(60)
+    assert run.get_details()["delivery"]["pending_points"] == 0
+
+
+def test_create_children(exp):
+    parent = exp.start_logging()
+    kids = parent.create_children(3)
+    assert len(kids) == 3 and len({k.id for k in kids}) == 3
+    assert all(k.parent.id == parent.id and k.get_status() == "NotStarted" for k in kids)
+    kids[0].start()
+    kids[0].start()  # already Running: stays so
+    kids[1].log("x", 1.0)  # logging needs no start
+    kids[2].complete()
+    assert [k.get_status() for k in kids] == ["Running", "NotStarted", "Completed"]
+    assert kids[1].get_metrics() == {"x": 1.0}
+    with pytest.raises(IllegalTransitionError):
+        kids[2].start()
+    tagged = parent.create_children(tag_key="fold", tag_values=[0, 1])
+    assert [k.get_tags() for k in tagged] == [{"fold": "0"}, {"fold": "1"}]
+    assert [k.id for k in parent.get_children()] == [k.id for k in kids + tagged]
+    assert parent.create_children(0) == []
+    with pytest.raises(ValueError, match="count"):
+        parent.create_children(-1)
+    with pytest.raises(ValueError, match="together"):
+        parent.create_children(tag_key="fold")
+    with pytest.raises(ValueError, match="count=3 but 2"):
+        parent.create_children(3, tag_key="fold", tag_values=["a", "b"])
+
+
+def test_a_handle_that_did_not_log_still_reads_what_this_process_logged(exp):
+    run = exp.start_logging()
+    with run.child_run() as child:
+        for i in range(50):
+            run.log("loss", float(i), step=i)
+            child.log("acc", float(i), step=i)
+        # No flush: these handles share the process's client with the ones that logged.
+        again = Run.get(exp.workspace, run.id)
+        assert again.get_metrics("loss")["loss"] == [float(i) for i in range(50)]
+        assert again.get_children()[0].get_metrics()["acc"] == [float(i) for i in range(50)]
+
+
+def test_with_block_of_a_run_ended_elsewhere_keeps_that_end_and_the_blocks_error(exp):
+    run = exp.start_logging()
+    with run:
+        Run.get(exp.workspace, run.id).cancel()
+    assert run.get_status() == "Canceled"
+    other = exp.start_logging()
+    with pytest.raises(KeyError, match="the user's own"):
+        with other:
+            Run.get(exp.workspace, other.id).cancel()
+            raise KeyError("the user's own")
+    assert other.get_status() == "Canceled"
+
+
 def test_confusion_matrix_and_accuracy_table(exp):
     run = exp.start_logging()
     cm = {"class_labels": ["cat", "dog"], "matrix": [[5, 1], [2, 7]]}
@@ -250,6 +334,21 @@ def test_tags_and_properties(exp):
     other.complete()
     assert [r.id for r in exp.get_runs(status="Completed")] == [other.id]
     assert {r.id for r in exp.get_runs(status=["Completed", "Running"])} == {run.id, other.id}
+
+
+def test_upload_folder_follows_linked_folders_once_and_skips_dangling_links(exp, tmp_path):
+    src = tmp_path / "src"
+    (src / "real").mkdir(parents=True)
+    (src / "a.txt").write_text("a")
+    (src / "real" / "r.txt").write_text("r")
+    (src / "z.txt").write_text("z")
+    os.symlink(src / "real", src / "linked")  # a linked folder: uploaded under its link name too
+    os.symlink(src, src / "real" / "loop")  # a cycle: not followed back in
+    os.symlink(tmp_path / "nowhere", src / "c-cache")
+    run = exp.start_logging()
+    with pytest.warns(UserWarning, match="1 link.*c-cache"):
+        run.upload_folder("up", str(src))
+    assert run.get_file_names() == ["up/a.txt", "up/linked/r.txt", "up/real/r.txt", "up/z.txt"]
 
 
 def test_files(exp, tmp_path):

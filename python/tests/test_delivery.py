@@ -66,6 +66,7 @@ def test_server_outage_mid_logging_every_point_once(own_server, kill, tmp_path):
     assert m["img"] in run.get_file_names()
     delivery = run.get_details()["delivery"]
     assert delivery["send_failures"] > 0 and delivery["pending_points"] == 0 and delivery["rejected_entries"] == 0
+    assert delivery["last_error"] is None, "the outage is over, and so is its error"
     run.complete()
     assert run.get_status() == "Completed"
 
@@ -112,20 +113,15 @@ run.log_image("img", path={png!r})
     assert p.wait(60) == 0
     assert any(f.endswith(".journal") for f in os.listdir(tmp_path / "spool"))
     own_server.start()
-    # The next client for this server replays the journal on start.
-    replayer = subprocess.Popen(
-        [sys.executable, "-c", f"import flightlog, time; ws = flightlog.Workspace({own_server.uri!r}); "
-         "flightlog.Experiment(ws, 'other'); time.sleep(120)"],
-        env=env,
+    # The next client for this server replays the journal on start, and its flush covers that replay: a
+    # short-lived process that flushes and exits has delivered it.
+    replayer = subprocess.run(
+        [sys.executable, "-c", f"import flightlog; ws = flightlog.Workspace({own_server.uri!r}); "
+         "assert flightlog.Experiment(ws, 'other').start_logging().flush(60)"],
+        env=env, timeout=120,
     )
-    try:
-        run = Run.get(Workspace(own_server.uri), run_id)
-        deadline = time.time() + 60
-        while time.time() < deadline and "img" not in run.get_metrics():
-            time.sleep(0.2)
-    finally:
-        replayer.terminate()
-        replayer.wait(30)
+    assert replayer.returncode == 0
+    run = Run.get(Workspace(own_server.uri), run_id)
     steps, values = _series(run, "during")
     assert steps == list(range(1000)) and values == [float(i) for i in range(1000)]
     img = run.get_metrics("img")["img"]
@@ -165,6 +161,23 @@ while True:  # keep logging until killed
     assert steps == list(range(len(values))), "points arrive in order, none twice"
     assert values[:50_000] == [float(i) for i in range(50_000)]
     assert run.get_metrics("t")["t"] == {"a": list(range(1000))}
+
+
+@pytest.mark.parametrize("setting", ["2m", "500ms", "a while"])
+def test_exit_flush_timeout_takes_units_and_a_bad_one_still_flushes(setting, server):
+    code = f"""
+import flightlog
+run = flightlog.Experiment(flightlog.Workspace({server.uri!r}), "exit-timeout").start_logging()
+for i in range(10_000):
+    run.log("x", float(i), step=i)
+print(run.id, flush=True)
+"""
+    r = run_script(code, env={"FLIGHTLOG_EXIT_FLUSH_TIMEOUT": setting})
+    assert r.returncode == 0, r.stderr
+    assert ("is not a duration" in r.stderr) == (setting == "a while"), r.stderr
+    if setting != "500ms":  # half a second may end the flush early on a busy machine
+        _, values = _series(Run.get(Workspace(server.uri), r.stdout.strip()), "x")
+        assert values == [float(i) for i in range(10_000)]
 
 
 @pytest.mark.parametrize("mode", ["server", "local"])

@@ -748,3 +748,48 @@ fn a_parallel_sweep_runs_at_most_n_children_at_once_and_sums_up_their_metrics() 
         assert_eq!(row[3].parse::<f64>().ok(), Some(score), "{row:?}");
     }
 }
+
+/// A run that looks submitted (it has `compute_target`) but has no supervisor listening: the cancel asks, waits,
+/// then marks it Canceled itself instead of leaving it CancelRequested for good. One already Finalizing has no
+/// job left to stop: the cancel waits for its end and takes it as it is.
+#[test]
+fn cancel_of_a_run_no_supervisor_answers_for_ends_it_and_finalizing_runs_are_left_to_finish() {
+    use flightlog_client::{Client, ClientConfig};
+    use flightlog_model::{NewRun, RunPatch, RunStatus};
+    let s = TestServer::start();
+    let spool = tempfile::tempdir().unwrap();
+    let c = Client::new(ClientConfig {
+        uri: s.base(),
+        spool_dir: spool.path().to_path_buf(),
+        replay_on_start: false,
+        ..Default::default()
+    });
+    let looks_submitted = || {
+        c.create_run(&NewRun {
+            properties: [("compute_target".to_string(), "gpu-1".to_string())].into(),
+            ..Default::default()
+        })
+        .unwrap()
+        .id
+    };
+    let orphan = looks_submitted();
+    let r = flightlog_runner::wait::cancel_run(&c, &orphan, Duration::from_millis(300)).unwrap();
+    assert_eq!(r.status, RunStatus::Canceled);
+
+    let finishing = looks_submitted();
+    let status = |st| RunPatch {
+        status: Some(st),
+        ..Default::default()
+    };
+    c.update_run(&finishing, &status(RunStatus::Finalizing))
+        .unwrap();
+    let r = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            std::thread::sleep(Duration::from_millis(300));
+            c.update_run(&finishing, &status(RunStatus::Completed))
+                .unwrap();
+        });
+        flightlog_runner::wait::cancel_run(&c, &finishing, Duration::from_secs(20)).unwrap()
+    });
+    assert_eq!(r.status, RunStatus::Completed);
+}

@@ -323,8 +323,9 @@ impl Shared {
         let acc = st.runs.entry(run.clone()).or_default();
         acc.metrics.push(write);
         acc.points += n;
+        // A zero-row table still wakes the sender, but holds no points in memory: sending it takes back none.
         st.acc_points += n.max(1);
-        st.mem_points += n.max(1);
+        st.mem_points += n;
         st.stats.enqueued_points += n as u64;
         self.after_enqueue(guard);
         Ok(())
@@ -689,6 +690,10 @@ impl Shared {
     }
 
     fn note_result(&self, st: &mut State, result: Result<Sent, SendError>, points: usize) {
+        if st.stats.consecutive_failures > 0 {
+            // The server answers again: the outage is over, and so is its error.
+            st.stats.last_error = None;
+        }
         st.stats.consecutive_failures = 0;
         match result {
             Ok(Sent::Batch {
@@ -805,6 +810,9 @@ pub(crate) fn send_entry<D: crate::backend::Deliver + ?Sized>(
             Ok(Sent::Other)
         }
         JournalEntry::Image { run, meta, data } => {
+            // Journals written before log_image checked the size: the server would close the connection
+            // mid-body, which reads as an outage, so such an entry would be retried forever.
+            validate::image_size(data.len()).map_err(SendError::Reject)?;
             to.write_image(run, meta, data)?;
             Ok(Sent::Other)
         }

@@ -21,6 +21,9 @@ pub const MAX_PATH_BYTES: usize = 1024;
 pub const MAX_STREAM_NAME_BYTES: usize = 100;
 /// Largest single log append, in bytes.
 pub const MAX_LOG_APPEND_BYTES: usize = 16 * 1024 * 1024;
+/// Largest logged image, in bytes: an image travels as one request body (the server's JSON-route limit is
+/// never below it), and anything bigger belongs in a file upload, which streams.
+pub const MAX_IMAGE_BYTES: usize = 64 * 1024 * 1024;
 /// Longest experiment artifact location, in bytes (MLflow's default limit).
 pub const MAX_LOCATION_BYTES: usize = 2048;
 
@@ -76,6 +79,19 @@ pub fn value(field: &str, value: &str) -> Result<()> {
 
 pub fn description(field: &str, value: &str) -> Result<()> {
     bounded(field, value, MAX_DESCRIPTION_BYTES)
+}
+
+/// The size of a logged image, checked before it is queued, so that an image the server would refuse raises
+/// at the log call instead of blocking the run's delivery behind it.
+pub fn image_size(bytes: usize) -> Result<()> {
+    if bytes > MAX_IMAGE_BYTES {
+        return Err(Error::TooLarge {
+            what: "image".into(),
+            size: bytes as u64,
+            limit: MAX_IMAGE_BYTES as u64,
+        });
+    }
+    Ok(())
 }
 
 /// A log stream name: letters, digits, `_`, `-`, `.`; 1 to 100 characters.

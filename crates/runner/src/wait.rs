@@ -114,30 +114,38 @@ fn handle(
 }
 
 /// Cancels a run. A submitted run that is still active is asked to stop (CancelRequested): its submitter
-/// stops the process group and records Canceled, which this waits up to `within` for (the answer may still
-/// be CancelRequested when the submitter is gone). Any other run (an interactive one, or a submitted one
-/// asked before) is marked Canceled at once.
+/// stops the process group and records Canceled, which this waits up to `within` for. A run still
+/// CancelRequested then has no submitter that listens (it died, or the run only looked submitted): it is
+/// marked Canceled here, rather than left active for good. A submitted run already Finalizing has no job left
+/// to stop: its end is waited for as it is. Any other run (an interactive one, or a submitted one asked
+/// before) is marked Canceled at once.
 pub fn cancel_run(client: &Client, id: &RunId, within: Duration) -> Result<Run> {
     let current = client.get_run(id)?;
     let submitted = current
         .properties
         .contains_key(crate::lifecycle::TARGET_PROPERTY);
+    let finishing = submitted && current.status == RunStatus::Finalizing;
     let ask =
         submitted && !current.status.is_terminal() && current.status != RunStatus::CancelRequested;
-    let status = if ask {
-        RunStatus::CancelRequested
-    } else {
-        RunStatus::Canceled
+    let mut r = match (finishing, ask) {
+        (true, _) => current,
+        (false, true) => client.update_run(id, &status_patch(RunStatus::CancelRequested))?,
+        (false, false) => client.update_run(id, &status_patch(RunStatus::Canceled))?,
     };
-    let patch = RunPatch {
-        status: Some(status),
-        ..Default::default()
-    };
-    let mut r = client.update_run(id, &patch)?;
     let deadline = Instant::now() + within;
-    while ask && !r.status.is_terminal() && Instant::now() < deadline {
+    while (ask || finishing) && !r.status.is_terminal() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
         r = client.get_run(id)?;
     }
+    if ask && r.status == RunStatus::CancelRequested {
+        r = client.update_run(id, &status_patch(RunStatus::Canceled))?;
+    }
     Ok(r)
+}
+
+fn status_patch(status: RunStatus) -> RunPatch {
+    RunPatch {
+        status: Some(status),
+        ..Default::default()
+    }
 }

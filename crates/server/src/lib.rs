@@ -40,6 +40,8 @@ use tower_http::trace::TraceLayer;
 
 /// Largest JSON request body (a batch of a few million points fits).
 pub const DEFAULT_JSON_BODY_BYTES: usize = 64 * 1024 * 1024;
+// An image is one body on the JSON routes: the client checks it against MAX_IMAGE_BYTES, not against this.
+const _: () = assert!(DEFAULT_JSON_BODY_BYTES >= flightlog_model::validate::MAX_IMAGE_BYTES);
 /// Largest artifact upload by default (`flightlog server --max-artifact-size` sets it): uploads stream to disk,
 /// and model checkpoints are often several GiB.
 pub const DEFAULT_ARTIFACT_BODY_BYTES: usize = 16 << 30;

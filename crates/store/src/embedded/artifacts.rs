@@ -501,6 +501,7 @@ pub fn write_image(inner: &Inner, run: &RunId, meta: ImageWrite, bytes: &[u8]) -
     if let Some(id) = &meta.batch_id {
         validate::name("batch_id", id)?;
     }
+    validate::image_size(bytes.len())?;
     let ext = image_ext(&meta.media_type, bytes)?;
     inner.read(|c| runs::writable(c, run))?;
     let mut spool = Spool::create(inner)?;
