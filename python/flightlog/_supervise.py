@@ -68,7 +68,10 @@ def _fail(ws, run_id: str, e: BaseException) -> None:
         if info["status"] not in ("Completed", "Failed", "Canceled"):
             error = {"message": f"the run's supervisor failed: {type(e).__name__}: {e}", "code": "supervisor",
                      "details": traceback.format_exc()[-4000:]}
-            ws._client.call("update_run", json.dumps({"id": run_id, "patch": {"status": "Failed", "error": error}}))
+            # The exit code (4, as `flightlog submit` exits on its own errors) is what `wait_for_completion`
+            # takes as the sign that a submitted run's end is final.
+            patch = {"status": "Failed", "error": error, "add_properties": {"exit_code": "4"}}
+            ws._client.call("update_run", json.dumps({"id": run_id, "patch": patch}))
     except Exception:
         traceback.print_exc()
 

@@ -115,7 +115,9 @@ fn runner_error(e: RunnerError) -> CliError {
         RunnerError::NoCommand => EXIT_USAGE,
         RunnerError::UnknownExperiment(_) => EXIT_NOT_FOUND,
         RunnerError::BadSweep(_) => EXIT_USAGE,
-        RunnerError::SourceDir { .. } | RunnerError::SnapshotTooLarge { .. } => EXIT_INVALID,
+        RunnerError::SourceDir { .. }
+        | RunnerError::SnapshotTooLarge { .. }
+        | RunnerError::SnapshotName { .. } => EXIT_INVALID,
         RunnerError::Model(m) => return CliError::from(m.clone()),
     };
     CliError::new(code, e.to_string())

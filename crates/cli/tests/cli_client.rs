@@ -638,3 +638,56 @@ fn create_run_reporting_says_whether_the_call_created_the_run() {
         (first.id, first.created_time)
     );
 }
+
+#[test]
+fn a_file_that_shrinks_or_grows_while_it_uploads_never_hangs_the_upload() {
+    let s = TestServer::start();
+    let spool = tempfile::tempdir().unwrap();
+    let c = client(&s.base(), spool.path());
+    let run = c.create_run(&NewRun::default()).unwrap().id;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("rotated.log");
+    std::fs::write(&src, vec![b'x'; 8 << 20]).unwrap();
+    // Log rotation mid-upload: the file is cut to 1 KiB after the first bytes went (it spun for good).
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (c2, run2, src2) = (&c, run.clone(), src.clone());
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let mut cut = false;
+            let r = c2.put_artifact_with_progress(&run2, "logs/rotated.log", &src2, &mut |done| {
+                if !cut && done > 0 {
+                    cut = true;
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&src2)
+                        .unwrap()
+                        .set_len(1024)
+                        .unwrap();
+                }
+            });
+            let _ = tx.send(r.map(|_| ()).map_err(|e| e.to_string()));
+        });
+        let r = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the upload of a shrunk file ended");
+        assert!(r.as_ref().is_err_and(|e| e.contains("shrank")), "{r:?}");
+    });
+    // Growth mid-upload: the declared length is sent, and the upload succeeds.
+    let grow = dir.path().join("growing.log");
+    std::fs::write(&grow, vec![b'y'; 4 << 20]).unwrap();
+    let mut grown = false;
+    let info = c
+        .put_artifact_with_progress(&run, "logs/growing.log", &grow, &mut |_| {
+            if !grown {
+                grown = true;
+                use std::io::Write;
+                let mut f = std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&grow)
+                    .unwrap();
+                f.write_all(&vec![b'z'; 1 << 20]).unwrap();
+            }
+        })
+        .unwrap();
+    assert_eq!(info.size, Some(4 << 20));
+}

@@ -182,26 +182,8 @@ fn a_successful_script_is_recorded_with_output_properties_and_outputs() {
 #[test]
 fn a_failing_script_propagates_its_exit_code_and_stderr_tail() {
     let s = TestServer::start();
-    let spool = tempfile::tempdir().unwrap();
-    let src = tempfile::tempdir().unwrap();
     let script = "for i in $(seq 1 30); do echo \"problem $i\" >&2; done; exit 7";
-    let out = run_cli(
-        &s,
-        spool.path(),
-        &[
-            "submit",
-            "--source-dir",
-            src.path().to_str().unwrap(),
-            "--",
-            "sh",
-            "-c",
-            script,
-        ],
-    );
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(7), "{stderr}");
-    let run = get_run(&s, &announced_id(&stderr));
-    assert_eq!(run["status"], "Failed");
+    let run = failed_sh_run(&s, script, 7);
     assert_eq!(run["error"]["message"], "the command exited with code 7");
     let details = run["error"]["details"].as_str().unwrap();
     assert!(details.ends_with("problem 29\nproblem 30"), "{details}");
@@ -209,6 +191,41 @@ fn a_failing_script_propagates_its_exit_code_and_stderr_tail() {
         details.contains("problem 11\n") && !details.contains("problem 10\n"),
         "{details}"
     );
+}
+
+#[test]
+fn a_failing_script_with_a_progress_bar_on_stderr_keeps_the_end_of_it() {
+    // A tqdm-style bar: thousands of redraws joined by \r, one "line" of 300 KB, above the server's limit on
+    // error details; the run was left Finalizing and submit exited 4.
+    let s = TestServer::start();
+    let script =
+        "i=0; while [ $i -lt 6000 ]; do printf '\\r%05d it|##########################|' $i >&2; \
+                  i=$((i+1)); done; printf 'boom' >&2; exit 3";
+    let run = failed_sh_run(&s, script, 3);
+    let details = run["error"]["details"].as_str().unwrap();
+    assert!(
+        details.len() < 20_000 && details.ends_with("05999 it|##########################|boom"),
+        "{}",
+        details.len()
+    );
+}
+
+/// Submits `sh -c script`, which must exit with `code`; returns the run, checked Failed with that exit code.
+fn failed_sh_run(s: &TestServer, script: &str, code: i32) -> Value {
+    let spool = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let dir = src.path().to_str().unwrap();
+    let out = run_cli(
+        s,
+        spool.path(),
+        &["submit", "--source-dir", dir, "--", "sh", "-c", script],
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{stderr}");
+    let run = get_run(s, &announced_id(&stderr));
+    assert_eq!(run["status"], "Failed");
+    assert_eq!(run["properties"]["exit_code"], code.to_string());
+    run
 }
 
 #[test]
@@ -354,6 +371,25 @@ fn the_snapshot_honours_ignore_files_and_refuses_too_many_files() {
     assert_eq!(out.status.code(), Some(4), "{stderr}");
     assert!(stderr.contains("2005 files (limit 2000)"), "{stderr}");
     assert!(stderr.contains("biggest: venv/ (2001 files"), "{stderr}");
+    assert!(!src.path().join("ran").exists());
+    assert_eq!(run_count(&s), 1);
+
+    // A name the server cannot store is refused before the run exists (it failed the upload half-way and
+    // left the run Preparing for good).
+    std::fs::remove_dir_all(src.path().join("venv")).unwrap();
+    write(src.path(), "notes\\draft.txt", "d");
+    let out = run_cli(
+        &s,
+        spool.path(),
+        &["submit", "--source-dir", dir, "--", "touch", "ran"],
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("the snapshot cannot hold 'notes\\draft.txt': use '/' to separate folders")
+            && stderr.contains(".flightlogignore"),
+        "{stderr}"
+    );
     assert!(!src.path().join("ran").exists());
     assert_eq!(run_count(&s), 1);
 }
@@ -579,6 +615,10 @@ fn a_sweep_runs_one_child_per_combination_and_fails_the_parent_if_one_fails() {
         artifacts(&s, &parent, "sweep_summary.json"),
         vec!["sweep_summary.json"]
     );
+    // A sweep's parent records its exit code, which `runs wait` takes as its end (it waited for good).
+    assert_eq!(run["properties"]["exit_code"], "1");
+    let waited = run_cli(&s, spool.path(), &["runs", "wait", &parent]);
+    assert_eq!(waited.status.code(), Some(1), "{}", text(&waited.stderr));
 
     let out = run_cli(
         &s,

@@ -171,7 +171,12 @@ impl Http {
         len: u64,
         entity: Entity,
     ) -> Result<T> {
-        let body = ureq::SendBody::from_reader(reader);
+        let mut exact = ExactLen {
+            inner: reader,
+            left: len,
+            len,
+        };
+        let body = ureq::SendBody::from_reader(&mut exact);
         let resp = self
             .agent
             .put(&self.url(path))
@@ -202,6 +207,39 @@ pub fn normalize_uri(uri: &str) -> String {
         format!("http://{uri}")
     };
     uri.trim_end_matches('/').to_string()
+}
+
+/// A body of exactly the length declared in its Content-Length: a file that grows while it uploads is cut
+/// there, and one that shrinks (a log rotated, a checkpoint rewritten) ends the upload with an error. An early
+/// end of the reader otherwise left the HTTP layer waiting for bytes that never came, spinning for good.
+struct ExactLen<'a> {
+    inner: &'a mut dyn Read,
+    left: u64,
+    len: u64,
+}
+
+impl Read for ExactLen<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        let room = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..room])?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!(
+                    "the file shrank while it was uploaded ({} of {} bytes read); upload it again",
+                    self.len - self.left,
+                    self.len
+                ),
+            ));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
 }
 
 fn transport(e: ureq::Error) -> SendError {

@@ -18,6 +18,10 @@ pub enum RunnerError {
         what: String,
         offenders: String,
     },
+    #[error(
+        "the snapshot cannot hold '{path}': {reason}. Rename it, or list it in .flightlogignore"
+    )]
+    SnapshotName { path: String, reason: String },
     #[error("bad --sweep: {0}")]
     BadSweep(String),
     #[error(transparent)]

@@ -174,6 +174,40 @@ pub fn execute_created(
     id: &RunId,
     on_started: &mut dyn FnMut(),
 ) -> Result<Finished, RunnerError> {
+    let result = drive(tracker.clone(), target, sub, prepared, id, on_started);
+    if let Err(e) = &result {
+        fail_unfinished(tracker.as_ref(), id, e);
+    }
+    result
+}
+
+/// An error after the run exists (its snapshot upload refused, the server failing) must not leave the run
+/// active for good, where `runs wait` would wait on it forever: it is marked Failed (error code `submit`,
+/// exit code 4, as the submit that reports the error exits). A run that has ended stays as it is.
+fn fail_unfinished(tracker: &dyn Tracker, id: &RunId, e: &RunnerError) {
+    let patch = RunPatch {
+        status: Some(RunStatus::Failed),
+        error: Some(ErrorDetails {
+            message: last_bytes(&format!("the submission failed: {e}")),
+            code: Some("submit".into()),
+            details: None,
+        }),
+        add_properties: BTreeMap::from([(EXIT_CODE_PROPERTY.to_string(), "4".to_string())]),
+        ..Default::default()
+    };
+    if let Err(err) = tracker.update_run(id, &patch) {
+        tracing::warn!("cannot mark run {id} Failed after '{e}': {err}");
+    }
+}
+
+fn drive(
+    tracker: Arc<dyn Tracker>,
+    target: &dyn ComputeTarget,
+    sub: &Submission,
+    prepared: Prepared,
+    id: &RunId,
+    on_started: &mut dyn FnMut(),
+) -> Result<Finished, RunnerError> {
     let id = id.clone();
     set_status(tracker.as_ref(), &id, RunStatus::Preparing)?;
     let properties = record_properties(tracker.clone(), sub, &prepared, target, &id);
@@ -406,6 +440,14 @@ fn finish(tracker: &dyn Tracker, id: &RunId, ending: Ending) -> Result<Finished,
         ..Default::default()
     };
     let mut sent = tracker.update_run(id, &patch);
+    if let Err(flightlog_model::Error::InvalidArgument { .. }) = sent {
+        // Error details the server refuses must not leave the run active: the outcome goes without them.
+        let without_details = RunPatch {
+            error: error.clone().map(|e| ErrorDetails { details: None, ..e }),
+            ..patch.clone()
+        };
+        sent = tracker.update_run(id, &without_details);
+    }
     if let Err(flightlog_model::Error::Conflict { .. }) = sent {
         // The script set an `exit_code` property of its own: the outcome matters more than the property.
         let status_only = RunPatch {
@@ -451,6 +493,22 @@ fn finish(tracker: &dyn Tracker, id: &RunId, ending: Ending) -> Result<Finished,
     })
 }
 
+/// Most of the stderr tail kept in a run's error details: far below the server's limit on details (256 KiB),
+/// since one "line" can be a whole progress bar redrawn with `\r` thousands of times.
+const MAX_TAIL_BYTES: usize = 16 * 1024;
+
+/// The end of `text`, at most [`MAX_TAIL_BYTES`] (cut at a character boundary, marked with `…`).
+pub(crate) fn last_bytes(text: &str) -> String {
+    if text.len() <= MAX_TAIL_BYTES {
+        return text.to_string();
+    }
+    let mut start = text.len() - MAX_TAIL_BYTES;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("…{}", &text[start..])
+}
+
 /// Status, exit code and error details of an ending.
 fn outcome(ending: Ending) -> (RunStatus, i32, Option<ErrorDetails>) {
     match ending {
@@ -463,8 +521,12 @@ fn outcome(ending: Ending) -> (RunStatus, i32, Option<ErrorDetails>) {
                 JobExit::Code(c) => format!("the command exited with code {c}"),
                 JobExit::Signal(s) => format!("the command was killed by signal {s}"),
             };
-            let details = (!stderr_tail.is_empty())
-                .then(|| format!("last lines of stderr:\n{}", stderr_tail.join("\n")));
+            let details = (!stderr_tail.is_empty()).then(|| {
+                format!(
+                    "last lines of stderr:\n{}",
+                    last_bytes(&stderr_tail.join("\n"))
+                )
+            });
             let error = ErrorDetails {
                 message,
                 code: Some(format!("exit_code={}", exit.shell_code())),

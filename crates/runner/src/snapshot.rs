@@ -88,8 +88,21 @@ pub fn scan(dir: &Path) -> Result<Snapshot, RunnerError> {
 }
 
 impl Snapshot {
-    /// Refuses a snapshot over the limits, naming the top-level entries that hold the most files or bytes.
+    /// Refuses a snapshot over the limits, naming the top-level entries that hold the most files or bytes, and
+    /// one with a file name the server cannot store (a backslash, a control character): before the run
+    /// exists, rather than failing its upload half-way.
     pub fn check(&self, dir: &Path, limits: SnapshotLimits) -> Result<(), RunnerError> {
+        for f in &self.files {
+            let stored = format!("{SNAPSHOT_PREFIX}/{}", f.rel);
+            if let Err(flightlog_model::Error::InvalidPath { reason, .. }) =
+                flightlog_model::validate::artifact_path(&stored)
+            {
+                return Err(RunnerError::SnapshotName {
+                    path: f.rel.clone(),
+                    reason,
+                });
+            }
+        }
         let by_files = self.files.len() > limits.max_files;
         if !by_files && self.total_bytes <= limits.max_bytes {
             return Ok(());

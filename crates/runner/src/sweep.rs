@@ -238,21 +238,29 @@ fn finish_parent(
     let error = (status != RunStatus::Completed).then(|| ErrorDetails {
         message: format!("{failed} of {} child runs did not complete", children.len()),
         code: None,
-        details: Some(summary.clone()),
+        details: Some(lifecycle::last_bytes(&summary)),
     });
-    let run = tracker.update_run(
-        &parent.id,
-        &RunPatch {
-            status: Some(status),
-            error: error.clone(),
-            ..Default::default()
-        },
-    )?;
-    let exit_code = match run.status {
+    let exit_code = |s: RunStatus| match s {
         RunStatus::Completed => 0,
         RunStatus::Canceled => EXIT_CANCELED,
         _ => 1,
     };
+    let patch = RunPatch {
+        status: Some(status),
+        error: error.clone(),
+        // `runs wait` takes a submitted run's end as final once its exit code is recorded.
+        add_properties: BTreeMap::from([(
+            lifecycle::EXIT_CODE_PROPERTY.to_string(),
+            exit_code(status).to_string(),
+        )]),
+        ..Default::default()
+    };
+    let run = match tracker.update_run(&parent.id, &patch) {
+        // Canceled meanwhile by someone else: that end stands.
+        Err(flightlog_model::Error::IllegalTransition { .. }) => tracker.get_run(&parent.id)?,
+        other => other?,
+    };
+    let exit_code = exit_code(run.status);
     Ok(SweepOutcome {
         parent: Finished {
             run_id: parent.id.clone(),
