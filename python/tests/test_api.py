@@ -336,7 +336,7 @@ def test_tags_and_properties(exp):
     assert {r.id for r in exp.get_runs(status=["Completed", "Running"])} == {run.id, other.id}
 
 
-def test_upload_folder_follows_linked_folders_once_and_skips_dangling_links(exp, tmp_path):
+def test_upload_folder_follows_linked_folders_not_into_cycles_and_skips_dangling_links(exp, tmp_path):
     src = tmp_path / "src"
     (src / "real").mkdir(parents=True)
     (src / "a.txt").write_text("a")

@@ -361,16 +361,7 @@ fn server_subcommand_prints_address_and_rejects_bad_data_dir() {
 
     // Port 0: the real address is printed, then SIGTERM stops it cleanly.
     let data = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_flightlog"))
-        .args(["server", "--port", "0", "--data"])
-        .arg(data.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    let (mut child, mut stdout, line) = server_on_port_zero(data.path());
     assert!(
         line.starts_with("flightlog server listening on http://127.0.0.1:"),
         "{line}"
@@ -385,8 +376,7 @@ fn server_subcommand_prints_address_and_rejects_bad_data_dir() {
         ..Default::default()
     });
     assert_eq!(c.health().unwrap()["status"], "ok");
-    unsafe { libc_kill(child.id() as i32, 15) };
-    let status = child.wait().unwrap();
+    let status = sigterm(&mut child);
     assert!(status.success(), "{status:?}");
 }
 
@@ -396,20 +386,37 @@ fn sigterm_right_after_the_address_is_printed_stops_the_server_cleanly() {
     // then, or the default action kills it (exit by signal 15, seen 1 time in 10 on a busy machine).
     for _ in 0..10 {
         let data = tempfile::tempdir().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_flightlog"))
-            .args(["server", "--port", "0", "--data"])
-            .arg(data.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
-        unsafe { libc_kill(child.id() as i32, 15) };
-        let status = child.wait().unwrap();
+        let (mut child, _stdout, _address) = server_on_port_zero(data.path());
+        let status = sigterm(&mut child);
         assert!(status.success(), "{status:?}");
     }
+}
+
+/// `flightlog server --port 0` on `data`, once it has printed its first line (the address): the process, the
+/// rest of its stdout, and that line.
+fn server_on_port_zero(
+    data: &std::path::Path,
+) -> (
+    std::process::Child,
+    std::io::BufReader<std::process::ChildStdout>,
+    String,
+) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flightlog"))
+        .args(["server", "--port", "0", "--data"])
+        .arg(data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    (child, stdout, line)
+}
+
+fn sigterm(child: &mut std::process::Child) -> std::process::ExitStatus {
+    unsafe { libc_kill(child.id() as i32, 15) };
+    child.wait().unwrap()
 }
 
 extern "C" {

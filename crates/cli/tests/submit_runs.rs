@@ -359,39 +359,36 @@ fn the_snapshot_honours_ignore_files_and_refuses_too_many_files() {
         ]
     );
 
+    // A snapshot refused before the run exists: submit exits 4, the job never ran, no run was created.
+    let refused = || {
+        let out = run_cli(
+            &s,
+            spool.path(),
+            &["submit", "--source-dir", dir, "--", "touch", "ran"],
+        );
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(4), "{stderr}");
+        assert!(!src.path().join("ran").exists());
+        assert_eq!(run_count(&s), 1);
+        stderr
+    };
     for i in 0..2001 {
         write(src.path(), &format!("venv/f{i}.py"), "");
     }
-    let out = run_cli(
-        &s,
-        spool.path(),
-        &["submit", "--source-dir", dir, "--", "touch", "ran"],
-    );
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    let stderr = refused();
     assert!(stderr.contains("2005 files (limit 2000)"), "{stderr}");
     assert!(stderr.contains("biggest: venv/ (2001 files"), "{stderr}");
-    assert!(!src.path().join("ran").exists());
-    assert_eq!(run_count(&s), 1);
 
     // A name the server cannot store is refused before the run exists (it failed the upload half-way and
     // left the run Preparing for good).
     std::fs::remove_dir_all(src.path().join("venv")).unwrap();
     write(src.path(), "notes\\draft.txt", "d");
-    let out = run_cli(
-        &s,
-        spool.path(),
-        &["submit", "--source-dir", dir, "--", "touch", "ran"],
-    );
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    let stderr = refused();
     assert!(
         stderr.contains("the snapshot cannot hold 'notes\\draft.txt': use '/' to separate folders")
             && stderr.contains(".flightlogignore"),
         "{stderr}"
     );
-    assert!(!src.path().join("ran").exists());
-    assert_eq!(run_count(&s), 1);
 }
 
 /// A background `flightlog submit` whose announced run id arrives on a channel.
@@ -817,16 +814,12 @@ fn cancel_of_a_run_no_supervisor_answers_for_ends_it_and_finalizing_runs_are_lef
     assert_eq!(r.status, RunStatus::Canceled);
 
     let finishing = looks_submitted();
-    let status = |st| RunPatch {
-        status: Some(st),
-        ..Default::default()
-    };
-    c.update_run(&finishing, &status(RunStatus::Finalizing))
+    c.update_run(&finishing, &RunPatch::to_status(RunStatus::Finalizing))
         .unwrap();
     let r = std::thread::scope(|scope| {
         scope.spawn(|| {
             std::thread::sleep(Duration::from_millis(300));
-            c.update_run(&finishing, &status(RunStatus::Completed))
+            c.update_run(&finishing, &RunPatch::to_status(RunStatus::Completed))
                 .unwrap();
         });
         flightlog_runner::wait::cancel_run(&c, &finishing, Duration::from_secs(20)).unwrap()

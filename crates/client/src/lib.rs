@@ -162,60 +162,10 @@ struct RecordsAnswer {
     records: Vec<Record>,
 }
 
-/// A latch that opens once and stays open; waiters give up at a deadline.
-#[derive(Default)]
-struct Gate {
-    open: std::sync::Mutex<bool>,
-    opened: std::sync::Condvar,
-}
-
-impl Gate {
-    fn open(&self) {
-        *self
-            .open
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = true;
-        self.opened.notify_all();
-    }
-
-    /// Opens the gate when dropped, so that a panic in the work it guards cannot keep it shut.
-    fn opener(&self) -> impl Drop + '_ {
-        struct Opener<'a>(&'a Gate);
-        impl Drop for Opener<'_> {
-            fn drop(&mut self) {
-                self.0.open();
-            }
-        }
-        Opener(self)
-    }
-
-    fn wait_open(&self, deadline: Instant) -> bool {
-        let mut open = self
-            .open
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        while !*open {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            open = self
-                .opened
-                .wait_timeout(open, left)
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .0;
-        }
-        true
-    }
-}
-
 /// A connection to a flightlog server. Cheap to share across threads (`&Client` is enough to log).
 pub struct Client {
     shared: Arc<Shared>,
     sender: std::sync::Mutex<Option<JoinHandle<()>>>,
-    /// Open once the start-up replay of older journals is over: a flush waits for it too, so a short-lived
-    /// process that flushes (or exits) has delivered what an earlier, killed process left in the spool.
-    replayed: Arc<Gate>,
     /// The process that started the sender. A forked child inherits the client's memory but not its sender
     /// thread: there the queue and its condition variable belong to the parent and must not be touched.
     owner_pid: u32,
@@ -232,34 +182,26 @@ impl Client {
         let shared = Arc::new(Shared::new(http, config));
         let s = shared.clone();
         let handle = start_sender(s);
-        let replayed = Arc::new(Gate::default());
-        match replay {
-            Some((dir, uri)) if dir.is_dir() => {
-                let gate = replayed.clone();
-                let started = flightlog_model::background::spawn("flightlog-replay", move || {
-                    let _open_when_done = gate.opener();
-                    match replay_spool(&dir, Some(&uri)) {
-                        Ok(r) if r.entries_sent > 0 || r.entries_rejected > 0 => {
-                            tracing::info!(
-                                "replayed {} spooled entries from {}",
-                                r.entries_sent,
-                                dir.display()
-                            )
-                        }
-                        Ok(_) => {}
-                        Err(e) => tracing::debug!("spool replay: {e}"),
+        if let Some((dir, uri)) = replay.filter(|(dir, _)| dir.is_dir()) {
+            let replaying = shared.replaying();
+            let _ = flightlog_model::background::spawn("flightlog-replay", move || {
+                let _replaying = replaying;
+                match replay_spool(&dir, Some(&uri)) {
+                    Ok(r) if r.entries_sent > 0 || r.entries_rejected > 0 => {
+                        tracing::info!(
+                            "replayed {} spooled entries from {}",
+                            r.entries_sent,
+                            dir.display()
+                        )
                     }
-                });
-                if started.is_err() {
-                    replayed.open();
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!("spool replay: {e}"),
                 }
-            }
-            _ => replayed.open(),
+            });
         }
         Client {
             shared,
             sender: std::sync::Mutex::new(Some(handle)),
-            replayed,
             owner_pid: std::process::id(),
         }
     }
@@ -275,12 +217,9 @@ impl Client {
         let shared = Arc::new(shared);
         let s = shared.clone();
         let handle = start_sender(s);
-        let replayed = Arc::new(Gate::default());
-        replayed.open();
         Client {
             shared,
             sender: std::sync::Mutex::new(Some(handle)),
-            replayed,
             owner_pid: std::process::id(),
         }
     }
@@ -986,9 +925,8 @@ impl Client {
     /// Blocks until everything enqueued before the call is acknowledged by the server, or `timeout` passes.
     /// Never fails because of the network: the report says what is still pending or spooled.
     pub fn flush(&self, timeout: Duration) -> Result<FlushReport> {
-        let deadline = Instant::now() + timeout;
         let target = self.shared.flush_target();
-        let complete = self.shared.wait_done(target, deadline) && self.replayed.wait_open(deadline);
+        let complete = self.shared.wait_done(target, Instant::now() + timeout);
         let (pending_points, pending_entries, spooled_entries) = self.shared.pending();
         let stats = self.shared.stats();
         Ok(FlushReport {

@@ -145,6 +145,9 @@ pub(crate) struct State {
     next_seq: u64,
     /// Every entry with seq <= done_seq is done (acknowledged or rejected).
     pub done_seq: u64,
+    /// A replay of older journals (started with the client) is still going: a flush covers it too, so a
+    /// short-lived process that flushes (or exits) has delivered what an earlier, killed process left.
+    replaying: bool,
     shutdown: bool,
     closed: bool,
     wake_requested: bool,
@@ -494,14 +497,29 @@ impl Shared {
 
     pub fn wait_done(&self, target: u64, deadline: Instant) -> bool {
         let mut st = self.lock();
-        while st.done_seq < target {
+        let done = |st: &State| st.done_seq >= target && !st.replaying;
+        while !done(&st) {
             let (guard, timed_out) = Self::wait_until(&self.progress, st, deadline);
             st = guard;
             if timed_out {
-                return st.done_seq >= target;
+                return done(&st);
             }
         }
         true
+    }
+
+    /// Marks the start-up replay of older journals as going (see `State::replaying`) until the returned guard
+    /// is dropped, which a panic in the replay does too.
+    pub fn replaying(self: &Arc<Self>) -> impl Drop + Send + 'static {
+        struct Replayed(Arc<Shared>);
+        impl Drop for Replayed {
+            fn drop(&mut self) {
+                self.0.lock().replaying = false;
+                self.0.progress.notify_all();
+            }
+        }
+        self.lock().replaying = true;
+        Replayed(self.clone())
     }
 
     pub fn close_and_spill(&self) {

@@ -196,6 +196,16 @@ pub struct RunPatch {
     pub reopen: bool,
 }
 
+impl RunPatch {
+    /// A patch that only moves the run to `status`.
+    pub fn to_status(status: RunStatus) -> RunPatch {
+        RunPatch {
+            status: Some(status),
+            ..Default::default()
+        }
+    }
+}
+
 /// Which runs to list. All conditions must hold.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunQuery {

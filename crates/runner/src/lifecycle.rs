@@ -185,16 +185,12 @@ pub fn execute_created(
 /// active for good, where `runs wait` would wait on it forever: it is marked Failed (error code `submit`,
 /// exit code 4, as the submit that reports the error exits). A run that has ended stays as it is.
 fn fail_unfinished(tracker: &dyn Tracker, id: &RunId, e: &RunnerError) {
-    let patch = RunPatch {
-        status: Some(RunStatus::Failed),
-        error: Some(ErrorDetails {
-            message: last_bytes(&format!("the submission failed: {e}")),
-            code: Some("submit".into()),
-            details: None,
-        }),
-        add_properties: BTreeMap::from([(EXIT_CODE_PROPERTY.to_string(), "4".to_string())]),
-        ..Default::default()
+    let error = ErrorDetails {
+        message: format!("the submission failed: {e}"),
+        code: Some("submit".into()),
+        details: None,
     };
+    let patch = outcome_patch(RunStatus::Failed, Some(error), 4);
     if let Err(err) = tracker.update_run(id, &patch) {
         tracing::warn!("cannot mark run {id} Failed after '{e}': {err}");
     }
@@ -299,11 +295,7 @@ pub fn create_run(
 
 /// Moves the run on; a run canceled meanwhile by someone else is left as it is (the outcome says so).
 fn set_status(tracker: &dyn Tracker, id: &RunId, status: RunStatus) -> Result<(), RunnerError> {
-    let patch = RunPatch {
-        status: Some(status),
-        ..Default::default()
-    };
-    match tracker.update_run(id, &patch) {
+    match tracker.update_run(id, &RunPatch::to_status(status)) {
         Ok(_) | Err(flightlog_model::Error::IllegalTransition { .. }) => Ok(()),
         Err(e) => Err(e.into()),
     }
@@ -432,13 +424,7 @@ fn supervise(
 /// while the job finished wins as the lifecycle allows).
 fn finish(tracker: &dyn Tracker, id: &RunId, ending: Ending) -> Result<Finished, RunnerError> {
     let (status, exit_code, error) = outcome(ending);
-    let patch = RunPatch {
-        status: Some(status),
-        error: error.clone(),
-        // Readable by anyone later (`run.get_details()`), also for outcomes without error details.
-        add_properties: BTreeMap::from([(EXIT_CODE_PROPERTY.to_string(), exit_code.to_string())]),
-        ..Default::default()
-    };
+    let patch = outcome_patch(status, error.clone(), exit_code);
     let mut sent = tracker.update_run(id, &patch);
     if let Err(flightlog_model::Error::InvalidArgument { .. }) = sent {
         // Error details the server refuses must not leave the run active: the outcome goes without them.
@@ -491,6 +477,22 @@ fn finish(tracker: &dyn Tracker, id: &RunId, ending: Ending) -> Result<Finished,
         exit_code,
         error,
     })
+}
+
+/// The patch that records a submitted run's outcome: status, error, and the `exit_code` property, readable by
+/// anyone later (`run.get_details()`, also for outcomes without error details) and what `runs wait` takes as
+/// the sign that a submitted run's end is final.
+pub(crate) fn outcome_patch(
+    status: RunStatus,
+    error: Option<ErrorDetails>,
+    exit_code: i32,
+) -> RunPatch {
+    RunPatch {
+        status: Some(status),
+        error,
+        add_properties: BTreeMap::from([(EXIT_CODE_PROPERTY.to_string(), exit_code.to_string())]),
+        ..Default::default()
+    }
 }
 
 /// Most of the stderr tail kept in a run's error details: far below the server's limit on details (256 KiB),

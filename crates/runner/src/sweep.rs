@@ -4,7 +4,7 @@ use crate::error::RunnerError;
 use crate::lifecycle::{self, Finished, Submission, EXIT_CANCELED, TARGET_PROPERTY};
 use crate::target::ComputeTarget;
 use crate::tracker::Tracker;
-use flightlog_model::{ErrorDetails, NewRun, Run, RunPatch, RunStatus, SeriesInfo};
+use flightlog_model::{ErrorDetails, NewRun, Run, RunStatus, SeriesInfo};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -245,16 +245,7 @@ fn finish_parent(
         RunStatus::Canceled => EXIT_CANCELED,
         _ => 1,
     };
-    let patch = RunPatch {
-        status: Some(status),
-        error: error.clone(),
-        // `runs wait` takes a submitted run's end as final once its exit code is recorded.
-        add_properties: BTreeMap::from([(
-            lifecycle::EXIT_CODE_PROPERTY.to_string(),
-            exit_code(status).to_string(),
-        )]),
-        ..Default::default()
-    };
+    let patch = lifecycle::outcome_patch(status, error.clone(), exit_code(status));
     let run = match tracker.update_run(&parent.id, &patch) {
         // Canceled meanwhile by someone else: that end stands.
         Err(flightlog_model::Error::IllegalTransition { .. }) => tracker.get_run(&parent.id)?,

@@ -129,8 +129,8 @@ pub fn cancel_run(client: &Client, id: &RunId, within: Duration) -> Result<Run> 
         submitted && !current.status.is_terminal() && current.status != RunStatus::CancelRequested;
     let mut r = match (finishing, ask) {
         (true, _) => current,
-        (false, true) => client.update_run(id, &status_patch(RunStatus::CancelRequested))?,
-        (false, false) => client.update_run(id, &status_patch(RunStatus::Canceled))?,
+        (false, true) => client.update_run(id, &RunPatch::to_status(RunStatus::CancelRequested))?,
+        (false, false) => client.update_run(id, &RunPatch::to_status(RunStatus::Canceled))?,
     };
     let deadline = Instant::now() + within;
     while (ask || finishing) && !r.status.is_terminal() && Instant::now() < deadline {
@@ -138,14 +138,7 @@ pub fn cancel_run(client: &Client, id: &RunId, within: Duration) -> Result<Run> 
         r = client.get_run(id)?;
     }
     if ask && r.status == RunStatus::CancelRequested {
-        r = client.update_run(id, &status_patch(RunStatus::Canceled))?;
+        r = client.update_run(id, &RunPatch::to_status(RunStatus::Canceled))?;
     }
     Ok(r)
-}
-
-fn status_patch(status: RunStatus) -> RunPatch {
-    RunPatch {
-        status: Some(status),
-        ..Default::default()
-    }
 }
