@@ -56,7 +56,7 @@ pub struct SubmitArgs {
     #[arg(long = "sweep", value_name = "NAME=V1,V2,...")]
     pub sweeps: Vec<String>,
     /// How many children of a sweep run at once.
-    #[arg(long, default_value_t = 1, requires = "sweeps")]
+    #[arg(long, default_value_t = 1, requires = "sweeps", value_parser = at_least_one)]
     pub parallel: usize,
     /// The command and its arguments, after `--`.
     #[arg(last = true, value_name = "COMMAND")]
@@ -70,6 +70,14 @@ pub struct WaitArgs {
     /// Print the run's stdout and stderr (all of it, then live) while waiting.
     #[arg(long)]
     pub show_output: bool,
+}
+
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn seconds(what: &str, s: f64) -> Result<Duration, CliError> {
@@ -105,7 +113,17 @@ fn submission(a: SubmitArgs) -> Result<Submission, CliError> {
     s.source_dir = a.source_dir;
     s.tags = parse_tags(&a.tags)?;
     s.show_output = a.show_output;
-    s.timeout = a.timeout.map(|t| seconds("timeout", t)).transpose()?;
+    s.timeout = match a.timeout {
+        Some(t) if t <= 0.0 => {
+            return Err(CliError::new(
+                EXIT_USAGE,
+                format!(
+                    "--timeout must be more than 0 seconds (leave it out for no limit), not {t}"
+                ),
+            ))
+        }
+        t => t.map(|t| seconds("timeout", t)).transpose()?,
+    };
     s.grace = seconds("grace", a.grace)?;
     Ok(s)
 }
@@ -136,6 +154,7 @@ pub fn submit(server: &str, json: bool, args: SubmitArgs) -> Result<(), CliError
     let client = Arc::new(Client::new(flightlog_runner::tracker::client_config(
         server,
     )));
+    crate::server_cmd::init_warnings();
     signals::install();
     if !axes.is_empty() {
         return submit_sweep(client, json, &sub, &axes, parallel);
@@ -144,8 +163,8 @@ pub fn submit(server: &str, json: bool, args: SubmitArgs) -> Result<(), CliError
     let finished =
         flightlog_runner::submit(Arc::new(client.clone()), &LocalProcess, &sub, &mut announce)
             .map_err(runner_error)?;
-    let _ = client.close(Duration::from_secs(10));
-    report(&finished, json)?;
+    let unsent = unsent_entries(&client);
+    report(&finished, json, unsent)?;
     match finished.exit_code {
         0 => Ok(()),
         code => Err(CliError::new(code, String::new())),
@@ -178,11 +197,11 @@ fn submit_sweep(
         &announce,
     )
     .map_err(runner_error)?;
-    let _ = client.close(Duration::from_secs(10));
+    let unsent = unsent_entries(&client);
     if json {
         let v = serde_json::json!({
             "run_id": outcome.parent.run_id, "status": outcome.parent.status,
-            "exit_code": outcome.parent.exit_code,
+            "exit_code": outcome.parent.exit_code, "unsent_entries": unsent,
             "children": outcome.children.iter().map(|c| match c {
                 Ok(f) => serde_json::json!({"run_id": f.run_id, "status": f.status, "exit_code": f.exit_code}),
                 Err(e) => serde_json::json!({"error": e}),
@@ -191,7 +210,7 @@ fn submit_sweep(
         println!("{v}");
     } else {
         eprint!("{}", outcome.summary);
-        report(&outcome.parent, false)?;
+        report(&outcome.parent, false, unsent)?;
     }
     match outcome.parent.exit_code {
         0 => Ok(()),
@@ -199,10 +218,22 @@ fn submit_sweep(
     }
 }
 
-fn report(f: &Finished, json: bool) -> Result<(), CliError> {
+/// Closes the client and says how many entries (output, the outcome) the server has not taken: they stay in
+/// the local spool until `flightlog sync` sends them.
+fn unsent_entries(client: &Client) -> u64 {
+    client.deliver(Duration::from_secs(10));
+    match client.close(Duration::ZERO) {
+        Ok(r) if r.complete => 0,
+        Ok(r) => r.spooled_entries.max(1),
+        Err(_) => 1,
+    }
+}
+
+fn report(f: &Finished, json: bool, unsent: u64) -> Result<(), CliError> {
     if json {
         let v = serde_json::json!({
             "run_id": f.run_id, "status": f.status, "exit_code": f.exit_code, "error": f.error,
+            "unsent_entries": unsent,
         });
         println!("{v}");
         return Ok(());
@@ -214,6 +245,12 @@ fn report(f: &Finished, json: bool) -> Result<(), CliError> {
     eprintln!("flightlog: run {} {} ({how})", f.run_id, f.status);
     if let Some(e) = &f.error {
         eprintln!("flightlog: {}", e.message);
+    }
+    if unsent > 0 {
+        eprintln!(
+            "flightlog: the server has not recorded all of this yet ({unsent} entries of output or \
+             outcome wait in the local spool): run `flightlog sync` once it is reachable"
+        );
     }
     Ok(())
 }

@@ -826,3 +826,148 @@ fn cancel_of_a_run_no_supervisor_answers_for_ends_it_and_finalizing_runs_are_lef
     });
     assert_eq!(r.status, RunStatus::Completed);
 }
+
+/// Every run's (display name, status), but the given one's.
+fn other_runs(s: &TestServer, but: &str) -> Vec<(String, String)> {
+    let (_, v) = s.get("/api/v1/runs");
+    let mut out: Vec<(String, String)> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["id"] != but)
+        .map(|r| {
+            let field = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+            (field("display_name"), field("status"))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// `runs cancel PARENT` stops the children running and starts no more (none are made as runs), and the
+/// parent ends Canceled at once rather than after the whole sweep.
+#[test]
+fn canceling_a_sweeps_parent_stops_its_children_and_starts_no_more() {
+    let s = TestServer::start();
+    let spool = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let dir = src.path().to_str().unwrap();
+    let args = [
+        "--sweep",
+        "a=1,2,3,4",
+        "--parallel",
+        "2",
+        "--grace",
+        "2",
+        "--source-dir",
+        dir,
+        "--",
+        "sh",
+        "-c",
+        "echo started {a}; sleep 300",
+    ];
+    let (mut child, parent) = spawn_submit(&s, spool.path(), &args);
+    wait_for("two children Running", Duration::from_secs(30), || {
+        let runs = other_runs(&s, &parent);
+        runs.len() == 2 && runs.iter().all(|(_, status)| status == "Running")
+    });
+    let started = Instant::now();
+    let out = run_cli(&s, spool.path(), &["runs", "cancel", &parent]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("is Canceled"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(30)), Some(130));
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert_eq!(get_run(&s, &parent)["status"], "Canceled");
+    let canceled = |name: &str| (name.to_string(), "Canceled".to_string());
+    assert_eq!(
+        other_runs(&s, &parent),
+        vec![canceled("a=1"), canceled("a=2")]
+    );
+    let summary = log(&s, &parent, "stdout");
+    assert_eq!(summary.matches("NotStarted").count(), 2, "{summary}");
+}
+
+#[test]
+fn a_zero_parallel_or_timeout_is_refused() {
+    let s = TestServer::start();
+    let spool = tempfile::tempdir().unwrap();
+    for args in [
+        &[
+            "submit",
+            "--sweep",
+            "a=1",
+            "--parallel",
+            "0",
+            "--",
+            "echo",
+            "{a}",
+        ][..],
+        &["submit", "--timeout", "0", "--", "true"][..],
+    ] {
+        let out = run_cli(&s, spool.path(), args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains("0"), "{stderr}");
+    }
+    assert_eq!(run_count(&s), 0);
+}
+
+/// The server dies while the job runs: submit does not wait long for it, says what was not uploaded and that
+/// the outcome waits in the spool, and `flightlog sync` later records the outcome and the output.
+#[test]
+fn a_server_gone_at_the_end_is_reported_and_sync_records_the_outcome() {
+    let mut s = TestServer::start();
+    let spool = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let job = "echo first; while [ ! -f go ]; do sleep 0.05; done; echo last; \
+               mkdir -p outputs; echo m > outputs/model.txt";
+    let dir = src.path().to_str().unwrap();
+    let mut child = cmd(&s, spool.path())
+        .args(["submit", "--source-dir", dir, "--", "sh", "-c", job])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut first = String::new();
+    stderr.read_line(&mut first).unwrap();
+    let id = announced_id(&first);
+    wait_for("the first line", Duration::from_secs(20), || {
+        log(&s, &id, "stdout").contains(" first")
+    });
+    s.kill_9();
+    write(src.path(), "go", "");
+    let started = Instant::now();
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(60)), Some(0));
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    assert!(
+        rest.contains("flightlog: warning: cannot upload "),
+        "{rest}"
+    );
+    assert!(
+        rest.contains(&format!("flightlog artifacts put {id} ")),
+        "{rest}"
+    );
+    assert!(
+        rest.contains("run `flightlog sync` once it is reachable"),
+        "{rest}"
+    );
+    s.restart();
+    assert_eq!(get_run(&s, &id)["status"], "Running");
+    let out = run_cli(&s, spool.path(), &["sync"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let run = get_run(&s, &id);
+    assert_eq!(run["status"], "Completed");
+    assert_eq!(run["properties"]["exit_code"], "0");
+    assert!(log(&s, &id, "stdout").contains(" last\n"));
+}

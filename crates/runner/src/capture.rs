@@ -113,6 +113,9 @@ const SETTLE: std::time::Duration = std::time::Duration::from_millis(2);
 pub struct LineStamper {
     partial: Vec<u8>,
     tail: Option<Tail>,
+    /// The last piece sent was a full [`MAX_PIECE`] cut mid-line: a newline right after it ends that line
+    /// and is not a line (an empty one) of its own.
+    cut_mid_line: bool,
 }
 
 impl LineStamper {
@@ -120,6 +123,7 @@ impl LineStamper {
         LineStamper {
             partial: Vec::new(),
             tail,
+            cut_mid_line: false,
         }
     }
 
@@ -129,6 +133,13 @@ impl LineStamper {
         let stamp_text = iso_time(now);
         let mut out = String::with_capacity(bytes.len() + bytes.len() / 3);
         while !bytes.is_empty() {
+            if std::mem::take(&mut self.cut_mid_line)
+                && self.partial.is_empty()
+                && bytes[0] == b'\n'
+            {
+                bytes = &bytes[1..];
+                continue;
+            }
             if self.partial.is_empty() {
                 bytes = self.feed_whole_lines(bytes, &stamp_text, &mut out);
                 if bytes.is_empty() {
@@ -152,8 +163,13 @@ impl LineStamper {
                     self.partial.extend_from_slice(window);
                     bytes = &bytes[window.len()..];
                     if self.partial.len() >= MAX_PIECE {
-                        let piece = std::mem::take(&mut self.partial);
+                        // Cut at a character boundary: a character split in two would be stored as
+                        // U+FFFD at the end of one piece and the start of the next.
+                        let keep = self.partial.len() - unfinished_char_len(&self.partial);
+                        let rest = self.partial.split_off(keep);
+                        let piece = std::mem::replace(&mut self.partial, rest);
                         self.emit(&piece, &stamp_text, &mut out);
+                        self.cut_mid_line = true;
                     }
                 }
             }
@@ -221,6 +237,23 @@ impl LineStamper {
             out.push('\n');
         }
     }
+}
+
+/// How many bytes at the end of `b` start a UTF-8 character that is not complete yet (0 to 3).
+fn unfinished_char_len(b: &[u8]) -> usize {
+    for back in 1..=b.len().min(3) {
+        let byte = b[b.len() - back];
+        if byte & 0xC0 != 0x80 {
+            let needs = match byte {
+                0xF0.. => 4,
+                0xE0.. => 3,
+                0xC0.. => 2,
+                _ => 1,
+            };
+            return if needs > back { back } else { 0 };
+        }
+    }
+    0
 }
 
 fn echo_bytes(echo: Echo, bytes: &[u8]) {
@@ -306,6 +339,35 @@ mod tests {
         assert_eq!(lines[1], format!("{} {}", iso_time(t), "a".repeat(10)));
         assert_eq!(lines[2], format!("{} \u{fffd}\u{fffd} bin", iso_time(t)));
         assert_eq!(lines[3], format!("{} last", iso_time(t)));
+    }
+
+    #[test]
+    fn long_lines_are_cut_between_characters_and_keep_their_newline() {
+        let t = WallTime(1_700_000_000_000_000);
+        let line = "€".repeat(900_000);
+        let mut data = line.clone().into_bytes();
+        data.push(b'\n');
+        data.extend_from_slice(&vec![b'x'; 2 * MAX_PIECE]);
+        data.extend_from_slice(b"\nnext\n");
+        for chunk_size in [4096, 3 * MAX_PIECE] {
+            let mut st = LineStamper::new(None);
+            let mut out = String::new();
+            for chunk in data.chunks(chunk_size) {
+                out.push_str(&st.feed(chunk, t));
+            }
+            out.push_str(&st.finish(t));
+            let texts: Vec<&str> = out.lines().map(|l| &l[28..]).collect();
+            assert!(!out.contains('\u{fffd}'));
+            assert_eq!(texts[..3].concat(), line);
+            // Exactly two full pieces, no empty line for the newline that ends them.
+            assert_eq!(
+                texts[3..],
+                ["x".repeat(MAX_PIECE), "x".repeat(MAX_PIECE), "next".into()]
+            );
+        }
+        assert_eq!(unfinished_char_len("a€".as_bytes()), 0);
+        assert_eq!(unfinished_char_len(&"a€".as_bytes()[..3]), 2);
+        assert_eq!(unfinished_char_len(&[b'a', 0xF0, 0x9F, 0x98]), 3);
     }
 
     #[test]

@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-/// Uploads the files of one folder that are new or changed since the last call (by size and mtime).
+/// Uploads the files of one folder that are new or changed since the last call (by size and mtime), or
+/// since the job started: the folder is the working directory's, so a previous run's `./outputs` is still
+/// there and is not this run's.
 pub struct FolderSync {
     dir: PathBuf,
     prefix: String,
@@ -14,11 +16,16 @@ pub struct FolderSync {
 }
 
 impl FolderSync {
-    pub fn new(dir: PathBuf, prefix: &str) -> Self {
+    /// Takes what the folder holds now as already seen: call it before the job starts.
+    pub fn since_now(dir: PathBuf, prefix: &str) -> Self {
+        let seen = files_under(&dir)
+            .into_iter()
+            .filter_map(|(path, _)| Some((path.clone(), stamp(&path)?)))
+            .collect();
         FolderSync {
             dir,
             prefix: prefix.to_string(),
-            seen: HashMap::new(),
+            seen,
         }
     }
 
@@ -26,26 +33,38 @@ impl FolderSync {
     pub fn sync(&mut self, tracker: &dyn Tracker, run: &RunId) -> usize {
         let mut uploaded = 0;
         for (path, rel) in files_under(&self.dir) {
-            let Ok(meta) = std::fs::metadata(&path) else {
+            let Some(key) = stamp(&path) else {
                 continue;
             };
-            let key = (meta.len(), meta.modified().ok());
             if self.seen.get(&path) == Some(&key) {
                 continue;
             }
-            match tracker.put_file(run, &format!("{}/{rel}", self.prefix), &path) {
+            let dest = format!("{}/{rel}", self.prefix);
+            match tracker.put_file(run, &dest, &path) {
                 Ok(()) => {
                     self.seen.insert(path, key);
                     uploaded += 1;
                 }
-                Err(e) => tracing::warn!("cannot upload {}: {e}", path.display()),
+                Err(e) => tracing::warn!(
+                    "cannot upload {} ({e}); to upload it later: flightlog artifacts put {run} '{}' {dest}",
+                    path.display(),
+                    path.display()
+                ),
             }
         }
         uploaded
     }
 }
 
-/// Every file below `dir` with its '/'-separated relative path, sorted; empty if `dir` does not exist.
+/// What tells a changed file: its size and modification time (of the file a link points to).
+fn stamp(path: &Path) -> Option<(u64, Option<SystemTime>)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.len(), meta.modified().ok()))
+}
+
+/// Every file below `dir` with its '/'-separated relative path, sorted; empty if `dir` does not exist. A
+/// link to a file counts as that file (`best.pt -> ckpt/model.pt`); links to folders are not followed (no
+/// cycles, no folder outside `dir`).
 pub fn files_under(dir: &Path) -> Vec<(PathBuf, String)> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -57,7 +76,7 @@ pub fn files_under(dir: &Path) -> Vec<(PathBuf, String)> {
             let p = e.path();
             match e.file_type() {
                 Ok(t) if t.is_dir() => stack.push(p),
-                Ok(t) if t.is_file() => {
+                Ok(t) if t.is_file() || (t.is_symlink() && p.is_file()) => {
                     if let Ok(rel) = p.strip_prefix(dir) {
                         let rel = rel
                             .components()

@@ -9,7 +9,7 @@ use crate::tracker::Tracker;
 use crate::{props, signals};
 use flightlog_model::{ErrorDetails, NewRun, Run, RunId, RunPatch, RunStatus};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -52,6 +52,8 @@ pub struct Submission {
     pub snapshot: bool,
     /// Extra environment variables for the job (the tracking variables set by the lifecycle win).
     pub env: BTreeMap<String, String>,
+    /// Stop the job as canceled when this is set too (a sweep's children, when the sweep is canceled).
+    pub canceled_with: Option<Arc<AtomicBool>>,
 }
 
 impl Submission {
@@ -71,7 +73,26 @@ impl Submission {
             limits: SnapshotLimits::default(),
             snapshot: true,
             env: BTreeMap::new(),
+            canceled_with: None,
         }
+    }
+}
+
+/// Whether the job should stop as canceled: Ctrl-C or SIGTERM to this process, a cancel of its run (set by
+/// the run's watcher), or of the sweep it belongs to.
+struct CancelFlags {
+    own: Arc<AtomicBool>,
+    outer: Option<Arc<AtomicBool>>,
+}
+
+impl CancelFlags {
+    fn requested(&self) -> bool {
+        signals::requested()
+            || self.own.load(Ordering::SeqCst)
+            || self
+                .outer
+                .as_ref()
+                .is_some_and(|f| f.load(Ordering::SeqCst))
     }
 }
 
@@ -210,34 +231,33 @@ fn drive(
     if sub.snapshot {
         upload_snapshot(tracker.as_ref(), &id, &prepared.snapshot)?;
     }
-    let cancel = Arc::new(AtomicBool::new(false));
+    let cancel = CancelFlags {
+        own: Arc::new(AtomicBool::new(false)),
+        outer: sub.canceled_with.clone(),
+    };
     let stop_watch = Arc::new(AtomicBool::new(false));
-    tracker.watch_cancel(&id, cancel.clone(), stop_watch.clone());
+    tracker.watch_cancel(&id, cancel.own.clone(), stop_watch.clone());
     let spec = job_spec(tracker.as_ref(), sub, &prepared, &id);
-    set_status(tracker.as_ref(), &id, RunStatus::Running)?;
-    let ending = if signals::requested() || cancel.load(Ordering::SeqCst) {
-        // Canceled while it prepared: nothing to start.
+    let running = set_status(tracker.as_ref(), &id, RunStatus::Running)?;
+    let mut outputs = FolderSync::since_now(prepared.source_dir.join("outputs"), "outputs");
+    let logs = FolderSync::since_now(prepared.source_dir.join("logs"), "logs");
+    let ending = if !running || cancel.requested() {
+        // Canceled while it prepared (a refused move to Running means a cancel got there first, before
+        // the watcher's first look): nothing to start.
         on_started();
         Ending::Canceled
     } else {
         let started = target.start(&spec);
         on_started();
         match started {
-            Ok(job) => supervise(
-                tracker.clone(),
-                sub,
-                &prepared.source_dir,
-                &id,
-                job,
-                &cancel,
-            ),
+            Ok(job) => supervise(tracker.clone(), sub, &id, job, logs, &cancel),
             Err(f) => Ending::NotStarted(f),
         }
     };
     stop_watch.store(true, Ordering::SeqCst);
     let _ = properties.join();
     let _ = set_status(tracker.as_ref(), &id, RunStatus::Finalizing);
-    FolderSync::new(prepared.source_dir.join("outputs"), "outputs").sync(tracker.as_ref(), &id);
+    outputs.sync(tracker.as_ref(), &id);
     tracker.flush(Duration::from_secs(30));
     finish(tracker.as_ref(), &id, ending)
 }
@@ -293,10 +313,12 @@ pub fn create_run(
     Ok(tracker.create_run(&new)?)
 }
 
-/// Moves the run on; a run canceled meanwhile by someone else is left as it is (the outcome says so).
-fn set_status(tracker: &dyn Tracker, id: &RunId, status: RunStatus) -> Result<(), RunnerError> {
+/// Moves the run on and says whether it moved; a run canceled meanwhile by someone else is left as it is
+/// (the outcome says so).
+fn set_status(tracker: &dyn Tracker, id: &RunId, status: RunStatus) -> Result<bool, RunnerError> {
     match tracker.update_run(id, &RunPatch::to_status(status)) {
-        Ok(_) | Err(flightlog_model::Error::IllegalTransition { .. }) => Ok(()),
+        Ok(_) => Ok(true),
+        Err(flightlog_model::Error::IllegalTransition { .. }) => Ok(false),
         Err(e) => Err(e.into()),
     }
 }
@@ -354,10 +376,10 @@ enum Ending {
 fn supervise(
     tracker: Arc<dyn Tracker>,
     sub: &Submission,
-    dir: &Path,
     id: &RunId,
     mut job: Box<dyn Job>,
-    cancel: &AtomicBool,
+    mut logs: FolderSync,
+    cancel: &CancelFlags,
 ) -> Ending {
     let tail = Tail::default();
     let (done_tx, done_rx) = mpsc::channel::<()>();
@@ -377,7 +399,6 @@ fn supervise(
             let _ = done.send(());
         });
     }
-    let mut logs = FolderSync::new(dir.join("logs"), "logs");
     let started = Instant::now();
     let mut last_logs = Instant::now();
     let ending = loop {
@@ -387,7 +408,7 @@ fn supervise(
                 stderr_tail: Vec::new(),
             };
         }
-        if signals::requested() || cancel.load(Ordering::SeqCst) {
+        if cancel.requested() {
             target::stop(job.as_mut(), sub.grace);
             break Ending::Canceled;
         }
@@ -401,14 +422,16 @@ fn supervise(
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    // Output still in the pipes is read to its end; a background process that keeps them open is not
-    // waited for long.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    for _ in 0..readers {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if done_rx.recv_timeout(left).is_err() {
-            break;
-        }
+    // Output still in the pipes is read to its end. The job ends with its main process: what it left
+    // running in the background gets a few seconds to finish, then is stopped with it (it would otherwise
+    // outlive the run, its later output lost).
+    await_readers(&done_rx, &mut readers, BACKGROUND_LEFT_FOR);
+    if job.alive() {
+        tracing::warn!(
+            "the command exited but left processes running in its process group: stopping them"
+        );
+        target::stop(job.as_mut(), sub.grace);
+        await_readers(&done_rx, &mut readers, Duration::from_secs(1));
     }
     logs.sync(tracker.as_ref(), id);
     match ending {
@@ -417,6 +440,22 @@ fn supervise(
             stderr_tail: tail.lines(),
         },
         other => other,
+    }
+}
+
+/// How long processes the job left in the background may still run (and write) after its main process
+/// has exited.
+const BACKGROUND_LEFT_FOR: Duration = Duration::from_secs(5);
+
+/// Waits until the output readers still running (`left`) are done, at most `within`.
+fn await_readers(done: &mpsc::Receiver<()>, left: &mut usize, within: Duration) {
+    let deadline = Instant::now() + within;
+    while *left > 0 {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        if done.recv_timeout(wait).is_err() {
+            return;
+        }
+        *left -= 1;
     }
 }
 
@@ -562,6 +601,7 @@ mod tests {
     use crate::target::LocalProcess;
     use flightlog_model::{ExperimentId, Lifecycle, WallTime};
     use parking_lot::Mutex;
+    use std::path::Path;
 
     /// Records what the lifecycle does, in order, and answers like a server would.
     #[derive(Default)]
@@ -570,6 +610,8 @@ mod tests {
         logs: Mutex<Vec<(String, String)>>,
         status: Mutex<Option<RunStatus>>,
         cancel_after_running: bool,
+        /// `runs cancel` lands while the run prepares, before its watcher has looked.
+        cancel_while_preparing: bool,
         /// The server is gone when the outcome is recorded.
         unreachable_at_the_end: bool,
     }
@@ -628,6 +670,9 @@ mod tests {
                 cur.transition(s)?;
                 *self.status.lock() = Some(s);
                 self.calls.lock().push(format!("status {s:?}"));
+                if s == RunStatus::Preparing && self.cancel_while_preparing {
+                    *self.status.lock() = Some(RunStatus::CancelRequested);
+                }
             }
             if !patch.add_properties.is_empty() {
                 self.calls.lock().push("properties".into());
@@ -673,6 +718,16 @@ mod tests {
         s.source_dir = dir.to_path_buf();
         s.grace = Duration::from_millis(500);
         s
+    }
+
+    fn submit_sh(rec: &Arc<Recorder>, dir: &Path, script: &str) -> Finished {
+        submit(
+            rec.clone(),
+            &LocalProcess,
+            &sub(dir, &["sh", "-c", script]),
+            &mut |_| {},
+        )
+        .unwrap()
     }
 
     fn statuses(r: &Recorder) -> Vec<String> {
@@ -785,6 +840,92 @@ mod tests {
         .unwrap();
         assert_eq!((f.status, f.exit_code), (RunStatus::Failed, 127));
         assert!(f.error.unwrap().message.contains("cannot execute './nope'"));
+    }
+
+    #[test]
+    fn a_cancel_while_the_run_prepares_keeps_the_job_from_starting() {
+        let d = tempfile::tempdir().unwrap();
+        let rec = Arc::new(Recorder {
+            cancel_while_preparing: true,
+            ..Default::default()
+        });
+        let s = sub(d.path(), &["touch", "started"]);
+        let f = submit(rec.clone(), &LocalProcess, &s, &mut |_| {}).unwrap();
+        assert_eq!(
+            (f.status, f.exit_code),
+            (RunStatus::Canceled, EXIT_CANCELED)
+        );
+        assert!(!d.path().join("started").exists());
+        assert!(statuses(&rec).contains(&"status Canceled".to_string()));
+        assert!(!statuses(&rec).contains(&"status Running".to_string()));
+    }
+
+    #[test]
+    fn only_outputs_and_logs_written_by_this_job_are_uploaded() {
+        let d = tempfile::tempdir().unwrap();
+        for (rel, text) in [
+            ("outputs/old.bin", "run 1"),
+            ("outputs/model.bin", "run 1"),
+            ("logs/old.log", "run 1"),
+        ] {
+            std::fs::create_dir_all(d.path().join(rel).parent().unwrap()).unwrap();
+            std::fs::write(d.path().join(rel), text).unwrap();
+        }
+        let rec = Arc::new(Recorder::default());
+        let job = "echo run 2, longer > outputs/model.bin; echo new > logs/new.log";
+        let f = submit_sh(&rec, d.path(), job);
+        assert_eq!(f.status, RunStatus::Completed);
+        let puts: Vec<String> = rec
+            .calls
+            .lock()
+            .iter()
+            .filter(|c| c.starts_with("put "))
+            .cloned()
+            .collect();
+        assert_eq!(puts, vec!["put logs/new.log", "put outputs/model.bin"]);
+    }
+
+    /// Whether the process lives (a zombie, exited but not yet reaped by init, does not).
+    fn process_lives(pid: &str) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            !stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+    }
+
+    #[test]
+    fn background_processes_are_stopped_when_the_job_ends() {
+        let d = tempfile::tempdir().unwrap();
+        let rec = Arc::new(Recorder::default());
+        let job =
+            "sleep 300 >/dev/null 2>&1 & echo $! > bg.pid; (sleep 1; echo late) & echo main done";
+        let f = submit_sh(&rec, d.path(), job);
+        assert_eq!(f.status, RunStatus::Completed);
+        let pid = std::fs::read_to_string(d.path().join("bg.pid")).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while process_lives(pid.trim()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(
+            !process_lives(pid.trim()),
+            "the background sleep outlived the run"
+        );
+        // A background process that writes within the time it is given is still recorded.
+        let stdout: String = rec
+            .logs
+            .lock()
+            .iter()
+            .filter(|(s, _)| s == "stdout")
+            .map(|(_, t)| t.as_str())
+            .collect();
+        assert!(
+            stdout.contains(" main done\n") && stdout.contains(" late\n"),
+            "{stdout}"
+        );
     }
 
     #[test]

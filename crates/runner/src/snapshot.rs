@@ -52,11 +52,11 @@ pub fn scan(dir: &Path) -> Result<Snapshot, RunnerError> {
     })?;
     let walker = ignore::WalkBuilder::new(dir)
         .hidden(false)
-        .parents(false)
+        .parents(true)
         .git_global(false)
         .require_git(false)
         .add_custom_ignore_filename(IGNORE_FILE)
-        .filter_entry(|e| e.file_name() != ".git")
+        .filter_entry(|e| e.file_name() != ".git" && !is_job_output(e))
         .build();
     let mut snap = Snapshot::default();
     for entry in walker {
@@ -85,6 +85,14 @@ pub fn scan(dir: &Path) -> Result<Snapshot, RunnerError> {
     }
     snap.files.sort_by(|a, b| a.rel.cmp(&b.rel));
     Ok(snap)
+}
+
+/// The top-level `outputs/` and `logs/`: what a job writes there is uploaded as the run's own outputs and
+/// logs, and a previous run's files there are not the next run's source.
+fn is_job_output(e: &ignore::DirEntry) -> bool {
+    e.depth() == 1
+        && e.file_type().is_some_and(|t| t.is_dir())
+        && (e.file_name() == "outputs" || e.file_name() == "logs")
 }
 
 impl Snapshot {
@@ -148,7 +156,8 @@ impl Snapshot {
             .iter()
             .take(n)
             .map(|(name, (count, bytes))| {
-                format!("{name} ({count} files, {})", human_bytes(*bytes))
+                let files = if *count == 1 { "file" } else { "files" };
+                format!("{name} ({count} {files}, {})", human_bytes(*bytes))
             })
             .collect::<Vec<_>>()
             .join(", ")
@@ -215,6 +224,39 @@ mod tests {
     }
 
     #[test]
+    fn leaves_out_the_jobs_own_outputs_and_logs() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "train.py", b"print(1)");
+        write(d.path(), "outputs/model.bin", b"old model");
+        write(d.path(), "logs/train.log", b"old log");
+        write(
+            d.path(),
+            "pkg/outputs/schema.py",
+            b"kept: not the job's folder",
+        );
+        write(d.path(), "logs.py", b"kept: a file");
+        let s = scan(d.path()).unwrap();
+        assert_eq!(
+            rels(&s),
+            vec!["logs.py", "pkg/outputs/schema.py", "train.py"]
+        );
+    }
+
+    #[test]
+    fn honours_the_enclosing_repositorys_ignore_rules() {
+        let repo = tempfile::tempdir().unwrap();
+        write(repo.path(), ".git/HEAD", b"ref: refs/heads/main\n");
+        write(repo.path(), ".git/info/exclude", b"*.local\n");
+        write(repo.path(), ".gitignore", b".env\n*.ckpt\n");
+        write(repo.path(), "src/train.py", b"print(1)");
+        write(repo.path(), "src/.env", b"SECRET=1");
+        write(repo.path(), "src/model.ckpt", b"weights");
+        write(repo.path(), "src/notes.local", b"mine");
+        let s = scan(&repo.path().join("src")).unwrap();
+        assert_eq!(rels(&s), vec!["train.py"]);
+    }
+
+    #[test]
     fn refuses_too_many_files_naming_the_biggest_offenders() {
         let d = tempfile::tempdir().unwrap();
         for i in 0..30 {
@@ -251,10 +293,7 @@ mod tests {
         };
         let msg = s.check(d.path(), limits).unwrap_err().to_string();
         assert!(msg.contains("5.0 KB (limit 4.0 KB)"), "{msg}");
-        assert!(
-            msg.contains("biggest: model.bin (1 files, 5.0 KB)"),
-            "{msg}"
-        );
+        assert!(msg.contains("biggest: model.bin (1 file, 5.0 KB)"), "{msg}");
     }
 
     #[test]

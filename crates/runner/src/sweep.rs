@@ -2,12 +2,17 @@
 
 use crate::error::RunnerError;
 use crate::lifecycle::{self, Finished, Submission, EXIT_CANCELED, TARGET_PROPERTY};
+use crate::signals;
 use crate::target::ComputeTarget;
 use crate::tracker::Tracker;
 use flightlog_model::{ErrorDetails, NewRun, Run, RunStatus, SeriesInfo};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+
+/// What a child the sweep never started reports: the sweep was canceled first. No run is made for it (it
+/// would only clutter the run list as a Canceled run that never ran).
+pub const NOT_STARTED: &str = "not started: the sweep was canceled";
 
 /// One `--sweep NAME=V1,V2,...`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,13 +65,34 @@ pub fn combinations(axes: &[Axis]) -> Vec<BTreeMap<String, String>> {
 
 /// The command with each `{name}` replaced by the combination's value.
 pub fn substitute(cmd: &[String], combo: &BTreeMap<String, String>) -> Vec<String> {
-    cmd.iter()
-        .map(|arg| {
-            combo
-                .iter()
-                .fold(arg.clone(), |a, (k, v)| a.replace(&format!("{{{k}}}"), v))
-        })
-        .collect()
+    cmd.iter().map(|arg| substitute_arg(arg, combo)).collect()
+}
+
+/// One pass over the argument: a value that itself holds `{other}` stays as it is (replacing one
+/// placeholder after another would substitute into values already put in).
+fn substitute_arg(arg: &str, combo: &BTreeMap<String, String>) -> String {
+    let mut out = String::with_capacity(arg.len());
+    let mut rest = arg;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let from_brace = &rest[open..];
+        let found = combo.iter().find_map(|(k, v)| {
+            let after = from_brace.strip_prefix('{')?.strip_prefix(k.as_str())?;
+            Some((v, after.strip_prefix('}')?))
+        });
+        match found {
+            Some((value, after)) => {
+                out.push_str(value);
+                rest = after;
+            }
+            None => {
+                out.push('{');
+                rest = &from_brace[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Refuses duplicate axes and axes the command never mentions (a typo would silently run copies).
@@ -121,13 +147,21 @@ pub fn run_sweep(
     )?;
     on_created(&parent);
     lifecycle::upload_snapshot(tracker.as_ref(), &parent.id, &prepared.snapshot)?;
+    // A cancel of the parent (`runs cancel PARENT`) or Ctrl-C stops the running children and starts no more.
+    let canceled = Arc::new(AtomicBool::new(false));
+    let stop_watch = Arc::new(AtomicBool::new(false));
+    tracker.watch_cancel(&parent.id, canceled.clone(), stop_watch.clone());
     let combos = combinations(axes);
     let results: Vec<Mutex<Option<Result<Finished, String>>>> =
         combos.iter().map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
+    let stopped = || signals::requested() || canceled.load(Ordering::SeqCst);
     std::thread::scope(|s| {
         for _ in 0..parallel.clamp(1, combos.len()) {
             s.spawn(|| loop {
+                if stopped() {
+                    return;
+                }
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 let Some(combo) = combos.get(i) else { return };
                 let mut sub = base.clone();
@@ -136,6 +170,7 @@ pub fn run_sweep(
                 sub.parent_id = Some(parent.id.clone());
                 sub.snapshot = false;
                 sub.display_name = Some(child_name(combo));
+                sub.canceled_with = Some(canceled.clone());
                 let r =
                     lifecycle::execute(tracker.clone(), target, &sub, prepared.clone(), &mut |r| {
                         on_created(r)
@@ -147,13 +182,14 @@ pub fn run_sweep(
             });
         }
     });
+    stop_watch.store(true, Ordering::SeqCst);
     let children: Vec<Result<Finished, String>> = results
         .into_iter()
         .map(|m| {
             m.into_inner()
                 .ok()
                 .flatten()
-                .unwrap_or_else(|| Err("not run".into()))
+                .unwrap_or_else(|| Err(NOT_STARTED.into()))
         })
         .collect();
     finish_parent(tracker.as_ref(), &parent, &combos, children)
@@ -199,9 +235,14 @@ fn create_parent(
     })?)
 }
 
-/// The parent's status from its children's.
+/// The parent's status from its children's: Failed if any failed (or could not be submitted), else Canceled
+/// if any was canceled or never started, else Completed.
 fn parent_status(children: &[Result<Finished, String>]) -> RunStatus {
-    let status = |c: &Result<Finished, String>| c.as_ref().map_or(RunStatus::Failed, |f| f.status);
+    let status = |c: &Result<Finished, String>| match c {
+        Ok(f) => f.status,
+        Err(e) if e == NOT_STARTED => RunStatus::Canceled,
+        Err(_) => RunStatus::Failed,
+    };
     if children.iter().any(|c| status(c) == RunStatus::Failed) {
         RunStatus::Failed
     } else if children.iter().any(|c| status(c) == RunStatus::Canceled) {
@@ -368,6 +409,15 @@ mod tests {
             strings(&["python", "train.py", "--alpha", "0.2", "--depth=3"])
         );
         assert!(check(&cmd, &[a.clone(), d]).is_ok());
+        // A value holding another placeholder is put in as it is, once.
+        let combo = BTreeMap::from([
+            ("a".to_string(), "{b}".to_string()),
+            ("b".to_string(), "1".to_string()),
+        ]);
+        assert_eq!(
+            substitute(&strings(&["{a}-{b}", "{c}{", "{{b}}"]), &combo),
+            strings(&["{b}-1", "{c}{", "{1}"])
+        );
         let e = check(&strings(&["true"]), std::slice::from_ref(&a)).unwrap_err();
         assert_eq!(
             e.to_string(),

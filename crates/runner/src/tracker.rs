@@ -41,7 +41,7 @@ pub trait Tracker: Send + Sync {
     fn log_text(&self, id: &RunId, stream: &str, text: &str) -> Result<()>;
     fn put_file(&self, id: &RunId, path: &str, file: &Path) -> Result<()>;
     fn put_bytes(&self, id: &RunId, path: &str, bytes: &[u8]) -> Result<()>;
-    /// Waits until queued text is delivered (or `timeout` passes).
+    /// Waits until queued text is delivered, `timeout` passes, or the server is found unreachable.
     fn flush(&self, timeout: Duration);
     /// Sets `flag` when the run's status becomes CancelRequested or Canceled (someone else's cancel), until
     /// `stop` is set. The default never does.
@@ -95,7 +95,8 @@ impl Tracker for Arc<Client> {
     }
 
     fn flush(&self, timeout: Duration) {
-        let _ = Client::flush(self, timeout);
+        // A server that is down is not waited for: what is unsent is journaled and replayed by `sync`.
+        let _ = Client::deliver(self, timeout);
     }
 
     fn watch_cancel(&self, id: &RunId, flag: Arc<AtomicBool>, stop: Arc<AtomicBool>) {
