@@ -113,10 +113,16 @@ const SETTLE: std::time::Duration = std::time::Duration::from_millis(2);
 pub struct LineStamper {
     partial: Vec<u8>,
     tail: Option<Tail>,
-    /// The last piece sent was a full [`MAX_PIECE`] cut mid-line: a newline right after it ends that line
-    /// and is not a line (an empty one) of its own.
+    /// The last piece sent was cut mid-line (a full [`MAX_PIECE`], or progress up to a `\r`): a newline
+    /// right after it ends that line and is not a line (an empty one) of its own.
     cut_mid_line: bool,
+    /// Since when `partial` has held text.
+    partial_since: Option<WallTime>,
 }
+
+/// How long a line redrawn with `\r` (a progress bar) may go unsent: such a line can take a whole epoch to
+/// end, and would show nothing live until then.
+const PROGRESS_EVERY_MICROS: i64 = 1_000_000;
 
 impl LineStamper {
     pub fn new(tail: Option<Tail>) -> Self {
@@ -124,6 +130,7 @@ impl LineStamper {
             partial: Vec::new(),
             tail,
             cut_mid_line: false,
+            partial_since: None,
         }
     }
 
@@ -174,7 +181,31 @@ impl LineStamper {
                 }
             }
         }
+        self.send_progress(now, &stamp_text, &mut out);
         out
+    }
+
+    /// A line redrawn with `\r` that has been pending for [`PROGRESS_EVERY_MICROS`] is sent as it stands, a
+    /// piece of its own, so its end is what a terminal would show now: watched live, each byte still stored
+    /// once, one piece a second rather than one per redraw.
+    fn send_progress(&mut self, now: WallTime, stamp_text: &str, out: &mut String) {
+        if self.partial.is_empty() {
+            self.partial_since = None;
+            return;
+        }
+        let since = *self.partial_since.get_or_insert(now);
+        if now.0 - since.0 < PROGRESS_EVERY_MICROS {
+            return;
+        }
+        if memchr::memchr(b'\r', &self.partial).is_none() {
+            return;
+        }
+        let keep = self.partial.len() - unfinished_char_len(&self.partial);
+        let rest = self.partial.split_off(keep);
+        let piece = std::mem::replace(&mut self.partial, rest);
+        self.emit(&piece, stamp_text, out);
+        self.cut_mid_line = true;
+        self.partial_since = (!self.partial.is_empty()).then_some(now);
     }
 
     /// The common case, fast: complete lines of valid UTF-8 are stamped straight from one validation of the
@@ -368,6 +399,32 @@ mod tests {
         assert_eq!(unfinished_char_len("a€".as_bytes()), 0);
         assert_eq!(unfinished_char_len(&"a€".as_bytes()[..3]), 2);
         assert_eq!(unfinished_char_len(&[b'a', 0xF0, 0x9F, 0x98]), 3);
+    }
+
+    #[test]
+    fn progress_redrawn_with_cr_is_sent_once_a_second_and_stored_whole() {
+        let at = |s: i64| WallTime(1_700_000_000_000_000 + s * 100_000);
+        let mut st = LineStamper::new(None);
+        let mut out = String::new();
+        for tenth in 0..25 {
+            out.push_str(&st.feed(format!("\r{tenth:>3}%").as_bytes(), at(tenth)));
+        }
+        out.push_str(&st.feed(b"\r100%\n", at(25)));
+        out.push_str(&st.feed(b"next\n", at(26)));
+        let lines: Vec<&str> = out.split_inclusive('\n').collect();
+        // A piece at 1.0 s, the next a second after its first redraw (2.1 s), each ending with the state
+        // drawn last; the rest ends with the newline.
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        assert!(lines[0].starts_with(&iso_time(at(10))), "{lines:?}");
+        assert!(lines[1].starts_with(&iso_time(at(21))), "{lines:?}");
+        assert_eq!(*lines[3], format!("{} next\n", iso_time(at(26))));
+        let text: String = lines[..3].iter().map(|l| &l[28..]).collect();
+        let drawn: String = (0..25).map(|t| format!("\r{t:>3}%")).collect();
+        assert!(lines[0].ends_with(" 10%\n"), "{lines:?}");
+        assert_eq!(text.replace('\n', ""), format!("{drawn}\r100%"));
+        // Without a \r, a pending line waits for its end.
+        let mut st = LineStamper::new(None);
+        assert_eq!(st.feed(b"partial", at(0)) + &st.feed(b" more", at(30)), "");
     }
 
     #[test]
