@@ -556,7 +556,8 @@ fn find_matrix(v: &Json, depth: u32) -> Option<Vec<Vec<Json>>> {
 
 fn find_labels(v: &Json, n: usize) -> Option<Vec<String>> {
     let o = v.as_object()?;
-    for key in ["labels", "class_names", "classes"] {
+    // `class_labels` is what the SDK's log_confusion_matrix stores.
+    for key in ["class_labels", "labels", "class_names", "classes"] {
         if let Some(a) = o.get(key).and_then(Json::as_array).filter(|a| a.len() == n) {
             return Some(a.iter().map(json_cell).collect());
         }
@@ -586,4 +587,17 @@ fn export_images(
         pts.push((r.step, r.time, summary::image(name, bytes)));
     }
     Ok(out.values(pts)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_confusion_matrix_logged_by_the_sdk_keeps_its_class_labels() {
+        let v = serde_json::json!({"value": {"class_labels": ["cat", "dog"], "matrix": [[3, 1], [0, 4]]}});
+        let md = json_markdown(&v);
+        assert!(md.contains("cat") && md.contains("dog"), "{md}");
+        assert!(!md.lines().next().unwrap_or("").contains(" 0 "), "{md}");
+    }
 }
