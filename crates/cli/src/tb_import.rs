@@ -224,20 +224,34 @@ impl Importer<'_> {
             .map(|(rel, run)| (run, files.get(rel).copied().unwrap_or_default()))
             .collect();
         let width = std::thread::available_parallelism().map_or(4, |n| n.get().clamp(4, 8));
+        // One run's failure does not stop the others: every run is imported, then every failure reported.
+        let mut failures = Vec::new();
         while !pending.is_empty() {
             let chunk: Vec<_> = pending.drain(..width.min(pending.len())).collect();
-            std::thread::scope(|scope| {
+            let results: Vec<Result<(), CliError>> = std::thread::scope(|scope| {
                 let handles: Vec<_> = chunk
                     .into_iter()
                     .map(|(run, files)| scope.spawn(move || run.sync(b, files, last)))
                     .collect();
-                handles
-                    .into_iter()
-                    .map(joined)
-                    .collect::<Result<Vec<()>, CliError>>()
-            })?;
+                handles.into_iter().map(joined).collect()
+            });
+            failures.extend(results.into_iter().filter_map(Result::err));
         }
-        Ok(())
+        match failures.len() {
+            0 => Ok(()),
+            1 => Err(failures.remove(0)),
+            n => Err(CliError::new(
+                failures[0].code,
+                format!(
+                    "{n} runs failed to import:\n{}",
+                    failures
+                        .iter()
+                        .map(|f| f.message.as_str())
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                ),
+            )),
+        }
     }
 
     /// Creates the runs of folders not seen before, side by side; parents before their children (a level

@@ -386,3 +386,44 @@ fn follow_imports_what_a_running_writer_appends() {
     ));
     assert_eq!(page["items"][0]["status"], "Completed");
 }
+
+/// A value the store refuses in one run's file (a histogram with more limits than counts) fails that run,
+/// but every other run is still imported and ended; the failure is reported and the exit code says so.
+#[test]
+fn one_runs_failure_does_not_stop_the_other_runs() {
+    let s = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["a_bad", "b", "c", "d", "e", "f"] {
+        let sub = dir.path().join(name);
+        std::fs::create_dir_all(&sub).unwrap();
+        let mut w = EventWriter::create(&sub, "", 100.0).unwrap();
+        if name == "a_bad" {
+            let h = summary::histogram("h", &[1.0, 2.0, 3.0], &[1.0, 2.0], None);
+            w.write(&event(100.5, 0, h)).unwrap();
+        }
+        for step in 0..3i64 {
+            w.write(&event(
+                101.0 + step as f64,
+                step,
+                summary::scalar("v", step as f32),
+            ))
+            .unwrap();
+        }
+        w.flush().unwrap();
+    }
+    let logdir = dir.path().to_str().unwrap();
+    let out = flightlog(&s.base(), &["import", "tensorboard", logdir, "-e", "many"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("histogram 'h' has 3 limits and 2 counts"),
+        "{err}"
+    );
+    let rs = runs(&s, "many");
+    let good: Vec<&Json> = rs.iter().filter(|r| r["display_name"] != "a_bad").collect();
+    assert_eq!(good.len(), 5);
+    for r in good {
+        assert_eq!(r["status"], "Completed", "{r}");
+        assert_eq!(metric(&s, r, "v")["steps"], serde_json::json!([0, 1, 2]));
+    }
+}
