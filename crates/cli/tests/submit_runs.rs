@@ -895,23 +895,28 @@ fn canceling_a_sweeps_parent_stops_its_children_and_starts_no_more() {
 fn a_zero_parallel_or_timeout_is_refused() {
     let s = TestServer::start();
     let spool = tempfile::tempdir().unwrap();
-    for args in [
-        &[
-            "submit",
-            "--sweep",
-            "a=1",
-            "--parallel",
-            "0",
-            "--",
-            "echo",
-            "{a}",
-        ][..],
-        &["submit", "--timeout", "0", "--", "true"][..],
+    let zero_parallel = [
+        "submit",
+        "--sweep",
+        "a=1",
+        "--parallel",
+        "0",
+        "--",
+        "echo",
+        "{a}",
+    ];
+    let zero_timeout = ["submit", "--timeout", "0", "--", "true"];
+    for (args, says) in [
+        (&zero_parallel[..], "must be at least 1"),
+        (
+            &zero_timeout[..],
+            "--timeout must be more than 0 seconds (leave it out for no limit), not 0",
+        ),
     ] {
         let out = run_cli(&s, spool.path(), args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let stderr = text(&out.stderr);
-        assert!(stderr.contains("0"), "{stderr}");
+        assert!(stderr.contains(says), "{stderr}");
     }
     assert_eq!(run_count(&s), 0);
 }

@@ -78,15 +78,38 @@ impl Submission {
     }
 }
 
-/// Whether the job should stop as canceled: Ctrl-C or SIGTERM to this process, a cancel of its run (set by
-/// the run's watcher), or of the sweep it belongs to.
-struct CancelFlags {
+/// Whether a run should stop as canceled: Ctrl-C or SIGTERM to this process, a cancel of the run (set by
+/// its watcher while this lives), or of the sweep it belongs to.
+pub(crate) struct CancelFlags {
     own: Arc<AtomicBool>,
     outer: Option<Arc<AtomicBool>>,
+    stop_watch: Arc<AtomicBool>,
+}
+
+impl Drop for CancelFlags {
+    fn drop(&mut self) {
+        self.stop_watch.store(true, Ordering::SeqCst);
+    }
 }
 
 impl CancelFlags {
-    fn requested(&self) -> bool {
+    /// Starts following the run's status (the watcher stops when this is dropped).
+    pub(crate) fn watch(tracker: &dyn Tracker, id: &RunId, outer: Option<Arc<AtomicBool>>) -> Self {
+        let flags = CancelFlags {
+            own: Arc::new(AtomicBool::new(false)),
+            outer,
+            stop_watch: Arc::new(AtomicBool::new(false)),
+        };
+        tracker.watch_cancel(id, flags.own.clone(), flags.stop_watch.clone());
+        flags
+    }
+
+    /// The flag a cancel of this run sets, for runs that stop with it (a sweep's children).
+    pub(crate) fn run_canceled(&self) -> Arc<AtomicBool> {
+        self.own.clone()
+    }
+
+    pub(crate) fn requested(&self) -> bool {
         signals::requested()
             || self.own.load(Ordering::SeqCst)
             || self
@@ -231,12 +254,7 @@ fn drive(
     if sub.snapshot {
         upload_snapshot(tracker.as_ref(), &id, &prepared.snapshot)?;
     }
-    let cancel = CancelFlags {
-        own: Arc::new(AtomicBool::new(false)),
-        outer: sub.canceled_with.clone(),
-    };
-    let stop_watch = Arc::new(AtomicBool::new(false));
-    tracker.watch_cancel(&id, cancel.own.clone(), stop_watch.clone());
+    let cancel = CancelFlags::watch(tracker.as_ref(), &id, sub.canceled_with.clone());
     let spec = job_spec(tracker.as_ref(), sub, &prepared, &id);
     let running = set_status(tracker.as_ref(), &id, RunStatus::Running)?;
     let mut outputs = FolderSync::since_now(prepared.source_dir.join("outputs"), "outputs");
@@ -254,7 +272,7 @@ fn drive(
             Err(f) => Ending::NotStarted(f),
         }
     };
-    stop_watch.store(true, Ordering::SeqCst);
+    drop(cancel);
     let _ = properties.join();
     let _ = set_status(tracker.as_ref(), &id, RunStatus::Finalizing);
     outputs.sync(tracker.as_ref(), &id);

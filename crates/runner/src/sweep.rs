@@ -1,13 +1,12 @@
 //! Sweeps: one child run per combination of parameter values under a parent run, at most N at once.
 
 use crate::error::RunnerError;
-use crate::lifecycle::{self, Finished, Submission, EXIT_CANCELED, TARGET_PROPERTY};
-use crate::signals;
+use crate::lifecycle::{self, CancelFlags, Finished, Submission, EXIT_CANCELED, TARGET_PROPERTY};
 use crate::target::ComputeTarget;
 use crate::tracker::Tracker;
 use flightlog_model::{ErrorDetails, NewRun, Run, RunStatus, SeriesInfo};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// What a child the sweep never started reports: the sweep was canceled first. No run is made for it (it
@@ -148,18 +147,15 @@ pub fn run_sweep(
     on_created(&parent);
     lifecycle::upload_snapshot(tracker.as_ref(), &parent.id, &prepared.snapshot)?;
     // A cancel of the parent (`runs cancel PARENT`) or Ctrl-C stops the running children and starts no more.
-    let canceled = Arc::new(AtomicBool::new(false));
-    let stop_watch = Arc::new(AtomicBool::new(false));
-    tracker.watch_cancel(&parent.id, canceled.clone(), stop_watch.clone());
+    let cancel = CancelFlags::watch(tracker.as_ref(), &parent.id, None);
     let combos = combinations(axes);
     let results: Vec<Mutex<Option<Result<Finished, String>>>> =
         combos.iter().map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
-    let stopped = || signals::requested() || canceled.load(Ordering::SeqCst);
     std::thread::scope(|s| {
         for _ in 0..parallel.clamp(1, combos.len()) {
             s.spawn(|| loop {
-                if stopped() {
+                if cancel.requested() {
                     return;
                 }
                 let i = next.fetch_add(1, Ordering::SeqCst);
@@ -170,7 +166,7 @@ pub fn run_sweep(
                 sub.parent_id = Some(parent.id.clone());
                 sub.snapshot = false;
                 sub.display_name = Some(child_name(combo));
-                sub.canceled_with = Some(canceled.clone());
+                sub.canceled_with = Some(cancel.run_canceled());
                 let r =
                     lifecycle::execute(tracker.clone(), target, &sub, prepared.clone(), &mut |r| {
                         on_created(r)
@@ -182,7 +178,7 @@ pub fn run_sweep(
             });
         }
     });
-    stop_watch.store(true, Ordering::SeqCst);
+    drop(cancel);
     let children: Vec<Result<Finished, String>> = results
         .into_iter()
         .map(|m| {
