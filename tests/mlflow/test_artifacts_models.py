@@ -192,6 +192,16 @@ def test_an_experiments_artifact_location_is_where_its_runs_files_go(client, ser
     assert list(found["run_id"]) == [rid]
     assert mlflow.get_logged_model(model.model_id).artifact_location == f"mlflow-artifacts:/team/vision/models/{model.model_id}/artifacts"
 
+    # A location with a %-escape: the client puts it into its URLs as written, which arrive decoded.
+    escaped = client.create_experiment(f"escaped-{tmp_path.name}", artifact_location="mlflow-artifacts:/my%20team/x")
+    with mlflow.start_run(experiment_id=escaped) as started:
+        mlflow.log_text("escaped", "notes/c.txt")
+    rid = started.info.run_id
+    assert started.info.artifact_uri == f"mlflow-artifacts:/my%20team/x/{rid}/artifacts"
+    assert [a.path for a in client.list_artifacts(rid, "notes")] == ["notes/c.txt"]
+    assert mlflow.artifacts.load_text(f"runs:/{rid}/notes/c.txt") == "escaped"
+    assert api(server, "GET", f"/api/v1/runs/{rid}/artifacts/notes/c.txt").content == b"escaped"
+
     with pytest.raises(MlflowException) as refused:
         client.create_experiment(f"remote-{tmp_path.name}", artifact_location="http://example.com/artifacts")
     assert refused.value.error_code == "INVALID_PARAMETER_VALUE" and "'http' scheme" in refused.value.message

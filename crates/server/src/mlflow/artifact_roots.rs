@@ -28,13 +28,22 @@ pub fn experiment_root(e: &Experiment) -> String {
 /// The path under the proxied artifact API at which this server serves `root`, if it serves it: roots of
 /// the `mlflow-artifacts:` scheme without a host (`mlflow-artifacts:/x`, `mlflow-artifacts:///x` → `x`).
 /// Files under any other root (s3://, a path...) are written by the clients themselves, not through here.
-pub fn proxied_prefix(root: &str) -> Option<&str> {
+fn proxied_prefix(root: &str) -> Option<&str> {
     let rest = root.strip_prefix("mlflow-artifacts:")?;
     let path = match rest.strip_prefix("//") {
         Some(after) => after.strip_prefix('/')?,
         None => rest,
     };
     Some(path.trim_matches('/'))
+}
+
+/// Whether a request's `prefix` names `root` ([`proxied_prefix`]). A root with a %-escape arrives both ways:
+/// the client puts the root's path into its URLs as written (`mlflow-artifacts:/my%20dir` → `/my%20dir/..`),
+/// which a path reads decoded (`my dir`) but a `?path=` query (listing) as written. Both are the same files.
+pub fn names_root(prefix: &str, root: &str) -> bool {
+    proxied_prefix(root).is_some_and(|p| {
+        p == prefix || percent_encoding::percent_decode_str(p).decode_utf8_lossy() == prefix
+    })
 }
 
 /// Experiments' roots, each read from the store once per request (a search page shows many runs of few
@@ -90,5 +99,13 @@ mod tests {
         assert_eq!(proxied_prefix("mlflow-artifacts://host/x"), None);
         assert_eq!(proxied_prefix("s3://bucket/x"), None);
         assert_eq!(proxied_prefix("/mnt/x"), None);
+    }
+
+    #[test]
+    fn an_escaped_root_is_named_as_written_and_decoded() {
+        let root = "mlflow-artifacts:/my%20team/x";
+        assert!(names_root("my%20team/x", root) && names_root("my team/x", root));
+        assert!(!names_root("my%2520team/x", root) && !names_root("my team", root));
+        assert!(names_root("3", "mlflow-artifacts:/3") && !names_root("3", "s3://b/3"));
     }
 }

@@ -1,6 +1,6 @@
 //! The proxied artifact API (`mlflow-artifacts:/`), served from the runs' own artifact storage.
 
-use super::artifact_roots::{proxied_prefix, ArtifactRoots};
+use super::artifact_roots::{names_root, ArtifactRoots};
 use super::error::{MlError, MlResult};
 use super::models;
 use super::runs::find;
@@ -108,7 +108,7 @@ fn resolve(store: &dyn Store, raw: &str) -> MlResult<Target> {
             Some(Err(e)) => return Err(e),
             Some(Ok((owner, experiment, rest))) => {
                 let prefix = parts[..at].join("/");
-                if proxied_prefix(&roots.root(experiment)) == Some(prefix.as_str()) {
+                if names_root(&prefix, &roots.root(experiment)) {
                     let path = (!rest.is_empty()).then(|| rest.join("/"));
                     return Ok(Target { owner, path });
                 }
