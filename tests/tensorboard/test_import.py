@@ -105,3 +105,32 @@ def test_a_file_still_being_written(api, tmp_path):
     path.write_bytes(full)
     api.cli("import", "tensorboard", str(root), "--experiment", exp)
     assert api.get(f"/api/v1/runs/{run['id']}/metrics/x")["steps"] == list(range(10))
+
+
+def test_hyperparameters_become_params(api, tmp_path):
+    """Hyperparameters logged with tensorboardX's `add_hparams` (which writes them, with the metrics they
+    scored, into a sub-folder of their own) and with TensorBoard's own hparams API become the runs' params, as
+    TensorBoard's HParams dashboard shows them; importing again changes nothing."""
+    from tensorboard.plugins.hparams import summary_v2 as hp
+
+    root = tmp_path / "hp"
+    w = SummaryWriter(logdir=str(root / "trial"))
+    w.add_scalar("loss", 0.5, 0)
+    hparams = {"lr": 0.01, "batch": 32, "optimizer": "adam", "augment": True}
+    w.add_hparams(hparams, {"hparam/accuracy": 0.75}, name="session")
+    w.close()
+    fw = EventFileWriter(str(root / "tf"))
+    fw.add_event(event_pb2.Event(wall_time=1_700_000_000.0, step=0, summary=hp.hparams_pb({"units": 64, "act": "relu"})))
+    fw.close()
+    exp = f"hp-{uuid.uuid4().hex[:8]}"
+    for _ in range(2):
+        p = api.cli("import", "tensorboard", str(root), "--experiment", exp)
+        assert "hparams: " not in p.stderr, p.stderr
+        exp_id = api.get(f"/api/v1/experiments/by-name/{exp}")["id"]
+        runs = {r["display_name"]: r for r in api.get(f"/api/v1/runs?experiment_id={exp_id}")["items"]}
+        assert sorted(runs) == ["tf", "trial", "trial/session"]
+        session = api.get(f"/api/v1/runs/{runs['trial/session']['id']}")
+        assert session["params"] == {"lr": "0.01", "batch": "32", "optimizer": "adam", "augment": "True"}
+        assert api.get(f"/api/v1/runs/{session['id']}/metrics/hparam/accuracy")["values"] == [0.75]
+        assert api.get(f"/api/v1/runs/{runs['tf']['id']}")["params"] == {"units": "64", "act": "relu"}
+        assert api.get(f"/api/v1/runs/{runs['trial']['id']}")["params"] == {}

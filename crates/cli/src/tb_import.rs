@@ -3,13 +3,13 @@
 
 use crate::output::{print_json, Table};
 use crate::tensorboard_cmd::{Bridge, ImportArgs};
-use crate::{CliError, EXIT_NOT_FOUND};
+use crate::{CliError, EXIT_NOT_FOUND, EXIT_UNREACHABLE, EXIT_USAGE};
 use flightlog_model::*;
 use flightlog_tensorboard::ingest::{
-    clean_name, write_behind, FileIngest, IngestCounts, IngestSink,
+    clean_name, write_behind, FileIngest, IngestCounts, IngestSink, StoredRun,
 };
-use flightlog_tensorboard::{is_event_file_name, EventFileReader, ValueDecoder};
-use serde::Serialize;
+use flightlog_tensorboard::{file_identity, is_event_file_name, EventFileReader, ValueDecoder};
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -32,13 +32,24 @@ struct RunReport {
     files: usize,
     #[serde(flatten)]
     counts: IngestCounts,
-    /// Damaged or truncated records (file and offset), reported and skipped.
+    /// Damaged or truncated records (file and offset), reported and skipped, and files read anew because they
+    /// were replaced.
     errors: Vec<String>,
 }
 
 pub(crate) fn run(b: &Bridge, args: ImportArgs) -> Result<(), CliError> {
     let root = std::fs::canonicalize(&args.logdir)
         .map_err(|e| CliError::new(EXIT_NOT_FOUND, format!("{}: {e}", args.logdir.display())))?;
+    if !root.is_dir() {
+        let folder = root.parent().unwrap_or(&root).display();
+        return Err(CliError::new(
+            EXIT_USAGE,
+            format!(
+                "{} is a file, not a logdir: give the folder that holds the event files (flightlog import tensorboard {folder})",
+                args.logdir.display()
+            ),
+        ));
+    }
     if !args.follow && run_dirs(&root)?.is_empty() {
         return Err(CliError::new(
             EXIT_NOT_FOUND,
@@ -61,8 +72,27 @@ pub(crate) fn run(b: &Bridge, args: ImportArgs) -> Result<(), CliError> {
     if args.follow {
         crate::tensorboard_cmd::stop_on_signals();
         let pause = Duration::from_secs_f64(args.interval.clamp(0.05, 3600.0));
+        let mut unreachable = false;
         while !crate::tensorboard_cmd::stop_requested() {
-            imp.sync(false)?;
+            match imp.sync(false) {
+                Ok(()) if unreachable => {
+                    eprintln!("flightlog: the server answers again; importing");
+                    unreachable = false;
+                }
+                Ok(()) => {}
+                // An outage only pauses following: what was not stored is read again next time.
+                Err(e) if e.code == EXIT_UNREACHABLE => {
+                    if !unreachable {
+                        eprintln!(
+                            "flightlog: warning: {}; retrying every {:.1} s",
+                            e.message,
+                            pause.as_secs_f64()
+                        );
+                    }
+                    unreachable = true;
+                }
+                Err(e) => return Err(e),
+            }
             let until = Instant::now() + pause;
             while Instant::now() < until && !crate::tensorboard_cmd::stop_requested() {
                 std::thread::sleep(Duration::from_millis(20));
@@ -87,8 +117,10 @@ fn print_report(json: bool, root: &Path, reports: &[RunReport]) -> Result<(), Cl
         let out = serde_json::json!({"logdir": root.display().to_string(), "runs": reports});
         return Ok(print_json(&out)?);
     }
-    let mut t = Table::new(&["RUN", "NAME", "FILES", "SCALARS", "OTHER", "IMAGES"])
-        .align_right(&[2, 3, 4, 5]);
+    let mut t = Table::new(&[
+        "RUN", "NAME", "FILES", "SCALARS", "OTHER", "IMAGES", "PARAMS",
+    ])
+    .align_right(&[2, 3, 4, 5, 6]);
     for r in reports {
         t.row(vec![
             r.run_id.clone(),
@@ -97,6 +129,7 @@ fn print_report(json: bool, root: &Path, reports: &[RunReport]) -> Result<(), Cl
             r.counts.scalar_points.to_string(),
             r.counts.other_points.to_string(),
             r.counts.images.to_string(),
+            r.counts.params.to_string(),
         ]);
     }
     t.print()?;
@@ -108,14 +141,27 @@ fn print_report(json: bool, root: &Path, reports: &[RunReport]) -> Result<(), Cl
 
 /// Every folder under `root` (itself included) that directly holds event files: its '/'-separated path
 /// relative to `root` ("" for root) and its event files in name order (TensorBoard's reading order).
-/// Symbolic links to folders are not followed (no cycles).
+/// Symbolic links are followed, as TensorBoard follows them (a logdir of links to runs is common), each
+/// folder read once however many links lead to it (no cycles); a broken link is left out.
 pub fn run_dirs(root: &Path) -> std::io::Result<Vec<(String, Vec<PathBuf>)>> {
     let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
+        if !std::fs::canonicalize(&dir).is_ok_and(|real| seen.insert(real)) {
+            continue;
+        }
         let mut files = Vec::new();
-        for entry in std::fs::read_dir(&dir)?.flatten() {
-            let ft = entry.file_type()?;
+        let entries = std::fs::read_dir(&dir)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
+        for entry in entries.flatten() {
+            let mut ft = entry.file_type()?;
+            if ft.is_symlink() {
+                match std::fs::metadata(entry.path()) {
+                    Ok(m) => ft = m.file_type(),
+                    Err(_) => continue,
+                }
+            }
             let name = entry.file_name().to_string_lossy().into_owned();
             if ft.is_dir() {
                 stack.push(entry.path());
@@ -178,7 +224,54 @@ fn create_run(
 
 // --- one run ------------------------------------------------------------------------------------------------
 
-fn load_state(b: &Bridge, run: &RunId) -> Result<BTreeMap<String, u64>, CliError> {
+/// How far one event file was imported, and which file it was ([`file_identity`]), as the state artifact
+/// keeps them. States written before files had identities hold the offset alone, and are read as well.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(from = "StoredMark")]
+struct FileMark {
+    offset: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    identity: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StoredMark {
+    Offset(u64),
+    Mark {
+        offset: u64,
+        #[serde(default)]
+        identity: Option<u64>,
+    },
+}
+
+impl From<StoredMark> for FileMark {
+    fn from(m: StoredMark) -> Self {
+        match m {
+            StoredMark::Offset(offset) => FileMark {
+                offset,
+                identity: None,
+            },
+            StoredMark::Mark { offset, identity } => FileMark { offset, identity },
+        }
+    }
+}
+
+impl FileMark {
+    /// Why this mark is not for the file as it is now (`len` bytes long, with `identity`), if it is not: the
+    /// file is shorter than what was read of it (`read`, or the mark's offset), or another file took its name.
+    fn outdated_by(&self, len: u64, read: u64, identity: Option<u64>) -> Option<&'static str> {
+        if len < self.offset.max(read) {
+            return Some("is shorter than when it was imported");
+        }
+        match (self.identity, identity) {
+            (Some(was), Some(is)) if was != is => Some("was replaced by another file"),
+            _ => None,
+        }
+    }
+}
+
+fn load_state(b: &Bridge, run: &RunId) -> Result<BTreeMap<String, FileMark>, CliError> {
     match b.artifact_bytes(run, STATE_ARTIFACT) {
         Ok(bytes) => Ok(serde_json::from_slice(&bytes).unwrap_or_default()),
         Err(Error::NotFound { .. }) => Ok(BTreeMap::new()),
@@ -199,11 +292,11 @@ struct Importer<'a> {
 struct RunImport {
     id: RunId,
     report: RunReport,
-    /// Whether `state` and `kinds` were read from the server yet.
+    /// Whether `state` and `stored` were read from the server yet.
     loaded: bool,
     /// How far each file was imported (stored as [`STATE_ARTIFACT`]).
-    state: BTreeMap<String, u64>,
-    kinds: HashMap<String, MetricKind>,
+    state: BTreeMap<String, FileMark>,
+    stored: StoredRun,
     files: BTreeMap<String, (EventFileReader, ValueDecoder)>,
     span: Option<(f64, f64)>,
 }
@@ -322,7 +415,7 @@ impl Importer<'_> {
             },
             loaded: created,
             state: BTreeMap::new(),
-            kinds: HashMap::new(),
+            stored: StoredRun::default(),
             files: BTreeMap::new(),
             span: None,
             id,
@@ -348,13 +441,13 @@ impl Importer<'_> {
 impl RunImport {
     fn sync(&mut self, b: &Bridge, files: &[PathBuf], last: bool) -> Result<(), CliError> {
         if !self.loaded {
-            // On the run's own thread: what an earlier import stored (kinds, per-file offsets).
-            self.kinds = b
-                .client
-                .list_metrics(&self.id)?
-                .into_iter()
-                .map(|m| (m.name, m.kind))
-                .collect();
+            // On the run's own thread: what an earlier import stored (kinds, params, per-file offsets).
+            self.stored = StoredRun {
+                kinds: (b.client.list_metrics(&self.id)?.into_iter())
+                    .map(|m| (m.name, m.kind))
+                    .collect(),
+                params: b.client.get_run(&self.id)?.params,
+            };
             self.state = load_state(b, &self.id)?;
             self.loaded = true;
         }
@@ -368,17 +461,31 @@ impl RunImport {
                 .files
                 .entry(file.clone())
                 .or_insert_with(|| (EventFileReader::new(path), ValueDecoder::default()));
-            let before = reader.offset();
-            let from = self.state.get(&file).copied().unwrap_or(0);
-            let (id, kinds, counts, span) = (
+            // A file that cannot be opened has no identity; reading it reports why.
+            let identity = file_identity(path).ok().flatten();
+            let len = std::fs::metadata(path).map_or(u64::MAX, |m| m.len());
+            let mut mark = self.state.get(&file).copied().unwrap_or_default();
+            if let Some(why) = mark.outdated_by(len, reader.offset(), identity) {
+                self.report.errors.push(format!(
+                    "{}: {why}: importing it again from its start",
+                    path.display()
+                ));
+                (*reader, *decoder) = (EventFileReader::new(path), ValueDecoder::default());
+                mark = FileMark {
+                    offset: 0,
+                    identity,
+                };
+            }
+            let from = mark.offset;
+            let (id, stored, counts, span) = (
                 &self.id,
-                &mut self.kinds,
+                &mut self.stored,
                 &mut self.report.counts,
                 &mut self.span,
             );
             // Batches go out on a second thread while this one decodes the next.
-            let polled = write_behind(&mut BridgeSink(b), |sink| {
-                let mut imp = FileIngest::new(sink, id, &file, kinds, counts, decoder)
+            let sent = write_behind(&mut BridgeSink(b), |sink| {
+                let mut imp = FileIngest::new(sink, id, (&file, identity), stored, counts, decoder)
                     .batch_points(SEND_POINTS);
                 let mut failure = None;
                 let polled = reader.poll_decoded(|offset, record| {
@@ -397,13 +504,25 @@ impl RunImport {
                 }
                 imp.flush()?;
                 Ok(polled)
-            })?;
-            let errors = polled?;
+            });
+            let errors = match sent.map_err(CliError::from) {
+                Ok(polled) => polled?,
+                Err(e) => {
+                    // What was read but not stored is read again by the next sync (from the file's start,
+                    // storing from its mark on: the same batches, which the server stores once).
+                    self.files.remove(&file);
+                    return Err(e);
+                }
+            };
             self.report
                 .errors
                 .extend(errors.iter().map(|e| e.to_string()));
-            if reader.offset() != before {
-                self.state.insert(file, reader.offset().max(from));
+            let now = FileMark {
+                offset: reader.offset().max(from),
+                identity: identity.or(mark.identity),
+            };
+            if self.state.get(&file).copied().unwrap_or_default() != now {
+                self.state.insert(file, now);
                 changed = true;
             }
         }
@@ -465,5 +584,12 @@ impl IngestSink for BridgeSink<'_> {
     }
     fn write_image(&mut self, run: &RunId, meta: &ImageWrite, bytes: &[u8]) -> Result<()> {
         self.0.client.write_image(run, meta, bytes).map(|_| ())
+    }
+    fn write_params(&mut self, run: &RunId, params: BTreeMap<String, String>) -> Result<()> {
+        let patch = RunPatch {
+            add_params: params,
+            ..Default::default()
+        };
+        self.0.client.update_run(run, &patch).map(|_| ())
     }
 }

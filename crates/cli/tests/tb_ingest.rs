@@ -222,3 +222,116 @@ fn damaged_records_are_logged_and_skipped_and_the_server_stays_up() {
     assert_eq!(st, 200);
     assert_eq!(len(&wait_metric(&s, &run, "loss", |_| true)), 3);
 }
+
+/// An event file created at `created` holding scalar `loss` at `steps`.
+fn scalar_file(created: f64, steps: std::ops::Range<i64>, extra: &[Event]) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = EventWriter::create(dir.path(), "", created).unwrap();
+    for e in extra {
+        w.write(e).unwrap();
+    }
+    for step in steps {
+        let loss = summary::scalar("loss", step as f32);
+        w.write(&event(created + step as f64, step, loss)).unwrap();
+    }
+    std::fs::read(w.close().unwrap()).unwrap()
+}
+
+fn wait_status(s: &TestServer, run: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, v) = s.get(&format!("/api/v1/runs/{run}"));
+        if v["status"] == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run {run} is not {want}: {v}\n{}",
+            s.server_log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The child runs made for `logs/` sub-folders end with their run, also when every file was ingested before
+/// the run ended (before, they stayed Running: they were only ended when a file was ingested after).
+#[test]
+fn logs_child_runs_end_with_their_run() {
+    let s = TestServer::start();
+    let run = s.new_run();
+    for (folder, created) in [("train", 10.0), ("val", 20.0)] {
+        let path = format!("logs/{folder}/events.out.tfevents.1.host.1.0");
+        upload(&s, &run, &path, &scalar_file(created, 0..3, &[]));
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let kids = loop {
+        let (_, kids) = s.get(&format!("/api/v1/runs?parent_id={run}"));
+        let kids: Vec<String> = kids["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["id"].as_str().unwrap().to_string())
+            .collect();
+        if kids.len() == 2 || Instant::now() > deadline {
+            break kids;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(kids.len(), 2);
+    for kid in &kids {
+        wait_metric(&s, kid, "loss", |v| len(v) == 3);
+        wait_status(&s, kid, "Running");
+    }
+    let (st, v) = s.patch(
+        &format!("/api/v1/runs/{run}"),
+        &serde_json::json!({"status": "Failed"}),
+    );
+    assert_eq!(st, 200, "{v}");
+    for kid in &kids {
+        wait_status(&s, kid, "Failed");
+    }
+}
+
+/// A value the store refuses (a histogram with more limits than counts) is skipped alone and logged: the
+/// rest of its file is ingested (before, the file's every point was lost and each upload failed again).
+#[test]
+fn a_value_the_store_refuses_is_skipped_alone() {
+    let s = TestServer::start();
+    let run = s.new_run();
+    let bad = event(
+        5.0,
+        0,
+        summary::histogram("h", &[1.0, 2.0, 3.0], &[1.0], None),
+    );
+    upload(
+        &s,
+        &run,
+        "logs/events.out.tfevents.1.h.1.0",
+        &scalar_file(1.0, 0..5, &[bad]),
+    );
+    let loss = wait_metric(&s, &run, "loss", |v| len(v) == 5);
+    assert_eq!(loss["steps"], serde_json::json!([0, 1, 2, 3, 4]));
+    let log = s.server_log();
+    assert!(
+        log.contains("histogram 'h' has 3 limits and 1 counts"),
+        "{log}"
+    );
+    let (st, _) = s.get(&format!("/api/v1/runs/{run}/metrics/h"));
+    assert_eq!(st, 404);
+}
+
+/// A file uploaded again under its path but replaced by another (a re-run that reuses the name), longer than
+/// what was ingested of the old one, is read anew from its start, not from the old one's offset.
+#[test]
+fn a_replaced_file_is_read_anew() {
+    let s = TestServer::start();
+    let run = s.new_run();
+    let path = "logs/events.out.tfevents.1.host.1.0";
+    upload(&s, &run, path, &scalar_file(100.0, 0..3, &[]));
+    wait_metric(&s, &run, "loss", |v| len(v) == 3);
+    upload(&s, &run, path, &scalar_file(200.0, 10..20, &[]));
+    let loss = wait_metric(&s, &run, "loss", |v| len(v) == 13);
+    let want: Vec<i64> = (0..3).chain(10..20).collect();
+    assert_eq!(loss["steps"], serde_json::json!(want));
+    assert!(s.server_log().contains("was replaced by another file"));
+}

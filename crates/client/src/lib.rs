@@ -1050,169 +1050,26 @@ impl<R: Read> Read for ProgressReader<'_, R> {
 }
 
 /// An error unless a column (`field`) has one entry per item.
-fn same_length(field: &str, len: usize, items: usize, what: &str) -> Result<()> {
-    if len == items {
-        Ok(())
-    } else {
-        Err(Error::invalid(
-            field,
-            format!("has {len} entries for {items} {what}"),
-        ))
-    }
-}
-
-/// The times of `items` points: the given ones (one per item), or `now` for each when none were given.
-fn stamp(
-    times: Option<Vec<WallTime>>,
-    items: usize,
-    what: &str,
-    now: WallTime,
-) -> Result<Option<Vec<WallTime>>> {
-    match times {
-        Some(t) => same_length("times", t.len(), items, what).map(|()| Some(t)),
-        None => Ok(Some(vec![now; items])),
-    }
-}
-
-/// Checks what can be checked without the server and fills missing times with now.
-fn check_and_stamp(write: MetricWrite) -> Result<MetricWrite> {
-    validate::name("metric", write.name())?;
-    if let Some(d) = write.description() {
-        validate::description("description", d)?;
-    }
+/// Checks what can be checked without the server (the store's own rules, so a write the server would refuse
+/// raises at the log call instead of blocking the run's delivery behind it) and fills missing times with now.
+fn check_and_stamp(mut write: MetricWrite) -> Result<MetricWrite> {
+    validate::metric_write(&write)?;
     let now = WallTime::now();
-    Ok(match write {
-        MetricWrite::Text {
-            name,
-            description,
-            steps,
-            times,
-            values,
-        } => {
-            for v in &values {
-                if v.len() > validate::MAX_TEXT_POINT_BYTES {
-                    return Err(Error::TooLarge {
-                        what: "text point".into(),
-                        size: v.len() as u64,
-                        limit: validate::MAX_TEXT_POINT_BYTES as u64,
-                    });
-                }
-            }
-            if let Some(s) = &steps {
-                same_length("steps", s.len(), values.len(), "values")?;
-            }
-            let times = stamp(times, values.len(), "values", now)?;
-            MetricWrite::Text {
-                name,
-                description,
-                steps,
-                times,
-                values,
-            }
+    match &mut write {
+        MetricWrite::Text { times, values, .. } => {
+            times.get_or_insert_with(|| vec![now; values.len()]);
         }
-        MetricWrite::List {
-            name,
-            description,
-            values,
-            step,
-            time,
-        } => MetricWrite::List {
-            name,
-            description,
-            values,
-            step,
-            time: time.or(Some(now)),
-        },
-        MetricWrite::Row {
-            name,
-            description,
-            rows,
-            times,
-        } => {
-            for row in &rows {
-                for k in row.keys() {
-                    validate::name("column", k)?;
-                }
-            }
-            let times = stamp(times, rows.len(), "rows", now)?;
-            MetricWrite::Row {
-                name,
-                description,
-                rows,
-                times,
-            }
+        MetricWrite::Row { times, rows, .. } => {
+            times.get_or_insert_with(|| vec![now; rows.len()]);
         }
-        MetricWrite::Table {
-            name,
-            description,
-            columns,
-            time,
-        } => {
-            let mut len = None;
-            for (k, col) in &columns {
-                validate::name("column", k)?;
-                match len {
-                    None => len = Some(col.len()),
-                    Some(l) if l != col.len() => {
-                        return Err(Error::invalid(
-                            "columns",
-                            format!("column '{k}' has {} cells, others have {l}", col.len()),
-                        ))
-                    }
-                    _ => {}
-                }
-            }
-            MetricWrite::Table {
-                name,
-                description,
-                columns,
-                time: time.or(Some(now)),
-            }
+        MetricWrite::List { time, .. }
+        | MetricWrite::Table { time, .. }
+        | MetricWrite::Json { time, .. }
+        | MetricWrite::Histogram { time, .. } => {
+            time.get_or_insert(now);
         }
-        MetricWrite::Json {
-            name,
-            description,
-            schema,
-            value,
-            step,
-            time,
-        } => {
-            validate::name("schema", &schema)?;
-            MetricWrite::Json {
-                name,
-                description,
-                schema,
-                value,
-                step,
-                time: time.or(Some(now)),
-            }
-        }
-        MetricWrite::Histogram {
-            name,
-            description,
-            limits,
-            counts,
-            lower,
-            step,
-            time,
-        } => {
-            if limits.len() != counts.len() {
-                return Err(Error::invalid(
-                    "counts",
-                    format!("has {} entries for {} limits", counts.len(), limits.len()),
-                ));
-            }
-            MetricWrite::Histogram {
-                name,
-                description,
-                limits,
-                counts,
-                lower,
-                step,
-                time: time.or(Some(now)),
-            }
-        }
-    })
+    }
+    Ok(write)
 }
 
 /// Decodes the `format=binary` scalar answer: u64 LE n, n i64 steps, n i64 times, n f64 values.

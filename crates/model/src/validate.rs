@@ -3,6 +3,8 @@
 
 use crate::error::{Error, Result};
 use crate::ids::truncate;
+use crate::metric::{Cell, MetricWrite, ScalarWrite, F64};
+use std::collections::BTreeMap;
 
 /// Longest metric, tag, property, param or column name, in characters (as MLflow counts its limits: a name in
 /// Chinese or in emoji is as long as one in English).
@@ -90,6 +92,117 @@ pub fn image_size(bytes: usize) -> Result<()> {
             size: bytes as u64,
             limit: MAX_IMAGE_BYTES as u64,
         });
+    }
+    Ok(())
+}
+
+/// Every rule for a non-scalar metric write that needs no stored state: the store checks a whole batch with it
+/// before storing anything, the SDK before queuing, and the TensorBoard ingest point by point (so one bad value
+/// in an event file is skipped alone instead of refusing the batch it would have come in).
+pub fn metric_write(m: &MetricWrite) -> Result<()> {
+    name("metric name", m.name())?;
+    description("description", m.description().unwrap_or(""))?;
+    match m {
+        MetricWrite::Text {
+            name,
+            steps,
+            times,
+            values,
+            ..
+        } => {
+            same_len(name, "steps", steps.as_ref().map(Vec::len), values.len())?;
+            same_len(name, "times", times.as_ref().map(Vec::len), values.len())?;
+            values.iter().try_for_each(|v| text_point(name, v))
+        }
+        MetricWrite::Row {
+            name, rows, times, ..
+        } => {
+            same_len(name, "times", times.as_ref().map(Vec::len), rows.len())?;
+            rows.iter()
+                .flat_map(BTreeMap::keys)
+                .try_for_each(|col| self::name("column name", col))
+        }
+        MetricWrite::Table { name, columns, .. } => table_columns(name, columns),
+        MetricWrite::Json { schema, .. } => self::name("schema", schema),
+        MetricWrite::Histogram {
+            name,
+            limits,
+            counts,
+            lower,
+            ..
+        } => histogram(name, limits.len(), counts.len(), *lower),
+        MetricWrite::List { .. } => Ok(()),
+    }
+}
+
+/// A scalar write: its name, description, and step and time columns as long as its values.
+pub fn scalar_write(s: &ScalarWrite) -> Result<()> {
+    name("metric name", &s.name)?;
+    description("description", s.description.as_deref().unwrap_or(""))?;
+    let n = s.values.len();
+    same_len(&s.name, "steps", s.steps.as_ref().map(Vec::len), n)?;
+    same_len(&s.name, "times", s.times.as_ref().map(Vec::len), n)
+}
+
+/// That a column of `values` of metric `name` has as many `what` (steps, times) as values, when it has any.
+pub fn same_len(name: &str, what: &str, len: Option<usize>, values: usize) -> Result<()> {
+    match len {
+        Some(n) if n != values => Err(Error::invalid(
+            what,
+            format!("metric '{name}' has {n} {what} for {values} values; the columns must have equal lengths"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// One text point of metric `name`: at most [`MAX_TEXT_POINT_BYTES`].
+pub fn text_point(name: &str, value: &str) -> Result<()> {
+    if value.len() > MAX_TEXT_POINT_BYTES {
+        return Err(Error::TooLarge {
+            what: format!("a text point of metric '{name}'"),
+            size: value.len() as u64,
+            limit: MAX_TEXT_POINT_BYTES as u64,
+        });
+    }
+    Ok(())
+}
+
+/// A histogram point of metric `name`: a count per bucket limit, and a lower edge that is a number.
+pub fn histogram(name: &str, limits: usize, counts: usize, lower: Option<F64>) -> Result<()> {
+    if limits != counts {
+        return Err(Error::invalid(
+            "counts",
+            format!("histogram '{name}' has {limits} limits and {counts} counts; they must be equally long"),
+        ));
+    }
+    // Not checked against the first limit: files whose first bucket is empty hold a `min` above its limit,
+    // and TensorBoard reads them as they are.
+    if lower.is_some_and(|l| l.0.is_nan()) {
+        return Err(Error::invalid(
+            "lower",
+            format!("histogram '{name}': the lower edge must be a number, not NaN"),
+        ));
+    }
+    Ok(())
+}
+
+/// A table's columns: at least one, each validly named, all equally long.
+fn table_columns(table: &str, columns: &BTreeMap<String, Vec<Cell>>) -> Result<()> {
+    if columns.is_empty() {
+        return Err(Error::invalid(
+            "columns",
+            format!("table '{table}' has no columns"),
+        ));
+    }
+    let len = columns.values().next().map_or(0, Vec::len);
+    for (col, cells) in columns {
+        name("column name", col)?;
+        if cells.len() != len {
+            return Err(Error::invalid(
+                "columns",
+                format!("table '{table}': column '{col}' has {} cells, others have {len}; columns must have equal lengths", cells.len()),
+            ));
+        }
     }
     Ok(())
 }
@@ -349,6 +462,47 @@ mod tests {
         assert!(refused("s3://b/p?x=%252e%252e/y").contains("'..'"));
         assert!(refused("").contains("must not be empty"));
         assert!(refused(&format!("s3://b/{}", "x".repeat(2048))).contains("the limit is 2048"));
+    }
+
+    #[test]
+    fn metric_writes_are_refused_with_what_is_wrong() {
+        let text = |values: Vec<String>, steps| MetricWrite::Text {
+            name: "notes".into(),
+            description: None,
+            steps,
+            times: None,
+            values,
+        };
+        let refused = |m: &MetricWrite| metric_write(m).unwrap_err().to_string();
+        assert!(metric_write(&text(vec!["a".into()], Some(vec![Some(1)]))).is_ok());
+        assert_eq!(
+            refused(&text(vec!["a".into()], Some(vec![]))),
+            "invalid steps: metric 'notes' has 0 steps for 1 values; the columns must have equal lengths"
+        );
+        let big = "x".repeat(MAX_TEXT_POINT_BYTES + 1);
+        assert!(refused(&text(vec![big], None)).contains("a text point of metric 'notes'"));
+        let hist = |limits: usize, lower: Option<f64>| MetricWrite::Histogram {
+            name: "h".into(),
+            description: None,
+            limits: vec![F64(1.0); limits],
+            counts: vec![F64(1.0); 2],
+            lower: lower.map(F64),
+            step: None,
+            time: None,
+        };
+        assert!(metric_write(&hist(2, Some(0.0))).is_ok());
+        assert_eq!(
+            refused(&hist(3, None)),
+            "invalid counts: histogram 'h' has 3 limits and 2 counts; they must be equally long"
+        );
+        assert!(refused(&hist(2, Some(f64::NAN))).contains("lower edge must be a number"));
+        let table = MetricWrite::Table {
+            name: "t".into(),
+            description: None,
+            columns: BTreeMap::new(),
+            time: None,
+        };
+        assert_eq!(refused(&table), "invalid columns: table 't' has no columns");
     }
 
     #[test]

@@ -10,11 +10,11 @@
 use flightlog_model::*;
 use flightlog_store::Store;
 use flightlog_tensorboard::ingest::{
-    ingest_reader, write_behind, FileIngest, IngestCounts, IngestSink,
+    ingest_reader, write_behind, FileIngest, IngestCounts, IngestSink, StoredRun,
 };
-use flightlog_tensorboard::{is_event_file_name, ValueDecoder};
+use flightlog_tensorboard::{is_event_file_name, read_identity, ValueDecoder};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::io::Read;
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
@@ -24,6 +24,8 @@ const FILE_KIND: &str = "tensorboard.ingest.file";
 /// Document kind of the event cursor (one document, id [`CURSOR_ID`]).
 const CURSOR_KIND: &str = "tensorboard.ingest.cursor";
 const CURSOR_ID: &str = "events";
+/// The tag of a child run made for a `logs/` sub-folder: the folder.
+const CHILD_TAG: &str = "tensorboard.logdir";
 /// Events read per round trip.
 const PAGE: usize = 1000;
 /// Points per batch: a few batches per file, so decoding the next overlaps storing the last, and an upload's
@@ -39,6 +41,9 @@ struct FileState {
     /// Each tag's plugin, from its first value.
     #[serde(default)]
     plugins: HashMap<String, String>,
+    /// The file's [`read_identity`]: another one means the file was replaced and is read anew.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    identity: Option<u64>,
 }
 
 /// Whether an artifact path is an event file in a run's `logs/` folder.
@@ -51,7 +56,7 @@ pub fn is_ingested_path(path: &str) -> bool {
 /// once instead of after the files other folders are still ingesting.
 pub(crate) async fn run(store: Arc<dyn Store>, shutdown: CancellationToken) {
     // Woken by artifact commits only: a metric commit cannot name an event file.
-    let mut watch = store.subscribe_artifacts();
+    let mut watch = store.subscribe_uploads_and_run_ends();
     let s = store.clone();
     let mut after = tokio::task::spawn_blocking(move || load_cursor(s.as_ref()))
         .await
@@ -106,7 +111,7 @@ fn load_cursor(store: &dyn Store) -> u64 {
 /// scan moves there even if none matched. Returns where the scan got to and whether more events may follow.
 fn scan(store: &Arc<dyn Store>, work: &Arc<Work>, after: u64, newest: u64) -> Result<(u64, bool)> {
     let filter = EventFilter {
-        types: vec!["artifact_written".to_string()],
+        types: vec!["artifact_written".to_string(), "run_updated".to_string()],
         ..Default::default()
     };
     let events = store.events_since(&filter, after, PAGE)?;
@@ -114,10 +119,18 @@ fn scan(store: &Arc<dyn Store>, work: &Arc<Work>, after: u64, newest: u64) -> Re
     let last = events.last().map_or(after, |e| e.seq);
     let next = if full { last } else { last.max(newest) };
     for e in events {
-        if let (Some(run), EventBody::ArtifactWritten { path, .. }) = (e.run_id, e.body) {
-            if is_ingested_path(&path) {
+        match (e.run_id, e.body) {
+            (Some(run), EventBody::ArtifactWritten { path, .. }) if is_ingested_path(&path) => {
                 work.enqueue(store, run, path, e.seq);
             }
+            (Some(run), EventBody::RunUpdated { status, .. }) if status.is_terminal() => {
+                if let Err(e) = end_children(store.as_ref(), &run) {
+                    tracing::warn!(
+                        "tensorboard ingest: cannot end the logs/ child runs of run {run}: {e}"
+                    );
+                }
+            }
+            _ => {}
         }
     }
     work.scanned_to(store.as_ref(), next);
@@ -262,34 +275,29 @@ pub fn ingest_file(store: &dyn Store, run: &RunId, path: &str) -> Result<IngestC
         r => r?,
     };
     let size = info.size.unwrap_or(0);
-    if size < state.offset {
-        tracing::warn!(
-            "tensorboard ingest: run {run}: {path} shrank ({} < {} bytes ingested): reading it anew",
-            size,
-            state.offset
-        );
+    let (identity, head) = read_identity(&mut reader).map_err(Error::storage)?;
+    if let Some(why) = replaced(&state, size, identity) {
+        tracing::warn!("tensorboard ingest: run {run}: {path} {why}: reading it anew");
         state = FileState::default();
     }
     let from = state.offset;
     if size == from {
         return Ok(IngestCounts::default());
     }
-    let skipped = std::io::copy(&mut (&mut reader).take(from), &mut std::io::sink())
+    // The file from `from` on: what is left of its start (read for its identity), then the rest.
+    let head_left = head.get(from as usize..).unwrap_or_default();
+    let to_skip = from.saturating_sub(head.len() as u64);
+    let skipped = std::io::copy(&mut (&mut reader).take(to_skip), &mut std::io::sink())
         .map_err(Error::storage)?;
-    if skipped != from {
+    if skipped != to_skip {
         return Ok(IngestCounts::default());
     }
+    let mut reader = head_left.chain(reader);
     let owner = run;
     let child = child_run(owner, path);
     let run = child.as_ref().map_or(owner, |c| &c.0);
-    // A child run that does not exist yet has no metrics: read before it is created, side by side.
-    let mut kinds: HashMap<String, MetricKind> = match store.list_metrics(run) {
-        Err(Error::NotFound { .. }) => Vec::new(),
-        listed => listed?,
-    }
-    .into_iter()
-    .map(|m| (m.name, m.kind))
-    .collect();
+    // A child run that does not exist yet holds nothing: read before it is created, side by side.
+    let mut stored = stored_run(store, run)?;
     let mut decoder = ValueDecoder::with_plugins(std::mem::take(&mut state.plugins));
     let mut counts = IngestCounts::default();
     let label = format!("run {run}: {path}");
@@ -301,7 +309,8 @@ pub fn ingest_file(store: &dyn Store, run: &RunId, path: &str) -> Result<IngestC
         let mut sink = StoreSink { store, creating };
         // Batches are stored on a second thread while this one decodes the next.
         let ingested = write_behind(&mut sink, |sink| {
-            let mut ing = FileIngest::new(sink, run, path, &mut kinds, &mut counts, &mut decoder)
+            let file = (path, identity);
+            let mut ing = FileIngest::new(sink, run, file, &mut stored, &mut counts, &mut decoder)
                 .batch_points(PIPELINE_POINTS);
             ingest_reader(&mut ing, &mut reader, from, &label)
         });
@@ -324,10 +333,36 @@ pub fn ingest_file(store: &dyn Store, run: &RunId, path: &str) -> Result<IngestC
         path: path.to_string(),
         offset: end,
         plugins: decoder.plugins().clone(),
+        identity,
     };
     let body = serde_json::to_value(&state).map_err(Error::storage)?;
     store.put_document(FILE_KIND, &doc_id, &body)?;
     Ok(counts)
+}
+
+/// What the run holds already (nothing if it does not exist yet).
+fn stored_run(store: &dyn Store, run: &RunId) -> Result<StoredRun> {
+    let params = match store.get_run(run) {
+        Err(Error::NotFound { .. }) => return Ok(StoredRun::default()),
+        found => found?.params,
+    };
+    let kinds = store.list_metrics(run)?;
+    Ok(StoredRun {
+        kinds: kinds.into_iter().map(|m| (m.name, m.kind)).collect(),
+        params,
+    })
+}
+
+/// Why a file's saved state is not for the file as it is now, if it is not: the file is shorter than what was
+/// ingested, or another file took its name.
+fn replaced(state: &FileState, size: u64, identity: Option<u64>) -> Option<String> {
+    if size < state.offset {
+        return Some(format!("shrank ({size} < {} bytes ingested)", state.offset));
+    }
+    match (state.identity, identity) {
+        (Some(was), Some(is)) if was != is => Some("was replaced by another file".into()),
+        _ => None,
+    }
 }
 
 /// The child run that gets a file's points when the file is in a sub-folder of `logs/` (as `flightlog import
@@ -350,7 +385,7 @@ fn child_run(owner: &RunId, path: &str) -> Option<(RunId, String)> {
 fn create_child_run(store: &dyn Store, owner: &RunId, id: &RunId, rel: &str) -> Result<()> {
     let parent = store.get_run(owner)?;
     let mut tags = std::collections::BTreeMap::new();
-    tags.insert("tensorboard.logdir".to_string(), format!("logs/{rel}"));
+    tags.insert(CHILD_TAG.to_string(), format!("logs/{rel}"));
     store.create_run(NewRun {
         id: Some(id.clone()),
         experiment_id: parent.experiment_id,
@@ -360,6 +395,27 @@ fn create_child_run(store: &dyn Store, owner: &RunId, id: &RunId, rel: &str) -> 
         ..Default::default()
     })?;
     Ok(())
+}
+
+/// Ends the `logs/` child runs of a run that has ended: a script's `logs/train` and `logs/val` runs end with
+/// it, also when their last file was ingested before it ended. (A file ingested after the run ended ends its
+/// child at once: [`follow_status`].)
+fn end_children(store: &dyn Store, owner: &RunId) -> Result<()> {
+    let query = RunQuery {
+        parent_id: Some(owner.clone()),
+        tags: [(CHILD_TAG.to_string(), None)].into(),
+        ..Default::default()
+    };
+    let children = Page::collect_all(|page_token| {
+        store.list_runs(&RunQuery {
+            page_token,
+            ..query.clone()
+        })
+    })?;
+    children
+        .iter()
+        .filter(|c| !c.status.is_terminal())
+        .try_for_each(|c| follow_status(store, owner, &c.id))
 }
 
 /// A child run made for a `logs/` sub-folder ends when its parent has ended.
@@ -406,6 +462,14 @@ impl IngestSink for StoreSink<'_, '_> {
     fn write_image(&mut self, run: &RunId, meta: &ImageWrite, bytes: &[u8]) -> Result<()> {
         self.ready()?;
         self.store.write_image(run, meta.clone(), bytes).map(|_| ())
+    }
+    fn write_params(&mut self, run: &RunId, params: BTreeMap<String, String>) -> Result<()> {
+        self.ready()?;
+        let patch = RunPatch {
+            add_params: params,
+            ..Default::default()
+        };
+        self.store.update_run(run, patch).map(|_| ())
     }
 }
 

@@ -185,9 +185,10 @@ pub trait Store: Send + Sync + 'static {
     fn events_since(&self, filter: &EventFilter, after: u64, limit: usize) -> Result<Vec<Event>>;
     /// The seq of the newest committed event; changes every commit (watch it to wake stream readers).
     fn subscribe(&self) -> tokio::sync::watch::Receiver<u64>;
-    /// The seq of the newest committed `artifact_written` event: followers of uploaded files (the TensorBoard
-    /// ingester) wake for those only, not for every metric commit.
-    fn subscribe_artifacts(&self) -> tokio::sync::watch::Receiver<u64>;
+    /// The seq of the newest committed `artifact_written` event or `run_updated` event with a terminal status:
+    /// followers of uploaded files and of runs' ends (the TensorBoard ingester, which ends a run's `logs/`
+    /// child runs with it) wake for those only, not for every metric commit.
+    fn subscribe_uploads_and_run_ends(&self) -> tokio::sync::watch::Receiver<u64>;
 
     // --- documents -------------------------------------------------------------------------------------
     /// Stores (replacing) a small JSON document under (kind, id): records that API layers need but flightlog

@@ -75,7 +75,17 @@ pub fn export(
     let mut plan = Vec::new();
     let mut seen = HashSet::new();
     place(src, runs, Path::new(""), recursive, &mut plan, &mut seen)?;
-    std::fs::create_dir_all(logdir)?;
+    std::fs::create_dir_all(logdir).map_err(|e| {
+        let hint = if logdir.is_file() {
+            ": it is a file; give a folder"
+        } else {
+            ""
+        };
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot create the logdir {}: {e}{hint}", logdir.display()),
+        )
+    })?;
     remove_previous(logdir, &plan)?;
     let mut reports = Vec::new();
     for p in &plan {

@@ -17,6 +17,17 @@ pub trait IngestSink {
     /// Stores a batch; its `batch_id` makes a repeated batch a no-op.
     fn write_batch(&mut self, run: &RunId, batch: Batch) -> Result<()>;
     fn write_image(&mut self, run: &RunId, meta: &ImageWrite, bytes: &[u8]) -> Result<()>;
+    /// Adds params to the run (names it does not hold yet: [`StoredRun::params`] screens the rest).
+    fn write_params(&mut self, run: &RunId, params: BTreeMap<String, String>) -> Result<()>;
+}
+
+/// What the run holds already, as far as ingest needs to know: each tag's kind (a tag keeps the kind it was
+/// first stored as) and the params (a param keeps its first value). Read from the store before a file is
+/// ingested, and kept up to date by the ingest.
+#[derive(Clone, Debug, Default)]
+pub struct StoredRun {
+    pub kinds: HashMap<String, MetricKind>,
+    pub params: BTreeMap<String, String>,
 }
 
 /// What was ingested.
@@ -25,6 +36,8 @@ pub struct IngestCounts {
     pub scalar_points: u64,
     pub other_points: u64,
     pub images: u64,
+    /// Params added (hyperparameters of the hparams plugin).
+    pub params: u64,
     /// Values skipped (audio, unknown plugins, a tag logged as two kinds), by reason.
     pub skipped: BTreeMap<String, u64>,
 }
@@ -80,8 +93,8 @@ pub struct FileIngest<'a, S: IngestSink + ?Sized> {
     sink: &'a mut S,
     run: &'a RunId,
     file_key: String,
-    /// Each tag's kind so far (a tag keeps the kind it was first stored as).
-    kinds: &'a mut HashMap<String, MetricKind>,
+    /// What the run holds so far.
+    stored: &'a mut StoredRun,
     counts: &'a mut IngestCounts,
     decoder: &'a mut ValueDecoder,
     batch: Pending,
@@ -149,20 +162,26 @@ impl Pending {
 }
 
 impl<'a, S: IngestSink + ?Sized> FileIngest<'a, S> {
-    /// `file` names the event file within its run (batch ids derive from it).
+    /// `file` names the event file within its run and `identity` ([`crate::reader::read_identity`]) tells
+    /// it from another file of that name: batch ids derive from both, so a batch sent again is stored once
+    /// and a replaced file's batches are not taken for its predecessor's.
     pub fn new(
         sink: &'a mut S,
         run: &'a RunId,
-        file: &str,
-        kinds: &'a mut HashMap<String, MetricKind>,
+        (file, identity): (&str, Option<u64>),
+        stored: &'a mut StoredRun,
         counts: &'a mut IngestCounts,
         decoder: &'a mut ValueDecoder,
     ) -> Self {
+        let key = match identity {
+            Some(id) => fnv1a128(format!("{file}\0{id:016x}").as_bytes()),
+            None => fnv1a128(file.as_bytes()),
+        };
         FileIngest {
             sink,
             run,
-            file_key: format!("{:016x}", fnv1a128(file.as_bytes()) as u64),
-            kinds,
+            file_key: format!("{:016x}", key as u64),
+            stored,
             counts,
             decoder,
             batch: Pending::default(),
@@ -226,18 +245,20 @@ impl<'a, S: IngestSink + ?Sized> FileIngest<'a, S> {
 
     /// Whether `tag` may hold `kind`.
     fn claim(&mut self, tag: &str, kind: MetricKind) -> bool {
-        let k = match self.kinds.get(tag) {
+        let kinds = &mut self.stored.kinds;
+        let k = match kinds.get(tag) {
             Some(k) => *k,
-            None => *self.kinds.entry(tag.to_string()).or_insert(kind),
+            None => *kinds.entry(tag.to_string()).or_insert(kind),
         };
         if k != kind {
-            *self
-                .counts
-                .skipped
-                .entry(format!("tag '{tag}' already holds {k} values, not {kind}"))
-                .or_default() += 1;
+            self.skip(format!("tag '{tag}' already holds {k} values, not {kind}"));
         }
         k == kind
+    }
+
+    /// Counts a value left out, by why.
+    fn skip(&mut self, why: String) {
+        *self.counts.skipped.entry(why).or_default() += 1;
     }
 
     fn datum(&mut self, offset: u64, tag: &str, step: i64, time: WallTime, d: Datum) -> Result<()> {
@@ -253,11 +274,12 @@ impl<'a, S: IngestSink + ?Sized> FileIngest<'a, S> {
             Datum::Text(_) => MetricKind::Text,
             Datum::Images(_) => MetricKind::Image,
             Datum::Histogram { .. } => MetricKind::Histogram,
-            Datum::Unsupported(why) => {
-                *self.counts.skipped.entry((*why).to_string()).or_default() += 1;
-                return Ok(());
-            }
+            Datum::Params(_) | Datum::Unsupported(_) => return self.not_a_metric(d),
         };
+        if let Err(e) = storable(tag, &d) {
+            self.skip(refusal(e));
+            return Ok(());
+        }
         if !self.claim(tag, kind) {
             return Ok(());
         }
@@ -297,9 +319,52 @@ impl<'a, S: IngestSink + ?Sized> FileIngest<'a, S> {
                 self.counts.other_points += 1;
             }
             Datum::Images(images) => self.images(offset, tag, step, time, images)?,
-            Datum::Unsupported(_) => {}
+            Datum::Params(_) | Datum::Unsupported(_) => {}
         }
         Ok(())
+    }
+
+    /// A datum that is no metric point: hyperparameters, or a value of a form that is skipped.
+    fn not_a_metric(&mut self, d: Datum) -> Result<()> {
+        match d {
+            Datum::Params(params) => self.params(params),
+            Datum::Unsupported(why) => {
+                self.skip(why.to_string());
+                Ok(())
+            }
+            Datum::Scalar(_) | Datum::Text(_) | Datum::Images(_) | Datum::Histogram { .. } => {
+                Ok(())
+            }
+        }
+    }
+
+    /// Adds a session's hyperparameters to the run's params. One the run holds with this value already is
+    /// left alone (a re-import), and one the store would refuse (an invalid name or value, or another value
+    /// than the run holds: a param keeps its first) is skipped alone.
+    fn params(&mut self, params: BTreeMap<String, String>) -> Result<()> {
+        let mut new = BTreeMap::new();
+        for (name, value) in params {
+            let refusal = match self.stored.params.get(&name) {
+                Some(held) if *held == value => continue,
+                Some(held) => Err(Error::invalid(
+                    "param",
+                    format!("'{name}' holds '{held}' already, not '{value}'"),
+                )),
+                None => validate::name("param", &name).and(validate::value("param", &value)),
+            };
+            match refusal {
+                Ok(()) => {
+                    new.insert(name, value);
+                }
+                Err(e) => self.skip(format!("hparams: {e}")),
+            }
+        }
+        if new.is_empty() {
+            return Ok(());
+        }
+        self.counts.params += new.len() as u64;
+        self.stored.params.extend(new.clone());
+        self.sink.write_params(self.run, new)
     }
 
     /// Writes the images of the record at `offset`, each with a batch id from the file, the record and its
@@ -314,13 +379,13 @@ impl<'a, S: IngestSink + ?Sized> FileIngest<'a, S> {
     ) -> Result<()> {
         for bytes in images {
             let Some(media_type) = media_type(&bytes) else {
-                *self
-                    .counts
-                    .skipped
-                    .entry("image that is not PNG, JPEG or GIF".into())
-                    .or_default() += 1;
+                self.skip("image that is not PNG, JPEG or GIF".into());
                 continue;
             };
+            if let Err(e) = validate::image_size(bytes.len()) {
+                self.skip(refusal(e));
+                continue;
+            }
             let nth = match self.record_images {
                 (at, n) if at == offset => n,
                 _ => 0,
@@ -368,10 +433,36 @@ impl<'a, S: IngestSink + ?Sized> FileIngest<'a, S> {
     }
 }
 
+/// Whether the store takes `d` as a point of `tag`: checked value by value, because the store refuses a whole
+/// batch for one value it does not take, and a batch holds up to [`BATCH_POINTS`] points of the file.
+fn storable(tag: &str, d: &Datum) -> Result<()> {
+    match d {
+        Datum::Text(s) => validate::text_point(tag, s),
+        Datum::Histogram {
+            limits,
+            counts,
+            lower,
+        } => validate::histogram(tag, limits.len(), counts.len(), lower.map(F64)),
+        Datum::Scalar(_) | Datum::Images(_) | Datum::Params(_) | Datum::Unsupported(_) => Ok(()),
+    }
+}
+
+/// The reason a value the store refuses is skipped: the store's own words, without the value's size (so one
+/// reason counts every value refused for the same limit).
+fn refusal(e: Error) -> String {
+    match e {
+        Error::TooLarge { what, limit, .. } => {
+            format!("{what} over the store's limit of {limit} bytes")
+        }
+        e => e.to_string(),
+    }
+}
+
 /// What [`write_behind`] hands its second thread.
 enum Job {
     Batch(RunId, Batch),
     Image(RunId, ImageWrite, Vec<u8>),
+    Params(RunId, BTreeMap<String, String>),
 }
 
 /// The sink [`write_behind`] gives its caller: every write is queued for the second thread.
@@ -383,6 +474,9 @@ impl IngestSink for Behind {
     }
     fn write_image(&mut self, run: &RunId, meta: &ImageWrite, bytes: &[u8]) -> Result<()> {
         self.queue(Job::Image(run.clone(), meta.clone(), bytes.to_vec()))
+    }
+    fn write_params(&mut self, run: &RunId, params: BTreeMap<String, String>) -> Result<()> {
+        self.queue(Job::Params(run.clone(), params))
     }
 }
 
@@ -410,6 +504,7 @@ pub fn write_behind<S: IngestSink + Send, T>(
                 match job {
                     Job::Batch(run, batch) => sink.write_batch(&run, batch)?,
                     Job::Image(run, meta, bytes) => sink.write_image(&run, &meta, &bytes)?,
+                    Job::Params(run, params) => sink.write_params(&run, params)?,
                 }
             }
             Ok(())

@@ -12,7 +12,8 @@ pub mod writer;
 
 pub use proto::{Event, HistogramProto, Summary, SummaryMetadata, TensorProto};
 pub use reader::{
-    parse_events, visit_decoded, visit_events, Decoded, EventFileReader, Parsed, RecordError,
+    file_identity, parse_events, read_identity, visit_decoded, visit_events, Decoded,
+    EventFileReader, Parsed, RecordError,
 };
 pub use summary::{Datum, ValueDecoder};
 pub use writer::EventWriter;

@@ -217,3 +217,48 @@ pub mod data_class {
     pub const TENSOR: i32 = 2;
     pub const BLOB_SEQUENCE: i32 = 3;
 }
+
+/// The hparams plugin's content (`plugin_data.content` of its values): an experiment's config, a session's
+/// start (its hyperparameter values) or its end. Only the start is read; the other two are skipped fields.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HParamsPluginData {
+    #[prost(int32, tag = "1")]
+    pub version: i32,
+    #[prost(message, optional, tag = "3")]
+    pub session_start_info: Option<SessionStartInfo>,
+}
+
+/// A session's (a run's) hyperparameter values.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SessionStartInfo {
+    #[prost(btree_map = "string, message", tag = "1")]
+    pub hparams: std::collections::BTreeMap<String, ProtoValue>,
+    #[prost(double, tag = "5")]
+    pub start_time_secs: f64,
+}
+
+/// `google.protobuf.Value`: a hyperparameter's value. Structs and lists are kept as opaque bytes (TensorBoard's
+/// hparams API only logs numbers, strings and booleans).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ProtoValue {
+    #[prost(oneof = "proto_value::Kind", tags = "1, 2, 3, 4, 5, 6")]
+    pub kind: Option<proto_value::Kind>,
+}
+
+pub mod proto_value {
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Kind {
+        #[prost(int32, tag = "1")]
+        NullValue(i32),
+        #[prost(double, tag = "2")]
+        NumberValue(f64),
+        #[prost(string, tag = "3")]
+        StringValue(String),
+        #[prost(bool, tag = "4")]
+        BoolValue(bool),
+        #[prost(bytes = "vec", tag = "5")]
+        StructValue(Vec<u8>),
+        #[prost(bytes = "vec", tag = "6")]
+        ListValue(Vec<u8>),
+    }
+}

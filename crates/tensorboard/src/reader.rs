@@ -38,6 +38,13 @@ pub enum RecordError {
         offset: u64,
         bytes: u64,
     },
+    /// The file ends in bytes that hold no valid record at all (damage, or a file that is no event file).
+    #[error("{file}: offset {offset}: the last {bytes} bytes hold no valid record (damaged, or not TensorBoard event data), ignored them")]
+    NoRecord {
+        file: String,
+        offset: u64,
+        bytes: u64,
+    },
     /// The checksums match but the data is not an Event message.
     #[error("{file}: offset {offset}: record is not a valid Event: {reason}")]
     Undecodable {
@@ -229,11 +236,20 @@ impl EventFileReader {
 
     /// For a file that is complete (its writer is gone): the bytes left after the last record, as an error.
     pub fn trailing_error(&self) -> Option<RecordError> {
-        (!self.pending.is_empty()).then(|| RecordError::Truncated {
-            file: self.name.clone(),
-            offset: self.offset,
-            bytes: self.pending.len() as u64,
-        })
+        let (file, offset, bytes) = (self.name.clone(), self.offset, self.pending.len() as u64);
+        match frame_at(&self.pending) {
+            _ if self.pending.is_empty() => None,
+            Frame::BadLengthCrc => Some(RecordError::NoRecord {
+                file,
+                offset,
+                bytes,
+            }),
+            _ => Some(RecordError::Truncated {
+                file,
+                offset,
+                bytes,
+            }),
+        }
     }
 
     /// Reads what was appended since the last poll and returns the records it completes.
@@ -288,6 +304,32 @@ impl EventFileReader {
         })?;
         Ok(errors)
     }
+}
+
+/// Most bytes of a file's first record that [`read_identity`] hashes.
+const IDENTITY_DATA_BYTES: u64 = 4096;
+
+/// What tells an event file from another of the same name: a hash of its first record (a writer's first
+/// record holds the time it created the file), or `None` while that record's data is not whole yet (then the
+/// file has no whole record to ingest). A file replaced by another under its name gets another identity, so an
+/// importer reads it anew instead of from where it left the old one, and its batches get other ids. Also
+/// returns the bytes read: the start of the file, which a caller reading `src` on may still need.
+pub fn read_identity(src: &mut impl Read) -> std::io::Result<(Option<u64>, Vec<u8>)> {
+    let mut head = Vec::new();
+    src.take(12).read_to_end(&mut head)?;
+    if head.len() < 12 {
+        return Ok((None, head));
+    }
+    let len = u64::from_le_bytes(head[..8].try_into().unwrap_or_default());
+    let want = len.min(IDENTITY_DATA_BYTES);
+    let got = src.take(want).read_to_end(&mut head)? as u64;
+    let identity = (got == want).then(|| flightlog_model::fnv1a64(&head));
+    Ok((identity, head))
+}
+
+/// [`read_identity`] of the file at `path`.
+pub fn file_identity(path: &Path) -> std::io::Result<Option<u64>> {
+    read_identity(&mut File::open(path)?).map(|(identity, _)| identity)
 }
 
 /// Bytes read per piece by [`read_in_pieces`]: small enough to stay in cache and to reuse one buffer.

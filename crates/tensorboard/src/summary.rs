@@ -3,10 +3,11 @@
 
 use crate::proto::summary::{value::Value as V, Image, Value};
 use crate::proto::{
-    data_class, dtype, event::What, tensor_shape_proto::Dim, Event, HistogramProto, PluginData,
-    Summary, SummaryMetadata, TensorProto, TensorShapeProto,
+    data_class, dtype, event::What, proto_value, tensor_shape_proto::Dim, Event, HParamsPluginData,
+    HistogramProto, PluginData, Summary, SummaryMetadata, TensorProto, TensorShapeProto,
 };
-use std::collections::HashMap;
+use prost::Message;
+use std::collections::{BTreeMap, HashMap};
 
 /// An event holding one summary value.
 pub fn event(wall_time: f64, step: i64, value: Value) -> Event {
@@ -171,6 +172,8 @@ pub enum Datum {
         counts: Vec<f64>,
         lower: Option<f64>,
     },
+    /// A session's hyperparameters (the hparams plugin): name → value as text, the run's params.
+    Params(BTreeMap<String, String>),
     /// Anything else (audio, graphs, unknown plugins): skipped by importers.
     Unsupported(&'static str),
 }
@@ -199,6 +202,12 @@ impl ValueDecoder {
             }
         }
         let plugin = self.plugins.get(&v.tag).map(String::as_str).unwrap_or("");
+        if plugin == "hparams" {
+            return hparams(v);
+        }
+        if let Some(why) = unsupported_plugin(plugin) {
+            return Datum::Unsupported(why);
+        }
         match &v.value {
             Some(V::SimpleValue(x)) => Datum::Scalar(*x as f64),
             Some(V::Image(img)) => Datum::Images(vec![img.encoded_image_string.clone()]),
@@ -214,6 +223,58 @@ impl ValueDecoder {
             None => Datum::Unsupported("empty value"),
         }
     }
+}
+
+/// A session's hyperparameters from an hparams value's plugin content (where the plugin keeps them, whatever
+/// the value holds). Its other data (the experiment's config, a session's end) is skipped.
+fn hparams(v: &Value) -> Datum {
+    let content = v
+        .metadata
+        .as_ref()
+        .and_then(|m| m.plugin_data.as_ref())
+        .map_or(&[][..], |p| &p.content[..]);
+    match HParamsPluginData::decode(content) {
+        Ok(HParamsPluginData {
+            session_start_info: Some(session),
+            ..
+        }) => Datum::Params(
+            session
+                .hparams
+                .into_iter()
+                .filter_map(|(name, v)| Some((name, param_text(v.kind?)?)))
+                .collect(),
+        ),
+        Ok(_) => Datum::Unsupported("hparams plugin (experiment config or session end)"),
+        Err(_) => Datum::Unsupported("malformed hparams plugin data"),
+    }
+}
+
+/// A hyperparameter's value as a param: a whole number without a fraction (TensorBoard keeps every number as
+/// a double, so an `int` batch size of 32 reads as 32, not 32.0), a boolean as Python writes it (as MLflow's
+/// `log_param(True)` stores it). Nulls, structs and lists have no param form.
+fn param_text(kind: proto_value::Kind) -> Option<String> {
+    use proto_value::Kind;
+    match kind {
+        Kind::NumberValue(x) if x.fract() == 0.0 && x.abs() < 1e15 => Some(format!("{}", x as i64)),
+        Kind::NumberValue(x) => Some(x.to_string()),
+        Kind::StringValue(s) => Some(s),
+        Kind::BoolValue(b) => Some(if b { "True" } else { "False" }.to_string()),
+        Kind::NullValue(_) | Kind::StructValue(_) | Kind::ListValue(_) => None,
+    }
+}
+
+/// Why values of a plugin that flightlog has no kind for are skipped (named, so an importer's summary says
+/// which plugin's values it left out rather than what their summary value looked like).
+fn unsupported_plugin(plugin: &str) -> Option<&'static str> {
+    Some(match plugin {
+        "pr_curves" => "pr_curves plugin (precision-recall curves)",
+        "audio" => "audio",
+        "mesh" => "mesh plugin (3D meshes)",
+        "custom_scalars" => "custom_scalars plugin (dashboard layout)",
+        "projector" => "projector plugin (embeddings)",
+        "graph_run_metadata" | "graph_run_metadata_graph" | "graph_keras_model" => "graph plugin",
+        _ => return None,
+    })
 }
 
 fn decode_tensor(plugin: &str, t: &TensorProto) -> Datum {

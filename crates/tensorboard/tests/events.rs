@@ -188,6 +188,14 @@ fn truncated_file_reports_its_tail() {
     assert_eq!(r.poll().unwrap().events.len(), 3);
     let e = r.trailing_error().unwrap();
     assert!(e.to_string().contains("file ends inside a record"), "{e}");
+    // A file of bytes that were never a record says so, rather than that it ends inside one.
+    std::fs::write(&path, [0xffu8; 100]).unwrap();
+    let mut r = EventFileReader::new(&path);
+    assert!(r.poll().unwrap().events.is_empty());
+    assert_eq!(
+        r.trailing_error().unwrap().to_string(),
+        format!("{}: offset 0: the last 100 bytes hold no valid record (damaged, or not TensorBoard event data), ignored them", path.display())
+    );
 }
 
 #[test]
@@ -358,6 +366,7 @@ fn fast_scalar_encoding_matches_prost() {
 struct Keep {
     batches: Vec<flightlog_model::Batch>,
     images: Vec<flightlog_model::ImageWrite>,
+    params: std::collections::BTreeMap<String, String>,
     fail_at: Option<usize>,
 }
 
@@ -380,6 +389,14 @@ impl ingest::IngestSink for Keep {
         _: &[u8],
     ) -> flightlog_model::Result<()> {
         self.images.push(meta.clone());
+        Ok(())
+    }
+    fn write_params(
+        &mut self,
+        _: &flightlog_model::RunId,
+        params: std::collections::BTreeMap<String, String>,
+    ) -> flightlog_model::Result<()> {
+        self.params.extend(params);
         Ok(())
     }
 }
@@ -405,8 +422,14 @@ fn images_have_batch_ids_from_file_record_and_place() {
     let ids = |file: &str| {
         let (mut sink, run) = (Keep::default(), flightlog_model::RunId::new());
         let (mut kinds, mut counts, mut decoder) = Default::default();
-        let mut ing =
-            ingest::FileIngest::new(&mut sink, &run, file, &mut kinds, &mut counts, &mut decoder);
+        let mut ing = ingest::FileIngest::new(
+            &mut sink,
+            &run,
+            (file, None),
+            &mut kinds,
+            &mut counts,
+            &mut decoder,
+        );
         ingest::ingest_reader(&mut ing, &mut &buf[..], 0, file).unwrap();
         sink.images
             .into_iter()
@@ -424,50 +447,185 @@ fn images_have_batch_ids_from_file_record_and_place() {
     );
 }
 
-/// Ingests `buf` (scalar events) through [`ingest::write_behind`] in batches of 1,000 points.
-fn ingest_behind(sink: &mut Keep, buf: &[u8]) -> flightlog_model::Result<usize> {
-    let run = flightlog_model::RunId::new();
-    let (mut kinds, mut counts, mut decoder) = Default::default();
-    ingest::write_behind(sink, |s| {
-        let mut ing = ingest::FileIngest::new(s, &run, "f", &mut kinds, &mut counts, &mut decoder)
-            .batch_points(1000);
-        ingest::ingest_reader(&mut ing, &mut &buf[..], 0, "f").map(|(end, _)| end as usize)
-    })
+/// A file's identity is its first record: none until that record is whole, the same for the same file however
+/// much of it is read, another for a file created at another time; and batch ids follow it, so a replaced
+/// file's batches are not taken for the old one's.
+#[test]
+fn a_files_identity_is_its_first_record_and_batch_ids_follow_it() {
+    let file = |created: f64| {
+        encoded(&vec![
+            summary::event(created, 0, summary::scalar("a", 1.0));
+            3
+        ])
+    };
+    let identity = |b: &[u8]| read_identity(&mut &b[..]).unwrap().0;
+    let (one, two) = (file(1.0), file(2.0));
+    let first_len = one.len() / 3;
+    // The data's checksum (the last 4 bytes) is not part of it.
+    assert_eq!(
+        identity(&one[..first_len - 5]),
+        None,
+        "first record's data not whole yet"
+    );
+    assert_eq!(identity(&one[..first_len]), identity(&one));
+    assert!(identity(&one).is_some());
+    assert_ne!(identity(&one), identity(&two));
+    let (mut head_and_rest, mut src) = (Vec::new(), &one[..]);
+    let (_, head) = read_identity(&mut src).unwrap();
+    head_and_rest.extend(head);
+    head_and_rest.extend(src);
+    assert_eq!(
+        head_and_rest, one,
+        "the bytes read for the identity are the file's start"
+    );
+    let batch_id = |id: Option<u64>| {
+        let (mut sink, run) = (Keep::default(), flightlog_model::RunId::new());
+        let (mut kinds, mut counts, mut decoder) = Default::default();
+        let mut ing = ingest::FileIngest::new(
+            &mut sink,
+            &run,
+            ("f", id),
+            &mut kinds,
+            &mut counts,
+            &mut decoder,
+        );
+        ingest::ingest_reader(&mut ing, &mut &one[..], 0, "f").unwrap();
+        sink.batches[0].batch_id.clone().unwrap()
+    };
+    assert_eq!(batch_id(identity(&one)), batch_id(identity(&one)));
+    assert_ne!(batch_id(identity(&one)), batch_id(identity(&two)));
 }
 
-#[test]
-fn write_behind_keeps_order_and_reports_the_first_failed_write() {
-    let events: Vec<Event> = (0..2500)
-        .map(|s| summary::event(1.7e9 + s as f64, s, summary::scalar("loss", s as f32)))
-        .collect();
-    let buf = encoded(&events);
-    let mut ok = Keep::default();
-    assert_eq!(ingest_behind(&mut ok, &buf).unwrap(), buf.len());
-    let steps: Vec<i64> = ok
-        .batches
-        .iter()
-        .flat_map(|b| b.scalars[0].steps.clone().unwrap_or_default())
-        .map(|s| s.unwrap_or(-1))
-        .collect();
-    assert_eq!(ok.batches.len(), 3, "2,500 points in batches of 1,000");
-    assert_eq!(
-        steps,
-        (0..2500).collect::<Vec<i64>>(),
-        "every point, in order"
-    );
-    let ids: std::collections::BTreeSet<_> =
-        ok.batches.iter().map(|b| b.batch_id.clone()).collect();
-    assert_eq!(ids.len(), 3, "each batch has its own id");
-
-    let mut failing = Keep {
-        fail_at: Some(1),
+fn with_plugin(tag: &str, plugin: &str, content: Vec<u8>) -> proto::summary::Value {
+    proto::summary::Value {
+        tag: tag.into(),
+        metadata: Some(Box::new(SummaryMetadata {
+            plugin_data: Some(proto::PluginData {
+                plugin_name: plugin.into(),
+                content,
+            }),
+            ..Default::default()
+        })),
         ..Default::default()
-    };
-    let err = ingest_behind(&mut failing, &buf).unwrap_err();
-    assert!(err.to_string().contains("disk full"), "{err}");
-    assert_eq!(
-        failing.batches.len(),
-        1,
-        "nothing is written after a failure"
+    }
+}
+
+/// Values of a plugin flightlog has no kind for are skipped under the plugin's name, not by what their value
+/// looks like (an hparams or pr_curves value once read as "empty value").
+#[test]
+fn values_of_unsupported_plugins_are_skipped_by_plugin_name() {
+    let mut d = ValueDecoder::default();
+    let pr = with_plugin("pr", "pr_curves", vec![]);
+    assert!(
+        matches!(d.decode(&pr), Datum::Unsupported(why) if why.starts_with("pr_curves plugin"))
     );
+    let plain = with_plugin("x", "", vec![]);
+    assert!(matches!(
+        d.decode(&plain),
+        Datum::Unsupported("empty value")
+    ));
+}
+
+/// A session's hyperparameters (the hparams plugin's session start) become params: numbers without a needless
+/// fraction, booleans as Python writes them; nulls and lists have no param form. The experiment's config is
+/// skipped under its name, and content that is no hparams data is called malformed.
+#[test]
+fn a_sessions_hyperparameters_become_params() {
+    use proto::proto_value::Kind;
+    let value = |k: Kind| proto::ProtoValue { kind: Some(k) };
+    let start = proto::HParamsPluginData {
+        version: 0,
+        session_start_info: Some(proto::SessionStartInfo {
+            hparams: [
+                ("lr", value(Kind::NumberValue(0.001))),
+                ("batch", value(Kind::NumberValue(32.0))),
+                ("optimizer", value(Kind::StringValue("adam".into()))),
+                ("dropout", value(Kind::BoolValue(true))),
+                ("none", value(Kind::NullValue(0))),
+                ("list", value(Kind::ListValue(vec![]))),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+            start_time_secs: 1.0,
+        }),
+    };
+    let mut d = ValueDecoder::default();
+    let Datum::Params(params) = d.decode(&with_plugin(
+        "_hparams_/session_start_info",
+        "hparams",
+        start.encode_to_vec(),
+    )) else {
+        panic!("not params");
+    };
+    let want = [
+        ("batch", "32"),
+        ("dropout", "True"),
+        ("lr", "0.001"),
+        ("optimizer", "adam"),
+    ];
+    let want: std::collections::BTreeMap<String, String> = want
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    assert_eq!(params, want);
+    let config = proto::HParamsPluginData::default().encode_to_vec();
+    let experiment = with_plugin("_hparams_/experiment", "hparams", config);
+    assert!(matches!(
+        d.decode(&experiment),
+        Datum::Unsupported("hparams plugin (experiment config or session end)")
+    ));
+    let bad = with_plugin("_hparams_/x", "hparams", vec![1, 2]);
+    assert!(matches!(
+        d.decode(&bad),
+        Datum::Unsupported("malformed hparams plugin data")
+    ));
+}
+
+/// Ingested hyperparameters go to the run once: one the run holds with the same value is not sent again, one
+/// with another value is skipped with a reason that names both values.
+#[test]
+fn hyperparameters_are_added_once_and_a_changed_one_is_skipped() {
+    use proto::proto_value::Kind;
+    let session = |lr: f64| {
+        let start = proto::HParamsPluginData {
+            version: 0,
+            session_start_info: Some(proto::SessionStartInfo {
+                hparams: [(
+                    "lr".to_string(),
+                    proto::ProtoValue {
+                        kind: Some(Kind::NumberValue(lr)),
+                    },
+                )]
+                .into(),
+                start_time_secs: 1.0,
+            }),
+        };
+        let v = with_plugin(
+            "_hparams_/session_start_info",
+            "hparams",
+            start.encode_to_vec(),
+        );
+        Event {
+            wall_time: 1.0,
+            step: 0,
+            what: Some(What::Summary(Summary { value: vec![v] })),
+        }
+    };
+    let buf = encoded(&[session(0.5), session(0.5), session(0.25)]);
+    let (mut sink, run) = (Keep::default(), flightlog_model::RunId::new());
+    let (mut stored, mut counts, mut decoder) = Default::default();
+    let mut ing = ingest::FileIngest::new(
+        &mut sink,
+        &run,
+        ("f", None),
+        &mut stored,
+        &mut counts,
+        &mut decoder,
+    );
+    ingest::ingest_reader(&mut ing, &mut &buf[..], 0, "f").unwrap();
+    assert_eq!(sink.params.get("lr").map(String::as_str), Some("0.5"));
+    assert_eq!(counts.params, 1);
+    let why = "hparams: invalid param: 'lr' holds '0.5' already, not '0.25'";
+    assert_eq!(counts.skipped.get(why), Some(&1), "{:?}", counts.skipped);
 }

@@ -32,10 +32,20 @@ pub fn emit(
         .map_err(sql_err("recording an event"))?;
     let seq = ctx.conn.last_insert_rowid() as u64;
     ctx.last_seq = ctx.last_seq.max(seq);
-    if matches!(body, EventBody::ArtifactWritten { .. }) {
-        ctx.last_artifact_seq = ctx.last_artifact_seq.max(seq);
+    if announced_to_followers(body) {
+        ctx.last_followed_seq = ctx.last_followed_seq.max(seq);
     }
     Ok(seq)
+}
+
+/// Whether an event wakes followers of uploads and run ends ([`crate::Store::subscribe_uploads_and_run_ends`]):
+/// an uploaded file, or a run whose status became (or stays) terminal.
+fn announced_to_followers(body: &EventBody) -> bool {
+    match body {
+        EventBody::ArtifactWritten { .. } => true,
+        EventBody::RunUpdated { status, .. } => status.is_terminal(),
+        _ => false,
+    }
 }
 
 /// Most points one merged points event announces. A reader that resumes from before a merged event reads its

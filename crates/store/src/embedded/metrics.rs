@@ -11,7 +11,7 @@ use crate::BatchDone;
 use flightlog_model::*;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 const SERIES_COLUMNS: &str =
     "name, kind, description, count, first_time, last_time, last_step, last_value, min, max, schema, columns, \
@@ -69,121 +69,13 @@ fn validate_batch(b: &Batch) -> Result<()> {
         validate::name("batch_id", id)?;
     }
     for s in &b.scalars {
-        validate_common(&s.name, s.description.as_deref())?;
-        same_len(
-            &s.name,
-            "steps",
-            s.steps.as_ref().map(Vec::len),
-            s.values.len(),
-        )?;
-        same_len(
-            &s.name,
-            "times",
-            s.times.as_ref().map(Vec::len),
-            s.values.len(),
-        )?;
+        validate::scalar_write(s)?;
     }
     for m in &b.metrics {
-        validate_common(m.name(), m.description())?;
-        validate_metric(m)?;
+        validate::metric_write(m)?;
     }
     for l in &b.logs {
         logs::validate_append(&l.stream, l.data.len())?;
-    }
-    Ok(())
-}
-
-fn validate_common(name: &str, description: Option<&str>) -> Result<()> {
-    validate::name("metric name", name)?;
-    validate::description("description", description.unwrap_or(""))
-}
-
-fn same_len(name: &str, what: &str, len: Option<usize>, values: usize) -> Result<()> {
-    match len {
-        Some(n) if n != values => Err(Error::invalid(
-            what,
-            format!("metric '{name}' has {n} {what} for {values} values; the columns must have equal lengths"),
-        )),
-        _ => Ok(()),
-    }
-}
-
-fn validate_metric(m: &MetricWrite) -> Result<()> {
-    match m {
-        MetricWrite::Text {
-            name,
-            steps,
-            times,
-            values,
-            ..
-        } => {
-            same_len(name, "steps", steps.as_ref().map(Vec::len), values.len())?;
-            same_len(name, "times", times.as_ref().map(Vec::len), values.len())?;
-            if let Some(v) = values
-                .iter()
-                .find(|v| v.len() > validate::MAX_TEXT_POINT_BYTES)
-            {
-                return Err(Error::TooLarge {
-                    what: format!("a text point of metric '{name}'"),
-                    size: v.len() as u64,
-                    limit: validate::MAX_TEXT_POINT_BYTES as u64,
-                });
-            }
-        }
-        MetricWrite::Row {
-            name, rows, times, ..
-        } => {
-            same_len(name, "times", times.as_ref().map(Vec::len), rows.len())?;
-            for col in rows.iter().flat_map(BTreeMap::keys) {
-                validate::name("column name", col)?;
-            }
-        }
-        MetricWrite::Table { name, columns, .. } => {
-            if columns.is_empty() {
-                return Err(Error::invalid(
-                    "columns",
-                    format!("table '{name}' has no columns"),
-                ));
-            }
-            let len = columns.values().next().map_or(0, Vec::len);
-            for (col, cells) in columns {
-                validate::name("column name", col)?;
-                if cells.len() != len {
-                    return Err(Error::invalid(
-                        "columns",
-                        format!("table '{name}': column '{col}' has {} cells, others have {len}; columns must have equal lengths", cells.len()),
-                    ));
-                }
-            }
-        }
-        MetricWrite::Json { schema, .. } => validate::name("schema", schema)?,
-        MetricWrite::Histogram {
-            name,
-            limits,
-            counts,
-            lower,
-            ..
-        } => {
-            if limits.len() != counts.len() {
-                return Err(Error::invalid(
-                    "counts",
-                    format!(
-                        "histogram '{name}' has {} limits and {} counts; they must be equally long",
-                        limits.len(),
-                        counts.len()
-                    ),
-                ));
-            }
-            // Not checked against the first limit: files whose first bucket is empty hold a `min` above its
-            // limit, and TensorBoard reads them as they are.
-            if lower.is_some_and(|l| l.0.is_nan()) {
-                return Err(Error::invalid(
-                    "lower",
-                    format!("histogram '{name}': the lower edge must be a number, not NaN"),
-                ));
-            }
-        }
-        MetricWrite::List { .. } => {}
     }
     Ok(())
 }

@@ -329,8 +329,8 @@ impl Store for EmbeddedStore {
     fn subscribe(&self) -> watch::Receiver<u64> {
         self.inner.announce.events.subscribe()
     }
-    fn subscribe_artifacts(&self) -> watch::Receiver<u64> {
-        self.inner.announce.artifacts.subscribe()
+    fn subscribe_uploads_and_run_ends(&self) -> watch::Receiver<u64> {
+        self.inner.announce.uploads_and_run_ends.subscribe()
     }
 
     fn put_document(&self, kind: &str, id: &str, body: &serde_json::Value) -> Result<()> {

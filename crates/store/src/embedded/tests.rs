@@ -2012,10 +2012,10 @@ fn an_image_written_again_with_its_batch_id_is_stored_once() {
 // --- events, durability, concurrency ----------------------------------------------------------------------
 
 #[test]
-fn artifact_commits_are_announced_apart_from_metric_commits() {
+fn uploads_and_run_ends_are_announced_apart_from_metric_commits() {
     let (_d, s) = store();
     let id = run(&s);
-    let mut artifacts = s.subscribe_artifacts();
+    let mut artifacts = s.subscribe_uploads_and_run_ends();
     artifacts.borrow_and_update();
     s.write_batch(&id, batch(vec![scalars("loss", &[1.0, 2.0])]))
         .unwrap();
@@ -2038,6 +2038,19 @@ fn artifact_commits_are_announced_apart_from_metric_commits() {
         seq,
         "the event stream saw the same commit"
     );
+    // A run's end is announced too (its logs/ child runs end with it); other run changes are not.
+    let tag = RunPatch {
+        set_tags: [("k".to_string(), "v".to_string())].into(),
+        ..Default::default()
+    };
+    s.update_run(&id, tag).unwrap();
+    assert!(!artifacts.has_changed().unwrap(), "a tag on a running run");
+    let end = RunPatch {
+        status: Some(RunStatus::Completed),
+        ..Default::default()
+    };
+    s.update_run(&id, end).unwrap();
+    assert!(artifacts.has_changed().unwrap(), "the run ended");
 }
 
 /// The run's events of one type after seq `after`.

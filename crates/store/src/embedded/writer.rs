@@ -39,8 +39,9 @@ pub struct WriteCtx {
     pub logs: LogFiles,
     /// The newest event seq inserted by the current group.
     pub last_seq: u64,
-    /// The newest `artifact_written` event seq inserted by the current group.
-    pub last_artifact_seq: u64,
+    /// The newest seq of an event that [`Announce::uploads_and_run_ends`] announces, inserted by the current
+    /// group.
+    pub last_followed_seq: u64,
 }
 
 impl WriteCtx {
@@ -67,11 +68,11 @@ impl WriteCtx {
 }
 
 /// The watch channels commits are announced on: the newest event seq of every commit (stream readers), and
-/// the newest `artifact_written` seq (followers of uploaded files, who need not wake for every metric commit).
+/// the newest seq of an upload or a run's end (followers of those, who need not wake for every metric commit).
 #[derive(Clone)]
 pub struct Announce {
     pub events: Arc<watch::Sender<u64>>,
-    pub artifacts: Arc<watch::Sender<u64>>,
+    pub uploads_and_run_ends: Arc<watch::Sender<u64>>,
 }
 
 impl Announce {
@@ -79,7 +80,7 @@ impl Announce {
     pub fn new(newest: u64) -> Announce {
         Announce {
             events: Arc::new(watch::Sender::new(newest)),
-            artifacts: Arc::new(watch::Sender::new(newest)),
+            uploads_and_run_ends: Arc::new(watch::Sender::new(newest)),
         }
     }
 }
@@ -112,7 +113,7 @@ impl Writer {
             log_appends: JobCache::new(REMEMBERED_SERIES),
             logs,
             last_seq: 0,
-            last_artifact_seq: 0,
+            last_followed_seq: 0,
         };
         let thread = flightlog_model::background::spawn("flightlog-writer", move || {
             run(ctx, rx, sync, announce)
@@ -243,7 +244,7 @@ fn idle_checkpoint(conn: &Connection) -> bool {
 /// files are synced first: a commit never records a length whose bytes could still be lost.
 fn run_group(ctx: &mut WriteCtx, jobs: Vec<Job>, announce: &Announce) {
     ctx.last_seq = 0;
-    ctx.last_artifact_seq = 0;
+    ctx.last_followed_seq = 0;
     if let Err(e) = run_cached(&ctx.conn, "BEGIN IMMEDIATE") {
         tracing::error!("cannot start a write transaction: {e}");
         return;
@@ -262,7 +263,7 @@ fn run_group(ctx: &mut WriteCtx, jobs: Vec<Job>, announce: &Announce) {
         ctx.forget_all();
     } else {
         raise(&announce.events, ctx.last_seq);
-        raise(&announce.artifacts, ctx.last_artifact_seq);
+        raise(&announce.uploads_and_run_ends, ctx.last_followed_seq);
     }
     for reply in replies {
         reply(commit.clone());
@@ -288,7 +289,7 @@ fn run_job(ctx: &mut WriteCtx, job: Job) -> Option<Reply> {
         return None;
     }
     ctx.begin_job();
-    let seqs_before = (ctx.last_seq, ctx.last_artifact_seq);
+    let seqs_before = (ctx.last_seq, ctx.last_followed_seq);
     let (ok, reply) = match catch_unwind(AssertUnwindSafe(|| job(ctx))) {
         Ok((ok, reply)) => (ok, Some(reply)),
         Err(_) => (false, None),
@@ -299,7 +300,7 @@ fn run_job(ctx: &mut WriteCtx, job: Job) -> Option<Reply> {
         let _ = run_cached(&ctx.conn, "ROLLBACK TO job");
         let _ = run_cached(&ctx.conn, "RELEASE job");
         ctx.forget_job();
-        (ctx.last_seq, ctx.last_artifact_seq) = seqs_before;
+        (ctx.last_seq, ctx.last_followed_seq) = seqs_before;
     }
     reply
 }
