@@ -5,7 +5,8 @@ use flightlog_client::Client;
 use flightlog_model::{Run, RunId, RunStatus};
 use flightlog_runner::lifecycle::{EXIT_CANCELED, EXIT_TIMEOUT};
 use flightlog_runner::{
-    capture, signals, sweep, wait, Finished, LocalProcess, RunnerError, Submission,
+    capture, signals, sweep, sweep::ChildOutcome, wait, Finished, LocalProcess, RunnerError,
+    Submission,
 };
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -203,8 +204,8 @@ fn submit_sweep(
             "run_id": outcome.parent.run_id, "status": outcome.parent.status,
             "exit_code": outcome.parent.exit_code, "unsent_entries": unsent,
             "children": outcome.children.iter().map(|c| match c {
-                Ok(f) => serde_json::json!({"run_id": f.run_id, "status": f.status, "exit_code": f.exit_code}),
-                Err(e) => serde_json::json!({"error": e}),
+                ChildOutcome::Ran(f) => serde_json::json!({"run_id": f.run_id, "status": f.status, "exit_code": f.exit_code}),
+                ChildOutcome::NotStarted | ChildOutcome::Failed(_) => serde_json::json!({"error": c.error()}),
             }).collect::<Vec<_>>(),
         });
         println!("{v}");

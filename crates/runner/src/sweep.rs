@@ -9,9 +9,37 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// What a child the sweep never started reports: the sweep was canceled first. No run is made for it (it
-/// would only clutter the run list as a Canceled run that never ran).
-pub const NOT_STARTED: &str = "not started: the sweep was canceled";
+/// What became of one combination of a sweep.
+#[derive(Clone, Debug)]
+pub enum ChildOutcome {
+    /// Its run was made and ended.
+    Ran(Finished),
+    /// The sweep was canceled before it started. No run is made for it (it would only clutter the run list as
+    /// a Canceled run that never ran).
+    NotStarted,
+    /// It could not be submitted: why.
+    Failed(String),
+}
+
+impl ChildOutcome {
+    /// The status it counts as toward the parent's.
+    fn status(&self) -> RunStatus {
+        match self {
+            ChildOutcome::Ran(f) => f.status,
+            ChildOutcome::NotStarted => RunStatus::Canceled,
+            ChildOutcome::Failed(_) => RunStatus::Failed,
+        }
+    }
+
+    /// Why it has no run, if it has none.
+    pub fn error(&self) -> Option<String> {
+        match self {
+            ChildOutcome::Ran(_) => None,
+            ChildOutcome::NotStarted => Some("not started: the sweep was canceled".into()),
+            ChildOutcome::Failed(why) => Some(why.clone()),
+        }
+    }
+}
 
 /// One `--sweep NAME=V1,V2,...`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -117,7 +145,7 @@ pub fn check(cmd: &[String], axes: &[Axis]) -> Result<(), RunnerError> {
 #[derive(Clone, Debug)]
 pub struct SweepOutcome {
     pub parent: Finished,
-    pub children: Vec<Result<Finished, String>>,
+    pub children: Vec<ChildOutcome>,
     /// The summary table (also the parent's `stdout` log and `sweep_summary.json` artifact).
     pub summary: String,
 }
@@ -149,7 +177,7 @@ pub fn run_sweep(
     // A cancel of the parent (`runs cancel PARENT`) or Ctrl-C stops the running children and starts no more.
     let cancel = CancelFlags::watch(tracker.as_ref(), &parent.id, None);
     let combos = combinations(axes);
-    let results: Vec<Mutex<Option<Result<Finished, String>>>> =
+    let results: Vec<Mutex<Option<ChildOutcome>>> =
         combos.iter().map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
     std::thread::scope(|s| {
@@ -171,7 +199,7 @@ pub fn run_sweep(
                     lifecycle::execute(tracker.clone(), target, &sub, prepared.clone(), &mut |r| {
                         on_created(r)
                     })
-                    .map_err(|e| e.to_string());
+                    .map_or_else(|e| ChildOutcome::Failed(e.to_string()), ChildOutcome::Ran);
                 if let Ok(mut slot) = results[i].lock() {
                     *slot = Some(r);
                 }
@@ -179,13 +207,13 @@ pub fn run_sweep(
         }
     });
     drop(cancel);
-    let children: Vec<Result<Finished, String>> = results
+    let children: Vec<ChildOutcome> = results
         .into_iter()
         .map(|m| {
             m.into_inner()
                 .ok()
                 .flatten()
-                .unwrap_or_else(|| Err(NOT_STARTED.into()))
+                .unwrap_or(ChildOutcome::NotStarted)
         })
         .collect();
     finish_parent(tracker.as_ref(), &parent, &combos, children)
@@ -233,15 +261,10 @@ fn create_parent(
 
 /// The parent's status from its children's: Failed if any failed (or could not be submitted), else Canceled
 /// if any was canceled or never started, else Completed.
-fn parent_status(children: &[Result<Finished, String>]) -> RunStatus {
-    let status = |c: &Result<Finished, String>| match c {
-        Ok(f) => f.status,
-        Err(e) if e == NOT_STARTED => RunStatus::Canceled,
-        Err(_) => RunStatus::Failed,
-    };
-    if children.iter().any(|c| status(c) == RunStatus::Failed) {
+fn parent_status(children: &[ChildOutcome]) -> RunStatus {
+    if children.iter().any(|c| c.status() == RunStatus::Failed) {
         RunStatus::Failed
-    } else if children.iter().any(|c| status(c) == RunStatus::Canceled) {
+    } else if children.iter().any(|c| c.status() == RunStatus::Canceled) {
         RunStatus::Canceled
     } else {
         RunStatus::Completed
@@ -252,14 +275,14 @@ fn finish_parent(
     tracker: &dyn Tracker,
     parent: &Run,
     combos: &[BTreeMap<String, String>],
-    children: Vec<Result<Finished, String>>,
+    children: Vec<ChildOutcome>,
 ) -> Result<SweepOutcome, RunnerError> {
     let mut rows = Vec::new();
     for (combo, child) in combos.iter().zip(&children) {
-        let run = child
-            .as_ref()
-            .ok()
-            .and_then(|f| tracker.get_run(&f.run_id).ok());
+        let run = match child {
+            ChildOutcome::Ran(f) => tracker.get_run(&f.run_id).ok(),
+            ChildOutcome::NotStarted | ChildOutcome::Failed(_) => None,
+        };
         rows.push(summary_row(combo, child, run.as_ref()));
     }
     let summary = summary_table(&rows);
@@ -270,7 +293,7 @@ fn finish_parent(
     let status = parent_status(&children);
     let failed = children
         .iter()
-        .filter(|c| !matches!(c, Ok(f) if f.status == RunStatus::Completed))
+        .filter(|c| c.status() != RunStatus::Completed)
         .count();
     let error = (status != RunStatus::Completed).then(|| ErrorDetails {
         message: format!("{failed} of {} child runs did not complete", children.len()),
@@ -304,7 +327,7 @@ fn finish_parent(
 /// One child's row: run id, status, params and the last value of each metric.
 fn summary_row(
     combo: &BTreeMap<String, String>,
-    child: &Result<Finished, String>,
+    child: &ChildOutcome,
     run: Option<&Run>,
 ) -> serde_json::Value {
     let metrics: BTreeMap<&str, &serde_json::Value> = run
@@ -316,11 +339,13 @@ fn summary_row(
         })
         .unwrap_or_default();
     match child {
-        Ok(f) => serde_json::json!({
+        ChildOutcome::Ran(f) => serde_json::json!({
             "run_id": f.run_id, "status": f.status, "exit_code": f.exit_code,
             "params": combo, "metrics": metrics,
         }),
-        Err(e) => serde_json::json!({"status": "NotStarted", "error": e, "params": combo}),
+        ChildOutcome::NotStarted | ChildOutcome::Failed(_) => {
+            serde_json::json!({"status": "NotStarted", "error": child.error(), "params": combo})
+        }
     }
 }
 
@@ -381,6 +406,49 @@ fn summary_table(rows: &[serde_json::Value]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A failed child fails the parent; else one canceled or never started cancels it.
+    #[test]
+    fn the_parents_status_follows_its_childrens() {
+        let ran = |status| {
+            ChildOutcome::Ran(Finished {
+                run_id: flightlog_model::RunId::new(),
+                status,
+                exit_code: 0,
+                error: None,
+            })
+        };
+        let done = ran(RunStatus::Completed);
+        let failed = ChildOutcome::Failed("no such target".into());
+        let cases = [
+            (vec![done.clone(), done.clone()], RunStatus::Completed),
+            (
+                vec![done.clone(), ChildOutcome::NotStarted],
+                RunStatus::Canceled,
+            ),
+            (
+                vec![ran(RunStatus::Canceled), done.clone()],
+                RunStatus::Canceled,
+            ),
+            (
+                vec![ChildOutcome::NotStarted, failed.clone()],
+                RunStatus::Failed,
+            ),
+            (
+                vec![done.clone(), ran(RunStatus::Failed)],
+                RunStatus::Failed,
+            ),
+        ];
+        for (children, want) in cases {
+            assert_eq!(parent_status(&children), want, "{children:?}");
+        }
+        assert_eq!(done.error(), None);
+        assert_eq!(failed.error().as_deref(), Some("no such target"));
+        assert!(ChildOutcome::NotStarted
+            .error()
+            .unwrap()
+            .contains("the sweep was canceled"));
+    }
 
     fn strings(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
