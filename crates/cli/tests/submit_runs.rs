@@ -786,6 +786,76 @@ fn a_parallel_sweep_runs_at_most_n_children_at_once_and_sums_up_their_metrics() 
     }
 }
 
+/// Children running side by side each have `./outputs` and `./logs` of their own: each run gets only what its
+/// own job wrote (before, each uploaded what the others wrote there meanwhile), and the files stay on disk in
+/// the source dir's `outputs/<child>` and `logs/<child>`. The job still finds its code and data in its
+/// working dir, and its temporary working dir is gone afterwards.
+#[test]
+fn parallel_sweep_children_have_outputs_of_their_own() {
+    let s = TestServer::start();
+    let spool = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    write(src.path(), "data/input.txt", "shared input");
+    write(src.path(), "outputs/old.bin", "an earlier run's");
+    let marks = tempfile::tempdir().unwrap();
+    // Both children write a file of the same name, while the other is running too.
+    let script = format!(
+        "cat data/input.txt > outputs/model-{{x}}.txt; echo {{x}} > outputs/model.txt; echo log > logs/train.log; \
+         touch {m}/{{x}}; while [ $(ls {m} | wc -l) -lt 2 ]; do sleep 0.05; done; sleep 0.3",
+        m = marks.path().display()
+    );
+    let out = run_cli(
+        &s,
+        spool.path(),
+        &[
+            "submit",
+            "--sweep",
+            "x=a,b",
+            "--parallel",
+            "2",
+            "--source-dir",
+            src.path().to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let parent = announced_id(&stderr);
+    let (_, kids) = s.get(&format!("/api/v1/runs?parent_id={parent}"));
+    let kids = kids["items"].as_array().unwrap();
+    assert_eq!(kids.len(), 2);
+    for k in kids {
+        let x = k["params"]["x"].as_str().unwrap();
+        let id = k["id"].as_str().unwrap();
+        let want = vec![
+            "logs/train.log".to_string(),
+            "outputs/model-".to_string() + x + ".txt",
+            "outputs/model.txt".to_string(),
+        ];
+        let mut got = artifacts(&s, id, "outputs");
+        got.extend(artifacts(&s, id, "logs"));
+        got.sort();
+        assert_eq!(got, want, "child {x}");
+        let (_, model, _) = s.get_bytes(&format!("/api/v1/runs/{id}/artifacts/outputs/model.txt"));
+        assert_eq!(String::from_utf8_lossy(&model), format!("{x}\n"));
+        let (_, copy, _) = s.get_bytes(&format!(
+            "/api/v1/runs/{id}/artifacts/outputs/model-{x}.txt"
+        ));
+        assert_eq!(copy, b"shared input");
+        let local = src.path().join(format!("outputs/x={x}/model.txt"));
+        assert_eq!(std::fs::read_to_string(local).unwrap(), format!("{x}\n"));
+    }
+    assert_eq!(
+        std::fs::read_to_string(src.path().join("outputs/old.bin")).unwrap(),
+        "an earlier run's"
+    );
+    let work = std::env::temp_dir().join(format!("flightlog-sweep-{parent}"));
+    assert!(!work.exists(), "{} is left", work.display());
+}
+
 /// A run that looks submitted (it has `compute_target`) but has no supervisor listening: the cancel asks, waits,
 /// then marks it Canceled itself instead of leaving it CancelRequested for good. One already Finalizing has no
 /// job left to stop: the cancel waits for its end and takes it as it is.

@@ -17,6 +17,7 @@ pub mod sweep;
 pub mod target;
 pub mod tracker;
 pub mod wait;
+pub mod workdir;
 
 pub use error::RunnerError;
 pub use lifecycle::{submit, Finished, Submission};

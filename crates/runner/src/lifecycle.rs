@@ -54,6 +54,9 @@ pub struct Submission {
     pub env: BTreeMap<String, String>,
     /// Stop the job as canceled when this is set too (a sweep's children, when the sweep is canceled).
     pub canceled_with: Option<Arc<AtomicBool>>,
+    /// Where the job runs and its `./outputs` and `./logs` are read, when not in the source dir (a parallel
+    /// sweep's child: [`crate::workdir::ChildDir`]).
+    pub working_dir: Option<PathBuf>,
 }
 
 impl Submission {
@@ -74,6 +77,7 @@ impl Submission {
             snapshot: true,
             env: BTreeMap::new(),
             canceled_with: None,
+            working_dir: None,
         }
     }
 }
@@ -257,8 +261,9 @@ fn drive(
     let cancel = CancelFlags::watch(tracker.as_ref(), &id, sub.canceled_with.clone());
     let spec = job_spec(tracker.as_ref(), sub, &prepared, &id);
     let running = set_status(tracker.as_ref(), &id, RunStatus::Running)?;
-    let mut outputs = FolderSync::since_now(prepared.source_dir.join("outputs"), "outputs");
-    let logs = FolderSync::since_now(prepared.source_dir.join("logs"), "logs");
+    let work = sub.working_dir.as_ref().unwrap_or(&prepared.source_dir);
+    let mut outputs = FolderSync::since_now(work.join("outputs"), "outputs");
+    let logs = FolderSync::since_now(work.join("logs"), "logs");
     let ending = if !running || cancel.requested() {
         // Canceled while it prepared (a refused move to Running means a cancel got there first, before
         // the watcher's first look): nothing to start.
@@ -373,7 +378,9 @@ fn job_spec(tracker: &dyn Tracker, sub: &Submission, prepared: &Prepared, id: &R
     }
     JobSpec {
         command: sub.command.clone(),
-        working_dir: prepared.source_dir.clone(),
+        working_dir: (sub.working_dir.as_ref())
+            .unwrap_or(&prepared.source_dir)
+            .clone(),
         env,
     }
 }

@@ -4,6 +4,7 @@ use crate::error::RunnerError;
 use crate::lifecycle::{self, CancelFlags, Finished, Submission, EXIT_CANCELED, TARGET_PROPERTY};
 use crate::target::ComputeTarget;
 use crate::tracker::Tracker;
+use crate::workdir::ChildDir;
 use flightlog_model::{ErrorDetails, NewRun, Run, RunStatus, SeriesInfo};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -180,8 +181,9 @@ pub fn run_sweep(
     let results: Vec<Mutex<Option<ChildOutcome>>> =
         combos.iter().map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
+    let side_by_side = parallel.clamp(1, combos.len());
     std::thread::scope(|s| {
-        for _ in 0..parallel.clamp(1, combos.len()) {
+        for _ in 0..side_by_side {
             s.spawn(|| loop {
                 if cancel.requested() {
                     return;
@@ -195,11 +197,24 @@ pub fn run_sweep(
                 sub.snapshot = false;
                 sub.display_name = Some(child_name(combo));
                 sub.canceled_with = Some(cancel.run_canceled());
-                let r =
-                    lifecycle::execute(tracker.clone(), target, &sub, prepared.clone(), &mut |r| {
-                        on_created(r)
-                    })
-                    .map_or_else(|e| ChildOutcome::Failed(e.to_string()), ChildOutcome::Ran);
+                // Children side by side each get a working dir of their own (dropped when it has ended).
+                let own_dir = (side_by_side > 1)
+                    .then(|| ChildDir::create(&prepared.source_dir, &parent.id, &child_name(combo)))
+                    .transpose();
+                let r = match own_dir {
+                    Ok(dir) => {
+                        sub.working_dir = dir.as_ref().map(|d| d.path().to_path_buf());
+                        lifecycle::execute(
+                            tracker.clone(),
+                            target,
+                            &sub,
+                            prepared.clone(),
+                            &mut |r| on_created(r),
+                        )
+                        .map_or_else(|e| ChildOutcome::Failed(e.to_string()), ChildOutcome::Ran)
+                    }
+                    Err(e) => ChildOutcome::Failed(format!("cannot make its working dir: {e}")),
+                };
                 if let Ok(mut slot) = results[i].lock() {
                     *slot = Some(r);
                 }
