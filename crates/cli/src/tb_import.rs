@@ -441,90 +441,11 @@ impl Importer<'_> {
 impl RunImport {
     fn sync(&mut self, b: &Bridge, files: &[PathBuf], last: bool) -> Result<(), CliError> {
         if !self.loaded {
-            // On the run's own thread: what an earlier import stored (kinds, params, per-file offsets).
-            self.stored = StoredRun {
-                kinds: (b.client.list_metrics(&self.id)?.into_iter())
-                    .map(|m| (m.name, m.kind))
-                    .collect(),
-                params: b.client.get_run(&self.id)?.params,
-            };
-            self.state = load_state(b, &self.id)?;
-            self.loaded = true;
+            self.load(b)?;
         }
         let mut changed = false;
         for path in files {
-            let file = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let (reader, decoder) = self
-                .files
-                .entry(file.clone())
-                .or_insert_with(|| (EventFileReader::new(path), ValueDecoder::default()));
-            // A file that cannot be opened has no identity; reading it reports why.
-            let identity = file_identity(path).ok().flatten();
-            let len = std::fs::metadata(path).map_or(u64::MAX, |m| m.len());
-            let mut mark = self.state.get(&file).copied().unwrap_or_default();
-            if let Some(why) = mark.outdated_by(len, reader.offset(), identity) {
-                self.report.errors.push(format!(
-                    "{}: {why}: importing it again from its start",
-                    path.display()
-                ));
-                (*reader, *decoder) = (EventFileReader::new(path), ValueDecoder::default());
-                mark = FileMark {
-                    offset: 0,
-                    identity,
-                };
-            }
-            let from = mark.offset;
-            let (id, stored, counts, span) = (
-                &self.id,
-                &mut self.stored,
-                &mut self.report.counts,
-                &mut self.span,
-            );
-            // Batches go out on a second thread while this one decodes the next.
-            let sent = write_behind(&mut BridgeSink(b), |sink| {
-                let mut imp = FileIngest::new(sink, id, (&file, identity), stored, counts, decoder)
-                    .batch_points(SEND_POINTS);
-                let mut failure = None;
-                let polled = reader.poll_decoded(|offset, record| {
-                    let new = offset >= from;
-                    let t = record.wall_time();
-                    if new && t > 0.0 {
-                        *span =
-                            Some(span.map_or((t, t), |(a, z): (f64, f64)| (a.min(t), z.max(t))));
-                    }
-                    if failure.is_none() {
-                        failure = imp.decoded(offset, &record, new).err();
-                    }
-                });
-                if let Some(e) = failure {
-                    return Err(e);
-                }
-                imp.flush()?;
-                Ok(polled)
-            });
-            let errors = match sent.map_err(CliError::from) {
-                Ok(polled) => polled?,
-                Err(e) => {
-                    // What was read but not stored is read again by the next sync (from the file's start,
-                    // storing from its mark on: the same batches, which the server stores once).
-                    self.files.remove(&file);
-                    return Err(e);
-                }
-            };
-            self.report
-                .errors
-                .extend(errors.iter().map(|e| e.to_string()));
-            let now = FileMark {
-                offset: reader.offset().max(from),
-                identity: identity.or(mark.identity),
-            };
-            if self.state.get(&file).copied().unwrap_or_default() != now {
-                self.state.insert(file, now);
-                changed = true;
-            }
+            changed |= self.import_file(b, path)?;
         }
         let save_state = || -> Result<(), CliError> {
             if changed {
@@ -545,6 +466,94 @@ impl RunImport {
             save_state()?;
             joined(finish)
         })
+    }
+
+    /// Reads (on the run's own thread) what an earlier import stored: kinds, params, per-file offsets.
+    fn load(&mut self, b: &Bridge) -> Result<(), CliError> {
+        self.stored = StoredRun {
+            kinds: (b.client.list_metrics(&self.id)?.into_iter())
+                .map(|m| (m.name, m.kind))
+                .collect(),
+            params: b.client.get_run(&self.id)?.params,
+        };
+        self.state = load_state(b, &self.id)?;
+        self.loaded = true;
+        Ok(())
+    }
+
+    /// Imports what was added to one file since its mark (all of it if it was replaced); returns whether its
+    /// mark moved.
+    fn import_file(&mut self, b: &Bridge, path: &Path) -> Result<bool, CliError> {
+        let file = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let (reader, decoder) = self
+            .files
+            .entry(file.clone())
+            .or_insert_with(|| (EventFileReader::new(path), ValueDecoder::default()));
+        // A file that cannot be opened has no identity; reading it reports why.
+        let identity = file_identity(path).ok().flatten();
+        let len = std::fs::metadata(path).map_or(u64::MAX, |m| m.len());
+        let mut mark = self.state.get(&file).copied().unwrap_or_default();
+        if let Some(why) = mark.outdated_by(len, reader.offset(), identity) {
+            self.report.errors.push(format!(
+                "{}: {why}: importing it again from its start",
+                path.display()
+            ));
+            (*reader, *decoder) = (EventFileReader::new(path), ValueDecoder::default());
+            mark = FileMark {
+                offset: 0,
+                identity,
+            };
+        }
+        let from = mark.offset;
+        let (id, stored, counts, span) = (
+            &self.id,
+            &mut self.stored,
+            &mut self.report.counts,
+            &mut self.span,
+        );
+        // Batches go out on a second thread while this one decodes the next.
+        let sent = write_behind(&mut BridgeSink(b), |sink| {
+            let mut imp = FileIngest::new(sink, id, (&file, identity), stored, counts, decoder)
+                .batch_points(SEND_POINTS);
+            let mut failure = None;
+            let polled = reader.poll_decoded(|offset, record| {
+                let new = offset >= from;
+                let t = record.wall_time();
+                if new && t > 0.0 {
+                    *span = Some(span.map_or((t, t), |(a, z): (f64, f64)| (a.min(t), z.max(t))));
+                }
+                if failure.is_none() {
+                    failure = imp.decoded(offset, &record, new).err();
+                }
+            });
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            imp.flush()?;
+            Ok(polled)
+        });
+        let errors = match sent.map_err(CliError::from) {
+            Ok(polled) => polled?,
+            Err(e) => {
+                // What was read but not stored is read again by the next sync (from the file's start,
+                // storing from its mark on: the same batches, which the server stores once).
+                self.files.remove(&file);
+                return Err(e);
+            }
+        };
+        self.report
+            .errors
+            .extend(errors.iter().map(|e| e.to_string()));
+        let now = FileMark {
+            offset: reader.offset().max(from),
+            identity: identity.or(mark.identity),
+        };
+        let moved = self.state.get(&file).copied().unwrap_or_default() != now;
+        self.state.insert(file, now);
+        Ok(moved)
     }
 }
 
