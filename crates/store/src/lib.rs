@@ -96,6 +96,15 @@ pub trait Store: Send + Sync + 'static {
     /// request costs a scheduling delay). `done` may run on another thread, or be dropped uncalled if the
     /// store fails: wait on a channel it owns.
     fn write_batch_then(&self, run: &RunId, batch: Batch, done: BatchDone);
+    /// Changes the run (params, tags, name...) and appends the batch in one commit: both or neither, as
+    /// MLflow's log-batch logs a step's params, tags and metrics at once. Validated as [`Store::update_run`]
+    /// and [`Store::write_batch`] validate, before anything is stored.
+    fn update_run_and_write_batch(
+        &self,
+        run: &RunId,
+        patch: RunPatch,
+        batch: Batch,
+    ) -> Result<BatchAck>;
     /// Stores an image (PNG/JPEG/GIF/SVG, checked by its bytes) as an artifact under `images/` and records it
     /// as a point of image metric `meta.name`.
     fn write_image(&self, run: &RunId, meta: ImageWrite, bytes: &[u8]) -> Result<Record>;

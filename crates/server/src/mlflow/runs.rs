@@ -386,15 +386,25 @@ impl Writes {
         blocking(move || self.write(store.as_ref(), &id)).await
     }
 
-    /// [`Writes::store`]'s general path, on the blocking pool.
+    /// [`Writes::store`]'s general path, on the blocking pool: params, tags and points in one commit, so a
+    /// crash never keeps a step's params without its metrics.
     fn write(self, store: &dyn Store, id: &RunId) -> MlResult<()> {
         models::check_exist(store, &self.for_models)?;
-        if !self.params.is_empty() || !self.tags.is_empty() {
-            write_params_tags(store, id, self.params, self.tags)?;
-        }
-        match self.batch {
-            Some(b) => write_metrics(store, id, b)?,
-            None => find(store, id).and_then(|run| active(&run))?,
+        let patch = if self.params.is_empty() && self.tags.is_empty() {
+            None
+        } else {
+            params_tags_patch(store, id, self.params, self.tags)?
+        };
+        match (patch, self.batch) {
+            (Some(patch), Some(b)) => {
+                (store.update_run_and_write_batch(id, patch, b))
+                    .map_err(|e| metric_write_error(id, e))?;
+            }
+            (Some(patch), None) => {
+                store.update_run(id, patch)?;
+            }
+            (None, Some(b)) => write_metrics(store, id, b)?,
+            (None, None) => find(store, id).and_then(|run| active(&run))?,
         }
         models::add_metrics(store, self.for_models)
     }
@@ -471,8 +481,22 @@ fn write_params_tags(
     store: &dyn Store,
     id: &RunId,
     params: BTreeMap<String, String>,
-    mut tags: BTreeMap<String, String>,
+    tags: BTreeMap<String, String>,
 ) -> MlResult<()> {
+    if let Some(patch) = params_tags_patch(store, id, params, tags)? {
+        store.update_run(id, patch)?;
+    }
+    Ok(())
+}
+
+/// The change that logs `params` and `tags` to the run as MLflow does (a param re-logged with another value
+/// is refused; the name and note tags set the run's name and description), or `None` when it holds them all.
+fn params_tags_patch(
+    store: &dyn Store,
+    id: &RunId,
+    params: BTreeMap<String, String>,
+    mut tags: BTreeMap<String, String>,
+) -> MlResult<Option<RunPatch>> {
     let run = find(store, id)?;
     active(&run)?;
     for (k, v) in &params {
@@ -492,17 +516,15 @@ fn write_params_tags(
     tags.retain(|k, v| run.tags.get(k) != Some(v));
     let renamed = name.as_ref().is_some_and(|n| *n != run.display_name);
     if params.is_empty() && tags.is_empty() && !renamed && description.is_none() {
-        return Ok(());
+        return Ok(None);
     }
-    let patch = RunPatch {
+    Ok(Some(RunPatch {
         display_name: name,
         description,
         set_tags: tags,
         add_params: params,
         ..Default::default()
-    };
-    store.update_run(id, patch)?;
-    Ok(())
+    }))
 }
 
 async fn delete_tag(State(st): State<AppState>, Req(r): Req<KeyValueReq>) -> MlResult<Json<Value>> {

@@ -64,7 +64,7 @@ pub fn write_batch_then(inner: &Inner, run: &RunId, batch: Batch, done: BatchDon
 }
 
 /// Every rule that needs no stored state, checked before anything is stored.
-fn validate_batch(b: &Batch) -> Result<()> {
+pub fn validate_batch(b: &Batch) -> Result<()> {
     if let Some(id) = &b.batch_id {
         validate::name("batch_id", id)?;
     }
@@ -81,7 +81,7 @@ fn validate_batch(b: &Batch) -> Result<()> {
 }
 
 /// Applies a validated batch inside the writer's transaction (the savepoint makes it all-or-nothing).
-fn apply_batch(ctx: &mut WriteCtx, run: &RunId, batch: Batch) -> Result<BatchAck> {
+pub fn apply_batch(ctx: &mut WriteCtx, run: &RunId, batch: Batch) -> Result<BatchAck> {
     let points = batch.point_count() as u64;
     if let Some(id) = &batch.batch_id {
         if let Some(points) = stored_batch(&ctx.conn, run, id)? {

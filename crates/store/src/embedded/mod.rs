@@ -262,6 +262,20 @@ impl Store for EmbeddedStore {
     fn write_batch_then(&self, run: &RunId, batch: Batch, done: BatchDone) {
         metrics::write_batch_then(&self.inner, run, batch, done)
     }
+    fn update_run_and_write_batch(
+        &self,
+        run: &RunId,
+        patch: RunPatch,
+        batch: Batch,
+    ) -> Result<BatchAck> {
+        runs::validate_patch(&patch)?;
+        metrics::validate_batch(&batch)?;
+        let run = run.clone();
+        self.inner.write(move |ctx| {
+            runs::update_in(ctx, &run, patch)?;
+            metrics::apply_batch(ctx, &run, batch)
+        })
+    }
     fn write_image(&self, run: &RunId, meta: ImageWrite, bytes: &[u8]) -> Result<Record> {
         artifacts::write_image(&self.inner, run, meta, bytes)
     }

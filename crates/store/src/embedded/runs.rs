@@ -384,29 +384,38 @@ pub fn exists(conn: &Connection, id: &RunId) -> Result<()> {
 pub fn update(inner: &Inner, id: &RunId, patch: RunPatch) -> Result<Run> {
     validate_patch(&patch)?;
     let id = id.clone();
-    inner.write(move |ctx| {
-        let old = get(&ctx.conn, &id)?;
-        if old.lifecycle == Lifecycle::Deleted && patch.lifecycle != Some(Lifecycle::Active) {
-            return Err(Error::Deleted { entity: Entity::Run, id: id.to_string() });
-        }
-        let new = apply_patch(&old, patch)?;
-        if new != old {
-            let mut values = row_values(&new)?;
-            values.push(Value::Integer(WallTime::now().0));
-            ctx.conn
-                .execute(
-                    &format!("REPLACE INTO runs ({COLUMNS}, last_update_time) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"),
-                    rusqlite::params_from_iter(values),
-                )
-                .map_err(sql_err("updating a run"))?;
-            let body = EventBody::RunUpdated { status: new.status, status_changed: new.status != old.status };
-            emit(ctx, new.experiment_id, Some(&id), &body)?;
-        }
-        with_metrics(&ctx.conn, new)
-    })
+    inner.write(move |ctx| update_in(ctx, &id, patch))
 }
 
-fn validate_patch(p: &RunPatch) -> Result<()> {
+/// Applies a validated patch inside the writer's transaction.
+pub fn update_in(ctx: &mut WriteCtx, id: &RunId, patch: RunPatch) -> Result<Run> {
+    let old = get(&ctx.conn, id)?;
+    if old.lifecycle == Lifecycle::Deleted && patch.lifecycle != Some(Lifecycle::Active) {
+        return Err(Error::Deleted {
+            entity: Entity::Run,
+            id: id.to_string(),
+        });
+    }
+    let new = apply_patch(&old, patch)?;
+    if new != old {
+        let mut values = row_values(&new)?;
+        values.push(Value::Integer(WallTime::now().0));
+        ctx.conn
+            .execute(
+                &format!("REPLACE INTO runs ({COLUMNS}, last_update_time) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"),
+                rusqlite::params_from_iter(values),
+            )
+            .map_err(sql_err("updating a run"))?;
+        let body = EventBody::RunUpdated {
+            status: new.status,
+            status_changed: new.status != old.status,
+        };
+        emit(ctx, new.experiment_id, Some(id), &body)?;
+    }
+    with_metrics(&ctx.conn, new)
+}
+
+pub fn validate_patch(p: &RunPatch) -> Result<()> {
     if let Some(n) = &p.display_name {
         validate::title("display_name", n)?;
     }

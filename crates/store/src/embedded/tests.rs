@@ -1253,6 +1253,65 @@ fn repeats_are_found_in_full_blocks_and_in_blocks_written_before_time_spans() {
     assert_eq!(got.last(), Some(&(n + 1, 1, 1f64.to_bits())));
 }
 
+/// A run change and a batch written together are one commit: when the batch is refused (a metric logged as
+/// another kind than before), the params and tags of the change are not stored either, and when both are
+/// taken both are there.
+#[test]
+fn a_patch_and_a_batch_are_stored_together_or_not_at_all() {
+    let (_d, s) = store();
+    let id = run(&s);
+    let text = MetricWrite::Text {
+        name: "loss".into(),
+        description: None,
+        steps: None,
+        times: None,
+        values: vec!["not a number".into()],
+    };
+    s.write_batch(
+        &id,
+        Batch {
+            metrics: vec![text],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let patch = |lr: &str| RunPatch {
+        add_params: [("lr".to_string(), lr.to_string())].into(),
+        set_tags: [("phase".to_string(), "train".to_string())].into(),
+        ..Default::default()
+    };
+    let err = s
+        .update_run_and_write_batch(&id, patch("0.1"), batch(vec![scalars("loss", &[1.0])]))
+        .unwrap_err();
+    assert!(matches!(err, Error::Conflict { .. }), "{err}");
+    let r = s.get_run(&id).unwrap();
+    assert!(r.params.is_empty() && r.tags.is_empty(), "{r:?}");
+    let ack = s
+        .update_run_and_write_batch(&id, patch("0.1"), batch(vec![scalars("acc", &[0.5, 0.6])]))
+        .unwrap();
+    assert_eq!(ack.points, 2);
+    let r = s.get_run(&id).unwrap();
+    assert_eq!(
+        (r.params["lr"].as_str(), r.tags["phase"].as_str()),
+        ("0.1", "train")
+    );
+    // A refused change stores none of the batch.
+    let err = s
+        .update_run_and_write_batch(&id, patch("0.2"), batch(vec![scalars("acc", &[0.7])]))
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Conflict { .. } | Error::InvalidArgument { .. }),
+        "{err}"
+    );
+    assert_eq!(
+        s.read_scalars(&id, "acc", &ReadRange::default())
+            .unwrap()
+            .values
+            .len(),
+        2
+    );
+}
+
 #[test]
 fn batch_ids_make_retries_harmless() {
     let (_d, s) = store();
