@@ -335,3 +335,49 @@ fn a_replaced_file_is_read_anew() {
     assert_eq!(loss["steps"], serde_json::json!(want));
     assert!(s.server_log().contains("was replaced by another file"));
 }
+
+/// Hyperparameters in an uploaded file (the hparams plugin's session start) become the run's params, once:
+/// the same file uploaded again changes nothing.
+#[test]
+fn uploaded_hyperparameters_become_the_runs_params() {
+    use flightlog_tensorboard::proto::{self, proto_value::Kind, summary::Value};
+    let s = TestServer::start();
+    let run = s.new_run();
+    let hparams = [
+        ("lr", Kind::NumberValue(0.5)),
+        ("opt", Kind::StringValue("sgd".into())),
+    ];
+    let start = proto::HParamsPluginData {
+        version: 0,
+        session_start_info: Some(proto::SessionStartInfo {
+            hparams: hparams
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), proto::ProtoValue { kind: Some(v) }))
+                .collect(),
+            start_time_secs: 1.0,
+        }),
+    };
+    let value = Value {
+        tag: "_hparams_/session_start_info".into(),
+        metadata: Some(Box::new(proto::SummaryMetadata {
+            plugin_data: Some(proto::PluginData {
+                plugin_name: "hparams".into(),
+                content: prost::Message::encode_to_vec(&start),
+            }),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let bytes = scalar_file(1.0, 0..2, &[event(1.0, 0, value)]);
+    for _ in 0..2 {
+        upload(&s, &run, "logs/events.out.tfevents.1.h.1.0", &bytes);
+        wait_metric(&s, &run, "loss", |v| len(v) == 2);
+        let (_, r) = s.get(&format!("/api/v1/runs/{run}"));
+        assert_eq!(
+            r["params"],
+            serde_json::json!({"lr": "0.5", "opt": "sgd"}),
+            "{r}"
+        );
+    }
+    assert!(!s.server_log().contains("hparams: "), "{}", s.server_log());
+}
