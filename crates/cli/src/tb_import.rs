@@ -8,7 +8,9 @@ use flightlog_model::*;
 use flightlog_tensorboard::ingest::{
     clean_name, write_behind, FileIngest, IngestCounts, IngestSink, StoredRun,
 };
-use flightlog_tensorboard::{file_identity, is_event_file_name, EventFileReader, ValueDecoder};
+use flightlog_tensorboard::{
+    file_identity, is_event_file_name, replaced_since, EventFileReader, ValueDecoder,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -257,20 +259,6 @@ impl From<StoredMark> for FileMark {
     }
 }
 
-impl FileMark {
-    /// Why this mark is not for the file as it is now (`len` bytes long, with `identity`), if it is not: the
-    /// file is shorter than what was read of it (`read`, or the mark's offset), or another file took its name.
-    fn outdated_by(&self, len: u64, read: u64, identity: Option<u64>) -> Option<&'static str> {
-        if len < self.offset.max(read) {
-            return Some("is shorter than when it was imported");
-        }
-        match (self.identity, identity) {
-            (Some(was), Some(is)) if was != is => Some("was replaced by another file"),
-            _ => None,
-        }
-    }
-}
-
 fn load_state(b: &Bridge, run: &RunId) -> Result<BTreeMap<String, FileMark>, CliError> {
     match b.artifact_bytes(run, STATE_ARTIFACT) {
         Ok(bytes) => Ok(serde_json::from_slice(&bytes).unwrap_or_default()),
@@ -470,12 +458,8 @@ impl RunImport {
 
     /// Reads (on the run's own thread) what an earlier import stored: kinds, params, per-file offsets.
     fn load(&mut self, b: &Bridge) -> Result<(), CliError> {
-        self.stored = StoredRun {
-            kinds: (b.client.list_metrics(&self.id)?.into_iter())
-                .map(|m| (m.name, m.kind))
-                .collect(),
-            params: b.client.get_run(&self.id)?.params,
-        };
+        let series = b.client.list_metrics(&self.id)?;
+        self.stored = StoredRun::new(series, b.client.get_run(&self.id)?.params);
         self.state = load_state(b, &self.id)?;
         self.loaded = true;
         Ok(())
@@ -496,7 +480,8 @@ impl RunImport {
         let identity = file_identity(path).ok().flatten();
         let len = std::fs::metadata(path).map_or(u64::MAX, |m| m.len());
         let mut mark = self.state.get(&file).copied().unwrap_or_default();
-        if let Some(why) = mark.outdated_by(len, reader.offset(), identity) {
+        let read = mark.offset.max(reader.offset());
+        if let Some(why) = replaced_since(read, mark.identity, len, identity) {
             self.report.errors.push(format!(
                 "{}: {why}: importing it again from its start",
                 path.display()

@@ -520,7 +520,7 @@ fn a_replaced_file_is_imported_again_from_its_start() {
     replace_file(&file, 200.0, 20..23);
     let (steps, err) = import();
     assert!(
-        err.contains("is shorter than when it was imported: importing it again from its start"),
+        err.contains("is shorter than what was read of it: importing it again from its start"),
         "{err}"
     );
     assert_eq!(steps, (0..10).chain(20..23).collect::<Vec<_>>());

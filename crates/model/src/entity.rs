@@ -383,6 +383,14 @@ pub enum EventBody {
     },
 }
 
+impl EventBody {
+    /// Whether the event is a run's end: its status changed to a terminal one (not a later change of an ended
+    /// run, such as a tag set after it ended).
+    pub fn is_run_end(&self) -> bool {
+        matches!(self, EventBody::RunUpdated { status, status_changed: true } if status.is_terminal())
+    }
+}
+
 /// The event a merged one took the place of: event `seq`, which covered the series' points before index `end`
 /// (of a log stream: its bytes before offset `end`). A reader past `seq` has those already and needs only what
 /// follows `end`.

@@ -9,7 +9,7 @@ use crate::tracker::Tracker;
 use crate::{props, signals};
 use flightlog_model::{ErrorDetails, NewRun, Run, RunId, RunPatch, RunStatus};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -60,6 +60,11 @@ pub struct Submission {
 }
 
 impl Submission {
+    /// Where the job runs: its own working dir if it has one, else the source dir.
+    fn work_dir<'a>(&'a self, prepared: &'a Prepared) -> &'a Path {
+        self.working_dir.as_deref().unwrap_or(&prepared.source_dir)
+    }
+
     pub fn new(command: Vec<String>) -> Self {
         Submission {
             experiment: None,
@@ -261,7 +266,7 @@ fn drive(
     let cancel = CancelFlags::watch(tracker.as_ref(), &id, sub.canceled_with.clone());
     let spec = job_spec(tracker.as_ref(), sub, &prepared, &id);
     let running = set_status(tracker.as_ref(), &id, RunStatus::Running)?;
-    let work = sub.working_dir.as_ref().unwrap_or(&prepared.source_dir);
+    let work = sub.work_dir(&prepared);
     let mut outputs = FolderSync::since_now(work.join("outputs"), "outputs");
     let logs = FolderSync::since_now(work.join("logs"), "logs");
     let ending = if !running || cancel.requested() {
@@ -378,9 +383,7 @@ fn job_spec(tracker: &dyn Tracker, sub: &Submission, prepared: &Prepared, id: &R
     }
     JobSpec {
         command: sub.command.clone(),
-        working_dir: (sub.working_dir.as_ref())
-            .unwrap_or(&prepared.source_dir)
-            .clone(),
+        working_dir: sub.work_dir(prepared).to_path_buf(),
         env,
     }
 }

@@ -12,7 +12,7 @@ use flightlog_store::Store;
 use flightlog_tensorboard::ingest::{
     ingest_reader, write_behind, FileIngest, IngestCounts, IngestSink, StoredRun,
 };
-use flightlog_tensorboard::{is_event_file_name, read_identity, ValueDecoder};
+use flightlog_tensorboard::{is_event_file_name, read_identity, replaced_since, ValueDecoder};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::io::Read;
@@ -123,7 +123,7 @@ fn scan(store: &Arc<dyn Store>, work: &Arc<Work>, after: u64, newest: u64) -> Re
             (Some(run), EventBody::ArtifactWritten { path, .. }) if is_ingested_path(&path) => {
                 work.enqueue(store, run, path, e.seq);
             }
-            (Some(run), EventBody::RunUpdated { status, .. }) if status.is_terminal() => {
+            (Some(run), body) if body.is_run_end() => {
                 if let Err(e) = end_children(store.as_ref(), &run) {
                     tracing::warn!(
                         "tensorboard ingest: cannot end the logs/ child runs of run {run}: {e}"
@@ -276,7 +276,7 @@ pub fn ingest_file(store: &dyn Store, run: &RunId, path: &str) -> Result<IngestC
     };
     let size = info.size.unwrap_or(0);
     let (identity, head) = read_identity(&mut reader).map_err(Error::storage)?;
-    if let Some(why) = replaced(&state, size, identity) {
+    if let Some(why) = replaced_since(state.offset, state.identity, size, identity) {
         tracing::warn!("tensorboard ingest: run {run}: {path} {why}: reading it anew");
         state = FileState::default();
     }
@@ -346,23 +346,7 @@ fn stored_run(store: &dyn Store, run: &RunId) -> Result<StoredRun> {
         Err(Error::NotFound { .. }) => return Ok(StoredRun::default()),
         found => found?.params,
     };
-    let kinds = store.list_metrics(run)?;
-    Ok(StoredRun {
-        kinds: kinds.into_iter().map(|m| (m.name, m.kind)).collect(),
-        params,
-    })
-}
-
-/// Why a file's saved state is not for the file as it is now, if it is not: the file is shorter than what was
-/// ingested, or another file took its name.
-fn replaced(state: &FileState, size: u64, identity: Option<u64>) -> Option<String> {
-    if size < state.offset {
-        return Some(format!("shrank ({size} < {} bytes ingested)", state.offset));
-    }
-    match (state.identity, identity) {
-        (Some(was), Some(is)) if was != is => Some("was replaced by another file".into()),
-        _ => None,
-    }
+    Ok(StoredRun::new(store.list_metrics(run)?, params))
 }
 
 /// The child run that gets a file's points when the file is in a sub-folder of `logs/` (as `flightlog import

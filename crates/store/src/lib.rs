@@ -194,7 +194,7 @@ pub trait Store: Send + Sync + 'static {
     fn events_since(&self, filter: &EventFilter, after: u64, limit: usize) -> Result<Vec<Event>>;
     /// The seq of the newest committed event; changes every commit (watch it to wake stream readers).
     fn subscribe(&self) -> tokio::sync::watch::Receiver<u64>;
-    /// The seq of the newest committed `artifact_written` event or `run_updated` event with a terminal status:
+    /// The seq of the newest committed `artifact_written` event or run end ([`EventBody::is_run_end`]):
     /// followers of uploaded files and of runs' ends (the TensorBoard ingester, which ends a run's `logs/`
     /// child runs with it) wake for those only, not for every metric commit.
     fn subscribe_uploads_and_run_ends(&self) -> tokio::sync::watch::Receiver<u64>;

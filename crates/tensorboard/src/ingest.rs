@@ -30,6 +30,16 @@ pub struct StoredRun {
     pub params: BTreeMap<String, String>,
 }
 
+impl StoredRun {
+    /// From the run's series and params as the store lists them.
+    pub fn new(series: Vec<SeriesInfo>, params: BTreeMap<String, String>) -> Self {
+        StoredRun {
+            kinds: series.into_iter().map(|m| (m.name, m.kind)).collect(),
+            params,
+        }
+    }
+}
+
 /// What was ingested.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct IngestCounts {

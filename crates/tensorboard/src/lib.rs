@@ -12,8 +12,8 @@ pub mod writer;
 
 pub use proto::{Event, HistogramProto, Summary, SummaryMetadata, TensorProto};
 pub use reader::{
-    file_identity, parse_events, read_identity, visit_decoded, visit_events, Decoded,
-    EventFileReader, Parsed, RecordError,
+    file_identity, parse_events, read_identity, replaced_since, visit_decoded, visit_events,
+    Decoded, EventFileReader, Parsed, RecordError,
 };
 pub use summary::{Datum, ValueDecoder};
 pub use writer::EventWriter;

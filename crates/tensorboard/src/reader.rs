@@ -236,20 +236,22 @@ impl EventFileReader {
 
     /// For a file that is complete (its writer is gone): the bytes left after the last record, as an error.
     pub fn trailing_error(&self) -> Option<RecordError> {
-        let (file, offset, bytes) = (self.name.clone(), self.offset, self.pending.len() as u64);
-        match frame_at(&self.pending) {
-            _ if self.pending.is_empty() => None,
-            Frame::BadLengthCrc => Some(RecordError::NoRecord {
-                file,
-                offset,
-                bytes,
-            }),
-            _ => Some(RecordError::Truncated {
-                file,
-                offset,
-                bytes,
-            }),
+        if self.pending.is_empty() {
+            return None;
         }
+        let (file, offset, bytes) = (self.name.clone(), self.offset, self.pending.len() as u64);
+        Some(match frame_at(&self.pending) {
+            Frame::BadLengthCrc => RecordError::NoRecord {
+                file,
+                offset,
+                bytes,
+            },
+            _ => RecordError::Truncated {
+                file,
+                offset,
+                bytes,
+            },
+        })
     }
 
     /// Reads what was appended since the last poll and returns the records it completes.
@@ -325,6 +327,24 @@ pub fn read_identity(src: &mut impl Read) -> std::io::Result<(Option<u64>, Vec<u
     let got = src.take(want).read_to_end(&mut head)? as u64;
     let identity = (got == want).then(|| flightlog_model::fnv1a64(&head));
     Ok((identity, head))
+}
+
+/// Why what was read of a file before (its first `read` bytes, from the file whose identity was `was`) is
+/// not the start of the file as it is now (`len` bytes, identity `is`), if it is not: the file is shorter, or
+/// another file took its name. Such a file is read anew from its start.
+pub fn replaced_since(
+    read: u64,
+    was: Option<u64>,
+    len: u64,
+    is: Option<u64>,
+) -> Option<&'static str> {
+    if len < read {
+        return Some("is shorter than what was read of it");
+    }
+    match (was, is) {
+        (Some(was), Some(is)) if was != is => Some("was replaced by another file"),
+        _ => None,
+    }
 }
 
 /// [`read_identity`] of the file at `path`.

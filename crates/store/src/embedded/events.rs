@@ -39,13 +39,9 @@ pub fn emit(
 }
 
 /// Whether an event wakes followers of uploads and run ends ([`crate::Store::subscribe_uploads_and_run_ends`]):
-/// an uploaded file, or a run whose status became (or stays) terminal.
+/// an uploaded file, or a run's end ([`EventBody::is_run_end`]).
 fn announced_to_followers(body: &EventBody) -> bool {
-    match body {
-        EventBody::ArtifactWritten { .. } => true,
-        EventBody::RunUpdated { status, .. } => status.is_terminal(),
-        _ => false,
-    }
+    matches!(body, EventBody::ArtifactWritten { .. }) || body.is_run_end()
 }
 
 /// Most points one merged points event announces. A reader that resumes from before a merged event reads its

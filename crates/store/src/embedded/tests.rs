@@ -2110,6 +2110,13 @@ fn uploads_and_run_ends_are_announced_apart_from_metric_commits() {
     };
     s.update_run(&id, end).unwrap();
     assert!(artifacts.has_changed().unwrap(), "the run ended");
+    artifacts.borrow_and_update();
+    let tag = RunPatch {
+        set_tags: [("k".to_string(), "after".to_string())].into(),
+        ..Default::default()
+    };
+    s.update_run(&id, tag).unwrap();
+    assert!(!artifacts.has_changed().unwrap(), "a tag on an ended run");
 }
 
 /// The run's events of one type after seq `after`.
