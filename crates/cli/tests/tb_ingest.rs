@@ -71,6 +71,23 @@ fn wait_metric(s: &TestServer, run: &str, name: &str, ready: impl Fn(&Json) -> b
     }
 }
 
+/// The server's log once it holds `needle` (the ingester logs a file's outcome after its points are stored),
+/// else a failure after 15 s.
+fn wait_log(s: &TestServer, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let log = s.server_log();
+        if log.contains(needle) {
+            return log;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} in the log:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn len(v: &Json) -> usize {
     v["values"]
         .as_array()
@@ -208,11 +225,8 @@ fn damaged_records_are_logged_and_skipped_and_the_server_stays_up() {
     let loss = wait_metric(&s, &run, "loss", |v| len(v) == 3);
     assert_eq!(loss["steps"], serde_json::json!([1, 2, 3]));
     wait_metric(&s, &run, "sample", |v| len(v) == 1);
-    let log = s.server_log();
-    assert!(
-        log.contains("record data checksum mismatch") && log.contains("tfevents.bad"),
-        "{log}"
-    );
+    let log = wait_log(&s, "record data checksum mismatch");
+    assert!(log.contains("tfevents.bad"), "{log}");
     // Random bytes and an empty file: nothing stored, nothing crashes.
     upload(&s, &run, "logs/events.out.tfevents.garbage", &[0xffu8; 100]);
     upload(&s, &run, "logs/events.out.tfevents.empty", &[]);
@@ -311,11 +325,7 @@ fn a_value_the_store_refuses_is_skipped_alone() {
     );
     let loss = wait_metric(&s, &run, "loss", |v| len(v) == 5);
     assert_eq!(loss["steps"], serde_json::json!([0, 1, 2, 3, 4]));
-    let log = s.server_log();
-    assert!(
-        log.contains("histogram 'h' has 3 limits and 1 counts"),
-        "{log}"
-    );
+    wait_log(&s, "histogram 'h' has 3 limits and 1 counts");
     let (st, _) = s.get(&format!("/api/v1/runs/{run}/metrics/h"));
     assert_eq!(st, 404);
 }
@@ -379,5 +389,7 @@ fn uploaded_hyperparameters_become_the_runs_params() {
             "{r}"
         );
     }
-    assert!(!s.server_log().contains("hparams: "), "{}", s.server_log());
+    // The file's outcome, logged after it was ingested, skipped nothing.
+    let log = wait_log(&s, "logs/events.out.tfevents.1.h.1.0: 2 scalar");
+    assert!(!log.contains("hparams: "), "{log}");
 }
