@@ -705,10 +705,12 @@ impl Ctx {
 
 fn run_duration(r: &Run, now: WallTime) -> String {
     match (r.start_time, r.end_time) {
-        (Some(s), Some(e)) => output::duration_us(e.0 - s.0),
-        (Some(s), None) if !r.status.is_terminal() => {
-            format!("{} (running)", output::duration_us(now.0 - s.0))
-        }
+        // Times come from clients: one far off (or an end before the start) shows no duration, never wraps.
+        (Some(s), Some(e)) => e.0.checked_sub(s.0).map_or("-".into(), output::duration_us),
+        (Some(s), None) if !r.status.is_terminal() => match now.0.checked_sub(s.0) {
+            Some(d) => format!("{} (running)", output::duration_us(d)),
+            None => "-".into(),
+        },
         _ => "-".into(),
     }
 }

@@ -305,6 +305,45 @@ fn bad_input_is_a_json_4xx_naming_the_culprit() {
         "experiment_id",
     );
 
+    assert_error(
+        &s.get("/api/v1/runs?parent_id=zz"),
+        400,
+        "INVALID_ARGUMENT",
+        "invalid parent_id: 'zz' is not a run id",
+    );
+    let r = s.post("/api/v1/runs", &json!({"experiment_id": 1e20}));
+    assert_error(&r, 400, "INVALID_ARGUMENT", "expected an experiment id");
+
+    // Misspelt fields are refused by name, never acknowledged and ignored, and nothing is stored.
+    let r = s.post(
+        &format!("/api/v1/runs/{id}/batch"),
+        &json!({"scalars": [{"name": "typo", "values": [1], "step": [5]}]}),
+    );
+    assert_error(&r, 400, "INVALID_ARGUMENT", "unknown field `step`");
+    let r = s.post(&format!("/api/v1/runs/{id}/batch"), &json!({"scalar": []}));
+    assert_error(&r, 400, "INVALID_ARGUMENT", "unknown field `scalar`");
+    let r = s.post("/api/v1/runs", &json!({"experiment": "6"}));
+    assert_error(&r, 400, "INVALID_ARGUMENT", "unknown field `experiment`");
+    let r = s.patch(&format!("/api/v1/runs/{id}"), &json!({"tags": {"k": "v"}}));
+    assert_error(&r, 400, "INVALID_ARGUMENT", "unknown field `tags`");
+    assert_error(
+        &s.post("/api/v1/runs", &json!([])),
+        400,
+        "INVALID_ARGUMENT",
+        "found an array",
+    );
+    let (_, metrics) = s.get(&format!("/api/v1/runs/{id}/metrics"));
+    assert!(!metrics.to_string().contains("typo"), "{metrics}");
+
+    // More key filters than a query may hold: a 400 naming the parameter, not the store's 500.
+    let many: Vec<String> = (0..101).map(|i| format!("tag=k{i}")).collect();
+    assert_error(
+        &s.get(&format!("/api/v1/runs?{}", many.join("&"))),
+        400,
+        "INVALID_ARGUMENT",
+        "101 tag filters; at most 100",
+    );
+
     // Invalid names and over-long values.
     assert_error(
         &s.post("/api/v1/experiments", &json!({"name": ""})),
@@ -372,6 +411,13 @@ fn bad_input_is_a_json_4xx_naming_the_culprit() {
         huge,
     );
     assert_error(&r, 413, "TOO_LARGE", "too large");
+    // The same body sent without a length (chunked) is refused once past the limit, which the answer gives.
+    let answer = chunked_post(&s, &format!("/api/v1/runs/{id}/batch"), 65);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(
+        answer.contains("more than 67108864 bytes came, the limit is 67108864 bytes"),
+        "{answer}"
+    );
 
     // Bad query values name the parameter.
     assert_error(
@@ -437,4 +483,35 @@ fn bad_input_is_a_json_4xx_naming_the_culprit() {
         .map(|m| &m["name"])
         .collect();
     assert_eq!(names, [" lead "], "{metrics}");
+}
+
+/// Posts `mib` MiB of spaces as a chunked JSON body (no Content-Length) and returns the start of the answer.
+fn chunked_post(s: &TestServer, path: &str, mib: usize) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Transfer-Encoding: chunked\r\n\r\n"
+    );
+    c.set_write_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    c.write_all(head.as_bytes()).unwrap();
+    let chunk = [
+        format!("{:x}\r\n", 1 << 20).into_bytes(),
+        vec![b' '; 1 << 20],
+        b"\r\n".to_vec(),
+    ]
+    .concat();
+    for _ in 0..mib {
+        // The server answers once the limit is passed and may close before the rest is sent.
+        if c.write_all(&chunk).is_err() {
+            break;
+        }
+    }
+    let _ = c.write_all(b"0\r\n\r\n");
+    c.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = c.read(&mut answer).unwrap_or(0);
+    String::from_utf8_lossy(&answer[..n]).into_owned()
 }

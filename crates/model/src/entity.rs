@@ -46,6 +46,7 @@ pub struct Experiment {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewExperiment {
     pub name: String,
     #[serde(default)]
@@ -56,6 +57,7 @@ pub struct NewExperiment {
 
 /// Changes to an experiment; absent fields are left as they are.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ExperimentPatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -82,6 +84,7 @@ pub struct ExperimentQuery {
 
 /// Why a run failed.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ErrorDetails {
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -127,6 +130,7 @@ pub struct Run {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewRun {
     /// A client-chosen id makes creation idempotent (a replayed create returns the same run) and lets an
     /// offline client log before the server has answered.
@@ -162,6 +166,7 @@ pub struct NewRun {
 /// Changes to a run; absent fields are left as they are. Applied atomically: if any part is rejected
 /// (illegal transition, property rewrite, param change), nothing changes.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RunPatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,

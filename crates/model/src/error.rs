@@ -84,6 +84,21 @@ impl Error {
             message: message.into(),
         }
     }
+    /// An invalid argument said of `field` instead (an id read from `parent_id` is refused as a run id, but
+    /// the client sent it as `parent_id`); other errors are kept.
+    pub fn for_field(self, field: &str) -> Self {
+        match self {
+            Error::InvalidArgument { message, .. } => Error::invalid(field, message),
+            other => other,
+        }
+    }
+    /// What is wrong, without the field: for a caller that names the field itself (serde's path).
+    pub fn reason(self) -> String {
+        match self {
+            Error::InvalidArgument { message, .. } => message,
+            other => other.to_string(),
+        }
+    }
     pub fn not_found(entity: Entity, id: impl fmt::Display) -> Self {
         Error::NotFound {
             entity,

@@ -60,7 +60,8 @@ impl Serialize for RunId {
 impl<'de> Deserialize<'de> for RunId {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
+        s.parse::<RunId>()
+            .map_err(|e| serde::de::Error::custom(e.reason()))
     }
 }
 
@@ -106,19 +107,32 @@ impl Serialize for ExperimentId {
 }
 impl<'de> Deserialize<'de> for ExperimentId {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            N(i64),
-            S(String),
+        d.deserialize_any(ExperimentIdVisitor)
+    }
+}
+
+/// Reads an experiment id from a non-negative integer or its text, and says which rule anything else breaks.
+struct ExperimentIdVisitor;
+
+impl serde::de::Visitor<'_> for ExperimentIdVisitor {
+    type Value = ExperimentId;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an experiment id (a non-negative integer, or one as text)")
+    }
+    fn visit_i64<E: serde::de::Error>(self, n: i64) -> std::result::Result<ExperimentId, E> {
+        if n >= 0 {
+            Ok(ExperimentId(n))
+        } else {
+            Err(E::custom(format!("experiment id {n} is negative")))
         }
-        match Raw::deserialize(d)? {
-            Raw::N(n) if n >= 0 => Ok(ExperimentId(n)),
-            Raw::N(n) => Err(serde::de::Error::custom(format!(
-                "experiment id {n} is negative"
-            ))),
-            Raw::S(s) => s.parse().map_err(serde::de::Error::custom),
-        }
+    }
+    fn visit_u64<E: serde::de::Error>(self, n: u64) -> std::result::Result<ExperimentId, E> {
+        i64::try_from(n)
+            .map(ExperimentId)
+            .map_err(|_| E::custom(format!("experiment id {n} is too large")))
+    }
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> std::result::Result<ExperimentId, E> {
+        s.parse::<ExperimentId>().map_err(|e| E::custom(e.reason()))
     }
 }
 
@@ -191,5 +205,32 @@ mod tests {
         assert_eq!(serde_json::to_string(&a).unwrap(), "\"12\"");
         assert!(serde_json::from_str::<ExperimentId>("\"-1\"").is_err());
         assert!("x".parse::<ExperimentId>().is_err());
+        let err = |json: &str| {
+            serde_json::from_str::<ExperimentId>(json)
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            err("\"x\""),
+            "'x' is not an experiment id (a non-negative integer) at line 1 column 3"
+        );
+        assert!(
+            err("1e20")
+                .starts_with("invalid type: floating point `1e+20`, expected an experiment id"),
+            "{}",
+            err("1e20")
+        );
+        assert!(err("18446744073709551615")
+            .starts_with("experiment id 18446744073709551615 is too large"));
+        assert!(err("-3").starts_with("experiment id -3 is negative"));
+        let run = serde_json::from_str::<RunId>("\"zz\"")
+            .unwrap_err()
+            .to_string();
+        assert!(run.starts_with("'zz' is not a run id"), "{run}");
+        let parent = "zz".parse::<RunId>().unwrap_err().for_field("parent_id");
+        assert_eq!(
+            parent.to_string(),
+            "invalid parent_id: 'zz' is not a run id (32 hex characters)"
+        );
     }
 }

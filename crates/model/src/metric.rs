@@ -136,7 +136,7 @@ impl<'de> Deserialize<'de> for F64 {
 }
 
 /// One cell of a row or table: a number (NaN/±Inf as in [`F64`]), a string, a bool, or null.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Cell {
     Null,
@@ -145,10 +145,56 @@ pub enum Cell {
     Text(String),
 }
 
+/// Read by hand rather than as an untagged enum, whose refusal of a list or an object in a cell said only
+/// "data did not match any variant". "NaN", "Infinity" and "-Infinity" are numbers, as in [`F64`].
+impl<'de> Deserialize<'de> for Cell {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = Cell;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a cell: a number, text, true, false or null")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Cell, E> {
+                Ok(Cell::Null)
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Cell, E> {
+                Ok(Cell::Null)
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Cell, E> {
+                Ok(Cell::Bool(v))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Cell, E> {
+                Ok(Cell::Number(F64(v)))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Cell, E> {
+                Ok(Cell::Number(F64(v as f64)))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Cell, E> {
+                Ok(Cell::Number(F64(v as f64)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Cell, E> {
+                Ok(match parse_non_finite(v) {
+                    Some(x) => Cell::Number(F64(x)),
+                    None => Cell::Text(v.to_string()),
+                })
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Cell, E> {
+                Ok(match parse_non_finite(&v) {
+                    Some(x) => Cell::Number(F64(x)),
+                    None => Cell::Text(v),
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// New scalar points for one metric, as columns (the hot path of ingest, so a plain struct that serde parses
 /// without buffering). `steps[i] == None` (or no `steps`) means "the next integer after the previous step of
 /// this series, starting at 0"; no `times` means "now" on the server.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ScalarWrite {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -162,7 +208,7 @@ pub struct ScalarWrite {
 
 /// One entry of a batch for the kinds other than scalars: new data for one metric of the run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum MetricWrite {
     /// String values at steps; same step and time rules as [`ScalarWrite`].
     Text {
@@ -279,6 +325,7 @@ impl MetricWrite {
 /// A batch of writes to one run, applied atomically. A batch with a `batch_id` that was already applied to
 /// this run is acknowledged again without being applied twice (clients retry after timeouts).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Batch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_id: Option<String>,
@@ -300,6 +347,7 @@ pub struct Batch {
 
 /// Text to append to one of the run's log streams.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LogAppend {
     pub stream: String,
     pub data: String,
@@ -534,5 +582,25 @@ mod tests {
         assert_eq!(rows[0]["d"], Cell::Bool(true));
         let again: Batch = serde_json::from_str(&serde_json::to_string(&b).unwrap()).unwrap();
         assert_eq!(again, b);
+    }
+
+    #[test]
+    fn cells_read_non_finite_text_as_numbers_and_say_what_a_cell_is() {
+        let cells: Vec<Cell> =
+            serde_json::from_str(r#"[null, false, 2, -3, 0.5, "NaN", "-Infinity", "x"]"#).unwrap();
+        assert_eq!(cells[2], Cell::Number(F64(2.0)));
+        assert_eq!(cells[3], Cell::Number(F64(-3.0)));
+        assert!(matches!(cells[5], Cell::Number(F64(v)) if v.is_nan()));
+        assert_eq!(cells[6], Cell::Number(F64(f64::NEG_INFINITY)));
+        assert_eq!(cells[7], Cell::Text("x".into()));
+        let err = serde_json::from_str::<Cell>(r#"{"x":1}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(
+                "invalid type: map, expected a cell: a number, text, true, false or null"
+            ),
+            "{err}"
+        );
     }
 }

@@ -26,6 +26,12 @@ pub const MAX_LOG_APPEND_BYTES: usize = 16 * 1024 * 1024;
 /// Largest logged image, in bytes: an image travels as one request body (the server's JSON-route limit is
 /// never below it), and anything bigger belongs in a file upload, which streams.
 pub const MAX_IMAGE_BYTES: usize = 64 * 1024 * 1024;
+/// Largest JSON request body the server reads (the native and MLflow APIs alike). Clients hold every request
+/// under it: one over it is refused before it is sent, since the server closes the connection mid-body, which
+/// reads as an outage and would be retried for good.
+pub const MAX_REQUEST_JSON_BYTES: usize = 64 * 1024 * 1024;
+/// Largest metric write, as JSON, a client queues: the request that carries it also has its batch around it.
+pub const MAX_WRITE_JSON_BYTES: usize = MAX_REQUEST_JSON_BYTES - 64 * 1024;
 /// Longest experiment artifact location, in bytes (MLflow's default limit).
 pub const MAX_LOCATION_BYTES: usize = 2048;
 
@@ -94,6 +100,71 @@ pub fn image_size(bytes: usize) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// That a metric write fits in a request as JSON ([`MAX_WRITE_JSON_BYTES`]), checked by the SDK before it is
+/// queued: a list of millions of values is valid point by point, but no request could carry it, and queued it
+/// would hold up everything logged after it. Most writes are far under the limit by a cheap upper bound of
+/// their size; only the others are measured, by encoding them.
+pub fn write_size(m: &MetricWrite) -> Result<()> {
+    if json_len_bound(m).is_some_and(|bound| bound <= MAX_WRITE_JSON_BYTES) {
+        return Ok(());
+    }
+    let mut counter = ByteCounter(0);
+    serde_json::to_writer(&mut counter, m).map_err(|e| Error::invalid(m.name(), e.to_string()))?;
+    if counter.0 > MAX_WRITE_JSON_BYTES {
+        return Err(Error::TooLarge {
+            what: format!(
+                "{} '{}' (as JSON; log it in parts, or upload it as a file)",
+                m.kind(),
+                truncate(m.name(), 80)
+            ),
+            size: counter.0 as u64,
+            limit: MAX_WRITE_JSON_BYTES as u64,
+        });
+    }
+    Ok(())
+}
+
+/// The most bytes a write's JSON can take, from its lengths alone (a number is at most 24 characters, a
+/// character of text at most 6, as an escape), or none for a JSON value, which only encoding measures.
+fn json_len_bound(m: &MetricWrite) -> Option<usize> {
+    const NUMBER: usize = 26;
+    let text = |s: &str| s.len() * 6 + 3;
+    let cell = |c: &Cell| match c {
+        Cell::Text(t) => text(t),
+        _ => NUMBER,
+    };
+    let fixed = 1024 + text(m.name()) + m.description().map_or(0, text);
+    let body = match m {
+        MetricWrite::Text { values, .. } => values.iter().map(|v| text(v) + 3 * NUMBER).sum(),
+        MetricWrite::List { values, .. } => values.len() * NUMBER,
+        MetricWrite::Row { rows, .. } => rows
+            .iter()
+            .flat_map(|r| r.iter().map(|(k, c)| text(k) + cell(c)))
+            .sum::<usize>()
+            .saturating_add(rows.len() * 2 * NUMBER),
+        MetricWrite::Table { columns, .. } => columns
+            .iter()
+            .map(|(k, cells)| text(k) + cells.iter().map(cell).sum::<usize>())
+            .sum(),
+        MetricWrite::Histogram { limits, counts, .. } => (limits.len() + counts.len()) * NUMBER,
+        MetricWrite::Json { .. } => return None,
+    };
+    Some(fixed.saturating_add(body))
+}
+
+/// Counts the bytes written to it.
+struct ByteCounter(usize);
+
+impl std::io::Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Every rule for a non-scalar metric write that needs no stored state: the store checks a whole batch with it
@@ -383,6 +454,43 @@ fn no_control_chars(field: &str, value: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A write no request could carry is refused by its measured size; one over the cheap bound but short
+    /// as encoded (3M zeros bound at 78 MB, 12 MB as JSON) passes.
+    #[test]
+    fn writes_must_fit_in_a_request() {
+        let list = |v: f64, n: usize| MetricWrite::List {
+            name: "per_sample".into(),
+            description: None,
+            values: vec![F64(v); n],
+            step: None,
+            time: None,
+        };
+        assert!(write_size(&list(0.5, 10)).is_ok());
+        assert!(write_size(&list(0.0, 3_000_000)).is_ok());
+        let err = write_size(&list(1.0 / 3.0, 4_000_000)).unwrap_err();
+        assert!(
+            matches!(err, Error::TooLarge { size, .. } if size > 76_000_000),
+            "{err}"
+        );
+        assert!(
+            err.to_string().starts_with(
+                "list 'per_sample' (as JSON; log it in parts, or upload it as a file) is too large: "
+            ),
+            "{err}"
+        );
+        let text = MetricWrite::Text {
+            name: "t".into(),
+            description: None,
+            steps: None,
+            times: None,
+            values: vec!["\u{1}".repeat(1 << 20); 12],
+        };
+        assert!(
+            matches!(write_size(&text), Err(Error::TooLarge { .. })),
+            "12 MiB of control characters are 72 MiB of escapes"
+        );
+    }
 
     /// Names and titles follow one rule: surrounding spaces and any script welcome, the limit in
     /// characters, no control characters, never empty.

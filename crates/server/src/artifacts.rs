@@ -1,7 +1,7 @@
 //! Artifacts: streamed uploads and downloads of a run's files, listings, deletes.
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{blocking, body_chunks, run_id, BodyChunks, Query};
+use crate::extract::{blocking, body_chunks, run_id, BodyChunks, BodyFault, Query, BUDGET_WAIT};
 use crate::AppState;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
@@ -15,6 +15,7 @@ use flightlog_store::{FileOwner, UPLOAD_PIECE};
 use futures::StreamExt;
 use serde_json::{json, Value};
 use std::io::{self, Read};
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 /// Download chunk size: big enough for throughput, small enough that a slow client holds little memory.
 const CHUNK: usize = 256 * 1024;
@@ -78,7 +79,7 @@ pub(crate) async fn store_upload(
     if let Some(size) = crate::declared_length(headers).filter(|n| *n > limit) {
         return Err(too_large(size, limit));
     }
-    let _slot = UPLOAD_SLOTS.acquire().await.ok();
+    let _slot = upload_slot(&UPLOAD_SLOTS).await?;
     let store = st.store.clone();
     let mut upload = blocking(move || Ok(store.begin_file(&owner, &path)?)).await?;
     let mut pieces = Pieces::new(body, limit);
@@ -133,7 +134,18 @@ impl Pieces {
 /// (only its temp file's descriptor and at most one [`UPLOAD_PIECE`] of memory), so this bounds open files
 /// and memory, not threads: 1,024 uploads in flight hold at most 256 MiB. (Never closed: acquiring only fails
 /// on a closed semaphore.)
-static UPLOAD_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1024);
+static UPLOAD_SLOTS: Semaphore = Semaphore::const_new(UPLOAD_SLOT_COUNT);
+pub(crate) const UPLOAD_SLOT_COUNT: usize = 1024;
+
+/// A slot among `slots` for one upload. It waits as a JSON body waits for memory, then is refused with a 503
+/// its client retries: slow clients holding every slot would otherwise leave each later upload unanswered for
+/// as long as they hold out.
+async fn upload_slot(slots: &'static Semaphore) -> ApiResult<SemaphorePermit<'static>> {
+    match tokio::time::timeout(BUDGET_WAIT, slots.acquire()).await {
+        Ok(Ok(slot)) => Ok(slot),
+        Ok(Err(_)) | Err(_) => Err(BodyFault::UploadsBusy.answer("the file")),
+    }
+}
 
 fn too_large(size: u64, limit: u64) -> ApiError {
     ApiError::Model(Error::TooLarge {
@@ -257,6 +269,28 @@ pub fn content_type(path: &str) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// With every slot held, an upload waits [`BUDGET_WAIT`] (the clock is paused, so at once) and is refused
+    /// with a 503 that says why; once a slot is free, the next one gets it.
+    #[tokio::test(start_paused = true)]
+    async fn an_upload_that_finds_no_slot_is_refused_as_busy() {
+        static SLOTS: Semaphore = Semaphore::const_new(1);
+        let held = upload_slot(&SLOTS).await.expect("a free slot");
+        let refused = upload_slot(&SLOTS).await.expect_err("no slot left");
+        assert_eq!(
+            refused.status(),
+            axum::http::StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            refused.message(),
+            "the server is receiving as many uploads as it may (1024) and none finished for 30 s; nothing \
+             was stored, send the file again"
+        );
+        drop(held);
+        assert!(upload_slot(&SLOTS).await.is_ok());
+    }
+
     #[test]
     fn guesses_types() {
         assert_eq!(super::content_type("a/b/model.PNG"), "image/png");

@@ -49,12 +49,13 @@ async fn body_bytes_within<S: Send + Sync>(
     state: &S,
 ) -> ApiResult<Bytes> {
     let (parts, body) = req.into_parts();
+    let limit = parts.extensions.get::<BodyLimit>().copied();
     let held = Arc::new(Mutex::new(None));
     let body = Body::from_stream(budgeted(body_chunks(body), budget, held.clone()));
     let req = Request::from_parts(parts, body);
     let bytes = Bytes::from_request(req, state)
         .await
-        .map_err(rejection_error)?;
+        .map_err(|rejection| rejection_error(rejection, limit))?;
     let permit = held.lock().ok().and_then(|mut held| held.take());
     Ok(match permit {
         // The budget is given back when the last reference to the bytes goes.
@@ -74,7 +75,7 @@ static BUFFERED_BODIES: Semaphore = Semaphore::const_new(BUFFERED_BODIES_KIB);
 const BUFFERED_BODIES_KIB: usize = 1 << 20;
 
 /// How long a body waits for room in the budget before its request is refused.
-const BUDGET_WAIT: Duration = Duration::from_secs(30);
+pub(crate) const BUDGET_WAIT: Duration = Duration::from_secs(30);
 
 /// Bytes that hold their share of the budget until dropped.
 struct Budgeted {
@@ -88,18 +89,27 @@ impl AsRef<[u8]> for Budgeted {
     }
 }
 
-/// Takes each chunk's size from `budget` before passing it on (waiting at most [`BUDGET_WAIT`] for room),
-/// gathering the permits in `held`.
+/// Takes the body's size from `budget` as its chunks come (waiting at most [`BUDGET_WAIT`] for room),
+/// gathering the permits in `held`. The count is of the bytes so far, rounded up to a KiB once, not of each
+/// chunk rounded up: a body sent one byte a chunk would otherwise take a KiB of the budget per byte.
 fn budgeted(
     chunks: impl Stream<Item = Result<Bytes, BodyFault>> + Send + 'static,
     budget: &'static Semaphore,
     held: Arc<Mutex<Option<SemaphorePermit<'static>>>>,
 ) -> impl Stream<Item = Result<Bytes, BodyFault>> + Send + 'static {
+    let (mut bytes, mut kib_taken) = (0usize, 0usize);
     chunks.then(move |chunk| {
         let held = held.clone();
+        // The stream is read one chunk at a time, so the running count needs no lock.
+        bytes = bytes.saturating_add(chunk.as_ref().map_or(0, Bytes::len));
+        let more = bytes.div_ceil(1024) - kib_taken;
+        kib_taken += more;
         async move {
             let chunk = chunk?;
-            let kib = u32::try_from(chunk.len().div_ceil(1024)).map_err(|_| BodyFault::Busy)?;
+            if more == 0 {
+                return Ok(chunk);
+            }
+            let kib = u32::try_from(more).map_err(|_| BodyFault::Busy)?;
             let permit = tokio::time::timeout(BUDGET_WAIT, budget.acquire_many(kib))
                 .await
                 .map_err(|_| BodyFault::Busy)?
@@ -115,19 +125,27 @@ fn budgeted(
     })
 }
 
+/// The most bytes a request's body may have, set where the limit is (as axum's `DefaultBodyLimit`), so
+/// that a body refused for passing it is answered with the number.
+#[derive(Clone, Copy, Debug)]
+pub struct BodyLimit(pub usize);
+
 /// A rejection of the body as the client's error: a fault of the body, or the body limit's 413.
-fn rejection_error(rej: BytesRejection) -> ApiError {
+fn rejection_error(rej: BytesRejection, limit: Option<BodyLimit>) -> ApiError {
     if let Some(fault) = fault_in(&rej) {
         return fault.answer("the request");
     }
     let status = rej.status();
     let text = rej.body_text();
     if status == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::http(
-            status,
-            "TOO_LARGE",
-            format!("request body is too large: {text}"),
-        )
+        let message = match limit {
+            Some(BodyLimit(limit)) => format!(
+                "the request body is too large: more than {limit} bytes came, the limit is {limit} \
+                 bytes; send it in smaller requests"
+            ),
+            None => format!("request body is too large: {text}"),
+        };
+        ApiError::http(status, "TOO_LARGE", message)
     } else {
         ApiError::http(
             status,
@@ -157,6 +175,11 @@ pub enum BodyFault {
          for {} s", BUFFERED_BODIES_KIB >> 10, BUDGET_WAIT.as_secs()
     )]
     Busy,
+    #[error(
+        "the server is receiving as many uploads as it may ({}) and none finished for {} s",
+        crate::artifacts::UPLOAD_SLOT_COUNT, BUDGET_WAIT.as_secs()
+    )]
+    UploadsBusy,
 }
 
 impl BodyFault {
@@ -166,7 +189,9 @@ impl BodyFault {
         match self {
             BodyFault::Stalled | BodyFault::Broken(_) => ApiError::invalid("body", message),
             // Not the client's mistake: a 503, which clients retry after a pause.
-            BodyFault::Busy => ApiError::http(StatusCode::SERVICE_UNAVAILABLE, "BUSY", message),
+            BodyFault::Busy | BodyFault::UploadsBusy => {
+                ApiError::http(StatusCode::SERVICE_UNAVAILABLE, "BUSY", message)
+            }
         }
     }
 }
@@ -225,7 +250,15 @@ fn check_json_content_type(headers: &HeaderMap) -> ApiResult<()> {
 }
 
 /// Parses JSON at full speed; only when that fails is it parsed again tracking the path, to name the field.
+/// Every body is an object: serde would read an array as a struct's fields in order (`[]` as a run with
+/// every default), so one is refused before it can be.
 pub fn parse_json<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> ApiResult<T> {
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(ApiError::invalid(
+            "body",
+            "expected a JSON object ({...}), found an array",
+        ));
+    }
     match serde_json::from_slice(bytes) {
         Ok(v) => Ok(v),
         Err(_) => Err(json_error::<T>(bytes)),
@@ -440,6 +473,22 @@ mod tests {
         );
     }
 
+    /// A body sent a byte a chunk takes its size from the budget, not a KiB per chunk: 2,048 one-byte chunks
+    /// take 2 KiB of a 4 KiB budget (they took 2,048 KiB, so the request waited, then was refused as busy).
+    #[tokio::test(start_paused = true)]
+    async fn a_body_of_tiny_chunks_takes_its_size_from_the_budget() {
+        static BUDGET: Semaphore = Semaphore::const_new(4);
+        let chunks = (0..2048).map(|_| Ok::<_, std::io::Error>(Bytes::from_static(b" ")));
+        let body = Body::from_stream(futures::stream::iter(chunks));
+        let req = Request::builder().method("POST").uri("/").body(body);
+        let bytes = body_bytes_within(&BUDGET, req.expect("a request"), &()).await;
+        let bytes = bytes.expect("within the budget");
+        assert_eq!(bytes.len(), 2048);
+        assert_eq!(BUDGET.available_permits(), 2);
+        drop(bytes);
+        assert_eq!(BUDGET.available_permits(), 4);
+    }
+
     /// Bodies held in memory count against the budget until their bytes are dropped: one that finds no room
     /// is refused with a 503 once it has waited [`BUDGET_WAIT`], and goes through once room is made.
     #[tokio::test(start_paused = true)]
@@ -503,6 +552,38 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.message().contains("name"), "{}", err.message());
+    }
+
+    /// A misspelt field is refused by name instead of acknowledged and ignored (`step` for `steps` stored
+    /// the point at step 0; `scalar` for `scalars` stored nothing), and an array is no run with defaults.
+    #[test]
+    fn unknown_fields_and_arrays_are_refused() {
+        let message = |r: ApiResult<Batch>| r.expect_err("refused").message();
+        let typo = message(parse_json(
+            br#"{"scalars":[{"name":"a","values":[1],"step":[5]}]}"#,
+        ));
+        assert!(
+            typo.starts_with("invalid scalars[0].step: unknown field `step`, expected one of"),
+            "{typo}"
+        );
+        let typo = message(parse_json(br#"{"scalar":[{"name":"a","values":[1]}]}"#));
+        assert!(typo.contains("unknown field `scalar`"), "{typo}");
+        let typo = message(parse_json(
+            br#"{"metrics":[{"kind":"list","name":"l","values":[1],"steps":3}]}"#,
+        ));
+        assert!(typo.contains("unknown field `steps`"), "{typo}");
+        let good = parse_json::<Batch>(br#"{"metrics":[{"kind":"list","name":"l","values":[1]}]}"#);
+        assert!(good.is_ok(), "the kind tag is no unknown field");
+        let run = parse_json::<flightlog_model::NewRun>(br#"{"name":"r","experiment":"6"}"#);
+        assert!(run
+            .expect_err("refused")
+            .message()
+            .contains("unknown field `name`"));
+        let array = parse_json::<flightlog_model::NewRun>(b" []").expect_err("refused");
+        assert_eq!(
+            array.message(),
+            "invalid body: expected a JSON object ({...}), found an array"
+        );
     }
 
     #[test]

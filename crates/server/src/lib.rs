@@ -39,7 +39,7 @@ use tower_http::compression::{CompressionLayer, CompressionLevel};
 use tower_http::trace::TraceLayer;
 
 /// Largest JSON request body (a batch of a few million points fits).
-pub const DEFAULT_JSON_BODY_BYTES: usize = 64 * 1024 * 1024;
+pub const DEFAULT_JSON_BODY_BYTES: usize = flightlog_model::validate::MAX_REQUEST_JSON_BYTES;
 // An image is one body on the JSON routes: the client checks it against MAX_IMAGE_BYTES, not against this.
 const _: () = assert!(DEFAULT_JSON_BODY_BYTES >= flightlog_model::validate::MAX_IMAGE_BYTES);
 /// Largest artifact upload by default (`flightlog server --max-artifact-size` sets it): uploads stream to disk,
@@ -246,9 +246,11 @@ pub(crate) fn declared_length(headers: &axum::http::HeaderMap) -> Option<u64> {
 /// instead of reading a body it would refuse anyway, or waiting for one that never comes.
 pub(crate) async fn refuse_declared_over<E: From<ApiError> + IntoResponse>(
     limit: usize,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Response {
+    // Told to the body reader, whose refusal of a longer body sent without a length names the limit too.
+    req.extensions_mut().insert(extract::BodyLimit(limit));
     match declared_length(req.headers()).filter(|n| *n > limit as u64) {
         Some(size) => E::from(ApiError::Model(flightlog_model::Error::TooLarge {
             what: "the request body".into(),

@@ -7,7 +7,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use flightlog_model::{NewRun, Page, Run, RunPatch, RunQuery, RunStatus};
+use flightlog_model::{NewRun, Page, Run, RunId, RunPatch, RunQuery, RunStatus};
 use std::collections::BTreeMap;
 
 pub fn routes() -> Router<AppState> {
@@ -22,15 +22,11 @@ async fn create(
     JsonBody(new): JsonBody<NewRun>,
 ) -> ApiResult<(StatusCode, Json<Run>)> {
     blocking(move || {
-        let existed = new
-            .id
-            .as_ref()
-            .is_some_and(|id| st.store.get_run(id).is_ok());
-        let run = st.store.create_run(new)?;
-        let status = if existed {
-            StatusCode::OK
-        } else {
+        let (run, created) = st.store.create_run_once(new)?;
+        let status = if created {
             StatusCode::CREATED
+        } else {
+            StatusCode::OK
         };
         Ok((status, Json(run)))
     })
@@ -55,7 +51,10 @@ fn run_query(q: &Query) -> ApiResult<RunQuery> {
             .all("status")
             .map(|s| parse_param::<RunStatus>("status", s))
             .collect::<ApiResult<_>>()?,
-        parent_id: q.get("parent_id").map(run_id).transpose()?,
+        parent_id: q
+            .get("parent_id")
+            .map(|s| s.parse::<RunId>().map_err(|e| e.for_field("parent_id")))
+            .transpose()?,
         top_level_only: q.flag("top_level_only")?,
         tags: key_values(q, "tag")?,
         properties: key_values(q, "property")?,
@@ -68,7 +67,22 @@ fn run_query(q: &Query) -> ApiResult<RunQuery> {
 }
 
 /// `tag=key` (the key must be present) or `tag=key=value` (it must have that value).
+/// Each key filter is one more term of the store's query, and the store's expression depth is bounded
+/// (past about 1,000 terms a query fails as a storage error, which clients retry); more than this many is
+/// the request's mistake.
+const MAX_KEY_FILTERS: usize = 100;
+
 fn key_values(q: &Query, param: &str) -> ApiResult<BTreeMap<String, Option<String>>> {
+    let given = q.all(param).count();
+    if given > MAX_KEY_FILTERS {
+        return Err(ApiError::invalid(
+            param,
+            format!(
+                "{given} {param} filters; at most {MAX_KEY_FILTERS} are accepted, narrow the query or \
+                 filter the runs it returns"
+            ),
+        ));
+    }
     let mut out = BTreeMap::new();
     for v in q.all(param) {
         let (k, val) = match v.split_once('=') {

@@ -75,7 +75,12 @@ pub trait Store: Send + Sync + 'static {
     // --- runs ------------------------------------------------------------------------------------------
     /// Creates a run. With `new.id` set and a run of that id already in the same experiment, returns it
     /// unchanged (idempotent replay); in another experiment → `AlreadyExists`. The parent must exist.
-    fn create_run(&self, new: NewRun) -> Result<Run>;
+    fn create_run(&self, new: NewRun) -> Result<Run> {
+        self.create_run_once(new).map(|(run, _)| run)
+    }
+    /// [`Store::create_run`], saying whether this call made the run (false: a replay found it), decided in
+    /// the write itself, so of racing replays exactly one is told it made the run.
+    fn create_run_once(&self, new: NewRun) -> Result<(Run, bool)>;
     /// The run with `metrics` filled (latest value of every metric).
     fn get_run(&self, id: &RunId) -> Result<Run>;
     /// Newest first.

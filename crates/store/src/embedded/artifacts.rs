@@ -19,6 +19,7 @@ use rusqlite::Connection;
 use serde_json::json;
 use std::fs::{self, File};
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -333,11 +334,25 @@ fn readable_root(inner: &Inner, owner: &FileOwner) -> Result<PathBuf> {
 pub fn open(inner: &Inner, owner: &FileOwner, path: &str) -> Result<(ArtifactInfo, ByteReader)> {
     let rel = validate::artifact_path(path)?;
     let root = readable_root(inner, owner)?;
-    let Found::File(meta) = check(&root, &rel)? else {
+    let Found::File(_) = check(&root, &rel)? else {
         return Err(Error::not_found(Entity::Artifact, &rel));
     };
+    // The size comes from the opened file, not from the check: a file replaced in between (every upload
+    // is a rename over the old one) would otherwise be sent with the old file's length and the new one's
+    // bytes. O_NOFOLLOW keeps the check's promise that the last component is no link.
     let target = root.join(&rel);
-    let file = File::open(&target).map_err(io_err("opening", &target))?;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&target)
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => Error::not_found(Entity::Artifact, &rel),
+            _ => io_err("opening", &target)(e),
+        })?;
+    let meta = file.metadata().map_err(io_err("reading", &target))?;
+    if !meta.is_file() {
+        return Err(Error::not_found(Entity::Artifact, &rel));
+    }
     Ok((info(rel, &meta), Box::new(file)))
 }
 

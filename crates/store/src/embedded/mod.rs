@@ -240,7 +240,7 @@ impl Store for EmbeddedStore {
         experiments::update(&self.inner, id, patch)
     }
 
-    fn create_run(&self, new: NewRun) -> Result<Run> {
+    fn create_run_once(&self, new: NewRun) -> Result<(Run, bool)> {
         runs::create(&self.inner, new)
     }
     fn get_run(&self, id: &RunId) -> Result<Run> {

@@ -14,13 +14,14 @@ const COLUMNS: &str =
     "id, experiment_id, display_name, description, parent_id, status, lifecycle, created_time, \
     start_time, end_time, error, tags, properties, params, user, host, command";
 
-pub fn create(inner: &Inner, new: NewRun) -> Result<Run> {
+/// The run, and whether this call made it (false: a replay of its create found it).
+pub fn create(inner: &Inner, new: NewRun) -> Result<(Run, bool)> {
     validate_new(&new)?;
     inner.write(move |ctx| {
         if let Some(id) = &new.id {
             if let Some(existing) = find(&ctx.conn, id)? {
                 return if existing.experiment_id == new.experiment_id {
-                    with_metrics(&ctx.conn, existing)
+                    with_metrics(&ctx.conn, existing).map(|run| (run, false))
                 } else {
                     Err(Error::AlreadyExists {
                         entity: Entity::Run,
@@ -29,7 +30,7 @@ pub fn create(inner: &Inner, new: NewRun) -> Result<Run> {
                 };
             }
         }
-        insert(ctx, new)
+        insert(ctx, new).map(|run| (run, true))
     })
 }
 
@@ -454,6 +455,16 @@ fn apply_patch(old: &Run, p: RunPatch) -> Result<Run> {
                 run.end_time = Some(now);
             }
         }
+    }
+    if p.end_time.is_some() && !run.status.is_terminal() {
+        return Err(Error::invalid(
+            "end_time",
+            format!(
+                "the run is {} and an end time is for a run that has ended: send it with a status of \
+                 Completed, Failed or Canceled, or to a run that has one",
+                run.status.as_str()
+            ),
+        ));
     }
     run.start_time = p.start_time.or(run.start_time);
     run.end_time = p.end_time.or(run.end_time);

@@ -415,6 +415,24 @@ fn opening_removes_temp_files_a_crashed_upload_left_a_day_ago() {
     assert!(fresh.exists(), "may be another process's upload in flight");
 }
 
+/// Of creates with one client id racing each other, exactly one is told it made the run (the server answers
+/// it 201, the others 200): the check used to be a read before the write, so several could find no run.
+#[test]
+fn racing_creates_of_one_run_are_told_apart_in_the_write() {
+    let (_d, s) = store();
+    let new = NewRun {
+        id: Some(RunId::new()),
+        ..Default::default()
+    };
+    let made: Vec<bool> = std::thread::scope(|t| {
+        let racers: Vec<_> = (0..16)
+            .map(|_| t.spawn(|| s.create_run_once(new.clone()).unwrap().1))
+            .collect();
+        racers.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    assert_eq!(made.iter().filter(|m| **m).count(), 1, "{made:?}");
+}
+
 #[test]
 fn create_run_defaults_and_idempotency() {
     let (_d, s) = store();
@@ -614,6 +632,24 @@ fn status_machine_and_write_once_fields() {
         )
         .unwrap();
     assert_eq!(r.end_time, Some(end));
+    // An end time for a run that goes on is refused (it showed as ended with a Running status).
+    let running = s.create_run(NewRun::default()).unwrap().id;
+    let err = s
+        .update_run(
+            &running,
+            RunPatch {
+                end_time: Some(end),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert!(
+        err.to_string().starts_with(
+            "invalid end_time: the run is Running and an end time is for a run that has ended"
+        ),
+        "{err}"
+    );
+    assert_eq!(s.get_run(&running).unwrap().end_time, None);
 }
 
 #[test]
@@ -2069,6 +2105,37 @@ fn an_image_written_again_with_its_batch_id_is_stored_once() {
 }
 
 // --- events, durability, concurrency ----------------------------------------------------------------------
+
+/// A file read while uploads replace it is one of the versions, whole, under its own size: the size came
+/// from a look at the path before the open, so a rename in between sent one file's length with the other's bytes.
+#[test]
+fn a_file_read_while_it_is_replaced_is_one_version_whole() {
+    let (_d, s) = store();
+    let id = run(&s);
+    s.put_artifact(&id, "race.bin", &mut &[b'a'; 100][..])
+        .unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|t| {
+        t.spawn(|| {
+            for i in 0..300 {
+                let body = if i % 2 == 0 {
+                    vec![b'b'; 200_000]
+                } else {
+                    vec![b'a'; 100]
+                };
+                s.put_artifact(&id, "race.bin", &mut &body[..]).unwrap();
+            }
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            let (info, reader) = s.open_artifact(&id, "race.bin").unwrap();
+            let bytes = read_all(reader);
+            assert_eq!(info.size, Some(bytes.len() as u64));
+            let want = if bytes.len() == 100 { b'a' } else { b'b' };
+            assert!(bytes.iter().all(|&b| b == want), "a mix of two versions");
+        }
+    });
+}
 
 #[test]
 fn uploads_and_run_ends_are_announced_apart_from_metric_commits() {
