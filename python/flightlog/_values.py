@@ -29,7 +29,8 @@ def as_number(value: Any, what: str) -> float:
 def scalar_or_text(value: Any) -> Any:
     """What ``run.log`` stores for ``value``: a float, a str, or TypeError naming the fix."""
     if isinstance(value, str):
-        return value
+        # A subclass (numpy.str_, a str-valued Enum) as its text: str() of an Enum member would be its name.
+        return value if type(value) is str else str.__str__(value)
     if isinstance(value, (list, tuple, set, frozenset, dict)) or (
         getattr(value, "ndim", 0) not in (0, None) and hasattr(value, "__len__")
     ):

@@ -22,6 +22,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from .workspace import Workspace
 
 _INFO = 20  # logging.INFO, without importing logging
+# Characters of log text sent in one append: a character is at most 4 bytes of UTF-8, so a piece stays under the
+# server's 16 MiB limit on one append.
+_LOG_PIECE_CHARS = 4 * 1024 * 1024
 
 __all__ = ["Run"]
 
@@ -75,7 +78,13 @@ def _make_handler(run: "Run", level: int) -> "logging.Handler":
 
         def _append(self, stream: str, text: str) -> None:
             # The handle is looked up each time: a forked child gets its own sender (see _rebind_runs_in_child).
-            run._native.append_log(stream, text)
+            native = run._native
+            if len(text) <= _LOG_PIECE_CHARS:
+                native.append_log(stream, text)
+                return
+            # A record longer than one append may be is sent in pieces (whole characters each), not lost.
+            for start in range(0, len(text), _LOG_PIECE_CHARS):
+                native.append_log(stream, text[start:start + _LOG_PIECE_CHARS])
 
         def emit(self, record: logging.LogRecord) -> None:
             try:
@@ -93,6 +102,36 @@ def _make_handler(run: "Run", level: int) -> "logging.Handler":
 
     return RunLogHandler()
 
+
+
+def _snapshot_files(directory: Any) -> "List[Tuple[str, str]]":
+    """(name under snapshot/, full path) of the files ``start_logging(snapshot_directory=...)`` keeps, checked
+    against the limits. As ``flightlog submit``'s snapshot, links are left out (never followed, so nothing
+    outside the folder is taken, and a dangling one is no error)."""
+    directory = os.fspath(directory)
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"snapshot_directory {directory!r} is not a folder")
+    ignore = _IgnoreRules(directory)
+    found: List[Tuple[str, str]] = []
+    size = 0
+    for root, dirs, files in os.walk(directory):
+        rel_root = os.path.relpath(root, directory)
+        dirs[:] = sorted(d for d in dirs if d not in _SNAPSHOT_SKIP_DIRS
+                         and not os.path.islink(os.path.join(root, d))
+                         and not ignore.ignored(os.path.normpath(os.path.join(rel_root, d)), True))
+        for f in sorted(files):
+            rel = os.path.normpath(os.path.join(rel_root, f))
+            full = os.path.join(root, f)
+            if ignore.ignored(rel, False) or os.path.islink(full):
+                continue
+            size += os.path.getsize(full)
+            found.append((rel.replace(os.sep, "/"), full))
+            if len(found) > _SNAPSHOT_MAX_FILES or size > _SNAPSHOT_MAX_BYTES:
+                raise ValueError(
+                    f"snapshot of {directory!r} is over {_SNAPSHOT_MAX_FILES} files or "
+                    f"{_SNAPSHOT_MAX_BYTES // (1024 * 1024)} MB; add an .flightlogignore file"
+                )
+    return found
 
 
 def _folder_files(path: str) -> "Tuple[List[Tuple[str, str]], List[str]]":
@@ -216,11 +255,18 @@ class Run:
             new["id"] = run_id
         if new["command"] is None:
             del new["command"]
+        # The snapshot is read and checked before the run exists, so a bad one leaves no run behind.
+        snapshot = None if snapshot_directory is None else _snapshot_files(snapshot_directory)
         info = ws._call("create_run", new=new)
         run = cls._from_info(ws, info, experiment=experiment, fresh=True)
         run._bind()
-        if snapshot_directory is not None:
-            run._snapshot(snapshot_directory)
+        if snapshot:
+            try:
+                for rel, full in snapshot:
+                    run.upload_file("snapshot/" + rel, full)
+            except BaseException as e:
+                run.fail(e)
+                raise
         return run
 
     @classmethod
@@ -260,11 +306,15 @@ class Run:
                 run._offline = True
                 import atexit
 
+                run._owner_pid = os.getpid()
                 atexit.register(run._complete_at_exit)
             _context_run = run
             return run
 
     def _complete_at_exit(self) -> None:
+        # A forked child inherits the hook: its exit is not the end of the parent's run.
+        if getattr(self, "_owner_pid", None) != os.getpid():
+            return
         try:
             if self.get_status() not in _TERMINAL:
                 self.complete()
@@ -527,7 +577,7 @@ class Run:
         if isinstance(tags, str):
             raise TypeError("set_tags takes a dict of tags; use run.tag(key, value) for one")
         items = tags.items() if isinstance(tags, _Mapping) else ((k, "") for k in tags)
-        self._patch(set_tags={_key(k, "tag"): ("" if v is None else str(v)) for k, v in items})
+        self._patch_or_queue(set_tags={_key(k, "tag"): ("" if v is None else str(v)) for k, v in items})
 
     def get_tags(self) -> Dict[str, str]:
         """The run's tags, freshly read."""
@@ -536,7 +586,7 @@ class Run:
     def remove_tags(self, tags: Union[str, Iterable[str]]) -> None:
         """Removes tags by key (a key or a list of keys); unknown keys are ignored."""
         keys = [tags] if isinstance(tags, str) else [_key(k, "tag") for k in tags]
-        self._patch(remove_tags=keys)
+        self._patch_or_queue(remove_tags=keys)
 
     def add_properties(self, properties: Mapping[str, Any]) -> None:
         """Adds properties: write-once values. Re-adding a key with another value raises
@@ -615,30 +665,6 @@ class Run:
             self._workspace._client.get_artifact_file(self._id, item["path"], os.path.abspath(target))
             paths.append(target)
         return paths
-
-    def _snapshot(self, directory: str) -> None:
-        directory = os.fspath(directory)
-        if not os.path.isdir(directory):
-            raise FileNotFoundError(f"snapshot_directory {directory!r} is not a folder")
-        ignore = _IgnoreRules(directory)
-        count, size = 0, 0
-        for root, dirs, files in os.walk(directory):
-            rel_root = os.path.relpath(root, directory)
-            dirs[:] = sorted(d for d in dirs if d not in _SNAPSHOT_SKIP_DIRS
-                             and not ignore.ignored(os.path.normpath(os.path.join(rel_root, d)), True))
-            for f in sorted(files):
-                rel = os.path.normpath(os.path.join(rel_root, f))
-                if ignore.ignored(rel, False):
-                    continue
-                full = os.path.join(root, f)
-                count += 1
-                size += os.path.getsize(full)
-                if count > _SNAPSHOT_MAX_FILES or size > _SNAPSHOT_MAX_BYTES:
-                    raise ValueError(
-                        f"snapshot of {directory!r} is over {_SNAPSHOT_MAX_FILES} files or "
-                        f"{_SNAPSHOT_MAX_BYTES // (1024 * 1024)} MB; add an .flightlogignore file"
-                    )
-                self.upload_file("snapshot/" + rel.replace(os.sep, "/"), full)
 
     # --- logs ------------------------------------------------------------------------------------------------
     def capture_logging(self, logger: Union[None, str, "logging.Logger"] = None, level: int = _INFO) -> "logging.Handler":
@@ -776,16 +802,21 @@ class Run:
     def get_details(self) -> Dict[str, Any]:
         """Everything about the run: ids, names, status, times (ISO 8601 UTC), tags, properties, error, user,
         host, command, log streams and files, and ``delivery``: this process's delivery state (points waiting,
-        spooled to disk, last error)."""
-        info = self._refresh()
-        logs = self._workspace._call("list_logs", run=self._id)
+        spooled to disk, last error). While the server cannot be reached, what this handle last read of the run
+        is given, with ``logFiles`` and ``files`` None, so that ``delivery`` can be read during an outage."""
+        try:
+            info = self._refresh()
+            logs: Optional[List[Dict[str, Any]]] = self._workspace._call("list_logs", run=self._id)
+            files: Optional[List[str]] = self.get_file_names()
+        except TransportError:
+            info, logs, files = self._info, None, None
         return {
-            "runId": info["id"],
+            "runId": self._id,
             "displayName": info.get("display_name", ""),
             "description": info.get("description", ""),
             "experimentId": str(info.get("experiment_id")),
             "parentRunId": info.get("parent_id"),
-            "status": info["status"],
+            "status": info.get("status"),
             "createdTimeUtc": _iso(info.get("created_time")),
             "startTimeUtc": _iso(info.get("start_time")),
             "endTimeUtc": _iso(info.get("end_time")),
@@ -796,9 +827,9 @@ class Run:
             "user": info.get("user", ""),
             "host": info.get("host", ""),
             "command": info.get("command"),
-            "logFiles": {s["name"]: s["length"] for s in logs},
+            "logFiles": None if logs is None else {s["name"]: s["length"] for s in logs},
             "exitCode": _exit_code(info),
-            "files": self.get_file_names(),
+            "files": files,
             "metrics": [m["name"] for m in info.get("metrics") or []],
             "delivery": json.loads(self._workspace._client.delivery()),
             "portalUrl": self._workspace.portal_url(f"runs/{self._id}"),
@@ -812,20 +843,40 @@ class Run:
     def _patch(self, **patch: Any) -> None:
         self._info = self._workspace._call("update_run", id=self._id, patch=patch)
 
+    def _patch_or_queue(self, **patch: Any) -> None:
+        """A tag change, sent now or, while the server cannot be reached, queued after what was logged (and
+        journaled with it), as the points are: a training loop that tags its best epoch rides out a restart."""
+        try:
+            self._patch(**patch)
+        except TransportError:
+            self._workspace._client.update_run_async(self._id, json.dumps(patch))
+            tags = dict(self._info.get("tags") or {})
+            tags.update(patch.get("set_tags") or {})
+            for key in patch.get("remove_tags") or []:
+                tags.pop(key, None)
+            self._info = dict(self._info, tags=tags)
+
     def __enter__(self) -> "Run":
+        # The block ends the run only in the process that entered it: a child forked inside it that exits
+        # (sys.exit, an exception) leaves it to the parent, which goes on.
+        self._entered_pid = os.getpid()
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if getattr(self, "_entered_pid", os.getpid()) != os.getpid():
+            return  # what the child logged is delivered by its own exit flush
         if self._info.get("status") in _TERMINAL:
             self._remove_handlers()
             return
         from .errors import IllegalTransitionError
 
         try:
-            if exc is not None:
-                self.fail(exc)
-            else:
+            if exc is None or (isinstance(exc, SystemExit) and exc.code in (0, None)):
                 self.complete()
+            elif isinstance(exc, KeyboardInterrupt):
+                self._end("Canceled")
+            else:
+                self.fail(exc)
         except IllegalTransitionError:
             # Ended meanwhile through another handle (the portal, the CLI, another process): that status
             # stands, and the block's own exception, if any, is what propagates.

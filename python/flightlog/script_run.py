@@ -65,12 +65,21 @@ class ScriptRunConfig:
       (``arguments`` appended, shell-quoted). ``script`` and ``command`` are exclusive; one is required.
     - ``environment``: extra environment variables for the job (a dict of str to str); the tracking variables
       (``FLIGHTLOG_RUN_ID``...) are always set by flightlog.
+    - ``compute_target``: where the job runs; ``None`` or ``"local"``, this machine (the one target there is).
     - ``max_run_duration_seconds``: the job is stopped after this long and the run is Failed (timed out).
+
+    The arguments come in the reference API's order, so a call written for it works positionally too.
     """
 
     def __init__(self, source_directory: str = ".", script: Optional[str] = None, arguments: Sequence[Any] = (),
-                 command: Union[None, str, Sequence[str]] = None, environment: Optional[Mapping[str, str]] = None,
+                 environment: Optional[Mapping[str, str]] = None, compute_target: Optional[str] = None,
+                 command: Union[None, str, Sequence[str]] = None,
                  max_run_duration_seconds: Optional[float] = None) -> None:
+        if compute_target is not None and (not isinstance(compute_target, str)
+                                           or compute_target.strip().lower() != "local"):
+            raise InvalidArgumentError(
+                f"compute_target {compute_target!r} is not a target here: jobs run on this machine, so pass "
+                "compute_target='local' or leave it out")
         if script is not None and command is not None:
             raise InvalidArgumentError("ScriptRunConfig takes a script or a command, not both")
         if script is None and command is None:
@@ -104,6 +113,7 @@ class ScriptRunConfig:
         self.command = command
         self.environment = env
         self.max_run_duration_seconds = max_run_duration_seconds
+        self.compute_target = "local"
 
     def _command(self) -> List[str]:
         if self.script is not None:

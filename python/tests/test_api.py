@@ -203,6 +203,40 @@ def test_oversized_image_and_descriptions_raise_at_the_call(exp, tmp_path):
     assert run.get_details()["delivery"]["rejected_entries"] == 0
 
 
+def test_writes_no_request_could_carry_raise_and_big_ones_are_sent_apart(exp):
+    """A list of 4M values (about 76 MB as JSON) raises at the call: queued, it made a request over the
+    server's 64 MiB limit, which was retried for good and held back everything logged after it. Eighty text
+    points of nearly 1 MiB each, valid one by one, were sealed into one such request; they are sent apart."""
+    run = exp.start_logging()
+    with pytest.raises(TooLargeError, match=r"list 'per_sample' \(as JSON; log it in parts"):
+        run.log_list("per_sample", [1.0 / 3.0] * 4_000_000)
+    sample = "y" * (1024 * 1024 - 16)
+    for _ in range(80):
+        run.log("generated", sample)
+    run.log("loss", 0.5)
+    assert run.flush(120)
+    m = run.get_metrics()
+    assert m["loss"] == 0.5
+    assert len(m["generated"]) == 80 and m["generated"][-1] == sample
+    assert run.get_details()["delivery"]["rejected_entries"] == 0
+
+
+def test_text_subclasses_are_logged_as_their_text(exp):
+    import enum
+
+    class Phase(str, enum.Enum):
+        TRAIN = "train"
+
+    class Label(str):
+        pass
+
+    run = exp.start_logging()
+    run.log("phase", Phase.TRAIN)
+    run.log("label", Label("cat"))
+    assert run.flush()
+    assert run.get_metrics() == {"phase": "train", "label": "cat"}
+
+
 def test_flush_of_nan_and_a_zero_row_table(exp):
     run = exp.start_logging()
     with pytest.raises(InvalidArgumentError, match="NaN"):
@@ -247,6 +281,22 @@ def test_a_handle_that_did_not_log_still_reads_what_this_process_logged(exp):
         again = Run.get(exp.workspace, run.id)
         assert again.get_metrics("loss")["loss"] == [float(i) for i in range(50)]
         assert again.get_children()[0].get_metrics()["acc"] == [float(i) for i in range(50)]
+
+
+def test_with_block_ends_by_how_the_block_ended(exp):
+    """sys.exit(0) inside the block is a normal end (it failed the run), Ctrl-C a cancel."""
+    with pytest.raises(SystemExit):
+        with exp.start_logging() as ok:
+            raise SystemExit(0)
+    assert ok.get_status() == "Completed"
+    with pytest.raises(SystemExit):
+        with exp.start_logging() as bad:
+            raise SystemExit(3)
+    assert bad.get_status() == "Failed"
+    with pytest.raises(KeyboardInterrupt):
+        with exp.start_logging() as stopped:
+            raise KeyboardInterrupt
+    assert stopped.get_status() == "Canceled"
 
 
 def test_with_block_of_a_run_ended_elsewhere_keeps_that_end_and_the_blocks_error(exp):
@@ -393,8 +443,25 @@ def test_snapshot_directory(exp, tmp_path):
     (src / ".gitignore").write_text("*.ckpt\n")
     (src / "__pycache__").mkdir()
     (src / "__pycache__" / "x.pyc").write_text("c")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP SECRET")
+    os.symlink(secret, src / "creds.txt")
+    os.symlink(tmp_path, src / "outside")
+    os.symlink(src / "gone.ckpt2", src / "latest.ckpt2")
     run = exp.start_logging(snapshot_directory=str(src))
+    # Links are left out, as in submit's snapshot: nothing outside the folder is taken.
     assert run.get_file_names() == ["snapshot/.gitignore", "snapshot/pkg/m.py", "snapshot/train.py"]
+    # A snapshot that cannot be taken raises before any run exists.
+    before = {r.id for r in exp.get_runs()}
+    with pytest.raises(FileNotFoundError, match="is not a folder"):
+        exp.start_logging(snapshot_directory=str(tmp_path / "nope"))
+    many = tmp_path / "many"
+    many.mkdir()
+    for i in range(2001):
+        (many / f"f{i}.py").write_text("x")
+    with pytest.raises(ValueError, match="over 2000 files"):
+        exp.start_logging(snapshot_directory=str(many))
+    assert {r.id for r in exp.get_runs()} == before
 
 
 def test_lifecycle(exp):
@@ -493,6 +560,19 @@ def test_capture_logging(exp):
     assert "ZeroDivisionError" in text and "Traceback" in text
     assert run.get_details()["logFiles"]["python"] == len(text.encode("utf-8"))
     assert not [h for h in logger.handlers if h.__class__.__name__ == "RunLogHandler"]
+
+
+def test_a_log_record_over_one_append_is_kept_in_pieces(exp, capsys):
+    """A record over the 16 MiB one append may carry was refused, and logging's handleError printed all of
+    it to stderr; it is sent in pieces."""
+    run = exp.start_logging()
+    logger = logging.getLogger(f"big.{uuid.uuid4().hex[:6]}")
+    run.capture_logging(logger)
+    logger.warning("big %s end", "é" * (9 << 20))
+    run.complete()
+    text = run.get_logs("python")
+    assert text.count("é") == 9 << 20 and text.endswith(" end\n")
+    assert "Logging error" not in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -77,6 +77,16 @@ def test_complete_during_an_outage_neither_blocks_nor_raises(own_server):
     run.log("x", 0.0)
     assert run.flush(30)
     own_server.stop()
+    run.log("x", 0.5, step=0)
+    run.flush(1)
+    # The delivery warning sends people to get_details()['delivery']: it answers during the outage too.
+    details = run.get_details()
+    assert details["status"] == "Running" and details["files"] is None
+    assert "cannot reach the server" in details["delivery"]["last_error"]
+    # Tag changes are queued as points are, instead of raising.
+    run.tag("best_epoch", "7")
+    run.set_tags({"stage": "outage"})
+    run.remove_tags("stage")
     t0 = time.perf_counter()
     with pytest.warns(DeliveryWarning, match="Completed"):
         with run:
@@ -86,7 +96,9 @@ def test_complete_during_an_outage_neither_blocks_nor_raises(own_server):
     own_server.start()
     assert run.flush(60)
     assert run.get_status() == "Completed"
-    assert _series(run, "x")[1] == [float(i) for i in range(1000)]
+    tags = run.get_tags()
+    assert tags["best_epoch"] == "7" and "stage" not in tags
+    assert _series(run, "x")[1] == [0.0, 0.5] + [float(i) for i in range(1, 1000)]
 
 
 def test_outage_at_complete_is_delivered_later(own_server, tmp_path):

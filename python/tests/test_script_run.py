@@ -53,7 +53,9 @@ def test_a_successful_script_logs_through_the_sdk_into_the_submitted_run(sexp, t
         with open("outputs/model.txt", "w") as f:
             f.write("weights")
         """)
-    run = sexp.submit(ScriptRunConfig(str(tmp_path), "train.py", arguments=["--lr", 0.1]), tags={"kind": "smoke"})
+    # The reference API's positional order: source_directory, script, arguments, environment, compute_target.
+    config = ScriptRunConfig(str(tmp_path), "train.py", ["--lr", 0.1], None, "local")
+    run = sexp.submit(config, tags={"kind": "smoke"})
     assert isinstance(run, Run)
     assert run.get_status() in ("Preparing", "Running", "Finalizing", "Completed")
     details = run.wait_for_completion(show_output=True)
@@ -194,6 +196,8 @@ def test_bad_configurations_are_refused_before_any_run_or_process(sexp, tmp_path
         ScriptRunConfig(str(tmp_path), "a.py", environment=["A=1"])
     with pytest.raises(InvalidArgumentError, match="max_run_duration_seconds"):
         ScriptRunConfig(str(tmp_path), "a.py", max_run_duration_seconds=-1)
+    with pytest.raises(InvalidArgumentError, match="compute_target 'gpu-cluster' is not a target here"):
+        ScriptRunConfig(str(tmp_path), "a.py", compute_target="gpu-cluster")
     with pytest.raises(InvalidArgumentError, match="script 'missing.py' not found"):
         sexp.submit(ScriptRunConfig(str(tmp_path), "missing.py"))
     with pytest.raises(InvalidArgumentError, match="is not a folder"):

@@ -201,6 +201,46 @@ print(run.id)
     assert run.get_metrics("parent") == {"parent": 1.0}
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_childs_exit_leaves_the_run_to_the_parent(tmp_path, server):
+    """A child forked inside a with block whose sys.exit passes through the block, and a child of a script
+    whose offline context run ended at the child's exit (the inherited atexit hook), each ended the parent's
+    run while the parent went on."""
+    code = f"""
+import os, sys
+import flightlog
+ws = flightlog.Workspace({server.uri!r})
+parent = os.getpid()
+try:
+    with flightlog.Experiment(ws, "fork-with").start_logging() as run:
+        if os.fork() == 0:
+            run.log("child", 1.0)
+            sys.exit(0)
+        os.wait()
+        print(run.get_status())
+        run.log("parent", 2.0)
+except SystemExit:
+    if os.getpid() != parent:
+        run.flush(30)
+        os._exit(0)
+    raise
+print(run.get_status(), sorted(run.get_metrics().items()))
+context = flightlog.Run.get_context()
+if os.fork() == 0:
+    sys.exit(0)
+os.wait()
+print(context.get_status())
+"""
+    env = {"FLIGHTLOG_TRACKING_URI": "", "FLIGHTLOG_RUN_ID": "", "FLIGHTLOG_DATA": str(tmp_path / "data")}
+    r = run_script(code, cwd=str(tmp_path), env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [
+        "Running",
+        "Completed [('child', 1.0), ('parent', 2.0)]",
+        "Running",
+    ], r.stdout
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="reads thread signal masks from /proc")
 @pytest.mark.parametrize("mode", ["local", "server"])
 def test_the_sdks_threads_leave_signals_to_the_programs_threads(tmp_path, server, mode):

@@ -1,7 +1,7 @@
 //! The HTTP layer: one keep-alive `ureq` agent, URL building, and the mapping of the API's error bodies back
 //! to [`flightlog_model::Error`] variants.
 
-use flightlog_model::{Entity, Error, Result};
+use flightlog_model::{validate, Entity, Error, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::io::Read;
@@ -114,6 +114,15 @@ impl Http {
     ) -> Result<T, SendError> {
         let bytes = serde_json::to_vec(body)
             .map_err(|e| SendError::Reject(Error::invalid("body", e.to_string())))?;
+        // Refused here, not sent: the server would close the connection mid-body, which reads as an
+        // outage, so the request would be retried for good. Refused, a batch is split and sent in parts.
+        if bytes.len() > validate::MAX_REQUEST_JSON_BYTES {
+            return Err(SendError::Reject(Error::TooLarge {
+                what: "the request body".into(),
+                size: bytes.len() as u64,
+                limit: validate::MAX_REQUEST_JSON_BYTES as u64,
+            }));
+        }
         self.try_send_bytes(method, path, &[], &bytes, "application/json", entity)
     }
 

@@ -1054,6 +1054,7 @@ impl<R: Read> Read for ProgressReader<'_, R> {
 /// raises at the log call instead of blocking the run's delivery behind it) and fills missing times with now.
 fn check_and_stamp(mut write: MetricWrite) -> Result<MetricWrite> {
     validate::metric_write(&write)?;
+    validate::write_size(&write)?;
     let now = WallTime::now();
     match &mut write {
         MetricWrite::Text { times, values, .. } => {
