@@ -52,6 +52,8 @@ def after_fork() -> None:
     """Lets SQLite calls go on (in the parent and in the child)."""
 def flush_on_sigterm(timeout_seconds: float) -> None:
     """From now on SIGTERM flushes this process's clients (natively, within the timeout), then kills it as before."""
+def forget_sigterm_in_child() -> None:
+    """In a forked child: SIGTERM back to its default action (the thread that flushed on it is the parent's)."""
 
 # --- script runs (python/src/submit.rs) ---
 def submit_create(client: NativeClient, experiment_id: str, spec: str) -> str:

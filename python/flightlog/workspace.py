@@ -37,7 +37,19 @@ def _client_for(uri: Optional[str], data_dir: Optional[str]) -> "_native.NativeC
             _clients[key] = client
             if uri is not None:
                 _start_monitor()
+            _flush_main_process_on_sigterm()
         return client
+
+
+_sigterm_flush_installed = False
+
+
+def _flush_main_process_on_sigterm() -> None:
+    """docker stop, a Kubernetes eviction or a Slurm time limit stop a training process with SIGTERM, whose
+    default action skips every exit hook: what was logged and not yet sent was lost. The process now first
+    delivers, within FLIGHTLOG_EXIT_FLUSH_TIMEOUT and at most 5 s (inside the usual 10 s grace before SIGKILL;
+    what is left goes to the journal), then dies of the signal as it would have."""
+    _flush_on_sigterm(min(_exit_flush_timeout(), 5.0))
 
 
 def _start_monitor() -> None:
@@ -130,8 +142,10 @@ def _forget_clients_in_child() -> None:
     client of the child's own on its next use, and inherited runs rebind to it (run._rebind_runs_in_child). The
     parent's clients may be dropped here: in a child, the native client and embedded store leave the parent's
     threads alone."""
-    global _clients_lock, _monitor_started
+    global _clients_lock, _monitor_started, _sigterm_flush_installed
     _native.after_fork()
+    _native.forget_sigterm_in_child()
+    _sigterm_flush_installed = False
     _clients_lock = threading.Lock()
     _clients.clear()
     _monitor_started = False
@@ -166,17 +180,19 @@ def _flush_at_multiprocessing_exit() -> None:
     util.register_after_fork(_mp_anchor, in_child)
 
 
-def _flush_on_sigterm() -> None:
+def _flush_on_sigterm(timeout: Optional[float] = None) -> None:
     """Process.terminate() and Pool.terminate() (how `with Pool()` ends) stop a child with SIGTERM, whose
-    default action skips every exit hook. Where SIGTERM still has that default, the child flushes first (within
-    FLIGHTLOG_EXIT_FLUSH_TIMEOUT), then dies of the signal as it would have. The handler is native: a Python
-    one runs only when the main thread next looks, which a pool worker blocked on its queue's lock never did
-    (it hung; see python/src/sigterm.rs)."""
+    default action skips every exit hook. Where SIGTERM still has that default, the process flushes first (within
+    ``timeout``, by default FLIGHTLOG_EXIT_FLUSH_TIMEOUT), then dies of the signal as it would have. The handler
+    is native: a Python one runs only when the main thread next looks, which a pool worker blocked on its queue's
+    lock never did (it hung; see python/src/sigterm.rs). Installed once a process."""
+    global _sigterm_flush_installed
     import signal
 
-    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+    if _sigterm_flush_installed or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         return
-    _native.flush_on_sigterm(_exit_flush_timeout())
+    _sigterm_flush_installed = True
+    _native.flush_on_sigterm(_exit_flush_timeout() if timeout is None else timeout)
 
 
 def _before_fork() -> None:

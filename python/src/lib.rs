@@ -580,6 +580,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(prepare_fork, m)?)?;
     m.add_function(wrap_pyfunction!(after_fork, m)?)?;
     m.add_function(wrap_pyfunction!(sigterm::flush_on_sigterm, m)?)?;
+    m.add_function(wrap_pyfunction!(sigterm::forget_sigterm_in_child, m)?)?;
     submit::register(m)?;
     tensorboard::register(m)?;
     Ok(())

@@ -1,4 +1,5 @@
-//! Flushing the SDK's clients when a multiprocessing child is stopped with SIGTERM, without Python's help.
+//! Flushing the SDK's clients when the process is stopped with SIGTERM (docker stop, a Kubernetes eviction, a
+//! Slurm time limit, `Pool.terminate()`), without Python's help.
 //!
 //! `Pool.terminate()` (the end of a `with Pool()` block) stops its workers with SIGTERM, whose default action
 //! skips every exit hook, so what a worker logged and had not sent yet was lost. A Python-level handler does
@@ -20,6 +21,9 @@ use std::time::{Duration, Instant};
 static CLIENTS: Mutex<Vec<(u32, Weak<Client>)>> = Mutex::new(Vec::new());
 /// The write end of the pipe the handler wakes the flushing thread through; -1 until installed.
 static WAKE: AtomicI32 = AtomicI32::new(-1);
+/// The process that installed the handler: a forked child has the handler until it forgets it, and one
+/// signaled before then (its parent may signal it at once) must not wake its parent's thread.
+static OWNER: AtomicI32 = AtomicI32::new(0);
 
 /// Remembers `client` for a flush on SIGTERM (if [`flush_on_sigterm`] is installed in this process).
 pub fn track(client: &Arc<Client>) {
@@ -30,7 +34,8 @@ pub fn track(client: &Arc<Client>) {
 
 /// From here on, SIGTERM first flushes this process's clients (up to `timeout_seconds` in all, giving up on
 /// a server that keeps failing: what is unsent goes to the spool journal), then kills the process as before.
-/// Installed by the SDK in multiprocessing children whose SIGTERM has its default action.
+/// Installed by the SDK where SIGTERM has its default action: in the main process when its first client is
+/// made, and in multiprocessing children.
 #[pyfunction]
 pub fn flush_on_sigterm(timeout_seconds: f64) -> PyResult<()> {
     let mut fds = [-1 as RawFd; 2];
@@ -42,6 +47,8 @@ pub fn flush_on_sigterm(timeout_seconds: f64) -> PyResult<()> {
     flightlog_model::background::spawn("flightlog-sigterm", move || {
         wait_then_flush(fds[0], timeout)
     })?;
+    // SAFETY: getpid never fails.
+    OWNER.store(unsafe { libc::getpid() }, Ordering::SeqCst);
     WAKE.store(fds[1], Ordering::SeqCst);
     // SAFETY: `on_sigterm` only loads an atomic and calls write(2), both async-signal-safe.
     unsafe {
@@ -54,7 +61,31 @@ pub fn flush_on_sigterm(timeout_seconds: f64) -> PyResult<()> {
     Ok(())
 }
 
+/// In a forked child: SIGTERM back to its default action, and the pipe forgotten. The child inherits the
+/// handler but not the thread that reads the pipe, and that thread is its parent's: the child's SIGTERM would
+/// have flushed and killed the parent and left the child running. (A multiprocessing child installs its own.)
+#[pyfunction]
+pub fn forget_sigterm_in_child() {
+    let fd = WAKE.swap(-1, Ordering::SeqCst);
+    if fd >= 0 {
+        // SAFETY: the write end is this process's own copy, closed once; SIG_DFL is always a valid action.
+        unsafe {
+            libc::close(fd);
+            libc::signal(libc::SIGTERM, libc::SIG_DFL);
+        }
+    }
+}
+
 extern "C" fn on_sigterm(_: libc::c_int) {
+    // SAFETY: getpid, signal and raise are async-signal-safe. In a forked child the signal gets its default
+    // action back and is raised again: it is delivered, and kills the child, once this handler returns.
+    if unsafe { libc::getpid() } != OWNER.load(Ordering::SeqCst) {
+        unsafe {
+            libc::signal(libc::SIGTERM, libc::SIG_DFL);
+            libc::raise(libc::SIGTERM);
+        }
+        return;
+    }
     let fd = WAKE.load(Ordering::SeqCst);
     if fd >= 0 {
         // SAFETY: writes one byte from a static buffer; a failure leaves nothing to do here.

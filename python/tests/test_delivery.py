@@ -140,6 +140,51 @@ run.log_image("img", path={png!r})
     assert img in run.get_file_names()  # images are journaled too
 
 
+def test_sigterm_to_the_main_process_journals_what_it_logged(own_server, tmp_path):
+    """docker stop, Kubernetes and Slurm stop a training process with SIGTERM, whose default action skips
+    every exit hook: what was logged and not yet sent was lost. Now the process delivers or journals it, then
+    dies of the signal as before. A forked child's SIGTERM kills the child alone (it inherits the handler, but
+    the thread behind it is its parent's)."""
+    code = f"""
+import flightlog, os, signal, time
+ws = flightlog.Workspace({own_server.uri!r})
+run = flightlog.Experiment(ws, "sigterm").start_logging()
+assert run.flush(30)
+print(run.id, flush=True)
+input()  # the test stops the server now
+for i in range(1000):
+    run.log("during", float(i), step=i)
+child = os.fork()
+if child == 0:
+    time.sleep(60)
+    os._exit(0)
+os.kill(child, signal.SIGTERM)
+print(os.waitpid(child, 0)[1] == signal.SIGTERM, flush=True)
+print("logged", flush=True)
+time.sleep(60)
+"""
+    env = dict(os.environ, FLIGHTLOG_SPOOL=str(tmp_path / "spool"))
+    p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    run_id = p.stdout.readline().strip()
+    own_server.stop()
+    p.stdin.write("\n")
+    p.stdin.flush()
+    assert p.stdout.readline().strip() == "True", "the child died of its SIGTERM, the parent lives"
+    assert p.stdout.readline().strip() == "logged"
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(30) == -signal.SIGTERM
+    assert any(f.endswith(".journal") for f in os.listdir(tmp_path / "spool"))
+    own_server.start()
+    replayer = subprocess.run(
+        [sys.executable, "-c", f"import flightlog; ws = flightlog.Workspace({own_server.uri!r}); "
+         "assert flightlog.Experiment(ws, 'other').start_logging().flush(60)"],
+        env=env, timeout=120,
+    )
+    assert replayer.returncode == 0
+    steps, values = _series(Run.get(Workspace(own_server.uri), run_id), "during")
+    assert steps == list(range(1000)) and values == [float(i) for i in range(1000)]
+
+
 @pytest.mark.parametrize("mode", ["server", "local"])
 def test_sigkill_after_flush_keeps_everything_flushed(mode, server, tmp_path):
     dest = f"flightlog.Workspace({server.uri!r})" if mode == "server" else f"flightlog.Workspace(data_dir={str(tmp_path / 'data')!r})"
