@@ -619,6 +619,53 @@ fn memory_stays_bounded_during_an_outage_and_order_survives_the_journal() {
     assert!(journals(spool.path()).is_empty());
 }
 
+/// A server that accepts connections and never answers (overloaded, or a black-holed path): what is logged
+/// is journaled once a send has gone unanswered for 2 s, and so is what is logged after, instead of staying in
+/// memory for three request timeouts (90 s by default), which a crash meanwhile lost whole.
+#[test]
+fn a_server_that_never_answers_has_the_data_journaled_within_seconds() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let uri = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            held.push(conn);
+        }
+    });
+    let spool = tempfile::tempdir().unwrap();
+    let c = Client::new(ClientConfig {
+        uri,
+        spool_dir: spool.path().to_path_buf(),
+        flush_interval: Duration::from_millis(50),
+        request_timeout: Duration::from_secs(60),
+        replay_on_start: false,
+        ..Default::default()
+    });
+    let run = RunId::new();
+    for i in 0..1000 {
+        c.log_scalar(&run, "loss", Some(i), i as f64, None).unwrap();
+    }
+    let journaled = |what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let st = c.status();
+            if st.pending_points == 0 && st.spooled_total > 0 {
+                return st.spooled_total;
+            }
+            assert!(Instant::now() < deadline, "{what} stayed in memory: {st:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let first = journaled("the points logged before the hang");
+    assert!(!journals(spool.path()).is_empty());
+    for i in 1000..1500 {
+        c.log_scalar(&run, "loss", Some(i), i as f64, None).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(journaled("the points logged during the hang") > first);
+    std::mem::forget(c);
+}
+
 #[test]
 fn create_run_reporting_says_whether_the_call_created_the_run() {
     let s = TestServer::start();

@@ -1009,8 +1009,17 @@ impl Client {
     }
 }
 
-/// Starts the thread that sends what `shared` queues.
+/// Starts the thread that sends what `shared` queues, and its watchdog (which journals what is pending while
+/// a send hangs; it ends with the sender, on shutdown).
 fn start_sender(shared: Arc<Shared>) -> JoinHandle<()> {
+    let watched = shared.clone();
+    if let Err(e) =
+        flightlog_model::background::spawn("flightlog-watchdog", move || watched.run_watchdog())
+    {
+        tracing::warn!(
+            "no watchdog for slow sends (a hung server keeps data in memory longer): {e}"
+        );
+    }
     flightlog_model::background::spawn("flightlog-sender", move || shared.run_sender())
         .expect("spawn the flightlog sender thread")
 }

@@ -16,6 +16,12 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// After this many failed sends in a row everything pending goes to the journal, so a crash while the server
 /// is down loses nothing and memory stays flat.
 const SPILL_AFTER_FAILURES: u32 = 3;
+/// A send unanswered this long (a server that accepts connections but hangs, a black-holed network path) has
+/// everything pending journaled, and so does what is logged while it stays unanswered: waiting for three
+/// failures there takes three request timeouts (90 s by default), and a crash meanwhile lost all of it.
+const SLOW_SEND: Duration = Duration::from_secs(2);
+/// How often the watchdog looks for a slow send.
+const WATCHDOG_TICK: Duration = Duration::from_millis(500);
 /// Log text of one stream queued back to back is sent as one append up to this size: under heavy output the
 /// backlog goes in a few large appends (each a durable commit on the server) rather than many small ones.
 /// Half the server's limit for one append (and of the memory one request body takes there).
@@ -131,6 +137,7 @@ struct Inflight {
     entry: Arc<JournalEntry>,
     /// A copy went to the journal while it was in flight.
     spilled: bool,
+    since: Instant,
 }
 
 #[derive(Default)]
@@ -608,6 +615,28 @@ impl Shared {
         }
     }
 
+    /// Journals what is held in memory while a send goes unanswered past [`SLOW_SEND`], every
+    /// [`WATCHDOG_TICK`], until the client shuts down. A thread of its own: the sender is the one waiting.
+    pub fn run_watchdog(self: Arc<Self>) {
+        let mut st = self.lock();
+        while !st.shutdown {
+            let stalled = st
+                .inflight
+                .as_ref()
+                .is_some_and(|i| i.since.elapsed() >= SLOW_SEND);
+            let in_memory = st.inflight.as_ref().is_some_and(|i| !i.spilled)
+                || !st.outbox.is_empty()
+                || st.acc_points > 0;
+            if stalled && in_memory {
+                tracing::debug!(
+                    "a send is unanswered after {SLOW_SEND:?}: journaling what is pending"
+                );
+                self.spill(&mut st);
+            }
+            st = Self::wait_until(&self.progress, st, Instant::now() + WATCHDOG_TICK).0;
+        }
+    }
+
     fn send_next(&self) -> Step {
         // 1. The journal holds the oldest entries.
         let mut st = self.lock();
@@ -671,6 +700,7 @@ impl Shared {
             points: q.points,
             entry: q.entry,
             spilled: false,
+            since: Instant::now(),
         });
         drop(st);
         let result = self.deliver(&entry);
