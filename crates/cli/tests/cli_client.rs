@@ -666,6 +666,52 @@ fn a_server_that_never_answers_has_the_data_journaled_within_seconds() {
     std::mem::forget(c);
 }
 
+/// Journals an earlier process left are replayed when the server answers again after an outage, not only when
+/// the client starts: a client started while the server was down gave up on them, and they waited for another
+/// process or `flightlog sync` for as long as this one lived, while its flush said everything was delivered.
+#[test]
+fn journals_left_by_others_are_replayed_when_the_server_is_back() {
+    let mut s = TestServer::start();
+    let spool = tempfile::tempdir().unwrap();
+    let uri = s.base();
+    let config = |replay_on_start| ClientConfig {
+        uri: uri.clone(),
+        spool_dir: spool.path().to_path_buf(),
+        flush_interval: Duration::from_millis(20),
+        request_timeout: Duration::from_secs(10),
+        replay_on_start,
+        ..Default::default()
+    };
+    let earlier = Client::new(config(false));
+    let run = earlier.create_run(&NewRun::default()).unwrap().id;
+    s.kill_9();
+    for i in 0..100 {
+        earlier
+            .log_scalar(&run, "earlier", Some(i), i as f64, None)
+            .unwrap();
+    }
+    let _ = earlier.close(Duration::ZERO);
+    drop(earlier);
+    assert_eq!(
+        journals(spool.path()).len(),
+        1,
+        "the earlier client's journal"
+    );
+    let later = Client::new(config(true));
+    later.log_scalar(&run, "later", Some(0), 1.0, None).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    s.restart();
+    let report = later.flush(Duration::from_secs(60)).unwrap();
+    assert!(report.complete, "{report:?}");
+    assert_eq!(
+        scalars(&later, &run, "earlier").steps,
+        (0..100).collect::<Vec<_>>()
+    );
+    assert_eq!(scalars(&later, &run, "later").steps, vec![0]);
+    later.close(Duration::from_secs(5)).unwrap();
+    assert!(journals(spool.path()).is_empty());
+}
+
 #[test]
 fn create_run_reporting_says_whether_the_call_created_the_run() {
     let s = TestServer::start();

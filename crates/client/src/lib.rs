@@ -176,29 +176,10 @@ impl Client {
     /// Does not contact the server: a client can log while the server is down.
     pub fn new(config: ClientConfig) -> Client {
         let http = Http::new(&config.uri, config.request_timeout);
-        let replay = config
-            .replay_on_start
-            .then(|| (config.spool_dir.clone(), http.base().to_string()));
         let shared = Arc::new(Shared::new(http, config));
         let s = shared.clone();
         let handle = start_sender(s);
-        if let Some((dir, uri)) = replay.filter(|(dir, _)| dir.is_dir()) {
-            let replaying = shared.replaying();
-            let _ = flightlog_model::background::spawn("flightlog-replay", move || {
-                let _replaying = replaying;
-                match replay_spool(&dir, Some(&uri)) {
-                    Ok(r) if r.entries_sent > 0 || r.entries_rejected > 0 => {
-                        tracing::info!(
-                            "replayed {} spooled entries from {}",
-                            r.entries_sent,
-                            dir.display()
-                        )
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::debug!("spool replay: {e}"),
-                }
-            });
-        }
+        shared.start_replay();
         Client {
             shared,
             sender: std::sync::Mutex::new(Some(handle)),

@@ -152,9 +152,10 @@ pub(crate) struct State {
     next_seq: u64,
     /// Every entry with seq <= done_seq is done (acknowledged or rejected).
     pub done_seq: u64,
-    /// A replay of older journals (started with the client) is still going: a flush covers it too, so a
-    /// short-lived process that flushes (or exits) has delivered what an earlier, killed process left.
-    replaying: bool,
+    /// Replays of older journals (started with the client, and after each outage) still going: a flush covers
+    /// them too, so a short-lived process that flushes (or exits) has delivered what an earlier, killed process
+    /// left.
+    replaying: usize,
     shutdown: bool,
     closed: bool,
     wake_requested: bool,
@@ -504,7 +505,7 @@ impl Shared {
 
     pub fn wait_done(&self, target: u64, deadline: Instant) -> bool {
         let mut st = self.lock();
-        let done = |st: &State| st.done_seq >= target && !st.replaying;
+        let done = |st: &State| st.done_seq >= target && st.replaying == 0;
         while !done(&st) {
             let (guard, timed_out) = Self::wait_until(&self.progress, st, deadline);
             st = guard;
@@ -521,11 +522,13 @@ impl Shared {
         struct Replayed(Arc<Shared>);
         impl Drop for Replayed {
             fn drop(&mut self) {
-                self.0.lock().replaying = false;
+                let mut st = self.0.lock();
+                st.replaying = st.replaying.saturating_sub(1);
+                drop(st);
                 self.0.progress.notify_all();
             }
         }
-        self.lock().replaying = true;
+        self.lock().replaying += 1;
         Replayed(self.clone())
     }
 
@@ -579,9 +582,15 @@ impl Shared {
             }
             // Send everything queued, oldest first.
             loop {
+                let after_outage = self.lock().stats.consecutive_failures > 0;
                 match self.send_next() {
                     Step::Idle => break,
-                    Step::Done => backoff = MIN_BACKOFF,
+                    Step::Done => {
+                        backoff = MIN_BACKOFF;
+                        if after_outage {
+                            self.start_replay();
+                        }
+                    }
                     Step::Failed => {
                         let deadline = Instant::now() + backoff;
                         backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -612,6 +621,34 @@ impl Shared {
                     crate::journal::remove_journal(j.path());
                 }
             }
+        }
+    }
+
+    /// With `replay_on_start`, sends the journals older processes (or earlier clients) left for this server,
+    /// in the background; a flush waits for it. Run when the client starts, and again each time the server
+    /// answers after an outage: a replay that found it down gave up, and those entries would otherwise wait
+    /// for another process or `flightlog sync` however long this one lives.
+    pub fn start_replay(self: &Arc<Self>) {
+        let dir = self.config.spool_dir.clone();
+        if !self.config.replay_on_start || !dir.is_dir() {
+            return;
+        }
+        let uri = self.destination().to_string();
+        let replaying = self.replaying();
+        let started = flightlog_model::background::spawn("flightlog-replay", move || {
+            let _replaying = replaying;
+            match crate::replay::replay_spool(&dir, Some(&uri)) {
+                Ok(r) if r.entries_sent > 0 || r.entries_rejected > 0 => tracing::info!(
+                    "replayed {} spooled entries from {}",
+                    r.entries_sent,
+                    dir.display()
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::debug!("spool replay: {e}"),
+            }
+        });
+        if let Err(e) = started {
+            tracing::warn!("cannot start the spool replay: {e}");
         }
     }
 
