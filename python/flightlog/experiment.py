@@ -130,6 +130,10 @@ class Experiment:
         }
         return [Run._from_info(self._workspace, info, experiment=self) for info in self._workspace._call("list_runs", query=query)]
 
+    def __reduce__(self) -> Any:
+        # Pickled (for another process), an experiment is its workspace and what was read of it.
+        return (_experiment_from_info, (self._workspace, self._info))
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Experiment) and other._workspace == self._workspace and other.id == self.id
 
@@ -150,3 +154,7 @@ class Experiment:
             "<table><tr><th>Name</th><th>Id</th><th>Details page</th></tr>"
             f"<tr><td>{html.escape(self.name)}</td><td>{html.escape(self.id)}</td><td>{link}</td></tr></table>"
         )
+
+
+def _experiment_from_info(workspace: "Workspace", info: Dict[str, Any]) -> Experiment:
+    return Experiment._from_info(workspace, info)

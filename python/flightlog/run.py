@@ -104,6 +104,10 @@ def _make_handler(run: "Run", level: int) -> "logging.Handler":
 
 
 
+def _run_from_info(workspace: "Workspace", info: Dict[str, Any], experiment: Optional["Experiment"]) -> Run:
+    return Run._from_info(workspace, info, experiment=experiment)
+
+
 def _snapshot_files(directory: Any) -> "List[Tuple[str, str]]":
     """(name under snapshot/, full path) of the files ``start_logging(snapshot_directory=...)`` keeps, checked
     against the limits. As ``flightlog submit``'s snapshot, links are left out (never followed, so nothing
@@ -882,6 +886,12 @@ class Run:
             # stands, and the block's own exception, if any, is what propagates.
             if self._refresh().get("status") not in _TERMINAL:
                 raise
+
+    def __reduce__(self) -> Any:
+        # Pickled for another process (a spawn-method worker, torch.multiprocessing.spawn, joblib, Ray), a run
+        # is its workspace and what was read of it; there it binds to that process's own client on first use,
+        # and its end stays with the process that started it.
+        return (_run_from_info, (self._workspace, self._info, self._experiment))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Run) and other._id == self._id and other._workspace == self._workspace

@@ -210,6 +210,11 @@ if hasattr(os, "register_at_fork"):
     )
 
 
+def _workspace_for(uri: Optional[str], data_dir: Optional[str]) -> "Workspace":
+    """The workspace of a destination: how a pickled one is made again."""
+    return Workspace(uri) if uri is not None else Workspace(data_dir=data_dir)
+
+
 def _find_config(start: Optional[str] = None) -> Optional[str]:
     directory = os.path.abspath(start or os.getcwd())
     while True:
@@ -379,6 +384,11 @@ class Workspace:
         from .experiment import Experiment
 
         return [Experiment._from_info(self, e) for e in self._call("list_experiments")]
+
+    def __reduce__(self) -> Any:
+        # Sent to another process (the spawn start method, torch.multiprocessing.spawn, joblib, Ray), a
+        # workspace is the same destination there, with a client of that process's own.
+        return (_workspace_for, (self._uri, self._data_dir))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Workspace) and (self._uri, self._data_dir) == (other._uri, other._data_dir)

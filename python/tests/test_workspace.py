@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 
 import pytest
@@ -199,6 +200,36 @@ print(run.id)
     for name in ("inherited", "fresh"):
         assert run.get_metrics(name)[name] == [float(k) for k in range(8)], name
     assert run.get_metrics("parent") == {"parent": 1.0}
+
+
+def test_workspaces_experiments_and_runs_go_to_spawned_processes(tmp_path, server):
+    """The spawn start method (torch.multiprocessing.spawn, DataLoader workers on macOS, joblib, Ray) pickles
+    what it passes: a Run could not be, so no worker could log into it. Each worker logs through a client of
+    its own; the run stays the parent's to end."""
+    script = tmp_path / "spawned.py"
+    script.write_text(f"""
+import multiprocessing as mp, pickle
+import flightlog
+
+def work(run, exp, k):
+    run.log("spawned", float(k), step=k)
+    assert run.experiment == exp and run.workspace == exp.workspace
+    assert run.flush(60)
+    return run.get_status()
+
+if __name__ == "__main__":
+    ws = flightlog.Workspace({server.uri!r})
+    exp = flightlog.Experiment(ws, "spawned")
+    run = exp.start_logging()
+    assert pickle.loads(pickle.dumps(ws)) == ws
+    with mp.get_context("spawn").Pool(2) as pool:
+        print(pool.starmap(work, [(run, exp, k) for k in range(4)]))
+    print(run.get_status(), run.get_metrics()["spawned"])
+""")
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["['Running', 'Running', 'Running', 'Running']",
+                                     "Running [0.0, 1.0, 2.0, 3.0]"], r.stdout
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
