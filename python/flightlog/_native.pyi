@@ -8,6 +8,10 @@ class NativeClient:
     def __init__(self, uri: Optional[str], data_dir: Optional[str]) -> None: ...
     def call(self, op: str, args: str) -> str:
         """A control-plane request (JSON in, JSON out), with the GIL released; raises flightlog.errors.*."""
+    def own_run(self, run_id: str) -> None:
+        """Marks a run this process started: SIGTERM ends it Canceled, unless it ended first."""
+    def disown_run(self, run_id: str) -> None:
+        """The run has ended here: SIGTERM leaves it alone."""
     def update_run_async(self, run_id: str, patch: str) -> None:
         """Queues a run change (RunPatch JSON) after everything logged so far, journaled while unreachable."""
     def run(self, run_id: str) -> NativeRun:

@@ -264,6 +264,8 @@ class Run:
         info = ws._call("create_run", new=new)
         run = cls._from_info(ws, info, experiment=experiment, fresh=True)
         run._bind()
+        if status == "Running":
+            ws._client.own_run(run.id)  # SIGTERM ends it Canceled (python/src/sigterm.rs)
         if snapshot:
             try:
                 for rel, full in snapshot:
@@ -766,6 +768,7 @@ class Run:
 
     def _end(self, status: str, error: Optional[Dict[str, Any]] = None) -> None:
         self._remove_handlers()
+        self._workspace._client.disown_run(self._id)
         logged = self._workspace._logged_client()
         # Deliver what was logged first (through any handle of this process); a server that keeps failing is
         # not waited for.

@@ -158,6 +158,18 @@ impl NativeClient {
         self.client.update_run_async(&run, patch).py()
     }
 
+    /// Marks a run this process started: SIGTERM ends it Canceled (see `sigterm`), unless it ended first.
+    fn own_run(&self, run_id: &str) -> PyResult<()> {
+        sigterm::own(&self.client, parse_run(run_id)?);
+        Ok(())
+    }
+
+    /// The run has ended (or is ending) here: SIGTERM leaves it alone.
+    fn disown_run(&self, run_id: &str) -> PyResult<()> {
+        sigterm::disown(&parse_run(run_id)?);
+        Ok(())
+    }
+
     /// A logging handle for one run.
     fn run(&self, run_id: &str) -> PyResult<NativeRun> {
         Ok(NativeRun {

@@ -10,6 +10,7 @@
 //! process as it would have.
 
 use flightlog_client::Client;
+use flightlog_model::{ErrorDetails, RunId, RunPatch, RunStatus};
 use pyo3::prelude::*;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -24,6 +25,47 @@ static WAKE: AtomicI32 = AtomicI32::new(-1);
 /// The process that installed the handler: a forked child has the handler until it forgets it, and one
 /// signaled before then (its parent may signal it at once) must not wake its parent's thread.
 static OWNER: AtomicI32 = AtomicI32::new(0);
+
+/// Runs this process started and has not ended, with the client that logs them and the process (a forked
+/// child inherits the list, not the runs).
+static OWNED: Mutex<Vec<(u32, Weak<Client>, RunId)>> = Mutex::new(Vec::new());
+
+/// Remembers that this process started `run` through `client`: SIGTERM ends it Canceled.
+pub fn own(client: &Arc<Client>, run: RunId) {
+    let mut owned = OWNED.lock().unwrap_or_else(PoisonError::into_inner);
+    owned.retain(|(_, c, _)| c.strong_count() > 0);
+    owned.push((std::process::id(), Arc::downgrade(client), run));
+}
+
+/// Forgets `run`: it ended here.
+pub fn disown(run: &RunId) {
+    let mut owned = OWNED.lock().unwrap_or_else(PoisonError::into_inner);
+    owned.retain(|(_, _, r)| r != run);
+}
+
+/// Queues the end of every run this process started and has not ended, after what was logged: the process is
+/// being stopped (docker stop, a Kubernetes eviction, a Slurm time limit), and a run left Running would stay
+/// so for good. Canceled is MLflow's KILLED. A run ended meanwhile through another handle keeps its end (the
+/// server refuses a change from one end to another).
+fn end_owned_runs(me: u32) {
+    let owned = std::mem::take(&mut *OWNED.lock().unwrap_or_else(PoisonError::into_inner));
+    for (pid, client, run) in owned {
+        let Some(client) = client.upgrade().filter(|_| pid == me) else {
+            continue;
+        };
+        let patch = RunPatch {
+            status: Some(RunStatus::Canceled),
+            error: Some(ErrorDetails {
+                message: "the process was stopped by SIGTERM".into(),
+                code: Some("SIGTERM".into()),
+                details: None,
+            }),
+            ..Default::default()
+        };
+        // A client closed already takes nothing; the process ends next, with no one to tell.
+        let _ = client.update_run_async(&run, patch);
+    }
+}
 
 /// Remembers `client` for a flush on SIGTERM (if [`flush_on_sigterm`] is installed in this process).
 pub fn track(client: &Arc<Client>) {
@@ -108,6 +150,7 @@ fn wait_then_flush(read_fd: RawFd, timeout: Duration) {
         return;
     }
     let me = std::process::id();
+    end_owned_runs(me);
     let clients: Vec<Arc<Client>> = CLIENTS
         .lock()
         .unwrap_or_else(PoisonError::into_inner)

@@ -142,8 +142,8 @@ run.log_image("img", path={png!r})
 
 def test_sigterm_to_the_main_process_journals_what_it_logged(own_server, tmp_path):
     """docker stop, Kubernetes and Slurm stop a training process with SIGTERM, whose default action skips
-    every exit hook: what was logged and not yet sent was lost. Now the process delivers or journals it, then
-    dies of the signal as before. A forked child's SIGTERM kills the child alone (it inherits the handler, but
+    every exit hook: what was logged and not yet sent was lost, and the run stayed Running. Now the process
+    delivers or journals it with the run's end, then dies of the signal as before. A forked child's SIGTERM kills the child alone (it inherits the handler, but
     the thread behind it is its parent's)."""
     code = f"""
 import flightlog, os, signal, time
@@ -181,8 +181,12 @@ time.sleep(60)
         env=env, timeout=120,
     )
     assert replayer.returncode == 0
-    steps, values = _series(Run.get(Workspace(own_server.uri), run_id), "during")
+    run = Run.get(Workspace(own_server.uri), run_id)
+    steps, values = _series(run, "during")
     assert steps == list(range(1000)) and values == [float(i) for i in range(1000)]
+    # The run the stopped process started ends Canceled (MLflow's KILLED) instead of staying Running.
+    assert run.get_status() == "Canceled"
+    assert run.get_details()["error"]["code"] == "SIGTERM"
 
 
 @pytest.mark.parametrize("mode", ["server", "local"])
