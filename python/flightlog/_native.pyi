@@ -68,6 +68,8 @@ def wait_for_run(client: NativeClient, run_id: str, on_output: Any) -> str:
     """Follows the run's event stream until it ends, calling on_output(stream, text); returns the run JSON."""
 def cancel_run(client: NativeClient, run_id: str, within_seconds: float) -> str:
     """Cancels the run (a submitted active one through its supervisor); returns the run JSON."""
+def snapshot_files(directory: str) -> List[Tuple[str, str]]:
+    """(name under snapshot/, path) of the files a snapshot of directory keeps: submit's rules and limits."""
 
 # --- TensorBoard export (python/src/tensorboard.rs) ---
 def export_tensorboard(client: NativeClient, logdir: str, run_ids: List[str], experiment_id: Optional[str] = None,

@@ -29,10 +29,6 @@ _LOG_PIECE_CHARS = 4 * 1024 * 1024
 __all__ = ["Run"]
 
 _TERMINAL = ("Completed", "Failed", "Canceled")
-_SNAPSHOT_SKIP_DIRS = {".git", ".hg", ".svn", "__pycache__", ".venv", "venv", "node_modules", ".mypy_cache",
-                       ".pytest_cache", ".ipynb_checkpoints", "flightlog-data", ".flightlog", "outputs", "logs"}
-_SNAPSHOT_MAX_FILES = 2000
-_SNAPSHOT_MAX_BYTES = 300 * 1024 * 1024
 
 _context_run: Optional["Run"] = None
 _context_lock = threading.Lock()
@@ -109,33 +105,14 @@ def _run_from_info(workspace: "Workspace", info: Dict[str, Any], experiment: Opt
 
 
 def _snapshot_files(directory: Any) -> "List[Tuple[str, str]]":
-    """(name under snapshot/, full path) of the files ``start_logging(snapshot_directory=...)`` keeps, checked
-    against the limits. As ``flightlog submit``'s snapshot, links are left out (never followed, so nothing
-    outside the folder is taken, and a dangling one is no error)."""
+    """(name under snapshot/, full path) of the files ``start_logging(snapshot_directory=...)`` keeps: the list
+    and limits of ``flightlog submit``'s snapshot (ignore files, never-source folders, links left out)."""
     directory = os.fspath(directory)
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"snapshot_directory {directory!r} is not a folder")
-    ignore = _IgnoreRules(directory)
-    found: List[Tuple[str, str]] = []
-    size = 0
-    for root, dirs, files in os.walk(directory):
-        rel_root = os.path.relpath(root, directory)
-        dirs[:] = sorted(d for d in dirs if d not in _SNAPSHOT_SKIP_DIRS
-                         and not os.path.islink(os.path.join(root, d))
-                         and not ignore.ignored(os.path.normpath(os.path.join(rel_root, d)), True))
-        for f in sorted(files):
-            rel = os.path.normpath(os.path.join(rel_root, f))
-            full = os.path.join(root, f)
-            if ignore.ignored(rel, False) or os.path.islink(full):
-                continue
-            size += os.path.getsize(full)
-            found.append((rel.replace(os.sep, "/"), full))
-            if len(found) > _SNAPSHOT_MAX_FILES or size > _SNAPSHOT_MAX_BYTES:
-                raise ValueError(
-                    f"snapshot of {directory!r} is over {_SNAPSHOT_MAX_FILES} files or "
-                    f"{_SNAPSHOT_MAX_BYTES // (1024 * 1024)} MB; add an .flightlogignore file"
-                )
-    return found
+    from . import _native
+
+    return [tuple(entry) for entry in _native.snapshot_files(directory)]
 
 
 def _folder_files(path: str) -> "Tuple[List[Tuple[str, str]], List[str]]":
@@ -943,34 +920,3 @@ def _iso(t: Optional[int]) -> Optional[str]:
         return None
     secs, micros = divmod(int(t), 1_000_000)
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{micros:06d}Z"
-
-
-class _IgnoreRules:
-    """A small subset of .gitignore rules (names and globs, trailing '/' for folders, '!' not supported)."""
-
-    def __init__(self, directory: str) -> None:
-        import fnmatch
-
-        self._fnmatch = fnmatch.fnmatch
-        self._patterns: List[tuple] = []
-        for fname in (".flightlogignore", ".amlignore", ".gitignore"):
-            p = os.path.join(directory, fname)
-            if os.path.isfile(p):
-                with open(p, encoding="utf-8", errors="replace") as f:
-                    for line in f:
-                        line = line.strip()
-                        if not line or line.startswith("#") or line.startswith("!"):
-                            continue
-                        dir_only = line.endswith("/")
-                        self._patterns.append((line.strip("/"), dir_only, "/" in line.strip("/")))
-                break  # the first ignore file found wins, as with .amlignore over .gitignore
-
-    def ignored(self, rel: str, is_dir: bool) -> bool:
-        rel = rel.replace(os.sep, "/")
-        base = rel.rsplit("/", 1)[-1]
-        for pattern, dir_only, anchored in self._patterns:
-            if dir_only and not is_dir:
-                continue
-            if (anchored and self._fnmatch(rel, pattern)) or (not anchored and self._fnmatch(base, pattern)):
-                return True
-        return False

@@ -5,7 +5,7 @@ use crate::{NativeClient, OrPy};
 use flightlog_client::Client;
 use flightlog_model::{Error, Result, RunId};
 use flightlog_runner::{
-    lifecycle, signals, tracker, wait, LocalProcess, RunnerError, Submission, Tracker,
+    lifecycle, signals, snapshot, tracker, wait, LocalProcess, RunnerError, Submission, Tracker,
 };
 use pyo3::prelude::*;
 use std::collections::BTreeMap;
@@ -173,11 +173,27 @@ pub fn cancel_run(
     serde_json::to_string(&run).map_err(Error::storage).py()
 }
 
+/// The files `start_logging(snapshot_directory=...)` uploads, as (name under `snapshot/`, path): the same
+/// list and limits as a submitted run's snapshot (`flightlog_runner::snapshot`), checked before the run exists.
+#[pyfunction]
+pub fn snapshot_files(py: Python<'_>, directory: &str) -> PyResult<Vec<(String, String)>> {
+    let dir = PathBuf::from(directory);
+    let snap = py.detach(|| snapshot::scan(&dir)).map_err(runner_err)?;
+    snap.check(&dir, snapshot::SnapshotLimits::default())
+        .map_err(runner_err)?;
+    Ok(snap
+        .files
+        .into_iter()
+        .map(|f| (f.rel, f.path.display().to_string()))
+        .collect())
+}
+
 /// Adds the script-run functions to `flightlog._native`.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(submit_create, m)?)?;
     m.add_function(wrap_pyfunction!(submit_supervise, m)?)?;
     m.add_function(wrap_pyfunction!(wait_for_run, m)?)?;
     m.add_function(wrap_pyfunction!(cancel_run, m)?)?;
+    m.add_function(wrap_pyfunction!(snapshot_files, m)?)?;
     Ok(())
 }

@@ -101,6 +101,31 @@ def test_complete_during_an_outage_neither_blocks_nor_raises(own_server):
     assert _series(run, "x")[1] == [0.0, 0.5] + [float(i) for i in range(1, 1000)]
 
 
+def _logging_through_an_outage(own_server, code: str, env: dict):
+    """Starts ``code``, which prints its run's id and then waits for a line; stops the server and sends the
+    line. Returns the process and the run's id."""
+    p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    run_id = p.stdout.readline().strip()
+    own_server.stop()
+    p.stdin.write("\n")
+    p.stdin.flush()
+    return p, run_id
+
+
+def _delivered_by_the_next_process(own_server, env: dict, run_id: str) -> Run:
+    """With a journal in the spool, starts the server again and a short-lived process for it: the next client
+    for a server replays its journals on start, and its flush covers that replay. Returns the run, read back."""
+    assert any(f.endswith(".journal") for f in os.listdir(env["FLIGHTLOG_SPOOL"]))
+    own_server.start()
+    replayer = subprocess.run(
+        [sys.executable, "-c", f"import flightlog; ws = flightlog.Workspace({own_server.uri!r}); "
+         "assert flightlog.Experiment(ws, 'other').start_logging().flush(60)"],
+        env=env, timeout=120,
+    )
+    assert replayer.returncode == 0
+    return Run.get(Workspace(own_server.uri), run_id)
+
+
 def test_outage_at_complete_is_delivered_later(own_server, tmp_path):
     """Data logged while the server is down, then the process exits: the journal carries it to the next start."""
     png = tiny_png(str(tmp_path / "x.png"))
@@ -117,23 +142,9 @@ for i in range(1000):
 run.log_image("img", path={png!r})
 """
     env = dict(os.environ, FLIGHTLOG_SPOOL=str(tmp_path / "spool"), FLIGHTLOG_EXIT_FLUSH_TIMEOUT="2")
-    p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-    run_id = p.stdout.readline().strip()
-    own_server.stop()
-    p.stdin.write("\n")
-    p.stdin.flush()
+    p, run_id = _logging_through_an_outage(own_server, code, env)
     assert p.wait(60) == 0
-    assert any(f.endswith(".journal") for f in os.listdir(tmp_path / "spool"))
-    own_server.start()
-    # The next client for this server replays the journal on start, and its flush covers that replay: a
-    # short-lived process that flushes and exits has delivered it.
-    replayer = subprocess.run(
-        [sys.executable, "-c", f"import flightlog; ws = flightlog.Workspace({own_server.uri!r}); "
-         "assert flightlog.Experiment(ws, 'other').start_logging().flush(60)"],
-        env=env, timeout=120,
-    )
-    assert replayer.returncode == 0
-    run = Run.get(Workspace(own_server.uri), run_id)
+    run = _delivered_by_the_next_process(own_server, env, run_id)
     steps, values = _series(run, "during")
     assert steps == list(range(1000)) and values == [float(i) for i in range(1000)]
     img = run.get_metrics("img")["img"]
@@ -143,8 +154,8 @@ run.log_image("img", path={png!r})
 def test_sigterm_to_the_main_process_journals_what_it_logged(own_server, tmp_path):
     """docker stop, Kubernetes and Slurm stop a training process with SIGTERM, whose default action skips
     every exit hook: what was logged and not yet sent was lost, and the run stayed Running. Now the process
-    delivers or journals it with the run's end, then dies of the signal as before. A forked child's SIGTERM kills the child alone (it inherits the handler, but
-    the thread behind it is its parent's)."""
+    delivers or journals it with the run's end, then dies of the signal as before. A forked child's SIGTERM
+    kills the child alone (it inherits the handler, but the thread behind it is its parent's)."""
     code = f"""
 import flightlog, os, signal, time
 ws = flightlog.Workspace({own_server.uri!r})
@@ -164,24 +175,12 @@ print("logged", flush=True)
 time.sleep(60)
 """
     env = dict(os.environ, FLIGHTLOG_SPOOL=str(tmp_path / "spool"))
-    p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-    run_id = p.stdout.readline().strip()
-    own_server.stop()
-    p.stdin.write("\n")
-    p.stdin.flush()
+    p, run_id = _logging_through_an_outage(own_server, code, env)
     assert p.stdout.readline().strip() == "True", "the child died of its SIGTERM, the parent lives"
     assert p.stdout.readline().strip() == "logged"
     p.send_signal(signal.SIGTERM)
     assert p.wait(30) == -signal.SIGTERM
-    assert any(f.endswith(".journal") for f in os.listdir(tmp_path / "spool"))
-    own_server.start()
-    replayer = subprocess.run(
-        [sys.executable, "-c", f"import flightlog; ws = flightlog.Workspace({own_server.uri!r}); "
-         "assert flightlog.Experiment(ws, 'other').start_logging().flush(60)"],
-        env=env, timeout=120,
-    )
-    assert replayer.returncode == 0
-    run = Run.get(Workspace(own_server.uri), run_id)
+    run = _delivered_by_the_next_process(own_server, env, run_id)
     steps, values = _series(run, "during")
     assert steps == list(range(1000)) and values == [float(i) for i in range(1000)]
     # The run the stopped process started ends Canceled (MLflow's KILLED) instead of staying Running.

@@ -285,8 +285,43 @@ struct RunImport {
     /// How far each file was imported (stored as [`STATE_ARTIFACT`]).
     state: BTreeMap<String, FileMark>,
     stored: StoredRun,
-    files: BTreeMap<String, (EventFileReader, ValueDecoder)>,
+    files: BTreeMap<String, OpenFile>,
     span: Option<(f64, f64)>,
+}
+
+/// One event file being followed: its reader and decoder, and its identity as of the length and modification
+/// time it had when the identity was read.
+struct OpenFile {
+    reader: EventFileReader,
+    decoder: ValueDecoder,
+    identity: Option<(FileStamp, Option<u64>)>,
+}
+
+/// A file's length and modification time.
+type FileStamp = (u64, Option<std::time::SystemTime>);
+
+impl OpenFile {
+    fn new(path: &Path) -> OpenFile {
+        OpenFile {
+            reader: EventFileReader::new(path),
+            decoder: ValueDecoder::default(),
+            identity: None,
+        }
+    }
+
+    /// The file's [`file_identity`], read again only when its length or modification time moved: a
+    /// followed logdir is looked at every interval, and most of its files have not changed since.
+    fn identity(&mut self, path: &Path, stamp: Option<FileStamp>) -> Option<u64> {
+        match &self.identity {
+            Some((seen, identity)) if Some(*seen) == stamp => *identity,
+            _ => {
+                // A file that cannot be opened has no identity; reading it reports why.
+                let identity = file_identity(path).ok().flatten();
+                self.identity = stamp.map(|s| (s, identity));
+                identity
+            }
+        }
+    }
 }
 
 impl Importer<'_> {
@@ -414,10 +449,10 @@ impl Importer<'_> {
     fn reports(self) -> Vec<RunReport> {
         let mut out = Vec::new();
         for mut run in self.runs.into_values() {
-            for (reader, _) in run.files.values() {
+            for open in run.files.values() {
                 run.report
                     .errors
-                    .extend(reader.trailing_error().map(|e| e.to_string()));
+                    .extend(open.reader.trailing_error().map(|e| e.to_string()));
             }
             run.report.files = run.files.len();
             out.push(run.report);
@@ -472,27 +507,32 @@ impl RunImport {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let (reader, decoder) = self
+        let open = self
             .files
             .entry(file.clone())
-            .or_insert_with(|| (EventFileReader::new(path), ValueDecoder::default()));
-        // A file that cannot be opened has no identity; reading it reports why.
-        let identity = file_identity(path).ok().flatten();
-        let len = std::fs::metadata(path).map_or(u64::MAX, |m| m.len());
+            .or_insert_with(|| OpenFile::new(path));
+        let stamp = std::fs::metadata(path)
+            .ok()
+            .map(|m| (m.len(), m.modified().ok()));
+        let identity = open.identity(path, stamp);
+        let len = stamp.map_or(u64::MAX, |(len, _)| len);
         let mut mark = self.state.get(&file).copied().unwrap_or_default();
-        let read = mark.offset.max(reader.offset());
+        let read = mark.offset.max(open.reader.offset());
         if let Some(why) = replaced_since(read, mark.identity, len, identity) {
             self.report.errors.push(format!(
                 "{}: {why}: importing it again from its start",
                 path.display()
             ));
-            (*reader, *decoder) = (EventFileReader::new(path), ValueDecoder::default());
+            *open = OpenFile::new(path);
             mark = FileMark {
                 offset: 0,
                 identity,
             };
         }
         let from = mark.offset;
+        let OpenFile {
+            reader, decoder, ..
+        } = open;
         let (id, stored, counts, span) = (
             &self.id,
             &mut self.stored,

@@ -373,15 +373,15 @@ fn the_snapshot_honours_ignore_files_and_refuses_too_many_files() {
         stderr
     };
     for i in 0..2001 {
-        write(src.path(), &format!("venv/f{i}.py"), "");
+        write(src.path(), &format!("dataset/f{i}.py"), "");
     }
     let stderr = refused();
     assert!(stderr.contains("2005 files (limit 2000)"), "{stderr}");
-    assert!(stderr.contains("biggest: venv/ (2001 files"), "{stderr}");
+    assert!(stderr.contains("biggest: dataset/ (2001 files"), "{stderr}");
 
     // A name the server cannot store is refused before the run exists (it failed the upload half-way and
     // left the run Preparing for good).
-    std::fs::remove_dir_all(src.path().join("venv")).unwrap();
+    std::fs::remove_dir_all(src.path().join("dataset")).unwrap();
     write(src.path(), "notes\\draft.txt", "d");
     let stderr = refused();
     assert!(

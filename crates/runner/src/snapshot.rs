@@ -43,8 +43,27 @@ pub struct Snapshot {
     pub total_bytes: u64,
 }
 
-/// Lists the files under `dir`, honouring `.gitignore` (also outside a git repository), `.git/info/exclude`
-/// and `.flightlogignore`; `.git` itself is never included. Hidden files are kept (`.env.example`...).
+/// Folders that are never source, at any depth: version control, caches, environments, and a local-mode
+/// flightlog data folder. Left out even where no ignore file names them (a virtualenv alone passes the limits).
+const NEVER_SOURCE: [&str; 12] = [
+    ".git",
+    ".hg",
+    ".svn",
+    "__pycache__",
+    ".venv",
+    "venv",
+    "node_modules",
+    ".mypy_cache",
+    ".pytest_cache",
+    ".ipynb_checkpoints",
+    "flightlog-data",
+    ".flightlog",
+];
+
+/// Lists the files under `dir`, honouring `.gitignore` (also outside a git repository), `.git/info/exclude`,
+/// `.flightlogignore` and `.amlignore`; the [`NEVER_SOURCE`] folders are never included. Hidden files are
+/// kept (`.env.example`...). Links are not followed, so nothing outside `dir` is taken. `flightlog submit`
+/// and the SDK's `start_logging(snapshot_directory=...)` both take this list.
 pub fn scan(dir: &Path) -> Result<Snapshot, RunnerError> {
     std::fs::read_dir(dir).map_err(|e| RunnerError::SourceDir {
         path: dir.display().to_string(),
@@ -56,7 +75,8 @@ pub fn scan(dir: &Path) -> Result<Snapshot, RunnerError> {
         .git_global(false)
         .require_git(false)
         .add_custom_ignore_filename(IGNORE_FILE)
-        .filter_entry(|e| e.file_name() != ".git" && !is_job_output(e))
+        .add_custom_ignore_filename(".amlignore")
+        .filter_entry(|e| !is_never_source(e) && !is_job_output(e))
         .build();
     let mut snap = Snapshot::default();
     for entry in walker {
@@ -85,6 +105,11 @@ pub fn scan(dir: &Path) -> Result<Snapshot, RunnerError> {
     }
     snap.files.sort_by(|a, b| a.rel.cmp(&b.rel));
     Ok(snap)
+}
+
+fn is_never_source(e: &ignore::DirEntry) -> bool {
+    e.file_type().is_some_and(|t| t.is_dir())
+        && NEVER_SOURCE.iter().any(|name| e.file_name() == *name)
 }
 
 /// The top-level `outputs/` and `logs/`: what a job writes there is uploaded as the run's own outputs and
@@ -223,6 +248,35 @@ mod tests {
         assert_eq!(s.total_bytes, s.files.iter().map(|f| f.size).sum::<u64>());
     }
 
+    /// Folders that are never source are left out at any depth without an ignore file; `.amlignore` is read as
+    /// `.flightlogignore` is; links are not followed.
+    #[test]
+    fn leaves_out_caches_environments_and_links() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "train.py", b"print(1)");
+        write(d.path(), "__pycache__/train.pyc", b"c");
+        write(d.path(), "pkg/__pycache__/m.pyc", b"c");
+        write(d.path(), ".venv/lib/site.py", b"v");
+        write(d.path(), "web/node_modules/x.js", b"n");
+        write(
+            d.path(),
+            "venv.py",
+            b"kept: a file named like a folder that is not source",
+        );
+        write(d.path(), ".amlignore", b"*.ckpt\n");
+        write(d.path(), "model.ckpt", b"m");
+        let outside = tempfile::tempdir().unwrap();
+        write(outside.path(), "secret.txt", b"s");
+        std::os::unix::fs::symlink(
+            outside.path().join("secret.txt"),
+            d.path().join("creds.txt"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(outside.path(), d.path().join("elsewhere")).unwrap();
+        let s = scan(d.path()).unwrap();
+        assert_eq!(rels(&s), vec![".amlignore", "train.py", "venv.py"]);
+    }
+
     #[test]
     fn leaves_out_the_jobs_own_outputs_and_logs() {
         let d = tempfile::tempdir().unwrap();
@@ -260,7 +314,7 @@ mod tests {
     fn refuses_too_many_files_naming_the_biggest_offenders() {
         let d = tempfile::tempdir().unwrap();
         for i in 0..30 {
-            write(d.path(), &format!("venv/f{i}"), b"x");
+            write(d.path(), &format!("dataset/f{i}"), b"x");
         }
         for i in 0..3 {
             write(d.path(), &format!("src/f{i}.py"), b"x");
@@ -274,7 +328,7 @@ mod tests {
         let msg = s.check(d.path(), limits).unwrap_err().to_string();
         assert!(msg.contains("34 files (limit 20)"), "{msg}");
         assert!(
-            msg.contains("biggest: venv/ (30 files, 30 B), src/ (3 files, 3 B), train.py"),
+            msg.contains("biggest: dataset/ (30 files, 30 B), src/ (3 files, 3 B), train.py"),
             "{msg}"
         );
         assert!(msg.contains(".flightlogignore"), "{msg}");

@@ -66,12 +66,13 @@ fn run_query(q: &Query) -> ApiResult<RunQuery> {
     })
 }
 
-/// `tag=key` (the key must be present) or `tag=key=value` (it must have that value).
 /// Each key filter is one more term of the store's query, and the store's expression depth is bounded
 /// (past about 1,000 terms a query fails as a storage error, which clients retry); more than this many is
 /// the request's mistake.
 const MAX_KEY_FILTERS: usize = 100;
 
+/// `tag=key` (the key must be present) or `tag=key=value` (it must have that value), at most
+/// [`MAX_KEY_FILTERS`] of them.
 fn key_values(q: &Query, param: &str) -> ApiResult<BTreeMap<String, Option<String>>> {
     let given = q.all(param).count();
     if given > MAX_KEY_FILTERS {

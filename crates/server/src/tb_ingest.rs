@@ -55,7 +55,7 @@ pub fn is_ingested_path(path: &str) -> bool {
 /// `logs/` folder has a worker thread of its own while it has files to ingest, so a new upload is taken up at
 /// once instead of after the files other folders are still ingesting.
 pub(crate) async fn run(store: Arc<dyn Store>, shutdown: CancellationToken) {
-    // Woken by artifact commits only: a metric commit cannot name an event file.
+    // Woken by uploads and run ends only: a metric commit neither names an event file nor ends a run.
     let mut watch = store.subscribe_uploads_and_run_ends();
     let s = store.clone();
     let mut after = tokio::task::spawn_blocking(move || load_cursor(s.as_ref()))
