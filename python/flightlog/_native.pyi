@@ -12,6 +12,8 @@ class NativeClient:
         """Marks a run this process started: SIGTERM ends it Canceled, unless it ended first."""
     def disown_run(self, run_id: str) -> None:
         """The run has ended here: SIGTERM leaves it alone."""
+    def create_run_async(self, new: str) -> str:
+        """Queues a run's creation (NewRun JSON) after everything queued, journaled while unreachable; its id."""
     def update_run_async(self, run_id: str, patch: str) -> None:
         """Queues a run change (RunPatch JSON) after everything logged so far, journaled while unreachable."""
     def run(self, run_id: str) -> NativeRun:

@@ -238,7 +238,12 @@ class Run:
             del new["command"]
         # The snapshot is read and checked before the run exists, so a bad one leaves no run behind.
         snapshot = None if snapshot_directory is None else _snapshot_files(snapshot_directory)
-        info = ws._call("create_run", new=new)
+        try:
+            info = ws._call("create_run", new=new)
+        except TransportError:
+            if snapshot:
+                raise  # its files go up before the run is handed out, and they cannot now
+            info = _queue_creation(ws, new)
         run = cls._from_info(ws, info, experiment=experiment, fresh=True)
         run._bind()
         if status == "Running":
@@ -576,7 +581,19 @@ class Run:
         :class:`flightlog.errors.ConflictError` (a ValueError) and changes nothing."""
         if not isinstance(properties, _Mapping):
             raise TypeError(f"add_properties takes a dict, not {type(properties).__name__}")
-        self._patch(add_properties={_key(k, "property"): str(v) for k, v in properties.items()})
+        added = {_key(k, "property"): str(v) for k, v in properties.items()}
+        try:
+            self._patch(add_properties=added)
+        except TransportError:
+            # Queued as tags are; the write-once rule is checked against what this handle knows of the run.
+            known = dict(self._info.get("properties") or {})
+            for key, value in added.items():
+                if known.get(key, value) != value:
+                    from .errors import ConflictError
+
+                    raise ConflictError(f"property {key!r} is already {known[key]!r}; it cannot become {value!r}")
+            self._workspace._client.update_run_async(self._id, json.dumps({"add_properties": added}))
+            self._info = dict(self._info, properties=dict(known, **added))
 
     def get_properties(self) -> Dict[str, str]:
         """The run's properties, freshly read."""
@@ -913,6 +930,30 @@ def _exit_code(info: Dict[str, Any]) -> Optional[int]:
     """A submitted run's exit code (recorded with its outcome); None for other runs and active ones."""
     code = (info.get("properties") or {}).get("exit_code")
     return int(code) if code is not None and code.lstrip("-").isdigit() else None
+
+
+def _queue_creation(ws: Any, new: Dict[str, Any]) -> Dict[str, Any]:
+    """Queues a run's creation while the server cannot be reached (journaled, delivered before the run's data,
+    as a run's end is) and returns what the server would have answered, as far as it is known here: a sweep
+    that starts its next trial, or a child run, during a server restart goes on instead of raising."""
+    import warnings
+
+    from .errors import DeliveryWarning
+
+    run_id = ws._client.create_run_async(json.dumps(new))
+    now = int(time.time() * 1_000_000)
+    info = dict(new, id=run_id, lifecycle="Active", created_time=now, params={})
+    info.setdefault("display_name", "")
+    info.setdefault("description", "")
+    if new.get("status") == "Running":
+        info["start_time"] = now
+    warnings.warn(
+        f"flightlog: the server cannot be reached; run {run_id} will be created when the queued data is delivered "
+        "(it is journaled on disk meanwhile)",
+        DeliveryWarning,
+        stacklevel=4,
+    )
+    return info
 
 
 def _iso(t: Optional[int]) -> Optional[str]:

@@ -158,6 +158,14 @@ impl NativeClient {
         self.client.update_run_async(&run, patch).py()
     }
 
+    /// Queues a run's creation (JSON NewRun) after everything queued so far and returns its id: delivered in
+    /// order with the run's data, journaled while the server is away. For a run started during an outage.
+    fn create_run_async(&self, new: &str) -> PyResult<String> {
+        let new: NewRun =
+            serde_json::from_str(new).map_err(|e| to_py(Error::invalid("new", e.to_string())))?;
+        Ok(self.client.create_run_async(new).py()?.to_string())
+    }
+
     /// Marks a run this process started: SIGTERM ends it Canceled (see `sigterm`), unless it ended first.
     fn own_run(&self, run_id: &str) -> PyResult<()> {
         sigterm::own(&self.client, parse_run(run_id)?);

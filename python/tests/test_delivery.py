@@ -101,6 +101,42 @@ def test_complete_during_an_outage_neither_blocks_nor_raises(own_server):
     assert _series(run, "x")[1] == [0.0, 0.5] + [float(i) for i in range(1, 1000)]
 
 
+def test_runs_and_properties_made_during_an_outage_are_queued(own_server):
+    """A sweep's next trial, a child run and write-once properties during a server restart: queued with the data
+    (journaled), delivered in order once the server is back, instead of raising in the middle of training."""
+    ws = Workspace(own_server.uri)
+    exp = Experiment(ws, "create-outage")
+    parent = exp.start_logging(display_name="parent")
+    parent.add_properties({"seed": "1"})
+    assert parent.flush(30)
+    own_server.stop()
+    with pytest.warns(DeliveryWarning, match="will be created"):
+        child = parent.child_run("child")
+        workers = parent.create_children(tag_key="worker", tag_values=["a", "b"])
+        trial = exp.start_logging(display_name="trial-2")
+    assert child.get_details()["status"] == "Running" and child.get_details()["parentRunId"] == parent.id
+    child.log("loss", 0.5)
+    workers[1].log("loss", 2.0)
+    trial.log("loss", 1.5)
+    parent.add_properties({"seed": "1", "lr": "0.1"})  # the same value again is no change
+    with pytest.raises(ValueError, match="already '1'"):
+        parent.add_properties({"seed": "2"})
+    with pytest.warns(DeliveryWarning):
+        child.complete()
+    own_server.start()
+    assert ws.flush(60)
+    back = Run.get(Workspace(own_server.uri), child.id)
+    assert back.get_details()["displayName"] == "child" and back.get_details()["parentRunId"] == parent.id
+    assert back.get_status() == "Completed" and back.get_metrics()["loss"] == 0.5
+    assert sorted(r.get_tags().get("worker", "") for r in parent.get_children()) == ["", "a", "b"]
+    assert Run.get(ws, workers[1].id).get_metrics()["loss"] == 2.0
+    assert Run.get(ws, trial.id).get_details()["displayName"] == "trial-2"
+    assert Run.get(ws, trial.id).get_metrics()["loss"] == 1.5
+    assert parent.get_properties() == {"seed": "1", "lr": "0.1"}
+    delivery = parent.get_details()["delivery"]
+    assert delivery["rejected_entries"] == 0 and delivery["pending_points"] == 0
+
+
 def _logging_through_an_outage(own_server, code: str, env: dict):
     """Starts ``code``, which prints its run's id and then waits for a line; stops the server and sends the
     line. Returns the process and the run's id."""
