@@ -19,6 +19,8 @@ struct Msg {
 /// An open event stream read on its own thread; messages arrive on a channel so waits can time out.
 struct Stream {
     rx: mpsc::Receiver<Msg>,
+    /// The ids of messages with no data: the resume point a stream opens with.
+    resume: mpsc::Receiver<u64>,
 }
 
 impl Stream {
@@ -38,8 +40,16 @@ impl Stream {
             .starts_with("text/event-stream"));
         let reader = BufReader::new(resp.into_body().into_reader());
         let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || read_events(reader, tx));
-        Stream { rx }
+        let (resume_tx, resume) = mpsc::channel();
+        std::thread::spawn(move || read_events(reader, tx, resume_tx));
+        Stream { rx, resume }
+    }
+
+    /// The id a reader that has seen no event would resume after (what a browser's Last-Event-ID holds).
+    fn resume_point(&self) -> u64 {
+        self.resume
+            .recv_timeout(Duration::from_secs(10))
+            .expect("no resume point within 10 s")
     }
 
     fn next(&self) -> Msg {
@@ -58,20 +68,27 @@ impl Stream {
     }
 }
 
-fn read_events(reader: impl BufRead, tx: mpsc::Sender<Msg>) {
+fn read_events(reader: impl BufRead, tx: mpsc::Sender<Msg>, resume: mpsc::Sender<u64>) {
     let (mut id, mut event, mut data) = (None, String::new(), String::new());
     for line in reader.lines() {
         let Ok(line) = line else { return };
         if line.is_empty() {
-            if let Some(id) = id.take() {
-                let msg = Msg {
-                    id,
-                    event: std::mem::take(&mut event),
-                    data: serde_json::from_str(&data).unwrap(),
-                };
-                if tx.send(msg).is_err() {
-                    return;
+            // A message with no data (the resume point a stream opens with) is not an event.
+            match id.take() {
+                Some(id) if data.is_empty() => {
+                    let _ = resume.send(id);
                 }
+                Some(id) => {
+                    let msg = Msg {
+                        id,
+                        event: std::mem::take(&mut event),
+                        data: serde_json::from_str(&data).unwrap(),
+                    };
+                    if tx.send(msg).is_err() {
+                        return;
+                    }
+                }
+                None => {}
             }
             data.clear();
         } else if let Some(v) = line.strip_prefix("id:") {
@@ -149,6 +166,28 @@ fn run_stream_replays_and_carries_the_data() {
     assert_eq!(live.data["from_index"], 2);
     assert_eq!(live.data["values"], json!([0.125]));
     assert_eq!(live.data["steps"], json!([2]));
+}
+
+#[test]
+fn a_reader_that_saw_no_event_resumes_from_where_it_started() {
+    let s = TestServer::start();
+    let run = s.new_run();
+    batch(&s, &run, "x", json!([1]));
+    let quiet = Stream::open(&s, &format!("/api/v1/runs/{run}/events"), None);
+    let start = quiet.resume_point();
+    assert!(
+        quiet.quiet(Duration::from_millis(200)),
+        "old events replayed"
+    );
+    drop(quiet); // the connection drops (a server restart, a proxy timeout) before any event came
+
+    batch(&s, &run, "x", json!([2]));
+    let back = Stream::open(&s, &format!("/api/v1/runs/{run}/events"), Some(start));
+    assert_eq!(back.resume_point(), start);
+    let missed = back.next();
+    assert_eq!(missed.event, "points");
+    assert_eq!(missed.data["from_index"], 1);
+    assert_eq!(missed.data["values"], json!([2.0]));
 }
 
 #[test]

@@ -103,8 +103,9 @@ fn open(st: AppState, filter: EventFilter, after: u64, scope: Scope) -> EventStr
         .keep_alive(KeepAlive::new().interval(KEEPALIVE).text(" keepalive"))
 }
 
-/// Sends every matching event after `after`, then waits for the store's next commit and repeats. The watch
-/// is marked seen before each read, so a commit landing between the read and the wait still wakes us.
+/// Sends the resume point, then every matching event after `after`, then waits for the store's next commit
+/// and repeats. The watch is marked seen before each read, so a commit landing between the read and the wait
+/// still wakes us.
 async fn pump(
     st: AppState,
     filter: EventFilter,
@@ -113,6 +114,16 @@ async fn pump(
     tx: mpsc::Sender<Result<SseEvent, Infallible>>,
 ) {
     let mut watch = st.store.subscribe();
+    // An `id:` with no data is not dispatched as an event, but it sets the reader's last event id: a browser
+    // whose connection drops before the first event (a quiet run, a server restart) resumes from here, not
+    // from whatever is newest when it reconnects.
+    if tx
+        .send(Ok(SseEvent::default().id(after.to_string())))
+        .await
+        .is_err()
+    {
+        return;
+    }
     let mut sent = Sent::new();
     loop {
         watch.borrow_and_update();
