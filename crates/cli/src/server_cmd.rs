@@ -84,6 +84,7 @@ pub fn run(args: ServerArgs) -> Result<(), CliError> {
             "pass a writable folder with --data or FLIGHTLOG_DATA",
         )
     })?;
+    let _lock = lock_data_dir(&args.data)?;
     let store = EmbeddedStore::open_with(&args.data, args.durability).map_err(|e| {
         CliError::with_hint(
             1,
@@ -117,6 +118,57 @@ pub fn run(args: ServerArgs) -> Result<(), CliError> {
             hint,
         )
     })
+}
+
+/// The file a server holds locked while it serves a data directory.
+const SERVER_LOCK: &str = "server.lock";
+
+/// Takes the data directory for this server, refusing it if another server holds it: each server announces
+/// only its own commits to its live streams and its followers (TensorBoard ingest, script runs), so a second
+/// one would serve views that miss the first one's writes. The lock goes with the process, however it ends;
+/// local-mode SDK processes, which share a data directory by design, do not take it.
+fn lock_data_dir(data: &std::path::Path) -> Result<std::fs::File, CliError> {
+    let path = data.join(SERVER_LOCK);
+    let cannot = |e: std::io::Error| {
+        CliError::with_hint(
+            1,
+            format!("cannot lock '{}': {e}", path.display()),
+            "pass a writable flightlog data folder with --data or FLIGHTLOG_DATA",
+        )
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(cannot)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            let holder = holder.trim();
+            let pid = if holder.is_empty() {
+                String::new()
+            } else {
+                format!(" (pid {holder})")
+            };
+            return Err(CliError::with_hint(
+                1,
+                format!(
+                    "data directory '{}' is in use by another flightlog server{pid}",
+                    data.display()
+                ),
+                "stop that server first, or give this one another folder with --data",
+            ));
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(cannot(e)),
+    }
+    // The holder's pid, for the message above; a failure here only leaves that message shorter.
+    let _ = file
+        .set_len(0)
+        .and_then(|()| write!(file, "{}", std::process::id()));
+    Ok(file)
 }
 
 /// The one place that knows `flightlog_server::serve`'s signature.

@@ -85,6 +85,34 @@ fn the_sync_policy_is_reported_and_checked() {
     );
 }
 
+/// A second server on a data directory that one serves is refused (each announces only its own commits to its
+/// live readers); once the first is gone, even by kill -9, the directory can be served again.
+#[test]
+fn a_data_directory_is_served_by_one_server_at_a_time() {
+    let mut s = TestServer::start();
+    let second = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_flightlog"))
+            .args(["server", "--port", "0", "--data"])
+            .arg(s.data_dir())
+            .output()
+            .unwrap()
+    };
+    let out = second();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let pid = s.pid().unwrap();
+    assert!(
+        err.contains("is in use by another flightlog server")
+            && err.contains(&format!("(pid {pid})"))
+            && err.contains("another folder with --data"),
+        "{err}"
+    );
+    let run = s.new_run();
+    s.kill_9();
+    s.restart();
+    assert_eq!(s.get(&format!("/api/v1/runs/{run}")).0, 200);
+}
+
 fn acknowledged_batches_survive_kill_9(mut s: TestServer) {
     let run = s.new_run();
     let url = s.url(&format!("/api/v1/runs/{run}/batch"));

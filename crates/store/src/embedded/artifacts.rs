@@ -11,6 +11,7 @@
 //! found, and the TensorBoard ingester re-reads a file shorter than it had ingested.)
 
 use super::events::emit;
+use super::file_changes;
 use super::writer::WriteCtx;
 use super::{metrics, runs, Inner};
 use crate::{ByteReader, FileOwner, FileUpload};
@@ -138,10 +139,7 @@ struct Spool {
 
 impl Spool {
     fn create(inner: &Inner) -> Result<Spool> {
-        let path = inner
-            .dirs
-            .tmp
-            .join(uuid::Uuid::new_v4().simple().to_string());
+        let path = inner.dirs.tmp.join(super::temp_name());
         let file = File::create(&path).map_err(io_err("creating", &path))?;
         Ok(Spool {
             path,
@@ -172,34 +170,66 @@ impl Drop for Spool {
     }
 }
 
-/// Moves a spooled file to `rel` under `root` after re-checking the path, and starts syncing the folder.
-fn place(root: &Path, rel: &str, tmp: &Path) -> Result<(fs::Metadata, FolderSync)> {
+/// Moves a spooled file to `rel` under `root` after re-checking the path, and starts syncing the folders whose
+/// entries changed. The file it replaces is kept aside in `tmp` until the write commits, and the move is undone
+/// if it does not (see [`file_changes`]).
+fn place(
+    ctx: &mut WriteCtx,
+    tmp: &Path,
+    root: &Path,
+    rel: &str,
+    spool: &Path,
+) -> Result<(fs::Metadata, FolderSync)> {
     if matches!(check(root, rel)?, Found::Dir) {
         return Err(bad_path(rel, format!("'{rel}' is a folder")));
     }
     let target = root.join(rel);
     let parent = target.parent().unwrap_or(root).to_path_buf();
-    fs::create_dir_all(&parent).map_err(io_err("creating", &parent))?;
+    let created = create_folders(&parent).map_err(io_err("creating", &parent))?;
     check(root, rel)?;
     inside(root, &parent, rel)?;
-    fs::rename(tmp, &target).map_err(io_err("storing", &target))?;
+    file_changes::keep_aside(&mut ctx.files, &target, file_changes::parking_place(tmp))
+        .map_err(io_err("replacing", &target))?;
+    fs::rename(spool, &target).map_err(io_err("storing", &target))?;
+    // The entries that changed: the file's in its folder, and each new folder's in the folder above it.
+    let mut changed = vec![parent];
+    changed.extend(
+        created
+            .iter()
+            .filter_map(|d| d.parent().map(Path::to_path_buf)),
+    );
+    file_changes::record_created(&mut ctx.files, target.clone(), created);
     let meta = fs::symlink_metadata(&target).map_err(io_err("reading", &target))?;
-    Ok((meta, FolderSync::start(parent)))
+    Ok((meta, FolderSync::start(changed)))
 }
 
-/// The fsync of a folder a file was just renamed into, running on a thread of its own so that it overlaps the
-/// commit instead of holding the writer thread. [`FolderSync::wait`] before answering the caller.
+/// Creates `dir` and whatever folders above it are missing; returns those it created, outermost first.
+fn create_folders(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut missing: Vec<PathBuf> = dir
+        .ancestors()
+        .take_while(|d| fs::symlink_metadata(d).is_err())
+        .map(Path::to_path_buf)
+        .collect();
+    missing.reverse();
+    fs::create_dir_all(dir)?;
+    Ok(missing)
+}
+
+/// The fsync of the folders a file was just renamed into (and of those new folders were made in), running on a
+/// thread of its own so that it overlaps the commit instead of holding the writer thread: without the second
+/// kind, a power cut could take an acknowledged upload away with its new folder. [`FolderSync::wait`] before
+/// answering the caller.
 struct FolderSync {
-    dir: PathBuf,
+    dirs: Vec<PathBuf>,
     syncing: std::result::Result<std::thread::JoinHandle<io::Result<()>>, io::Error>,
 }
 
 impl FolderSync {
-    fn start(dir: PathBuf) -> FolderSync {
-        let d = dir.clone();
+    fn start(dirs: Vec<PathBuf>) -> FolderSync {
+        let d = dirs.clone();
         let syncing =
-            flightlog_model::background::spawn("flightlog-dir-sync", move || sync_dir(&d));
-        FolderSync { dir, syncing }
+            flightlog_model::background::spawn("flightlog-dir-sync", move || sync_dirs(&d));
+        FolderSync { dirs, syncing }
     }
 
     /// Waits for the sync (or, if no thread could be started for it, syncs here).
@@ -208,10 +238,19 @@ impl FolderSync {
             Ok(thread) => thread
                 .join()
                 .unwrap_or_else(|_| Err(io::Error::other("the sync thread panicked"))),
-            Err(_) => sync_dir(&self.dir),
+            Err(_) => sync_dirs(&self.dirs),
         };
-        synced.map_err(io_err("syncing", &self.dir))
+        let first = self
+            .dirs
+            .first()
+            .map(PathBuf::as_path)
+            .unwrap_or(Path::new(""));
+        synced.map_err(io_err("syncing", first))
     }
+}
+
+fn sync_dirs(dirs: &[PathBuf]) -> io::Result<()> {
+    dirs.iter().try_for_each(|d| sync_dir(d))
 }
 
 /// Makes the folder's entries (a rename into it) durable. A folder that is gone was deleted, with the file
@@ -284,9 +323,10 @@ impl FileUpload for Upload {
         } = *self;
         spool.sync()?;
         let (size, tmp) = (spool.size, spool.path.clone());
+        let tmp_dir = inner.dirs.tmp.clone();
         let (info, synced) = inner.write(move |ctx| {
             let readers = open_for_write(ctx, &owner)?;
-            let (meta, synced) = place(&root, &rel, &tmp)?;
+            let (meta, synced) = place(ctx, &tmp_dir, &root, &rel, &tmp)?;
             let body = EventBody::ArtifactWritten {
                 path: rel.clone(),
                 size,
@@ -412,15 +452,13 @@ fn walk(
 pub fn delete(inner: &Inner, owner: &FileOwner, path: &str) -> Result<()> {
     let rel = validate::artifact_path(path)?;
     let root = root(inner, owner)?;
-    let owner = owner.clone();
+    let (owner, tmp) = (owner.clone(), inner.dirs.tmp.clone());
     inner.write(move |ctx| {
         let readers = open_for_write(ctx, &owner)?;
-        let target = root.join(&rel);
-        match check(&root, &rel)? {
-            Found::Missing => return Err(Error::not_found(Entity::Artifact, &rel)),
-            Found::File(_) => fs::remove_file(&target).map_err(io_err("deleting", &target))?,
-            Found::Dir => fs::remove_dir_all(&target).map_err(io_err("deleting", &target))?,
+        if matches!(check(&root, &rel)?, Found::Missing) {
+            return Err(Error::not_found(Entity::Artifact, &rel));
         }
+        take_away(ctx, &tmp, &root.join(&rel))?;
         announce(ctx, readers, &EventBody::ArtifactDeleted { path: rel })
     })
 }
@@ -428,10 +466,29 @@ pub fn delete(inner: &Inner, owner: &FileOwner, path: &str) -> Result<()> {
 /// Deletes a model's folder with every file in it (nothing, if it has none).
 pub fn delete_model_files(inner: &Inner, model: &str) -> Result<()> {
     let root = root(inner, &FileOwner::Model(model.to_string()))?;
-    inner.write(move |_| match fs::remove_dir_all(&root) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("deleting", &root)(e)),
-        _ => Ok(()),
-    })
+    let tmp = inner.dirs.tmp.clone();
+    inner.write(move |ctx| take_away(ctx, &tmp, &root).map(|_| ()))
+}
+
+/// Moves a file or folder being deleted out of the way (into `tmp`, removed once the write commits, put back if
+/// it does not), and has its folder synced at the commit so that the delete survives a power cut as its event
+/// does. `false`: nothing was there.
+fn take_away(ctx: &mut WriteCtx, tmp: &Path, target: &Path) -> Result<bool> {
+    let parked = file_changes::parking_place(tmp);
+    if !file_changes::park(&mut ctx.files, target, parked).map_err(io_err("deleting", target))? {
+        return Ok(false);
+    }
+    if let Some(parent) = target.parent().map(Path::to_path_buf) {
+        ctx.files.record(
+            || {},
+            move || {
+                if let Err(e) = sync_dir(&parent) {
+                    tracing::warn!("syncing {} after a delete: {e}", parent.display());
+                }
+            },
+        );
+    }
+    Ok(true)
 }
 
 // --- images ----------------------------------------------------------------------------------------------
@@ -524,7 +581,7 @@ pub fn write_image(inner: &Inner, run: &RunId, meta: ImageWrite, bytes: &[u8]) -
     spool.sync()?;
     let (size, tmp) = (spool.size, spool.path.clone());
     let root = run_root(inner, run);
-    let run = run.clone();
+    let (run, tmp_dir) = (run.clone(), inner.dirs.tmp.clone());
     let (record, synced) = inner.write(move |ctx| {
         let exp = runs::open_for_write(&ctx.conn, &run)?;
         if let Some(earlier) = image_written(&ctx.conn, &run, &meta)? {
@@ -555,7 +612,7 @@ pub fn write_image(inner: &Inner, run: &RunId, meta: ImageWrite, bytes: &[u8]) -
             time: meta.time.unwrap_or_else(WallTime::now),
             value,
         };
-        let (_, synced) = place(&root, &rel, &tmp)?;
+        let (_, synced) = place(ctx, &tmp_dir, &root, &rel, &tmp)?;
         metrics::append_records(
             ctx,
             exp,
@@ -656,7 +713,7 @@ mod tests {
         assert!(sync_dir(&folder).is_ok());
         fs::remove_dir_all(&folder).unwrap();
         let sync = FolderSync {
-            dir: folder,
+            dirs: vec![folder],
             syncing: Err(io::Error::other("no thread")),
         };
         assert!(sync.wait().is_ok(), "a deleted folder has nothing to sync");

@@ -14,7 +14,10 @@ pub const BLOCK_POINTS: usize = 4096;
 /// A record block is also closed once its JSON passes this size, so big text points do not make huge blobs.
 const RECORD_BLOCK_BYTES: usize = 1 << 20;
 /// Tails kept in the writer's cache before it is emptied (a cheap bound on its memory).
-pub const MAX_CACHED_TAILS: usize = 1024;
+const MAX_CACHED_TAILS: usize = 1024;
+/// What the cached tails may weigh together. A record tail is up to a block (1 MiB) plus its last record, so
+/// 1024 of them alone could pin gigabytes for as long as the server runs.
+const MAX_CACHED_TAIL_BYTES: usize = 128 << 20;
 /// Rows a scalar series' open region may span before it is merged: more rows cost readers a little; fewer make
 /// small appends re-encode more.
 const MAX_FRAGMENTS: usize = 16;
@@ -128,6 +131,21 @@ impl Tail {
 /// The writer's cache of tails by series id.
 pub type TailCache = JobCache<Tail>;
 
+/// An empty tail cache, bounded by count and by bytes.
+pub fn tail_cache() -> TailCache {
+    JobCache::with_budget(MAX_CACHED_TAILS, MAX_CACHED_TAIL_BYTES, tail_bytes)
+}
+
+/// About what a tail holds in memory.
+fn tail_bytes(tail: &Tail) -> usize {
+    match &tail.data {
+        TailData::Scalars(s) => s.len() * 24,
+        TailData::Records { lines, bytes } => {
+            bytes + lines.len() * std::mem::size_of::<RecordLine>()
+        }
+    }
+}
+
 /// Takes the cached tail of `series_id` if it still ends at `count` (another process may have appended).
 fn take_tail(cache: &mut TailCache, series_id: i64, count: u64) -> Option<Tail> {
     cache
@@ -239,6 +257,12 @@ pub fn append_records(
     if pending {
         save_block(conn, series_id, &tail)?;
     }
+    // A full block is stored whole and the next append starts a new one: keeping it would only hold memory.
+    let tail = if tail.is_full() {
+        tail.next_empty()
+    } else {
+        tail
+    };
     cache.put(series_id, tail);
     Ok(())
 }

@@ -9,18 +9,31 @@ use std::hash::Hash;
 /// read or a new row. Holders check an entry against the row it describes before using it: another process
 /// may have written since.
 pub struct JobCache<V, K = i64> {
-    map: HashMap<K, V>,
+    map: HashMap<K, (V, usize)>,
     touched: Vec<K>,
     capacity: usize,
+    /// The most the entries may weigh together, by `weigh` (bytes, for the tail cache).
+    budget: usize,
+    weight: usize,
+    weigh: fn(&V) -> usize,
 }
 
 impl<V, K: Eq + Hash + Clone> JobCache<V, K> {
     /// A cache emptied whenever it would hold more than `capacity` entries (a cheap bound on its memory).
     pub fn new(capacity: usize) -> JobCache<V, K> {
+        Self::with_budget(capacity, usize::MAX, |_| 0)
+    }
+
+    /// A cache emptied whenever it would hold more than `capacity` entries or weigh more than `budget`; an
+    /// entry heavier than the whole budget is not kept at all.
+    pub fn with_budget(capacity: usize, budget: usize, weigh: fn(&V) -> usize) -> JobCache<V, K> {
         JobCache {
             map: HashMap::new(),
             touched: Vec::new(),
             capacity,
+            budget,
+            weight: 0,
+            weigh,
         }
     }
 
@@ -30,28 +43,42 @@ impl<V, K: Eq + Hash + Clone> JobCache<V, K> {
 
     /// Drops what the job being rolled back touched.
     pub fn forget_job(&mut self) {
-        for id in self.touched.drain(..) {
-            self.map.remove(&id);
+        for id in std::mem::take(&mut self.touched) {
+            self.remove(&id);
         }
     }
 
     pub fn clear(&mut self) {
         self.map.clear();
         self.touched.clear();
+        self.weight = 0;
     }
 
     /// Takes the entry of `key` out; the caller puts back what it then writes.
     pub fn take(&mut self, key: &K) -> Option<V> {
         self.touched.push(key.clone());
-        self.map.remove(key)
+        self.remove(key)
     }
 
     pub fn put(&mut self, key: K, value: V) {
-        if self.map.len() >= self.capacity {
-            self.map.clear();
-        }
         self.touched.push(key.clone());
-        self.map.insert(key, value);
+        self.remove(&key);
+        let w = (self.weigh)(&value);
+        if w > self.budget {
+            return;
+        }
+        if self.map.len() >= self.capacity || self.weight + w > self.budget {
+            self.map.clear();
+            self.weight = 0;
+        }
+        self.weight += w;
+        self.map.insert(key, (value, w));
+    }
+
+    fn remove(&mut self, key: &K) -> Option<V> {
+        let (value, w) = self.map.remove(key)?;
+        self.weight -= w;
+        Some(value)
     }
 }
 
@@ -84,5 +111,19 @@ mod tests {
         c.put(2, 2);
         c.put(3, 3);
         assert_eq!((c.take(&1), c.take(&2), c.take(&3)), (None, None, Some(3)));
+    }
+
+    #[test]
+    fn it_empties_itself_past_its_budget_and_keeps_no_entry_heavier_than_it() {
+        let mut c = JobCache::with_budget(100, 10, |v: &usize| *v);
+        c.put(1, 4);
+        c.put(2, 4);
+        c.put(2, 5); // replacing an entry counts only the new weight
+        assert_eq!(c.take(&1), Some(4));
+        c.put(1, 4);
+        c.put(3, 3); // 4 + 5 + 3 > 10: emptied first
+        assert_eq!((c.take(&1), c.take(&2), c.take(&3)), (None, None, Some(3)));
+        c.put(4, 11);
+        assert_eq!(c.take(&4), None, "heavier than the whole budget");
     }
 }

@@ -8,6 +8,7 @@ mod documents;
 mod durability;
 mod events;
 mod experiments;
+mod file_changes;
 pub mod fork_gate;
 mod job_cache;
 mod log_files;
@@ -74,23 +75,55 @@ struct Dirs {
 /// writes to one for a day.
 const STALE_TEMP_FILE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
-/// Removes uploads' temp files that a crashed process left in `tmp` (they were never cleaned up, and each
-/// crash mid-upload left its partial file there for good). Fresh ones may belong to another process sharing
-/// the data directory, so only [`STALE_TEMP_FILE`]-old ones go; a failure only leaves a file.
+/// A fresh name for a file in `tmp`: the process id first, so that a later open can tell the files of a
+/// process that is gone (they are its crash's leftovers) from those of another process sharing the folder.
+fn temp_name() -> String {
+    format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple())
+}
+
+/// Whether a `tmp` entry may still be in use: younger than [`STALE_TEMP_FILE`] and, where its name carries
+/// the process id ([`temp_name`]), that process is alive.
+fn temp_file_in_use(name: &str, meta: &std::fs::Metadata) -> bool {
+    let pid = name
+        .split_once('-')
+        .and_then(|(pid, _)| pid.parse::<libc::pid_t>().ok())
+        .filter(|&pid| pid > 0);
+    let young = || {
+        meta.modified()
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age <= STALE_TEMP_FILE)
+    };
+    match pid {
+        // Signal 0 checks that the process exists; EPERM means it does (another user's).
+        Some(pid) => {
+            let alive = unsafe { libc::kill(pid, 0) } == 0
+                || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+            alive && young()
+        }
+        None => young(),
+    }
+}
+
+/// Removes what crashed processes left in `tmp`: uploads cut short and files parked by writes that never
+/// committed. Each crash mid-upload left its partial file there for a day, so a crash loop with retried large
+/// uploads filled the disk; entries of live processes sharing the folder stay. A failure only leaves a file.
 fn remove_stale_temp_files(tmp: &Path) {
     let Ok(entries) = std::fs::read_dir(tmp) else {
         return;
     };
     for entry in entries.flatten() {
-        let old = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age > STALE_TEMP_FILE);
-        if old && entry.file_type().is_ok_and(|t| t.is_file()) {
-            let _ = std::fs::remove_file(entry.path());
+        let Ok(meta) = entry.metadata() else {
+            continue;
+        };
+        if temp_file_in_use(&entry.file_name().to_string_lossy(), &meta) {
+            continue;
         }
+        let _ = if meta.is_dir() {
+            std::fs::remove_dir_all(entry.path())
+        } else {
+            std::fs::remove_file(entry.path())
+        };
     }
 }
 

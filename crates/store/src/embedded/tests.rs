@@ -415,6 +415,30 @@ fn opening_removes_temp_files_a_crashed_upload_left_a_day_ago() {
     assert!(fresh.exists(), "may be another process's upload in flight");
 }
 
+/// Temp entries carry their process's id: those of a process that is gone go at the next open, however fresh
+/// (a crash loop with retried large uploads filled the disk for a day), folders parked by a delete included;
+/// a live process's stay.
+#[test]
+fn opening_removes_temp_files_of_processes_that_are_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(EmbeddedStore::open(dir.path()).unwrap());
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    gone.wait().unwrap();
+    let tmp = dir.path().join("tmp");
+    let (dead, parked, live) = (
+        tmp.join(format!("{}-upload", gone.id())),
+        tmp.join(format!("{}-parked", gone.id())),
+        tmp.join(format!("{}-upload", std::process::id())),
+    );
+    std::fs::write(&dead, b"partial upload").unwrap();
+    std::fs::create_dir_all(parked.join("a")).unwrap();
+    std::fs::write(parked.join("a/f"), b"deleted").unwrap();
+    std::fs::write(&live, b"in flight").unwrap();
+    drop(EmbeddedStore::open(dir.path()).unwrap());
+    assert!(!dead.exists() && !parked.exists(), "left by a crash");
+    assert!(live.exists(), "a live process's upload in flight");
+}
+
 /// Of creates with one client id racing each other, exactly one is told it made the run (the server answers
 /// it 201, the others 200): the check used to be a read before the write, so several could find no run.
 #[test]
@@ -1803,7 +1827,7 @@ fn read_all(mut r: crate::ByteReader) -> Vec<u8> {
 
 #[test]
 fn artifacts_put_open_list_delete() {
-    let (_d, s) = store();
+    let (d, s) = store();
     let id = run(&s);
     let info = s
         .put_artifact(&id, "outputs/./model.bin", &mut &b"weights"[..])
@@ -1872,6 +1896,14 @@ fn artifacts_put_open_list_delete() {
         s.delete_artifact(&id, "outputs"),
         Err(Error::NotFound { .. })
     ));
+    // What the overwrite and the delete kept aside until their commits is gone with them (a folder on a
+    // thread of its own).
+    let tmp = d.path().join("tmp");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::fs::read_dir(&tmp).unwrap().count() > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
     let events = s
         .events_since(
             &EventFilter {

@@ -2,9 +2,10 @@
 //! closure in its own savepoint), commits once, then answers them all: one commit (and, under
 //! [`super::Durability::EveryCommit`], one sync) serves every caller of the group.
 
-use super::blocks::{TailCache, MAX_CACHED_TAILS};
+use super::blocks::{tail_cache, TailCache};
 use super::durability::LogSync;
 use super::events::{LastEvent, StreamKey, REMEMBERED_SERIES};
+use super::file_changes::FileChanges;
 use super::fork_gate::using_sqlite;
 use super::job_cache::JobCache;
 use super::log_files::LogFiles;
@@ -37,6 +38,8 @@ pub struct WriteCtx {
     pub log_appends: JobCache<LastEvent, StreamKey>,
     /// Log stream files written by the group, synced before its commit.
     pub logs: LogFiles,
+    /// Files the group placed, replaced or deleted: finished once it commits, undone if it does not.
+    pub files: FileChanges,
     /// The newest event seq inserted by the current group.
     pub last_seq: u64,
     /// The newest seq of an event that [`Announce::uploads_and_run_ends`] announces, inserted by the current
@@ -108,10 +111,11 @@ impl Writer {
         let (tx, rx) = crossbeam_channel::unbounded::<Job>();
         let ctx = WriteCtx {
             conn,
-            tails: TailCache::new(MAX_CACHED_TAILS),
+            tails: tail_cache(),
             points: JobCache::new(REMEMBERED_SERIES),
             log_appends: JobCache::new(REMEMBERED_SERIES),
             logs,
+            files: FileChanges::default(),
             last_seq: 0,
             last_followed_seq: 0,
         };
@@ -249,10 +253,17 @@ fn run_group(ctx: &mut WriteCtx, jobs: Vec<Job>, announce: &Announce) {
         tracing::error!("cannot start a write transaction: {e}");
         return;
     }
-    let replies: Vec<Reply> = jobs
-        .into_iter()
-        .filter_map(|job| run_job(ctx, job))
-        .collect();
+    let mut replies: Vec<Reply> = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        // SQLite ends the whole transaction on some errors (a full disk during a cache spill): a later job's
+        // savepoint would then open a transaction of its own and commit at its release, while every caller is
+        // told the group failed. The jobs left are dropped unrun; their callers get an error.
+        if ctx.conn.is_autocommit() {
+            tracing::error!("the write transaction was rolled back by the database; the rest of the group is not run");
+            break;
+        }
+        replies.extend(run_job(ctx, job));
+    }
     let commit = ctx.logs.sync().and_then(|()| {
         run_cached(&ctx.conn, "COMMIT")
             .map(|_| ())
@@ -261,7 +272,9 @@ fn run_group(ctx: &mut WriteCtx, jobs: Vec<Job>, announce: &Announce) {
     if commit.is_err() {
         let _ = ctx.conn.execute_batch("ROLLBACK");
         ctx.forget_all();
+        ctx.files.rolled_back();
     } else {
+        ctx.files.committed();
         raise(&announce.events, ctx.last_seq);
         raise(&announce.uploads_and_run_ends, ctx.last_followed_seq);
     }
@@ -296,10 +309,12 @@ fn run_job(ctx: &mut WriteCtx, job: Job) -> Option<Reply> {
     };
     if ok {
         let _ = run_cached(&ctx.conn, "RELEASE job");
+        ctx.files.keep_job();
     } else {
         let _ = run_cached(&ctx.conn, "ROLLBACK TO job");
         let _ = run_cached(&ctx.conn, "RELEASE job");
         ctx.forget_job();
+        ctx.files.undo_job();
         (ctx.last_seq, ctx.last_followed_seq) = seqs_before;
     }
     reply
