@@ -142,8 +142,8 @@ pub enum RunsCmd {
         /// Only runs with this status (repeatable).
         #[arg(long, short = 's')]
         status: Vec<String>,
-        /// At most this many runs.
-        #[arg(long, default_value_t = 100)]
+        /// At most this many runs (1 to 10000).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
         limit: u32,
     },
     /// Show one run: status, times, tags, properties, params, metrics.
@@ -199,7 +199,11 @@ where
 }
 
 /// Client commands die quietly on a closed pipe (`flightlog metrics RUN x | head`), as Unix tools do. Not the
-/// server: a client hanging up mid-response must not kill it.
+/// server (a client hanging up mid-response must not kill it), nor the commands that supervise something and
+/// must clean up or record an outcome when they end: `submit --show-output | head` would otherwise die
+/// without recording its run's outcome (and take the job's output with it), `tensorboard` would leave
+/// TensorBoard running, `import --follow` its state unsaved. Their writes to a closed pipe fail and are
+/// ignored instead.
 fn default_sigpipe() {
     #[cfg(unix)]
     unsafe {
@@ -208,7 +212,11 @@ fn default_sigpipe() {
 }
 
 fn dispatch(cli: Cli) -> Result<(), CliError> {
-    if !matches!(cli.command, Command::Server { .. }) {
+    let supervises = matches!(
+        cli.command,
+        Command::Server { .. } | Command::Submit(_) | Command::Tensorboard(_) | Command::Import(_)
+    );
+    if !supervises {
         default_sigpipe();
     }
     match cli.command {
@@ -226,6 +234,7 @@ fn dispatch(cli: Cli) -> Result<(), CliError> {
             data,
             durability: fsync,
             max_artifact_size,
+            json: cli.json,
             access: flightlog_server::AccessPolicy {
                 allowed_hosts,
                 allowed_origins,

@@ -141,13 +141,7 @@ impl Ctx {
     // --- runs ---------------------------------------------------------------------------------------------
 
     fn resolve_experiment(&self, s: &str) -> Result<Experiment, CliError> {
-        if let Ok(id) = s.parse::<ExperimentId>() {
-            match self.client.get_experiment(id) {
-                Err(Error::NotFound { .. }) => {}
-                other => return Ok(other?),
-            }
-        }
-        Ok(self.client.get_experiment_by_name(s)?)
+        resolve_experiment(&self.client, s)
     }
 
     fn runs_ls(
@@ -157,7 +151,7 @@ impl Ctx {
         limit: u32,
     ) -> Result<(), CliError> {
         let mut q = RunQuery {
-            limit: Some(limit.clamp(1, 10_000)),
+            limit: Some(limit),
             ..Default::default()
         };
         let mut exp_names = std::collections::HashMap::new();
@@ -299,6 +293,9 @@ impl Ctx {
 
     fn metrics(&self, run: &str, name: Option<&str>, csv: bool) -> Result<(), CliError> {
         let id = parse_run(run)?;
+        if let Some(name) = name {
+            validate::name("metric name", name)?;
+        }
         let Some(name) = name else {
             let items = self.client.list_metrics(&id)?;
             if self.json {
@@ -343,6 +340,17 @@ impl Ctx {
             }
             let s: S = serde_json::from_value(raw)
                 .map_err(|e| CliError::new(EXIT_ERROR, format!("unexpected answer: {e}")))?;
+            if s.steps.len() != s.values.len() || s.times.len() != s.values.len() {
+                return Err(CliError::new(
+                    EXIT_ERROR,
+                    format!(
+                        "unexpected answer: {} steps, {} times and {} values",
+                        s.steps.len(),
+                        s.times.len(),
+                        s.values.len()
+                    ),
+                ));
+            }
             if csv {
                 writeln!(o, "step,time,value")?;
                 for i in 0..s.values.len() {
@@ -405,6 +413,26 @@ impl Ctx {
             validate::stream_name(s)?;
         }
         let run = self.client.get_run(&id)?;
+        // Without --follow a stream that is not there is a typo, not output still to come.
+        if let (Some(s), false) = (stream, follow) {
+            let have: Vec<String> = self
+                .client
+                .list_logs(&id)?
+                .into_iter()
+                .map(|l| l.name)
+                .collect();
+            if !have.iter().any(|n| n == s) {
+                let has = if have.is_empty() {
+                    "none".to_string()
+                } else {
+                    have.join(", ")
+                };
+                return Err(CliError::new(
+                    crate::EXIT_NOT_FOUND,
+                    format!("run {id} has no log stream '{s}' (its streams: {has})"),
+                ));
+            }
+        }
         let mut follower = LogFollower {
             client: &self.client,
             run: id.clone(),
@@ -460,6 +488,9 @@ impl Ctx {
     fn artifacts_ls(&self, run: &str, path: Option<&str>, recursive: bool) -> Result<(), CliError> {
         let id = parse_run(run)?;
         let items = self.client.list_artifacts(&id, path, recursive)?;
+        if let Some(p) = path.filter(|p| items.is_empty() && !p.trim_matches('/').is_empty()) {
+            return Err(Error::not_found(Entity::Artifact, p).into());
+        }
         if self.json {
             return Ok(print_json(&items)?);
         }
@@ -498,9 +529,9 @@ impl Ctx {
         };
         let mut downloaded: Vec<serde_json::Value> = Vec::new();
         match self.download_one(&id, &path, &file_dest) {
-            Ok(n) => {
-                downloaded.push(serde_json::json!({"path": path, "file": file_dest, "size": n}))
-            }
+            Ok(n) => downloaded.push(
+                serde_json::json!({"path": path, "file": file_dest.to_string_lossy(), "size": n}),
+            ),
             Err(Error::NotFound { .. }) => {
                 // A folder: every file below it.
                 let files = self.client.list_artifacts(&id, Some(&path), true)?;
@@ -517,7 +548,9 @@ impl Ctx {
                     let rel = f.path.strip_prefix(&prefix).unwrap_or(&f.path);
                     let dest = root.join(rel);
                     let n = self.download_one(&id, &f.path, &dest)?;
-                    downloaded.push(serde_json::json!({"path": f.path, "file": dest, "size": n}));
+                    downloaded.push(
+                        serde_json::json!({"path": f.path, "file": dest.to_string_lossy(), "size": n}),
+                    );
                 }
             }
             Err(e) => return Err(e.into()),
@@ -554,31 +587,24 @@ impl Ctx {
                 format!("cannot read '{}': {e}", local.display()),
             )
         })?;
-        let mut files = Vec::new();
-        if meta.is_dir() {
-            let mut stack = vec![(local.to_path_buf(), dest.clone())];
-            while let Some((dir, prefix)) = stack.pop() {
-                let entries = std::fs::read_dir(&dir).map_err(|e| {
-                    CliError::new(
-                        crate::EXIT_INVALID,
-                        format!("cannot read '{}': {e}", dir.display()),
-                    )
-                })?;
-                for e in entries.flatten() {
-                    let p = e.path();
-                    let child = format!("{prefix}/{}", e.file_name().to_string_lossy());
-                    if p.is_dir() {
-                        stack.push((p, child));
-                    } else if p.is_file() {
-                        files.push((p, child));
-                    }
-                }
+        let files = if meta.is_dir() {
+            let (files, links) = folder_files(local, &dest)?;
+            if links > 0 {
+                eprintln!(
+                    "flightlog: left out {links} symbolic link(s) under '{}' (links are not followed)",
+                    local.display()
+                );
             }
-            files.sort();
+            if files.is_empty() {
+                eprintln!("flightlog: nothing to upload in '{}'", local.display());
+                return Ok(());
+            }
+            files
         } else {
-            files.push((local.to_path_buf(), dest));
-        }
+            vec![(local.to_path_buf(), dest)]
+        };
         let mut uploaded = Vec::new();
+        let mut failed: Vec<(PathBuf, Error)> = Vec::new();
         for (file, path) in &files {
             let len = std::fs::metadata(file).map(|m| m.len()).ok();
             let pb = progress_bar(len, path);
@@ -586,20 +612,52 @@ impl Ctx {
                 .client
                 .put_artifact_with_progress(&id, path, file, &mut |done| pb.set_position(done));
             pb.finish_and_clear();
-            uploaded.push(info?);
+            match info {
+                Ok(a) => {
+                    if !self.json {
+                        println!(
+                            "{} -> {} ({})",
+                            file.display(),
+                            a.path,
+                            output::size(a.size.unwrap_or(0))
+                        );
+                    }
+                    uploaded.push(a);
+                }
+                Err(e) if files.len() == 1 => return Err(e.into()),
+                // The server is gone: the files left would each fail the same way.
+                Err(e @ Error::Transport(_)) => {
+                    failed.push((file.clone(), e));
+                    break;
+                }
+                Err(e) => {
+                    eprintln!("flightlog: {}: {e}", file.display());
+                    failed.push((file.clone(), e));
+                }
+            }
         }
         if self.json {
-            return Ok(print_json(&uploaded)?);
+            print_json(&uploaded)?;
         }
-        for (a, (file, _)) in uploaded.iter().zip(&files) {
-            println!(
-                "{} -> {} ({})",
-                file.display(),
-                a.path,
-                output::size(a.size.unwrap_or(0))
-            );
+        let Some((_, first)) = failed.first() else {
+            return Ok(());
+        };
+        let code = CliError::from(first.clone()).code;
+        let not_tried = files.len() - uploaded.len() - failed.len();
+        let mut msg = format!(
+            "{} of {} file(s) uploaded; failed: {}",
+            uploaded.len(),
+            files.len(),
+            failed
+                .iter()
+                .map(|(f, _)| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        if not_tried > 0 {
+            msg.push_str(&format!("; {not_tried} not tried ({first})"));
         }
-        Ok(())
+        Err(CliError::new(code, msg))
     }
 
     fn download_one(&self, id: &RunId, path: &str, dest: &Path) -> Result<u64, Error> {
@@ -982,5 +1040,75 @@ impl LogFollower<'_> {
                 return Ok(());
             }
         }
+    }
+}
+
+/// The files under `dir` to upload, each with its artifact path under `prefix`, and how many symbolic links
+/// were left out. Links are not followed (as `submit` snapshots leave them out): a link back to a parent made
+/// the walk upload the tree again and again (two made it endless), and a link could reach outside the folder.
+fn folder_files(dir: &Path, prefix: &str) -> Result<(Vec<(PathBuf, String)>, usize), CliError> {
+    let (mut files, mut links) = (Vec::new(), 0);
+    let mut stack = vec![(dir.to_path_buf(), prefix.to_string())];
+    while let Some((dir, prefix)) = stack.pop() {
+        let entries = std::fs::read_dir(&dir).map_err(|e| {
+            CliError::new(
+                crate::EXIT_INVALID,
+                format!("cannot read '{}': {e}", dir.display()),
+            )
+        })?;
+        for e in entries.flatten() {
+            let child = format!("{prefix}/{}", e.file_name().to_string_lossy());
+            match e.file_type() {
+                Ok(t) if t.is_symlink() => links += 1,
+                Ok(t) if t.is_dir() => stack.push((e.path(), child)),
+                Ok(t) if t.is_file() => files.push((e.path(), child)),
+                _ => {}
+            }
+        }
+    }
+    files.sort();
+    Ok((files, links))
+}
+
+/// The experiment `-e` names: `id:N`, `name:X`, or either. A name made of digits (a year, a ticket number) can
+/// also be another experiment's id; that is refused rather than guessed, since a guess silently showed or
+/// exported the other experiment's runs.
+pub(crate) fn resolve_experiment(client: &Client, s: &str) -> Result<Experiment, CliError> {
+    if let Some(id) = s.strip_prefix("id:") {
+        return Ok(client.get_experiment(id.trim().parse::<ExperimentId>()?)?);
+    }
+    if let Some(name) = s.strip_prefix("name:") {
+        return Ok(client.get_experiment_by_name(name)?);
+    }
+    if s.trim().is_empty() {
+        return Err(CliError::new(
+            crate::EXIT_INVALID,
+            "the experiment is empty: give its id or name",
+        ));
+    }
+    let by_id = match s.parse::<ExperimentId>() {
+        Ok(id) => found(client.get_experiment(id))?,
+        Err(_) => None,
+    };
+    let by_name = found(client.get_experiment_by_name(s))?;
+    match (by_id, by_name) {
+        (Some(a), Some(b)) if a.id != b.id => Err(CliError::new(
+            crate::EXIT_INVALID,
+            format!(
+                "'{s}' is both experiment {} ({}) and the name of experiment {}; pass 'id:{s}' or 'name:{s}'",
+                a.id, a.name, b.id
+            ),
+        )),
+        (Some(e), _) | (None, Some(e)) => Ok(e),
+        (None, None) => Err(Error::not_found(Entity::Experiment, s).into()),
+    }
+}
+
+/// `Ok(None)` for a NotFound, any other error as it is.
+fn found<T>(r: Result<T, Error>) -> Result<Option<T>, CliError> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }

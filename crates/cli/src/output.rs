@@ -76,14 +76,16 @@ impl Table {
     }
 }
 
+/// The columns a cell takes in a terminal: CJK characters and most emoji take two, so counting characters
+/// shifted every column after such a cell.
 fn width(s: &str) -> usize {
-    s.chars().count()
+    unicode_width::UnicodeWidthStr::width(s)
 }
 
-/// "2026-11-22 17:58:47" (UTC).
+/// "2026-11-22 17:58:47Z": UTC, marked so (a reader elsewhere would take it for local time).
 pub fn time(t: WallTime) -> String {
     let (y, m, d, h, mi, s, _) = t.utc();
-    format!("{y:04}-{m:02}-{d:02} {h:02}:{mi:02}:{s:02}")
+    format!("{y:04}-{m:02}-{d:02} {h:02}:{mi:02}:{s:02}Z")
 }
 
 /// ISO 8601 with microseconds, for CSV.
@@ -154,14 +156,23 @@ pub fn number(v: f64) -> String {
     }
 }
 
+/// `s` in at most `max` terminal columns, ending in `…` when cut.
 pub fn cut(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        s.to_string()
-    } else {
-        let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
-        out.push('…');
-        out
+    if width(s) <= max {
+        return s.to_string();
     }
+    let mut out = String::new();
+    let mut used = 0;
+    for c in s.chars() {
+        let w = unicode_width::UnicodeWidthChar::width(c).unwrap_or(0);
+        if used + w > max.saturating_sub(1) {
+            break;
+        }
+        used += w;
+        out.push(c);
+    }
+    out.push('…');
+    out
 }
 
 /// Prints JSON (pretty) and a newline.
@@ -178,8 +189,11 @@ mod tests {
 
     #[test]
     fn formats() {
-        assert_eq!(time(WallTime(0)), "1970-01-01 00:00:00");
-        assert_eq!(time(WallTime(1_700_000_000_123_456)), "2023-11-14 22:13:20");
+        assert_eq!(time(WallTime(0)), "1970-01-01 00:00:00Z");
+        assert_eq!(
+            time(WallTime(1_700_000_000_123_456)),
+            "2023-11-14 22:13:20Z"
+        );
         assert_eq!(
             iso_time(WallTime(1_700_000_000_123_456)),
             "2023-11-14T22:13:20.123456Z"
@@ -195,5 +209,23 @@ mod tests {
         let mut t = Table::new(&["A", "LONG HEADER", "N"]).align_right(&[2]);
         t.row(vec!["xyz".into(), "1".into(), "10".into()]);
         assert_eq!(t.render(), "A    LONG HEADER   N\nxyz  1            10\n");
+    }
+
+    #[test]
+    fn wide_characters_take_two_columns_in_tables_and_cuts() {
+        use unicode_width::UnicodeWidthStr;
+        let mut t = Table::new(&["NAME", "RUNS"]);
+        t.row(vec!["实验😀".into(), "3".into()]);
+        t.row(vec!["plain".into(), "4".into()]);
+        let lines: Vec<String> = t.render().lines().map(str::to_string).collect();
+        let at = |l: &str, what: &str| l[..l.find(what).unwrap()].width();
+        assert_eq!(at(&lines[1], "3"), at(&lines[0], "RUNS"));
+        assert_eq!(at(&lines[2], "4"), at(&lines[0], "RUNS"));
+        let cut_name = cut("训练运行😀😀😀 wide name", 10);
+        assert!(
+            cut_name.width() <= 10 && cut_name.ends_with('…'),
+            "{cut_name}"
+        );
+        assert_eq!(cut("short", 10), "short");
     }
 }

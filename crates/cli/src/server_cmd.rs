@@ -15,6 +15,8 @@ pub struct ServerArgs {
     pub access: flightlog_server::AccessPolicy,
     /// Largest artifact upload, in bytes.
     pub max_artifact_size: usize,
+    /// Announce the address as one JSON line (`--json`), for supervisors that start it with `--port 0`.
+    pub json: bool,
 }
 
 /// Logging to stderr, `RUST_LOG` wins; default: info for flightlog's crates, warn for the rest.
@@ -105,7 +107,7 @@ pub fn run(args: ServerArgs) -> Result<(), CliError> {
         max_body_bytes: args.max_artifact_size,
         ..Default::default()
     };
-    let result = runtime.block_on(serve(config, Arc::new(store)));
+    let result = runtime.block_on(serve(config, Arc::new(store), args.json, &args.data));
     result.map_err(|e| {
         let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
             "another process uses that port; pick another with --port"
@@ -175,11 +177,19 @@ fn lock_data_dir(data: &std::path::Path) -> Result<std::fs::File, CliError> {
 async fn serve(
     config: flightlog_server::ServerConfig,
     store: Arc<EmbeddedStore>,
+    json: bool,
+    data: &std::path::Path,
 ) -> std::io::Result<()> {
-    let on_ready = |addr: SocketAddr| {
+    let data = data.display().to_string();
+    let on_ready = move |addr: SocketAddr| {
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "flightlog server listening on http://{addr}");
-        let _ = writeln!(out, "portal: http://{addr}/");
+        if json {
+            let v = serde_json::json!({"url": format!("http://{addr}"), "portal": format!("http://{addr}/"), "data": data});
+            let _ = writeln!(out, "{v}");
+        } else {
+            let _ = writeln!(out, "flightlog server listening on http://{addr}");
+            let _ = writeln!(out, "portal: http://{addr}/");
+        }
         let _ = out.flush();
     };
     flightlog_server::serve(config, store, on_ready, shutdown_signal()).await

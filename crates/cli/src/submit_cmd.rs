@@ -142,6 +142,14 @@ fn runner_error(e: RunnerError) -> CliError {
     CliError::new(code, e.to_string())
 }
 
+/// `eprintln!` that does not panic when stderr is gone (a closed terminal after SIGHUP): the run's outcome is
+/// recorded by then, and a panic would only change the exit code.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// `flightlog submit`: exits with the command's exit code (see [`SUBMIT_EXIT_CODES`]).
 pub fn submit(server: &str, json: bool, args: SubmitArgs) -> Result<(), CliError> {
     let axes = args
@@ -157,13 +165,15 @@ pub fn submit(server: &str, json: bool, args: SubmitArgs) -> Result<(), CliError
     )));
     crate::server_cmd::init_warnings();
     signals::install();
+    // The runner's errors say what failed; a server that cannot be reached is named, as other commands do.
+    let failed = |e| crate::commands::explain_unreachable(server, runner_error(e));
     if !axes.is_empty() {
-        return submit_sweep(client, json, &sub, &axes, parallel);
+        return submit_sweep(client, json, &sub, &axes, parallel, &failed);
     }
     let mut announce = |r: &Run| announce(r);
     let finished =
         flightlog_runner::submit(Arc::new(client.clone()), &LocalProcess, &sub, &mut announce)
-            .map_err(runner_error)?;
+            .map_err(failed)?;
     let unsent = unsent_entries(&client);
     report(&finished, json, unsent)?;
     match finished.exit_code {
@@ -174,10 +184,12 @@ pub fn submit(server: &str, json: bool, args: SubmitArgs) -> Result<(), CliError
 
 fn announce(r: &Run) {
     match &r.parent_id {
-        None => eprintln!("flightlog: run {} submitted ({})", r.id, r.status),
-        Some(p) => eprintln!(
+        None => say!("flightlog: run {} submitted ({})", r.id, r.status),
+        Some(p) => say!(
             "flightlog: run {} submitted ({}, child of {p}: {})",
-            r.id, r.status, r.display_name
+            r.id,
+            r.status,
+            r.display_name
         ),
     }
 }
@@ -188,6 +200,7 @@ fn submit_sweep(
     sub: &Submission,
     axes: &[sweep::Axis],
     parallel: usize,
+    failed: &dyn Fn(RunnerError) -> CliError,
 ) -> Result<(), CliError> {
     let outcome = sweep::run_sweep(
         Arc::new(client.clone()),
@@ -197,7 +210,7 @@ fn submit_sweep(
         parallel,
         &announce,
     )
-    .map_err(runner_error)?;
+    .map_err(failed)?;
     let unsent = unsent_entries(&client);
     if json {
         let v = serde_json::json!({
@@ -208,9 +221,9 @@ fn submit_sweep(
                 ChildOutcome::NotStarted | ChildOutcome::Failed(_) => serde_json::json!({"error": c.error()}),
             }).collect::<Vec<_>>(),
         });
-        println!("{v}");
+        let _ = writeln!(std::io::stdout(), "{v}");
     } else {
-        eprint!("{}", outcome.summary);
+        let _ = write!(std::io::stderr(), "{}", outcome.summary);
         report(&outcome.parent, false, unsent)?;
     }
     match outcome.parent.exit_code {
@@ -236,19 +249,19 @@ fn report(f: &Finished, json: bool, unsent: u64) -> Result<(), CliError> {
             "run_id": f.run_id, "status": f.status, "exit_code": f.exit_code, "error": f.error,
             "unsent_entries": unsent,
         });
-        println!("{v}");
+        let _ = writeln!(std::io::stdout(), "{v}");
         return Ok(());
     }
     let how = match f.exit_code {
         EXIT_TIMEOUT if f.status == RunStatus::Failed => "timed out".to_string(),
         code => format!("exit code {code}"),
     };
-    eprintln!("flightlog: run {} {} ({how})", f.run_id, f.status);
+    say!("flightlog: run {} {} ({how})", f.run_id, f.status);
     if let Some(e) = &f.error {
-        eprintln!("flightlog: {}", e.message);
+        say!("flightlog: {}", e.message);
     }
     if unsent > 0 {
-        eprintln!(
+        say!(
             "flightlog: the server has not recorded all of this yet ({unsent} entries of output or \
              outcome wait in the local spool): run `flightlog sync` once it is reachable"
         );
@@ -268,9 +281,9 @@ pub fn wait(client: &Client, json: bool, args: WaitArgs) -> Result<(), CliError>
     if json {
         crate::output::print_json(&run)?;
     } else {
-        eprintln!("flightlog: run {} {}", run.id, run.status);
+        say!("flightlog: run {} {}", run.id, run.status);
         if let Some(e) = &run.error {
-            eprintln!("flightlog: {}", e.message);
+            say!("flightlog: {}", e.message);
         }
     }
     match run.status {

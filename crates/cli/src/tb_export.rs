@@ -75,7 +75,7 @@ pub(crate) fn export(
             .iter()
             .map(|r| Ok(b.client.get_run(&r.trim().parse::<RunId>()?)?))
             .collect::<Result<Vec<Run>, CliError>>()?,
-        Some(e) => tb::experiment_runs(b, resolve_experiment(b, e)?.id)?,
+        Some(e) => tb::experiment_runs(b, crate::commands::resolve_experiment(&b.client, e)?.id)?,
         None => {
             return Err(CliError::new(
                 crate::EXIT_USAGE,
@@ -95,8 +95,8 @@ fn print_report(json: bool, logdir: &Path, reports: &[RunReport]) -> Result<(), 
     for r in reports {
         t.row(vec![
             r.run_id.clone(),
-            r.name.clone(),
-            r.dir.clone(),
+            crate::output::cut(&r.name, 40),
+            crate::output::cut(&r.dir, 60),
             r.scalar_points.to_string(),
             r.other_points.to_string(),
         ]);
@@ -107,14 +107,4 @@ fn print_report(json: bool, logdir: &Path, reports: &[RunReport]) -> Result<(), 
     t.print()?;
     println!("exported {} run(s) to {}", reports.len(), logdir.display());
     Ok(())
-}
-
-fn resolve_experiment(b: &Bridge, s: &str) -> Result<Experiment, CliError> {
-    if let Ok(id) = s.parse::<ExperimentId>() {
-        match b.client.get_experiment(id) {
-            Err(Error::NotFound { .. }) => {}
-            other => return Ok(other?),
-        }
-    }
-    Ok(b.client.get_experiment_by_name(s)?)
 }

@@ -73,25 +73,25 @@ pub(crate) fn run(b: &Bridge, args: ImportArgs) -> Result<(), CliError> {
     };
     if args.follow {
         crate::tensorboard_cmd::stop_on_signals();
-        let pause = Duration::from_secs_f64(args.interval.clamp(0.05, 3600.0));
-        let mut unreachable = false;
+        let pause = Duration::from_secs_f64(args.interval);
+        let mut unreachable: Option<CliError> = None;
         while !crate::tensorboard_cmd::stop_requested() {
             match imp.sync(false) {
-                Ok(()) if unreachable => {
+                Ok(()) if unreachable.is_some() => {
                     eprintln!("flightlog: the server answers again; importing");
-                    unreachable = false;
+                    unreachable = None;
                 }
                 Ok(()) => {}
                 // An outage only pauses following: what was not stored is read again next time.
                 Err(e) if e.code == EXIT_UNREACHABLE => {
-                    if !unreachable {
+                    if unreachable.is_none() {
                         eprintln!(
                             "flightlog: warning: {}; retrying every {:.1} s",
                             e.message,
                             pause.as_secs_f64()
                         );
                     }
-                    unreachable = true;
+                    unreachable = Some(e);
                 }
                 Err(e) => return Err(e),
             }
@@ -99,6 +99,11 @@ pub(crate) fn run(b: &Bridge, args: ImportArgs) -> Result<(), CliError> {
             while Instant::now() < until && !crate::tensorboard_cmd::stop_requested() {
                 std::thread::sleep(Duration::from_millis(20));
             }
+        }
+        // Stopped during an outage: the last sync would only wait for the server again. What was not stored
+        // is read again by the next import (a re-import adds nothing twice).
+        if let Some(e) = unreachable {
+            return Err(e);
         }
     }
     imp.sync(true)?;
@@ -126,7 +131,7 @@ fn print_report(json: bool, root: &Path, reports: &[RunReport]) -> Result<(), Cl
     for r in reports {
         t.row(vec![
             r.run_id.clone(),
-            r.name.clone(),
+            crate::output::cut(&r.name, 40),
             r.files.to_string(),
             r.counts.scalar_points.to_string(),
             r.counts.other_points.to_string(),

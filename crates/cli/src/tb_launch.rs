@@ -51,7 +51,9 @@ fn serve(
     // Before anything is announced: a Ctrl-C from then on stops TensorBoard and cleans up.
     stop_on_signals();
     let reports = export(b, logdir, sel)?;
-    let mut child = Command::new(exe)
+    let mut command = Command::new(exe);
+    die_with_parent(&mut command);
+    let mut child = command
         .arg("--logdir")
         .arg(logdir)
         .args(["--port", &args.port.to_string(), "--host", "127.0.0.1"])
@@ -67,10 +69,32 @@ fn serve(
             return Err(e);
         }
     };
-    announce(b.json, &url, logdir, &child, reports.len())?;
+    // Nobody reads the announcement (stdout closed): there is no one to serve either.
+    if let Err(e) = announce(b.json, &url, logdir, &child, reports.len()) {
+        stop(&mut child);
+        return Err(e);
+    }
     let result = keep_in_sync(b, logdir, sel, &reports, &mut child, args.interval);
     stop(&mut child);
     result
+}
+
+/// TensorBoard gets SIGTERM when this process dies, however it dies (a second Ctrl-C, kill -9): it would
+/// otherwise keep serving a temp folder on its port for good.
+fn die_with_parent(command: &mut Command) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: runs in the forked child before exec and only calls prctl, which is async-signal-safe.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
 }
 
 fn announce(

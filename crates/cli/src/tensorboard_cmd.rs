@@ -46,9 +46,20 @@ pub struct ImportArgs {
     /// Keep importing what is appended (a script still writing) until Ctrl-C; runs stay Running until then.
     #[arg(long, short = 'f')]
     pub follow: bool,
-    /// Seconds between looks for new data with --follow.
-    #[arg(long, default_value_t = 1.0)]
+    /// Seconds between looks for new data with --follow (0.05 to 3600).
+    #[arg(long, default_value_t = 1.0, value_parser = follow_interval, requires = "follow")]
     pub interval: f64,
+}
+
+/// `--interval`: a number of seconds clap accepts as f64 but that NaN or a value out of range would make
+/// unusable (NaN panicked when turned into a pause).
+fn follow_interval(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if (0.05..=3600.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "'{s}' is not a number of seconds from 0.05 to 3600"
+        )),
+    }
 }
 
 #[derive(Args, Debug)]
@@ -73,18 +84,29 @@ pub struct LaunchArgs {
     pub interval: u64,
 }
 
-/// Set by SIGINT/SIGTERM once [`stop_on_signals`] ran: long-running commands end cleanly.
+/// Set by SIGINT/SIGTERM/SIGHUP once [`stop_on_signals`] ran: long-running commands end cleanly.
 static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+/// The first signal asks for a clean stop; a second one (Ctrl-C again while a request to a hung server is
+/// still waiting) kills the process as the signal's default action would.
+extern "C" fn on_signal(sig: libc::c_int) {
+    if STOP.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        // SAFETY: signal and raise are async-signal-safe.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+            libc::raise(sig);
+        }
+    }
 }
 
-/// Makes Ctrl-C (and SIGTERM) set a flag instead of killing the process, so cleanup runs.
+/// Makes Ctrl-C, SIGTERM and SIGHUP (a closed terminal, a dropped ssh session) set a flag instead of killing
+/// the process, so cleanup runs (TensorBoard stopped, its temp folder removed, import state saved).
 pub(crate) fn stop_on_signals() {
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: the handler only touches an atomic, or restores the default and re-raises.
+        unsafe {
+            libc::signal(sig, on_signal as *const () as libc::sighandler_t);
+        }
     }
 }
 
@@ -104,8 +126,9 @@ impl Bridge {
         let client = Client::new(ClientConfig {
             uri: server.to_string(),
             replay_on_start: false,
-            // Import batches and image artifacts can be large.
-            request_timeout: Duration::from_secs(300),
+            // Import batches and image artifacts can be large (the wait counts from the whole body sent, so
+            // this is the server's time to store one); a hung server is given up on within a minute.
+            request_timeout: Duration::from_secs(60),
             ..Default::default()
         });
         Bridge {

@@ -378,6 +378,28 @@ fn server_subcommand_prints_address_and_rejects_bad_data_dir() {
     assert_eq!(c.health().unwrap()["status"], "ok");
     let status = sigterm(&mut child);
     assert!(status.success(), "{status:?}");
+
+    // --json: one JSON line with the address, for supervisors.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flightlog"))
+        .args(["--json", "server", "--port", "0", "--data"])
+        .arg(data.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let v: Value = serde_json::from_str(&line).unwrap();
+    let url = v["url"].as_str().unwrap();
+    assert!(
+        url.starts_with("http://127.0.0.1:") && v["portal"] == format!("{url}/"),
+        "{v}"
+    );
+    assert!(sigterm(&mut child).success());
 }
 
 #[test]
@@ -470,4 +492,120 @@ fn logs_follow_streams_until_the_run_ends() {
     assert_eq!(String::from_utf8(out.stdout).unwrap(), expected);
     // On a finished run, --follow prints everything and exits.
     assert_eq!(cli.ok(&["logs", run.as_str(), "-f"]), expected);
+}
+
+/// Audit K's findings on input the commands panicked on or misread: a download to a path that is not UTF-8,
+/// folder uploads through symbolic links, an all-digit experiment name that is also another experiment's id,
+/// empty and out-of-range arguments, names that do not exist, and another web server where the server should be.
+#[test]
+fn odd_input_is_refused_or_handled_not_misread() {
+    let s = TestServer::start();
+    let cli = Cli { server: &s };
+    let (c, run) = fixture(&s);
+    let run = run.as_str();
+    let dir = tempfile::tempdir().unwrap();
+
+    // -o with bytes that are not UTF-8: written, no panic.
+    use std::os::unix::ffi::OsStrExt;
+    let odd = dir.path().join(std::ffi::OsStr::from_bytes(b"bad\xff.txt"));
+    let out = cli
+        .cmd(&["artifacts", "get", run, "outputs/model.txt", "-o"])
+        .arg(&odd)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(&odd).unwrap(), b"weights");
+
+    // A folder with a link back to itself and one out of it: the real files once, the links left out.
+    let up = dir.path().join("up");
+    std::fs::create_dir_all(up.join("sub")).unwrap();
+    std::fs::write(up.join("a.txt"), "a").unwrap();
+    std::fs::write(up.join("sub/b.txt"), "b").unwrap();
+    std::os::unix::fs::symlink(&up, up.join("sub/loop")).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", up.join("outside")).unwrap();
+    let out = cli.run(&["artifacts", "put", run, up.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("left out 2 symbolic link(s)"));
+    let mut listed: Vec<String> = c
+        .list_artifacts(&run.parse().unwrap(), Some("up"), true)
+        .unwrap()
+        .into_iter()
+        .map(|a| a.path)
+        .collect();
+    listed.sort();
+    assert_eq!(listed, ["up/a.txt", "up/sub/b.txt"]);
+    std::fs::create_dir(dir.path().join("empty")).unwrap();
+    let out = cli.run(&[
+        "artifacts",
+        "put",
+        run,
+        dir.path().join("empty").to_str().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to upload in"));
+
+    // "1" names an experiment, and 1 is another one's id: refused, and either can be asked for.
+    let named = c.get_or_create_experiment("1").unwrap();
+    let by_id = c.get_experiment(ExperimentId(1)).unwrap();
+    assert_ne!(named.id, by_id.id);
+    let err = cli.fails(&["runs", "ls", "-e", "1"], 4);
+    assert!(
+        err.contains(&format!(
+            "'1' is both experiment 1 ({}) and the name of experiment {}",
+            by_id.name, named.id
+        )),
+        "{err}"
+    );
+    cli.ok(&["runs", "ls", "-e", "name:1"]);
+    cli.ok(&["runs", "ls", "-e", "id:1"]);
+
+    // Empty or out-of-range arguments, and names that are not there.
+    assert!(cli.fails(&["metrics", run, ""], 4).contains("metric name"));
+    assert!(cli
+        .fails(&["runs", "ls", "--limit", "0"], 2)
+        .contains("--limit"));
+    let err = cli.fails(
+        &[
+            "import",
+            "tensorboard",
+            ".",
+            "--follow",
+            "--interval",
+            "NaN",
+        ],
+        2,
+    );
+    assert!(err.contains("0.05 to 3600"), "{err}");
+    let err = cli.fails(&["logs", run, "--stream", "sdtout"], 3);
+    assert!(
+        err.contains("has no log stream 'sdtout' (its streams: ") && err.contains("stdout"),
+        "{err}"
+    );
+    cli.fails(&["artifacts", "ls", run, "nosuch"], 3);
+
+    // Something else answering on the server's port is not a missing run.
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let other_url = format!("http://{}", other.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in other.incoming().flatten().take(4) {
+            let mut conn = conn;
+            let mut buf = [0u8; 4096];
+            let _ = std::io::Read::read(&mut conn, &mut buf);
+            let page = "<!DOCTYPE HTML>\n<html><body>Nothing matches the given URI</body></html>";
+            let _ = std::io::Write::write_all(
+                &mut conn,
+                format!("HTTP/1.1 404 Not Found\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}", page.len()).as_bytes(),
+            );
+        }
+    });
+    let err = cli.fails(&["--server", &other_url, "runs", "show", run], 5);
+    assert!(
+        err.contains("HTTP 404: <!DOCTYPE HTML>); is it a flightlog server?")
+            && !err.contains("<body>"),
+        "{err}"
+    );
 }

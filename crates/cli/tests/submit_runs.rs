@@ -488,25 +488,71 @@ fn runs_cancel_from_another_process_stops_the_whole_process_group() {
     });
 }
 
+/// SIGTERM, and SIGHUP (a closed terminal, a dropped ssh session, whose default action killed the submitter
+/// and left the run Running for good), cancel the run.
 #[test]
-fn sigterm_to_submit_cancels_the_run() {
+fn sigterm_or_sighup_to_submit_cancels_the_run() {
     let s = TestServer::start();
     let spool = tempfile::tempdir().unwrap();
     let src = tempfile::tempdir().unwrap();
     let dir = src.path().to_str().unwrap();
-    let (mut child, id) = spawn_submit(
-        &s,
-        spool.path(),
-        &["--source-dir", dir, "--", "sleep", "300"],
-    );
-    wait_for("Running", Duration::from_secs(20), || {
-        get_run(&s, &id)["status"] == "Running"
-    });
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    assert_eq!(wait_exit(&mut child, Duration::from_secs(20)), Some(130));
-    assert_eq!(get_run(&s, &id)["status"], "Canceled");
+    for signal in ["-TERM", "-HUP"] {
+        let (mut child, id) = spawn_submit(
+            &s,
+            spool.path(),
+            &["--source-dir", dir, "--", "sleep", "300"],
+        );
+        wait_for("Running", Duration::from_secs(20), || {
+            get_run(&s, &id)["status"] == "Running"
+        });
+        let _ = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status();
+        assert_eq!(
+            wait_exit(&mut child, Duration::from_secs(20)),
+            Some(130),
+            "{signal}"
+        );
+        assert_eq!(get_run(&s, &id)["status"], "Canceled", "{signal}");
+    }
+}
+
+/// `submit --show-output | head -1`: the reader goes away; the submitter stops being heard but goes on
+/// supervising, keeps the job's whole output and records its outcome (it died of SIGPIPE, killing the job's
+/// output with it and leaving the run Running).
+#[test]
+fn submit_outlives_a_closed_output_pipe_and_records_the_outcome() {
+    let s = TestServer::start();
+    let spool = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let dir = src.path().to_str().unwrap();
+    let script = "i=0; while [ $i -lt 3000 ]; do echo line $i; i=$((i+1)); done";
+    let mut child = cmd(&s, spool.path())
+        .args([
+            "submit",
+            "--show-output",
+            "--source-dir",
+            dir,
+            "--",
+            "sh",
+            "-c",
+            script,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    stdout.read_line(&mut first).unwrap();
+    assert_eq!(first, "line 0\n");
+    drop(stdout);
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(60)), Some(0));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    let id = announced_id(&err);
+    assert_eq!(get_run(&s, &id)["status"], "Completed", "{err}");
+    assert!(log(&s, &id, "stdout").contains("line 2999"));
 }
 
 #[test]

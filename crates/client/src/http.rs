@@ -329,28 +329,29 @@ pub(crate) fn error_from_body(status: u16, body: &str, entity: Entity) -> Error 
     }
     match serde_json::from_str::<Wrapper>(body) {
         Ok(w) => error_from_code(&w.error.code, &w.error.message, entity),
+        // Not the API's envelope: something else answered (a proxy, another web server on that port). Its
+        // 404 or 400 says nothing about the run or the data, so it is not reported as if the API had said it.
         Err(_) => {
-            let text = body.trim();
-            let text = if text.len() > 300 {
-                &text[..text.floor_char_boundary_compat(300)]
-            } else {
-                text
-            };
-            let msg = if text.is_empty() {
+            let first = body
+                .lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty())
+                .unwrap_or("");
+            let first = &first[..first.floor_char_boundary_compat(120)];
+            let msg = if first.is_empty() {
                 format!("HTTP {status}")
             } else {
-                format!("HTTP {status}: {text}")
+                format!("HTTP {status}: {first}")
             };
             match status {
-                404 => Error::NotFound { entity, id: msg },
-                400 | 422 => Error::invalid("request", msg),
-                409 => Error::conflict(msg),
                 413 => Error::TooLarge {
                     what: "request".into(),
                     size: 0,
                     limit: 0,
                 },
-                _ => Error::Transport(format!("unexpected answer from the server: {msg}")),
+                _ => Error::Transport(format!(
+                    "unexpected answer from the server ({msg}); is it a flightlog server?"
+                )),
             }
         }
     }
@@ -548,6 +549,13 @@ mod tests {
             error_from_body(502, "Bad gateway", Entity::Run),
             Error::Transport(_)
         ));
+        // Another web server's 404 page is not a missing run: the message names the answer's first line.
+        let html = "<!DOCTYPE HTML>\n<html><head>\n<title>Error response</title>".repeat(20);
+        let e = error_from_body(404, &html, Entity::Run);
+        assert_eq!(
+            e.to_string(),
+            "transport error: unexpected answer from the server (HTTP 404: <!DOCTYPE HTML>); is it a flightlog server?"
+        );
     }
 
     #[test]

@@ -852,20 +852,27 @@ impl Client {
             ".{file_name}.{}.part",
             uuid::Uuid::new_v4().simple()
         ));
-        let result = (|| -> std::io::Result<u64> {
-            let mut out = std::fs::File::create(&tmp)?;
+        // Reading the body is the network's part, writing the file the local disk's: a full disk is the
+        // output's problem (Invalid), not a server that cannot be reached (Transport).
+        let local = |e: std::io::Error| {
+            Error::invalid("output", format!("cannot write '{}': {e}", dest.display()))
+        };
+        let result = (|| -> Result<u64> {
+            let mut out = std::fs::File::create(&tmp).map_err(local)?;
             let mut buf = vec![0u8; 256 * 1024];
             let mut done = 0u64;
             loop {
-                let n = body.read(&mut buf)?;
+                let n = body
+                    .read(&mut buf)
+                    .map_err(|e| Error::Transport(format!("download of '{path}' failed: {e}")))?;
                 if n == 0 {
                     break;
                 }
-                std::io::Write::write_all(&mut out, &buf[..n])?;
+                std::io::Write::write_all(&mut out, &buf[..n]).map_err(local)?;
                 done += n as u64;
                 progress(done, total);
             }
-            out.sync_all()?;
+            out.sync_all().map_err(local)?;
             Ok(done)
         })();
         match result {
@@ -886,9 +893,7 @@ impl Client {
             }
             Err(e) => {
                 let _ = std::fs::remove_file(&tmp);
-                Err(Error::Transport(format!(
-                    "download of '{path}' failed: {e}"
-                )))
+                Err(e)
             }
         }
     }

@@ -333,7 +333,7 @@ pub fn create_run(
         tags: sub.tags.clone(),
         params: sub.params.clone(),
         properties: BTreeMap::from([(TARGET_PROPERTY.to_string(), target.name().to_string())]),
-        user: std::env::var("USER").unwrap_or_default(),
+        user: props::user_name(),
         host: props::hostname(),
         command: Some(command),
         ..Default::default()

@@ -86,6 +86,40 @@ pub fn collect(cmd: &[String], dir: &Path, target: &str) -> BTreeMap<String, Str
     props
 }
 
+/// Who runs this, as Python's `getpass.getuser()` finds it: `$USER`, `$LOGNAME`, else the account of the
+/// effective user id. Cron, `docker run` and systemd units set neither variable, and runs were recorded with
+/// an empty user.
+pub fn user_name() -> String {
+    ["USER", "LOGNAME"]
+        .iter()
+        .filter_map(|v| std::env::var(v).ok())
+        .find(|u| !u.is_empty())
+        .or_else(account_name)
+        .unwrap_or_default()
+}
+
+fn account_name() -> Option<String> {
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    let mut buf = vec![0 as libc::c_char; 4096];
+    // SAFETY: getpwuid_r writes only into `pw` and `buf` (whose length it is given) and sets `found` to `&pw`
+    // or null; the name it points to lives in `buf`, read before `buf` goes.
+    let rc = unsafe {
+        libc::getpwuid_r(
+            libc::geteuid(),
+            &mut pw,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut found,
+        )
+    };
+    if rc != 0 || found.is_null() || pw.pw_name.is_null() {
+        return None;
+    }
+    let name = unsafe { std::ffi::CStr::from_ptr(pw.pw_name) };
+    Some(name.to_string_lossy().into_owned()).filter(|n| !n.is_empty())
+}
+
 pub fn hostname() -> String {
     hostname::get()
         .map(|h| h.to_string_lossy().to_string())
@@ -95,6 +129,12 @@ pub fn hostname() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_user_is_found_without_user_or_logname() {
+        // The account of the effective uid; the tests run as some user with an entry in the passwd database.
+        assert!(account_name().is_some_and(|n| !n.is_empty()));
+    }
 
     #[test]
     fn command_lines_quote_what_the_shell_would_split() {

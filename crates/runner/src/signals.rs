@@ -1,4 +1,4 @@
-//! Ctrl-C and SIGTERM to the submitting process become a cancel of the run instead of an abrupt exit.
+//! Ctrl-C, SIGTERM and SIGHUP to the submitting process become a cancel of the run instead of an abrupt exit.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -8,19 +8,19 @@ extern "C" fn on_signal(_: libc::c_int) {
     REQUESTED.store(true, Ordering::SeqCst);
 }
 
-/// Routes SIGINT and SIGTERM to [`requested`]; the job, in its own process group, does not see a terminal
-/// Ctrl-C, so the lifecycle can stop it (SIGTERM, grace, SIGKILL) and record the run as Canceled.
+/// Routes SIGINT, SIGTERM and SIGHUP to [`requested`]; the job, in its own process group, does not see a
+/// terminal Ctrl-C, so the lifecycle can stop it (SIGTERM, grace, SIGKILL) and record the run as Canceled.
+/// SIGHUP is what a dropped ssh session or a closed terminal sends: its default action killed the submitter
+/// at once and left the run Running for good.
 pub fn install() {
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(
-            libc::SIGINT,
-            on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
-        );
-        libc::signal(
-            libc::SIGTERM,
-            on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
-        );
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe {
+            libc::signal(
+                sig,
+                on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
+            );
+        }
     }
 }
 
