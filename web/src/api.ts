@@ -83,7 +83,8 @@ export class ApiError extends Error {
   }
 }
 
-async function check(r: Response): Promise<Response> {
+/** The response if it is a success; otherwise an ApiError with the server's code and message. */
+export async function check(r: Response): Promise<Response> {
   if (r.ok) return r;
   let code = "HTTP_" + r.status;
   let message = r.statusText;
@@ -104,9 +105,13 @@ export async function getJson<T>(path: string, signal?: AbortSignal): Promise<T>
 
 export const enc = encodeURIComponent;
 
-/** A metric name in a URL path: each segment encoded, '/' kept (the route is a wildcard). */
+/**
+ * A metric name in a URL path, as ONE segment ('/' sent as %2F, which the server's wildcard route decodes). Kept
+ * as separate segments, `.` and `..` in a name (`eval/../loss`) would be resolved away by the browser's URL
+ * parser and another series read.
+ */
 export function metricPath(name: string): string {
-  return name.split("/").map(enc).join("/");
+  return enc(name);
 }
 
 export async function listAll<T>(path: string, params: URLSearchParams): Promise<T[]> {
@@ -125,13 +130,14 @@ export async function listAll<T>(path: string, params: URLSearchParams): Promise
 export async function readScalars(
   runId: string,
   name: string,
-  opts: { buckets?: number; minStep?: number; maxStep?: number },
+  opts: { buckets?: number; minStep?: number; maxStep?: number; startIndex?: number },
   signal?: AbortSignal,
 ): Promise<Scalars> {
   const q = new URLSearchParams({ format: "binary" });
   if (opts.buckets) q.set("buckets", String(Math.max(1, Math.round(opts.buckets))));
   if (opts.minStep !== undefined) q.set("min_step", String(Math.floor(opts.minStep)));
   if (opts.maxStep !== undefined) q.set("max_step", String(Math.ceil(opts.maxStep)));
+  if (opts.startIndex) q.set("start_index", String(opts.startIndex));
   const r = await check(
     await fetch(`/api/v1/runs/${runId}/metrics/${metricPath(name)}?${q}`, { signal }),
   );
@@ -168,9 +174,14 @@ export interface StreamEvent {
   [k: string]: unknown;
 }
 
-/** Opens an SSE stream; returns a closer. EventSource reconnects itself and resumes with Last-Event-ID. */
-export function subscribe(path: string, onEvent: (e: StreamEvent) => void): () => void {
+/**
+ * Opens an SSE stream; returns a closer. EventSource reconnects itself and resumes with Last-Event-ID (the server
+ * opens every stream with an `id:`, so there always is one). `onOpen` runs when the connection is up: from then
+ * on, everything committed reaches `onEvent` (the server starts a new stream at the newest event when it opens).
+ */
+export function subscribe(path: string, onEvent: (e: StreamEvent) => void, onOpen?: () => void): () => void {
   const es = new EventSource(path);
+  if (onOpen) es.addEventListener("open", () => onOpen());
   const types = [
     "run_created",
     "run_updated",

@@ -4,7 +4,7 @@
 import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
 import { readScalars, Scalars } from "./api";
-import { fmtDuration, fmtValue, h } from "./util";
+import { errorBox, fmtDuration, fmtValue, h } from "./util";
 
 export type XMode = "step" | "time" | "relative";
 
@@ -123,26 +123,48 @@ function baseOpts(width: number, height: number, x: XMode, log: boolean, series:
   };
 }
 
-function lineSeries(label: string, color: string): uPlot.Series {
+/** What the tooltip shows for a point: the drawn value, or the logged NaN/±Infinity where nothing is drawn. */
+function lineSeries(label: string, color: string, raw?: (sidx: number, idx: number) => number | undefined): uPlot.Series {
   return {
     label,
     stroke: color,
     width: 1.5,
-    spanGaps: true,
+    // Gaps made by NaN/±Inf (nulls) stay gaps: bridging them hid an Inf spike in a flat line. The points missing
+    // where another run has no point at that x (undefined after uPlot.join) are still bridged.
+    spanGaps: false,
     points: { show: false },
-    value: (_u, v) => (v === null || v === undefined ? "—" : fmtValue(v)),
+    value: (_u, v, sidx, idx) => {
+      if (v !== null && v !== undefined) return fmtValue(v);
+      const r = raw && idx !== null && idx !== undefined ? raw(sidx, idx) : undefined;
+      return r !== undefined && !isFinite(r) ? nonFiniteName(r) : "—";
+    },
   };
 }
 
-/** A chart card's shell: title row (name, kind, latest value), a box for the plot. */
+function nonFiniteName(v: number): string {
+  return isNaN(v) ? "NaN" : v > 0 ? "Infinity" : "-Infinity";
+}
+
+/** Plot height of a chart card; the legend goes below it in the page flow (the card grows with it). */
+const PLOT_H = 210;
+
+/** A chart card's shell: title row (name, kind, non-finite badge, latest value), a box for the plot. */
 export function chartCard(
   testid: string,
   metric: string,
   kind: string,
   extra?: Node,
-): { card: HTMLElement; box: HTMLElement; latest: HTMLElement; title: HTMLElement } {
+): { card: HTMLElement; box: HTMLElement; latest: HTMLElement; title: HTMLElement; badge: HTMLElement } {
   const latest = h("span.latest", { "data-testid": "metric-latest", "data-metric": metric });
-  const title = h("div.chart-title", null, h("span.name", { title: metric }, metric), kind !== "scalar" ? h("span.kind", null, kind) : null, latest);
+  const badge = h("span.nonfinite", { "data-testid": "metric-nonfinite", "data-metric": metric, hidden: true });
+  const title = h(
+    "div.chart-title",
+    null,
+    h("span.name", { title: metric }, metric),
+    kind !== "scalar" ? h("span.kind", null, kind) : null,
+    badge,
+    latest,
+  );
   const box = h("div.chart-box");
   const card = h(
     "div.chart-card",
@@ -151,7 +173,7 @@ export function chartCard(
     extra ?? null,
     box,
   );
-  return { card, box, latest, title };
+  return { card, box, latest, title, badge };
 }
 
 /** One scalar series source: a metric of a run. */
@@ -162,19 +184,38 @@ export interface ScalarSource {
   color: string;
   /** µs origin of relative time (the run's start); defaults to the first point's time. */
   origin?: number;
+  /** Points the series had when the page read the run: live points from this index on are new. */
+  count?: number;
+}
+
+interface Pending extends Cols {
+  index: number[];
+}
+
+/** Whether xs is ascending (ties allowed): uPlot needs that, and most series already are. */
+function ascending(xs: number[]): boolean {
+  for (let k = 1; k < xs.length; k++) if (xs[k] < xs[k - 1]) return false;
+  return true;
 }
 
 /**
  * A line chart of one metric over one or more runs. Data comes from the server already downsampled to about
  * the plot's pixel width; a drag-zoom fetches the visible step range again at full resolution for that width.
+ * Live points are kept by series index: each source knows how many of its series' points it holds (`have`), so
+ * a point is never drawn twice, and a live batch that starts past `have` (points missed) re-reads the series.
  */
 export class ScalarChart {
   readonly card: HTMLElement;
   private box: HTMLElement;
   private latestEl: HTMLElement;
+  private badge: HTMLElement;
   private u?: uPlot;
   private full: Cols[];
   private detail: (Cols | null)[];
+  /** Per source: series points [0, have) are in `full` (for a downsampled read, a lower bound). */
+  private have: number[];
+  /** Per source: live points that arrived before the first read finished. */
+  private pending: Pending[];
   private zoom: { minStep: number; maxStep: number } | null = null;
   private firstDrawn = false;
   private raf = 0;
@@ -183,6 +224,9 @@ export class ScalarChart {
   private ignoreScale = false;
   private ro: ResizeObserver;
   private loaded = false;
+  private loading: Promise<void> | null = null;
+  private loadSeq = 0;
+  private raw: (number | undefined)[][] = [];
 
   constructor(
     private sources: ScalarSource[],
@@ -196,15 +240,17 @@ export class ScalarChart {
     this.card = parts.card;
     this.box = parts.box;
     this.latestEl = parts.latest;
+    this.badge = parts.badge;
     this.full = sources.map(() => ({ steps: [], times: [], values: [] }));
     this.detail = sources.map(() => null);
-    tracker?.add(this);
+    this.have = sources.map((s) => s.count ?? 0);
+    this.pending = sources.map(() => ({ index: [], steps: [], times: [], values: [] }));
     // Test hook (docs/portal.md): `card.plotted` is the data as drawn, [xs, ...ys per source].
     Object.defineProperty(this.card, "plotted", { get: () => this.u?.data });
     this.box.append(h("div.hint", null, "loading…"));
     this.ro = new ResizeObserver(() => {
       if (this.u && this.box.clientWidth > 0 && Math.abs(this.u.width - this.box.clientWidth) > 2) {
-        this.u.setSize({ width: this.box.clientWidth, height: this.box.clientHeight || 240 });
+        this.u.setSize({ width: this.box.clientWidth, height: PLOT_H });
       }
     });
     this.ro.observe(this.box);
@@ -217,50 +263,156 @@ export class ScalarChart {
     return Math.max(64, Math.min(2000, Math.round(this.box.clientWidth || 600)));
   }
 
-  /** First load: every source fetched in parallel, downsampled. */
-  async load(): Promise<void> {
+  /** Whether `load()` was called (charts are loaded when they come near the screen). */
+  get started(): boolean {
+    return this.loading !== null || this.loaded;
+  }
+
+  /** Reads every source (in parallel, downsampled); again when called again (a gap, a retry). */
+  load(): Promise<void> {
+    // Tracked from its first read: a chart that is never scrolled to does not hold up the charts-drawn mark.
+    if (!this.firstDrawn) this.tracker?.add(this);
+    const p = this.read();
+    this.loading = p;
+    return p;
+  }
+
+  private async read(): Promise<void> {
+    const mine = ++this.loadSeq;
     // Let the caller put the card in the page first, so the bucket count is the plot's real width.
     await Promise.resolve();
     const b = this.buckets();
     const results = await Promise.allSettled(
       this.sources.map((s) => readScalars(s.runId, s.metric, { buckets: b }, this.abort.signal)),
     );
-    if (this.abort.signal.aborted) return;
+    if (this.abort.signal.aborted || mine !== this.loadSeq) return;
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+    if (failed) {
+      // Shown in the card (with a retry), never an empty chart marked drawn.
+      this.u?.destroy();
+      this.u = undefined;
+      this.box.replaceChildren(errorBox(failed.reason, () => {
+        this.box.replaceChildren(h("div.hint", null, "loading…"));
+        void this.load();
+      }));
+      this.card.dataset.error = "true";
+      return;
+    }
+    delete this.card.dataset.error;
     results.forEach((r, i) => {
-      if (r.status === "fulfilled") {
-        const c = toCols(r.value);
-        // Live points that arrived while loading are newer than what was read: keep them after it.
-        const pending = this.full[i];
-        const last = c.steps.length ? c.steps[c.steps.length - 1] : -Infinity;
-        for (let k = 0; k < pending.steps.length; k++) {
-          if (pending.steps[k] > last) {
-            c.steps.push(pending.steps[k]);
-            c.times.push(pending.times[k]);
-            c.values.push(pending.values[k]);
-          }
-        }
-        this.full[i] = c;
+      if (r.status !== "fulfilled") return;
+      const c = toCols(r.value);
+      // Up to 2×buckets points the server sends the series whole, in index order: it holds exactly c.length
+      // points. A downsampled answer holds at least what the run read said (`count`) and possibly more; live
+      // points then overlap it by a few at most, drawn twice in an overview that is approximate anyway.
+      const exact = c.steps.length <= 2 * b;
+      let have = exact ? c.steps.length : Math.max(this.sources[i].count ?? 0, this.have[i]);
+      // Live points that arrived while reading: those past what the read holds go after it.
+      const p = this.pending[i];
+      for (let k = 0; k < p.index.length; k++) {
+        if (p.index[k] < have) continue;
+        if (p.index[k] > have) break; // a hole: the next event that reaches past it re-reads
+        c.steps.push(p.steps[k]);
+        c.times.push(p.times[k]);
+        c.values.push(p.values[k]);
+        have++;
       }
+      this.pending[i] = { index: [], steps: [], times: [], values: [] };
+      this.full[i] = c;
+      this.have[i] = have;
     });
+    const wasLoaded = this.loaded;
     this.loaded = true;
-    this.redraw(true);
+    if (wasLoaded && this.zoomedIn()) {
+      // A re-read keeps the user's zoom: the scale stays, and the zoomed range is read again.
+      this.redraw(false);
+      if (this.zoom) void this.readDetail(this.zoom.minStep, this.zoom.maxStep);
+    } else {
+      this.redraw(true);
+    }
   }
 
-  /** New points from the live stream. */
-  append(runId: string, steps: number[], times: number[], values: number[]): void {
+  /**
+   * New points of one run's series from the live stream: points `[fromIndex, fromIndex + steps.length)`.
+   * Points the chart holds are skipped; a batch that starts past them (points missed while the stream was
+   * down or not yet open) re-reads the series instead.
+   */
+  append(runId: string, fromIndex: number, steps: number[], times: number[], values: number[]): void {
+    let gap = false;
+    let added = false;
     this.sources.forEach((s, i) => {
       if (s.runId !== runId) return;
       if (values.length) this.latestValue = values[values.length - 1];
+      if (!this.started) {
+        // Not read yet: its first read will hold these points.
+        this.have[i] = Math.max(this.have[i], fromIndex + steps.length);
+        this.latestEl.textContent = this.latest();
+        return;
+      }
+      if (!this.loaded) {
+        const p = this.pending[i];
+        for (let k = 0; k < steps.length; k++) {
+          const at = fromIndex + k;
+          if (p.index.length && at <= p.index[p.index.length - 1]) continue;
+          p.index.push(at);
+          p.steps.push(steps[k]);
+          p.times.push(times[k]);
+          p.values.push(values[k]);
+        }
+        return;
+      }
+      if (fromIndex > this.have[i]) {
+        gap = true;
+        return;
+      }
       const f = this.full[i];
-      for (let k = 0; k < steps.length; k++) {
+      const d = this.zoom ? this.detail[i] : null;
+      for (let k = this.have[i] - fromIndex; k < steps.length; k++) {
         f.steps.push(steps[k]);
         f.times.push(times[k]);
         f.values.push(values[k]);
+        if (d && this.zoom && steps[k] >= this.zoom.minStep && steps[k] <= this.zoom.maxStep) {
+          d.steps.push(steps[k]);
+          d.times.push(times[k]);
+          d.values.push(values[k]);
+        }
+        this.have[i]++;
+        added = true;
       }
     });
-    if (!this.loaded) return;
+    if (gap) {
+      void this.load();
+      return;
+    }
+    if (!this.loaded || !added) return;
     cancelAnimationFrame(this.raf);
-    this.raf = requestAnimationFrame(() => this.redraw(this.zoom === null));
+    this.raf = requestAnimationFrame(() => this.redraw(!this.zoomedIn()));
+  }
+
+  /** Whether the user zoomed in (the finer read of the range may still be on its way). */
+  private zoomedIn(): boolean {
+    if (this.zoom) return true;
+    const u = this.u;
+    const xs = u?.data[0];
+    if (!u || !xs || !xs.length) return false;
+    const { min, max } = u.scales.x;
+    return min !== undefined && max !== undefined && (min > xs[0] || max < xs[xs.length - 1]);
+  }
+
+  /** Reads a run's points past those held and appends them (for streams that announce points without data). */
+  async fetchNew(runId: string): Promise<void> {
+    if (!this.loaded) {
+      await this.loading;
+      return;
+    }
+    const reads = this.sources.map(async (s, i) => {
+      if (s.runId !== runId) return;
+      const from = this.have[i];
+      const got = await readScalars(s.runId, s.metric, { startIndex: from }, this.abort.signal);
+      if (this.abort.signal.aborted || this.have[i] !== from) return;
+      this.append(runId, from, Array.from(got.steps), Array.from(got.times), Array.from(got.values));
+    });
+    await Promise.allSettled(reads);
   }
 
   setSettings(s: ChartSettings): void {
@@ -272,7 +424,7 @@ export class ScalarChart {
       this.u?.destroy();
       this.u = undefined;
     }
-    this.redraw(true);
+    if (this.loaded && !this.card.dataset.error) this.redraw(true);
   }
 
   /** The series as shown: full data outside a zoomed step range, the finer detail inside it. */
@@ -286,7 +438,7 @@ export class ScalarChart {
       out.times.push(c.times[k]);
       out.values.push(c.values[k]);
     };
-    for (let k = 0; k < f.steps.length && f.steps[k] < this.zoom.minStep; k++) push(f, k);
+    for (let k = 0; k < f.steps.length; k++) if (f.steps[k] < this.zoom.minStep) push(f, k);
     for (let k = 0; k < d.steps.length; k++) push(d, k);
     for (let k = 0; k < f.steps.length; k++) if (f.steps[k] > this.zoom.maxStep) push(f, k);
     return out;
@@ -300,27 +452,38 @@ export class ScalarChart {
     return c.times.map((t) => (t - origin) / 1e6);
   }
 
-  private data(): { data: uPlot.AlignedData; points: number } {
+  private data(): { data: uPlot.AlignedData; raw: (number | undefined)[][]; points: number; nan: number; posInf: number; negInf: number } {
     const tables: uPlot.AlignedData[] = [];
+    const rawTables: uPlot.AlignedData[] = [];
     let points = 0;
+    let nan = 0;
+    let posInf = 0;
+    let negInf = 0;
     this.sources.forEach((_, i) => {
       const c = this.view(i);
       points += c.values.length;
       let xs = this.xOf(c, i);
-      let ys: (number | null)[] = c.values.map((v) => (isFinite(v) && (!this.settings.log || v > 0) ? v : null));
-      ys = smooth(ys, this.settings.smoothing);
-      if (this.settings.x !== "step") {
-        // Wall times may repeat or go back (resumed runs): uPlot needs ascending x.
+      let vs = c.values;
+      // uPlot needs ascending x on every axis: steps go back when a run resumes from a checkpoint, wall times
+      // may repeat or go back. A stable sort keeps points of one x in the order they were logged.
+      if (!ascending(xs)) {
         const order = xs.map((_, k) => k).sort((a, b) => xs[a] - xs[b] || a - b);
-        if (order.some((v, k) => v !== k)) {
-          xs = order.map((k) => xs[k]);
-          ys = order.map((k) => ys[k]);
-        }
+        xs = order.map((k) => xs[k]);
+        vs = order.map((k) => vs[k]);
       }
+      for (const v of vs) {
+        if (isNaN(v)) nan++;
+        else if (v === Infinity) posInf++;
+        else if (v === -Infinity) negInf++;
+      }
+      let ys: (number | null)[] = vs.map((v) => (isFinite(v) && (!this.settings.log || v > 0) ? v : null));
+      ys = smooth(ys, this.settings.smoothing);
       tables.push([xs, ys] as unknown as uPlot.AlignedData);
+      rawTables.push([xs, vs] as unknown as uPlot.AlignedData);
     });
-    if (tables.length === 1) return { data: tables[0], points };
-    return { data: uPlot.join(tables), points };
+    const counts = { points, nan, posInf, negInf };
+    if (tables.length === 1) return { data: tables[0], raw: [[], rawTables[0][1] as number[]], ...counts };
+    return { data: uPlot.join(tables), raw: uPlot.join(rawTables) as unknown as (number | undefined)[][], ...counts };
   }
 
   private latestValue: number | undefined;
@@ -337,22 +500,38 @@ export class ScalarChart {
     return f.values.length ? fmtValue(f.values[f.values.length - 1]) : "";
   }
 
+  /** "2 NaN · 1 +Inf": points that a line cannot show, counted in the title so a divergence is not missed. */
+  private showNonFinite(nan: number, posInf: number, negInf: number): void {
+    const parts = [nan ? `${nan} NaN` : "", posInf ? `${posInf} +Inf` : "", negInf ? `${negInf} −Inf` : ""].filter(Boolean);
+    this.badge.hidden = parts.length === 0;
+    this.badge.textContent = parts.join(" · ");
+    this.badge.title = parts.length ? "points with a non-finite value (not drawn; hover their step to see them)" : "";
+    this.card.dataset.nan = String(nan);
+    this.card.dataset.posInf = String(posInf);
+    this.card.dataset.negInf = String(negInf);
+  }
+
   redraw(resetScales: boolean): void {
     if (!this.card.isConnected && this.u) return;
-    const { data, points } = this.data();
+    const { data, raw, points, nan, posInf, negInf } = this.data();
+    this.raw = raw;
     this.card.dataset.series = String(this.sources.length);
     this.card.dataset.points = String(points);
     this.latestEl.textContent = this.latest();
+    this.showNonFinite(nan, posInf, negInf);
     if (!this.u) {
       this.box.replaceChildren();
-      const series = this.sources.map((s) => lineSeries(s.label, s.color));
-      const opts = baseOpts(this.box.clientWidth || 600, 240 - 30, this.settings.x, this.settings.log, series);
+      const rawOf = (sidx: number, idx: number) => this.raw[sidx]?.[idx];
+      const series = this.sources.map((s) => lineSeries(s.label, s.color, rawOf));
+      const opts = baseOpts(this.box.clientWidth || 600, PLOT_H, this.settings.x, this.settings.log, series);
       opts.hooks = {
         draw: [() => this.onDraw()],
         setScale: [(u, key) => key === "x" && this.onScale(u)],
       };
       this.u = new uPlot(opts, data, this.box);
       this.u.over.addEventListener("dblclick", () => this.resetZoom());
+      // Legend labels are cut with an ellipsis (style.css): the full name on hover.
+      this.box.querySelectorAll<HTMLElement>(".u-legend .u-label").forEach((el) => (el.title = el.textContent ?? ""));
       return;
     }
     if (resetScales) {
@@ -370,6 +549,10 @@ export class ScalarChart {
     if (this.u) {
       this.card.dataset.x = this.settings.x;
       this.card.dataset.yScale = this.u.scales.y.distr === 3 ? "log" : "linear";
+      // The x range in view (a zoom shows here): for tests and for anyone inspecting the page.
+      const { min, max } = this.u.scales.x;
+      this.card.dataset.xMin = String(min ?? "");
+      this.card.dataset.xMax = String(max ?? "");
     }
     if (!this.loaded || this.firstDrawn) return;
     this.firstDrawn = true;
@@ -412,6 +595,11 @@ export class ScalarChart {
       if (this.zoom) this.resetZoom();
       return;
     }
+    await this.readDetail(lo, hi);
+    this.onZoomStep?.(lo, hi);
+  }
+
+  private async readDetail(lo: number, hi: number): Promise<void> {
     const zoom = { minStep: lo, maxStep: hi };
     const b = this.buckets();
     const got = await Promise.allSettled(
@@ -421,7 +609,6 @@ export class ScalarChart {
     this.zoom = zoom;
     this.detail = got.map((r) => (r.status === "fulfilled" ? toCols(r.value) : null));
     this.redraw(false);
-    this.onZoomStep?.(lo, hi);
   }
 
   private resetZoom(): void {
@@ -471,7 +658,7 @@ export class XYChart {
     this.card.dataset.points = String(points);
     this.u?.destroy();
     this.box.replaceChildren();
-    const series = ys.map((y, i) => ({ ...lineSeries(y.label, PALETTE[i % PALETTE.length]), points: { show: xs.length <= 60, size: 5 } }));
+    const series = ys.map((y, i) => ({ ...lineSeries(y.label, PALETTE[i % PALETTE.length]), spanGaps: true, points: { show: xs.length <= 60, size: 5 } }));
     const opts = baseOpts(this.box.clientWidth || 500, 210, "step", false, series, integerX);
     opts.series[0].label = xLabel;
     opts.cursor = { drag: { x: true, y: false, setScale: true } };

@@ -1,6 +1,7 @@
 // History-API routing: every view has a URL (deep links), back/forward re-render, links are intercepted, and
 // MLflow UI links (`/#/experiments/1/runs/<id>`) are turned into the matching view's path.
 import { portalPathForMlflowHash } from "./mlflow_links";
+import { h, tryDecode } from "./util";
 
 export type Cleanup = () => void;
 export type View = (root: HTMLElement, params: string[], query: URLSearchParams) => Cleanup | void;
@@ -44,11 +45,14 @@ export function render(): void {
   for (const [re, view] of routes) {
     const m = path.match(re);
     if (m) {
-      current = view(root, m.slice(1).map(decodeURIComponent), new URLSearchParams(location.search));
+      // A malformed escape (`%E0%A4%A`) names nothing: "Not found" rather than a blank page and a URIError.
+      const params = m.slice(1).map(tryDecode);
+      if (params.some((p) => p === null)) break;
+      current = view(root, params as string[], new URLSearchParams(location.search));
       return;
     }
   }
-  root.textContent = "Not found";
+  root.append(h("div.page", { "data-testid": "not-found" }, h("h1", null, "Not found"), h("a", { href: "/" }, "Experiments")));
 }
 
 /** Replaces an MLflow UI hash link with the portal path it stands for; true when it did. */

@@ -142,12 +142,58 @@ export function isActive(status: string): boolean {
   return !["Completed", "Failed", "Canceled"].includes(status);
 }
 
+/** Runs `f` once input stops for `ms` (typing in a search box). Not for live refreshes: see `throttle`. */
 export function debounce<A extends unknown[]>(f: (...a: A) => void, ms: number): (...a: A) => void {
   let t: number | undefined;
   return (...a: A) => {
     clearTimeout(t);
     t = window.setTimeout(() => f(...a), ms);
   };
+}
+
+export type Throttled = (() => void) & { cancel: () => void };
+
+/**
+ * Runs `f` at most once every `ms`, and always once after the last call (with nothing lost: a call while a run
+ * is pending joins it). For live refreshes: a debounce would never run while events keep arriving faster than
+ * its delay, and a busy run's stream does exactly that.
+ */
+export function throttle(f: () => void, ms: number): Throttled {
+  let last = -Infinity;
+  let t: number | undefined;
+  const run = () => {
+    t = undefined;
+    last = performance.now();
+    f();
+  };
+  const call = () => {
+    if (t !== undefined) return;
+    t = window.setTimeout(run, Math.max(0, last + ms - performance.now()));
+  };
+  return Object.assign(call, { cancel: () => (clearTimeout(t), (t = undefined)) });
+}
+
+/**
+ * A failed read shown where its data would be: the message, and a retry button when there is something to
+ * retry. Every view shows load errors this way (`data-testid="load-error"`, the button `load-retry`).
+ */
+export function errorBox(e: unknown, retry?: () => void): HTMLElement {
+  const msg = e instanceof Error ? e.message || e.name : String(e);
+  return h(
+    "div.error.load-error",
+    { "data-testid": "load-error", role: "alert" },
+    h("span", null, `Could not load: ${msg}`),
+    retry ? h("button.btn.small", { "data-testid": "load-retry", onclick: () => retry() }, "Retry") : null,
+  );
+}
+
+/** `decodeURIComponent` that gives null for a malformed escape (a hand-edited URL) instead of throwing. */
+export function tryDecode(s: string): string | null {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return null;
+  }
 }
 
 /** Replaces the breadcrumb trail in the header. */

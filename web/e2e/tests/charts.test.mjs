@@ -4,7 +4,7 @@
 // range from the server; the histogram's bars and the confusion matrix's cells hold the logged numbers.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { openBrowser, screenshot, tid, fixture, eventually, api, assertClose } from '../lib.mjs';
+import { openBrowser, screenshot, tid, fixture, eventually, api, assertClose, newRun, logScalars } from '../lib.mjs';
 
 let browser, page;
 before(async () => ({ browser, page } = await openBrowser()));
@@ -194,4 +194,124 @@ test('a confusion matrix shows its labels and logged counts as a heatmap', async
     assertClose(alpha, 0.08 + (0.92 * v) / max, `cell (${i}, ${j}) shade follows its count`, 1 / 255); // 8-bit alpha
   }));
   await screenshot(page, 'charts-confusion-matrix');
+});
+
+// --- chart fixes of the portal audit (auditK): each on a run of its own -----------------------------------------
+
+/** Opens a run's metrics tab and waits for the first screen of charts. */
+async function openRun(id) {
+  await page.goto(`/runs/${id}?tab=metrics`);
+  await page.waitForFunction(() => window.__flightlog?.chartsDrawn === true);
+}
+
+test('a resumed run (steps going back) is drawn with ascending steps', async () => {
+  const run = await newRun('portal-charts-extra', 'resumed');
+  await logScalars(run.id, 'loss', [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], [10, 9, 8, 7, 6, 5, 4, 3, 2, 1]);
+  await logScalars(run.id, 'loss', [5, 6, 7, 8, 9, 10, 11, 12, 13, 14], [5.5, 5.2, 4.9, 4.6, 4.3, 4, 3.7, 3.4, 3.1, 2.8]);
+  await openRun(run.id);
+  const sorted = (xs) => xs.every((x, i) => i === 0 || x >= xs[i - 1]);
+  let [xs, ys] = await plotted('loss');
+  assert.equal(xs.length, 20, 'every point drawn');
+  assert.ok(sorted(xs), `x ascending (got ${xs})`);
+  // Points of one step stay in the order they were logged: the first run's value, then the resumed one's.
+  const at5 = xs.indexOf(5);
+  assert.deepEqual([ys[at5], ys[at5 + 1]], [5, 5.5], 'step 5: logged value, then the resumed value');
+  // Live points with a step at or below the last one go in order too.
+  await logScalars(run.id, 'loss', [3], [0.5]);
+  [xs] = await eventually(async () => { const p = await plotted('loss'); return p[0].length === 21 && p; }, 2000, '21 points drawn');
+  assert.ok(sorted(xs), `x still ascending after a live step 3 (got ${xs})`);
+  await api('PATCH', `/api/v1/runs/${run.id}`, { status: 'Completed' });
+});
+
+test('NaN and ±Infinity are counted in the chart title and leave gaps', async () => {
+  const run = await newRun('portal-charts-extra', 'nonfinite');
+  const steps = Array.from({ length: 20 }, (_, i) => i);
+  await logScalars(run.id, 'spiky', steps, steps.map((i) => (i === 10 ? 'Infinity' : i === 12 ? '-Infinity' : 1.0)));
+  await logScalars(run.id, 'loss', steps, steps.map((i) => (i >= 15 ? 'NaN' : 1 / (i + 1))));
+  await logScalars(run.id, 'clean', steps, steps.map((i) => i));
+  await openRun(run.id);
+  const badge = (m) => page.textContent(tid('metric-nonfinite', { metric: m }));
+  assert.equal((await badge('spiky')).trim(), '1 +Inf · 1 −Inf');
+  assert.equal((await badge('loss')).trim(), '5 NaN');
+  assert.ok(await page.isHidden(tid('metric-nonfinite', { metric: 'clean' })), 'no badge on a finite series');
+  const [xs, ys] = await plotted('spiky');
+  assert.equal(ys[xs.indexOf(10)], null, 'the +Inf point is not drawn as a value');
+  await screenshot(page, 'charts-nonfinite');
+  await api('PATCH', `/api/v1/runs/${run.id}`, { status: 'Completed' });
+});
+
+test("metric names with '.' and '..' segments read their own series", async () => {
+  const run = await newRun('portal-charts-extra', 'dot-names');
+  await logScalars(run.id, 'eval/../loss', [0, 1], [1, 2]);
+  await logScalars(run.id, 'loss', [0, 1], [7, 8]);
+  await logScalars(run.id, 'a/./b', [0], [3]);
+  await openRun(run.id);
+  assert.deepEqual((await plotted('eval/../loss'))[1], [1, 2], 'eval/../loss is not loss');
+  assert.deepEqual((await plotted('a/./b'))[1], [3], 'a/./b is found');
+  assert.deepEqual((await plotted('loss'))[1], [7, 8]);
+  await api('PATCH', `/api/v1/runs/${run.id}`, { status: 'Completed' });
+});
+
+test('with many metrics, only the charts near the screen are read; the rest when scrolled to', async () => {
+  const run = await newRun('portal-charts-extra', 'many-keys');
+  const names = Array.from({ length: 80 }, (_, i) => `layer${String(i).padStart(3, '0')}/grad_norm`);
+  await api('POST', `/api/v1/runs/${run.id}/batch`, { scalars: names.map((name, i) => ({ name, steps: [0, 1, 2], values: [i, i + 1, i + 2] })) });
+  const reads = new Set();
+  const onRequest = (r) => {
+    const m = r.url().match(/\/metrics\/([^?]+)\?/);
+    if (m) reads.add(decodeURIComponent(m[1]));
+  };
+  page.on('request', onRequest);
+  await openRun(run.id);
+  await new Promise((r) => setTimeout(r, 300));
+  const first = reads.size;
+  assert.ok(first > 0 && first < 40, `only the first screens are read (${first} of ${names.length})`);
+  const last = tid('metric-chart', { metric: names.at(-1) });
+  assert.equal(await page.getAttribute(last, 'data-drawn'), 'false', 'the last chart is not read yet');
+  await page.locator(last).scrollIntoViewIfNeeded();
+  await page.waitForSelector(`${last}[data-drawn="true"]`);
+  assert.deepEqual((await plotted(names.at(-1)))[1], [79, 80, 81], 'the last chart drawn once scrolled to');
+  page.off('request', onRequest);
+  await api('PATCH', `/api/v1/runs/${run.id}`, { status: 'Completed' });
+});
+
+test('a text series reads only the entries it shows and appends live ones without reading again', async () => {
+  const run = await newRun('portal-charts-extra', 'texts');
+  const n = 1200;
+  await api('POST', `/api/v1/runs/${run.id}/batch`, {
+    metrics: [{ kind: 'text', name: 'samples', steps: Array.from({ length: n }, (_, i) => i), values: Array.from({ length: n }, (_, i) => `sample ${i}`) }],
+  });
+  const reads = [];
+  const onRequest = (r) => r.url().includes('/metrics/samples') && reads.push(r.url());
+  page.on('request', onRequest);
+  await openRun(run.id);
+  const card = page.locator(tid('metric-text', { metric: 'samples' }));
+  await eventually(async () => (await card.textContent()).includes(`sample ${n - 1}`), 3000, 'the newest entry shown');
+  assert.equal(reads.length, 1, 'one read');
+  assert.match(reads[0], new RegExp(`start_index=${n - 500}`), 'of the last 500 entries only');
+  assert.equal(await card.locator('tr').count(), 500);
+  await api('POST', `/api/v1/runs/${run.id}/batch`, { metrics: [{ kind: 'text', name: 'samples', steps: [n], values: ['live sample'] }] });
+  await eventually(async () => (await card.textContent()).includes('live sample'), 2000, 'the live entry shown');
+  assert.equal(reads.length, 1, 'the live entry came with its event: no read');
+  assert.equal(await card.locator('tr').count(), 500, 'still the last 500');
+  page.off('request', onRequest);
+  await api('PATCH', `/api/v1/runs/${run.id}`, { status: 'Completed' });
+});
+
+test('a long run name in a legend stays inside its chart card', async () => {
+  const run = await newRun('portal-charts-extra', `a-very-long-run-name-${'x'.repeat(70)}`);
+  await logScalars(run.id, 'a_loss', [0, 1], [1, 2]);
+  await logScalars(run.id, 'b_loss', [0, 1], [1, 2]);
+  await logScalars(run.id, 'c_loss', [0, 1], [1, 2]);
+  await openRun(run.id);
+  for (const m of ['a_loss', 'b_loss']) {
+    const card = await page.locator(chart(m)).boundingBox();
+    const legend = await page.locator(`${chart(m)} .u-legend`).boundingBox();
+    assert.ok(legend.y + legend.height <= card.y + card.height + 1, `${m}: legend inside its card`);
+    assert.ok(legend.x + legend.width <= card.x + card.width + 1, `${m}: legend no wider than its card`);
+  }
+  const a = await page.locator(chart('a_loss')).boundingBox();
+  const c = await page.locator(chart('c_loss')).boundingBox();
+  assert.ok(c.y >= a.y + a.height, 'the next row starts below the card');
+  await api('PATCH', `/api/v1/runs/${run.id}`, { status: 'Completed' });
 });

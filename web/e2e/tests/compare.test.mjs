@@ -2,7 +2,7 @@
 // and final metrics with the differing ones marked.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { openBrowser, screenshot, tid, fixture, eventually, imageColor } from '../lib.mjs';
+import { openBrowser, screenshot, tid, fixture, eventually, imageColor, newRun, logScalars, api } from '../lib.mjs';
 
 let browser, page;
 before(async () => ({ browser, page } = await openBrowser()));
@@ -73,4 +73,32 @@ test('compare shows images of the same name side by side, following the step sli
   });
   await eventually(async () => (await page.$$eval(sel, (els) => els.map((e) => e.dataset.step))).join() === '0,0', 2000, 'both at step 0');
   check(await shown(), 0);
+});
+
+test('a live point keeps the zoom of a compare chart', async () => {
+  const steps = Array.from({ length: 200 }, (_, i) => i);
+  const runs = [];
+  for (const name of ['zoom-a', 'zoom-b']) {
+    const r = await newRun('portal-compare-live', name);
+    await logScalars(r.id, 'loss', steps, steps.map((i) => 1 / (i + 1)));
+    runs.push(r);
+  }
+  await page.goto(`/compare?runs=${runs.map((r) => r.id).join(',')}&tab=metrics`);
+  await page.waitForFunction(() => window.__flightlog?.chartsDrawn === true);
+  const chart = tid('compare-chart', { metric: 'loss' });
+  const box = await page.locator(`${chart} .u-over`).boundingBox();
+  const y = box.y + box.height / 2;
+  await page.mouse.move(box.x + box.width * 0.2, y);
+  await page.mouse.down();
+  await page.mouse.move(box.x + box.width * 0.3, y, { steps: 5 });
+  await page.mouse.move(box.x + box.width * 0.4, y, { steps: 5 });
+  await page.mouse.up();
+  const range = async () => [Number(await page.getAttribute(chart, 'data-x-min')), Number(await page.getAttribute(chart, 'data-x-max'))];
+  const [lo, hi] = await eventually(async () => { const r = await range(); return r[1] > r[0] && r[1] < 120 && r; }, 3000, 'zoomed in');
+  await logScalars(runs[0].id, 'loss', [200], [0]);
+  await eventually(async () => Number(await page.getAttribute(chart, 'data-points')) === 401, 3000, 'the live point drawn');
+  await new Promise((r) => setTimeout(r, 500));
+  const [lo2, hi2] = await range();
+  assert.ok(Math.abs(lo2 - lo) < 1 && Math.abs(hi2 - hi) < 1, `zoom kept: [${lo}, ${hi}] → [${lo2}, ${hi2}]`);
+  for (const r of runs) await api('PATCH', `/api/v1/runs/${r.id}`, { status: 'Completed' });
 });

@@ -167,3 +167,144 @@ test('the runs table shows a new run and a new latest value live', async () => {
   assert.ok(Date.now() - t0 <= 2 * LIVE_MS);
   for (const r of [first, second]) await api('PATCH', `/api/v1/runs/${r.id}`, { status: 'Completed' });
 });
+
+// --- live-view fixes of the portal audit (auditK) ---------------------------------------------------------------
+
+const post = (path, body, type = 'application/octet-stream') => api('POST', path, body, type);
+
+test('a multi-MB log opens at its tail; a live line shows at once; earlier text loads without a hole', async (t) => {
+  const run = await newRun('portal-live', 'live-big-log');
+  // 6 MB of numbered lines, sent 1 MiB at a time (whole lines each).
+  const N = 120_000;
+  const line = (i) => `l${i} epoch 1 step ${i} loss=0.123456 lr=0.001 ${'x'.repeat(12)}\n`;
+  let chunk = '';
+  for (let i = 0; i < N; i++) {
+    chunk += line(i);
+    if (chunk.length > 1 << 20 || i === N - 1) {
+      await post(`/api/v1/runs/${run.id}/logs/stdout`, chunk);
+      chunk = '';
+    }
+  }
+  const t0 = Date.now();
+  await page.goto(`/runs/${run.id}?tab=logs`);
+  const view = page.locator(tid('log-view'));
+  await eventually(async () => (await view.textContent()).includes(`l${N - 1} `), 5000, 'the last line shown');
+  t.diagnostic(`6 MB log: tail shown after ${Date.now() - t0} ms`);
+  const shown = await view.textContent();
+  assert.ok(shown.length < 3_000_000, `only a tail is shown (${shown.length} chars)`);
+  assert.ok(!shown.includes('l0 epoch'), 'the first line is not read');
+  assert.ok(/^l\d+ epoch/.test(shown), 'the tail starts at a whole line');
+  const more = page.locator(tid('log-load-earlier'));
+  assert.ok(await more.isVisible(), '"Load earlier" offered');
+
+  // Live lines: each shows within a fraction of the 2 s budget (the old tab re-laid-out the whole log per line).
+  for (let k = 0; k < 3; k++) {
+    const t1 = Date.now();
+    await post(`/api/v1/runs/${run.id}/logs/stdout`, `live marker ${k}\n`);
+    await eventually(async () => (await view.textContent()).includes(`live marker ${k}`), LIVE_MS, `live marker ${k} shown`);
+    t.diagnostic(`live line ${k} shown after ${Date.now() - t1} ms`);
+  }
+
+  // Earlier text, slice by slice back to the start: every line exactly once, in order.
+  while (await more.isVisible()) {
+    const before = (await view.textContent()).length;
+    await more.click();
+    await eventually(async () => (await view.textContent()).length > before, 5000, 'earlier text loaded');
+  }
+  const all = await view.textContent();
+  const nums = [...all.matchAll(/^l(\d+) epoch/gm)].map((m) => Number(m[1]));
+  assert.equal(nums.length, N, 'every line once');
+  assert.ok(nums.every((v, i) => v === i), 'lines in order, none repeated or missing at the slice joins');
+  assert.ok(all.endsWith('live marker 2\n'), 'live lines still at the end');
+  await api('PATCH', `/api/v1/runs/${run.id}`, { status: 'Completed' });
+});
+
+test('a non-UTF-8 byte in a live log does not eat the text after it', async () => {
+  const run = await newRun('portal-live', 'live-latin1');
+  await post(`/api/v1/runs/${run.id}/logs/stdout`, 'start\n');
+  await page.goto(`/runs/${run.id}?tab=logs`);
+  const view = page.locator(tid('log-view'));
+  await eventually(async () => (await view.textContent()).includes('start'), 3000, 'log shown');
+  await post(`/api/v1/runs/${run.id}/logs/stdout`, Buffer.from([0x63, 0x61, 0x66, 0xe9, 0x0a])); // "caf\xE9\n"
+  await eventually(async () => (await view.textContent()).includes('caf'), LIVE_MS, 'the latin-1 line shown');
+  await post(`/api/v1/runs/${run.id}/logs/stdout`, 'line-two\n');
+  await post(`/api/v1/runs/${run.id}/logs/stdout`, 'line-three\n');
+  await eventually(async () => (await view.textContent()).includes('line-three'), LIVE_MS, 'later lines shown');
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(await view.textContent(), 'start\ncaf\uFFFD\nline-two\nline-three\n', 'the live tail is what the server holds');
+  await api('PATCH', `/api/v1/runs/${run.id}`, { status: 'Completed' });
+});
+
+test('the runs table keeps updating while a run logs every 20 ms', async () => {
+  const run = await newRun('portal-throttle', 'busy');
+  await logScalars(run.id, 'loss', [0], [1]);
+  const exp = await api('GET', '/api/v1/experiments/by-name/portal-throttle');
+  await page.goto(`/experiments/${exp.id}`);
+  const cell = page.locator(`${tid('run-row', { 'run-id': run.id })} [data-testid="run-cell"][data-column="metric:loss"]`);
+  await eventually(async () => num(await cell.textContent()) === 1, 3000, 'loss 1 shown');
+  // A logger sending one point every 20 ms for 3 s: a trailing debounce (100 ms) never ran while it did.
+  let step = 1;
+  let running = true;
+  const logger = (async () => {
+    while (running) {
+      await logScalars(run.id, 'loss', [step], [step]);
+      step++;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  })();
+  const seen = new Set();
+  const t0 = Date.now();
+  while (Date.now() - t0 < 3000) {
+    seen.add(num(await cell.textContent()));
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  running = false;
+  await logger;
+  seen.delete(1);
+  assert.ok(seen.size >= 3, `the cell changed while points kept arriving (values seen: ${[...seen]})`);
+  await eventually(async () => num(await cell.textContent()) === step - 1, LIVE_MS, 'the last value shown');
+  await api('PATCH', `/api/v1/runs/${run.id}`, { status: 'Completed' });
+});
+
+test('points logged before the event stream opens are not lost', async () => {
+  const run = await newRun('portal-live', 'live-race');
+  await logScalars(run.id, 'loss', [0, 1, 2, 3, 4], [5, 4, 3, 2, 1]);
+  const p = await page.context().newPage();
+  // A slow proxy: the event stream connects 1.5 s after the page asks for it.
+  await p.route('**/api/v1/runs/*/events*', async (r) => {
+    await new Promise((s) => setTimeout(s, 1500));
+    await r.continue();
+  });
+  await p.goto(`/runs/${run.id}?tab=metrics`);
+  const chart = tid('metric-chart', { metric: 'loss' });
+  await p.waitForSelector(`${chart}[data-drawn="true"]`);
+  await logScalars(run.id, 'loss', [5, 6], [0.9, 0.8]); // before the stream is up
+  await new Promise((r) => setTimeout(r, 2000));
+  await logScalars(run.id, 'loss', [7, 8], [0.7, 0.6]);
+  const steps = () => p.$eval(chart, (e) => Array.from(e.plotted[0]));
+  await eventually(async () => (await steps()).join() === '0,1,2,3,4,5,6,7,8', 3000, 'every step drawn');
+  await new Promise((r) => setTimeout(r, 300));
+  assert.deepEqual(await steps(), [0, 1, 2, 3, 4, 5, 6, 7, 8], 'each step drawn once');
+  await p.close();
+  await api('PATCH', `/api/v1/runs/${run.id}`, { status: 'Completed' });
+});
+
+test('the children tab shows a new child and a child status change live', async () => {
+  const parent = await newRun('portal-live', 'live-parent');
+  const exp = await api('GET', '/api/v1/experiments/by-name/portal-live');
+  const kid1 = await api('POST', '/api/v1/runs', { experiment_id: exp.id, display_name: 'kid1', parent_id: parent.id });
+  await page.goto(`/runs/${parent.id}?tab=children`);
+  const rows = page.locator(`${tid('child-runs')} ${tid('run-row')}`);
+  await eventually(async () => (await rows.count()) === 1, 3000, 'one child');
+  const duration = page.locator(`${tid('run-row', { 'run-id': kid1.id })} [data-column="duration"]`);
+  assert.notEqual((await duration.textContent()).trim(), '—', 'a running child shows its duration so far');
+  const kid2 = await api('POST', '/api/v1/runs', { experiment_id: exp.id, display_name: 'kid2', parent_id: parent.id });
+  await api('PATCH', `/api/v1/runs/${kid1.id}`, { status: 'Completed' });
+  await logScalars(kid1.id, 'loss', [0], [0.25]);
+  await eventually(async () => (await rows.count()) === 2, LIVE_MS, 'the new child listed live');
+  const status = page.locator(`${tid('run-row', { 'run-id': kid1.id })} [data-column="status"]`);
+  await eventually(async () => (await status.textContent()).trim() === 'Completed', LIVE_MS, 'kid1 Completed live');
+  const loss = page.locator(`${tid('run-row', { 'run-id': kid1.id })} [data-column="metric:loss"]`);
+  await eventually(async () => num(await loss.textContent()) === 0.25, LIVE_MS, "kid1's loss live");
+  for (const r of [parent, kid2]) await api('PATCH', `/api/v1/runs/${r.id}`, { status: 'Completed' });
+});

@@ -1,7 +1,7 @@
 // The artifacts tab: the run's files as a tree (folders fold), a preview of text, JSON and images, download.
-import { ArtifactInfo, enc, getJson, StreamEvent } from "../api";
+import { ArtifactInfo, check, enc, getJson, StreamEvent } from "../api";
 import { setQuery } from "../router";
-import { debounce, fmtBytes, h, markPerf } from "../util";
+import { errorBox, fmtBytes, h, markPerf, throttle } from "../util";
 import type { TabCtx, TabHandle } from "./run";
 
 const TEXT = /\.(txt|log|md|py|ya?ml|toml|cfg|ini|csv|tsv|sh|js|ts|rs|html|xml|out|err|jsonl)$/i;
@@ -9,7 +9,7 @@ const IMAGE = /\.(png|jpe?g|gif|svg|webp|bmp)$/i;
 const PREVIEW_MAX = 2 * 1024 * 1024;
 
 export function artifactsTab({ run, root, query }: TabCtx): TabHandle {
-  const list = h("ul.alist", { "data-testid": "artifact-list" });
+  const list = h("ul.alist", { "data-testid": "artifact-list", role: "tree", "aria-label": "Artifacts" });
   const preview = h("div.preview", { "data-testid": "artifact-preview" }, h("div.muted", null, "Select a file to preview it."));
   root.append(h("div.split", null, h("div.card", null, list), h("div.card", null, preview)));
   let items: ArtifactInfo[] = [];
@@ -34,6 +34,15 @@ export function artifactsTab({ run, root, query }: TabCtx): TabHandle {
         .map((e) => {
           const depth = e.path.split("/").length - 1;
           const name = e.path.split("/").pop()!;
+          const activate = () => {
+            if (e.dir) {
+              if (collapsed.has(e.path)) collapsed.delete(e.path);
+              else collapsed.add(e.path);
+              draw();
+              list.querySelector<HTMLElement>(`[data-path="${CSS.escape(e.path + "/")}"]`)?.focus();
+            } else void show(e.path, e.size);
+          };
+          // Items are focusable and open with Enter or Space: the tree works from the keyboard.
           return h(
             "li",
             {
@@ -41,12 +50,17 @@ export function artifactsTab({ run, root, query }: TabCtx): TabHandle {
               "data-path": e.dir ? e.path + "/" : e.path,
               class: e.path === selected ? "on" : "",
               style: `padding-left:${14 + depth * 16}px`,
-              onclick: () => {
-                if (e.dir) {
-                  if (collapsed.has(e.path)) collapsed.delete(e.path);
-                  else collapsed.add(e.path);
-                  draw();
-                } else show(e.path, e.size);
+              role: "treeitem",
+              tabindex: 0,
+              "aria-level": depth + 1,
+              "aria-expanded": e.dir ? String(!collapsed.has(e.path)) : null,
+              "aria-selected": e.dir ? null : String(e.path === selected),
+              onclick: activate,
+              onkeydown: (ev: Event) => {
+                const k = (ev as KeyboardEvent).key;
+                if (k !== "Enter" && k !== " ") return;
+                ev.preventDefault();
+                activate();
               },
             },
             h("span.muted", { style: "width:12px" }, e.dir ? (collapsed.has(e.path) ? "▸" : "▾") : ""),
@@ -77,8 +91,14 @@ export function artifactsTab({ run, root, query }: TabCtx): TabHandle {
     } else if ((size ?? 0) > PREVIEW_MAX) {
       body = h("div.muted", null, "Too large to preview; download it instead.");
     } else {
-      const r = await fetch(url(path));
-      const buf = new Uint8Array(await r.arrayBuffer());
+      let buf: Uint8Array;
+      try {
+        // Through check(): an error answer (the file deleted since the listing) is an error, not its content.
+        buf = new Uint8Array(await (await check(await fetch(url(path)))).arrayBuffer());
+      } catch (e) {
+        if (selected === path) preview.replaceChildren(head, errorBox(e, () => void show(path, size)));
+        return;
+      }
       const text = new TextDecoder().decode(buf);
       if (/\.json$/i.test(path)) {
         try {
@@ -96,18 +116,23 @@ export function artifactsTab({ run, root, query }: TabCtx): TabHandle {
   };
 
   const load = () =>
-    getJson<{ items: ArtifactInfo[] }>(`/api/v1/runs/${run.id}/artifacts?recursive=true`).then((r) => {
-      items = r.items;
-      draw();
-      markPerf("charts-drawn");
-      const sel = items.find((i) => i.path === selected && !i.is_dir);
-      if (sel && preview.querySelector(".muted")) show(sel.path, sel.size);
-    });
-  load();
-  const reload = debounce(load, 300);
+    getJson<{ items: ArtifactInfo[] }>(`/api/v1/runs/${run.id}/artifacts?recursive=true`).then(
+      (r) => {
+        items = r.items;
+        draw();
+        markPerf("charts-drawn");
+        const sel = items.find((i) => i.path === selected && !i.is_dir);
+        if (sel && preview.querySelector(".muted")) show(sel.path, sel.size);
+      },
+      (e) => list.replaceChildren(h("li", null, errorBox(e, () => void load()))),
+    );
+  void load();
+  const reload = throttle(() => void load(), 300);
   return {
     onEvent(e: StreamEvent) {
       if (e.type === "artifact_written" || e.type === "artifact_deleted") reload();
     },
+    resync: reload,
+    destroy: () => reload.cancel(),
   };
 }

@@ -4,7 +4,7 @@
 import { getJson, getRun, readRecords, Run, StreamEvent, subscribe } from "../api";
 import { DrawTracker, PALETTE, ScalarChart } from "../chart";
 import { setQuery } from "../router";
-import { debounce, fmtDuration, fmtTime, fmtValue, h, markPerf, resetPerf, setCrumbs, statusBadge } from "../util";
+import { errorBox, fmtDuration, fmtTime, fmtValue, h, markPerf, resetPerf, setCrumbs, statusBadge, throttle } from "../util";
 import { atStep, figure, gallery, ImageSeries } from "./images";
 import { chartControls, settingsFrom } from "./metrics";
 
@@ -38,7 +38,15 @@ export function compareView(root: HTMLElement, _p: string[], query: URLSearchPar
         "div.toolbar",
         null,
         runs.map((r, i) =>
-          h("span.card", { style: "padding:4px 10px;display:inline-flex;align-items:center;gap:6px" }, h("span.swatch", { style: `background:${color(i)}` }), h("a", { href: `/runs/${r.id}` }, label(r)), statusBadge(r.status)),
+          h(
+            "span.card",
+            { style: "padding:4px 10px;display:inline-flex;align-items:center;gap:6px", "data-testid": "compare-run", "data-run-id": r.id },
+            h("span.swatch", { style: `background:${color(i)}` }),
+            h("a", { href: `/runs/${r.id}` }, label(r)),
+            statusBadge(r.status),
+            // A deleted run is still compared (an old link), but says what it is.
+            r.lifecycle === "deleted" ? h("span.badge.st-failed", { "data-testid": "run-deleted", title: "This run is deleted" }, "deleted") : null,
+          ),
         ),
       ),
       missing.length ? h("div.error", null, `Not found: ${missing.join(", ")}`) : "",
@@ -76,7 +84,14 @@ function compareMetrics(body: HTMLElement, runs: Run[], color: (i: number) => st
     const sources = runs
       .map((r, i) => ({ r, i }))
       .filter(({ r }) => r.metrics.some((m) => m.name === name && m.kind === "scalar"))
-      .map(({ r, i }) => ({ runId: r.id, metric: name, label: label(r), color: color(i), origin: r.start_time }));
+      .map(({ r, i }) => ({
+        runId: r.id,
+        metric: name,
+        label: label(r),
+        color: color(i),
+        origin: r.start_time,
+        count: r.metrics.find((m) => m.name === name)?.count,
+      }));
     const chart = new ScalarChart(sources, settings, tracker, "compare-chart");
     charts.set(name, chart);
     grid.append(chart.card);
@@ -84,22 +99,26 @@ function compareMetrics(body: HTMLElement, runs: Run[], color: (i: number) => st
   }
   if (!names.length) grid.append(h("div.card.pad.muted", null, "These runs share no scalar metrics."));
   tracker.arm();
-  // Live: the experiment stream announces points (without data); the affected chart reloads.
-  const pending = new Set<string>();
-  const flush = debounce(() => {
-    pending.forEach((n) => charts.get(n)?.load());
+  // Live: the experiment stream announces points (without data); the affected chart reads only the points
+  // past those it holds and appends them, so the user's zoom stays. Throttled per (metric, run) pair.
+  const pending = new Map<string, Set<string>>();
+  const flush = throttle(() => {
+    pending.forEach((runIds, n) => runIds.forEach((id) => void charts.get(n)?.fetchNew(id)));
     pending.clear();
   }, 300);
   const wanted = new Set(runs.map((r) => r.id));
   const closers = [...new Set(runs.map((r) => r.experiment_id))].map((exp) =>
     subscribe(`/api/v1/experiments/${exp}/events`, (e: StreamEvent) => {
       if (e.type === "points" && e.kind === "scalar" && wanted.has(e.run_id ?? "") && charts.has(e.name as string)) {
-        pending.add(e.name as string);
+        const name = e.name as string;
+        if (!pending.has(name)) pending.set(name, new Set());
+        pending.get(name)!.add(e.run_id!);
         flush();
       }
     }),
   );
   return () => {
+    flush.cancel();
     closers.forEach((c) => c());
     charts.forEach((c) => c.destroy());
   };
@@ -127,10 +146,15 @@ function compareImages(body: HTMLElement, runs: Run[], label: (r: Run) => string
   );
   body.append(g.el);
   if (!names.length) body.append(h("div.card.pad.muted", null, "No images in these runs."));
-  Promise.all(series.map(async (s) => (s.records = await readRecords(s.runId, s.name)))).then(() => {
-    g.update();
-    markPerf("charts-drawn");
-  });
+  const load = () =>
+    Promise.all(series.map(async (s) => (s.records = await readRecords(s.runId, s.name)))).then(
+      () => {
+        g.update();
+        markPerf("charts-drawn");
+      },
+      (e) => g.el.replaceChildren(errorBox(e, () => location.reload())),
+    );
+  void load();
   return () => {};
 }
 

@@ -2,7 +2,7 @@
 // latest image at or before that step for each name.
 import { enc, readRecords, Record_, StreamEvent } from "../api";
 import { setQuery } from "../router";
-import { debounce, fmtTime, h, markPerf } from "../util";
+import { debounce, errorBox, fmtTime, h, markPerf, throttle } from "../util";
 import type { TabCtx, TabHandle } from "./run";
 
 export interface ImageSeries {
@@ -94,29 +94,55 @@ export function imagesTab({ run, root, query }: TabCtx): TabHandle {
     h("div.gallery", null, series.map((s) => figure(s, atStep(s.records, step), s.name))),
   );
   root.append(g.el);
+  const errSlot = h("div");
+  root.prepend(errSlot);
   const load = async (s: ImageSeries) => {
     s.records = await readRecords(run.id, s.name);
   };
-  Promise.all(series.map(load)).then(() => {
-    g.update();
-    markPerf("charts-drawn");
-  });
+  const first = () =>
+    Promise.all(series.map(load)).then(
+      () => {
+        errSlot.replaceChildren();
+        g.update();
+        markPerf("charts-drawn");
+      },
+      (e) => errSlot.replaceChildren(errorBox(e, () => void first())),
+    );
+  void first();
   const empty = series.length ? null : h("div.card.pad.muted", null, "No images logged yet.");
   if (empty) root.append(empty);
-  const reload = debounce((name: string) => {
-    let s = series.find((x) => x.name === name);
-    if (!s) {
-      s = { runId: run.id, name, records: [] };
-      series.push(s);
-    }
-    load(s).then(() => {
-      empty?.remove(); // the run's first image arrived live
-      g.update();
+  // Image series with new records, re-read at most every 200 ms while images stream in.
+  const changed = new Set<string>();
+  const reload = throttle(() => {
+    const names = [...changed];
+    changed.clear();
+    const reads = names.map((name) => {
+      let s = series.find((x) => x.name === name);
+      if (!s) {
+        s = { runId: run.id, name, records: [] };
+        series.push(s);
+      }
+      return load(s);
     });
+    Promise.all(reads).then(
+      () => {
+        empty?.remove(); // the run's first image arrived live
+        errSlot.replaceChildren();
+        g.update();
+      },
+      (e) => errSlot.replaceChildren(errorBox(e, () => (names.forEach((n) => changed.add(n)), reload()))),
+    );
   }, 200);
   return {
     onEvent(e: StreamEvent) {
-      if (e.type === "points" && e.kind === "image") reload(e.name as string);
+      if (e.type !== "points" || e.kind !== "image") return;
+      changed.add(e.name as string);
+      reload();
     },
+    resync() {
+      series.forEach((s) => changed.add(s.name));
+      reload();
+    },
+    destroy: () => reload.cancel(),
   };
 }

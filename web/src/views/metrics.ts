@@ -3,7 +3,7 @@
 import { readRecords, Record_, Run, SeriesInfo, StreamEvent } from "../api";
 import { ChartSettings, chartCard, DrawTracker, ScalarChart, XMode, XYChart } from "../chart";
 import { setQuery } from "../router";
-import { debounce, fmtValue, h, markPerf, num } from "../util";
+import { debounce, errorBox, fmtValue, h, markPerf, num, throttle } from "../util";
 import type { TabCtx, TabHandle } from "./run";
 
 /** Chart settings from the URL (`x=step|time|relative`, `log=1`, `smooth=0.6`), shared with compare. */
@@ -87,9 +87,16 @@ interface Card {
   info: SeriesInfo;
   el: HTMLElement;
   scalar?: ScalarChart;
-  refresh?: () => void;
+  /** First read and drawing; called when the card comes near the screen. */
+  start: () => void;
+  started: boolean;
+  /** Live records of a non-scalar series, points `[from, from + count)`; `recs` null when the event had none. */
+  onRecords?: (from: number, count: number, recs: Record_[] | null) => void;
   destroy?: () => void;
 }
+
+/** How far below (and above) the screen cards are read ahead of being scrolled to. */
+const LOOKAHEAD = "1200px 0px";
 
 export function metricsTab({ run, root, query }: TabCtx): TabHandle {
   let settings = settingsFrom(query);
@@ -121,36 +128,48 @@ export function metricsTab({ run, root, query }: TabCtx): TabHandle {
     ),
   );
 
-  const add = (info: SeriesInfo, trackIt: boolean): void => {
+  // Cards are read and drawn when they come near the screen: a run with a thousand metrics would otherwise
+  // send a thousand reads and keep a thousand canvases before the first chart shows. A card hidden by the
+  // name filter never intersects, so it is not read either. The charts-drawn mark waits for the cards of the
+  // first screen (those the observer reports first).
+  let armed = false;
+  const byEl = new Map<Element, Card>();
+  const io = new IntersectionObserver(
+    (entries) => {
+      for (const en of entries) {
+        const c = byEl.get(en.target);
+        if (!en.isIntersecting || !c || c.started) continue;
+        c.started = true;
+        io.unobserve(en.target);
+        c.start();
+      }
+      if (!armed) {
+        armed = true;
+        tracker.arm();
+      }
+    },
+    { rootMargin: LOOKAHEAD },
+  );
+
+  // Where each series' points are known up to (from the run read, then from live events).
+  const known = new Map<string, number>(run.metrics.map((m) => [m.name, m.count]));
+  const add = (info: SeriesInfo): void => {
     if (info.kind === "image" || cards.has(info.name)) return;
-    const card = makeCard(run, info, settings, trackIt ? tracker : null);
+    const card = makeCard(run, info, settings, tracker);
     cards.set(info.name, card);
+    byEl.set(card.el, card);
     grid.append(card.el);
+    io.observe(card.el);
   };
   // Scalars first (the usual interest), then the other kinds, each group by name.
   const order = (m: SeriesInfo) => (m.kind === "scalar" ? 0 : 1);
-  [...run.metrics].sort((a, b) => order(a) - order(b) || a.name.localeCompare(b.name)).forEach((m) => add(m, true));
+  [...run.metrics].sort((a, b) => order(a) - order(b) || a.name.localeCompare(b.name)).forEach((m) => add(m));
   applyFilter();
-  if (!cards.size) grid.append(h("div.card.pad.muted", null, "No metrics logged yet."));
-  tracker.arm();
-
-  // Where each series' points are known up to. A points event covers [from_index, from_index + count); after
-  // the stream reconnects, an event can cover points this page already has (the server merges a series'
-  // events), so those are skipped.
-  const known = new Map<string, number>(run.metrics.map((m) => [m.name, m.count]));
-  const alreadyHave = (name: string, e: StreamEvent): number => {
-    const from = Number(e.from_index ?? 0);
-    const end = from + Number(e.count ?? 0);
-    const have = known.get(name) ?? from;
-    known.set(name, Math.max(have, end));
-    return Math.max(0, have - from);
-  };
-
-  const pendingRefresh = new Set<string>();
-  const flushRefresh = debounce(() => {
-    for (const n of pendingRefresh) cards.get(n)?.refresh?.();
-    pendingRefresh.clear();
-  }, 200);
+  if (!cards.size) {
+    grid.append(h("div.card.pad.muted", null, "No metrics logged yet."));
+    armed = true;
+    tracker.arm();
+  }
 
   return {
     onEvent(e: StreamEvent) {
@@ -158,30 +177,34 @@ export function metricsTab({ run, root, query }: TabCtx): TabHandle {
       const name = e.name as string;
       const kind = e.kind as SeriesInfo["kind"];
       if (kind === "image") return;
-      const skip = alreadyHave(name, e);
+      const from = Number(e.from_index ?? 0);
+      const count = Number(e.count ?? 0);
+      known.set(name, Math.max(known.get(name) ?? 0, from + count));
       const card = cards.get(name);
       if (!card) {
-        // A metric born while the page is open: read it whole (includes these points).
+        // A metric born while the page is open: its card reads it (these points included) when it shows.
         if (grid.firstChild && !(grid.firstChild as HTMLElement).classList.contains("chart-card")) grid.replaceChildren();
-        add({ name, kind, count: Number(e.count ?? 0), last_value: e.last_value }, false);
+        add({ name, kind, count: from + count, last_value: e.last_value });
         applyFilter();
         return;
       }
-      if (card.scalar && Array.isArray(e.steps)) {
-        if (skip >= (e.steps as number[]).length) return;
-        const cut = <T>(a: T[]) => (skip ? a.slice(skip) : a);
-        card.scalar.append(
-          run.id,
-          cut(e.steps as number[]),
-          cut(e.times as number[]),
-          cut((e.values as unknown[]).map(num)),
-        );
-      } else {
-        pendingRefresh.add(name);
-        flushRefresh();
+      card.info.count = Math.max(card.info.count, from + count);
+      if (card.scalar) {
+        // The chart keeps points by index: it skips what it has and re-reads when points were missed.
+        const steps = Array.isArray(e.steps) ? (e.steps as number[]) : null;
+        if (steps) card.scalar.append(run.id, from, steps, e.times as number[], (e.values as unknown[]).map(num));
+        else if (card.started) void card.scalar.fetchNew(run.id);
+        if (e.last_value !== undefined && e.last_value !== null && !steps) card.scalar.setLatest(num(e.last_value));
+      } else if (card.started) {
+        card.onRecords?.(from, count, Array.isArray(e.records) ? (e.records as Record_[]) : null);
       }
     },
+    resync() {
+      // The stream opened after the cards read: points logged in between reached neither, so read again.
+      for (const c of cards.values()) if (c.started) c.scalar ? void c.scalar.load() : c.onRecords?.(Infinity, 0, null);
+    },
     destroy() {
+      io.disconnect();
       for (const c of cards.values()) {
         c.scalar?.destroy();
         c.destroy?.();
@@ -190,17 +213,16 @@ export function metricsTab({ run, root, query }: TabCtx): TabHandle {
   };
 }
 
-function makeCard(run: Run, info: SeriesInfo, settings: ChartSettings, tracker: DrawTracker | null): Card {
+function makeCard(run: Run, info: SeriesInfo, settings: ChartSettings, tracker: DrawTracker): Card {
   switch (info.kind) {
     case "scalar": {
       const chart = new ScalarChart(
-        [{ runId: run.id, metric: info.name, label: run.display_name || info.name, color: "#3d6df2", origin: run.start_time }],
+        [{ runId: run.id, metric: info.name, label: run.display_name || info.name, color: "#3d6df2", origin: run.start_time, count: info.count }],
         settings,
         tracker,
       );
       if (info.last_value !== undefined && info.last_value !== null) chart.setLatest(num(info.last_value));
-      chart.load();
-      return { info, el: chart.card, scalar: chart };
+      return { info, el: chart.card, scalar: chart, started: false, start: () => void chart.load() };
     }
     case "list":
       return listCard(run, info, tracker);
@@ -216,25 +238,72 @@ function makeCard(run: Run, info: SeriesInfo, settings: ChartSettings, tracker: 
   }
 }
 
+/**
+ * The records a non-scalar card shows, kept up to date from the live stream: the whole series, or only its
+ * last `keep` records (a text card shows 500, a list or JSON card its latest). Live events carry their records,
+ * which are appended by index; a read happens at first, after a gap, or when an event came without records.
+ * `draw` runs at most every 150 ms while records stream in.
+ */
+function recordFeed(
+  run: Run,
+  info: SeriesInfo,
+  box: HTMLElement,
+  keep: number | null,
+  draw: (recs: Record_[], total: number) => void,
+): { start: () => void; onRecords: (from: number, count: number, recs: Record_[] | null) => void } {
+  let recs: Record_[] = [];
+  let total = 0; // series index after the last record held
+  let seq = 0;
+  const redraw = throttle(() => draw(recs, total), 150);
+  const read = async () => {
+    const mine = ++seq;
+    const from = keep === null ? 0 : Math.max(0, info.count - keep);
+    try {
+      const got = await readRecords(run.id, info.name, from ? `start_index=${from}` : "");
+      if (mine !== seq) return;
+      recs = keep === null ? got : got.slice(-keep);
+      total = got.length ? got[got.length - 1].index + 1 : from;
+      info.count = Math.max(info.count, total);
+      redraw.cancel();
+      draw(recs, total);
+    } catch (e) {
+      if (mine === seq) box.replaceChildren(errorBox(e, () => void read()));
+    }
+  };
+  const reread = throttle(() => void read(), 300);
+  return {
+    start: () => void read(),
+    onRecords(from, count, got) {
+      if (!got || from > total) return reread(); // no data in the event, or points missed: read again
+      const fresh = got.filter((r) => r.index >= total);
+      if (!fresh.length) return;
+      if (fresh[0].index !== total) return reread();
+      recs.push(...fresh);
+      if (keep !== null && recs.length > keep) recs = recs.slice(-keep);
+      total = Math.max(total, from + count);
+      redraw();
+    },
+  };
+}
+
 /** A list metric: its latest list drawn against the index. */
-function listCard(run: Run, info: SeriesInfo, tracker: DrawTracker | null): Card {
+function listCard(run: Run, info: SeriesInfo, tracker: DrawTracker): Card {
   const { card, box, latest } = chartCard("metric-chart", info.name, "list");
   card.dataset.series = "1";
-  const chart = new XYChart(box, card, tracker);
-  const refresh = async () => {
-    const recs = await readRecords(run.id, info.name);
+  let chart: XYChart | null = null;
+  const feed = recordFeed(run, info, box, 1, (recs, total) => {
     const last = recs[recs.length - 1];
     const values = Array.isArray(last?.value) ? (last.value as unknown[]).map(num) : [];
-    latest.textContent = `${values.length} values${recs.length > 1 ? ` · step ${last.step}` : ""}`;
+    latest.textContent = `${values.length} values${total > 1 ? ` · step ${last.step}` : ""}`;
+    chart ??= new XYChart(box, card, tracker);
     chart.set(
       "index",
       values.map((_, i) => i),
       [{ label: info.name, values: values.map((v) => (isFinite(v) ? v : null)) }],
       true,
     );
-  };
-  refresh().catch((e) => box.replaceChildren(h("div.error", null, String(e.message ?? e))));
-  return { info, el: card, refresh, destroy: () => chart.destroy() };
+  });
+  return { info, el: card, started: false, start: feed.start, onRecords: feed.onRecords, destroy: () => chart?.destroy() };
 }
 
 /** Rows (`log_row`) or tables (`log_table`) as column arrays. */
@@ -263,7 +332,7 @@ function columnsOf(info: SeriesInfo, recs: Record_[]): { names: string[]; cols: 
   return { names, cols, n };
 }
 
-function tabularCard(run: Run, info: SeriesInfo, tracker: DrawTracker | null): Card {
+function tabularCard(run: Run, info: SeriesInfo, tracker: DrawTracker): Card {
   const xSel = h("select", { "data-testid": "metric-x" });
   const ySel = h("select", { "data-testid": "metric-y" });
   const view = h("div.seg");
@@ -272,13 +341,14 @@ function tabularCard(run: Run, info: SeriesInfo, tracker: DrawTracker | null): C
   card.classList.add("wide");
   const tableBox = h("div.small-table", { "data-testid": "metric-table", "data-metric": info.name });
   card.append(tableBox);
-  const chart = new XYChart(box, card, tracker);
+  let chart: XYChart | null = null;
   let data = { names: [] as string[], cols: {} as Record<string, unknown[]>, n: 0 };
   let mode: "chart" | "both" = "both";
   const drawChart = () => {
     const x = xSel.value;
     const ys = ySel.value === "*" ? data.names.filter((n) => n !== x && isNumeric(data.cols[n])) : [ySel.value];
     const xs = x === "#" ? data.cols[data.names[0]]?.map((_, i) => i) ?? [] : data.cols[x].map(num);
+    chart ??= new XYChart(box, card, tracker);
     chart.set(
       x === "#" ? "row" : x,
       xs as number[],
@@ -308,8 +378,7 @@ function tabularCard(run: Run, info: SeriesInfo, tracker: DrawTracker | null): C
   drawView();
   xSel.addEventListener("change", drawChart);
   ySel.addEventListener("change", drawChart);
-  const refresh = async () => {
-    const recs = await readRecords(run.id, info.name);
+  const feed = recordFeed(run, info, box, null, (recs) => {
     data = columnsOf(info, recs);
     const numeric = data.names.filter((n) => isNumeric(data.cols[n]));
     const prevX = xSel.value;
@@ -321,56 +390,54 @@ function tabularCard(run: Run, info: SeriesInfo, tracker: DrawTracker | null): C
     latest.textContent = `${data.n} rows`;
     drawChart();
     drawTable();
-  };
-  refresh().catch((e) => box.replaceChildren(h("div.error", null, String(e.message ?? e))));
-  return { info, el: card, refresh, destroy: () => chart.destroy() };
+  });
+  return { info, el: card, started: false, start: feed.start, onRecords: feed.onRecords, destroy: () => chart?.destroy() };
 }
 
 function isNumeric(col: unknown[] | undefined): boolean {
   return !!col && col.some((v) => typeof v === "number") && col.every((v) => v === null || typeof v === "number" || v === "NaN" || v === "Infinity" || v === "-Infinity");
 }
 
-/** Text series: step and text, newest last. */
+/** How many entries a text card shows (and reads): the newest ones. */
+const TEXT_KEEP = 500;
+
+/** Text series: step and text, newest last (only the last TEXT_KEEP entries are read). */
 function textCard(run: Run, info: SeriesInfo): Card {
   const { card, box, latest } = chartCard("metric-text", info.name, info.kind);
   box.className = "text-series";
-  const refresh = async () => {
-    const recs = await readRecords(run.id, info.name);
-    latest.textContent = `${recs.length} entries`;
+  const feed = recordFeed(run, info, box, TEXT_KEEP, (recs, total) => {
+    latest.textContent = `${total} entries`;
     box.replaceChildren(
       h(
         "table",
         null,
-        recs.slice(-500).map((r) => h("tr", null, h("td.st", null, String(r.step)), h("td", null, typeof r.value === "string" ? r.value : JSON.stringify(r.value)))),
+        recs.map((r) => h("tr", null, h("td.st", null, String(r.step)), h("td", null, typeof r.value === "string" ? r.value : JSON.stringify(r.value)))),
       ),
     );
     box.scrollTop = box.scrollHeight;
-  };
-  refresh().catch(() => {});
-  return { info, el: card, refresh };
+  });
+  return { info, el: card, started: false, start: feed.start, onRecords: feed.onRecords };
 }
 
-/** JSON values: confusion matrices as heatmaps, anything else as its latest JSON. */
+/** JSON values: confusion matrices as heatmaps, anything else as its latest JSON (only the latest is read). */
 function jsonCard(run: Run, info: SeriesInfo): Card {
   const { card, box, latest } = chartCard("metric-json", info.name, info.schema ?? "json");
   box.style.height = "auto";
-  const refresh = async () => {
-    const recs = await readRecords(run.id, info.name);
+  const feed = recordFeed(run, info, box, 1, (recs, total) => {
     const last = recs[recs.length - 1];
     if (!last) return;
     const v = last.value as { schema?: string; value?: unknown };
     const schema = v?.schema ?? info.schema;
     const body = (v?.value ?? v) as Record<string, unknown>;
     const inner = (body?.data as Record<string, unknown>) ?? body;
-    latest.textContent = recs.length > 1 ? `step ${last.step}` : "";
+    latest.textContent = total > 1 ? `step ${last.step}` : "";
     if (schema === "confusion_matrix" && Array.isArray(inner?.matrix)) {
       box.replaceChildren(heatmap(inner.class_labels as string[] | undefined, inner.matrix as number[][]));
     } else {
       box.replaceChildren(h("pre.small-table", null, JSON.stringify(body, null, 2)));
     }
-  };
-  refresh().catch(() => {});
-  return { info, el: card, refresh };
+  });
+  return { info, el: card, started: false, start: feed.start, onRecords: feed.onRecords };
 }
 
 function heatmap(labels: string[] | undefined, m: number[][]): HTMLElement {
@@ -440,14 +507,14 @@ function histogramCard(run: Run, info: SeriesInfo): Card {
     }
   };
   slider.addEventListener("input", draw);
-  const refresh = async () => {
-    recs = await readRecords(run.id, info.name);
+  const feed = recordFeed(run, info, box, null, (got) => {
+    recs = got;
+    if (canvas.parentNode !== box) box.replaceChildren(canvas);
     const atEnd = Number(slider.value) >= Number(slider.max);
     slider.max = String(Math.max(0, recs.length - 1));
     if (atEnd) slider.value = slider.max;
     latest.textContent = `${recs.length} steps`;
     draw();
-  };
-  refresh().catch(() => {});
-  return { info, el: card, refresh };
+  });
+  return { info, el: card, started: false, start: feed.start, onRecords: feed.onRecords };
 }

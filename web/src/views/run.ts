@@ -1,8 +1,8 @@
 // A run: header with live status, and tabs (overview, metrics, images, logs, artifacts, children), all fed
 // live by the run's event stream.
-import { Experiment, getJson, getRun, Run, SeriesInfo, StreamEvent, subscribe } from "../api";
+import { check, Experiment, getJson, getRun, Run, SeriesInfo, StreamEvent, subscribe } from "../api";
 import { Cleanup } from "../router";
-import { fmtDuration, fmtTime, h, isActive, markPerf, resetPerf, setCrumbs, statusBadge } from "../util";
+import { errorBox, fmtDuration, fmtTime, h, isActive, markPerf, resetPerf, setCrumbs, statusBadge } from "../util";
 import { metricsTab } from "./metrics";
 import { imagesTab } from "./images";
 import { logsTab } from "./logs";
@@ -19,8 +19,13 @@ export interface TabCtx {
 export interface TabHandle {
   onEvent?: (e: StreamEvent) => void;
   onRun?: (run: Run) => void;
+  /** The stream opened only after the tab's first reads: read again what may have been missed in between. */
+  resync?: () => void;
   destroy?: () => void;
 }
+
+/** How long the first reads wait for the event stream to open (a proxy may hold it back, or buffer it). */
+const STREAM_WAIT_MS = 1000;
 
 const TABS = ["overview", "metrics", "images", "logs", "artifacts", "children"] as const;
 
@@ -38,15 +43,42 @@ export function runView(root: HTMLElement, params: string[], query: URLSearchPar
   const statusSlot = h("span", { "data-testid": "run-status" });
   const timesSlot = h("span.muted");
 
+  // The stream opens before the first reads: the server starts a new stream at its newest event, so anything
+  // committed after it opened reaches the page as an event, and the reads cover what came before. Events that
+  // arrive before the tab exists are kept for it. If the stream is slow to open, the tab reads anyway and reads
+  // again (resync) once it is open.
+  let tabReady = false;
+  let opened = false;
+  let readBeforeOpen = false;
+  const early: StreamEvent[] = [];
+  let onStreamEvent: (e: StreamEvent) => void = (e) => early.push(e);
+  let streamOpen: () => void = () => {};
+  const openWait = new Promise<void>((resolve) => {
+    streamOpen = resolve;
+    window.setTimeout(resolve, STREAM_WAIT_MS);
+  });
+  const closeEvents = subscribe(
+    `/api/v1/runs/${id}/events`,
+    (e) => onStreamEvent(e),
+    () => {
+      if (opened) return;
+      opened = true;
+      streamOpen();
+      if (tabReady && readBeforeOpen) handle.resync?.();
+    },
+  );
+  closeStream = closeEvents;
+
   (async () => {
     try {
-      run = await getRun(id);
+      [run] = await Promise.all([getRun(id), openWait]);
     } catch (e) {
-      page.append(h("div.error", null, `Run ${id}: ${(e as Error).message}`));
+      page.append(h("div.error", { "data-testid": "load-error" }, `Run ${id}: ${(e as Error).message}`));
       markPerf("charts-drawn");
       return;
     }
     if (!alive) return;
+    readBeforeOpen = !opened;
     // The breadcrumbs' experiment and parent names arrive while the tab loads: the tab's own reads (twenty
     // charts, say) must not wait two round trips for them.
     const crumbs = (exp: Experiment | null, parent: Run | null) =>
@@ -91,7 +123,11 @@ export function runView(root: HTMLElement, params: string[], query: URLSearchPar
       ),
     );
     const body = h("div.tab-body");
+    const banner = h("div", { "data-testid": "run-deleted-slot" });
+    const showDeleted = () => banner.replaceChildren(...(run.lifecycle === "deleted" ? [deletedBanner(run, () => location.reload())] : []));
+    showDeleted();
     page.append(
+      banner,
       h(
         "div.run-head",
         null,
@@ -128,7 +164,7 @@ export function runView(root: HTMLElement, params: string[], query: URLSearchPar
     // Live: status and details from run_updated, data events passed to the open tab.
     let refetch = 0;
     const ticker = window.setInterval(() => isActive(run.status) && header(), 1000);
-    closeStream = subscribe(`/api/v1/runs/${id}/events`, (e) => {
+    onStreamEvent = (e) => {
       if (e.type === "run_updated") {
         if (typeof e.status === "string") {
           run.status = e.status;
@@ -140,14 +176,16 @@ export function runView(root: HTMLElement, params: string[], query: URLSearchPar
           if (!fresh || !alive) return;
           Object.assign(run, fresh);
           header();
+          showDeleted();
           handle.onRun?.(run);
         }, 150);
       }
       handle.onEvent?.(e);
-    });
-    const prevClose = closeStream;
+    };
+    tabReady = true;
+    early.splice(0).forEach(onStreamEvent);
     closeStream = () => {
-      prevClose();
+      closeEvents();
       clearInterval(ticker);
       clearTimeout(refetch);
     };
@@ -158,6 +196,34 @@ export function runView(root: HTMLElement, params: string[], query: URLSearchPar
     closeStream();
     handle.destroy?.();
   };
+}
+
+/** A deleted run (followed from an old link) says so: it is missing from its experiment's table. */
+function deletedBanner(run: Run, restored: () => void): HTMLElement {
+  const restore = h("button.btn.small", { "data-testid": "run-restore" }, "Restore");
+  restore.addEventListener("click", async () => {
+    restore.disabled = true;
+    try {
+      await check(
+        await fetch(`/api/v1/runs/${run.id}`, {
+          method: "PATCH",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ lifecycle: "active" }),
+        }),
+      );
+      restored();
+    } catch (e) {
+      restore.disabled = false;
+      restore.after(errorBox(e));
+    }
+  });
+  return h(
+    "div.errbox",
+    { "data-testid": "run-deleted", role: "status" },
+    h("strong", null, "This run is deleted. "),
+    "It is not listed in its experiment and may be removed for good. ",
+    restore,
+  );
 }
 
 function field(name: string, label: string, value: Node | string | null | undefined): HTMLElement[] {

@@ -3,7 +3,7 @@
 // (only the rows in view exist), so 10,000 runs open and scroll without stalls. Live via the experiment stream.
 import { ApiError, Experiment, getJson, StreamEvent, subscribe } from "../api";
 import { navigate, setQuery } from "../router";
-import { debounce, fmtDuration, fmtTime, fmtValue, h, isActive, markPerf, num, resetPerf, setCrumbs, statusBadge } from "../util";
+import { errorBox, fmtDuration, fmtTime, fmtValue, h, isActive, markPerf, num, resetPerf, setCrumbs, statusBadge, throttle } from "../util";
 
 interface TableRun {
   id: string;
@@ -36,6 +36,10 @@ interface Col {
 const ROW_H = 34;
 const OVERSCAN = 8;
 const DEFAULT_EXTRA_COLS = 24;
+/** "Select all" selects at most this many runs (compare overlays them in one chart). */
+const SELECT_MAX = 50;
+/** How long the first read waits for the event stream to open. */
+const STREAM_WAIT_MS = 1000;
 
 function duration(r: TableRun): number | undefined {
   const start = r.start_time ?? r.created_time;
@@ -94,6 +98,8 @@ export function runsView(root: HTMLElement, params: string[], query: URLSearchPa
     style: "width:440px;font-family:var(--mono);font-size:12.5px",
   });
   const errorSlot = h("div");
+  const loadErrorSlot = h("div");
+  const selectNote = h("span.muted", { "data-testid": "select-note", style: "font-size:12px" });
   const compareBtn = h("button.btn.primary", { "data-testid": "compare-button", disabled: true }, "Compare");
   const colsBtn = h("button.btn", { "data-testid": "columns-button" }, "Columns ▾");
   const scroller = h("div.vt");
@@ -105,20 +111,38 @@ export function runsView(root: HTMLElement, params: string[], query: URLSearchPa
     h(
       "div.page",
       null,
-      h("div.toolbar", null, title, countEl, h("div.spacer"), colsBtn, compareBtn),
+      h("div.toolbar", null, title, countEl, h("div.spacer"), selectNote, colsBtn, compareBtn),
       h("div.toolbar", null, filterInput, h("button.btn", { onclick: () => applyFilter() }, "Apply"), h("span.muted", { style: "font-size:12px" }, "MLflow search syntax · Enter to apply")),
       errorSlot,
+      loadErrorSlot,
       tableEl,
     ),
   );
   setCrumbs(h("a", { href: "/" }, "Experiments"), "…");
+  // A missing or malformed experiment says so and stops, rather than looking like an empty experiment.
+  let missing = false;
   getJson<Experiment>(`/api/v1/experiments/${expId}`)
     .then((e) => {
       title.textContent = e.name;
       setCrumbs(h("a", { href: "/" }, "Experiments"), e.name);
       document.title = `${e.name} · flightlog`;
     })
-    .catch(() => {});
+    .catch((e) => {
+      if (!alive || !(e instanceof ApiError) || (e.status !== 404 && e.status !== 400)) return;
+      missing = true;
+      close();
+      title.textContent = "Not found";
+      setCrumbs(h("a", { href: "/" }, "Experiments"), expId);
+      root.replaceChildren(
+        h(
+          "div.page",
+          null,
+          h("div.errbox", { "data-testid": "experiment-not-found" }, e.status === 404 ? `Experiment ${expId} not found.` : e.message),
+          h("a", { href: "/" }, "All experiments"),
+        ),
+      );
+      markPerf("runs-table-ready");
+    });
 
   // --- columns ------------------------------------------------------------------------------------------
   const columns = (): Col[] => {
@@ -205,32 +229,48 @@ export function runsView(root: HTMLElement, params: string[], query: URLSearchPa
     key.startsWith("param:") ? paramCol(key.slice(6)) : key.startsWith("metric:") ? metricCol(key.slice(7)) : undefined;
 
   const renderHead = () => {
+    const toggleSort = (key: string) => {
+      sort = sort.key === key ? { key, asc: !sort.asc } : { key, asc: true };
+      setQuery({ sort: `${sort.key}:${sort.asc ? "asc" : "desc"}` });
+      renderHead();
+      buildVisible();
+      renderRows(true);
+      // The header was rebuilt: keep the keyboard where it was.
+      head.querySelector<HTMLElement>(`[data-testid="runs-header"][data-column="${CSS.escape(key)}"]`)?.focus();
+    };
+    // Column heads sort from the keyboard too (Tab to one, Enter or Space) and tell screen readers the order.
     const cell = (key: string, label: string, cls: string) =>
       h(
         "div.c",
         {
           "data-testid": "runs-header",
           "data-column": key,
+          role: "columnheader",
+          tabindex: 0,
+          "aria-sort": sort.key === key ? (sort.asc ? "ascending" : "descending") : "none",
           class: `${cls}${sort.key === key ? " sorted" : ""}${key.startsWith("metric:") ? " metric" : key.startsWith("param:") ? " param" : ""}`,
           title: key.startsWith("metric:") ? `metric ${label} (latest value)` : key.startsWith("param:") ? `param ${label}` : label,
-          onclick: () => {
-            sort = sort.key === key ? { key, asc: !sort.asc } : { key, asc: true };
-            setQuery({ sort: `${sort.key}:${sort.asc ? "asc" : "desc"}` });
-            renderHead();
-            buildVisible();
-            renderRows(true);
+          onclick: () => toggleSort(key),
+          onkeydown: (e: Event) => {
+            const k = (e as KeyboardEvent).key;
+            if (k !== "Enter" && k !== " ") return;
+            e.preventDefault();
+            toggleSort(key);
           },
         },
         label,
         sort.key === key ? (sort.asc ? " ▲" : " ▼") : "",
       );
-    const all = h("input", { type: "checkbox", title: "Select all shown" });
+    const all = h("input", { type: "checkbox", title: "Select all shown", "aria-label": "Select all shown runs", "data-testid": "run-select-all" });
     all.addEventListener("change", () => {
-      if (all.checked) visible.slice(0, 50).forEach((v) => selected.add(v.run.id));
+      if (all.checked) visible.slice(0, SELECT_MAX).forEach((v) => selected.add(v.run.id));
       else selected.clear();
+      // Compare overlays at most SELECT_MAX runs: say so instead of quietly selecting fewer than asked.
+      selectNote.textContent = all.checked && visible.length > SELECT_MAX ? `Selected the first ${SELECT_MAX} of ${visible.length}` : "";
       updateCompare();
       renderRows(true);
     });
+    head.setAttribute("role", "row");
     head.replaceChildren(h("div.c.w-sel", null, all), cell("name", "Name", "w-name"), ...cols.map((c) => cell(c.key, c.label, c.cls)));
   };
 
@@ -253,10 +293,11 @@ export function runsView(root: HTMLElement, params: string[], query: URLSearchPa
 
   const rowEl = (v: (typeof visible)[number], i: number): HTMLElement => {
     const r = v.run;
-    const sel = h("input", { type: "checkbox", "data-testid": "run-select", checked: selected.has(r.id) });
+    const sel = h("input", { type: "checkbox", "data-testid": "run-select", checked: selected.has(r.id), "aria-label": `Select run ${r.name || r.id}` });
     sel.addEventListener("change", () => {
       if (sel.checked) selected.add(r.id);
       else selected.delete(r.id);
+      selectNote.textContent = "";
       row.classList.toggle("sel", sel.checked);
       updateCompare();
     });
@@ -318,12 +359,22 @@ export function runsView(root: HTMLElement, params: string[], query: URLSearchPa
       if (!alive || mine !== seq) return;
       table = t;
       errorSlot.replaceChildren();
+      loadErrorSlot.replaceChildren();
     } catch (e) {
-      if (!alive || mine !== seq) return;
-      const msg = e instanceof ApiError ? e.message : String(e);
-      errorSlot.replaceChildren(h("div.errbox", { "data-testid": "runs-filter-error" }, msg));
-      table = { total: 0, param_keys: table.param_keys, metric_keys: table.metric_keys, runs: [] };
+      if (!alive || mine !== seq || missing) return;
+      // Only a rejected filter belongs under the filter; anything else (a proxy's 502, the server down) is a
+      // load error with a retry, and the rows already shown stay.
+      if (e instanceof ApiError && e.code === "INVALID_ARGUMENT" && /filter/i.test(e.message)) {
+        errorSlot.replaceChildren(h("div.errbox", { "data-testid": "runs-filter-error" }, e.message));
+        loadErrorSlot.replaceChildren();
+        table = { total: 0, param_keys: table.param_keys, metric_keys: table.metric_keys, runs: [] };
+      } else {
+        loadErrorSlot.replaceChildren(errorBox(e, () => void load()));
+        markPerf("runs-table-ready");
+        return;
+      }
     }
+    if (!errorSlot.firstChild || table.runs.length) loadErrorSlot.replaceChildren();
     tableEl.dataset.totalRuns = String(table.total);
     const top = table.runs.filter((r) => !r.parent_id).length;
     countEl.textContent = `${table.total} runs${top !== table.total ? ` · ${top} top level` : ""}${filter ? " match" : ""}`;
@@ -342,14 +393,32 @@ export function runsView(root: HTMLElement, params: string[], query: URLSearchPa
     if (e.key === "Enter") applyFilter();
   });
   filterInput.addEventListener("search", () => filterInput.value === "" && applyFilter());
-  load();
-
-  // Live: statuses and latest values patch rows in place; new runs reload the table (debounced).
-  const reload = debounce(load, 400);
-  const repaint = debounce(() => {
+  // Live: statuses and latest values patch rows in place; new runs reload the table. Both are throttled, not
+  // debounced: a busy experiment sends events faster than any debounce delay, which then never ran.
+  const reload = throttle(() => void load(), 400);
+  const repaint = throttle(() => {
     buildVisible();
     renderRows(true);
   }, 100);
+  // The stream opens before the first read (the server starts a new stream at its newest event), so a run
+  // created in between reaches the page. If the stream is slow to open, the table reads anyway, and again once
+  // the stream is open.
+  let opened = false;
+  let readBeforeOpen = false;
+  let started = false;
+  const first = () => {
+    if (started || !alive) return;
+    started = true;
+    readBeforeOpen = !opened;
+    void load();
+  };
+  const waitTimer = window.setTimeout(first, STREAM_WAIT_MS);
+  const onOpen = () => {
+    if (opened) return;
+    opened = true;
+    if (started && readBeforeOpen) reload();
+    else first();
+  };
   const close = subscribe(`/api/v1/experiments/${expId}/events`, (e: StreamEvent) => {
     const r = table.runs.find((x) => x.id === e.run_id);
     if (e.type === "run_created") return reload();
@@ -371,7 +440,7 @@ export function runsView(root: HTMLElement, params: string[], query: URLSearchPa
       if (filter && /metrics\./.test(filter)) reload();
       repaint();
     }
-  });
+  }, onOpen);
   // Durations of active runs tick in place (rows are not rebuilt, so nothing moves under the pointer).
   const byId = new Map<string, TableRun>();
   const ticker = window.setInterval(() => {
@@ -389,6 +458,9 @@ export function runsView(root: HTMLElement, params: string[], query: URLSearchPa
   return () => {
     alive = false;
     close();
+    reload.cancel();
+    repaint.cancel();
+    clearTimeout(waitTimer);
     clearInterval(ticker);
     window.removeEventListener("resize", onResize);
   };
