@@ -581,19 +581,7 @@ class Run:
         :class:`flightlog.errors.ConflictError` (a ValueError) and changes nothing."""
         if not isinstance(properties, _Mapping):
             raise TypeError(f"add_properties takes a dict, not {type(properties).__name__}")
-        added = {_key(k, "property"): str(v) for k, v in properties.items()}
-        try:
-            self._patch(add_properties=added)
-        except TransportError:
-            # Queued as tags are; the write-once rule is checked against what this handle knows of the run.
-            known = dict(self._info.get("properties") or {})
-            for key, value in added.items():
-                if known.get(key, value) != value:
-                    from .errors import ConflictError
-
-                    raise ConflictError(f"property {key!r} is already {known[key]!r}; it cannot become {value!r}")
-            self._workspace._client.update_run_async(self._id, json.dumps({"add_properties": added}))
-            self._info = dict(self._info, properties=dict(known, **added))
+        self._patch_or_queue(add_properties={_key(k, "property"): str(v) for k, v in properties.items()})
 
     def get_properties(self) -> Dict[str, str]:
         """The run's properties, freshly read."""
@@ -777,10 +765,6 @@ class Run:
             except TransportError:
                 pass
         # The server cannot be reached: the status change is queued after the data and journaled with it.
-        import warnings
-
-        from .errors import DeliveryWarning
-
         current = self._info.get("status")
         if current in _TERMINAL and current != status:
             from .errors import IllegalTransitionError
@@ -788,12 +772,7 @@ class Run:
             raise IllegalTransitionError(f"run status cannot change from {current} to {status}")
         self._workspace._client.update_run_async(self._id, json.dumps(patch))
         self._info = dict(self._info, status=status)
-        warnings.warn(
-            f"flightlog: the server cannot be reached; run {self._id} will be marked {status} when the queued data "
-            "is delivered (it is journaled on disk meanwhile)",
-            DeliveryWarning,
-            stacklevel=3,
-        )
+        _warn_queued(f"run {self._id} will be marked {status}", stacklevel=4)
 
     def get_status(self) -> str:
         """The run's status name, freshly read: NotStarted, Queued, Preparing, Running, Finalizing,
@@ -845,17 +824,24 @@ class Run:
         self._info = self._workspace._call("update_run", id=self._id, patch=patch)
 
     def _patch_or_queue(self, **patch: Any) -> None:
-        """A tag change, sent now or, while the server cannot be reached, queued after what was logged (and
-        journaled with it), as the points are: a training loop that tags its best epoch rides out a restart."""
+        """A tag or property change, sent now or, while the server cannot be reached, queued after what was
+        logged (and journaled with it), as the points are: a training loop that tags its best epoch rides out a
+        restart. A queued property is checked against what this handle knows of the run (write-once)."""
         try:
             self._patch(**patch)
         except TransportError:
+            properties = dict(self._info.get("properties") or {})
+            for key, value in (patch.get("add_properties") or {}).items():
+                if properties.setdefault(key, value) != value:
+                    from .errors import ConflictError
+
+                    raise ConflictError(f"property {key!r} is already {properties[key]!r}; it cannot become {value!r}")
             self._workspace._client.update_run_async(self._id, json.dumps(patch))
             tags = dict(self._info.get("tags") or {})
             tags.update(patch.get("set_tags") or {})
             for key in patch.get("remove_tags") or []:
                 tags.pop(key, None)
-            self._info = dict(self._info, tags=tags)
+            self._info = dict(self._info, tags=tags, properties=properties)
 
     def __enter__(self) -> "Run":
         # The block ends the run only in the process that entered it: a child forked inside it that exits
@@ -936,10 +922,6 @@ def _queue_creation(ws: Any, new: Dict[str, Any]) -> Dict[str, Any]:
     """Queues a run's creation while the server cannot be reached (journaled, delivered before the run's data,
     as a run's end is) and returns what the server would have answered, as far as it is known here: a sweep
     that starts its next trial, or a child run, during a server restart goes on instead of raising."""
-    import warnings
-
-    from .errors import DeliveryWarning
-
     run_id = ws._client.create_run_async(json.dumps(new))
     now = int(time.time() * 1_000_000)
     info = dict(new, id=run_id, lifecycle="Active", created_time=now, params={})
@@ -947,13 +929,23 @@ def _queue_creation(ws: Any, new: Dict[str, Any]) -> Dict[str, Any]:
     info.setdefault("description", "")
     if new.get("status") == "Running":
         info["start_time"] = now
-    warnings.warn(
-        f"flightlog: the server cannot be reached; run {run_id} will be created when the queued data is delivered "
-        "(it is journaled on disk meanwhile)",
-        DeliveryWarning,
-        stacklevel=4,
-    )
+    _warn_queued(f"run {run_id} will be created", stacklevel=5)
     return info
+
+
+def _warn_queued(what: str, stacklevel: int) -> None:
+    """The DeliveryWarning for a run change queued because the server cannot be reached (``stacklevel`` counts
+    from this function to the caller's code)."""
+    import warnings
+
+    from .errors import DeliveryWarning
+
+    warnings.warn(
+        f"flightlog: the server cannot be reached; {what} when the queued data is delivered (it is journaled on "
+        "disk meanwhile)",
+        DeliveryWarning,
+        stacklevel=stacklevel,
+    )
 
 
 def _iso(t: Optional[int]) -> Optional[str]:

@@ -678,6 +678,56 @@ fn image_written(conn: &Connection, run: &RunId, meta: &ImageWrite) -> Result<Op
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Store;
+
+    /// A write that replaces or deletes a file and then fails (as one whose commit fails does) leaves the
+    /// acknowledged file as it was: the writer undoes the job's file changes with its rollback.
+    #[test]
+    fn a_failed_write_leaves_the_files_it_replaced_or_deleted_as_they_were() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = super::super::EmbeddedStore::open(dir.path()).unwrap();
+        let run = s.create_run(NewRun::default()).unwrap().id;
+        s.put_artifact(&run, "model.bin", &mut &b"acknowledged"[..])
+            .unwrap();
+        let inner = s.inner.clone();
+        let (root, tmp) = (run_root(&inner, &run), inner.dirs.tmp.clone());
+        let spool = tmp.join(super::super::temp_name());
+        fs::write(&spool, b"not committed").unwrap();
+        let failed = |why: &str| Err::<(), _>(Error::storage(why));
+        let (r, t) = (root.clone(), tmp.clone());
+        let replaced = inner.write(move |ctx| {
+            place(ctx, &t, &r, "model.bin", &spool)?;
+            place_new_folder_file(ctx, &t, &r)?;
+            failed("after the upload")
+        });
+        assert!(replaced.is_err());
+        let (r, t) = (root.clone(), tmp.clone());
+        let deleted = inner.write(move |ctx| {
+            take_away(ctx, &t, &r.join("model.bin"))?;
+            failed("after the delete")
+        });
+        assert!(deleted.is_err());
+        let (_, reader) = s.open_artifact(&run, "model.bin").unwrap();
+        let mut got = Vec::new();
+        io::Read::read_to_end(&mut { reader }, &mut got).unwrap();
+        assert_eq!(got, b"acknowledged");
+        assert!(
+            !root.join("new").exists(),
+            "a folder the failed write made is gone"
+        );
+        assert_eq!(
+            fs::read_dir(&tmp).unwrap().count(),
+            0,
+            "nothing left parked"
+        );
+    }
+
+    /// Places a file in a folder that does not exist yet (`new/sub/f`).
+    fn place_new_folder_file(ctx: &mut WriteCtx, tmp: &Path, root: &Path) -> Result<()> {
+        let spool = tmp.join(super::super::temp_name());
+        fs::write(&spool, b"x").map_err(io_err("writing", &spool))?;
+        place(ctx, tmp, root, "new/sub/f", &spool).map(|_| ())
+    }
 
     #[test]
     fn images_are_checked_by_their_bytes() {

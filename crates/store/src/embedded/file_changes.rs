@@ -58,7 +58,6 @@ impl FileChanges {
 
     /// The group's commit failed: every change it kept is undone, newest first.
     pub fn rolled_back(&mut self) {
-        undo_all(&mut self.job);
         undo_all(&mut self.kept);
     }
 }

@@ -88,21 +88,17 @@ fn temp_file_in_use(name: &str, meta: &std::fs::Metadata) -> bool {
         .split_once('-')
         .and_then(|(pid, _)| pid.parse::<libc::pid_t>().ok())
         .filter(|&pid| pid > 0);
-    let young = || {
-        meta.modified()
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age <= STALE_TEMP_FILE)
+    let young = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age <= STALE_TEMP_FILE);
+    // Signal 0 checks that the process exists; EPERM means it does (another user's).
+    let alive = |pid| {
+        let signalled = unsafe { libc::kill(pid, 0) } == 0;
+        signalled || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
     };
-    match pid {
-        // Signal 0 checks that the process exists; EPERM means it does (another user's).
-        Some(pid) => {
-            let alive = unsafe { libc::kill(pid, 0) } == 0
-                || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-            alive && young()
-        }
-        None => young(),
-    }
+    young && pid.is_none_or(alive)
 }
 
 /// Removes what crashed processes left in `tmp`: uploads cut short and files parked by writes that never

@@ -55,18 +55,20 @@ impl WriteCtx {
         self.log_appends.begin_job();
     }
 
-    /// The job was rolled back: the caches forget what it touched.
+    /// The job was rolled back: the caches forget what it touched, and its file changes are undone.
     fn forget_job(&mut self) {
         self.tails.forget_job();
         self.points.forget_job();
         self.log_appends.forget_job();
+        self.files.undo_job();
     }
 
-    /// The commit failed: the caches forget everything.
+    /// The commit failed: the caches forget everything, and the group's file changes are undone.
     fn forget_all(&mut self) {
         self.tails.clear();
         self.points.clear();
         self.log_appends.clear();
+        self.files.rolled_back();
     }
 }
 
@@ -272,7 +274,6 @@ fn run_group(ctx: &mut WriteCtx, jobs: Vec<Job>, announce: &Announce) {
     if commit.is_err() {
         let _ = ctx.conn.execute_batch("ROLLBACK");
         ctx.forget_all();
-        ctx.files.rolled_back();
     } else {
         ctx.files.committed();
         raise(&announce.events, ctx.last_seq);
@@ -314,7 +315,6 @@ fn run_job(ctx: &mut WriteCtx, job: Job) -> Option<Reply> {
         let _ = run_cached(&ctx.conn, "ROLLBACK TO job");
         let _ = run_cached(&ctx.conn, "RELEASE job");
         ctx.forget_job();
-        ctx.files.undo_job();
         (ctx.last_seq, ctx.last_followed_seq) = seqs_before;
     }
     reply
