@@ -121,6 +121,13 @@ fn downsampling_keeps_spikes() {
         vals.len()
     );
     assert!(vals.iter().any(|v| v == &json!(1000.0)), "spike lost");
+    // The binary overview says how long the series is, which its points do not.
+    let (status, bytes, headers) = s.get_bytes(&format!(
+        "/api/v1/runs/{id}/metrics/x?buckets=100&format=binary"
+    ));
+    assert_eq!(status, 200);
+    assert!(u64::from_le_bytes(bytes[..8].try_into().unwrap()) <= 200);
+    assert_eq!(headers["x-series-count"], "10000");
     let steps: Vec<i64> = read["steps"]
         .as_array()
         .unwrap()

@@ -194,9 +194,13 @@ async fn read(
             return Ok(Json(json!({ "info": info, "records": records })).into_response());
         }
         let started = std::time::Instant::now();
-        if let Some(n) = huge_read(&rq, info.count) {
+        let count = info.count;
+        if let Some(n) = huge_read(&rq, count) {
             let start = rq.range.start_index;
-            return Ok(lazy_read(&st, id, name, info, start, n, rq.format()));
+            return Ok(counted(
+                lazy_read(&st, id, name, info, start, n, rq.format()),
+                count,
+            ));
         }
         let series = match rq.buckets {
             Some(b) => {
@@ -224,7 +228,7 @@ async fn read(
             parts_response(scalar_json_parts(&info, &series))
         };
         tracing::debug!(?read, encoded = ?(started.elapsed() - read), "scalar read");
-        Ok(resp)
+        Ok(counted(resp, count))
     })
     .await
 }
@@ -299,6 +303,17 @@ pub fn scalar_binary(s: &ScalarSeries) -> Vec<u8> {
         .take(n)
         .for_each(|v| out.extend_from_slice(&v.0.to_bits().to_le_bytes()));
     out
+}
+
+/// The header saying how many points the series held when it was read.
+pub const SERIES_COUNT: &str = "x-series-count";
+
+/// Adds [`SERIES_COUNT`]: a downsampled answer carries bucket extremes, not how long the series is, and a live
+/// chart appends the points logged after it by index from there.
+fn counted(mut resp: Response, count: u64) -> Response {
+    resp.headers_mut()
+        .insert(SERIES_COUNT, HeaderValue::from(count));
+    resp
 }
 
 fn binary_response(s: &ScalarSeries) -> Response {
