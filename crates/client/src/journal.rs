@@ -207,24 +207,12 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 
 /// Takes an exclusive advisory lock on the file without waiting; `false` if another open file holds it. The lock
 /// goes away with the file handle (and with the process, however it dies).
-#[cfg(unix)]
 pub fn try_lock(file: &File) -> io::Result<bool> {
-    use std::os::unix::io::AsRawFd;
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc == 0 {
-        return Ok(true);
+    match file.try_lock() {
+        Ok(()) => Ok(true),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
     }
-    let err = io::Error::last_os_error();
-    if err.kind() == io::ErrorKind::WouldBlock || err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        Ok(false)
-    } else {
-        Err(err)
-    }
-}
-
-#[cfg(not(unix))]
-pub fn try_lock(_file: &File) -> io::Result<bool> {
-    Ok(true)
 }
 
 // --- acked sidecar ---------------------------------------------------------------------------------------
