@@ -111,7 +111,7 @@ pub fn submit_supervise(
     // A client of its own: output is sent within milliseconds, not at the SDK's metric pace.
     let own = Arc::new(Client::new(tracker::client_config(client.client.uri())));
     let tracker: Arc<dyn Tracker> = Arc::new(own.clone());
-    signals::install();
+    signals::install(false);
     let finished = py
         .detach(|| {
             let prepared = lifecycle::prepare_in(&sub, experiment_id)?;

@@ -164,7 +164,7 @@ pub fn submit(server: &str, json: bool, args: SubmitArgs) -> Result<(), CliError
         server,
     )));
     crate::server_cmd::init_warnings();
-    signals::install();
+    signals::install(false);
     // The runner's errors say what failed; a server that cannot be reached is named, as other commands do.
     let failed = |e| crate::commands::explain_unreachable(server, runner_error(e));
     if !axes.is_empty() {

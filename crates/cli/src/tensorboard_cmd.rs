@@ -84,34 +84,15 @@ pub struct LaunchArgs {
     pub interval: u64,
 }
 
-/// Set by SIGINT/SIGTERM/SIGHUP once [`stop_on_signals`] ran: long-running commands end cleanly.
-static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// The first signal asks for a clean stop; a second one (Ctrl-C again while a request to a hung server is
-/// still waiting) kills the process as the signal's default action would.
-extern "C" fn on_signal(sig: libc::c_int) {
-    if STOP.swap(true, std::sync::atomic::Ordering::SeqCst) {
-        // SAFETY: signal and raise are async-signal-safe.
-        unsafe {
-            libc::signal(sig, libc::SIG_DFL);
-            libc::raise(sig);
-        }
-    }
-}
-
-/// Makes Ctrl-C, SIGTERM and SIGHUP (a closed terminal, a dropped ssh session) set a flag instead of killing
-/// the process, so cleanup runs (TensorBoard stopped, its temp folder removed, import state saved).
+/// Makes Ctrl-C, SIGTERM and SIGHUP ask for a clean stop (TensorBoard stopped, its temp folder removed, import
+/// state saved) instead of killing the process; a second one quits at once, since the clean stop may be waiting
+/// on a hung server.
 pub(crate) fn stop_on_signals() {
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        // SAFETY: the handler only touches an atomic, or restores the default and re-raises.
-        unsafe {
-            libc::signal(sig, on_signal as *const () as libc::sighandler_t);
-        }
-    }
+    flightlog_runner::signals::install(true);
 }
 
 pub(crate) fn stop_requested() -> bool {
-    STOP.load(std::sync::atomic::Ordering::SeqCst)
+    flightlog_runner::signals::requested()
 }
 
 /// What both directions share: the client and the output mode.

@@ -391,6 +391,50 @@ fn follow_imports_what_a_running_writer_appends() {
     assert_eq!(page["items"][0]["status"], "Completed");
 }
 
+/// Following while the server hangs (here: stopped with SIGSTOP mid-import): the first Ctrl-C asks for a clean
+/// stop, which waits on the hung request; a second one quits at once (before, it was ignored as well, for as long
+/// as the request's timeout).
+#[test]
+fn a_second_ctrl_c_quits_an_import_waiting_on_a_hung_server() {
+    let s = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.out.tfevents.1.host.1.0");
+    std::fs::write(&path, live_record(0)).unwrap();
+    let mut child = follow(&s, dir.path(), "0.05");
+    wait_for_live_steps(&s, serde_json::json!([0]));
+    let server = s.pid().unwrap() as libc::pid_t;
+    unsafe { libc::kill(server, libc::SIGSTOP) };
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    f.write_all(&live_record(1)).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500)); // the import's request is now waiting
+    let pid = child.id() as libc::pid_t;
+    let sigint = || unsafe { libc::kill(pid, libc::SIGINT) };
+    sigint();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the first Ctrl-C stops cleanly, after the request"
+    );
+    sigint();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a second Ctrl-C did not quit"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    unsafe { libc::kill(server, libc::SIGCONT) };
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGINT));
+}
+
 /// Values the store refuses (a histogram with more limits than counts, a text point over 1 MiB) are skipped
 /// one by one and named in a warning, as are values of a plugin flightlog has no kind for (hparams): every
 /// other point of their file is imported. (Before, one such value lost every point of its file.)
