@@ -17,11 +17,49 @@ const SCREENSHOTS = join(dirname(fileURLToPath(import.meta.url)), 'screenshots')
 export async function openBrowser() {
   const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium' });
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, baseURL: URL_BASE });
+  const page = await newPage(context);
+  return { browser, context, page };
+}
+
+/** Another page of `context` (a page of its own: its routes, init scripts), uncaught errors in `page.errors`. */
+export async function newPage(context) {
   const page = await context.newPage();
   page.setDefaultTimeout(10_000);
   page.errors = [];
   page.on('pageerror', (e) => page.errors.push(String(e)));
-  return { browser, context, page };
+  return page;
+}
+
+/** Opens `path` and waits until every chart of the view has drawn (the charts-drawn mark, docs/portal.md). */
+export async function gotoDrawn(page, path) {
+  await page.goto(path);
+  await page.waitForFunction(() => window.__flightlog?.chartsDrawn === true);
+}
+
+/** What the chart `sel` draws: [xs, ...ys] as plain arrays (nulls where a value cannot be drawn). */
+export function plotted(page, sel) {
+  return page.$eval(sel, (e) => e.plotted && e.plotted.map((a) => Array.from(a)));
+}
+
+/** A drag-zoom across the chart `sel`, from `from` to `to` (fractions of the plot's width), at mid height. */
+export async function dragX(page, sel, from, to) {
+  const box = await page.locator(`${sel} .u-over`).boundingBox();
+  const y = box.y + box.height / 2;
+  await page.mouse.move(box.x + box.width * from, y);
+  await page.mouse.down();
+  await page.mouse.move(box.x + box.width * (from + to) / 2, y, { steps: 5 });
+  await page.mouse.move(box.x + box.width * to, y, { steps: 5 });
+  await page.mouse.up();
+}
+
+/** The runs table of a run's experiment (a run as newRun returns it). */
+export async function openExperiment(page, run) {
+  await page.goto(`/experiments/${run.experiment_id}`);
+}
+
+/** The runs-table cell of a run's latest `name` value. */
+export function metricCell(page, runId, name) {
+  return page.locator(`${tid('run-row', { 'run-id': runId })} [data-testid="run-cell"][data-column="metric:${name}"]`);
 }
 
 export async function screenshot(page, name) {
@@ -76,6 +114,11 @@ export async function newRun(experimentName, displayName, params = {}) {
   const exp = await api('GET', `/api/v1/experiments/by-name/${encodeURIComponent(experimentName)}`).catch(() =>
     api('POST', '/api/v1/experiments', { name: experimentName }));
   return api('POST', '/api/v1/runs', { experiment_id: exp.id, display_name: displayName, params });
+}
+
+/** Marks runs Completed (a test's runs stop looking live in the views that follow). */
+export async function complete(...runs) {
+  for (const r of runs) await api('PATCH', `/api/v1/runs/${r.id}`, { status: 'Completed' });
 }
 
 export function logScalars(runId, name, steps, values) {

@@ -60,6 +60,15 @@ export interface Scalars {
   values: Float64Array;
 }
 
+/** A scalar read: the points sent, and how many points the series held when it was read. */
+export interface ScalarRead extends Scalars {
+  /**
+   * The series' length at the read (`X-Series-Count`): a downsampled answer stands for points `[0, total)`, and
+   * the first point logged after it has index `total`.
+   */
+  total: number;
+}
+
 export interface ArtifactInfo {
   path: string;
   is_dir: boolean;
@@ -126,13 +135,17 @@ export async function listAll<T>(path: string, params: URLSearchParams): Promise
   return out;
 }
 
-/** Scalar read in the binary format: u64 count, then steps (i64), times (i64 µs), values (f64). */
+/**
+ * Scalar read in the binary format: u64 count, then steps (i64), times (i64 µs), values (f64); plus the series'
+ * length from the `X-Series-Count` header (docs/api.md). A server without the header: the end of what an
+ * unbounded read got (exact for a read that was not downsampled).
+ */
 export async function readScalars(
   runId: string,
   name: string,
   opts: { buckets?: number; minStep?: number; maxStep?: number; startIndex?: number },
   signal?: AbortSignal,
-): Promise<Scalars> {
+): Promise<ScalarRead> {
   const q = new URLSearchParams({ format: "binary" });
   if (opts.buckets) q.set("buckets", String(Math.max(1, Math.round(opts.buckets))));
   if (opts.minStep !== undefined) q.set("min_step", String(Math.floor(opts.minStep)));
@@ -141,7 +154,10 @@ export async function readScalars(
   const r = await check(
     await fetch(`/api/v1/runs/${runId}/metrics/${metricPath(name)}?${q}`, { signal }),
   );
-  return decodeScalars(await r.arrayBuffer());
+  const got = decodeScalars(await r.arrayBuffer());
+  const header = r.headers.get("x-series-count");
+  const total = header !== null && header !== "" && isFinite(Number(header)) ? Number(header) : (opts.startIndex ?? 0) + got.steps.length;
+  return { ...got, total };
 }
 
 export function decodeScalars(buf: ArrayBuffer): Scalars {
@@ -199,6 +215,68 @@ export function subscribe(path: string, onEvent: (e: StreamEvent) => void, onOpe
   };
   for (const t of types) es.addEventListener(t, handler as EventListener);
   return () => es.close();
+}
+
+/** How long a view's first read waits for its event stream to open (a proxy may hold it back, or buffer it). */
+export const STREAM_WAIT_MS = 1000;
+
+/**
+ * Opens the event streams, then does a view's first read: when all are open, or after `waitMs`, whichever comes
+ * first. The server starts a new stream at its newest event, so everything committed after the streams opened
+ * reaches `onEvent`, and the read covers what came before. If the read ran before the streams opened, `reread`
+ * runs once they are open (what was committed in between reached neither). Events are held until `read` (and
+ * the promise it returns) is done, then passed on in order: the view exists by then. Returns the closer.
+ */
+export function subscribeThenRead(
+  paths: string | string[],
+  onEvent: (e: StreamEvent) => void,
+  read: () => unknown,
+  reread: () => unknown = read,
+  waitMs = STREAM_WAIT_MS,
+): () => void {
+  const list = Array.isArray(paths) ? paths : [paths];
+  let toOpen = list.length;
+  let called = false;
+  let ready = false;
+  let closed = false;
+  const held: StreamEvent[] = [];
+  const flush = () => {
+    ready = true;
+    if (!closed) held.splice(0).forEach(onEvent);
+  };
+  const start = () => {
+    if (called || closed) return;
+    called = true;
+    clearTimeout(timer);
+    let r: unknown;
+    try {
+      r = read();
+    } finally {
+      if (r instanceof Promise) r.then(flush, flush);
+      else flush();
+    }
+  };
+  const timer = window.setTimeout(start, waitMs);
+  const closers = list.map((path) => {
+    let opened = false;
+    return subscribe(
+      path,
+      (e) => (ready ? onEvent(e) : held.push(e)),
+      () => {
+        if (opened) return; // a reconnect: the stream resumes after the last event it delivered
+        opened = true;
+        if (--toOpen > 0 || closed) return;
+        if (called) void reread();
+        else start();
+      },
+    );
+  });
+  if (!list.length) start();
+  return () => {
+    closed = true;
+    clearTimeout(timer);
+    closers.forEach((c) => c());
+  };
 }
 
 /** Empty maps and lists are left out of the JSON; views rely on them being there. */

@@ -4,7 +4,7 @@
 import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
 import { readScalars, Scalars } from "./api";
-import { errorBox, fmtDuration, fmtValue, h } from "./util";
+import { errorBox, fmtDuration, fmtValue, h, throttle } from "./util";
 
 export type XMode = "step" | "time" | "relative";
 
@@ -184,8 +184,6 @@ export interface ScalarSource {
   color: string;
   /** µs origin of relative time (the run's start); defaults to the first point's time. */
   origin?: number;
-  /** Points the series had when the page read the run: live points from this index on are new. */
-  count?: number;
 }
 
 interface Pending extends Cols {
@@ -201,8 +199,9 @@ function ascending(xs: number[]): boolean {
 /**
  * A line chart of one metric over one or more runs. Data comes from the server already downsampled to about
  * the plot's pixel width; a drag-zoom fetches the visible step range again at full resolution for that width.
- * Live points are kept by series index: each source knows how many of its series' points it holds (`have`), so
- * a point is never drawn twice, and a live batch that starts past `have` (points missed) re-reads the series.
+ * Live points are kept by series index: each source knows how many of its series' points it holds (`have`: the
+ * series' length at the read, which the server sends with it, plus the live points appended since), so a point
+ * is never drawn twice, and a live batch that starts past `have` (points missed) re-reads the series.
  */
 export class ScalarChart {
   readonly card: HTMLElement;
@@ -212,10 +211,12 @@ export class ScalarChart {
   private u?: uPlot;
   private full: Cols[];
   private detail: (Cols | null)[];
-  /** Per source: series points [0, have) are in `full` (for a downsampled read, a lower bound). */
+  /** Per source: series points [0, have) are in `full` (downsampled or whole). */
   private have: number[];
-  /** Per source: live points that arrived before the first read finished. */
+  /** Per source: live points that arrived while a read was on its way (merged by index when it lands). */
   private pending: Pending[];
+  /** Reads of the whole series on their way. */
+  private reading = 0;
   private zoom: { minStep: number; maxStep: number } | null = null;
   private firstDrawn = false;
   private raf = 0;
@@ -243,7 +244,7 @@ export class ScalarChart {
     this.badge = parts.badge;
     this.full = sources.map(() => ({ steps: [], times: [], values: [] }));
     this.detail = sources.map(() => null);
-    this.have = sources.map((s) => s.count ?? 0);
+    this.have = sources.map(() => 0);
     this.pending = sources.map(() => ({ index: [], steps: [], times: [], values: [] }));
     // Test hook (docs/portal.md): `card.plotted` is the data as drawn, [xs, ...ys per source].
     Object.defineProperty(this.card, "plotted", { get: () => this.u?.data });
@@ -268,7 +269,13 @@ export class ScalarChart {
     return this.loading !== null || this.loaded;
   }
 
-  /** Reads every source (in parallel, downsampled); again when called again (a gap, a retry). */
+  /**
+   * Re-reads after points were missed: one read at a time (calls while one is on its way join one more after
+   * it), at most every 250 ms, so a busy stream cannot pile reads up or have each replaced by the next.
+   */
+  private reread = throttle(() => this.load(), 250);
+
+  /** Reads every source (in parallel, downsampled); again when called again (a retry, a resync). */
   load(): Promise<void> {
     // Tracked from its first read: a chart that is never scrolled to does not hold up the charts-drawn mark.
     if (!this.firstDrawn) this.tracker?.add(this);
@@ -279,6 +286,15 @@ export class ScalarChart {
 
   private async read(): Promise<void> {
     const mine = ++this.loadSeq;
+    this.reading++;
+    try {
+      await this.readAll(mine);
+    } finally {
+      this.reading--;
+    }
+  }
+
+  private async readAll(mine: number): Promise<void> {
     // Let the caller put the card in the page first, so the bucket count is the plot's real width.
     await Promise.resolve();
     const b = this.buckets();
@@ -299,19 +315,20 @@ export class ScalarChart {
       return;
     }
     delete this.card.dataset.error;
+    let hole = false;
     results.forEach((r, i) => {
       if (r.status !== "fulfilled") return;
       const c = toCols(r.value);
-      // Up to 2×buckets points the server sends the series whole, in index order: it holds exactly c.length
-      // points. A downsampled answer holds at least what the run read said (`count`) and possibly more; live
-      // points then overlap it by a few at most, drawn twice in an overview that is approximate anyway.
-      const exact = c.steps.length <= 2 * b;
-      let have = exact ? c.steps.length : Math.max(this.sources[i].count ?? 0, this.have[i]);
+      // The answer (whole or downsampled) stands for the series' points [0, total).
+      let have = r.value.total;
       // Live points that arrived while reading: those past what the read holds go after it.
       const p = this.pending[i];
       for (let k = 0; k < p.index.length; k++) {
         if (p.index[k] < have) continue;
-        if (p.index[k] > have) break; // a hole: the next event that reaches past it re-reads
+        if (p.index[k] > have) {
+          hole = true; // points missed between the read and the stream: read again
+          break;
+        }
         c.steps.push(p.steps[k]);
         c.times.push(p.times[k]);
         c.values.push(p.values[k]);
@@ -321,6 +338,7 @@ export class ScalarChart {
       this.full[i] = c;
       this.have[i] = have;
     });
+    if (hole) this.reread();
     const wasLoaded = this.loaded;
     this.loaded = true;
     if (wasLoaded && this.zoomedIn()) {
@@ -345,11 +363,11 @@ export class ScalarChart {
       if (values.length) this.latestValue = values[values.length - 1];
       if (!this.started) {
         // Not read yet: its first read will hold these points.
-        this.have[i] = Math.max(this.have[i], fromIndex + steps.length);
         this.latestEl.textContent = this.latest();
         return;
       }
-      if (!this.loaded) {
+      if (!this.loaded || this.reading) {
+        // A read is on its way: held by index, and merged after what the read holds when it lands.
         const p = this.pending[i];
         for (let k = 0; k < steps.length; k++) {
           const at = fromIndex + k;
@@ -381,7 +399,7 @@ export class ScalarChart {
       }
     });
     if (gap) {
-      void this.load();
+      this.reread();
       return;
     }
     if (!this.loaded || !added) return;
@@ -401,10 +419,8 @@ export class ScalarChart {
 
   /** Reads a run's points past those held and appends them (for streams that announce points without data). */
   async fetchNew(runId: string): Promise<void> {
-    if (!this.loaded) {
-      await this.loading;
-      return;
-    }
+    if (!this.loaded) await this.loading;
+    if (!this.loaded || this.abort.signal.aborted) return;
     const reads = this.sources.map(async (s, i) => {
       if (s.runId !== runId) return;
       const from = this.have[i];
@@ -482,8 +498,12 @@ export class ScalarChart {
       rawTables.push([xs, vs] as unknown as uPlot.AlignedData);
     });
     const counts = { points, nan, posInf, negInf };
-    if (tables.length === 1) return { data: tables[0], raw: [[], rawTables[0][1] as number[]], ...counts };
-    return { data: uPlot.join(tables), raw: uPlot.join(rawTables) as unknown as (number | undefined)[][], ...counts };
+    // The logged values behind the gaps, for the tooltip: only needed (and, over several runs, joined) when a
+    // series has a non-finite value.
+    const nonFinite = nan + posInf + negInf > 0;
+    if (tables.length === 1) return { data: tables[0], raw: nonFinite ? [[], rawTables[0][1] as number[]] : [], ...counts };
+    const raw = nonFinite ? (uPlot.join(rawTables) as unknown as (number | undefined)[][]) : [];
+    return { data: uPlot.join(tables), raw, ...counts };
   }
 
   private latestValue: number | undefined;
@@ -549,6 +569,8 @@ export class ScalarChart {
     if (this.u) {
       this.card.dataset.x = this.settings.x;
       this.card.dataset.yScale = this.u.scales.y.distr === 3 ? "log" : "linear";
+      // Whether a line bridges the gaps left by non-finite values (it must not: see lineSeries).
+      this.card.dataset.spanGaps = String(this.u.series.slice(1).some((s) => s.spanGaps));
       // The x range in view (a zoom shows here): for tests and for anyone inspecting the page.
       const { min, max } = this.u.scales.x;
       this.card.dataset.xMin = String(min ?? "");
@@ -619,6 +641,7 @@ export class ScalarChart {
 
   destroy(): void {
     this.abort.abort();
+    this.reread.cancel();
     cancelAnimationFrame(this.raf);
     clearTimeout(this.detailTimer);
     this.ro.disconnect();

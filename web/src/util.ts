@@ -156,21 +156,54 @@ export type Throttled = (() => void) & { cancel: () => void };
 /**
  * Runs `f` at most once every `ms`, and always once after the last call (with nothing lost: a call while a run
  * is pending joins it). For live refreshes: a debounce would never run while events keep arriving faster than
- * its delay, and a busy run's stream does exactly that.
+ * its delay, and a busy run's stream does exactly that. When `f` returns a promise (a read), calls made while it
+ * is pending join one more run after it, and the interval counts from when it settles: a read slower than `ms`
+ * is never overtaken (and thrown away) by the next one.
  */
-export function throttle(f: () => void, ms: number): Throttled {
+export function throttle(f: () => unknown, ms: number): Throttled {
   let last = -Infinity;
   let t: number | undefined;
+  let running = false;
+  let again = false;
+  const settled = () => {
+    running = false;
+    last = performance.now();
+    if (again) {
+      again = false;
+      call();
+    }
+  };
   const run = () => {
     t = undefined;
-    last = performance.now();
-    f();
+    running = true;
+    let r: unknown;
+    try {
+      r = f();
+    } catch (e) {
+      settled();
+      throw e;
+    }
+    if (r instanceof Promise) r.then(settled, settled);
+    else settled();
   };
   const call = () => {
-    if (t !== undefined) return;
-    t = window.setTimeout(run, Math.max(0, last + ms - performance.now()));
+    if (running) again = true;
+    else if (t === undefined) t = window.setTimeout(run, Math.max(0, last + ms - performance.now()));
   };
-  return Object.assign(call, { cancel: () => (clearTimeout(t), (t = undefined)) });
+  return Object.assign(call, {
+    cancel: () => {
+      clearTimeout(t);
+      t = undefined;
+      again = false;
+    },
+  });
+}
+
+/** A run's duration in µs: to its end, or to now while it is active; undefined for an ended run without an end. */
+export function duration(r: { start_time?: number; created_time: number; end_time?: number; status: string }): number | undefined {
+  const start = r.start_time ?? r.created_time;
+  const end = r.end_time ?? (isActive(r.status) ? Date.now() * 1000 : undefined);
+  return end === undefined ? undefined : end - start;
 }
 
 /**

@@ -2,7 +2,7 @@
 // and final metrics with the differing ones marked.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { openBrowser, screenshot, tid, fixture, eventually, imageColor, newRun, logScalars, api } from '../lib.mjs';
+import { openBrowser, screenshot, tid, fixture, eventually, imageColor, newRun, logScalars, gotoDrawn, dragX, complete } from '../lib.mjs';
 
 let browser, page;
 before(async () => ({ browser, page } = await openBrowser()));
@@ -12,8 +12,7 @@ const a = fixture.runs.baseline;
 const b = fixture.runs['high-lr'];
 
 test('compare overlays a metric of two runs', async () => {
-  await page.goto(`/compare?runs=${a.id},${b.id}&tab=metrics`);
-  await page.waitForFunction(() => window.__flightlog?.chartsDrawn === true);
+  await gotoDrawn(page, `/compare?runs=${a.id},${b.id}&tab=metrics`);
   const charts = await page.$$eval(tid('compare-chart'), (els) => Object.fromEntries(els.map((e) => [e.dataset.metric, {
     series: Number(e.dataset.series), points: Number(e.dataset.points),
   }])));
@@ -83,16 +82,9 @@ test('a live point keeps the zoom of a compare chart', async () => {
     await logScalars(r.id, 'loss', steps, steps.map((i) => 1 / (i + 1)));
     runs.push(r);
   }
-  await page.goto(`/compare?runs=${runs.map((r) => r.id).join(',')}&tab=metrics`);
-  await page.waitForFunction(() => window.__flightlog?.chartsDrawn === true);
+  await gotoDrawn(page, `/compare?runs=${runs.map((r) => r.id).join(',')}&tab=metrics`);
   const chart = tid('compare-chart', { metric: 'loss' });
-  const box = await page.locator(`${chart} .u-over`).boundingBox();
-  const y = box.y + box.height / 2;
-  await page.mouse.move(box.x + box.width * 0.2, y);
-  await page.mouse.down();
-  await page.mouse.move(box.x + box.width * 0.3, y, { steps: 5 });
-  await page.mouse.move(box.x + box.width * 0.4, y, { steps: 5 });
-  await page.mouse.up();
+  await dragX(page, chart, 0.2, 0.4);
   const range = async () => [Number(await page.getAttribute(chart, 'data-x-min')), Number(await page.getAttribute(chart, 'data-x-max'))];
   const [lo, hi] = await eventually(async () => { const r = await range(); return r[1] > r[0] && r[1] < 120 && r; }, 3000, 'zoomed in');
   await logScalars(runs[0].id, 'loss', [200], [0]);
@@ -100,5 +92,5 @@ test('a live point keeps the zoom of a compare chart', async () => {
   await new Promise((r) => setTimeout(r, 500));
   const [lo2, hi2] = await range();
   assert.ok(Math.abs(lo2 - lo) < 1 && Math.abs(hi2 - hi) < 1, `zoom kept: [${lo}, ${hi}] → [${lo2}, ${hi2}]`);
-  for (const r of runs) await api('PATCH', `/api/v1/runs/${r.id}`, { status: 'Completed' });
+  await complete(...runs);
 });

@@ -4,6 +4,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   openBrowser, screenshot, tid, eventually, num, assertClose, api, newRun, logScalars, pngBytes, logImage, imageColor,
+  newPage, gotoDrawn, plotted, complete, openExperiment, metricCell,
 } from '../lib.mjs';
 
 let browser, page;
@@ -11,12 +12,12 @@ before(async () => ({ browser, page } = await openBrowser()));
 after(async () => browser?.close());
 
 const LIVE_MS = 2000;
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 test('a metric value logged while the page is open appears within 2 s', async (t) => {
   const run = await newRun('portal-live', 'live-metric', { lr: '0.2' });
   await logScalars(run.id, 'loss', [0, 1, 2, 3, 4], [0.9, 0.8, 0.7, 0.6, 0.5]);
-  await page.goto(`/runs/${run.id}?tab=metrics`);
-  await page.waitForFunction(() => window.__flightlog?.chartsDrawn === true);
+  await gotoDrawn(page, `/runs/${run.id}?tab=metrics`);
   const chart = page.locator(tid('metric-chart', { metric: 'loss' }));
   assert.equal(await chart.getAttribute('data-points'), '5');
   const latest = page.locator(tid('metric-latest', { metric: 'loss' }));
@@ -34,7 +35,7 @@ test('a metric value logged while the page is open appears within 2 s', async (t
   // get each point once.
   for (let k = 6; k < 16; k++) await logScalars(run.id, 'loss', [k], [0.5 - k / 100]);
   await eventually(async () => (await chart.getAttribute('data-points')) === '16', LIVE_MS, 'chart has 16 points');
-  await new Promise((r) => setTimeout(r, 300));
+  await sleep(300);
   assert.equal(await chart.getAttribute('data-points'), '16', 'no point drawn twice');
 
   // A new metric logged live gets its own chart.
@@ -42,7 +43,7 @@ test('a metric value logged while the page is open appears within 2 s', async (t
   const grad = page.locator(tid('metric-chart', { metric: 'grad_norm' }));
   await eventually(async () => (await grad.getAttribute('data-points')) === '2', LIVE_MS, 'a new metric appears live with 2 points');
   await screenshot(page, 'live-metrics');
-  await api('PATCH', `/api/v1/runs/${run.id}`, { status: 'Completed' });
+  await complete(run);
 });
 
 test('after the stream reconnects, points the page holds are not drawn again', async () => {
@@ -51,7 +52,7 @@ test('after the stream reconnects, points the page holds are not drawn again', a
   // A page whose event streams can be dropped: each EventSource is wrapped so that drop() does what the browser
   // does when a connection breaks, reconnect resuming after the last event it got (with ?after=, the query
   // form of Last-Event-ID).
-  const p = await page.context().newPage();
+  const p = await newPage(page.context());
   await p.addInitScript(() => {
     const Native = window.EventSource;
     window.__streams = [];
@@ -73,8 +74,7 @@ test('after the stream reconnects, points the page holds are not drawn again', a
       }
     };
   });
-  await p.goto(`/runs/${run.id}?tab=metrics`);
-  await p.waitForFunction(() => window.__flightlog?.chartsDrawn === true);
+  await gotoDrawn(p, `/runs/${run.id}?tab=metrics`);
   const chart = p.locator(tid('metric-chart', { metric: 'acc' }));
   await logScalars(run.id, 'acc', [5], [0.6]);
   await eventually(async () => (await chart.getAttribute('data-points')) === '6', LIVE_MS, 'chart has 6 points');
@@ -85,7 +85,7 @@ test('after the stream reconnects, points the page holds are not drawn again', a
   await p.evaluate(() => window.__streams.forEach((s) => s.drop()));
   await eventually(async () => (await chart.getAttribute('data-points')) === '10', 5000, 'chart has 10 points');
   assert.ok(await p.evaluate(() => window.__streams.some((s) => s.opened > 1)), 'a stream reconnected');
-  await new Promise((r) => setTimeout(r, 300));
+  await sleep(300);
   assert.equal(await chart.getAttribute('data-points'), '10', 'point 5 not drawn twice');
   await p.close();
 });
@@ -103,7 +103,7 @@ test('a log line logged while the logs tab is open appears within 2 s', async (t
   assert.ok(Date.now() - t0 <= LIVE_MS);
   assert.equal(((await view.textContent()).match(/first line/g) || []).length, 1, 'earlier text not repeated');
   await screenshot(page, 'live-logs');
-  await api('PATCH', `/api/v1/runs/${run.id}`, { status: 'Completed' });
+  await complete(run);
 });
 
 test('an image logged while the images tab is open shows within 2 s', async (t) => {
@@ -123,7 +123,7 @@ test('an image logged while the images tab is open shows within 2 s', async (t) 
   assert.ok(ms <= LIVE_MS, `shown after ${ms} ms`);
   assert.equal(await page.getAttribute(tid('image-step-slider'), 'max'), '1', 'the slider spans both steps');
   await screenshot(page, 'live-image');
-  await api('PATCH', `/api/v1/runs/${run.id}`, { status: 'Completed' });
+  await complete(run);
 });
 
 test('the first image of a run shows live in an empty images tab', async () => {
@@ -135,7 +135,7 @@ test('the first image of a run shows live in an empty images tab', async () => {
   const img = page.locator(tid('gallery-image', { 'image-name': 'samples' }));
   await eventually(async () => (await imageColor(img)) === green.join(','), LIVE_MS, 'the first image shown live');
   assert.equal(await page.getByText('No images logged yet.').count(), 0, 'the "no images" note is gone');
-  await api('PATCH', `/api/v1/runs/${run.id}`, { status: 'Completed' });
+  await complete(run);
 });
 
 test('a status change shows live in the run header', async (t) => {
@@ -144,7 +144,7 @@ test('a status change shows live in the run header', async (t) => {
   const status = page.locator(tid('run-status'));
   await eventually(async () => (await status.textContent()).trim() === 'Running', 5000, 'run-status Running');
   const t0 = Date.now();
-  await api('PATCH', `/api/v1/runs/${run.id}`, { status: 'Completed' });
+  await complete(run);
   await eventually(async () => (await status.textContent()).trim() === 'Completed', LIVE_MS, 'status Completed shown live');
   t.diagnostic(`status shown ${Date.now() - t0} ms after the change`);
   assert.ok(Date.now() - t0 <= LIVE_MS);
@@ -153,9 +153,8 @@ test('a status change shows live in the run header', async (t) => {
 test('the runs table shows a new run and a new latest value live', async () => {
   const first = await newRun('portal-table-live', 'table-live-1');
   await logScalars(first.id, 'loss', [0], [0.9]);
-  const exp = await api('GET', '/api/v1/experiments/by-name/portal-table-live');
-  await page.goto(`/experiments/${exp.id}`);
-  const cell = page.locator(`${tid('run-row', { 'run-id': first.id })} [data-testid="run-cell"][data-column="metric:loss"]`);
+  await openExperiment(page, first);
+  const cell = metricCell(page, first.id, 'loss');
   await eventually(async () => num(await cell.textContent()) === 0.9, 3000, 'loss 0.9 shown');
   const t0 = Date.now();
   await logScalars(first.id, 'loss', [1], [0.42]);
@@ -165,7 +164,7 @@ test('the runs table shows a new run and a new latest value live', async () => {
   const total = await page.$eval(tid('runs-table'), (t) => Number(t.dataset.totalRuns));
   assert.equal(total, 2, 'data-total-runs counts the new run');
   assert.ok(Date.now() - t0 <= 2 * LIVE_MS);
-  for (const r of [first, second]) await api('PATCH', `/api/v1/runs/${r.id}`, { status: 'Completed' });
+  await complete(first, second);
 });
 
 // --- live-view fixes of the portal audit (auditK) ---------------------------------------------------------------
@@ -185,11 +184,36 @@ test('a multi-MB log opens at its tail; a live line shows at once; earlier text 
       chunk = '';
     }
   }
+  // Every read of the log until "Load earlier" is clicked: none may start before the 2 MB tail.
+  const length = (await api('GET', `/api/v1/runs/${run.id}/logs`)).items.find((i) => i.name === 'stdout').length;
+  const offsets = [];
+  const onRequest = (r) => {
+    const u = new URL(r.url());
+    if (u.pathname.endsWith('/logs/stdout')) offsets.push(Number(u.searchParams.get('offset')));
+  };
+  page.on('request', onRequest);
+  // A live run: lines keep coming while the page opens, and the stream listing is slow to answer, so log events
+  // reach the tab before it knows where the tail starts.
+  const listing = (u) => u.pathname.endsWith(`/runs/${run.id}/logs`);
+  await page.route(listing, async (r) => {
+    await sleep(500);
+    await r.continue();
+  });
+  let logging = true;
+  const logger = (async () => {
+    for (let k = 0; logging; k++) {
+      await post(`/api/v1/runs/${run.id}/logs/stdout`, `background ${k}\n`);
+      await sleep(20);
+    }
+  })();
   const t0 = Date.now();
   await page.goto(`/runs/${run.id}?tab=logs`);
   const view = page.locator(tid('log-view'));
   await eventually(async () => (await view.textContent()).includes(`l${N - 1} `), 5000, 'the last line shown');
   t.diagnostic(`6 MB log: tail shown after ${Date.now() - t0} ms`);
+  logging = false;
+  await logger;
+  await page.unroute(listing);
   const shown = await view.textContent();
   assert.ok(shown.length < 3_000_000, `only a tail is shown (${shown.length} chars)`);
   assert.ok(!shown.includes('l0 epoch'), 'the first line is not read');
@@ -205,6 +229,10 @@ test('a multi-MB log opens at its tail; a live line shows at once; earlier text 
     t.diagnostic(`live line ${k} shown after ${Date.now() - t1} ms`);
   }
 
+  page.off('request', onRequest);
+  const early = offsets.filter((o) => o < length - 2 * 1024 * 1024);
+  assert.deepEqual(early, [], `no read before the tail until "Load earlier" (tail at ${length - 2 * 1024 * 1024}; reads at ${offsets})`);
+
   // Earlier text, slice by slice back to the start: every line exactly once, in order.
   while (await more.isVisible()) {
     const before = (await view.textContent()).length;
@@ -216,7 +244,7 @@ test('a multi-MB log opens at its tail; a live line shows at once; earlier text 
   assert.equal(nums.length, N, 'every line once');
   assert.ok(nums.every((v, i) => v === i), 'lines in order, none repeated or missing at the slice joins');
   assert.ok(all.endsWith('live marker 2\n'), 'live lines still at the end');
-  await api('PATCH', `/api/v1/runs/${run.id}`, { status: 'Completed' });
+  await complete(run);
 });
 
 test('a non-UTF-8 byte in a live log does not eat the text after it', async () => {
@@ -230,17 +258,16 @@ test('a non-UTF-8 byte in a live log does not eat the text after it', async () =
   await post(`/api/v1/runs/${run.id}/logs/stdout`, 'line-two\n');
   await post(`/api/v1/runs/${run.id}/logs/stdout`, 'line-three\n');
   await eventually(async () => (await view.textContent()).includes('line-three'), LIVE_MS, 'later lines shown');
-  await new Promise((r) => setTimeout(r, 300));
+  await sleep(300);
   assert.equal(await view.textContent(), 'start\ncaf\uFFFD\nline-two\nline-three\n', 'the live tail is what the server holds');
-  await api('PATCH', `/api/v1/runs/${run.id}`, { status: 'Completed' });
+  await complete(run);
 });
 
 test('the runs table keeps updating while a run logs every 20 ms', async () => {
   const run = await newRun('portal-throttle', 'busy');
   await logScalars(run.id, 'loss', [0], [1]);
-  const exp = await api('GET', '/api/v1/experiments/by-name/portal-throttle');
-  await page.goto(`/experiments/${exp.id}`);
-  const cell = page.locator(`${tid('run-row', { 'run-id': run.id })} [data-testid="run-cell"][data-column="metric:loss"]`);
+  await openExperiment(page, run);
+  const cell = metricCell(page, run.id, 'loss');
   await eventually(async () => num(await cell.textContent()) === 1, 3000, 'loss 1 shown');
   // A logger sending one point every 20 ms for 3 s: a trailing debounce (100 ms) never ran while it did.
   let step = 1;
@@ -263,48 +290,125 @@ test('the runs table keeps updating while a run logs every 20 ms', async () => {
   seen.delete(1);
   assert.ok(seen.size >= 3, `the cell changed while points kept arriving (values seen: ${[...seen]})`);
   await eventually(async () => num(await cell.textContent()) === step - 1, LIVE_MS, 'the last value shown');
-  await api('PATCH', `/api/v1/runs/${run.id}`, { status: 'Completed' });
+  await complete(run);
+});
+
+test('a slow table read is not overtaken by the next one while a run keeps logging', async () => {
+  const busy = await newRun('portal-slow-table', 'busy');
+  await logScalars(busy.id, 'loss', [0], [1]);
+  const p = await newPage(page.context());
+  // A table read that takes longer than the reload interval (400 ms); with a metrics filter, every points
+  // event reloads the table.
+  await p.route('**/api/v1/runs/table**', async (r) => {
+    await sleep(700);
+    await r.continue();
+  });
+  await p.goto(`/experiments/${busy.experiment_id}?filter=${encodeURIComponent('metrics.loss >= 0')}`);
+  await eventually(async () => (await p.locator(tid('run-row', { 'run-id': busy.id })).count()) === 1, 5000, 'the busy run listed');
+  let running = true;
+  const logger = (async () => {
+    for (let step = 1; running; step++) {
+      await logScalars(busy.id, 'loss', [step], [step]);
+      await sleep(20);
+    }
+  })();
+  try {
+    // A run that matches the filter only once it logs: it shows when a table read lands.
+    const late = await newRun('portal-slow-table', 'late');
+    await logScalars(late.id, 'loss', [0], [0.5]);
+    await eventually(async () => (await p.locator(tid('run-row', { 'run-id': late.id })).count()) === 1, 4000,
+      'the new run listed while the other keeps logging');
+    await complete(late);
+  } finally {
+    running = false;
+    await logger;
+  }
+  await p.close();
+  await complete(busy);
 });
 
 test('points logged before the event stream opens are not lost', async () => {
   const run = await newRun('portal-live', 'live-race');
   await logScalars(run.id, 'loss', [0, 1, 2, 3, 4], [5, 4, 3, 2, 1]);
-  const p = await page.context().newPage();
-  // A slow proxy: the event stream connects 1.5 s after the page asks for it.
+  const p = await newPage(page.context());
+  // A slow proxy: the event stream connects only when the test lets it, after the page has read the chart.
+  let release;
+  const held = new Promise((r) => (release = r));
   await p.route('**/api/v1/runs/*/events*', async (r) => {
-    await new Promise((s) => setTimeout(s, 1500));
+    await held;
     await r.continue();
   });
   await p.goto(`/runs/${run.id}?tab=metrics`);
   const chart = tid('metric-chart', { metric: 'loss' });
   await p.waitForSelector(`${chart}[data-drawn="true"]`);
-  await logScalars(run.id, 'loss', [5, 6], [0.9, 0.8]); // before the stream is up
-  await new Promise((r) => setTimeout(r, 2000));
+  await logScalars(run.id, 'loss', [5, 6], [0.9, 0.8]); // before the stream is up: no event will bring them
+  release();
+  const steps = async () => (await plotted(p, chart))[0];
+  await eventually(async () => (await steps()).join() === '0,1,2,3,4,5,6', 3000, 'the points logged before the stream opened drawn');
   await logScalars(run.id, 'loss', [7, 8], [0.7, 0.6]);
-  const steps = () => p.$eval(chart, (e) => Array.from(e.plotted[0]));
   await eventually(async () => (await steps()).join() === '0,1,2,3,4,5,6,7,8', 3000, 'every step drawn');
-  await new Promise((r) => setTimeout(r, 300));
+  await sleep(300);
   assert.deepEqual(await steps(), [0, 1, 2, 3, 4, 5, 6, 7, 8], 'each step drawn once');
   await p.close();
-  await api('PATCH', `/api/v1/runs/${run.id}`, { status: 'Completed' });
+  await complete(run);
+});
+
+test('a long series takes live points without being read again; compare reads only the points past it', async () => {
+  const run = await newRun('portal-live', 'live-long');
+  const N = 5000;
+  const steps = Array.from({ length: N }, (_, i) => i);
+  await logScalars(run.id, 'loss', steps, steps.map((i) => 1 / (i + 1)));
+  const reads = [];
+  const onRequest = (r) => {
+    const u = new URL(r.url());
+    if (u.pathname.endsWith(`/runs/${run.id}/metrics/loss`)) reads.push(u.searchParams);
+  };
+  page.on('request', onRequest);
+  // Reads of the whole series (downsampled): not a zoom's range, not the points past an index.
+  const fullReads = () => reads.filter((q) => !q.has('start_index') && !q.has('min_step')).length;
+  await gotoDrawn(page, `/runs/${run.id}?tab=metrics`);
+  const sel = tid('metric-chart', { metric: 'loss' });
+  assert.ok((await plotted(page, sel))[0].length < N, 'the overview is downsampled');
+  assert.equal(fullReads(), 1, 'one read of the series');
+  for (let k = 0; k < 5; k++) {
+    await logScalars(run.id, 'loss', [N + k], [-k]);
+    await eventually(async () => (await plotted(page, sel))[0].includes(N + k), LIVE_MS, `live step ${N + k} drawn`);
+  }
+  const [xs, ys] = await plotted(page, sel);
+  assert.deepEqual(xs.slice(-5), [N, N + 1, N + 2, N + 3, N + 4], 'the live points follow the overview');
+  assert.deepEqual(ys.slice(-5), [0, -1, -2, -3, -4], 'with their values');
+  assert.ok(fullReads() <= 2, `the series is not read again per live batch (${fullReads()} reads)`);
+
+  // Compare (the experiment stream announces points without data): the chart reads the points past those it
+  // holds, i.e. from the series' length at its read, not the whole series at full resolution.
+  const other = await newRun('portal-live', 'live-long-b');
+  await logScalars(other.id, 'loss', [0, 1], [1, 2]);
+  reads.length = 0;
+  await gotoDrawn(page, `/compare?runs=${run.id},${other.id}&tab=metrics`);
+  await logScalars(run.id, 'loss', [N + 5], [-5]);
+  const live = await eventually(async () => reads.find((q) => q.has('start_index')), LIVE_MS, 'a live read');
+  assert.ok(Number(live.get('start_index')) >= N + 5, `the live read starts past the held points (start_index=${live.get('start_index')})`);
+  const cmp = tid('compare-chart', { metric: 'loss' });
+  await eventually(async () => (await plotted(page, cmp))[0].includes(N + 5), LIVE_MS, 'the live point drawn in compare');
+  page.off('request', onRequest);
+  await complete(run, other);
 });
 
 test('the children tab shows a new child and a child status change live', async () => {
   const parent = await newRun('portal-live', 'live-parent');
-  const exp = await api('GET', '/api/v1/experiments/by-name/portal-live');
-  const kid1 = await api('POST', '/api/v1/runs', { experiment_id: exp.id, display_name: 'kid1', parent_id: parent.id });
+  const kid1 = await api('POST', '/api/v1/runs', { experiment_id: parent.experiment_id, display_name: 'kid1', parent_id: parent.id });
   await page.goto(`/runs/${parent.id}?tab=children`);
   const rows = page.locator(`${tid('child-runs')} ${tid('run-row')}`);
   await eventually(async () => (await rows.count()) === 1, 3000, 'one child');
   const duration = page.locator(`${tid('run-row', { 'run-id': kid1.id })} [data-column="duration"]`);
   assert.notEqual((await duration.textContent()).trim(), '—', 'a running child shows its duration so far');
-  const kid2 = await api('POST', '/api/v1/runs', { experiment_id: exp.id, display_name: 'kid2', parent_id: parent.id });
-  await api('PATCH', `/api/v1/runs/${kid1.id}`, { status: 'Completed' });
+  const kid2 = await api('POST', '/api/v1/runs', { experiment_id: parent.experiment_id, display_name: 'kid2', parent_id: parent.id });
+  await complete(kid1);
   await logScalars(kid1.id, 'loss', [0], [0.25]);
   await eventually(async () => (await rows.count()) === 2, LIVE_MS, 'the new child listed live');
   const status = page.locator(`${tid('run-row', { 'run-id': kid1.id })} [data-column="status"]`);
   await eventually(async () => (await status.textContent()).trim() === 'Completed', LIVE_MS, 'kid1 Completed live');
   const loss = page.locator(`${tid('run-row', { 'run-id': kid1.id })} [data-column="metric:loss"]`);
   await eventually(async () => num(await loss.textContent()) === 0.25, LIVE_MS, "kid1's loss live");
-  for (const r of [parent, kid2]) await api('PATCH', `/api/v1/runs/${r.id}`, { status: 'Completed' });
+  await complete(parent, kid2);
 });

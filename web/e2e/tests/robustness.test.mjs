@@ -3,7 +3,7 @@
 // and the keyboard/screen-reader basics of the runs table and the artifact tree.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { openBrowser, screenshot, tid, fixture, eventually, api, newRun, logScalars } from '../lib.mjs';
+import { openBrowser, screenshot, tid, fixture, eventually, api, newRun, newPage, complete, imageColor } from '../lib.mjs';
 
 let browser, page;
 before(async () => ({ browser, page } = await openBrowser()));
@@ -13,9 +13,7 @@ const busy = (r) => r.fulfill({ status: 503, contentType: 'application/json', bo
 
 test('failed reads show the error and a retry in the metrics, logs, artifacts and images tabs', async () => {
   const base = fixture.runs.baseline;
-  const p = await page.context().newPage();
-  p.errors = [];
-  p.on('pageerror', (e) => p.errors.push(String(e)));
+  const p = await newPage(page.context());
   await p.route('**/api/v1/runs/*/metrics/**', busy);
   await p.goto(`/runs/${base.id}?tab=metrics`);
   const loss = tid('metric-chart', { metric: 'loss' });
@@ -28,12 +26,24 @@ test('failed reads show the error and a retry in the metrics, logs, artifacts an
   await p.waitForSelector(`${loss}[data-drawn="true"]`);
   assert.equal(Number(await p.getAttribute(loss, 'data-points')), base.points, 'retry draws the chart');
 
+  // Each tab's retry reads again and shows what it failed to show.
+  const loaded = {
+    logs: async () => (await p.textContent(tid('log-view'))).includes(base.stdout_line),
+    artifacts: async () => (await p.locator(tid('artifact-item', { path: 'notes.txt' })).count()) === 1,
+    images: async () => {
+      const imgs = await p.locator(tid('gallery-image', { 'image-name': base.images.name })).all();
+      return imgs.length === 1 && (await imageColor(imgs[0])) !== '';
+    },
+  };
   for (const [tab, pattern] of [['logs', '**/api/v1/runs/*/logs**'], ['artifacts', '**/api/v1/runs/*/artifacts**'], ['images', '**/api/v1/runs/*/metrics/**']]) {
     await p.route(pattern, busy);
     await p.goto(`/runs/${base.id}?tab=${tab}`);
     await eventually(async () => /server busy/.test((await p.textContent(tid('load-error')).catch(() => '')) ?? ''), 3000, `${tab}: error shown`);
-    assert.ok(await p.isVisible(tid('load-retry')), `${tab}: retry offered`);
+    assert.ok(!(await loaded[tab]()), `${tab}: nothing shown while the read fails`);
     await p.unroute(pattern);
+    await p.click(tid('load-retry'));
+    await eventually(loaded[tab], 3000, `${tab}: retry shows the content`);
+    assert.equal(await p.locator(tid('load-error')).count(), 0, `${tab}: the error goes after the retry`);
   }
   assert.deepEqual(p.errors, [], 'no uncaught errors');
   await p.close();
@@ -45,8 +55,8 @@ test('a missing experiment says so; a server error on the table is not blamed on
   assert.match(await page.textContent(tid('experiment-not-found')), /Experiment 999 not found/);
   assert.equal(await page.locator(tid('runs-table')).count(), 0, 'no empty runs table');
 
-  const exp = fixture.experiments?.vision?.id ?? (await api('GET', '/api/v1/experiments/by-name/e2e-vision')).id;
-  const p = await page.context().newPage();
+  const exp = fixture.experiments['e2e-vision'].id;
+  const p = await newPage(page.context());
   await p.route('**/api/v1/runs/table**', (r) => r.fulfill({ status: 502, contentType: 'text/html', body: '<h1>Bad Gateway</h1>' }));
   await p.goto(`/experiments/${exp}`);
   await p.waitForSelector(tid('load-error'));
@@ -62,7 +72,7 @@ test('an artifact deleted since the listing shows an error, not the error JSON a
   const run = await newRun('portal-robust', 'deleted-artifact');
   await api('PUT', `/api/v1/runs/${run.id}/artifacts/notes.txt`, 'hello', 'text/plain');
   // Without its event stream the page keeps the stale listing (as when the stream lags or is down).
-  const p = await page.context().newPage();
+  const p = await newPage(page.context());
   await p.route('**/api/v1/runs/*/events*', (r) => r.abort());
   await p.goto(`/runs/${run.id}?tab=artifacts`);
   await p.locator(tid('artifact-item', { path: 'notes.txt' })).waitFor();
@@ -74,7 +84,7 @@ test('an artifact deleted since the listing shows an error, not the error JSON a
   assert.match(text, /not found/i);
   assert.ok(!text.includes('{"error"'), 'no error JSON shown as file content');
   await p.close();
-  await api('PATCH', `/api/v1/runs/${run.id}`, { status: 'Completed' });
+  await complete(run);
 });
 
 test('a malformed percent-escape in the URL shows "Not found"', async () => {
@@ -97,14 +107,12 @@ test('a deleted run says it is deleted, and can be restored', async () => {
   await screenshot(page, 'run-deleted');
   await page.click(tid('run-restore'));
   await eventually(async () => (await api('GET', `/api/v1/runs/${run.id}`)).lifecycle === 'active', 3000, 'run restored');
-  await page.waitForSelector(tid('run-status'));
   await eventually(async () => (await page.locator(tid('run-deleted')).count()) === 0, 3000, 'banner gone after restore');
-  await api('PATCH', `/api/v1/runs/${run.id}`, { status: 'Completed' });
+  await complete(run);
 });
 
 test('runs table: headers sort from the keyboard with aria-sort; checkboxes are labelled; select-all says when it caps', async () => {
-  const exp = await api('GET', '/api/v1/experiments/by-name/e2e-vision');
-  await page.goto(`/experiments/${exp.id}`);
+  await page.goto(`/experiments/${fixture.experiments['e2e-vision'].id}`);
   await page.locator(tid('run-row')).first().waitFor();
   const user = tid('runs-header', { column: 'user' });
   assert.equal(await page.getAttribute(user, 'aria-sort'), 'none');

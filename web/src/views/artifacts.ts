@@ -127,7 +127,7 @@ export function artifactsTab({ run, root, query }: TabCtx): TabHandle {
       (e) => list.replaceChildren(h("li", null, errorBox(e, () => void load()))),
     );
   void load();
-  const reload = throttle(() => void load(), 300);
+  const reload = throttle(load, 300);
   return {
     onEvent(e: StreamEvent) {
       if (e.type === "artifact_written" || e.type === "artifact_deleted") reload();

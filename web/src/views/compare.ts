@@ -1,11 +1,11 @@
 // Compare runs: a metric overlaid across runs (one chart per metric, one series per run), images of the same
 // name side by side, and params + final metrics in one table with differing rows marked. Live through the
 // experiment streams (one connection per experiment, not per run).
-import { getJson, getRun, readRecords, Run, StreamEvent, subscribe } from "../api";
+import { getJson, getRun, Run, StreamEvent, subscribeThenRead } from "../api";
 import { DrawTracker, PALETTE, ScalarChart } from "../chart";
 import { setQuery } from "../router";
-import { errorBox, fmtDuration, fmtTime, fmtValue, h, markPerf, resetPerf, setCrumbs, statusBadge, throttle } from "../util";
-import { atStep, figure, gallery, ImageSeries } from "./images";
+import { fmtDuration, fmtTime, fmtValue, h, markPerf, resetPerf, setCrumbs, statusBadge, throttle } from "../util";
+import { atStep, figure, gallery, imageFeeds, ImageSeries } from "./images";
 import { chartControls, settingsFrom } from "./metrics";
 
 const TABS = ["metrics", "images", "table"] as const;
@@ -90,36 +90,41 @@ function compareMetrics(body: HTMLElement, runs: Run[], color: (i: number) => st
         label: label(r),
         color: color(i),
         origin: r.start_time,
-        count: r.metrics.find((m) => m.name === name)?.count,
       }));
     const chart = new ScalarChart(sources, settings, tracker, "compare-chart");
     charts.set(name, chart);
     grid.append(chart.card);
-    chart.load();
   }
   if (!names.length) grid.append(h("div.card.pad.muted", null, "These runs share no scalar metrics."));
   tracker.arm();
   // Live: the experiment stream announces points (without data); the affected chart reads only the points
-  // past those it holds and appends them, so the user's zoom stays. Throttled per (metric, run) pair.
+  // past those it holds (it knows the series' length at its read) and appends them, so the user's zoom stays.
+  // Throttled per (metric, run) pair; the reads of one flush finish before the next starts.
   const pending = new Map<string, Set<string>>();
   const flush = throttle(() => {
-    pending.forEach((runIds, n) => runIds.forEach((id) => void charts.get(n)?.fetchNew(id)));
+    const reads: Promise<void>[] = [];
+    pending.forEach((runIds, n) => runIds.forEach((id) => charts.get(n) && reads.push(charts.get(n)!.fetchNew(id))));
     pending.clear();
+    return Promise.allSettled(reads);
   }, 300);
   const wanted = new Set(runs.map((r) => r.id));
-  const closers = [...new Set(runs.map((r) => r.experiment_id))].map((exp) =>
-    subscribe(`/api/v1/experiments/${exp}/events`, (e: StreamEvent) => {
+  // The streams open before the charts read; if they open late, each chart reads what was logged meanwhile.
+  const close = subscribeThenRead(
+    [...new Set(runs.map((r) => r.experiment_id))].map((exp) => `/api/v1/experiments/${exp}/events`),
+    (e: StreamEvent) => {
       if (e.type === "points" && e.kind === "scalar" && wanted.has(e.run_id ?? "") && charts.has(e.name as string)) {
         const name = e.name as string;
         if (!pending.has(name)) pending.set(name, new Set());
         pending.get(name)!.add(e.run_id!);
         flush();
       }
-    }),
+    },
+    () => charts.forEach((c) => void c.load()),
+    () => charts.forEach((c) => runs.forEach((r) => void c.fetchNew(r.id))),
   );
   return () => {
     flush.cancel();
-    closers.forEach((c) => c());
+    close();
     charts.forEach((c) => c.destroy());
   };
 }
@@ -144,18 +149,16 @@ function compareImages(body: HTMLElement, runs: Run[], label: (r: Run) => string
       ),
     ),
   );
-  body.append(g.el);
+  const errSlot = h("div");
+  body.append(errSlot, g.el);
   if (!names.length) body.append(h("div.card.pad.muted", null, "No images in these runs."));
-  const load = () =>
-    Promise.all(series.map(async (s) => (s.records = await readRecords(s.runId, s.name)))).then(
-      () => {
-        g.update();
-        markPerf("charts-drawn");
-      },
-      (e) => g.el.replaceChildren(errorBox(e, () => location.reload())),
-    );
-  void load();
-  return () => {};
+  const { feed } = imageFeeds(errSlot, g.update);
+  const feeds = series.map((s) => feed(s));
+  void Promise.all(feeds.map((f) => f.start())).then(() => {
+    g.update();
+    markPerf("charts-drawn");
+  });
+  return () => feeds.forEach((f) => f.cancel());
 }
 
 function compareTable(runs: Run[], color: (i: number) => string): HTMLElement {

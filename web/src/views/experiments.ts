@@ -1,7 +1,7 @@
 // The experiments list: name, run count, last activity; a search box filters by name (kept in the URL).
 import { Experiment, listAll } from "../api";
 import { navigate, setQuery } from "../router";
-import { debounce, fmtAgo, fmtTime, h, setCrumbs } from "../util";
+import { debounce, errorBox, fmtAgo, fmtTime, h, setCrumbs } from "../util";
 
 export function experimentsView(root: HTMLElement, _p: string[], query: URLSearchParams): () => void {
   setCrumbs("Experiments");
@@ -50,18 +50,21 @@ export function experimentsView(root: HTMLElement, _p: string[], query: URLSearc
       draw();
     }, 80),
   );
+  const errSlot = h("div");
   root.append(
-    h("div.page", null, h("div.toolbar", null, h("h1", null, "Experiments"), count, h("div.spacer"), search), h("div.card", null, table)),
+    h("div.page", null, h("div.toolbar", null, h("h1", null, "Experiments"), count, h("div.spacer"), search), errSlot, h("div.card", null, table)),
   );
   let alive = true;
+  // A failed read shows once (a failed reload replaces it), with a retry; the next good read clears it.
   const load = () =>
     listAll<Experiment>("/api/v1/experiments", new URLSearchParams({ limit: "1000" }))
       .then((items) => {
         if (!alive) return;
+        errSlot.replaceChildren();
         all = items.sort((a, b) => (b.last_activity ?? b.created_time) - (a.last_activity ?? a.created_time));
         draw();
       })
-      .catch((e) => root.append(h("div.error", null, String(e.message ?? e))));
+      .catch((e) => alive && errSlot.replaceChildren(errorBox(e, () => void load())));
   load();
   // No timer: the list is read again when the tab comes back into view.
   const onVisible = () => document.visibilityState === "visible" && load();

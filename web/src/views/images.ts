@@ -1,8 +1,9 @@
 // The images tab: every image metric at the chosen step (a slider over the union of logged steps), the
 // latest image at or before that step for each name.
-import { enc, readRecords, Record_, StreamEvent } from "../api";
+import { enc, Record_, StreamEvent } from "../api";
 import { setQuery } from "../router";
-import { debounce, errorBox, fmtTime, h, markPerf, throttle } from "../util";
+import { debounce, errorBox, fmtTime, h, markPerf } from "../util";
+import { recordFeed, RecordFeed } from "./feed";
 import type { TabCtx, TabHandle } from "./run";
 
 export interface ImageSeries {
@@ -86,6 +87,31 @@ export function gallery(
   return { el, update };
 }
 
+/**
+ * Feeds image series from their record feeds (the run stream carries the records: they are appended, not read
+ * again); `update` redraws the gallery. A failed read shows in `errSlot`, whose retry reads the failed series again.
+ */
+export function imageFeeds(errSlot: HTMLElement, update: () => void): { feed: (s: ImageSeries, count?: number) => RecordFeed } {
+  const failed = new Set<() => void>();
+  const retryAll = () => {
+    errSlot.replaceChildren();
+    const retries = [...failed];
+    failed.clear();
+    retries.forEach((r) => r());
+  };
+  const fail = (e: unknown, retry: () => void) => {
+    failed.add(retry);
+    errSlot.replaceChildren(errorBox(e, retryAll));
+  };
+  return {
+    feed: (s, count = 0) =>
+      recordFeed(s.runId, { name: s.name, count }, null, (recs) => {
+        s.records = recs;
+        update();
+      }, fail),
+  };
+}
+
 export function imagesTab({ run, root, query }: TabCtx): TabHandle {
   const names = run.metrics.filter((m) => m.kind === "image").map((m) => m.name);
   const series: ImageSeries[] = names.map((name) => ({ runId: run.id, name, records: [] }));
@@ -96,53 +122,33 @@ export function imagesTab({ run, root, query }: TabCtx): TabHandle {
   root.append(g.el);
   const errSlot = h("div");
   root.prepend(errSlot);
-  const load = async (s: ImageSeries) => {
-    s.records = await readRecords(run.id, s.name);
-  };
-  const first = () =>
-    Promise.all(series.map(load)).then(
-      () => {
-        errSlot.replaceChildren();
-        g.update();
-        markPerf("charts-drawn");
-      },
-      (e) => errSlot.replaceChildren(errorBox(e, () => void first())),
-    );
-  void first();
   const empty = series.length ? null : h("div.card.pad.muted", null, "No images logged yet.");
   if (empty) root.append(empty);
-  // Image series with new records, re-read at most every 200 ms while images stream in.
-  const changed = new Set<string>();
-  const reload = throttle(() => {
-    const names = [...changed];
-    changed.clear();
-    const reads = names.map((name) => {
-      let s = series.find((x) => x.name === name);
-      if (!s) {
-        s = { runId: run.id, name, records: [] };
-        series.push(s);
-      }
-      return load(s);
-    });
-    Promise.all(reads).then(
-      () => {
-        empty?.remove(); // the run's first image arrived live
-        errSlot.replaceChildren();
-        g.update();
-      },
-      (e) => errSlot.replaceChildren(errorBox(e, () => (names.forEach((n) => changed.add(n)), reload()))),
-    );
-  }, 200);
+  const { feed } = imageFeeds(errSlot, () => {
+    empty?.remove(); // the run's first image may arrive live
+    g.update();
+  });
+  const feeds = new Map<string, RecordFeed>(series.map((s) => [s.name, feed(s)]));
+  void Promise.all([...feeds.values()].map((f) => f.start())).then(() => {
+    g.update();
+    markPerf("charts-drawn");
+  });
   return {
     onEvent(e: StreamEvent) {
       if (e.type !== "points" || e.kind !== "image") return;
-      changed.add(e.name as string);
-      reload();
+      const name = e.name as string;
+      let f = feeds.get(name);
+      if (!f) {
+        // A series born while the tab is open: its records come with the event (or it is read).
+        const s: ImageSeries = { runId: run.id, name, records: [] };
+        series.push(s);
+        feeds.set(name, (f = feed(s)));
+      }
+      f.onRecords(Number(e.from_index ?? 0), Number(e.count ?? 0), Array.isArray(e.records) ? (e.records as Record_[]) : null);
     },
     resync() {
-      series.forEach((s) => changed.add(s.name));
-      reload();
+      feeds.forEach((f) => f.reread());
     },
-    destroy: () => reload.cancel(),
+    destroy: () => feeds.forEach((f) => f.cancel()),
   };
 }

@@ -54,11 +54,16 @@ export function logsTab({ run, root, query }: TabCtx): TabHandle {
   );
   let stream = query.get("stream") ?? "";
   let text = ""; // the bytes [front, next) of the stream, as text
+  let lines = 0; // newlines in `text` (kept as chunks arrive: a live chunk does not rescan the window)
   let front = 0; // byte offset where the text held starts (a line start, except at a cut inside a long line)
   let next = 0; // byte offset of the end of what we hold
   let total = 0; // the stream's length when last read
   let gen = 0; // bumps when another stream opens: reads of the old one are dropped
   let alive = true;
+  // Live events are ignored until the first listing is handled: it opens the stream at its tail and reads to its
+  // end, which covers them. Before it, the page knows neither the stream nor where its tail starts, and an event
+  // would read the log from byte 0.
+  let listed = false;
   let reading: Promise<void> = Promise.resolve();
 
   const query_ = () => search.value.trim().toLowerCase();
@@ -82,12 +87,13 @@ export function logsTab({ run, root, query }: TabCtx): TabHandle {
 
   const showInfo = () => {
     const shown = next - front;
-    info.textContent = `${countLines(text) + (text && !text.endsWith("\n") ? 1 : 0)} lines` + (front > 0 ? ` · last ${fmtBytes(shown)} of ${fmtBytes(Math.max(total, next))}` : "");
+    info.textContent = `${lines + (text && !text.endsWith("\n") ? 1 : 0)} lines` + (front > 0 ? ` · last ${fmtBytes(shown)} of ${fmtBytes(Math.max(total, next))}` : "");
     earlier.hidden = front === 0;
   };
 
   /** Everything again (a new stream, more history, a new search): the held window only. */
   const drawAll = () => {
+    lines = countLines(text);
     const q = query_();
     if (!q) box.textContent = text;
     else box.replaceChildren(...matching(text, q));
@@ -103,6 +109,7 @@ export function logsTab({ run, root, query }: TabCtx): TabHandle {
   const appendText = (chunk: string) => {
     if (!chunk) return;
     text += chunk;
+    lines += countLines(chunk);
     if (query_()) redrawSearch();
     else {
       box.append(document.createTextNode(chunk));
@@ -138,6 +145,7 @@ export function logsTab({ run, root, query }: TabCtx): TabHandle {
     stream = name;
     gen++;
     text = "";
+    lines = 0;
     box.textContent = "";
     errSlot.replaceChildren();
     total = length;
@@ -201,6 +209,7 @@ export function logsTab({ run, root, query }: TabCtx): TabHandle {
       ({ items }) => {
         if (!alive) return;
         streams = items;
+        listed = true;
         const names = items.map((i) => i.name);
         select.replaceChildren(...items.map((i) => h("option", { value: i.name }, `${i.name}`)));
         if (!names.length) {
@@ -229,7 +238,7 @@ export function logsTab({ run, root, query }: TabCtx): TabHandle {
 
   return {
     onEvent(e: StreamEvent) {
-      if (e.type !== "log_appended") return;
+      if (e.type !== "log_appended" || !listed) return;
       const name = e.stream as string;
       const offset = Number(e.offset);
       const length = Number(e.length);
@@ -250,7 +259,7 @@ export function logsTab({ run, root, query }: TabCtx): TabHandle {
       // byte cursor moves by the event's length, not by the text re-encoded (an invalid byte arrives as a
       // 3-byte U+FFFD, a character split by the append is held back). Otherwise read from the cursor.
       const exact = data !== null && encoder.encode(data).length === length;
-      if (!exact || offset > next || offset < next) {
+      if (!exact || offset !== next) {
         if (offset + length > next) void readMore();
         return;
       }
@@ -265,7 +274,8 @@ export function logsTab({ run, root, query }: TabCtx): TabHandle {
       });
     },
     resync() {
-      void readMore();
+      // Before the listing is handled, its tail read comes after the stream opened anyway.
+      if (listed) void readMore();
     },
     destroy() {
       alive = false;

@@ -1,9 +1,10 @@
 // The metrics tab: a chart per metric — scalars (server-downsampled, zoomable, live), lists, rows and tables
 // (XY with column pickers plus a table view), text series, confusion matrices (heatmap), histograms.
-import { readRecords, Record_, Run, SeriesInfo, StreamEvent } from "../api";
+import { Record_, Run, SeriesInfo, StreamEvent } from "../api";
 import { ChartSettings, chartCard, DrawTracker, ScalarChart, XMode, XYChart } from "../chart";
 import { setQuery } from "../router";
-import { debounce, errorBox, fmtValue, h, markPerf, num, throttle } from "../util";
+import { debounce, errorBox, fmtValue, h, markPerf, num } from "../util";
+import { recordFeed, RecordFeed } from "./feed";
 import type { TabCtx, TabHandle } from "./run";
 
 /** Chart settings from the URL (`x=step|time|relative`, `log=1`, `smooth=0.6`), shared with compare. */
@@ -86,14 +87,17 @@ export function chartControls(
 interface Card {
   info: SeriesInfo;
   el: HTMLElement;
+  /** A scalar card's chart; the other kinds have a record feed. */
   scalar?: ScalarChart;
-  /** First read and drawing; called when the card comes near the screen. */
-  start: () => void;
-  started: boolean;
-  /** Live records of a non-scalar series, points `[from, from + count)`; `recs` null when the event had none. */
-  onRecords?: (from: number, count: number, recs: Record_[] | null) => void;
+  feed?: RecordFeed;
   destroy?: () => void;
 }
+
+/** Whether a card was read (or is being read): cards are read when they come near the screen. */
+const started = (c: Card): boolean => (c.scalar ? c.scalar.started : !!c.feed?.started);
+
+/** First read and drawing of a card. */
+const start = (c: Card): void => void (c.scalar ? c.scalar.load() : c.feed?.start());
 
 /** How far below (and above) the screen cards are read ahead of being scrolled to. */
 const LOOKAHEAD = "1200px 0px";
@@ -138,10 +142,9 @@ export function metricsTab({ run, root, query }: TabCtx): TabHandle {
     (entries) => {
       for (const en of entries) {
         const c = byEl.get(en.target);
-        if (!en.isIntersecting || !c || c.started) continue;
-        c.started = true;
+        if (!en.isIntersecting || !c || started(c)) continue;
         io.unobserve(en.target);
-        c.start();
+        start(c);
       }
       if (!armed) {
         armed = true;
@@ -151,8 +154,6 @@ export function metricsTab({ run, root, query }: TabCtx): TabHandle {
     { rootMargin: LOOKAHEAD },
   );
 
-  // Where each series' points are known up to (from the run read, then from live events).
-  const known = new Map<string, number>(run.metrics.map((m) => [m.name, m.count]));
   const add = (info: SeriesInfo): void => {
     if (info.kind === "image" || cards.has(info.name)) return;
     const card = makeCard(run, info, settings, tracker);
@@ -179,7 +180,6 @@ export function metricsTab({ run, root, query }: TabCtx): TabHandle {
       if (kind === "image") return;
       const from = Number(e.from_index ?? 0);
       const count = Number(e.count ?? 0);
-      known.set(name, Math.max(known.get(name) ?? 0, from + count));
       const card = cards.get(name);
       if (!card) {
         // A metric born while the page is open: its card reads it (these points included) when it shows.
@@ -193,15 +193,19 @@ export function metricsTab({ run, root, query }: TabCtx): TabHandle {
         // The chart keeps points by index: it skips what it has and re-reads when points were missed.
         const steps = Array.isArray(e.steps) ? (e.steps as number[]) : null;
         if (steps) card.scalar.append(run.id, from, steps, e.times as number[], (e.values as unknown[]).map(num));
-        else if (card.started) void card.scalar.fetchNew(run.id);
+        else if (card.scalar.started) void card.scalar.fetchNew(run.id);
         if (e.last_value !== undefined && e.last_value !== null && !steps) card.scalar.setLatest(num(e.last_value));
-      } else if (card.started) {
-        card.onRecords?.(from, count, Array.isArray(e.records) ? (e.records as Record_[]) : null);
+      } else if (card.feed?.started) {
+        card.feed.onRecords(from, count, Array.isArray(e.records) ? (e.records as Record_[]) : null);
       }
     },
     resync() {
-      // The stream opened after the cards read: points logged in between reached neither, so read again.
-      for (const c of cards.values()) if (c.started) c.scalar ? void c.scalar.load() : c.onRecords?.(Infinity, 0, null);
+      // The stream opened after the cards read: points logged in between reached neither. A chart holds its
+      // series up to a known index, so it reads only what is past it; a record card reads again.
+      for (const c of cards.values()) {
+        if (c.scalar?.started) void c.scalar.fetchNew(run.id);
+        else if (c.feed?.started) c.feed.reread();
+      }
     },
     destroy() {
       io.disconnect();
@@ -217,12 +221,12 @@ function makeCard(run: Run, info: SeriesInfo, settings: ChartSettings, tracker: 
   switch (info.kind) {
     case "scalar": {
       const chart = new ScalarChart(
-        [{ runId: run.id, metric: info.name, label: run.display_name || info.name, color: "#3d6df2", origin: run.start_time, count: info.count }],
+        [{ runId: run.id, metric: info.name, label: run.display_name || info.name, color: "#3d6df2", origin: run.start_time }],
         settings,
         tracker,
       );
       if (info.last_value !== undefined && info.last_value !== null) chart.setLatest(num(info.last_value));
-      return { info, el: chart.card, scalar: chart, started: false, start: () => void chart.load() };
+      return { info, el: chart.card, scalar: chart };
     }
     case "list":
       return listCard(run, info, tracker);
@@ -238,52 +242,9 @@ function makeCard(run: Run, info: SeriesInfo, settings: ChartSettings, tracker: 
   }
 }
 
-/**
- * The records a non-scalar card shows, kept up to date from the live stream: the whole series, or only its
- * last `keep` records (a text card shows 500, a list or JSON card its latest). Live events carry their records,
- * which are appended by index; a read happens at first, after a gap, or when an event came without records.
- * `draw` runs at most every 150 ms while records stream in.
- */
-function recordFeed(
-  run: Run,
-  info: SeriesInfo,
-  box: HTMLElement,
-  keep: number | null,
-  draw: (recs: Record_[], total: number) => void,
-): { start: () => void; onRecords: (from: number, count: number, recs: Record_[] | null) => void } {
-  let recs: Record_[] = [];
-  let total = 0; // series index after the last record held
-  let seq = 0;
-  const redraw = throttle(() => draw(recs, total), 150);
-  const read = async () => {
-    const mine = ++seq;
-    const from = keep === null ? 0 : Math.max(0, info.count - keep);
-    try {
-      const got = await readRecords(run.id, info.name, from ? `start_index=${from}` : "");
-      if (mine !== seq) return;
-      recs = keep === null ? got : got.slice(-keep);
-      total = got.length ? got[got.length - 1].index + 1 : from;
-      info.count = Math.max(info.count, total);
-      redraw.cancel();
-      draw(recs, total);
-    } catch (e) {
-      if (mine === seq) box.replaceChildren(errorBox(e, () => void read()));
-    }
-  };
-  const reread = throttle(() => void read(), 300);
-  return {
-    start: () => void read(),
-    onRecords(from, count, got) {
-      if (!got || from > total) return reread(); // no data in the event, or points missed: read again
-      const fresh = got.filter((r) => r.index >= total);
-      if (!fresh.length) return;
-      if (fresh[0].index !== total) return reread();
-      recs.push(...fresh);
-      if (keep !== null && recs.length > keep) recs = recs.slice(-keep);
-      total = Math.max(total, from + count);
-      redraw();
-    },
-  };
+/** A card's record feed; a failed read shows in `box` with its retry. */
+function cardFeed(run: Run, info: SeriesInfo, box: HTMLElement, keep: number | null, draw: (recs: Record_[], total: number) => void): RecordFeed {
+  return recordFeed(run.id, info, keep, draw, (e, retry) => box.replaceChildren(errorBox(e, retry)));
 }
 
 /** A list metric: its latest list drawn against the index. */
@@ -291,7 +252,7 @@ function listCard(run: Run, info: SeriesInfo, tracker: DrawTracker): Card {
   const { card, box, latest } = chartCard("metric-chart", info.name, "list");
   card.dataset.series = "1";
   let chart: XYChart | null = null;
-  const feed = recordFeed(run, info, box, 1, (recs, total) => {
+  const feed = cardFeed(run, info, box, 1, (recs, total) => {
     const last = recs[recs.length - 1];
     const values = Array.isArray(last?.value) ? (last.value as unknown[]).map(num) : [];
     latest.textContent = `${values.length} values${total > 1 ? ` · step ${last.step}` : ""}`;
@@ -303,7 +264,7 @@ function listCard(run: Run, info: SeriesInfo, tracker: DrawTracker): Card {
       true,
     );
   });
-  return { info, el: card, started: false, start: feed.start, onRecords: feed.onRecords, destroy: () => chart?.destroy() };
+  return { info, el: card, feed, destroy: () => (feed.cancel(), chart?.destroy()) };
 }
 
 /** Rows (`log_row`) or tables (`log_table`) as column arrays. */
@@ -378,7 +339,7 @@ function tabularCard(run: Run, info: SeriesInfo, tracker: DrawTracker): Card {
   drawView();
   xSel.addEventListener("change", drawChart);
   ySel.addEventListener("change", drawChart);
-  const feed = recordFeed(run, info, box, null, (recs) => {
+  const feed = cardFeed(run, info, box, null, (recs) => {
     data = columnsOf(info, recs);
     const numeric = data.names.filter((n) => isNumeric(data.cols[n]));
     const prevX = xSel.value;
@@ -391,7 +352,7 @@ function tabularCard(run: Run, info: SeriesInfo, tracker: DrawTracker): Card {
     drawChart();
     drawTable();
   });
-  return { info, el: card, started: false, start: feed.start, onRecords: feed.onRecords, destroy: () => chart?.destroy() };
+  return { info, el: card, feed, destroy: () => (feed.cancel(), chart?.destroy()) };
 }
 
 function isNumeric(col: unknown[] | undefined): boolean {
@@ -405,7 +366,7 @@ const TEXT_KEEP = 500;
 function textCard(run: Run, info: SeriesInfo): Card {
   const { card, box, latest } = chartCard("metric-text", info.name, info.kind);
   box.className = "text-series";
-  const feed = recordFeed(run, info, box, TEXT_KEEP, (recs, total) => {
+  const feed = cardFeed(run, info, box, TEXT_KEEP, (recs, total) => {
     latest.textContent = `${total} entries`;
     box.replaceChildren(
       h(
@@ -416,14 +377,14 @@ function textCard(run: Run, info: SeriesInfo): Card {
     );
     box.scrollTop = box.scrollHeight;
   });
-  return { info, el: card, started: false, start: feed.start, onRecords: feed.onRecords };
+  return { info, el: card, feed, destroy: feed.cancel };
 }
 
 /** JSON values: confusion matrices as heatmaps, anything else as its latest JSON (only the latest is read). */
 function jsonCard(run: Run, info: SeriesInfo): Card {
   const { card, box, latest } = chartCard("metric-json", info.name, info.schema ?? "json");
   box.style.height = "auto";
-  const feed = recordFeed(run, info, box, 1, (recs, total) => {
+  const feed = cardFeed(run, info, box, 1, (recs, total) => {
     const last = recs[recs.length - 1];
     if (!last) return;
     const v = last.value as { schema?: string; value?: unknown };
@@ -437,7 +398,7 @@ function jsonCard(run: Run, info: SeriesInfo): Card {
       box.replaceChildren(h("pre.small-table", null, JSON.stringify(body, null, 2)));
     }
   });
-  return { info, el: card, started: false, start: feed.start, onRecords: feed.onRecords };
+  return { info, el: card, feed, destroy: feed.cancel };
 }
 
 function heatmap(labels: string[] | undefined, m: number[][]): HTMLElement {
@@ -507,7 +468,7 @@ function histogramCard(run: Run, info: SeriesInfo): Card {
     }
   };
   slider.addEventListener("input", draw);
-  const feed = recordFeed(run, info, box, null, (got) => {
+  const feed = cardFeed(run, info, box, null, (got) => {
     recs = got;
     if (canvas.parentNode !== box) box.replaceChildren(canvas);
     const atEnd = Number(slider.value) >= Number(slider.max);
@@ -516,5 +477,5 @@ function histogramCard(run: Run, info: SeriesInfo): Card {
     latest.textContent = `${recs.length} steps`;
     draw();
   });
-  return { info, el: card, started: false, start: feed.start, onRecords: feed.onRecords };
+  return { info, el: card, feed, destroy: feed.cancel };
 }

@@ -1,8 +1,8 @@
 // A run: header with live status, and tabs (overview, metrics, images, logs, artifacts, children), all fed
 // live by the run's event stream.
-import { check, Experiment, getJson, getRun, Run, SeriesInfo, StreamEvent, subscribe } from "../api";
+import { check, Experiment, getJson, getRun, Run, SeriesInfo, StreamEvent, subscribeThenRead } from "../api";
 import { Cleanup } from "../router";
-import { errorBox, fmtDuration, fmtTime, h, isActive, markPerf, resetPerf, setCrumbs, statusBadge } from "../util";
+import { duration, errorBox, fmtDuration, fmtTime, h, isActive, markPerf, resetPerf, setCrumbs, statusBadge, throttle } from "../util";
 import { metricsTab } from "./metrics";
 import { imagesTab } from "./images";
 import { logsTab } from "./logs";
@@ -24,9 +24,6 @@ export interface TabHandle {
   destroy?: () => void;
 }
 
-/** How long the first reads wait for the event stream to open (a proxy may hold it back, or buffer it). */
-const STREAM_WAIT_MS = 1000;
-
 const TABS = ["overview", "metrics", "images", "logs", "artifacts", "children"] as const;
 
 export function runView(root: HTMLElement, params: string[], query: URLSearchParams): Cleanup {
@@ -34,7 +31,6 @@ export function runView(root: HTMLElement, params: string[], query: URLSearchPar
   const id = params[0];
   const tab = (TABS as readonly string[]).includes(query.get("tab") ?? "") ? query.get("tab")! : "overview";
   let handle: TabHandle = {};
-  let closeStream = () => {};
   let alive = true;
   let run: Run;
   const page = h("div.page");
@@ -43,42 +39,36 @@ export function runView(root: HTMLElement, params: string[], query: URLSearchPar
   const statusSlot = h("span", { "data-testid": "run-status" });
   const timesSlot = h("span.muted");
 
-  // The stream opens before the first reads: the server starts a new stream at its newest event, so anything
-  // committed after it opened reaches the page as an event, and the reads cover what came before. Events that
-  // arrive before the tab exists are kept for it. If the stream is slow to open, the tab reads anyway and reads
-  // again (resync) once it is open.
-  let tabReady = false;
-  let opened = false;
-  let readBeforeOpen = false;
-  const early: StreamEvent[] = [];
-  let onStreamEvent: (e: StreamEvent) => void = (e) => early.push(e);
-  let streamOpen: () => void = () => {};
-  const openWait = new Promise<void>((resolve) => {
-    streamOpen = resolve;
-    window.setTimeout(resolve, STREAM_WAIT_MS);
-  });
-  const closeEvents = subscribe(
+  // The stream opens before the tab's first reads (subscribeThenRead): anything committed after it opened reaches
+  // the page as an event, and the reads cover what came before; events that arrive before the tab exists are held
+  // for it. If the stream is slow to open, the tab reads anyway and reads again (resync) once it is open. The run
+  // itself is read at once: the tab's reads are what must start after the stream.
+  const runRead = getRun(id);
+  let onStreamEvent: (e: StreamEvent) => void = () => {};
+  let cleanupLive = () => {};
+  const closeEvents = subscribeThenRead(
     `/api/v1/runs/${id}/events`,
     (e) => onStreamEvent(e),
-    () => {
-      if (opened) return;
-      opened = true;
-      streamOpen();
-      if (tabReady && readBeforeOpen) handle.resync?.();
-    },
+    () => show(),
+    () => handle.resync?.(),
   );
-  closeStream = closeEvents;
+  const closeStream = () => {
+    closeEvents();
+    cleanupLive();
+  };
 
-  (async () => {
+  const show = async () => {
     try {
-      [run] = await Promise.all([getRun(id), openWait]);
+      run = await runRead;
     } catch (e) {
-      page.append(h("div.error", { "data-testid": "load-error" }, `Run ${id}: ${(e as Error).message}`));
+      if (!alive) return;
+      closeStream();
+      page.append(errorBox(new Error(`Run ${id}: ${(e as Error).message}`), () => location.reload()));
       markPerf("charts-drawn");
       return;
     }
     if (!alive) return;
-    readBeforeOpen = !opened;
+
     // The breadcrumbs' experiment and parent names arrive while the tab loads: the tab's own reads (twenty
     // charts, say) must not wait two round trips for them.
     const crumbs = (exp: Experiment | null, parent: Run | null) =>
@@ -95,10 +85,7 @@ export function runView(root: HTMLElement, params: string[], query: URLSearchPar
     ]).then(([exp, parent]) => alive && crumbs(exp, parent));
     const header = () => {
       statusSlot.replaceChildren(statusBadge(run.status));
-      const end = run.end_time ?? (isActive(run.status) ? Date.now() * 1000 : undefined);
-      timesSlot.textContent = `started ${fmtTime(run.start_time ?? run.created_time)} · ${fmtDuration(
-        end !== undefined ? end - (run.start_time ?? run.created_time) : undefined,
-      )}`;
+      timesSlot.textContent = `started ${fmtTime(run.start_time ?? run.created_time)} · ${fmtDuration(duration(run))}`;
     };
     header();
     const counts: Record<string, number> = {
@@ -161,35 +148,31 @@ export function runView(root: HTMLElement, params: string[], query: URLSearchPar
         handle = overviewTab(ctx);
         markPerf("charts-drawn");
     }
-    // Live: status and details from run_updated, data events passed to the open tab.
-    let refetch = 0;
+    // Live: status and details from run_updated (the run read again, throttled), data events passed to the tab.
     const ticker = window.setInterval(() => isActive(run.status) && header(), 1000);
+    const refetch = throttle(async () => {
+      const fresh = await getRun(id).catch(() => null);
+      if (!fresh || !alive) return;
+      Object.assign(run, fresh);
+      header();
+      showDeleted();
+      handle.onRun?.(run);
+    }, 150);
     onStreamEvent = (e) => {
       if (e.type === "run_updated") {
         if (typeof e.status === "string") {
           run.status = e.status;
           header();
         }
-        clearTimeout(refetch);
-        refetch = window.setTimeout(async () => {
-          const fresh = await getRun(id).catch(() => null);
-          if (!fresh || !alive) return;
-          Object.assign(run, fresh);
-          header();
-          showDeleted();
-          handle.onRun?.(run);
-        }, 150);
+        refetch();
       }
       handle.onEvent?.(e);
     };
-    tabReady = true;
-    early.splice(0).forEach(onStreamEvent);
-    closeStream = () => {
-      closeEvents();
+    cleanupLive = () => {
       clearInterval(ticker);
-      clearTimeout(refetch);
+      refetch.cancel();
     };
-  })();
+  };
 
   return () => {
     alive = false;
@@ -248,7 +231,6 @@ function kvTable(title: string, entries: [string, string][], testid?: string): H
 function overviewTab({ run, root }: TabCtx): TabHandle {
   const draw = () => {
     const start = run.start_time ?? run.created_time;
-    const end = run.end_time ?? (isActive(run.status) ? Date.now() * 1000 : undefined);
     const git = run.properties["git.commit"] ?? run.tags["mlflow.source.git.commit"];
     const branch = run.properties["git.branch"] ?? run.tags["mlflow.source.git.branch"];
     const dirty = run.properties["git.dirty"];
@@ -263,7 +245,7 @@ function overviewTab({ run, root }: TabCtx): TabHandle {
         field("run_id", "Run id", h("span.mono", null, run.id)),
         field("start_time", "Started", fmtTime(start)),
         field("end_time", "Ended", run.end_time ? fmtTime(run.end_time) : null),
-        field("duration", "Duration", fmtDuration(end !== undefined ? end - start : undefined)),
+        field("duration", "Duration", fmtDuration(duration(run))),
         field("user", "User", run.user),
         field("host", "Host", run.host || "—"),
         field("command", "Command", run.command ? h("code", null, run.command) : null),

@@ -1,9 +1,9 @@
 // The runs of an experiment: one request for the whole table (GET /api/v1/runs/table, filtered by the server
 // with MLflow's grammar), sorting, column choice and child nesting in the browser, and a virtualized body
 // (only the rows in view exist), so 10,000 runs open and scroll without stalls. Live via the experiment stream.
-import { ApiError, Experiment, getJson, StreamEvent, subscribe } from "../api";
+import { ApiError, Experiment, getJson, StreamEvent, subscribeThenRead } from "../api";
 import { navigate, setQuery } from "../router";
-import { errorBox, fmtDuration, fmtTime, fmtValue, h, isActive, markPerf, num, resetPerf, setCrumbs, statusBadge, throttle } from "../util";
+import { duration, errorBox, fmtDuration, fmtTime, fmtValue, h, isActive, markPerf, num, resetPerf, setCrumbs, statusBadge, throttle } from "../util";
 
 interface TableRun {
   id: string;
@@ -38,15 +38,6 @@ const OVERSCAN = 8;
 const DEFAULT_EXTRA_COLS = 24;
 /** "Select all" selects at most this many runs (compare overlays them in one chart). */
 const SELECT_MAX = 50;
-/** How long the first read waits for the event stream to open. */
-const STREAM_WAIT_MS = 1000;
-
-function duration(r: TableRun): number | undefined {
-  const start = r.start_time ?? r.created_time;
-  const end = r.end_time ?? (isActive(r.status) ? Date.now() * 1000 : undefined);
-  return end === undefined ? undefined : end - start;
-}
-
 const BASE_COLS: Col[] = [
   { key: "status", label: "Status", cls: "w-status", value: (r) => r.status, text: (r) => statusBadge(r.status) },
   { key: "duration", label: "Duration", cls: "w-duration num", value: duration, text: (r) => fmtDuration(duration(r)) },
@@ -374,7 +365,6 @@ export function runsView(root: HTMLElement, params: string[], query: URLSearchPa
         return;
       }
     }
-    if (!errorSlot.firstChild || table.runs.length) loadErrorSlot.replaceChildren();
     tableEl.dataset.totalRuns = String(table.total);
     const top = table.runs.filter((r) => !r.parent_id).length;
     countEl.textContent = `${table.total} runs${top !== table.total ? ` · ${top} top level` : ""}${filter ? " match" : ""}`;
@@ -387,7 +377,7 @@ export function runsView(root: HTMLElement, params: string[], query: URLSearchPa
   const applyFilter = () => {
     filter = filterInput.value.trim();
     setQuery({ filter: filter || null }, true);
-    load();
+    void load();
   };
   filterInput.addEventListener("keydown", (e) => {
     if (e.key === "Enter") applyFilter();
@@ -395,33 +385,27 @@ export function runsView(root: HTMLElement, params: string[], query: URLSearchPa
   filterInput.addEventListener("search", () => filterInput.value === "" && applyFilter());
   // Live: statuses and latest values patch rows in place; new runs reload the table. Both are throttled, not
   // debounced: a busy experiment sends events faster than any debounce delay, which then never ran.
-  const reload = throttle(() => void load(), 400);
+  const reload = throttle(load, 400);
   const repaint = throttle(() => {
     buildVisible();
     renderRows(true);
   }, 100);
+  // Rows by run id, for the table as last read (events and the ticker look runs up per event, per row).
+  let byId = new Map<string, TableRun>();
+  let byIdOf: Table | null = null;
+  const runOf = (id: string | undefined): TableRun | undefined => {
+    if (byIdOf !== table) {
+      byIdOf = table;
+      byId = new Map(table.runs.map((r) => [r.id, r]));
+    }
+    return id === undefined ? undefined : byId.get(id);
+  };
   // The stream opens before the first read (the server starts a new stream at its newest event), so a run
   // created in between reaches the page. If the stream is slow to open, the table reads anyway, and again once
   // the stream is open.
-  let opened = false;
-  let readBeforeOpen = false;
-  let started = false;
-  const first = () => {
-    if (started || !alive) return;
-    started = true;
-    readBeforeOpen = !opened;
-    void load();
-  };
-  const waitTimer = window.setTimeout(first, STREAM_WAIT_MS);
-  const onOpen = () => {
-    if (opened) return;
-    opened = true;
-    if (started && readBeforeOpen) reload();
-    else first();
-  };
-  const close = subscribe(`/api/v1/experiments/${expId}/events`, (e: StreamEvent) => {
-    const r = table.runs.find((x) => x.id === e.run_id);
+  const close = subscribeThenRead(`/api/v1/experiments/${expId}/events`, (e: StreamEvent) => {
     if (e.type === "run_created") return reload();
+    const r = runOf(e.run_id);
     if (!r) return;
     if (e.type === "run_updated") {
       if (typeof e.status === "string") r.status = e.status;
@@ -440,16 +424,11 @@ export function runsView(root: HTMLElement, params: string[], query: URLSearchPa
       if (filter && /metrics\./.test(filter)) reload();
       repaint();
     }
-  }, onOpen);
+  }, load, reload);
   // Durations of active runs tick in place (rows are not rebuilt, so nothing moves under the pointer).
-  const byId = new Map<string, TableRun>();
   const ticker = window.setInterval(() => {
-    if (byId.size !== table.runs.length) {
-      byId.clear();
-      for (const r of table.runs) byId.set(r.id, r);
-    }
     for (const row of body.querySelectorAll<HTMLElement>(".vt-row")) {
-      const r = byId.get(row.dataset.runId ?? "");
+      const r = runOf(row.dataset.runId);
       const cell = row.querySelector<HTMLElement>('[data-column="duration"]');
       if (r && cell && isActive(r.status)) cell.textContent = fmtDuration(duration(r));
     }
@@ -460,7 +439,6 @@ export function runsView(root: HTMLElement, params: string[], query: URLSearchPa
     close();
     reload.cancel();
     repaint.cancel();
-    clearTimeout(waitTimer);
     clearInterval(ticker);
     window.removeEventListener("resize", onResize);
   };
