@@ -105,9 +105,12 @@ test('a deleted run says it is deleted, and can be restored', async () => {
   await page.goto(`/runs/${run.id}`);
   await page.waitForSelector(tid('run-deleted'));
   await screenshot(page, 'run-deleted');
+  await page.evaluate(() => (window.beforeRestore = true));
   await page.click(tid('run-restore'));
   await eventually(async () => (await api('GET', `/api/v1/runs/${run.id}`)).lifecycle === 'active', 3000, 'run restored');
   await eventually(async () => (await page.locator(tid('run-deleted')).count()) === 0, 3000, 'banner gone after restore');
+  // In place: a reload would race the next page the user opens (it interrupted the next test's navigation).
+  assert.equal(await page.evaluate(() => window.beforeRestore), true, 'the page was not reloaded');
   await complete(run);
 });
 

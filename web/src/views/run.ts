@@ -111,7 +111,12 @@ export function runView(root: HTMLElement, params: string[], query: URLSearchPar
     );
     const body = h("div.tab-body");
     const banner = h("div", { "data-testid": "run-deleted-slot" });
-    const showDeleted = () => banner.replaceChildren(...(run.lifecycle === "deleted" ? [deletedBanner(run, () => location.reload())] : []));
+    // Restoring updates the page in place: a reload here raced whatever the user (or a test) opened next.
+    const restored = () => {
+      run.lifecycle = "active";
+      showDeleted();
+    };
+    const showDeleted = () => banner.replaceChildren(...(run.lifecycle === "deleted" ? [deletedBanner(run, restored)] : []));
     showDeleted();
     page.append(
       banner,
