@@ -21,6 +21,12 @@ export function navigate(url: string, replace = false): void {
   render();
 }
 
+/** Renders the current view again from scratch (a retry), without reloading the page. */
+export function rerender(): void {
+  lastPath = "";
+  render();
+}
+
 /** Changes the query of the current view without re-rendering it (filters, tabs kept in the URL). */
 export function setQuery(update: Record<string, string | null>, push = false): void {
   const u = new URL(location.href);

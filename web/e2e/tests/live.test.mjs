@@ -197,7 +197,7 @@ test('a multi-MB log opens at its tail; a live line shows at once; earlier text 
   const listing = (u) => u.pathname.endsWith(`/runs/${run.id}/logs`);
   await page.route(listing, async (r) => {
     await sleep(500);
-    await r.continue();
+    await r.continue().catch(() => {}); // the page may have moved on
   });
   let logging = true;
   const logger = (async () => {
@@ -207,13 +207,16 @@ test('a multi-MB log opens at its tail; a live line shows at once; earlier text 
     }
   })();
   const t0 = Date.now();
-  await page.goto(`/runs/${run.id}?tab=logs`);
   const view = page.locator(tid('log-view'));
-  await eventually(async () => (await view.textContent()).includes(`l${N - 1} `), 5000, 'the last line shown');
-  t.diagnostic(`6 MB log: tail shown after ${Date.now() - t0} ms`);
-  logging = false;
-  await logger;
-  await page.unroute(listing);
+  try {
+    await page.goto(`/runs/${run.id}?tab=logs`);
+    await eventually(async () => (await view.textContent()).includes(`l${N - 1} `), 5000, 'the last line shown');
+    t.diagnostic(`6 MB log: tail shown after ${Date.now() - t0} ms`);
+  } finally {
+    logging = false; // a logger left running would keep the test process alive
+    await logger;
+    await page.unroute(listing);
+  }
   const shown = await view.textContent();
   assert.ok(shown.length < 3_000_000, `only a tail is shown (${shown.length} chars)`);
   assert.ok(!shown.includes('l0 epoch'), 'the first line is not read');
@@ -281,12 +284,15 @@ test('the runs table keeps updating while a run logs every 20 ms', async () => {
   })();
   const seen = new Set();
   const t0 = Date.now();
-  while (Date.now() - t0 < 3000) {
-    seen.add(num(await cell.textContent()));
-    await new Promise((r) => setTimeout(r, 200));
+  try {
+    while (Date.now() - t0 < 3000) {
+      seen.add(num(await cell.textContent()));
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  } finally {
+    running = false;
+    await logger;
   }
-  running = false;
-  await logger;
   seen.delete(1);
   assert.ok(seen.size >= 3, `the cell changed while points kept arriving (values seen: ${[...seen]})`);
   await eventually(async () => num(await cell.textContent()) === step - 1, LIVE_MS, 'the last value shown');
@@ -301,7 +307,7 @@ test('a slow table read is not overtaken by the next one while a run keeps loggi
   // event reloads the table.
   await p.route('**/api/v1/runs/table**', async (r) => {
     await sleep(700);
-    await r.continue();
+    await r.continue().catch(() => {}); // the page may be closed by now
   });
   await p.goto(`/experiments/${busy.experiment_id}?filter=${encodeURIComponent('metrics.loss >= 0')}`);
   await eventually(async () => (await p.locator(tid('run-row', { 'run-id': busy.id })).count()) === 1, 5000, 'the busy run listed');
@@ -316,13 +322,15 @@ test('a slow table read is not overtaken by the next one while a run keeps loggi
     // A run that matches the filter only once it logs: it shows when a table read lands.
     const late = await newRun('portal-slow-table', 'late');
     await logScalars(late.id, 'loss', [0], [0.5]);
-    await eventually(async () => (await p.locator(tid('run-row', { 'run-id': late.id })).count()) === 1, 4000,
+    // What is tested is that it is not overtaken, not how fast: a loaded machine gets time.
+    await eventually(async () => (await p.locator(tid('run-row', { 'run-id': late.id })).count()) === 1, 10_000,
       'the new run listed while the other keeps logging');
     await complete(late);
   } finally {
     running = false;
     await logger;
   }
+  await p.unrouteAll({ behavior: 'ignoreErrors' }); // a read still held would fail after the close
   await p.close();
   await complete(busy);
 });
@@ -336,7 +344,7 @@ test('points logged before the event stream opens are not lost', async () => {
   const held = new Promise((r) => (release = r));
   await p.route('**/api/v1/runs/*/events*', async (r) => {
     await held;
-    await r.continue();
+    await r.continue().catch(() => {}); // the page may be closed by now
   });
   await p.goto(`/runs/${run.id}?tab=metrics`);
   const chart = tid('metric-chart', { metric: 'loss' });
@@ -349,6 +357,7 @@ test('points logged before the event stream opens are not lost', async () => {
   await eventually(async () => (await steps()).join() === '0,1,2,3,4,5,6,7,8', 3000, 'every step drawn');
   await sleep(300);
   assert.deepEqual(await steps(), [0, 1, 2, 3, 4, 5, 6, 7, 8], 'each step drawn once');
+  await p.unrouteAll({ behavior: 'ignoreErrors' });
   await p.close();
   await complete(run);
 });

@@ -34,7 +34,8 @@ test('click through, then back and forward restore each view', async () => {
   await page.waitForSelector(tid('experiments-table'));
   assert.equal(new URL(page.url()).pathname, '/');
   await page.goForward();
-  await page.waitForSelector(tid('runs-table'));
+  // The table is there at once; its total is set with the first rows (after the stream opens and the read).
+  await page.locator(tid('run-row')).first().waitFor();
   assert.match(page.url(), new RegExp(`/experiments/${vision.id}`));
   const total = await page.$eval(tid('runs-table'), (t) => Number(t.dataset.totalRuns));
   assert.equal(total, vision.run_count, 'runs table after forward shows the experiment');
@@ -67,7 +68,7 @@ test('the MLflow UI links the mlflow client prints open the same run, experiment
   await page.waitForSelector(tid('artifact-list'));
 
   await page.goto(`/#/experiments/${vision.id}`);
-  await page.waitForSelector(tid('runs-table'));
+  await page.locator(tid('run-row')).first().waitFor();
   const total = await page.$eval(tid('runs-table'), (t) => Number(t.dataset.totalRuns));
   assert.equal(total, vision.run_count, 'the experiment link shows that experiment');
 

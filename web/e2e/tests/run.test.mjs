@@ -12,7 +12,11 @@ const base = fixture.runs.baseline;
 
 /** Every metric-chart on the page once all have drawn: {metric: {series, points}}. */
 async function charts() {
-  await page.waitForFunction(() => window.__flightlog?.chartsDrawn === true);
+  // chartsDrawn can be set before list/row/table cards, which make their chart once their read answers, exist.
+  await page.waitForFunction(() => {
+    const els = [...document.querySelectorAll('[data-testid="metric-chart"]')];
+    return window.__flightlog?.chartsDrawn === true && els.length > 0 && els.every((e) => e.dataset.drawn === 'true');
+  });
   return page.$$eval(tid('metric-chart'), (els) => Object.fromEntries(els.map((e) => [e.dataset.metric, {
     series: Number(e.dataset.series), points: Number(e.dataset.points), drawn: e.dataset.drawn,
   }])));

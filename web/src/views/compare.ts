@@ -95,8 +95,10 @@ function compareMetrics(body: HTMLElement, runs: Run[], color: (i: number) => st
     charts.set(name, chart);
     grid.append(chart.card);
   }
-  if (!names.length) grid.append(h("div.card.pad.muted", null, "These runs share no scalar metrics."));
-  tracker.arm();
+  if (!names.length) {
+    grid.append(h("div.card.pad.muted", null, "These runs share no scalar metrics."));
+    tracker.arm();
+  }
   // Live: the experiment stream announces points (without data); the affected chart reads only the points
   // past those it holds (it knows the series' length at its read) and appends them, so the user's zoom stays.
   // Throttled per (metric, run) pair; the reads of one flush finish before the next starts.
@@ -119,7 +121,12 @@ function compareMetrics(body: HTMLElement, runs: Run[], color: (i: number) => st
         flush();
       }
     },
-    () => charts.forEach((c) => void c.load()),
+    () => {
+      charts.forEach((c) => void c.load());
+      // Armed once every chart is reading (a chart is tracked from its first read): armed before, with none
+      // pending, it marked the charts drawn before any was.
+      tracker.arm();
+    },
     () => charts.forEach((c) => runs.forEach((r) => void c.fetchNew(r.id))),
   );
   return () => {

@@ -97,7 +97,14 @@ interface Card {
 const started = (c: Card): boolean => (c.scalar ? c.scalar.started : !!c.feed?.started);
 
 /** First read and drawing of a card. */
-const start = (c: Card): void => void (c.scalar ? c.scalar.load() : c.feed?.start());
+/** Starts a card's read. A list, row or table card makes its chart (which the tracker then follows) only when
+ * its read answers, so the card itself is tracked until then: the charts-drawn mark once came before them. */
+const start = (c: Card, tracker: DrawTracker): void => {
+  if (c.scalar) return void c.scalar.load();
+  if (!c.feed) return;
+  tracker.add(c);
+  void c.feed.start().finally(() => tracker.drawn(c));
+};
 
 /** How far below (and above) the screen cards are read ahead of being scrolled to. */
 const LOOKAHEAD = "1200px 0px";
@@ -144,7 +151,7 @@ export function metricsTab({ run, root, query }: TabCtx): TabHandle {
         const c = byEl.get(en.target);
         if (!en.isIntersecting || !c || started(c)) continue;
         io.unobserve(en.target);
-        start(c);
+        start(c, tracker);
       }
       if (!armed) {
         armed = true;

@@ -1,7 +1,7 @@
 // A run: header with live status, and tabs (overview, metrics, images, logs, artifacts, children), all fed
 // live by the run's event stream.
 import { check, Experiment, getJson, getRun, Run, SeriesInfo, StreamEvent, subscribeThenRead } from "../api";
-import { Cleanup } from "../router";
+import { Cleanup, rerender } from "../router";
 import { duration, errorBox, fmtDuration, fmtTime, h, isActive, markPerf, resetPerf, setCrumbs, statusBadge, throttle } from "../util";
 import { metricsTab } from "./metrics";
 import { imagesTab } from "./images";
@@ -63,7 +63,7 @@ export function runView(root: HTMLElement, params: string[], query: URLSearchPar
     } catch (e) {
       if (!alive) return;
       closeStream();
-      page.append(errorBox(new Error(`Run ${id}: ${(e as Error).message}`), () => location.reload()));
+      page.append(errorBox(new Error(`Run ${id}: ${(e as Error).message}`), rerender));
       markPerf("charts-drawn");
       return;
     }
