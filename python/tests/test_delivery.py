@@ -137,22 +137,25 @@ def test_runs_and_properties_made_during_an_outage_are_queued(own_server):
     assert delivery["rejected_entries"] == 0 and delivery["pending_points"] == 0
 
 
-def _logging_through_an_outage(own_server, code: str, env: dict):
-    """Starts ``code``, which prints its run's id and then waits for a line; stops the server and sends the
-    line. Returns the process and the run's id."""
+def _logging_through_an_outage(own_server, code: str, env: dict, outage: bool = True):
+    """Starts ``code``, which prints its run's id and then waits for a line; stops the server (unless not
+    ``outage``) and sends the line. Returns the process and the run's id."""
     p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     run_id = p.stdout.readline().strip()
-    own_server.stop()
+    if outage:
+        own_server.stop()
     p.stdin.write("\n")
     p.stdin.flush()
     return p, run_id
 
 
-def _delivered_by_the_next_process(own_server, env: dict, run_id: str) -> Run:
-    """With a journal in the spool, starts the server again and a short-lived process for it: the next client
-    for a server replays its journals on start, and its flush covers that replay. Returns the run, read back."""
-    assert any(f.endswith(".journal") for f in os.listdir(env["FLIGHTLOG_SPOOL"]))
-    own_server.start()
+def _delivered_by_the_next_process(own_server, env: dict, run_id: str, left: str = ".journal") -> Run:
+    """With a journal (or a crash log: ``left``) in the spool, starts the server again if it is stopped and a
+    short-lived process for it: the next client for a server replays its journals on start, and its flush
+    covers that replay. Returns the run, read back."""
+    assert any(f.endswith(left) for f in os.listdir(env["FLIGHTLOG_SPOOL"]))
+    if own_server.proc is None:
+        own_server.start()
     replayer = subprocess.run(
         [sys.executable, "-c", f"import flightlog; ws = flightlog.Workspace({own_server.uri!r}); "
          "assert flightlog.Experiment(ws, 'other').start_logging().flush(60)"],
@@ -185,6 +188,38 @@ run.log_image("img", path={png!r})
     assert steps == list(range(1000)) and values == [float(i) for i in range(1000)]
     img = run.get_metrics("img")["img"]
     assert img in run.get_file_names()  # images are journaled too
+
+
+@pytest.mark.parametrize("outage", [False, True], ids=["server-up", "server-down"])
+def test_sigkill_right_after_log_calls_loses_nothing(own_server, outage, tmp_path):
+    """The OOM killer's case: a process killed the moment its log calls returned, nothing flushed. What the calls
+    queued is in the client's crash log (a memory-mapped file: its pages outlive the process), and the next
+    client for the server turns it into a journal and delivers it, every point once."""
+    code = f"""
+import flightlog, os, signal
+ws = flightlog.Workspace({own_server.uri!r})
+run = flightlog.Experiment(ws, "sigkill-now").start_logging()
+run.log("first", 1.0)
+assert run.flush(30)
+print(run.id, flush=True)
+input()  # the test stops the server now, or not
+for i in range(30_000):
+    run.log("x", float(i), step=i)
+run.log_row("rows", i=7)
+run.log("note", "last words")
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    spool = tmp_path / "spool"
+    env = dict(os.environ, FLIGHTLOG_SPOOL=str(spool))
+    p, run_id = _logging_through_an_outage(own_server, code, env, outage)
+    assert p.wait(60) == -signal.SIGKILL
+    run = _delivered_by_the_next_process(own_server, env, run_id, left=".crashlog")
+    steps, values = _series(run, "x")
+    assert len(steps) == 30_000, f"{len(steps)} of 30000 points arrived"
+    assert steps == list(range(30_000)) and values == [float(i) for i in range(30_000)]
+    m = run.get_metrics()
+    assert m["rows"] == {"i": [7]} and m["note"] == "last words"
+    assert not any(f.endswith(".crashlog") for f in os.listdir(spool)), "recovered once, then removed"
 
 
 def test_sigterm_to_the_main_process_journals_what_it_logged(own_server, tmp_path):
@@ -288,13 +323,16 @@ for i in range(100_000):
 run.log("s", "last words")
 print(run.id, flush=True)
 """
-    r = run_script(code)
+    spool = tmp_path / "spool"
+    r = run_script(code, env={"FLIGHTLOG_SPOOL": str(spool)})
     assert r.returncode == 0, r.stderr
     ws = Workspace(server.uri) if mode == "server" else Workspace(data_dir=str(tmp_path / "data"))
     run = Run.get(ws, r.stdout.strip())
     steps, values = _series(run, "x")
     assert values == [float(i) for i in range(100_000)]
     assert run.get_metrics("s") == {"s": "last words"}
+    left = os.listdir(spool) if spool.exists() else []
+    assert not left, f"a clean exit leaves nothing in the spool (no crash log, no journal): {left}"
 
 
 def test_local_mode_several_processes_at_once(tmp_path, server):

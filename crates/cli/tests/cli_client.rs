@@ -575,6 +575,7 @@ fn memory_stays_bounded_during_an_outage_and_order_survives_the_journal() {
         max_memory_points: 10_000,
         request_timeout: Duration::from_secs(10),
         replay_on_start: false,
+        ..Default::default()
     });
     let runs: Vec<RunId> = (0..3)
         .map(|_| c.create_run(&NewRun::default()).unwrap().id)

@@ -5,7 +5,9 @@
 //!
 //! No async runtime: plain threads and a blocking keep-alive HTTP agent, so it can be embedded anywhere.
 
+mod acc;
 pub mod backend;
+mod crashlog;
 mod http;
 pub mod journal;
 mod queue;
@@ -52,6 +54,10 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// Replay journals left by earlier processes (for this server) in the background when the client starts.
     pub replay_on_start: bool,
+    /// Size of the crash log, the memory-mapped file in `spool_dir` that keeps what log calls queued through
+    /// a kill -9 (0: none; see `crashlog`). Allocated on disk when the client first logs, removed when it
+    /// closes. `$FLIGHTLOG_CRASH_LOG_MB`, else 16 MiB.
+    pub crash_log_bytes: usize,
 }
 
 impl Default for ClientConfig {
@@ -64,6 +70,7 @@ impl Default for ClientConfig {
             max_memory_points: 2_000_000,
             request_timeout: Duration::from_secs(30),
             replay_on_start: true,
+            crash_log_bytes: default_crash_log_bytes(),
         }
     }
 }
@@ -75,6 +82,14 @@ impl ClientConfig {
             ..Default::default()
         }
     }
+}
+
+/// `$FLIGHTLOG_CRASH_LOG_MB` MiB (0: no crash log), else 16 MiB.
+fn default_crash_log_bytes() -> usize {
+    std::env::var("FLIGHTLOG_CRASH_LOG_MB")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .map_or(16 << 20, |mb| mb.saturating_mul(1 << 20))
 }
 
 /// `$FLIGHTLOG_SPOOL`, else `$XDG_CACHE_HOME/flightlog/spool`, else `~/.cache/flightlog/spool`.

@@ -2,6 +2,8 @@
 //! point once a metric's columns exist), the ordered outbox of sealed entries, the journal spill, and the
 //! background sender thread.
 
+use crate::acc::RunAcc;
+use crate::crashlog::{self, CrashLog};
 use crate::http::{Http, SendError};
 use crate::journal::{JournalEntry, JournalRecord, JournalWriter};
 use crate::ClientConfig;
@@ -22,105 +24,17 @@ const SPILL_AFTER_FAILURES: u32 = 3;
 const SLOW_SEND: Duration = Duration::from_secs(2);
 /// How often the watchdog looks for a slow send.
 const WATCHDOG_TICK: Duration = Duration::from_millis(500);
-/// Log text of one stream queued back to back is sent as one append up to this size: under heavy output the
-/// backlog goes in a few large appends (each a durable commit on the server) rather than many small ones.
-/// Half the server's limit for one append (and of the memory one request body takes there).
-const MAX_LOG_APPEND_TEXT: usize = validate::MAX_LOG_APPEND_BYTES / 2;
 
-#[derive(Default)]
-struct ScalarCol {
-    name: String,
-    /// Sent with the next points (a series' description is kept from its first write).
-    description: Option<String>,
-    steps: Vec<Option<i64>>,
-    times: Vec<WallTime>,
-    values: Vec<F64>,
-}
-
-#[derive(Default)]
-pub(crate) struct RunAcc {
-    index: HashMap<String, usize>,
-    scalars: Vec<ScalarCol>,
-    metrics: Vec<MetricWrite>,
-    logs: Vec<LogAppend>,
-    points: usize,
-}
-
-impl RunAcc {
-    fn is_empty(&self) -> bool {
-        self.points == 0 && self.metrics.is_empty() && self.logs.is_empty()
-    }
-
-    /// Takes the pending data as batches of at most `max_points` points (scalar columns are split).
-    fn seal(&mut self, max_points: usize) -> Vec<Batch> {
-        let mut out = Vec::new();
-        let mut cur = Batch::default();
-        let mut cur_points = 0usize;
-        let max_points = max_points.max(1);
-        for col in &mut self.scalars {
-            if col.values.is_empty() {
-                continue;
-            }
-            let mut steps = std::mem::take(&mut col.steps);
-            let mut times = std::mem::take(&mut col.times);
-            let mut values = std::mem::take(&mut col.values);
-            while !values.is_empty() {
-                let room = max_points - cur_points;
-                let take = room.min(values.len());
-                let (s, t, v) = if take == values.len() {
-                    (
-                        std::mem::take(&mut steps),
-                        std::mem::take(&mut times),
-                        std::mem::take(&mut values),
-                    )
-                } else {
-                    let rest_s = steps.split_off(take);
-                    let rest_t = times.split_off(take);
-                    let rest_v = values.split_off(take);
-                    (
-                        std::mem::replace(&mut steps, rest_s),
-                        std::mem::replace(&mut times, rest_t),
-                        std::mem::replace(&mut values, rest_v),
-                    )
-                };
-                let steps = if s.iter().all(Option::is_none) {
-                    None
-                } else {
-                    Some(s)
-                };
-                cur.scalars.push(ScalarWrite {
-                    name: col.name.clone(),
-                    description: col.description.take(),
-                    steps,
-                    times: Some(t),
-                    values: v,
-                });
-                cur_points += take;
-                if cur_points >= max_points {
-                    out.push(std::mem::take(&mut cur));
-                    cur_points = 0;
-                }
-            }
-        }
-        for m in self.metrics.drain(..) {
-            let n = m.point_count().max(1);
-            if cur_points > 0 && cur_points + n > max_points {
-                out.push(std::mem::take(&mut cur));
-                cur_points = 0;
-            }
-            cur.metrics.push(m);
-            cur_points += n;
-        }
-        cur.logs = std::mem::take(&mut self.logs);
-        if !cur.scalars.is_empty() || !cur.metrics.is_empty() || !cur.logs.is_empty() {
-            out.push(cur);
-        }
-        self.points = 0;
-        for b in &mut out {
-            b.batch_id = Some(uuid::Uuid::new_v4().simple().to_string());
-        }
-        out
-    }
+/// Whether the crash log is there. It is made when the client first logs (a client that only reads makes
+/// none), by the sender: allocating its file takes milliseconds, which a log call must not wait for.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+enum CrashLogState {
+    #[default]
+    NotWanted,
+    Wanted,
+    Open,
+    /// Could not be made (logged once), or not kept by this client.
+    Unavailable,
 }
 
 /// A sealed entry waiting in memory.
@@ -160,6 +74,9 @@ pub(crate) struct State {
     closed: bool,
     wake_requested: bool,
     journal: Option<JournalWriter>,
+    /// Where log calls record what they queue, for recovery after a kill (made by the sender once wanted).
+    crash: Option<CrashLog>,
+    crash_state: CrashLogState,
     /// Totals, for `status()`.
     pub stats: Stats,
 }
@@ -271,27 +188,16 @@ impl Shared {
         if st.closed {
             return Err(Self::closed_error());
         }
+        self.crash_room(st, CrashLog::scalar_room(run, name));
         let acc = match st.runs.get_mut(run) {
             Some(a) => a,
             None => st.runs.entry(run.clone()).or_default(),
         };
-        let idx = match acc.index.get(name) {
-            Some(&i) => i,
-            None => {
-                validate::name("metric", name)?;
-                acc.scalars.push(ScalarCol {
-                    name: name.to_string(),
-                    ..Default::default()
-                });
-                acc.index.insert(name.to_string(), acc.scalars.len() - 1);
-                acc.scalars.len() - 1
-            }
-        };
-        let col = &mut acc.scalars[idx];
-        col.steps.push(step);
-        col.times.push(time);
-        col.values.push(F64(value));
-        acc.points += 1;
+        let col = acc.column(name)?;
+        acc.push_scalar(col, step, time, F64(value));
+        if let Some(log) = &mut st.crash {
+            log.scalar(run, acc, col, step, time, F64(value));
+        }
         st.acc_points += 1;
         st.mem_points += 1;
         st.stats.enqueued_points += 1;
@@ -308,32 +214,35 @@ impl Shared {
         if st.closed {
             return Err(Self::closed_error());
         }
+        self.crash_room(st, CrashLog::scalar_room(run, name) + description.len());
         let acc = st.runs.entry(run.clone()).or_default();
-        let idx = match acc.index.get(name) {
-            Some(&i) => i,
-            None => {
-                acc.scalars.push(ScalarCol {
-                    name: name.to_string(),
-                    ..Default::default()
-                });
-                acc.index.insert(name.to_string(), acc.scalars.len() - 1);
-                acc.scalars.len() - 1
-            }
-        };
-        acc.scalars[idx].description = Some(description.to_string());
+        let col = acc.column(name)?;
+        acc.scalars[col].description = Some(description.to_string());
+        if let Some(log) = &mut st.crash {
+            log.describe(run, acc, col, description);
+        }
+        self.after_enqueue(guard);
         Ok(())
     }
 
     pub fn log_metric(&self, run: &RunId, write: MetricWrite) -> Result<()> {
-        let n = write.point_count();
+        // Encoded before the lock: the crash log keeps it as JSON.
+        let json = if self.keeps_crash_log() {
+            serde_json::to_vec(&write).map_err(|e| Error::invalid("metric", e.to_string()))?
+        } else {
+            Vec::new()
+        };
         let mut guard = self.lock();
         let st = &mut *guard;
         if st.closed {
             return Err(Self::closed_error());
         }
+        self.crash_room(st, CrashLog::run_record_room(run, json.len()));
         let acc = st.runs.entry(run.clone()).or_default();
-        acc.metrics.push(write);
-        acc.points += n;
+        let n = acc.push_metric(write);
+        if let Some(log) = &mut st.crash {
+            log.metric(run, acc, &json);
+        }
         // A zero-row table still wakes the sender, but holds no points in memory: sending it takes back none.
         st.acc_points += n.max(1);
         st.mem_points += n;
@@ -348,17 +257,14 @@ impl Shared {
         if st.closed {
             return Err(Self::closed_error());
         }
+        self.crash_room(
+            st,
+            CrashLog::run_record_room(run, 2 + stream.len() + text.len()),
+        );
         let acc = st.runs.entry(run.clone()).or_default();
-        match acc.logs.last_mut() {
-            Some(last)
-                if last.stream == stream && last.data.len() + text.len() <= MAX_LOG_APPEND_TEXT =>
-            {
-                last.data.push_str(text)
-            }
-            _ => acc.logs.push(LogAppend {
-                stream: stream.to_string(),
-                data: text.to_string(),
-            }),
+        acc.push_text(stream, text);
+        if let Some(log) = &mut st.crash {
+            log.text(run, acc, stream, text);
         }
         // Count text as points too (one per 100 bytes), so the memory bound covers it.
         let n = 1 + text.len() / 100;
@@ -370,14 +276,23 @@ impl Shared {
 
     /// Queues a control entry after everything already logged (for its run and any other).
     pub fn enqueue_entry(&self, entry: JournalEntry) -> Result<u64> {
+        let encoded = if self.keeps_crash_log() {
+            crashlog::encode_entry(&entry).map_err(|e| Error::invalid("entry", e.to_string()))?
+        } else {
+            Vec::new()
+        };
         let mut guard = self.lock();
         if guard.closed {
             return Err(Self::closed_error());
         }
+        self.crash_room(&mut guard, encoded.len() + 16);
         self.seal_all(&mut guard);
         let seq = guard.next_seq;
         guard.next_seq += 1;
         guard.mem_points += 1;
+        if let Some(log) = &mut guard.crash {
+            log.entry(seq, &encoded);
+        }
         guard.outbox.push_back(Queued {
             seq,
             points: 1,
@@ -395,45 +310,154 @@ impl Shared {
             st.wake_requested = true;
             self.wake.notify_one();
         }
-        if st.mem_points > self.config.max_memory_points {
+        if st.mem_points > self.config.max_memory_points
+            || st.crash.as_ref().is_some_and(|c| c.wants_spill)
+        {
             self.spill(&mut st);
         }
     }
 
+    // --- the crash log -----------------------------------------------------------------------------------
+
+    /// Makes sure the crash log can take `bytes` more of records (asking for it on first use): when its slot
+    /// is full, everything queued is sealed and the other slot takes over, or, while that one still holds
+    /// entries not delivered, what memory holds is journaled (which empties the log).
+    #[inline]
+    fn crash_room(&self, st: &mut State, bytes: usize) {
+        match &st.crash {
+            Some(log) if log.has_room(bytes) => return,
+            Some(_) => {}
+            None => return self.want_crash_log(st),
+        }
+        self.seal_accumulators(st);
+        let Some(log) = &mut st.crash else { return };
+        if log.fits_a_slot(bytes) && log.can_switch() {
+            log.switch(&mut st.runs);
+        } else {
+            self.spill(st);
+        }
+    }
+
+    #[inline]
+    fn want_crash_log(&self, st: &mut State) {
+        if st.crash_state == CrashLogState::NotWanted {
+            st.crash_state = if self.keeps_crash_log() {
+                CrashLogState::Wanted
+            } else {
+                CrashLogState::Unavailable
+            };
+        }
+    }
+
+    /// Clients that deliver to a server keep one; one that writes into a store in this process does not.
+    fn keeps_crash_log(&self) -> bool {
+        self.config.crash_log_bytes > 0 && self.sink.is_none()
+    }
+
+    /// Makes the crash log if a log call asked for it (on the sender, outside the lock). What was queued
+    /// before it is sealed first and is not in it: a log starts with nothing in its accumulators.
+    fn open_crash_log_if_wanted(&self) {
+        if self.lock().crash_state != CrashLogState::Wanted {
+            return;
+        }
+        let made = CrashLog::create(
+            &self.config.spool_dir,
+            self.destination(),
+            &self.client_id,
+            self.config.crash_log_bytes,
+            self.config.max_batch_points,
+        );
+        let mut st = self.lock();
+        match made {
+            Ok(mut log) if !st.closed => {
+                self.seal_accumulators(&mut st);
+                log.reset(&mut st.runs);
+                st.crash = Some(log);
+                st.crash_state = CrashLogState::Open;
+            }
+            Ok(_) => st.crash_state = CrashLogState::Unavailable,
+            Err(e) => {
+                st.crash_state = CrashLogState::Unavailable;
+                tracing::warn!(
+                    "no crash log in {} (a killed process loses what it had not sent): {e}",
+                    self.config.spool_dir.display()
+                );
+            }
+        }
+    }
+
+    /// The crash log, made now (tests have no sender).
+    #[cfg(test)]
+    pub fn open_crash_log_now(&self) {
+        self.want_crash_log(&mut self.lock());
+        self.open_crash_log_if_wanted();
+    }
+
     // --- sealing and spilling ----------------------------------------------------------------------------
 
-    /// Moves every accumulator's data into the outbox as batches (in run order of first use).
+    /// Moves every accumulator's data into the outbox as batches (in run order of first use); journals what
+    /// memory holds if the crash log could not record something.
     pub fn seal_all(&self, st: &mut State) {
+        self.seal_accumulators(st);
+        if st.crash.as_ref().is_some_and(|c| c.wants_spill) {
+            self.spill(st);
+        }
+    }
+
+    fn seal_accumulators(&self, st: &mut State) {
         if st.acc_points == 0 && st.runs.values().all(RunAcc::is_empty) {
             return;
         }
         let max = self.config.max_batch_points;
-        let mut sealed = Vec::new();
-        for (run, acc) in st.runs.iter_mut() {
+        let State {
+            runs,
+            outbox,
+            next_seq,
+            crash,
+            ..
+        } = st;
+        for (run, acc) in runs.iter_mut() {
             if acc.is_empty() {
                 continue;
             }
-            for batch in acc.seal(max) {
-                sealed.push((run.clone(), batch));
+            let batches = acc.seal(max);
+            let first = *next_seq;
+            *next_seq += batches.len() as u64;
+            if let Some(log) = crash {
+                log.sealed(run, acc, first, &batches);
             }
-        }
-        for (run, batch) in sealed {
-            let points = batch.point_count() + batch.logs.len();
-            let seq = st.next_seq;
-            st.next_seq += 1;
-            st.outbox.push_back(Queued {
-                seq,
-                points,
-                entry: Arc::new(JournalEntry::Batch { run, batch }),
-            });
+            for (seq, batch) in (first..).zip(batches) {
+                outbox.push_back(Queued {
+                    seq,
+                    points: batch.point_count() + batch.logs.len(),
+                    entry: Arc::new(JournalEntry::Batch {
+                        run: run.clone(),
+                        batch,
+                    }),
+                });
+            }
         }
         st.acc_points = 0;
     }
 
     /// Writes everything held in memory (the in-flight entry, the outbox, the accumulators) to the journal,
     /// in order. On a write failure the data stays in memory.
+    ///
+    /// Either way the crash log is emptied: what it recorded is now delivered or journaled, or, when the
+    /// journal failed after the crash log could not record something, no longer consistent with memory.
     pub fn spill(&self, st: &mut State) {
-        self.seal_all(st);
+        self.seal_accumulators(st);
+        let wanted = st.crash.as_ref().is_some_and(|c| c.wants_spill);
+        let journaled = self.journal_memory(st);
+        if journaled || wanted {
+            if let Some(log) = &mut st.crash {
+                log.reset(&mut st.runs);
+            }
+        }
+    }
+
+    /// [`Shared::spill`]'s journal part: false when the journal could not be written.
+    fn journal_memory(&self, st: &mut State) -> bool {
         let mut records = Vec::new();
         let mut points = 0usize;
         if let Some(inf) = &st.inflight {
@@ -453,7 +477,7 @@ impl Shared {
             points += q.points;
         }
         if records.is_empty() {
-            return;
+            return true;
         }
         if st.journal.is_none() {
             match JournalWriter::create(&self.config.spool_dir, self.destination(), &self.client_id)
@@ -466,7 +490,7 @@ impl Shared {
                     );
                     tracing::error!("{msg}");
                     st.stats.last_error = Some(msg);
-                    return;
+                    return false;
                 }
             }
         }
@@ -478,7 +502,7 @@ impl Shared {
             );
             tracing::error!("{msg}");
             st.stats.last_error = Some(msg);
-            return;
+            return false;
         }
         if let Some(inf) = &mut st.inflight {
             if !inf.spilled {
@@ -490,6 +514,7 @@ impl Shared {
         st.stats.spooled_points += points as u64;
         st.mem_points = 0;
         tracing::debug!(entries = records.len(), points, "spilled to the journal");
+        true
     }
 
     // --- flush / close ------------------------------------------------------------------------------
@@ -536,6 +561,11 @@ impl Shared {
         let mut st = self.lock();
         st.closed = true;
         self.spill(&mut st);
+        // Everything it recorded is delivered or journaled now: its file goes (a process that exits without
+        // dropping the client would leave it for the next start to find empty).
+        if st.crash.as_ref().is_some_and(CrashLog::is_clean) {
+            st.crash = None;
+        }
         st.shutdown = true;
         self.wake.notify_all();
         self.progress.notify_all();
@@ -580,6 +610,7 @@ impl Shared {
                 self.seal_all(&mut st);
                 last_seal = Instant::now();
             }
+            self.open_crash_log_if_wanted();
             // Send everything queued, oldest first.
             loop {
                 let after_outage = self.lock().stats.consecutive_failures > 0;
@@ -722,6 +753,7 @@ impl Shared {
                         }
                     }
                     st.done_seq = st.done_seq.max(rec.seq);
+                    Self::settle(&mut st);
                     self.progress.notify_all();
                     Step::Done
                 }
@@ -768,9 +800,47 @@ impl Shared {
                     st.mem_points = st.mem_points.saturating_sub(inf.points);
                 }
                 st.done_seq = st.done_seq.max(inf.seq);
+                Self::settle(&mut st);
                 self.progress.notify_all();
                 Step::Done
             }
+        }
+    }
+
+    /// The entries queued in memory, oldest first.
+    #[cfg(test)]
+    pub fn queued_entries(&self) -> Vec<JournalRecord> {
+        let st = self.lock();
+        st.outbox
+            .iter()
+            .map(|q| JournalRecord {
+                seq: q.seq,
+                entry: (*q.entry).clone(),
+            })
+            .collect()
+    }
+
+    #[cfg(test)]
+    pub fn with_crash_log(&self, f: impl FnOnce(&mut CrashLog)) {
+        f(self.lock().crash.as_mut().expect("a crash log"))
+    }
+
+    /// As if the sender had delivered every entry up to `seq`.
+    #[cfg(test)]
+    pub fn delivered_through(&self, seq: u64) {
+        let mut st = self.lock();
+        while st.outbox.front().is_some_and(|q| q.seq <= seq) {
+            let q = st.outbox.pop_front().expect("front");
+            st.mem_points -= q.points;
+        }
+        st.done_seq = seq;
+        Self::settle(&mut st);
+    }
+
+    /// Tells the crash log what is delivered, so a recovery does not send it again.
+    fn settle(st: &mut State) {
+        if let Some(log) = &mut st.crash {
+            log.settle(st.done_seq);
         }
     }
 
@@ -937,62 +1007,4 @@ fn split_batch(batch: &Batch) -> Vec<Batch> {
         p.batch_id = Some(format!("{base}.{i}"));
     }
     parts
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sealing_splits_columns_into_bounded_batches_in_order() {
-        let mut acc = RunAcc::default();
-        for (name, n) in [("a", 5), ("b", 3)] {
-            acc.index.insert(name.into(), acc.scalars.len());
-            let mut col = ScalarCol {
-                name: name.into(),
-                ..Default::default()
-            };
-            for i in 0..n {
-                col.steps.push(if name == "a" { Some(i) } else { None });
-                col.times.push(WallTime(i));
-                col.values.push(F64(i as f64));
-            }
-            acc.scalars.push(col);
-            acc.points += n as usize;
-        }
-        acc.metrics.push(MetricWrite::List {
-            name: "l".into(),
-            description: None,
-            values: vec![F64(1.0)],
-            step: None,
-            time: None,
-        });
-        acc.logs.push(LogAppend {
-            stream: "stdout".into(),
-            data: "x".into(),
-        });
-        let batches = acc.seal(3);
-        assert!(batches.iter().all(|b| b.point_count() <= 3), "{batches:?}");
-        assert_eq!(batches.iter().map(Batch::point_count).sum::<usize>(), 9);
-        let a: Vec<i64> = batches
-            .iter()
-            .flat_map(|b| b.scalars.iter().filter(|s| s.name == "a"))
-            .flat_map(|s| s.steps.clone().unwrap().into_iter().map(Option::unwrap))
-            .collect();
-        assert_eq!(a, vec![0, 1, 2, 3, 4]);
-        assert!(batches
-            .iter()
-            .flat_map(|b| &b.scalars)
-            .filter(|s| s.name == "b")
-            .all(|s| s.steps.is_none()));
-        let mut ids: Vec<_> = batches
-            .iter()
-            .map(|b| b.batch_id.clone().unwrap())
-            .collect();
-        ids.dedup();
-        assert_eq!(ids.len(), batches.len());
-        assert!(acc.is_empty());
-        assert!(acc.seal(3).is_empty());
-        assert_eq!(acc.index.len(), 2, "names stay known (validated once)");
-    }
 }

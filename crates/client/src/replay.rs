@@ -52,6 +52,13 @@ pub fn replay_spool_with_progress(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<ReplayReport> {
     let mut report = ReplayReport::default();
+    // What killed clients had queued but not sent becomes journals first.
+    if let Err(e) = crate::crashlog::recover_all(spool_dir) {
+        report.errors.push(format!(
+            "cannot recover crash logs in {}: {e}",
+            spool_dir.display()
+        ));
+    }
     let entries = match std::fs::read_dir(spool_dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(report),
