@@ -46,6 +46,8 @@ const SLOT_HEADER: usize = 64;
 const SEAL_RESERVE: usize = 256 * 1024;
 /// A record's length and kind.
 const RECORD_OVERHEAD: usize = 5;
+/// A scalar point's record: length, kind, run, column, has-step, step, time, value.
+const SCALAR_RECORD: usize = RECORD_OVERHEAD + 4 + 4 + 1 + 8 + 8 + 8;
 
 const COMMITTED: usize = 0;
 const EPOCH: usize = 1;
@@ -182,7 +184,8 @@ impl CrashLog {
                 std::ptr::null_mut(),
                 size,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
+                // Faulted in now, on the sender: not a page fault every hundred points in log calls.
+                libc::MAP_SHARED | libc::MAP_POPULATE,
                 file.as_raw_fd(),
                 0,
             )
@@ -307,32 +310,35 @@ impl CrashLog {
         }
     }
 
-    /// Appends one record and commits it; false (and `wants_spill`) when it does not fit.
-    #[inline]
+    /// Appends one record made of `parts` and commits it; false (and `wants_spill`) when it does not fit.
     fn put(&mut self, kind: u8, parts: &[&[u8]]) -> bool {
+        let body: usize = parts.iter().map(|p| p.len()).sum();
+        let mut rec = Vec::with_capacity(RECORD_OVERHEAD + body);
+        rec.extend_from_slice(&(body as u32 + 1).to_le_bytes());
+        rec.push(kind);
+        for part in parts {
+            rec.extend_from_slice(part);
+        }
+        self.put_record(&rec)
+    }
+
+    /// Appends a whole record (length, kind, body) and commits it.
+    #[inline]
+    fn put_record(&mut self, rec: &[u8]) -> bool {
         if !self.writable() {
             return false;
         }
-        let body: usize = parts.iter().map(|p| p.len()).sum();
-        let total = RECORD_OVERHEAD + body;
-        if self.pos + total > self.slot_size {
+        if self.pos + rec.len() > self.slot_size {
             self.wants_spill = true;
             return false;
         }
-        let len = (body as u32 + 1).to_le_bytes();
-        // SAFETY: [pos, pos + total) lies inside the current slot (checked above), which lies inside the
-        // mapping; the slices are ours and cannot overlap the mapping.
+        // SAFETY: [pos, pos + len) lies inside the current slot (checked above), which lies inside the
+        // mapping; `rec` is ours and cannot overlap the mapping.
         unsafe {
-            let mut at = self.map.add(HEAD + self.cur * self.slot_size + self.pos);
-            for part in [&len[..], &[kind][..]]
-                .into_iter()
-                .chain(parts.iter().copied())
-            {
-                std::ptr::copy_nonoverlapping(part.as_ptr(), at, part.len());
-                at = at.add(part.len());
-            }
+            let at = self.map.add(HEAD + self.cur * self.slot_size + self.pos);
+            std::ptr::copy_nonoverlapping(rec.as_ptr(), at, rec.len());
         }
-        self.pos += total;
+        self.pos += rec.len();
         self.dirty = true;
         self.field(self.cur, COMMITTED)
             .store(self.pos as u64, Ordering::Release);
@@ -368,9 +374,11 @@ impl CrashLog {
 
     /// An upper bound of what recording a scalar point takes, with its run and column named.
     pub fn scalar_room(run: &RunId, name: &str) -> usize {
-        3 * RECORD_OVERHEAD + 4 + run.as_str().len() + 8 + name.len() + 33
+        2 * RECORD_OVERHEAD + 4 + run.as_str().len() + 8 + name.len() + SCALAR_RECORD
     }
 
+    /// The hot path: the record is built on the stack and copied in one piece (a copy per field cost more
+    /// than the rest of the log call's recording).
     #[inline]
     pub fn scalar(
         &mut self,
@@ -383,17 +391,16 @@ impl CrashLog {
     ) {
         let r = self.run_ref(run, acc);
         self.column(r, acc, col);
-        self.put(
-            kind::SCALAR,
-            &[
-                &r.to_le_bytes(),
-                &(col as u32).to_le_bytes(),
-                &[step.is_some() as u8],
-                &step.unwrap_or(0).to_le_bytes(),
-                &time.0.to_le_bytes(),
-                &value.0.to_bits().to_le_bytes(),
-            ],
-        );
+        let mut rec = [0u8; SCALAR_RECORD];
+        rec[0..4].copy_from_slice(&((SCALAR_RECORD - 4) as u32).to_le_bytes());
+        rec[4] = kind::SCALAR;
+        rec[5..9].copy_from_slice(&r.to_le_bytes());
+        rec[9..13].copy_from_slice(&(col as u32).to_le_bytes());
+        rec[13] = step.is_some() as u8;
+        rec[14..22].copy_from_slice(&step.unwrap_or(0).to_le_bytes());
+        rec[22..30].copy_from_slice(&time.0.to_le_bytes());
+        rec[30..38].copy_from_slice(&value.0.to_bits().to_le_bytes());
+        self.put_record(&rec);
     }
 
     pub fn describe(&mut self, run: &RunId, acc: &mut RunAcc, col: usize, text: &str) {
