@@ -44,6 +44,9 @@ pub(crate) fn image_query(meta: &ImageWrite) -> Vec<(&'static str, String)> {
     if let Some(t) = meta.time {
         q.push(("time", t.0.to_string()));
     }
+    if let Some(id) = &meta.batch_id {
+        q.push(("batch_id", id.clone()));
+    }
     q
 }
 

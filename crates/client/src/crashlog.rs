@@ -46,6 +46,8 @@ const SLOT_HEADER: usize = 64;
 const SEAL_RESERVE: usize = 256 * 1024;
 /// A record's length and kind.
 const RECORD_OVERHEAD: usize = 5;
+/// A column number past this in a record is garbage (recovery would allocate that many columns).
+const MAX_COLUMNS: usize = 1 << 20;
 /// A scalar point's record: length, kind, run, column, has-step, step, time, value.
 const SCALAR_RECORD: usize = RECORD_OVERHEAD + 4 + 4 + 1 + 8 + 8 + 8;
 
@@ -127,11 +129,14 @@ impl CrashLog {
         let size = HEAD + 2 * slot_size;
         std::fs::create_dir_all(dir)?;
         let path = dir.join(format!("{client_id}.crashlog"));
+        // Made under another name and renamed once whole: recovery takes an unlocked `.crashlog` for a dead
+        // client's, and must never find one a live client is still making.
+        let part = dir.join(format!("{client_id}.crashlog.part"));
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
-            .open(&path)?;
+            .open(&part)?;
         let made = Self::map(
             &path,
             file,
@@ -140,8 +145,10 @@ impl CrashLog {
             uri,
             client_id,
             max_batch_points,
-        );
+        )
+        .and_then(|log| std::fs::rename(&part, &path).map(|()| log));
         if made.is_err() {
+            let _ = std::fs::remove_file(&part);
             let _ = std::fs::remove_file(&path);
         }
         made
@@ -161,11 +168,7 @@ impl CrashLog {
                 "the crash log is locked by another process",
             ));
         }
-        // SAFETY: plain calls on a file descriptor we own; results checked.
-        let err = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, size as libc::off_t) };
-        if err != 0 {
-            return Err(io::Error::from_raw_os_error(err));
-        }
+        reserve(&file, size)?;
         let header = Header {
             uri: uri.to_string(),
             client_id: client_id.to_string(),
@@ -184,8 +187,7 @@ impl CrashLog {
                 std::ptr::null_mut(),
                 size,
                 libc::PROT_READ | libc::PROT_WRITE,
-                // Faulted in now, on the sender: not a page fault every hundred points in log calls.
-                libc::MAP_SHARED | libc::MAP_POPULATE,
+                MAP_FLAGS,
                 file.as_raw_fd(),
                 0,
             )
@@ -284,9 +286,10 @@ impl CrashLog {
             .store(SLOT_HEADER as u64, Ordering::Release);
         self.last_seq[other] = 0;
         self.start_slot(self.cur);
-        self.dirty = false;
         self.wants_spill = false;
         self.describe_pending(runs);
+        // Descriptions waiting for points are not worth keeping the file for at a clean close.
+        self.dirty = false;
     }
 
     fn describe_pending(&mut self, runs: &mut HashMap<RunId, RunAcc>) {
@@ -454,10 +457,49 @@ impl CrashLog {
             body.extend_from_slice(&id[..id.len().min(255)]);
         }
         if self.put(kind::SEALED, &[&body]) {
-            let last = first_seq + batches.len() as u64 - 1;
+            let last = (first_seq + batches.len() as u64).saturating_sub(1);
             self.last_seq[self.cur] = self.last_seq[self.cur].max(last);
         }
     }
+}
+
+/// Shared, and on Linux faulted in now, on the sender: not a page fault every hundred points in log calls.
+#[cfg(target_os = "linux")]
+const MAP_FLAGS: libc::c_int = libc::MAP_SHARED | libc::MAP_POPULATE;
+#[cfg(not(target_os = "linux"))]
+const MAP_FLAGS: libc::c_int = libc::MAP_SHARED;
+
+/// Allocates the file's blocks, so that writing to its mapped pages can never hit a full disk: that would
+/// kill the process with SIGBUS. Copy-on-write filesystems (btrfs, ZFS, bcachefs) allocate anew on every
+/// overwrite whatever was reserved, so no crash log is kept there.
+#[cfg(target_os = "linux")]
+fn reserve(file: &File, size: usize) -> io::Result<()> {
+    const COPY_ON_WRITE: [u64; 3] = [0x9123_683E, 0x2FC1_2FC1, 0xCA45_1A4E];
+    // SAFETY: fstatfs fills the zeroed struct we own; posix_fallocate works on our descriptor. Both checked.
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstatfs(file.as_raw_fd(), &mut fs) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if COPY_ON_WRITE.contains(&(fs.f_type as u64)) {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "the spool is on a copy-on-write filesystem (btrfs, ZFS, bcachefs), where a mapped file cannot be \
+             reserved; set FLIGHTLOG_SPOOL to a folder on another filesystem to keep one",
+        ));
+    }
+    let err = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, size as libc::off_t) };
+    if err != 0 {
+        return Err(io::Error::from_raw_os_error(err));
+    }
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn reserve(_file: &File, _size: usize) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "crash logs are kept on Linux only",
+    ))
 }
 
 impl Drop for CrashLog {
@@ -515,6 +557,10 @@ pub fn recover_all(dir: &Path) -> io::Result<u64> {
     };
     let mut recovered = 0;
     for path in entries.filter_map(|e| e.ok()).map(|e| e.path()) {
+        if path.extension().is_some_and(|x| x == "part") {
+            remove_abandoned_part(&path);
+            continue;
+        }
         if path.extension().is_none_or(|x| x != "crashlog") {
             continue;
         }
@@ -525,6 +571,19 @@ pub fn recover_all(dir: &Path) -> io::Result<u64> {
         }
     }
     Ok(recovered)
+}
+
+/// A crash log whose making was cut short (its process died in `create`): removed once unlocked and a minute
+/// old (a live client holds it for milliseconds, and may not have locked it yet).
+fn remove_abandoned_part(path: &Path) {
+    let Ok(file) = File::open(path) else { return };
+    let old = file
+        .metadata()
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t.elapsed().is_ok_and(|age| age.as_secs() >= 60));
+    if old && journal::try_lock(&file).unwrap_or(false) {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 /// False when the file belongs to a live client (or another recovery has it).
@@ -598,7 +657,7 @@ fn recovered_entries(bytes: &[u8]) -> Result<(Header, Vec<JournalRecord>), Strin
         .copied()
         .unwrap_or(0)
         .max(settled)
-        + 1;
+        .saturating_add(1);
     let mut fresh = std::mem::take(&mut replay.extra);
     for (run, mut acc) in std::mem::take(&mut replay.unsealed) {
         fresh.extend(
@@ -607,11 +666,14 @@ fn recovered_entries(bytes: &[u8]) -> Result<(Header, Vec<JournalRecord>), Strin
                 .map(|b| (run.clone(), b)),
         );
     }
-    for (run, batch) in fresh {
+    for (run, mut batch) in fresh {
+        // Named by the dead client and seq, not at random: a recovery repeated (this process killed before the
+        // crash log was gone) makes the same batches with the same ids, which the server stores once.
+        batch.batch_id = Some(format!("{}.recovered.{next}", header.client_id));
         replay
             .entries
             .insert(next, JournalEntry::Batch { run, batch });
-        next += 1;
+        next = next.saturating_add(1);
     }
     let records = replay
         .entries
@@ -630,6 +692,9 @@ struct Slot<'a> {
 
 impl<'a> Slot<'a> {
     fn read(bytes: &'a [u8]) -> Option<Slot<'a>> {
+        if bytes.len() < SLOT_HEADER {
+            return None;
+        }
         let word =
             |i: usize| u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
         let committed = (word(COMMITTED) as usize).min(bytes.len());
@@ -704,6 +769,9 @@ impl Replay {
         match kind {
             kind::COLUMN => {
                 let col = c.u32()? as usize;
+                if col > MAX_COLUMNS {
+                    return None; // garbage: a client numbers its columns 0, 1, 2...
+                }
                 acc.column_at(col, std::str::from_utf8(c.0).ok()?);
             }
             kind::DESCRIBE => {
@@ -757,7 +825,7 @@ impl Replay {
                         run: run.clone(),
                         batch,
                     };
-                    self.entries.insert(first + i as u64, entry);
+                    self.entries.insert(first.saturating_add(i as u64), entry);
                 }
             }
             _ => return None,
@@ -795,8 +863,15 @@ mod tests {
     use flightlog_model::{MetricWrite, NewRun, ScalarWrite};
     use std::time::Duration;
 
-    /// A client's queue with no sender: entries stay queued until the test says they were delivered.
+    /// A client's queue with no sender (entries stay queued until the test says they were delivered), its
+    /// crash log open.
     fn queue(dir: &Path, crash_log_bytes: usize) -> Shared {
+        let q = queue_without_log(dir, crash_log_bytes);
+        q.open_crash_log_now();
+        q
+    }
+
+    fn queue_without_log(dir: &Path, crash_log_bytes: usize) -> Shared {
         let config = ClientConfig {
             uri: "http://127.0.0.1:9".into(),
             spool_dir: dir.to_path_buf(),
@@ -804,9 +879,7 @@ mod tests {
             max_batch_points: 700,
             ..Default::default()
         };
-        let q = Shared::new(Http::new(&config.uri, Duration::from_secs(1)), config);
-        q.open_crash_log_now();
-        q
+        Shared::new(Http::new(&config.uri, Duration::from_secs(1)), config)
     }
 
     /// Every journal in `dir`, records in file order (older files first).
@@ -917,6 +990,48 @@ mod tests {
         assert_eq!(tail, want, "unsealed points come back as new batches");
         assert!(got.windows(2).all(|w| w[0].seq < w[1].seq));
         assert_eq!(recover_all(dir.path()).unwrap(), 0, "recovered once");
+    }
+
+    #[test]
+    fn what_was_queued_before_the_log_opened_is_recorded_when_it_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = queue_without_log(dir.path(), 4 << 20);
+        let run = RunId::new();
+        let create = JournalEntry::CreateRun(NewRun {
+            id: Some(run.clone()),
+            ..Default::default()
+        });
+        q.enqueue_entry(create.clone()).unwrap(); // the server is down: the run waits in the queue
+        log_points(&q, &run, "x", 0..10);
+        q.open_crash_log_now(); // the sender makes it: what is queued goes in
+        log_points(&q, &run, "x", 10..20);
+        drop(q);
+        recover_all(dir.path()).unwrap();
+        let got = journaled(dir.path());
+        assert_eq!(got[0].entry, create, "the run's creation comes first");
+        let (pts, _) = points(&got);
+        let steps: Vec<i64> = pts.iter().map(|p| p.2).collect();
+        assert_eq!(steps, (0..20).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn recovering_the_same_log_twice_names_new_batches_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = queue(dir.path(), 4 << 20);
+        let run = RunId::new();
+        log_points(&q, &run, "x", 0..10); // never sealed: new batches at recovery
+        drop(q);
+        let log = std::fs::read_dir(dir.path()).unwrap().next().unwrap().unwrap().path();
+        let copy = std::fs::read(&log).unwrap();
+        recover_all(dir.path()).unwrap();
+        let first = journaled(dir.path());
+        for j in std::fs::read_dir(dir.path()).unwrap() {
+            std::fs::remove_file(j.unwrap().path()).unwrap();
+        }
+        std::fs::write(&log, copy).unwrap(); // as if the recovering process died before removing it
+        recover_all(dir.path()).unwrap();
+        let second = journaled(dir.path());
+        assert_eq!(points(&first), points(&second), "same points under the same batch ids");
     }
 
     #[test]

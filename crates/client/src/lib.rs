@@ -480,6 +480,9 @@ impl Client {
         }
         validate::image_size(bytes.len())?;
         meta.time.get_or_insert_with(WallTime::now);
+        // Sent again after a crash (the crash log, a journal) or a timeout, it is stored once.
+        meta.batch_id
+            .get_or_insert_with(|| uuid::Uuid::new_v4().simple().to_string());
         self.shared.enqueue_entry(JournalEntry::Image {
             run: run.clone(),
             meta,
@@ -491,19 +494,7 @@ impl Client {
     /// Writes an image now (synchronously): stored as an artifact under `images/` and a point of `meta.name`.
     pub fn write_image(&self, run: &RunId, meta: &ImageWrite, bytes: &[u8]) -> Result<Record> {
         validate::name("metric", &meta.name)?;
-        let mut q = vec![("name", meta.name.clone())];
-        if let Some(s) = meta.step {
-            q.push(("step", s.to_string()));
-        }
-        if let Some(d) = &meta.description {
-            q.push(("description", d.clone()));
-        }
-        if let Some(t) = meta.time {
-            q.push(("time", t.0.to_string()));
-        }
-        if let Some(id) = &meta.batch_id {
-            q.push(("batch_id", id.clone()));
-        }
+        let q = backend::image_query(meta);
         self.shared
             .http
             .try_send_bytes(

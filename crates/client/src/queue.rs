@@ -331,7 +331,8 @@ impl Shared {
         }
         self.seal_accumulators(st);
         let Some(log) = &mut st.crash else { return };
-        if log.fits_a_slot(bytes) && log.can_switch() {
+        // A seal the log could not record (`wants_spill`) must not be left behind in the old slot.
+        if !log.wants_spill && log.fits_a_slot(bytes) && log.can_switch() {
             log.switch(&mut st.runs);
         } else {
             self.spill(st);
@@ -342,6 +343,9 @@ impl Shared {
     fn want_crash_log(&self, st: &mut State) {
         if st.crash_state == CrashLogState::NotWanted {
             st.crash_state = if self.keeps_crash_log() {
+                // Made at once, not at the next flush: what is queued until then is not covered.
+                st.wake_requested = true;
+                self.wake.notify_one();
                 CrashLogState::Wanted
             } else {
                 CrashLogState::Unavailable
@@ -372,8 +376,10 @@ impl Shared {
             Ok(mut log) if !st.closed => {
                 self.seal_accumulators(&mut st);
                 log.reset(&mut st.runs);
+                log.settle(st.done_seq);
                 st.crash = Some(log);
                 st.crash_state = CrashLogState::Open;
+                self.record_queued(&mut st);
             }
             Ok(_) => st.crash_state = CrashLogState::Unavailable,
             Err(e) => {
@@ -383,6 +389,32 @@ impl Shared {
                     self.config.spool_dir.display()
                 );
             }
+        }
+    }
+
+    /// Records the entries queued before the crash log opened (a run created while the server was down
+    /// among them: without it, what follows would be refused at replay); journals them if they do not fit.
+    fn record_queued(&self, st: &mut State) {
+        let State {
+            outbox,
+            inflight,
+            crash,
+            ..
+        } = &mut *st;
+        let Some(log) = crash else { return };
+        let unspilled = inflight.as_ref().filter(|i| !i.spilled);
+        let queued = unspilled
+            .map(|i| (i.seq, &i.entry))
+            .into_iter()
+            .chain(outbox.iter().map(|q| (q.seq, &q.entry)));
+        for (seq, entry) in queued {
+            match crashlog::encode_entry(entry) {
+                Ok(bytes) if log.has_room(bytes.len() + 16) => log.entry(seq, &bytes),
+                _ => log.wants_spill = true,
+            }
+        }
+        if log.wants_spill {
+            self.spill(st);
         }
     }
 
