@@ -1021,7 +1021,12 @@ mod tests {
         let run = RunId::new();
         log_points(&q, &run, "x", 0..10); // never sealed: new batches at recovery
         drop(q);
-        let log = std::fs::read_dir(dir.path()).unwrap().next().unwrap().unwrap().path();
+        let log = std::fs::read_dir(dir.path())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
         let copy = std::fs::read(&log).unwrap();
         recover_all(dir.path()).unwrap();
         let first = journaled(dir.path());
@@ -1031,7 +1036,11 @@ mod tests {
         std::fs::write(&log, copy).unwrap(); // as if the recovering process died before removing it
         recover_all(dir.path()).unwrap();
         let second = journaled(dir.path());
-        assert_eq!(points(&first), points(&second), "same points under the same batch ids");
+        assert_eq!(
+            points(&first),
+            points(&second),
+            "same points under the same batch ids"
+        );
     }
 
     #[test]

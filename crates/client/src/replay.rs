@@ -87,9 +87,17 @@ pub fn replay_spool_with_progress(
     let filter = uri_filter.map(normalize_uri);
     let mut done_total = 0u64;
     let mut known_total = 0u64;
+    // Clients one of whose journals is held by another process: their later journals wait too, since a
+    // client's entries must arrive in order (a run's creation in the older one, its batches in the newer).
+    let mut held: std::collections::HashSet<String> = std::collections::HashSet::new();
     for (_, path) in files {
         if report.unreachable.is_some() {
             break;
+        }
+        let client = journal_client(&path);
+        if held.contains(&client) {
+            report.files_locked += 1;
+            continue;
         }
         let mut file = match OpenOptions::new().read(true).write(true).open(&path) {
             Ok(f) => f,
@@ -103,6 +111,7 @@ pub fn replay_spool_with_progress(
             Ok(true) => {}
             Ok(false) => {
                 report.files_locked += 1;
+                held.insert(client);
                 continue;
             }
             Err(e) => {
@@ -196,6 +205,17 @@ pub fn replay_spool_with_progress(
     Ok(report)
 }
 
+/// The client that wrote a journal: its name is `<client-id>-<n>.journal`.
+fn journal_client(path: &Path) -> String {
+    let stem = path
+        .file_stem()
+        .map_or(String::new(), |s| s.to_string_lossy().into_owned());
+    match stem.rsplit_once('-') {
+        Some((client, n)) if n.bytes().all(|b| b.is_ascii_digit()) => client.to_string(),
+        _ => stem,
+    }
+}
+
 /// A few quick retries for a server that is restarting; then the caller gives up on this replay.
 fn send_with_retry(http: &Http, entry: &journal::JournalEntry) -> Result<Sent, SendError> {
     let mut delay = Duration::from_millis(100);
@@ -210,5 +230,40 @@ fn send_with_retry(http: &Http, entry: &journal::JournalEntry) -> Result<Sent, S
             }
             other => return other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::{JournalEntry, JournalRecord, JournalWriter};
+    use flightlog_model::{NewRun, RunId};
+
+    #[test]
+    fn a_clients_later_journals_wait_while_an_earlier_one_is_held() {
+        let dir = tempfile::tempdir().unwrap();
+        // Nothing listens there: a journal the replay tried to send would leave it unreachable.
+        let uri = "http://127.0.0.1:9";
+        let record = || JournalRecord {
+            seq: 1,
+            entry: JournalEntry::CreateRun(NewRun {
+                id: Some(RunId::new()),
+                ..Default::default()
+            }),
+        };
+        let mut older = JournalWriter::create(dir.path(), uri, "dead").unwrap();
+        older.append(&[record()]).unwrap();
+        std::thread::sleep(Duration::from_millis(20)); // files are replayed by age
+        let mut newer = JournalWriter::create(dir.path(), uri, "dead").unwrap();
+        newer.append(&[record()]).unwrap();
+        drop(newer); // the newer one is free; the older one is still held (another replayer has it)
+        let report = replay_spool(dir.path(), None).unwrap();
+        assert_eq!(report.files_locked, 2, "{report:?}");
+        assert!(
+            report.unreachable.is_none(),
+            "the newer journal was not sent ahead of the older: {report:?}"
+        );
+        drop(older);
+        assert_eq!(journal_client(Path::new("/s/ab-12-3.journal")), "ab-12");
     }
 }
