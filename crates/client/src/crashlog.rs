@@ -314,34 +314,41 @@ impl CrashLog {
     }
 
     /// Appends one record made of `parts` and commits it; false (and `wants_spill`) when it does not fit.
+    /// The parts go straight into the mapping (an image is not copied on the way).
     fn put(&mut self, kind: u8, parts: &[&[u8]]) -> bool {
         let body: usize = parts.iter().map(|p| p.len()).sum();
-        let mut rec = Vec::with_capacity(RECORD_OVERHEAD + body);
-        rec.extend_from_slice(&(body as u32 + 1).to_le_bytes());
-        rec.push(kind);
-        for part in parts {
-            rec.extend_from_slice(part);
-        }
-        self.put_record(&rec)
+        let mut head = [0u8; RECORD_OVERHEAD];
+        head[..4].copy_from_slice(&(body as u32 + 1).to_le_bytes());
+        head[4] = kind;
+        self.write(&head, parts)
     }
 
     /// Appends a whole record (length, kind, body) and commits it.
     #[inline]
     fn put_record(&mut self, rec: &[u8]) -> bool {
+        self.write(rec, &[])
+    }
+
+    #[inline]
+    fn write(&mut self, head: &[u8], parts: &[&[u8]]) -> bool {
         if !self.writable() {
             return false;
         }
-        if self.pos + rec.len() > self.slot_size {
+        let len = head.len() + parts.iter().map(|p| p.len()).sum::<usize>();
+        if self.pos + len > self.slot_size {
             self.wants_spill = true;
             return false;
         }
         // SAFETY: [pos, pos + len) lies inside the current slot (checked above), which lies inside the
-        // mapping; `rec` is ours and cannot overlap the mapping.
+        // mapping; the slices are ours and cannot overlap the mapping.
         unsafe {
-            let at = self.map.add(HEAD + self.cur * self.slot_size + self.pos);
-            std::ptr::copy_nonoverlapping(rec.as_ptr(), at, rec.len());
+            let mut at = self.map.add(HEAD + self.cur * self.slot_size + self.pos);
+            for part in std::iter::once(head).chain(parts.iter().copied()) {
+                std::ptr::copy_nonoverlapping(part.as_ptr(), at, part.len());
+                at = at.add(part.len());
+            }
         }
-        self.pos += rec.len();
+        self.pos += len;
         self.dirty = true;
         self.field(self.cur, COMMITTED)
             .store(self.pos as u64, Ordering::Release);
@@ -363,15 +370,14 @@ impl CrashLog {
     /// The column's name, recorded once a slot.
     #[inline]
     fn column(&mut self, run_ref: u32, acc: &mut RunAcc, col: usize) {
-        if acc.scalars[col].logged != self.epoch {
-            let name = std::mem::take(&mut acc.scalars[col].name);
+        let column = &mut acc.scalars[col];
+        if column.logged != self.epoch {
             let col32 = (col as u32).to_le_bytes();
             self.put(
                 kind::COLUMN,
-                &[&run_ref.to_le_bytes(), &col32, name.as_bytes()],
+                &[&run_ref.to_le_bytes(), &col32, column.name.as_bytes()],
             );
-            acc.scalars[col].name = name;
-            acc.scalars[col].logged = self.epoch;
+            column.logged = self.epoch;
         }
     }
 
@@ -438,9 +444,10 @@ impl CrashLog {
         );
     }
 
-    /// An entry queued as it is (a run created or changed, an image): its seq and [`encode_entry`]'s bytes.
-    pub fn entry(&mut self, seq: u64, encoded: &[u8]) {
-        if self.put(kind::ENTRY, &[&seq.to_le_bytes(), encoded]) {
+    /// An entry queued as it is (a run created or changed, an image): its seq and [`entry_parts`].
+    pub fn entry(&mut self, seq: u64, json: &[u8], raw: &[u8]) {
+        let json_len = (json.len() as u32).to_le_bytes();
+        if self.put(kind::ENTRY, &[&seq.to_le_bytes(), &json_len, json, raw]) {
             self.last_seq[self.cur] = self.last_seq[self.cur].max(seq);
         }
     }
@@ -514,10 +521,10 @@ impl Drop for CrashLog {
     }
 }
 
-/// An entry as an ENTRY record holds it: u32 length of the JSON, the JSON, then an image's bytes raw (hex in
-/// JSON would double them).
-pub(crate) fn encode_entry(entry: &JournalEntry) -> io::Result<Vec<u8>> {
-    let (json, raw) = match entry {
+/// An entry as an ENTRY record holds it: after the seq, u32 length of the JSON, the JSON, then an image's bytes
+/// raw (hex in JSON would double them). Returns the JSON and the raw bytes.
+pub(crate) fn entry_parts(entry: &JournalEntry) -> io::Result<(Vec<u8>, &[u8])> {
+    Ok(match entry {
         JournalEntry::Image { run, meta, data } => {
             let bare = JournalEntry::Image {
                 run: run.clone(),
@@ -527,12 +534,12 @@ pub(crate) fn encode_entry(entry: &JournalEntry) -> io::Result<Vec<u8>> {
             (serde_json::to_vec(&bare)?, &data[..])
         }
         other => (serde_json::to_vec(other)?, &[][..]),
-    };
-    let mut out = Vec::with_capacity(4 + json.len() + raw.len());
-    out.extend_from_slice(&(json.len() as u32).to_le_bytes());
-    out.extend_from_slice(&json);
-    out.extend_from_slice(raw);
-    Ok(out)
+    })
+}
+
+/// The room an entry's record takes, with its seq and JSON length.
+pub(crate) fn entry_room(json: &[u8], raw: &[u8]) -> usize {
+    RECORD_OVERHEAD + 12 + json.len() + raw.len()
 }
 
 fn decode_entry(body: &[u8]) -> Option<JournalEntry> {
@@ -1107,7 +1114,7 @@ mod tests {
     }
 
     #[test]
-    fn images_and_run_changes_come_back_whole_and_a_forked_child_writes_nothing() {
+    fn an_image_comes_back_whole_with_its_bytes() {
         let dir = tempfile::tempdir().unwrap();
         let q = queue(dir.path(), 4 << 20);
         let run = RunId::new();
@@ -1129,7 +1136,11 @@ mod tests {
         let got = journaled(dir.path());
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].entry, image);
+    }
 
+    #[test]
+    fn a_forked_child_writes_nothing_into_its_parents_log() {
+        let run = RunId::new();
         let dir = tempfile::tempdir().unwrap();
         let q = queue(dir.path(), 4 << 20);
         log_points(&q, &run, "x", 0..5);

@@ -276,22 +276,23 @@ impl Shared {
 
     /// Queues a control entry after everything already logged (for its run and any other).
     pub fn enqueue_entry(&self, entry: JournalEntry) -> Result<u64> {
-        let encoded = if self.keeps_crash_log() {
-            crashlog::encode_entry(&entry).map_err(|e| Error::invalid("entry", e.to_string()))?
+        // The JSON before the lock (an image's bytes are written as they are), if a crash log may take it.
+        let (json, raw) = if self.keeps_crash_log() {
+            crashlog::entry_parts(&entry).map_err(|e| Error::invalid("entry", e.to_string()))?
         } else {
-            Vec::new()
+            (Vec::new(), &[][..])
         };
         let mut guard = self.lock();
         if guard.closed {
             return Err(Self::closed_error());
         }
-        self.crash_room(&mut guard, encoded.len() + 16);
+        self.crash_room(&mut guard, crashlog::entry_room(&json, raw));
         self.seal_all(&mut guard);
         let seq = guard.next_seq;
         guard.next_seq += 1;
         guard.mem_points += 1;
         if let Some(log) = &mut guard.crash {
-            log.entry(seq, &encoded);
+            log.entry(seq, &json, raw);
         }
         guard.outbox.push_back(Queued {
             seq,
@@ -355,15 +356,12 @@ impl Shared {
 
     /// Clients that deliver to a server keep one; one that writes into a store in this process does not.
     fn keeps_crash_log(&self) -> bool {
-        self.config.crash_log_bytes > 0 && self.sink.is_none()
+        cfg!(target_os = "linux") && self.config.crash_log_bytes > 0 && self.sink.is_none()
     }
 
-    /// Makes the crash log if a log call asked for it (on the sender, outside the lock). What was queued
-    /// before it is sealed first and is not in it: a log starts with nothing in its accumulators.
-    fn open_crash_log_if_wanted(&self) {
-        if self.lock().crash_state != CrashLogState::Wanted {
-            return;
-        }
+    /// Makes the crash log a log call asked for (on the sender, outside the lock). What was queued before it
+    /// is sealed first and recorded as entries: a log starts with nothing in its accumulators.
+    fn open_crash_log(&self) {
         let made = CrashLog::create(
             &self.config.spool_dir,
             self.destination(),
@@ -402,14 +400,11 @@ impl Shared {
             ..
         } = &mut *st;
         let Some(log) = crash else { return };
-        let unspilled = inflight.as_ref().filter(|i| !i.spilled);
-        let queued = unspilled
-            .map(|i| (i.seq, &i.entry))
-            .into_iter()
-            .chain(outbox.iter().map(|q| (q.seq, &q.entry)));
-        for (seq, entry) in queued {
-            match crashlog::encode_entry(entry) {
-                Ok(bytes) if log.has_room(bytes.len() + 16) => log.entry(seq, &bytes),
+        for (seq, _, entry) in in_memory(inflight, outbox) {
+            match crashlog::entry_parts(entry) {
+                Ok((json, raw)) if log.has_room(crashlog::entry_room(&json, raw)) => {
+                    log.entry(seq, &json, raw)
+                }
                 _ => log.wants_spill = true,
             }
         }
@@ -422,7 +417,7 @@ impl Shared {
     #[cfg(test)]
     pub fn open_crash_log_now(&self) {
         self.want_crash_log(&mut self.lock());
-        self.open_crash_log_if_wanted();
+        self.open_crash_log();
     }
 
     // --- sealing and spilling ----------------------------------------------------------------------------
@@ -490,24 +485,16 @@ impl Shared {
 
     /// [`Shared::spill`]'s journal part: false when the journal could not be written.
     fn journal_memory(&self, st: &mut State) -> bool {
-        let mut records = Vec::new();
         let mut points = 0usize;
-        if let Some(inf) = &st.inflight {
-            if !inf.spilled {
-                records.push(JournalRecord {
-                    seq: inf.seq,
-                    entry: (*inf.entry).clone(),
-                });
-                points += inf.points;
-            }
-        }
-        for q in &st.outbox {
-            records.push(JournalRecord {
-                seq: q.seq,
-                entry: (*q.entry).clone(),
-            });
-            points += q.points;
-        }
+        let records: Vec<JournalRecord> = in_memory(&st.inflight, &st.outbox)
+            .map(|(seq, n, entry)| {
+                points += n;
+                JournalRecord {
+                    seq,
+                    entry: (**entry).clone(),
+                }
+            })
+            .collect();
         if records.is_empty() {
             return true;
         }
@@ -606,8 +593,7 @@ impl Shared {
     pub fn pending(&self) -> (u64, u64, u64) {
         let st = self.lock();
         let journal = st.journal.as_ref().map_or(0, |j| j.unsent());
-        let entries =
-            st.outbox.len() as u64 + st.inflight.as_ref().map_or(0, |i| (!i.spilled) as u64);
+        let entries = in_memory(&st.inflight, &st.outbox).count() as u64;
         (st.mem_points as u64, entries, journal)
     }
 
@@ -622,7 +608,7 @@ impl Shared {
         let mut last_seal = Instant::now();
         loop {
             // Wait for something to do.
-            {
+            let crash_log_wanted = {
                 let mut st = self.lock();
                 loop {
                     if st.shutdown {
@@ -641,8 +627,11 @@ impl Shared {
                 st.wake_requested = false;
                 self.seal_all(&mut st);
                 last_seal = Instant::now();
+                st.crash_state == CrashLogState::Wanted
+            };
+            if crash_log_wanted {
+                self.open_crash_log();
             }
-            self.open_crash_log_if_wanted();
             // Send everything queued, oldest first.
             loop {
                 let after_outage = self.lock().stats.consecutive_failures > 0;
@@ -929,6 +918,19 @@ impl Shared {
         }
         Step::Failed
     }
+}
+
+/// The entries memory holds, oldest first, with their seqs and points: the one in flight (unless it was
+/// journaled while in flight) and the outbox.
+fn in_memory<'a>(
+    inflight: &'a Option<Inflight>,
+    outbox: &'a VecDeque<Queued>,
+) -> impl Iterator<Item = (u64, usize, &'a Arc<JournalEntry>)> + 'a {
+    let unspilled = inflight.as_ref().filter(|i| !i.spilled);
+    unspilled
+        .map(|i| (i.seq, i.points, &i.entry))
+        .into_iter()
+        .chain(outbox.iter().map(|q| (q.seq, q.points, &q.entry)))
 }
 
 enum Step {
